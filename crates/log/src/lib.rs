@@ -1,0 +1,130 @@
+//! Sluice's storage engine: one durable, segmented, append-only log per shard.
+//!
+//! A [`Log`] owns a data directory holding one directory per [`ShardLog`]; each
+//! shard log is a sequence of segment files holding checksummed frames, one
+//! frame per appended batch (see `docs/storage-format.md`).
+//!
+//! # Sequence numbers
+//! A record's sequence number is `epoch << 64 | frame_offset << 16 | index`:
+//! the shard log's epoch (fixed at creation), the logical byte offset of its
+//! batch's frame, and its index in the batch. Numbers therefore strictly increase
+//! within a shard log, survive restarts (offsets only grow, even after trimming),
+//! and locate their record without an index. A child shard created with a greater
+//! epoch than its parents gets greater numbers than theirs.
+//!
+//! # What "acknowledged" means
+//! - [`Durability::Sync`] (the default): `append` returns only after the frame and
+//!   everything before it in that shard log are fsynced (`fdatasync`). Appends that
+//!   arrive while a group-commit round is running share the next round, across all
+//!   shard logs. Readers see a frame only once it is durable, so no reader ever sees
+//!   a record that a crash could take back.
+//! - [`Durability::Interval`]: `append` returns once the frame is written to the
+//!   operating system (it survives the process being killed, not a power loss);
+//!   a background round fsyncs at most `fsync_interval_ms` later. Readers see
+//!   frames as soon as they are written. After a power loss, each shard log keeps
+//!   a prefix of what it had: whole frames only.
+//! - In both modes, [`ShardLog::close`] returns after the close is durable, and
+//!   segment creation, rolling and deletion fsync the directory.
+//!
+//! # Failures
+//! A batch is one checksummed frame: after a crash it is wholly present or wholly
+//! absent. Opening a shard log cuts off a torn or corrupt tail of its newest
+//! segment (older segments are fsynced when sealed). A failed write or fsync
+//! poisons the shard log: appends fail with [`AppendError::Poisoned`] until the
+//! process restarts and recovery re-reads what is really on disk. Reads verify
+//! both checksums of every frame and never return a corrupt record.
+//!
+//! # Memory
+//! Per shard log: a few hundred bytes plus 16 bytes per segment (segments are
+//! `segment_bytes`, 64 MiB by default). Open files are pooled
+//! (`open_files_max`). Reads allocate at most their byte limit plus one chunk.
+
+mod error;
+mod frame;
+pub mod inspect;
+mod log;
+mod pool;
+mod segment;
+mod shard_log;
+mod sim;
+mod storage;
+mod syncer;
+
+pub use error::{AppendError, CreateError, OpenError, ReadError};
+pub use frame::{AppendRecord, FrameError, FRAME_PAYLOAD_MAX_BYTES, FRAME_RECORDS_MAX};
+pub use log::Log;
+pub use segment::{SegmentHeaderError, FORMAT_VERSION};
+pub use shard_log::{
+    AppendReceipt, Cursor, ReadBatch, ReadLimits, Record, ShardInfo, ShardLog, StartingPosition,
+    PARTITION_KEY_MAX_BYTES,
+};
+pub use sim::SimStorage;
+pub use storage::{OsStorage, Storage, StorageFile};
+
+/// Offsets stay below 2^48 so that `offset << 16 | index` fits 64 bits.
+pub const OFFSET_LIMIT: u64 = 1 << 48;
+
+/// Identifies a shard log in its data directory (the layer above maps streams
+/// and shards to ids).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ShardLogId(pub u64);
+
+impl ShardLogId {
+    pub fn dir_name(&self) -> String {
+        format!("{:016x}", self.0)
+    }
+
+    pub fn parse_dir_name(name: &str) -> Option<Self> {
+        if name.len() != 16 || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        u64::from_str_radix(name, 16).ok().map(Self)
+    }
+}
+
+impl std::fmt::Display for ShardLogId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.dir_name())
+    }
+}
+
+/// When an append is acknowledged; see the crate documentation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    Sync,
+    Interval { fsync_interval_ms: u64 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogOptions {
+    /// A segment is sealed once the next frame would take it past this size.
+    pub segment_bytes: u64,
+    pub durability: Durability,
+    /// Most segment files held open at once (handles in use may add to it).
+    pub open_files_max: usize,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        Self {
+            segment_bytes: 64 << 20,
+            durability: Durability::Sync,
+            open_files_max: 1024,
+        }
+    }
+}
+
+/// Packs a sequence number.
+pub fn sequence(epoch: u64, offset: u64, index: u16) -> u128 {
+    debug_assert!(offset < OFFSET_LIMIT);
+    (u128::from(epoch) << 64) | (u128::from(offset) << 16) | u128::from(index)
+}
+
+/// Unpacks a sequence number into (epoch, offset, index).
+pub fn split_sequence(seq: u128) -> (u64, u64, u16) {
+    (
+        (seq >> 64) as u64,
+        (seq >> 16) as u64 & (u64::MAX >> 16),
+        seq as u16,
+    )
+}

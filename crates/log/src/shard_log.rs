@@ -1,0 +1,850 @@
+//! One shard's log: appends, reads, close, trim, and recovery at open.
+
+use std::collections::VecDeque;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+
+use crate::error::{AppendError, CreateError, IoContext, OpenError, ReadError};
+use crate::frame::{self, AppendRecord, FrameHeader, FrameKind, FRAME_HEADER_LEN};
+use crate::frame::{FRAME_PAYLOAD_MAX_BYTES, FRAME_RECORDS_MAX};
+use crate::log::Shared;
+use crate::segment::{self, FrameScanner, Scan, SegmentHeader, SEGMENT_HEADER_LEN};
+use crate::storage::StorageFile;
+use crate::syncer::{PendingSync, ShardProgress};
+use crate::{sequence, split_sequence, Durability, ShardLogId, OFFSET_LIMIT};
+
+/// Longest partition key the log stores, in bytes (AWS: 256 characters).
+pub const PARTITION_KEY_MAX_BYTES: usize = u16::MAX as usize;
+/// Name of the marker that says a shard directory is being deleted.
+pub(crate) const DELETED_MARKER: &str = "DELETED";
+
+/// Where a reader starts (Kinesis' shard iterator types).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartingPosition {
+    TrimHorizon,
+    Latest,
+    AtSequence(u128),
+    AfterSequence(u128),
+    AtTimestamp(u64),
+}
+
+/// The position of the next record to read: a sequence number, which may be one
+/// not yet assigned (the end of the log).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Cursor(pub u128);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadLimits {
+    pub max_records: usize,
+    /// Partition key plus data bytes; one record is returned even if larger.
+    pub max_bytes: usize,
+}
+
+/// A record read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub sequence: u128,
+    pub arrival_timestamp_ms: u64,
+    pub partition_key: Bytes,
+    pub data: Bytes,
+    pub flags: u8,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReadBatch {
+    pub records: Vec<Record>,
+    /// Where the next read continues.
+    pub next: Cursor,
+    /// The reader reached the end of a closed shard: no record will ever follow.
+    pub end_of_shard: bool,
+    /// Arrival time of the newest record minus that of the next unread one; 0 when caught up.
+    pub millis_behind_latest: u64,
+}
+
+/// What an acknowledged append was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendReceipt {
+    pub epoch: u64,
+    pub offset: u64,
+    pub record_count: u16,
+    pub arrival_timestamp_ms: u64,
+}
+
+impl AppendReceipt {
+    /// Sequence number of the `index`th record of the batch.
+    pub fn sequence(&self, index: usize) -> u128 {
+        assert!(index < usize::from(self.record_count));
+        sequence(self.epoch, self.offset, index as u16)
+    }
+}
+
+/// A snapshot of a shard log's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardInfo {
+    pub id: ShardLogId,
+    pub epoch: u64,
+    /// Sequence number of the oldest retained position (the trim horizon).
+    pub horizon_sequence: u128,
+    /// Offset readers can read up to.
+    pub visible_end: u64,
+    pub last_timestamp_ms: u64,
+    /// Set once closed: greater than every record's sequence number.
+    pub ending_sequence: Option<u128>,
+    pub segment_count: usize,
+    pub stored_bytes: u64,
+    pub poisoned: bool,
+}
+
+#[derive(Debug)]
+pub struct ShardLog {
+    id: ShardLogId,
+    epoch: u64,
+    dir: PathBuf,
+    shared: Arc<Shared>,
+    progress: Arc<ShardProgress>,
+    state: Mutex<ShardState>,
+}
+
+#[derive(Debug)]
+struct ShardState {
+    /// Oldest first; the last one is active (appended to).
+    segments: VecDeque<SegmentMeta>,
+    written_end: u64,
+    last_timestamp_ms: u64,
+    closed_at: Option<u64>,
+    trim_before_ms: u64,
+    deleted: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct SegmentMeta {
+    base: u64,
+    timestamp_floor_ms: u64,
+}
+
+/// The segment holding an offset, as seen at one moment.
+#[derive(Debug, Clone, Copy)]
+struct Located {
+    offset: u64,
+    segment_base: u64,
+    segment_end: u64,
+    visible_end: u64,
+    trim_before_ms: u64,
+}
+
+impl ShardLog {
+    pub fn id(&self) -> ShardLogId {
+        self.id
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Appends a batch as one frame: all of it becomes visible, or none of it.
+    ///
+    /// Returns once the batch is acknowledged in the log's [`Durability`] mode.
+    pub fn append(&self, records: &[AppendRecord<'_>]) -> Result<AppendReceipt, AppendError> {
+        if records.is_empty() {
+            return Err(AppendError::EmptyBatch);
+        }
+        if records.len() > FRAME_RECORDS_MAX {
+            return Err(AppendError::TooManyRecords {
+                count: records.len(),
+                max: FRAME_RECORDS_MAX,
+            });
+        }
+        let mut bytes = 0usize;
+        for (index, r) in records.iter().enumerate() {
+            if r.partition_key.len() > PARTITION_KEY_MAX_BYTES {
+                return Err(AppendError::PartitionKeyTooLong {
+                    index,
+                    len: r.partition_key.len(),
+                    max: PARTITION_KEY_MAX_BYTES,
+                });
+            }
+            bytes = bytes
+                .saturating_add(frame::RECORD_HEADER_LEN + r.partition_key.len() + r.data.len());
+        }
+        if bytes > FRAME_PAYLOAD_MAX_BYTES {
+            return Err(AppendError::BatchTooLarge {
+                bytes,
+                max: FRAME_PAYLOAD_MAX_BYTES,
+            });
+        }
+        let frame = frame::encode_records(records);
+        let (offset, timestamp_ms) =
+            self.append_frame(FrameKind::Records, records.len() as u16, frame, false)?;
+        Ok(AppendReceipt {
+            epoch: self.epoch,
+            offset,
+            record_count: records.len() as u16,
+            arrival_timestamp_ms: timestamp_ms,
+        })
+    }
+
+    /// Closes the log for appends, durably; returns the ending sequence number
+    /// (greater than that of every record). Closing again returns the same number.
+    pub fn close(&self) -> Result<u128, AppendError> {
+        if let Some(at) = self.lock().closed_at {
+            // Already closed, possibly by a call still waiting for its fsync.
+            if self.shared.syncer.flush() {
+                return Ok(sequence(self.epoch, at, 0));
+            }
+            return Err(AppendError::ShutDown);
+        }
+        let frame = vec![0u8; FRAME_HEADER_LEN];
+        match self.append_frame(FrameKind::Close, 0, frame, true) {
+            Ok((offset, _)) => Ok(sequence(self.epoch, offset, 0)),
+            Err(AppendError::Closed { ending_sequence }) => Ok(ending_sequence),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn append_frame(
+        &self,
+        kind: FrameKind,
+        record_count: u16,
+        mut frame: Vec<u8>,
+        urgent: bool,
+    ) -> Result<(u64, u64), AppendError> {
+        let payload_crc = crc32c::crc32c(&frame[FRAME_HEADER_LEN..]);
+        let (offset, timestamp_ms, ticket) = {
+            let mut st = self.lock();
+            self.check_writable(&st)?;
+            let timestamp_ms = self.shared.clock.now_ms().max(st.last_timestamp_ms);
+            frame::seal_frame(&mut frame, kind, record_count, timestamp_ms, payload_crc);
+            let frame_len = frame.len() as u64;
+            let active_len = st.written_end - st.segments.back().unwrap().base;
+            if active_len > 0 && active_len + frame_len > self.shared.options.segment_bytes {
+                self.roll(&mut st)?;
+            }
+            let offset = st.written_end;
+            if offset + frame_len >= OFFSET_LIMIT {
+                return Err(AppendError::OffsetsExhausted);
+            }
+            let base = st.segments.back().unwrap().base;
+            let file = self.segment_file(base)?;
+            if let Err(e) = file.write_all_at(&frame, segment::file_position(base, offset)) {
+                // The file may now hold part of the frame: nothing more may follow it.
+                self.poison();
+                return Err(AppendError::Io(e));
+            }
+            st.written_end = offset + frame_len;
+            st.last_timestamp_ms = timestamp_ms;
+            if kind == FrameKind::Close {
+                st.closed_at = Some(offset);
+            }
+            let ticket = self.shared.syncer.register(PendingSync {
+                shard: self.progress.clone(),
+                file,
+                end: st.written_end,
+            });
+            if let Durability::Interval { .. } = self.shared.options.durability {
+                self.progress.publish(st.written_end);
+            }
+            (offset, timestamp_ms, ticket)
+        };
+        let must_wait = urgent || self.shared.options.durability == Durability::Sync;
+        if must_wait {
+            if !self.shared.syncer.wait(ticket, urgent) {
+                return Err(AppendError::ShutDown);
+            }
+            if self.progress.poisoned.load(Ordering::SeqCst) {
+                return Err(AppendError::Poisoned);
+            }
+        }
+        Ok((offset, timestamp_ms))
+    }
+
+    /// Finds where a reader starts.
+    pub fn cursor(&self, start: StartingPosition) -> Result<Cursor, ReadError> {
+        let (horizon, visible_end, closed_at) = {
+            let st = self.lock_readable()?;
+            let visible_end = self.progress.visible_end.load(Ordering::SeqCst);
+            (st.segments[0].base, visible_end, st.closed_at)
+        };
+        let at = |offset: u64| Ok(Cursor(sequence(self.epoch, offset, 0)));
+        let latest = closed_at
+            .filter(|c| *c < visible_end)
+            .unwrap_or(visible_end);
+        match start {
+            StartingPosition::TrimHorizon => at(horizon),
+            StartingPosition::Latest => at(latest),
+            StartingPosition::AtSequence(seq) | StartingPosition::AfterSequence(seq) => {
+                let (epoch, offset, index) = split_sequence(seq);
+                if epoch != self.epoch {
+                    return Err(ReadError::InvalidPosition);
+                }
+                if offset < horizon {
+                    return at(horizon);
+                }
+                if Some(offset) == closed_at && index == 0 && offset < visible_end {
+                    return at(offset);
+                }
+                if offset >= visible_end {
+                    return Err(ReadError::InvalidPosition);
+                }
+                let header = self.header_at(offset)?;
+                if header.kind != FrameKind::Records || index >= header.record_count {
+                    return Err(ReadError::InvalidPosition);
+                }
+                match start {
+                    StartingPosition::AtSequence(_) => Ok(Cursor(seq)),
+                    _ if index + 1 < header.record_count => {
+                        Ok(Cursor(sequence(self.epoch, offset, index + 1)))
+                    }
+                    _ => at(offset + header.frame_len()),
+                }
+            }
+            StartingPosition::AtTimestamp(ts) => {
+                let start = {
+                    let st = self.lock_readable()?;
+                    // Segment i holds nothing newer than the floor of segment i+1.
+                    let i = (0..st.segments.len())
+                        .find(|&i| {
+                            st.segments
+                                .get(i + 1)
+                                .is_none_or(|n| n.timestamp_floor_ms >= ts)
+                        })
+                        .unwrap_or(0);
+                    st.segments[i].base
+                };
+                let mut walker = Walker::new(self, start, 1 << 20);
+                while let Some((frame, _)) = walker.next()? {
+                    if frame.header.kind == FrameKind::Close || frame.header.timestamp_ms >= ts {
+                        return at(frame.offset);
+                    }
+                }
+                at(walker.offset)
+            }
+        }
+    }
+
+    /// Reads records from `cursor`, at most `limits`. Never returns a record
+    /// whose checksum does not verify, nor one older than the trim point.
+    pub fn read(&self, cursor: Cursor, limits: ReadLimits) -> Result<ReadBatch, ReadError> {
+        let (epoch, offset, mut index) = split_sequence(cursor.0);
+        if epoch != self.epoch {
+            return Err(ReadError::InvalidPosition);
+        }
+        let max_records = limits.max_records.max(1);
+        let chunk = limits.max_bytes.saturating_add(64 << 10).min(16 << 20);
+        let mut walker = Walker::new(self, offset, chunk);
+        let mut records = Vec::new();
+        let mut bytes = 0usize;
+        let mut behind_from = None;
+        let mut end_of_shard = false;
+        'frames: while let Some((frame, trim_before_ms)) = walker.next()? {
+            if walker.jumped {
+                index = 0;
+                walker.jumped = false;
+            }
+            match frame.header.kind {
+                FrameKind::Close => {
+                    end_of_shard = true;
+                    walker.offset = frame.offset;
+                    break;
+                }
+                FrameKind::Records if frame.header.timestamp_ms < trim_before_ms => {
+                    index = 0;
+                    continue;
+                }
+                FrameKind::Records => {}
+            }
+            let stored =
+                frame::decode_records(&frame.header, &frame.payload).map_err(|reason| {
+                    ReadError::Corrupt {
+                        segment: self.dir.clone(),
+                        offset: frame.offset,
+                        reason,
+                    }
+                })?;
+            if usize::from(index) >= stored.len() {
+                return Err(ReadError::InvalidPosition);
+            }
+            for (i, r) in stored.into_iter().enumerate().skip(usize::from(index)) {
+                let size = r.partition_key.len() + r.data.len();
+                if records.len() >= max_records
+                    || (!records.is_empty() && bytes + size > limits.max_bytes)
+                {
+                    behind_from = Some(frame.header.timestamp_ms);
+                    walker.offset = frame.offset;
+                    index = i as u16;
+                    break 'frames;
+                }
+                bytes += size;
+                records.push(Record {
+                    sequence: sequence(self.epoch, frame.offset, i as u16),
+                    arrival_timestamp_ms: frame.header.timestamp_ms,
+                    partition_key: r.partition_key,
+                    data: r.data,
+                    flags: r.flags,
+                });
+            }
+            index = 0;
+        }
+        if walker.jumped {
+            index = 0;
+        }
+        let last_timestamp_ms = self.lock().last_timestamp_ms;
+        Ok(ReadBatch {
+            records,
+            next: Cursor(sequence(self.epoch, walker.offset, index)),
+            end_of_shard,
+            millis_behind_latest: behind_from.map_or(0, |ts| last_timestamp_ms.saturating_sub(ts)),
+        })
+    }
+
+    /// Hides records older than `cutoff_ms` from readers and deletes the segments
+    /// that hold nothing newer. Returns the number of segments deleted.
+    pub fn trim_before(&self, cutoff_ms: u64) -> io::Result<usize> {
+        let mut st = self.lock();
+        if st.deleted {
+            return Ok(0);
+        }
+        st.trim_before_ms = st.trim_before_ms.max(cutoff_ms);
+        let active = *st.segments.back().unwrap();
+        let active_has_frames = st.written_end > active.base;
+        let writable = st.closed_at.is_none() && !self.progress.poisoned.load(Ordering::SeqCst);
+        if writable && active_has_frames && st.last_timestamp_ms < cutoff_ms {
+            // Everything is expired: start a fresh segment so the old one can go.
+            self.roll(&mut st).map_err(|e| match e {
+                AppendError::Io(e) => e,
+                other => io::Error::other(other.to_string()),
+            })?;
+        }
+        let mut removed = 0;
+        while st.segments.len() > 1 && st.segments[1].timestamp_floor_ms < cutoff_ms {
+            let old = st.segments.pop_front().unwrap();
+            self.shared.pool.remove((self.id.0, old.base));
+            self.shared
+                .storage
+                .remove_file(&segment::segment_path(&self.dir, old.base))?;
+            removed += 1;
+        }
+        if removed > 0 {
+            self.shared.storage.sync_dir(&self.dir)?;
+        }
+        Ok(removed)
+    }
+
+    pub fn info(&self) -> ShardInfo {
+        let st = self.lock();
+        let horizon = st.segments[0].base;
+        ShardInfo {
+            id: self.id,
+            epoch: self.epoch,
+            horizon_sequence: sequence(self.epoch, horizon, 0),
+            visible_end: self.progress.visible_end.load(Ordering::SeqCst),
+            last_timestamp_ms: st.last_timestamp_ms,
+            ending_sequence: st.closed_at.map(|at| sequence(self.epoch, at, 0)),
+            segment_count: st.segments.len(),
+            stored_bytes: st.written_end - horizon,
+            poisoned: self.progress.poisoned.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Blocks until the visible end moves past `offset` or `timeout` passes
+    /// (for readers that wait for new records instead of polling).
+    pub fn wait_for_data(&self, cursor: Cursor, timeout: std::time::Duration) -> bool {
+        let (_, offset, _) = split_sequence(cursor.0);
+        let changes = self.progress.changes.lock().unwrap();
+        let (_guard, _) = self
+            .progress
+            .changed
+            .wait_timeout_while(changes, timeout, |_| {
+                self.progress.visible_end.load(Ordering::SeqCst) <= offset
+                    && !self.progress.poisoned.load(Ordering::SeqCst)
+            })
+            .unwrap();
+        self.progress.visible_end.load(Ordering::SeqCst) > offset
+    }
+
+    // ---- lifecycle, used by `Log` ----
+
+    pub(crate) fn create(
+        shared: Arc<Shared>,
+        id: ShardLogId,
+        dir: PathBuf,
+        epoch: u64,
+    ) -> Result<Self, CreateError> {
+        if epoch == 0 {
+            return Err(CreateError::InvalidEpoch);
+        }
+        shared.storage.create_dir_all(&dir)?;
+        let log = Self::new(shared, id, dir, epoch);
+        log.create_segment(0, 0)?;
+        log.shared.storage.sync_dir(&log.shared.shards_dir)?;
+        Ok(log)
+    }
+
+    /// Opens a shard directory; cuts off a torn tail. `None` if the directory
+    /// holds no acknowledged shard (an interrupted create or delete), which is
+    /// then removed.
+    pub(crate) fn recover(
+        shared: Arc<Shared>,
+        id: ShardLogId,
+        dir: PathBuf,
+    ) -> Result<Option<Self>, OpenError> {
+        let storage = shared.storage.clone();
+        let names = storage.list_dir(&dir).at(&dir)?;
+        let mut bases: Vec<u64> = names
+            .iter()
+            .filter_map(|n| segment::parse_segment_file_name(n))
+            .collect();
+        bases.sort_unstable();
+        if names.iter().any(|n| n == DELETED_MARKER) {
+            remove_shard_dir(&shared, &dir).at(&dir)?;
+            return Ok(None);
+        }
+        // Read the newest header first: a torn one is an interrupted roll or create.
+        let mut headers = Vec::with_capacity(bases.len());
+        while let Some(&base) = bases.last() {
+            let path = segment::segment_path(&dir, base);
+            let file = storage.open_file(&path).at(&path)?;
+            match SegmentHeader::read_from(&*file).at(&path)? {
+                Ok(h) => {
+                    headers.push((h, file));
+                    break;
+                }
+                // A header that never became durable: the segment holds no frames.
+                Err(_) if file.len().at(&path)? <= SEGMENT_HEADER_LEN as u64 => {
+                    storage.remove_file(&path).at(&path)?;
+                    storage.sync_dir(&dir).at(&dir)?;
+                    bases.pop();
+                }
+                Err(reason) => return Err(OpenError::CorruptSegmentHeader { path, reason }),
+            }
+        }
+        let Some((newest, newest_file)) = headers.pop() else {
+            remove_shard_dir(&shared, &dir).at(&dir)?;
+            return Ok(None);
+        };
+        let epoch = newest.epoch;
+        let mut segments = VecDeque::with_capacity(bases.len());
+        for &base in &bases[..bases.len() - 1] {
+            let path = segment::segment_path(&dir, base);
+            let file = storage.open_file(&path).at(&path)?;
+            let header = SegmentHeader::read_from(&*file)
+                .at(&path)?
+                .map_err(|reason| OpenError::CorruptSegmentHeader {
+                    path: path.clone(),
+                    reason,
+                })?;
+            check_header(&path, &header, epoch, base)?;
+            segments.push_back(SegmentMeta {
+                base,
+                timestamp_floor_ms: header.timestamp_floor_ms,
+            });
+        }
+        let newest_path = segment::segment_path(&dir, newest.base_offset);
+        check_header(&newest_path, &newest, epoch, *bases.last().unwrap())?;
+        segments.push_back(SegmentMeta {
+            base: newest.base_offset,
+            timestamp_floor_ms: newest.timestamp_floor_ms,
+        });
+
+        // Scan the active segment; keep the longest valid prefix.
+        let file_len = newest_file.len().at(&newest_path)?;
+        let logical_end = newest.base_offset + file_len.saturating_sub(SEGMENT_HEADER_LEN as u64);
+        let mut scanner = FrameScanner::new(
+            newest_file.clone(),
+            newest.base_offset,
+            newest.base_offset,
+            logical_end,
+            1 << 20,
+        );
+        let mut last_timestamp_ms = newest.timestamp_floor_ms;
+        let mut closed_at = None;
+        loop {
+            match scanner.next().at(&newest_path)? {
+                Scan::Frame(f) if closed_at.is_none() => {
+                    last_timestamp_ms = last_timestamp_ms.max(f.header.timestamp_ms);
+                    if f.header.kind == FrameKind::Close {
+                        closed_at = Some(f.offset);
+                    }
+                }
+                // Nothing may follow a close frame; anything that does is cut off.
+                Scan::Frame(_) | Scan::End | Scan::Bad { .. } => break,
+            }
+        }
+        let good_end = match closed_at {
+            Some(at) => scanner.next_offset().min(at + FRAME_HEADER_LEN as u64),
+            None => scanner.next_offset(),
+        };
+        let good_len = segment::file_position(newest.base_offset, good_end);
+        if good_len < file_len {
+            newest_file.set_len(good_len).at(&newest_path)?;
+            newest_file.sync_data().at(&newest_path)?;
+        }
+        let log = Self::new(shared, id, dir, epoch);
+        log.progress.durable_end.store(good_end, Ordering::SeqCst);
+        log.progress.visible_end.store(good_end, Ordering::SeqCst);
+        {
+            let mut st = log.lock();
+            st.segments = segments;
+            st.written_end = good_end;
+            st.last_timestamp_ms = last_timestamp_ms;
+            st.closed_at = closed_at;
+        }
+        log.shared
+            .pool
+            .insert((id.0, newest.base_offset), newest_file);
+        Ok(Some(log))
+    }
+
+    /// Removes every file; the shard log refuses all further use.
+    pub(crate) fn delete(&self) -> io::Result<()> {
+        let mut st = self.lock();
+        if st.deleted {
+            return Ok(());
+        }
+        st.deleted = true;
+        for seg in &st.segments {
+            self.shared.pool.remove((self.id.0, seg.base));
+        }
+        // The marker makes an interrupted delete finish at the next open.
+        match self
+            .shared
+            .storage
+            .create_file(&self.dir.join(DELETED_MARKER))
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        self.shared.storage.sync_dir(&self.dir)?;
+        remove_shard_dir(&self.shared, &self.dir)
+    }
+
+    fn new(shared: Arc<Shared>, id: ShardLogId, dir: PathBuf, epoch: u64) -> Self {
+        Self {
+            id,
+            epoch,
+            dir,
+            shared,
+            progress: Arc::default(),
+            state: Mutex::new(ShardState {
+                segments: VecDeque::from([SegmentMeta {
+                    base: 0,
+                    timestamp_floor_ms: 0,
+                }]),
+                written_end: 0,
+                last_timestamp_ms: 0,
+                closed_at: None,
+                trim_before_ms: 0,
+                deleted: false,
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ShardState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_readable(&self) -> Result<MutexGuard<'_, ShardState>, ReadError> {
+        let st = self.lock();
+        if st.deleted {
+            return Err(ReadError::Deleted);
+        }
+        Ok(st)
+    }
+
+    fn check_writable(&self, st: &ShardState) -> Result<(), AppendError> {
+        if st.deleted {
+            return Err(AppendError::Deleted);
+        }
+        if self.progress.poisoned.load(Ordering::SeqCst) {
+            return Err(AppendError::Poisoned);
+        }
+        if let Some(at) = st.closed_at {
+            return Err(AppendError::Closed {
+                ending_sequence: sequence(self.epoch, at, 0),
+            });
+        }
+        Ok(())
+    }
+
+    fn poison(&self) {
+        self.progress.poisoned.store(true, Ordering::SeqCst);
+        self.progress.publish(0);
+    }
+
+    fn segment_file(&self, base: u64) -> io::Result<Arc<dyn StorageFile>> {
+        self.shared
+            .pool
+            .get((self.id.0, base), &segment::segment_path(&self.dir, base))
+    }
+
+    /// Creates and durably names a new, empty segment.
+    fn create_segment(&self, base: u64, timestamp_floor_ms: u64) -> io::Result<()> {
+        let path = segment::segment_path(&self.dir, base);
+        let file = self.shared.storage.create_file(&path)?;
+        let header = SegmentHeader {
+            epoch: self.epoch,
+            base_offset: base,
+            timestamp_floor_ms,
+        };
+        file.write_all_at(&header.encode(), 0)?;
+        file.sync_data()?;
+        self.shared.storage.sync_dir(&self.dir)?;
+        self.shared.pool.insert((self.id.0, base), file);
+        Ok(())
+    }
+
+    /// Seals the active segment (made durable first, so that only the newest
+    /// segment can ever have a torn tail) and starts a new one.
+    fn roll(&self, st: &mut ShardState) -> Result<(), AppendError> {
+        let base = st.segments.back().unwrap().base;
+        let sealed = self.segment_file(base).and_then(|f| f.sync_data());
+        let created =
+            sealed.and_then(|()| self.create_segment(st.written_end, st.last_timestamp_ms));
+        if let Err(e) = created {
+            self.poison();
+            return Err(AppendError::Io(e));
+        }
+        self.progress
+            .durable_end
+            .fetch_max(st.written_end, Ordering::SeqCst);
+        self.progress.publish(st.written_end);
+        st.segments.push_back(SegmentMeta {
+            base: st.written_end,
+            timestamp_floor_ms: st.last_timestamp_ms,
+        });
+        Ok(())
+    }
+
+    fn header_at(&self, offset: u64) -> Result<FrameHeader, ReadError> {
+        let loc = self.locate(offset)?;
+        if loc.offset != offset || offset + FRAME_HEADER_LEN as u64 > loc.segment_end {
+            return Err(ReadError::InvalidPosition);
+        }
+        let file = self.segment_file(loc.segment_base)?;
+        let mut b = [0u8; FRAME_HEADER_LEN];
+        let n = file.read_full_at(&mut b, segment::file_position(loc.segment_base, offset))?;
+        FrameHeader::decode(&b[..n]).map_err(|_| ReadError::InvalidPosition)
+    }
+
+    /// The segment holding `offset`, or the horizon if `offset` was trimmed.
+    fn locate(&self, offset: u64) -> Result<Located, ReadError> {
+        let st = self.lock_readable()?;
+        let visible_end = self.progress.visible_end.load(Ordering::SeqCst);
+        let offset = offset.max(st.segments[0].base);
+        let i = st.segments.partition_point(|s| s.base <= offset) - 1;
+        let next_base = st.segments.get(i + 1).map_or(st.written_end, |s| s.base);
+        Ok(Located {
+            offset,
+            segment_base: st.segments[i].base,
+            segment_end: next_base.min(visible_end),
+            visible_end,
+            trim_before_ms: st.trim_before_ms,
+        })
+    }
+}
+
+fn check_header(
+    path: &Path,
+    header: &SegmentHeader,
+    epoch: u64,
+    base: u64,
+) -> Result<(), OpenError> {
+    if header.epoch != epoch || header.base_offset != base {
+        return Err(OpenError::ForeignSegment {
+            path: path.to_path_buf(),
+            detail: format!(
+                "header says epoch {} base {}, expected epoch {epoch} base {base}",
+                header.epoch, header.base_offset
+            ),
+        });
+    }
+    Ok(())
+}
+
+fn remove_shard_dir(shared: &Shared, dir: &Path) -> io::Result<()> {
+    shared.storage.remove_dir_all(dir)?;
+    shared.storage.sync_dir(&shared.shards_dir)
+}
+
+/// Walks verified frames from an offset across segments, up to the visible end.
+struct Walker<'a> {
+    log: &'a ShardLog,
+    /// Offset of the next frame to return.
+    offset: u64,
+    /// Set when the walk skipped trimmed data and jumped to the horizon.
+    jumped: bool,
+    scanner: Option<(FrameScanner, Located)>,
+    chunk_bytes: usize,
+}
+
+impl<'a> Walker<'a> {
+    fn new(log: &'a ShardLog, offset: u64, chunk_bytes: usize) -> Self {
+        Self {
+            log,
+            offset,
+            jumped: false,
+            scanner: None,
+            chunk_bytes,
+        }
+    }
+
+    /// The next frame and the trim point in force, or `None` at the visible end.
+    fn next(&mut self) -> Result<Option<(segment::ScannedFrame, u64)>, ReadError> {
+        let mut missing_retries = 0;
+        loop {
+            if self.scanner.is_none() {
+                let loc = self.log.locate(self.offset)?;
+                if loc.offset != self.offset {
+                    self.offset = loc.offset;
+                    self.jumped = true;
+                }
+                if self.offset >= loc.segment_end {
+                    return Ok(None);
+                }
+                let file = match self.log.segment_file(loc.segment_base) {
+                    Ok(f) => f,
+                    // Trimmed away between locate and open: locate again.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound && missing_retries < 3 => {
+                        missing_retries += 1;
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                let scanner = FrameScanner::new(
+                    file,
+                    loc.segment_base,
+                    self.offset,
+                    loc.segment_end,
+                    self.chunk_bytes,
+                );
+                self.scanner = Some((scanner, loc));
+            }
+            let (scanner, loc) = self.scanner.as_mut().unwrap();
+            match scanner.next()? {
+                Scan::Frame(f) => {
+                    self.offset = scanner.next_offset();
+                    return Ok(Some((f, loc.trim_before_ms)));
+                }
+                Scan::End => {
+                    let at_visible_end = scanner.next_offset() >= loc.visible_end;
+                    self.offset = scanner.next_offset();
+                    self.scanner = None;
+                    if at_visible_end {
+                        return Ok(None);
+                    }
+                }
+                Scan::Bad { offset, reason } => {
+                    return Err(ReadError::Corrupt {
+                        segment: segment::segment_path(&self.log.dir, loc.segment_base),
+                        offset,
+                        reason,
+                    })
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,280 @@
+//! An in-memory [`Storage`] that models what a crash does to a disk.
+//!
+//! Every file keeps a *live* image (what the page cache holds) and a *durable*
+//! image (what `fdatasync` has pushed to disk); every directory entry is durable
+//! only after `sync_dir` of its parent. [`SimStorage::crash`] throws the live
+//! state away: each file keeps its durable bytes plus a random prefix of the bytes
+//! written after its last sync (a torn write), sometimes with the last surviving
+//! byte garbled. Syncs and writes can be made to fail.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::storage::{Storage, StorageFile};
+
+/// In-memory storage with crash simulation and fault injection, for tests.
+#[derive(Debug)]
+pub struct SimStorage {
+    state: Mutex<SimState>,
+    faults: Arc<Faults>,
+}
+
+type FileCell = Arc<Mutex<SimFile>>;
+
+#[derive(Debug)]
+struct SimState {
+    rng: fastrand::Rng,
+    live: Namespace,
+    durable: Namespace,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Namespace {
+    files: BTreeMap<PathBuf, FileCell>,
+    dirs: BTreeSet<PathBuf>,
+}
+
+#[derive(Debug, Default)]
+struct SimFile {
+    live: Vec<u8>,
+    durable: Vec<u8>,
+}
+
+#[derive(Debug, Default)]
+struct Faults {
+    failing_syncs: AtomicU32,
+    failing_writes: AtomicU32,
+}
+
+#[derive(Debug)]
+struct SimHandle {
+    file: FileCell,
+    faults: Arc<Faults>,
+}
+
+fn take_one(counter: &AtomicU32) -> bool {
+    counter
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+}
+
+fn not_found(path: &Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("{} not found", path.display()),
+    )
+}
+
+fn injected(what: &str) -> io::Error {
+    io::Error::other(format!("injected {what} failure"))
+}
+
+impl SimStorage {
+    /// A new, empty storage; `seed` makes crashes reproducible.
+    pub fn new(seed: u64) -> Arc<Self> {
+        let mut live = Namespace::default();
+        live.dirs.insert(PathBuf::from("/"));
+        Arc::new(Self {
+            state: Mutex::new(SimState {
+                rng: fastrand::Rng::with_seed(seed),
+                durable: live.clone(),
+                live,
+            }),
+            faults: Arc::default(),
+        })
+    }
+
+    /// Makes the next `n` `sync_data` calls fail with an I/O error.
+    pub fn fail_next_syncs(&self, n: u32) {
+        self.faults.failing_syncs.store(n, Ordering::SeqCst);
+    }
+
+    /// Makes the next `n` writes fail with an I/O error (nothing is written).
+    pub fn fail_next_writes(&self, n: u32) {
+        self.faults.failing_writes.store(n, Ordering::SeqCst);
+    }
+
+    /// Simulates power loss: only durable state survives, plus possibly a torn
+    /// prefix of each file's unsynced tail. Handles opened before must not be used.
+    pub fn crash(&self) {
+        let mut state = self.state.lock().unwrap();
+        let SimState { rng, live, durable } = &mut *state;
+        let reachable = |p: &Path| {
+            p.ancestors()
+                .skip(1)
+                .all(|a| a.as_os_str().is_empty() || durable.dirs.contains(a))
+        };
+        let mut survivors = Namespace {
+            files: BTreeMap::new(),
+            dirs: durable
+                .dirs
+                .iter()
+                .filter(|d| reachable(d))
+                .cloned()
+                .collect(),
+        };
+        for (path, file) in durable.files.iter().filter(|(p, _)| reachable(p)) {
+            let file = file.lock().unwrap();
+            let mut kept = file.durable.clone();
+            let (l, d) = (&file.live, &file.durable);
+            if l.len() > d.len() && l.starts_with(d) {
+                let extra = rng.usize(0..=l.len() - d.len());
+                kept.extend_from_slice(&l[d.len()..d.len() + extra]);
+                if extra > 0 && rng.u8(0..4) == 0 {
+                    let last = kept.len() - 1;
+                    kept[last] ^= 0x5a;
+                }
+            }
+            let fresh = SimFile {
+                live: kept.clone(),
+                durable: kept,
+            };
+            survivors
+                .files
+                .insert(path.clone(), Arc::new(Mutex::new(fresh)));
+        }
+        *live = survivors.clone();
+        *durable = survivors;
+        self.faults.failing_syncs.store(0, Ordering::SeqCst);
+        self.faults.failing_writes.store(0, Ordering::SeqCst);
+    }
+
+    fn handle(&self, file: FileCell) -> Arc<dyn StorageFile> {
+        Arc::new(SimHandle {
+            file,
+            faults: self.faults.clone(),
+        })
+    }
+}
+
+fn parent(path: &Path) -> PathBuf {
+    path.parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+impl Storage for SimStorage {
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        let mut state = self.state.lock().unwrap();
+        for ancestor in path.ancestors() {
+            if !ancestor.as_os_str().is_empty() {
+                state.live.dirs.insert(ancestor.to_path_buf());
+            }
+        }
+        Ok(())
+    }
+
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
+        let state = self.state.lock().unwrap();
+        if !state.live.dirs.contains(path) {
+            return Err(not_found(path));
+        }
+        let files = state.live.files.keys();
+        let dirs = state.live.dirs.iter();
+        Ok(files
+            .chain(dirs)
+            .filter(|p| p.parent() == Some(path))
+            .filter_map(|p| p.file_name()?.to_str().map(str::to_owned))
+            .collect())
+    }
+
+    fn create_file(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
+        let mut state = self.state.lock().unwrap();
+        if !state.live.dirs.contains(&parent(path)) {
+            return Err(not_found(&parent(path)));
+        }
+        if state.live.files.contains_key(path) || state.live.dirs.contains(path) {
+            return Err(io::Error::new(io::ErrorKind::AlreadyExists, "exists"));
+        }
+        let cell = FileCell::default();
+        state.live.files.insert(path.to_path_buf(), cell.clone());
+        Ok(self.handle(cell))
+    }
+
+    fn open_file(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
+        let state = self.state.lock().unwrap();
+        let cell = state.live.files.get(path).ok_or_else(|| not_found(path))?;
+        Ok(self.handle(cell.clone()))
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        let mut state = self.state.lock().unwrap();
+        state
+            .live
+            .files
+            .remove(path)
+            .map(drop)
+            .ok_or_else(|| not_found(path))
+    }
+
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        let mut state = self.state.lock().unwrap();
+        if !state.live.dirs.remove(path) {
+            return Err(not_found(path));
+        }
+        state.live.files.retain(|p, _| !p.starts_with(path));
+        state.live.dirs.retain(|p| !p.starts_with(path));
+        Ok(())
+    }
+
+    /// Makes the live set of entries directly inside `path` durable.
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        let mut state = self.state.lock().unwrap();
+        let SimState { live, durable, .. } = &mut *state;
+        if !live.dirs.contains(path) {
+            return Err(not_found(path));
+        }
+        let child = |p: &Path| p.parent() == Some(path);
+        durable.files.retain(|p, _| !child(p));
+        durable.dirs.retain(|p| !child(p));
+        for (p, c) in live.files.iter().filter(|(p, _)| child(p)) {
+            durable.files.insert(p.clone(), c.clone());
+        }
+        for d in live.dirs.iter().filter(|d| child(d)) {
+            durable.dirs.insert(d.clone());
+        }
+        Ok(())
+    }
+}
+
+impl StorageFile for SimHandle {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        let file = self.file.lock().unwrap();
+        let start = (offset as usize).min(file.live.len());
+        let n = buf.len().min(file.live.len() - start);
+        buf[..n].copy_from_slice(&file.live[start..start + n]);
+        Ok(n)
+    }
+
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        if take_one(&self.faults.failing_writes) {
+            return Err(injected("write"));
+        }
+        let mut file = self.file.lock().unwrap();
+        let end = offset as usize + buf.len();
+        if file.live.len() < end {
+            file.live.resize(end, 0);
+        }
+        file.live[offset as usize..end].copy_from_slice(buf);
+        Ok(())
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        if take_one(&self.faults.failing_syncs) {
+            return Err(injected("fsync"));
+        }
+        let mut file = self.file.lock().unwrap();
+        file.durable = file.live.clone();
+        Ok(())
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.file.lock().unwrap().live.len() as u64)
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.file.lock().unwrap().live.resize(len as usize, 0);
+        Ok(())
+    }
+}

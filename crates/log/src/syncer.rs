@@ -1,0 +1,256 @@
+//! Group commit: one thread fsyncs every file that appends have dirtied, for all
+//! shards at once, and wakes the appenders whose writes that round covered.
+//!
+//! An append registers `(shard, file, end offset)` and gets a ticket: the number
+//! of the round that will include it. Rounds run back to back while there is
+//! work, so every append that arrives during a round's fsyncs shares the next one.
+//! In interval mode rounds run every `fsync_interval_ms` instead (or at once when
+//! someone needs a durable point, such as closing a shard).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::storage::StorageFile;
+use crate::Durability;
+
+/// The parts of a shard log that the syncer updates.
+#[derive(Debug, Default)]
+pub struct ShardProgress {
+    /// Logical offset up to which the shard's bytes are on disk.
+    pub durable_end: AtomicU64,
+    /// Logical offset up to which readers may read.
+    pub visible_end: AtomicU64,
+    /// Set by a failed write or fsync; the shard refuses writes until reopened.
+    pub poisoned: AtomicBool,
+    /// Bumped whenever `visible_end` moves, for readers that wait for data.
+    pub changes: Mutex<u64>,
+    pub changed: Condvar,
+}
+
+impl ShardProgress {
+    pub fn publish(&self, visible_end: u64) {
+        self.visible_end.fetch_max(visible_end, Ordering::SeqCst);
+        *self.changes.lock().unwrap() += 1;
+        self.changed.notify_all();
+    }
+}
+
+#[derive(Debug)]
+pub struct PendingSync {
+    pub shard: Arc<ShardProgress>,
+    pub file: Arc<dyn StorageFile>,
+    pub end: u64,
+}
+
+#[derive(Debug)]
+pub struct Syncer {
+    inner: Arc<Inner>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    durability: Durability,
+    state: Mutex<State>,
+    work: Condvar,
+    done: Condvar,
+    rounds: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    pending: Vec<PendingSync>,
+    next_round: u64,
+    completed_round: u64,
+    urgent: bool,
+    stop: bool,
+}
+
+/// Most fsyncs issued at once in one round (they overlap in the kernel).
+const SYNC_WORKERS_MAX: usize = 8;
+
+impl Syncer {
+    pub fn start(durability: Durability) -> Self {
+        let inner = Arc::new(Inner {
+            durability,
+            state: Mutex::new(State {
+                next_round: 1,
+                ..State::default()
+            }),
+            work: Condvar::new(),
+            done: Condvar::new(),
+            rounds: AtomicU64::new(0),
+        });
+        let worker = inner.clone();
+        let thread = std::thread::Builder::new()
+            .name("sluice-log-sync".into())
+            .spawn(move || worker.run())
+            .expect("spawn the log sync thread");
+        Self {
+            inner,
+            thread: Mutex::new(Some(thread)),
+        }
+    }
+
+    /// Registers written bytes; returns the ticket to [`Syncer::wait`] on.
+    pub fn register(&self, pending: PendingSync) -> u64 {
+        let mut state = self.inner.state.lock().unwrap();
+        state.pending.push(pending);
+        if matches!(self.inner.durability, Durability::Sync) {
+            self.inner.work.notify_one();
+        }
+        state.next_round
+    }
+
+    /// Waits until the round `ticket` has completed. `urgent` starts a round now
+    /// even in interval mode. Returns false if the syncer stopped first.
+    pub fn wait(&self, ticket: u64, urgent: bool) -> bool {
+        let mut state = self.inner.state.lock().unwrap();
+        if urgent && state.completed_round < ticket {
+            state.urgent = true;
+            self.inner.work.notify_one();
+        }
+        while state.completed_round < ticket && !state.stop {
+            state = self.inner.done.wait(state).unwrap();
+        }
+        state.completed_round >= ticket
+    }
+
+    /// Makes everything registered so far durable.
+    pub fn flush(&self) -> bool {
+        let ticket = self.inner.state.lock().unwrap().next_round;
+        self.wait(ticket, true)
+    }
+
+    /// Rounds completed so far (for tests and metrics).
+    pub fn rounds(&self) -> u64 {
+        self.inner.rounds.load(Ordering::Relaxed)
+    }
+
+    /// Stops the thread without syncing what is pending (a crash keeps it unsynced too).
+    pub fn stop(&self) {
+        self.inner.state.lock().unwrap().stop = true;
+        self.inner.work.notify_all();
+        self.inner.done.notify_all();
+        if let Some(thread) = self.thread.lock().unwrap().take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Inner {
+    fn run(&self) {
+        loop {
+            let (batch, round) = {
+                let mut state = self.state.lock().unwrap();
+                let mut deadline = None;
+                loop {
+                    if state.stop {
+                        return;
+                    }
+                    let due = match self.durability {
+                        Durability::Sync => !state.pending.is_empty(),
+                        Durability::Interval { fsync_interval_ms } => {
+                            let at = *deadline.get_or_insert_with(|| {
+                                Instant::now() + Duration::from_millis(fsync_interval_ms)
+                            });
+                            state.urgent || (!state.pending.is_empty() && Instant::now() >= at)
+                        }
+                    };
+                    if due {
+                        break;
+                    }
+                    state = match (self.durability, deadline) {
+                        (Durability::Interval { .. }, Some(at)) => {
+                            let wait = at.saturating_duration_since(Instant::now());
+                            let wait = wait.max(Duration::from_millis(1));
+                            self.work.wait_timeout(state, wait).unwrap().0
+                        }
+                        _ => self.work.wait(state).unwrap(),
+                    };
+                }
+                let round = state.next_round;
+                state.next_round += 1;
+                state.urgent = false;
+                (std::mem::take(&mut state.pending), round)
+            };
+            self.sync_batch(batch);
+            self.rounds.fetch_add(1, Ordering::Relaxed);
+            let mut state = self.state.lock().unwrap();
+            state.completed_round = round;
+            self.done.notify_all();
+        }
+    }
+
+    fn sync_batch(&self, batch: Vec<PendingSync>) {
+        // One fsync per distinct file, however many appends dirtied it.
+        let mut files: HashMap<usize, Arc<dyn StorageFile>> = HashMap::new();
+        for p in &batch {
+            files
+                .entry(file_key(&p.file))
+                .or_insert_with(|| p.file.clone());
+        }
+        let files: Vec<_> = files.into_iter().collect();
+        let failed = sync_all(&files);
+        let mut ends: HashMap<usize, (Arc<ShardProgress>, u64, bool)> = HashMap::new();
+        for p in batch {
+            let file_failed = failed.contains(&file_key(&p.file));
+            let entry = ends
+                .entry(Arc::as_ptr(&p.shard) as usize)
+                .or_insert_with(|| (p.shard.clone(), 0, false));
+            entry.1 = entry.1.max(p.end);
+            entry.2 |= file_failed;
+        }
+        for (shard, end, failed) in ends.into_values() {
+            if failed {
+                shard.poisoned.store(true, Ordering::SeqCst);
+                shard.publish(0);
+                continue;
+            }
+            shard.durable_end.fetch_max(end, Ordering::SeqCst);
+            if matches!(self.durability, Durability::Sync) {
+                shard.publish(end);
+            }
+        }
+    }
+}
+
+/// Identity of an open file handle (the address of its allocation).
+fn file_key(file: &Arc<dyn StorageFile>) -> usize {
+    Arc::as_ptr(file) as *const () as usize
+}
+
+/// Fsyncs every file, several at once so the kernel can overlap them; returns
+/// the keys of the files whose fsync failed.
+fn sync_all(files: &[(usize, Arc<dyn StorageFile>)]) -> Vec<usize> {
+    if let [(key, file)] = files {
+        return if file.sync_data().is_err() {
+            vec![*key]
+        } else {
+            vec![]
+        };
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failed = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..files.len().min(SYNC_WORKERS_MAX) {
+            scope.spawn(|| {
+                while let Some((key, file)) = files.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    if file.sync_data().is_err() {
+                        failed.lock().unwrap().push(*key);
+                    }
+                }
+            });
+        }
+    });
+    failed.into_inner().unwrap()
+}

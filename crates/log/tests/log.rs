@@ -1,0 +1,521 @@
+//! Behaviour of the storage engine through its public API, on the real file
+//! system (temp dirs) and on SimStorage where faults are needed.
+
+use std::sync::Arc;
+
+use sluice_log::{
+    AppendError, AppendRecord, Cursor, Durability, Log, LogOptions, OsStorage, ReadError,
+    ReadLimits, ShardLogId, SimStorage, StartingPosition, Storage,
+};
+use sluice_model::ManualClock;
+
+const ALL: ReadLimits = ReadLimits {
+    max_records: 10_000,
+    max_bytes: 10 << 20,
+};
+
+fn rec(data: &[u8]) -> AppendRecord<'_> {
+    AppendRecord {
+        partition_key: b"pk",
+        data,
+        flags: 0,
+    }
+}
+
+fn open(
+    storage: Arc<dyn Storage>,
+    root: &str,
+    options: LogOptions,
+    clock: &Arc<ManualClock>,
+) -> Log {
+    Log::open(storage, root, options, clock.clone()).unwrap()
+}
+
+fn os_log(dir: &tempfile::TempDir, options: LogOptions, clock: &Arc<ManualClock>) -> Log {
+    Log::open(Arc::new(OsStorage), dir.path(), options, clock.clone()).unwrap()
+}
+
+fn datas(batch: &sluice_log::ReadBatch) -> Vec<Vec<u8>> {
+    batch.records.iter().map(|r| r.data.to_vec()).collect()
+}
+
+#[test]
+fn append_read_and_every_starting_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1_000));
+    let log = os_log(&dir, LogOptions::default(), &clock);
+    let shard = log.create_shard(ShardLogId(7), 1).unwrap();
+    let a = shard.append(&[rec(b"a0"), rec(b"a1"), rec(b"a2")]).unwrap();
+    clock.advance_ms(10);
+    let b = shard.append(&[rec(b"b0")]).unwrap();
+    assert_eq!(a.arrival_timestamp_ms, 1_000);
+    assert_eq!(b.arrival_timestamp_ms, 1_010);
+    let seqs = [a.sequence(0), a.sequence(1), a.sequence(2), b.sequence(0)];
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]));
+
+    let read_from = |p| shard.read(shard.cursor(p).unwrap(), ALL).unwrap();
+    let all = read_from(StartingPosition::TrimHorizon);
+    assert_eq!(
+        datas(&all),
+        [b"a0", b"a1", b"a2", b"b0"].map(|d| d.to_vec())
+    );
+    assert_eq!(
+        all.records.iter().map(|r| r.sequence).collect::<Vec<_>>(),
+        seqs
+    );
+    assert_eq!(all.millis_behind_latest, 0);
+    assert!(!all.end_of_shard);
+    assert_eq!(&all.records[0].partition_key[..], b"pk");
+
+    assert_eq!(
+        datas(&read_from(StartingPosition::AtSequence(seqs[1])))[0],
+        b"a1"
+    );
+    assert_eq!(
+        datas(&read_from(StartingPosition::AfterSequence(seqs[1])))[0],
+        b"a2"
+    );
+    assert_eq!(
+        datas(&read_from(StartingPosition::AfterSequence(seqs[2])))[0],
+        b"b0"
+    );
+    assert!(read_from(StartingPosition::AfterSequence(seqs[3]))
+        .records
+        .is_empty());
+    assert_eq!(
+        datas(&read_from(StartingPosition::AtTimestamp(1_005))),
+        [b"b0".to_vec()]
+    );
+    assert_eq!(read_from(StartingPosition::AtTimestamp(0)).records.len(), 4);
+    assert!(read_from(StartingPosition::AtTimestamp(2_000))
+        .records
+        .is_empty());
+
+    let latest = shard.cursor(StartingPosition::Latest).unwrap();
+    assert!(shard.read(latest, ALL).unwrap().records.is_empty());
+    let c = shard.append(&[rec(b"c0")]).unwrap();
+    assert_eq!(datas(&shard.read(latest, ALL).unwrap()), [b"c0".to_vec()]);
+    assert!(c.sequence(0) > seqs[3]);
+
+    // Limits: records, then bytes, and the cursor resumes inside a batch.
+    let two = shard
+        .read(
+            shard.cursor(StartingPosition::TrimHorizon).unwrap(),
+            ReadLimits {
+                max_records: 2,
+                max_bytes: 1 << 20,
+            },
+        )
+        .unwrap();
+    assert_eq!(datas(&two), [b"a0".to_vec(), b"a1".to_vec()]);
+    assert_eq!(two.millis_behind_latest, 10);
+    let rest = shard.read(two.next, ALL).unwrap();
+    assert_eq!(
+        datas(&rest),
+        [b"a2".to_vec(), b"b0".to_vec(), b"c0".to_vec()]
+    );
+    let one = shard
+        .read(
+            two.next,
+            ReadLimits {
+                max_records: 100,
+                max_bytes: 1,
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        one.records.len(),
+        1,
+        "a record larger than max_bytes still comes alone"
+    );
+
+    // Positions that name nothing.
+    let bad = [
+        StartingPosition::AtSequence(seqs[0] + 3), // index past the batch
+        StartingPosition::AtSequence(sluice_log::sequence(2, 0, 0)), // another epoch
+        StartingPosition::AtSequence(c.sequence(0) + (1 << 20)), // beyond the end
+        StartingPosition::AtSequence(sluice_log::sequence(1, 5, 0)), // not a frame boundary
+    ];
+    for p in bad {
+        assert!(
+            matches!(shard.cursor(p), Err(ReadError::InvalidPosition)),
+            "{p:?}"
+        );
+    }
+    assert!(matches!(
+        shard.read(Cursor(sluice_log::sequence(9, 0, 0)), ALL),
+        Err(ReadError::InvalidPosition)
+    ));
+}
+
+#[test]
+fn sequences_keep_increasing_across_restarts_and_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(5));
+    let options = LogOptions {
+        segment_bytes: 4096,
+        ..LogOptions::default()
+    };
+    let mut last = 0u128;
+    let payload = vec![7u8; 300];
+    for round in 0..3 {
+        let log = os_log(&dir, options, &clock);
+        let shard = match log.shard(ShardLogId(1)) {
+            Some(s) => s,
+            None => log.create_shard(ShardLogId(1), 1).unwrap(),
+        };
+        for _ in 0..40 {
+            let r = shard.append(&[rec(&payload), rec(&payload)]).unwrap();
+            assert!(r.sequence(0) > last);
+            last = r.sequence(1);
+        }
+        let all = shard
+            .read(shard.cursor(StartingPosition::TrimHorizon).unwrap(), ALL)
+            .unwrap();
+        assert_eq!(all.records.len(), 80 * (round + 1));
+        assert!(all
+            .records
+            .windows(2)
+            .all(|w| w[0].sequence < w[1].sequence));
+        assert!(shard.info().segment_count > 5);
+    }
+}
+
+#[test]
+fn close_is_durable_and_ends_the_shard() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(5));
+    let options = LogOptions {
+        durability: Durability::Interval {
+            fsync_interval_ms: 60_000,
+        },
+        ..LogOptions::default()
+    };
+    let ending = {
+        let log = os_log(&dir, options, &clock);
+        let shard = log.create_shard(ShardLogId(1), 3).unwrap();
+        let r = shard.append(&[rec(b"x")]).unwrap();
+        let ending = shard.close().unwrap();
+        assert!(ending > r.sequence(0));
+        assert_eq!(shard.close().unwrap(), ending);
+        assert!(
+            matches!(shard.append(&[rec(b"y")]), Err(AppendError::Closed { ending_sequence }) if ending_sequence == ending)
+        );
+        ending
+        // Dropped without flush: the close must already be durable.
+    };
+    let log = os_log(&dir, options, &clock);
+    let shard = log.shard(ShardLogId(1)).unwrap();
+    assert_eq!(shard.info().ending_sequence, Some(ending));
+    let all = shard
+        .read(shard.cursor(StartingPosition::TrimHorizon).unwrap(), ALL)
+        .unwrap();
+    assert_eq!(datas(&all), [b"x".to_vec()]);
+    assert!(all.end_of_shard);
+    let at_end = shard.read(all.next, ALL).unwrap();
+    assert!(at_end.end_of_shard && at_end.records.is_empty());
+    let latest = shard
+        .read(shard.cursor(StartingPosition::Latest).unwrap(), ALL)
+        .unwrap();
+    assert!(latest.end_of_shard);
+    assert_eq!(
+        shard.cursor(StartingPosition::AtSequence(ending)).unwrap(),
+        all.next
+    );
+}
+
+#[test]
+fn retention_trims_whole_segments_and_moves_the_horizon() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1_000));
+    let options = LogOptions {
+        segment_bytes: 1024,
+        ..LogOptions::default()
+    };
+    let log = os_log(&dir, options, &clock);
+    let shard = log.create_shard(ShardLogId(1), 1).unwrap();
+    let data = vec![1u8; 200];
+    for i in 0..30u64 {
+        clock.set_ms(1_000 + i * 100);
+        shard.append(&[rec(&data)]).unwrap();
+    }
+    let before = shard.info();
+    let stale_cursor = shard.cursor(StartingPosition::TrimHorizon).unwrap();
+    // Records stamped before 2_000 expire: that is the first 10.
+    let removed = shard.trim_before(2_000).unwrap();
+    assert!(removed > 0);
+    assert!(shard.info().segment_count < before.segment_count);
+    let all = shard
+        .read(shard.cursor(StartingPosition::TrimHorizon).unwrap(), ALL)
+        .unwrap();
+    assert_eq!(all.records.len(), 20);
+    assert!(all.records.iter().all(|r| r.arrival_timestamp_ms >= 2_000));
+    // A cursor into deleted data continues from the horizon.
+    assert_eq!(shard.read(stale_cursor, ALL).unwrap().records.len(), 20);
+    // Everything expires: the active segment rolls and goes too.
+    clock.set_ms(10_000);
+    shard.trim_before(9_000).unwrap();
+    assert_eq!(shard.info().segment_count, 1);
+    assert!(shard
+        .read(shard.cursor(StartingPosition::TrimHorizon).unwrap(), ALL)
+        .unwrap()
+        .records
+        .is_empty());
+    let next = shard.append(&[rec(b"new")]).unwrap();
+    assert!(next.sequence(0) > all.records.last().unwrap().sequence);
+    drop(log);
+    let log = os_log(&dir, options, &clock);
+    let shard = log.shard(ShardLogId(1)).unwrap();
+    let all = shard
+        .read(shard.cursor(StartingPosition::TrimHorizon).unwrap(), ALL)
+        .unwrap();
+    assert_eq!(datas(&all), [b"new".to_vec()]);
+}
+
+#[test]
+fn a_failed_fsync_poisons_the_shard_until_reopen() {
+    let storage = SimStorage::new(1);
+    let clock = Arc::new(ManualClock::new(1));
+    let log = open(storage.clone(), "/data", LogOptions::default(), &clock);
+    let shard = log.create_shard(ShardLogId(1), 1).unwrap();
+    let other = log.create_shard(ShardLogId(2), 1).unwrap();
+    shard.append(&[rec(b"kept")]).unwrap();
+    storage.fail_next_syncs(1);
+    assert!(matches!(
+        shard.append(&[rec(b"lost")]),
+        Err(AppendError::Poisoned)
+    ));
+    assert!(matches!(
+        shard.append(&[rec(b"refused")]),
+        Err(AppendError::Poisoned)
+    ));
+    assert!(shard.info().poisoned);
+    // Unacknowledged data never becomes visible; other shards carry on.
+    let all = shard
+        .read(shard.cursor(StartingPosition::TrimHorizon).unwrap(), ALL)
+        .unwrap();
+    assert_eq!(datas(&all), [b"kept".to_vec()]);
+    other.append(&[rec(b"fine")]).unwrap();
+    drop((shard, other, log));
+    storage.crash();
+    let log = open(storage, "/data", LogOptions::default(), &clock);
+    let shard = log.shard(ShardLogId(1)).unwrap();
+    shard.append(&[rec(b"after")]).unwrap();
+    let all = datas(
+        &shard
+            .read(shard.cursor(StartingPosition::TrimHorizon).unwrap(), ALL)
+            .unwrap(),
+    );
+    assert_eq!(all.first().unwrap(), b"kept");
+    assert_eq!(all.last().unwrap(), b"after");
+}
+
+#[test]
+fn a_failed_write_poisons_the_shard() {
+    let storage = SimStorage::new(2);
+    let clock = Arc::new(ManualClock::new(1));
+    let log = open(storage.clone(), "/data", LogOptions::default(), &clock);
+    let shard = log.create_shard(ShardLogId(1), 1).unwrap();
+    storage.fail_next_writes(1);
+    assert!(matches!(
+        shard.append(&[rec(b"x")]),
+        Err(AppendError::Io(_))
+    ));
+    assert!(matches!(
+        shard.append(&[rec(b"y")]),
+        Err(AppendError::Poisoned)
+    ));
+}
+
+#[test]
+fn a_torn_tail_is_cut_off_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1));
+    {
+        let log = os_log(&dir, LogOptions::default(), &clock);
+        let shard = log.create_shard(ShardLogId(1), 1).unwrap();
+        shard.append(&[rec(b"one")]).unwrap();
+        shard.append(&[rec(b"two")]).unwrap();
+    }
+    let seg = dir
+        .path()
+        .join("shards/0000000000000001/00000000000000000000.seg");
+    let len = std::fs::metadata(&seg).unwrap().len();
+    // Tear the second frame: drop its last byte and append garbage.
+    let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+    f.set_len(len - 1).unwrap();
+    let report = sluice_log::inspect::check(dir.path()).unwrap();
+    assert_eq!(report.torn_tails().count(), 1);
+    assert_eq!(report.corruptions().count(), 0);
+    let log = os_log(&dir, LogOptions::default(), &clock);
+    let shard = log.shard(ShardLogId(1)).unwrap();
+    let all = shard
+        .read(shard.cursor(StartingPosition::TrimHorizon).unwrap(), ALL)
+        .unwrap();
+    assert_eq!(datas(&all), [b"one".to_vec()]);
+    shard.append(&[rec(b"three")]).unwrap();
+    drop(log);
+    let report = sluice_log::inspect::check(dir.path()).unwrap();
+    assert_eq!(
+        report.torn_tails().count() + report.corruptions().count(),
+        0
+    );
+}
+
+#[test]
+fn corruption_in_a_sealed_segment_is_reported_never_returned() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1));
+    let options = LogOptions {
+        segment_bytes: 512,
+        ..LogOptions::default()
+    };
+    let log = os_log(&dir, options, &clock);
+    let shard = log.create_shard(ShardLogId(1), 1).unwrap();
+    for _ in 0..10 {
+        shard.append(&[rec(&[9u8; 100])]).unwrap();
+    }
+    let seg = dir
+        .path()
+        .join("shards/0000000000000001/00000000000000000000.seg");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let last = bytes.len() - 5;
+    bytes[last] ^= 0xff;
+    std::fs::write(&seg, &bytes).unwrap();
+    let err = shard.read(shard.cursor(StartingPosition::TrimHorizon).unwrap(), ALL);
+    // The first frames verify; the read stops with an error at the corrupt one.
+    assert!(matches!(err, Err(ReadError::Corrupt { .. })), "{err:?}");
+    let report = sluice_log::inspect::check(dir.path()).unwrap();
+    assert_eq!(report.corruptions().count(), 1);
+}
+
+#[test]
+fn ten_thousand_shards_with_a_small_file_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1));
+    let options = LogOptions {
+        open_files_max: 64,
+        durability: Durability::Interval {
+            fsync_interval_ms: 5,
+        },
+        ..LogOptions::default()
+    };
+    let n = 10_000u64;
+    {
+        let log = os_log(&dir, options, &clock);
+        for id in 0..n {
+            let shard = log.create_shard(ShardLogId(id), 1).unwrap();
+            shard.append(&[rec(&id.to_le_bytes())]).unwrap();
+            assert!(log.open_files() <= 64);
+        }
+        assert!(log.flush());
+    }
+    let log = os_log(&dir, options, &clock);
+    assert_eq!(log.shard_ids().len(), n as usize);
+    for id in (0..n).step_by(97) {
+        let shard = log.shard(ShardLogId(id)).unwrap();
+        let all = shard
+            .read(shard.cursor(StartingPosition::TrimHorizon).unwrap(), ALL)
+            .unwrap();
+        assert_eq!(datas(&all), [id.to_le_bytes().to_vec()]);
+    }
+    assert!(log.open_files() <= 64 + 1);
+}
+
+#[test]
+fn delete_removes_the_shard_and_an_interrupted_delete_finishes_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1));
+    let log = os_log(&dir, LogOptions::default(), &clock);
+    let shard = log.create_shard(ShardLogId(1), 1).unwrap();
+    shard.append(&[rec(b"x")]).unwrap();
+    log.create_shard(ShardLogId(2), 1).unwrap();
+    assert!(log.delete_shard(ShardLogId(1)).unwrap());
+    assert!(!log.delete_shard(ShardLogId(1)).unwrap());
+    assert!(matches!(
+        shard.append(&[rec(b"y")]),
+        Err(AppendError::Deleted)
+    ));
+    assert!(!dir.path().join("shards/0000000000000001").exists());
+    drop(log);
+    std::fs::write(dir.path().join("shards/0000000000000002/DELETED"), b"").unwrap();
+    let log = os_log(&dir, LogOptions::default(), &clock);
+    assert!(log.shard_ids().is_empty());
+    assert!(!dir.path().join("shards/0000000000000002").exists());
+}
+
+#[test]
+fn concurrent_appends_across_shards_share_fsyncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1));
+    let log = Arc::new(os_log(&dir, LogOptions::default(), &clock));
+    let threads = 16;
+    let per_thread = 50;
+    let shards: Vec<_> = (0..4)
+        .map(|i| log.create_shard(ShardLogId(i), 1).unwrap())
+        .collect();
+    let rounds_before = log.sync_rounds();
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let shard = shards[t % shards.len()].clone();
+            s.spawn(move || {
+                for i in 0..per_thread {
+                    shard.append(&[rec(format!("{t}-{i}").as_bytes())]).unwrap();
+                }
+            });
+        }
+    });
+    let rounds = log.sync_rounds() - rounds_before;
+    let appends = (threads * per_thread) as u64;
+    assert!(
+        rounds < appends,
+        "{rounds} fsync rounds for {appends} appends"
+    );
+    let total: usize = shards
+        .iter()
+        .map(|s| {
+            s.read(s.cursor(StartingPosition::TrimHorizon).unwrap(), ALL)
+                .unwrap()
+                .records
+                .len()
+        })
+        .sum();
+    assert_eq!(total, threads * per_thread);
+}
+
+#[test]
+fn bad_batches_are_refused_whole() {
+    let storage = SimStorage::new(3);
+    let clock = Arc::new(ManualClock::new(1));
+    let log = open(storage, "/data", LogOptions::default(), &clock);
+    let shard = log.create_shard(ShardLogId(1), 1).unwrap();
+    assert!(matches!(shard.append(&[]), Err(AppendError::EmptyBatch)));
+    let key = vec![b'k'; 70_000];
+    let long_key = AppendRecord {
+        partition_key: &key,
+        data: b"",
+        flags: 0,
+    };
+    assert!(matches!(
+        shard.append(&[rec(b"ok"), long_key]),
+        Err(AppendError::PartitionKeyTooLong { index: 1, .. })
+    ));
+    let big = vec![0u8; sluice_log::FRAME_PAYLOAD_MAX_BYTES];
+    assert!(matches!(
+        shard.append(&[rec(&big)]),
+        Err(AppendError::BatchTooLarge { .. })
+    ));
+    assert!(matches!(
+        log.create_shard(ShardLogId(1), 1),
+        Err(sluice_log::CreateError::AlreadyExists)
+    ));
+    assert!(matches!(
+        log.create_shard(ShardLogId(2), 0),
+        Err(sluice_log::CreateError::InvalidEpoch)
+    ));
+    assert!(shard
+        .read(shard.cursor(StartingPosition::TrimHorizon).unwrap(), ALL)
+        .unwrap()
+        .records
+        .is_empty());
+}
