@@ -158,7 +158,7 @@ impl Inner {
                         return;
                     }
                     let due = match self.durability {
-                        Durability::Sync => !state.pending.is_empty(),
+                        Durability::Sync => state.urgent || !state.pending.is_empty(),
                         Durability::Interval { fsync_interval_ms } => {
                             let at = *deadline.get_or_insert_with(|| {
                                 Instant::now() + Duration::from_millis(fsync_interval_ms)
