@@ -162,6 +162,11 @@ impl FrameScanner {
         }
     }
 
+    /// How much to read ahead at the next refill (the caller's remaining budget).
+    pub fn set_chunk_bytes(&mut self, chunk_bytes: usize) {
+        self.chunk_bytes = chunk_bytes.clamp(4096, 16 << 20);
+    }
+
     pub fn next_offset(&self) -> u64 {
         self.next_offset
     }

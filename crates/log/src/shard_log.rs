@@ -333,13 +333,24 @@ impl ShardLog {
             return Err(ReadError::InvalidPosition);
         }
         let max_records = limits.max_records.max(1);
-        let chunk = limits.max_bytes.saturating_add(64 << 10).min(16 << 20);
-        let mut walker = Walker::new(self, offset, chunk);
+        // Read ahead no further than the byte budget left (plus a frame's slack),
+        // so a call never reads much more than it returns.
+        let read_ahead = |used: usize| {
+            limits
+                .max_bytes
+                .saturating_sub(used)
+                .saturating_add(64 << 10)
+        };
+        let mut walker = Walker::new(self, offset, read_ahead(0));
         let mut records = Vec::new();
         let mut bytes = 0usize;
         let mut behind_from = None;
         let mut end_of_shard = false;
-        'frames: while let Some((frame, trim_before_ms)) = walker.next()? {
+        'frames: loop {
+            walker.set_chunk_bytes(read_ahead(bytes));
+            let Some((frame, trim_before_ms)) = walker.next()? else {
+                break;
+            };
             if walker.jumped {
                 index = 0;
                 walker.jumped = false;
@@ -782,6 +793,13 @@ struct Walker<'a> {
 }
 
 impl<'a> Walker<'a> {
+    fn set_chunk_bytes(&mut self, chunk_bytes: usize) {
+        self.chunk_bytes = chunk_bytes;
+        if let Some((scanner, _)) = &mut self.scanner {
+            scanner.set_chunk_bytes(chunk_bytes);
+        }
+    }
+
     fn new(log: &'a ShardLog, offset: u64, chunk_bytes: usize) -> Self {
         Self {
             log,
