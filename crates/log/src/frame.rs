@@ -3,7 +3,7 @@
 //! ```text
 //! frame header (32 bytes, little-endian)
 //!   0  u32 magic "SLFR" (0x5246_4c53 as LE bytes 53 4c 46 52)
-//!   4  u32 header_crc32c   CRC32C of bytes 8..32
+//!   4  u32 header_crc32c   CRC32C of bytes 8..32, seeded with the segment's frame salt
 //!   8  u8  kind            1 = records, 2 = close
 //!   9  u8  reserved (0)
 //!  10  u16 record_count
@@ -65,7 +65,9 @@ impl FrameHeader {
         FRAME_HEADER_LEN as u64 + u64::from(self.payload_len)
     }
 
-    pub fn encode(&self) -> [u8; FRAME_HEADER_LEN] {
+    /// `salt` is the segment's frame salt: it seeds the header checksum, so bytes
+    /// inside a record's data cannot pass for a frame header.
+    pub fn encode(&self, salt: u32) -> [u8; FRAME_HEADER_LEN] {
         let mut b = [0u8; FRAME_HEADER_LEN];
         b[0..4].copy_from_slice(&FRAME_MAGIC);
         b[8] = self.kind as u8;
@@ -73,13 +75,13 @@ impl FrameHeader {
         b[12..16].copy_from_slice(&self.payload_len.to_le_bytes());
         b[16..24].copy_from_slice(&self.timestamp_ms.to_le_bytes());
         b[24..28].copy_from_slice(&self.payload_crc.to_le_bytes());
-        let crc = crc32c::crc32c(&b[8..]);
+        let crc = crc32c::crc32c_append(salt, &b[8..]);
         b[4..8].copy_from_slice(&crc.to_le_bytes());
         b
     }
 
     /// Decodes and verifies a header; never panics on any input.
-    pub fn decode(b: &[u8]) -> Result<Self, FrameError> {
+    pub fn decode(b: &[u8], salt: u32) -> Result<Self, FrameError> {
         let b: &[u8; FRAME_HEADER_LEN] = b
             .get(..FRAME_HEADER_LEN)
             .and_then(|s| s.try_into().ok())
@@ -87,7 +89,7 @@ impl FrameHeader {
         if b[0..4] != FRAME_MAGIC {
             return Err(FrameError::BadMagic);
         }
-        if crc32c::crc32c(&b[8..]) != u32::from_le_bytes(b[4..8].try_into().unwrap()) {
+        if crc32c::crc32c_append(salt, &b[8..]) != u32::from_le_bytes(b[4..8].try_into().unwrap()) {
             return Err(FrameError::HeaderChecksum);
         }
         let kind = match b[8] {
@@ -143,6 +145,7 @@ pub fn encode_records(records: &[AppendRecord<'_>]) -> Vec<u8> {
 /// Writes the header into the first [`FRAME_HEADER_LEN`] bytes of `frame`.
 pub fn seal_frame(
     frame: &mut [u8],
+    salt: u32,
     kind: FrameKind,
     record_count: u16,
     timestamp_ms: u64,
@@ -155,7 +158,7 @@ pub fn seal_frame(
         timestamp_ms,
         payload_crc,
     };
-    frame[..FRAME_HEADER_LEN].copy_from_slice(&header.encode());
+    frame[..FRAME_HEADER_LEN].copy_from_slice(&header.encode(salt));
 }
 
 /// One record as stored in a frame payload, borrowed from the read buffer.
@@ -205,10 +208,19 @@ pub fn decode_records(
 mod tests {
     use super::*;
 
+    const SALT: u32 = 0x1234_5678;
+
     fn frame(records: &[AppendRecord<'_>], ts: u64) -> Vec<u8> {
         let mut f = encode_records(records);
         let crc = crc32c::crc32c(&f[FRAME_HEADER_LEN..]);
-        seal_frame(&mut f, FrameKind::Records, records.len() as u16, ts, crc);
+        seal_frame(
+            &mut f,
+            SALT,
+            FrameKind::Records,
+            records.len() as u16,
+            ts,
+            crc,
+        );
         f
     }
 
@@ -227,7 +239,11 @@ mod tests {
             },
         ];
         let f = frame(&recs, 42);
-        let h = FrameHeader::decode(&f).unwrap();
+        let h = FrameHeader::decode(&f, SALT).unwrap();
+        assert_eq!(
+            FrameHeader::decode(&f, SALT + 1),
+            Err(FrameError::HeaderChecksum)
+        );
         assert_eq!(h.timestamp_ms, 42);
         assert_eq!(h.frame_len(), f.len() as u64);
         let payload = Bytes::copy_from_slice(&f[FRAME_HEADER_LEN..]);
@@ -252,7 +268,10 @@ mod tests {
         for i in 0..FRAME_HEADER_LEN {
             let mut g = f.clone();
             g[i] ^= 0x01;
-            assert!(FrameHeader::decode(&g).is_err(), "flip at {i} undetected");
+            assert!(
+                FrameHeader::decode(&g, SALT).is_err(),
+                "flip at {i} undetected"
+            );
         }
     }
 
@@ -265,7 +284,7 @@ mod tests {
 
     /// Fuzz entry point: decoding arbitrary bytes must not panic.
     fn check(data: &[u8]) {
-        if let Ok(h) = FrameHeader::decode(data) {
+        if let Ok(h) = FrameHeader::decode(data, 0) {
             let payload = Bytes::copy_from_slice(&data[FRAME_HEADER_LEN.min(data.len())..]);
             let _ = decode_records(&h, &payload);
         }

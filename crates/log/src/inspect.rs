@@ -201,14 +201,21 @@ fn visit_segment(path: &Path, visit: &mut dyn FnMut(Visit<'_>)) -> io::Result<Op
     };
     visit(Visit::Header(header));
     let len = file.len()?;
-    let end = header.base_offset + len.saturating_sub(SEGMENT_HEADER_LEN as u64);
-    let mut scanner = FrameScanner::new(
-        Arc::clone(&file),
-        header.base_offset,
-        header.base_offset,
-        end,
-        4 << 20,
-    );
+    if header.base_offset >= crate::OFFSET_LIMIT {
+        visit(Visit::Bad {
+            offset: 0,
+            reason: format!(
+                "segment header: base offset {} out of range",
+                header.base_offset
+            ),
+        });
+        return Ok(None);
+    }
+    let end = header
+        .base_offset
+        .saturating_add(len.saturating_sub(SEGMENT_HEADER_LEN as u64));
+    let mut scanner =
+        FrameScanner::new(Arc::clone(&file), &header, header.base_offset, end, 4 << 20);
     loop {
         match scanner.next()? {
             Scan::End => break,

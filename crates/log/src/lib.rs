@@ -29,10 +29,20 @@
 //! # Failures
 //! A batch is one checksummed frame: after a crash it is wholly present or wholly
 //! absent. Opening a shard log cuts off a torn or corrupt tail of its newest
-//! segment (older segments are fsynced when sealed). A failed write or fsync
+//! segment (older segments are fsynced when sealed) and fsyncs what remains, so
+//! that nothing a killed process left in the page cache is shown before it is
+//! durable. A failed write or fsync
 //! poisons the shard log: appends fail with [`AppendError::Poisoned`] until the
-//! process restarts and recovery re-reads what is really on disk. Reads verify
-//! both checksums of every frame and never return a corrupt record.
+//! process restarts and recovery re-reads what is really on disk; a poisoned
+//! shard log never makes another byte visible. Reads verify both checksums of
+//! every frame and never return a corrupt record. Frame header checksums are
+//! seeded with a random per-segment salt, so bytes inside a record cannot pass
+//! for a frame when a caller names an arbitrary sequence number.
+//!
+//! # Retention
+//! [`ShardLog::trim_before`] deletes whole segments older than a cutoff and hides
+//! older records in the segments it keeps. The cutoff is not persisted: whoever
+//! owns the log applies retention again after opening it, before serving reads.
 //!
 //! # Memory
 //! Per shard log: a few hundred bytes plus 16 bytes per segment (segments are

@@ -45,7 +45,7 @@ impl Log {
         let root = root.into();
         let shards_dir = root.join("shards");
         storage.create_dir_all(&shards_dir).at(&shards_dir)?;
-        for dir in [root.parent().unwrap_or(&root), &root] {
+        for dir in [root.parent().unwrap_or(&root), &root, &shards_dir] {
             if !dir.as_os_str().is_empty() {
                 storage.sync_dir(dir).at(dir)?;
             }
@@ -101,7 +101,9 @@ impl Log {
 
     /// Deletes a shard log and its files; false if there was none.
     pub fn delete_shard(&self, id: ShardLogId) -> std::io::Result<bool> {
-        let Some(log) = self.shards.write().unwrap().remove(&id) else {
+        // Hold the map while the files go, so that no create of the same id runs meanwhile.
+        let mut shards = self.shards.write().unwrap();
+        let Some(log) = shards.remove(&id) else {
             return Ok(false);
         };
         log.delete()?;

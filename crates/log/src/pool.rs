@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::storage::{Storage, StorageFile};
 
-/// (shard log id, segment base offset).
+/// (shard log instance, segment base offset).
 pub type FileKey = (u64, u64);
 
 #[derive(Debug)]
@@ -44,15 +44,30 @@ impl FilePool {
         }
         // Open without holding the lock; a racing opener's handle wins.
         let file = self.storage.open_file(path)?;
-        Ok(self.insert(key, file))
+        Ok(self.insert(key, file, false))
     }
 
-    /// Puts a freshly created file in the pool; returns the pooled handle.
-    pub fn insert(&self, key: FileKey, file: Arc<dyn StorageFile>) -> Arc<dyn StorageFile> {
+    /// Puts a freshly created or recovered file in the pool, replacing any entry.
+    pub fn replace(&self, key: FileKey, file: Arc<dyn StorageFile>) {
+        self.insert(key, file, true);
+    }
+
+    fn insert(
+        &self,
+        key: FileKey,
+        file: Arc<dyn StorageFile>,
+        replace: bool,
+    ) -> Arc<dyn StorageFile> {
         let mut inner = self.inner.lock().unwrap();
         inner.tick += 1;
         let tick = inner.tick;
-        let entry = inner.files.entry(key).or_insert((file, tick));
+        let entry = inner
+            .files
+            .entry(key)
+            .or_insert_with(|| (file.clone(), tick));
+        if replace {
+            entry.0 = file;
+        }
         entry.1 = tick;
         let file = entry.0.clone();
         if inner.files.len() > self.capacity {

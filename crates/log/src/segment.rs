@@ -4,7 +4,7 @@
 //! segment header (48 bytes, little-endian)
 //!   0  [u8; 8] magic "SLUICSEG"
 //!   8  u32 format_version (1)
-//!  12  u32 reserved (0)
+//!  12  u32 frame_salt            random; seeds every frame header checksum in this segment
 //!  16  u64 epoch                 the shard log's epoch (high 64 bits of its sequence numbers)
 //!  24  u64 base_offset           logical offset of the first frame in this segment
 //!  32  u64 timestamp_floor_ms    no frame in this or a later segment is older
@@ -32,6 +32,7 @@ pub struct SegmentHeader {
     pub epoch: u64,
     pub base_offset: u64,
     pub timestamp_floor_ms: u64,
+    pub frame_salt: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -51,6 +52,7 @@ impl SegmentHeader {
         let mut b = [0u8; SEGMENT_HEADER_LEN];
         b[0..8].copy_from_slice(&SEGMENT_MAGIC);
         b[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        b[12..16].copy_from_slice(&self.frame_salt.to_le_bytes());
         b[16..24].copy_from_slice(&self.epoch.to_le_bytes());
         b[24..32].copy_from_slice(&self.base_offset.to_le_bytes());
         b[32..40].copy_from_slice(&self.timestamp_floor_ms.to_le_bytes());
@@ -78,6 +80,7 @@ impl SegmentHeader {
             epoch: u64_at(16),
             base_offset: u64_at(24),
             timestamp_floor_ms: u64_at(32),
+            frame_salt: u32_at(12),
         })
     }
 
@@ -135,6 +138,7 @@ pub enum Scan {
 pub struct FrameScanner {
     file: Arc<dyn StorageFile>,
     segment_base: u64,
+    frame_salt: u32,
     next_offset: u64,
     end: u64,
     buf: Bytes,
@@ -146,14 +150,15 @@ impl FrameScanner {
     /// Scans from logical `offset` (a frame boundary) up to logical `end`.
     pub fn new(
         file: Arc<dyn StorageFile>,
-        segment_base: u64,
+        header: &SegmentHeader,
         offset: u64,
         end: u64,
         chunk_bytes: usize,
     ) -> Self {
         Self {
             file,
-            segment_base,
+            segment_base: header.base_offset,
+            frame_salt: header.frame_salt,
             next_offset: offset,
             end,
             buf: Bytes::new(),
@@ -181,7 +186,7 @@ impl FrameScanner {
             return bad(FrameError::Truncated);
         }
         let at = (offset - self.buf_offset) as usize;
-        let header = match FrameHeader::decode(&self.buf[at..]) {
+        let header = match FrameHeader::decode(&self.buf[at..], self.frame_salt) {
             Ok(h) => h,
             Err(reason) => return bad(reason),
         };
@@ -240,6 +245,7 @@ mod tests {
             epoch: 3,
             base_offset: 1 << 40,
             timestamp_floor_ms: 1_700_000_000_000,
+            frame_salt: 0xdead_beef,
         };
         let b = h.encode();
         assert_eq!(SegmentHeader::decode(&b), Ok(h));

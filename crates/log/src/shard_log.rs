@@ -102,6 +102,9 @@ pub struct ShardInfo {
 #[derive(Debug)]
 pub struct ShardLog {
     id: ShardLogId,
+    /// Unique per opened instance: keys its files in the pool, so that a shard log
+    /// deleted and created again under the same id never shares a stale handle.
+    instance: u64,
     epoch: u64,
     dir: PathBuf,
     shared: Arc<Shared>,
@@ -120,17 +123,14 @@ struct ShardState {
     deleted: bool,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct SegmentMeta {
-    base: u64,
-    timestamp_floor_ms: u64,
-}
+/// What the log keeps in memory per segment: its header.
+type SegmentMeta = SegmentHeader;
 
 /// The segment holding an offset, as seen at one moment.
 #[derive(Debug, Clone, Copy)]
 struct Located {
     offset: u64,
-    segment_base: u64,
+    segment: SegmentHeader,
     segment_end: u64,
     visible_end: u64,
     trim_before_ms: u64,
@@ -190,17 +190,20 @@ impl ShardLog {
     /// Closes the log for appends, durably; returns the ending sequence number
     /// (greater than that of every record). Closing again returns the same number.
     pub fn close(&self) -> Result<u128, AppendError> {
-        if let Some(at) = self.lock().closed_at {
-            // Already closed, possibly by a call still waiting for its fsync.
-            if self.shared.syncer.flush() {
-                return Ok(sequence(self.epoch, at, 0));
-            }
-            return Err(AppendError::ShutDown);
-        }
         let frame = vec![0u8; FRAME_HEADER_LEN];
         match self.append_frame(FrameKind::Close, 0, frame, true) {
             Ok((offset, _)) => Ok(sequence(self.epoch, offset, 0)),
-            Err(AppendError::Closed { ending_sequence }) => Ok(ending_sequence),
+            // Closed already, possibly by a call still waiting for its fsync:
+            // answer only once that close is durable too.
+            Err(AppendError::Closed { ending_sequence }) => {
+                if !self.shared.syncer.flush() {
+                    return Err(AppendError::ShutDown);
+                }
+                if self.progress.poisoned.load(Ordering::SeqCst) {
+                    return Err(AppendError::Poisoned);
+                }
+                Ok(ending_sequence)
+            }
             Err(e) => Err(e),
         }
     }
@@ -217,17 +220,25 @@ impl ShardLog {
             let mut st = self.lock();
             self.check_writable(&st)?;
             let timestamp_ms = self.shared.clock.now_ms().max(st.last_timestamp_ms);
-            frame::seal_frame(&mut frame, kind, record_count, timestamp_ms, payload_crc);
             let frame_len = frame.len() as u64;
-            let active_len = st.written_end - st.segments.back().unwrap().base;
+            if st.written_end + frame_len >= OFFSET_LIMIT {
+                return Err(AppendError::OffsetsExhausted);
+            }
+            let active_len = st.written_end - st.segments.back().unwrap().base_offset;
             if active_len > 0 && active_len + frame_len > self.shared.options.segment_bytes {
                 self.roll(&mut st)?;
             }
             let offset = st.written_end;
-            if offset + frame_len >= OFFSET_LIMIT {
-                return Err(AppendError::OffsetsExhausted);
-            }
-            let base = st.segments.back().unwrap().base;
+            let active = *st.segments.back().unwrap();
+            frame::seal_frame(
+                &mut frame,
+                active.frame_salt,
+                kind,
+                record_count,
+                timestamp_ms,
+                payload_crc,
+            );
+            let base = active.base_offset;
             let file = self.segment_file(base)?;
             if let Err(e) = file.write_all_at(&frame, segment::file_position(base, offset)) {
                 // The file may now hold part of the frame: nothing more may follow it.
@@ -266,7 +277,7 @@ impl ShardLog {
         let (horizon, visible_end, closed_at) = {
             let st = self.lock_readable()?;
             let visible_end = self.progress.visible_end.load(Ordering::SeqCst);
-            (st.segments[0].base, visible_end, st.closed_at)
+            (st.segments[0].base_offset, visible_end, st.closed_at)
         };
         let at = |offset: u64| Ok(Cursor(sequence(self.epoch, offset, 0)));
         let latest = closed_at
@@ -312,7 +323,7 @@ impl ShardLog {
                                 .is_none_or(|n| n.timestamp_floor_ms >= ts)
                         })
                         .unwrap_or(0);
-                    st.segments[i].base
+                    st.segments[i].base_offset
                 };
                 let mut walker = Walker::new(self, start, 1 << 20);
                 while let Some((frame, _)) = walker.next()? {
@@ -335,19 +346,24 @@ impl ShardLog {
         let max_records = limits.max_records.max(1);
         // Read ahead no further than the byte budget left (plus a frame's slack),
         // so a call never reads much more than it returns.
-        let read_ahead = |used: usize| {
+        // Records count too: a one-record read must not pull in megabytes.
+        let read_ahead = |used: usize, returned: usize| {
+            let by_records = max_records
+                .saturating_sub(returned)
+                .saturating_mul(16 << 10);
             limits
                 .max_bytes
                 .saturating_sub(used)
+                .min(by_records)
                 .saturating_add(64 << 10)
         };
-        let mut walker = Walker::new(self, offset, read_ahead(0));
+        let mut walker = Walker::new(self, offset, read_ahead(0, 0));
         let mut records = Vec::new();
         let mut bytes = 0usize;
         let mut behind_from = None;
         let mut end_of_shard = false;
         'frames: loop {
-            walker.set_chunk_bytes(read_ahead(bytes));
+            walker.set_chunk_bytes(read_ahead(bytes, records.len()));
             let Some((frame, trim_before_ms)) = walker.next()? else {
                 break;
             };
@@ -413,6 +429,9 @@ impl ShardLog {
 
     /// Hides records older than `cutoff_ms` from readers and deletes the segments
     /// that hold nothing newer. Returns the number of segments deleted.
+    ///
+    /// The cutoff itself is kept in memory only: after reopening, the owner
+    /// applies retention again before serving reads (deleted segments stay deleted).
     pub fn trim_before(&self, cutoff_ms: u64) -> io::Result<usize> {
         let mut st = self.lock();
         if st.deleted {
@@ -420,7 +439,7 @@ impl ShardLog {
         }
         st.trim_before_ms = st.trim_before_ms.max(cutoff_ms);
         let active = *st.segments.back().unwrap();
-        let active_has_frames = st.written_end > active.base;
+        let active_has_frames = st.written_end > active.base_offset;
         let writable = st.closed_at.is_none() && !self.progress.poisoned.load(Ordering::SeqCst);
         if writable && active_has_frames && st.last_timestamp_ms < cutoff_ms {
             // Everything is expired: start a fresh segment so the old one can go.
@@ -430,23 +449,27 @@ impl ShardLog {
             })?;
         }
         let mut removed = 0;
+        let mut result = Ok(());
         while st.segments.len() > 1 && st.segments[1].timestamp_floor_ms < cutoff_ms {
-            let old = st.segments.pop_front().unwrap();
-            self.shared.pool.remove((self.id.0, old.base));
-            self.shared
-                .storage
-                .remove_file(&segment::segment_path(&self.dir, old.base))?;
+            let old = st.segments[0].base_offset;
+            let path = segment::segment_path(&self.dir, old);
+            if let Err(e) = self.shared.storage.remove_file(&path) {
+                result = Err(e);
+                break;
+            }
+            st.segments.pop_front();
+            self.shared.pool.remove((self.instance, old));
             removed += 1;
         }
         if removed > 0 {
             self.shared.storage.sync_dir(&self.dir)?;
         }
-        Ok(removed)
+        result.map(|()| removed)
     }
 
     pub fn info(&self) -> ShardInfo {
         let st = self.lock();
-        let horizon = st.segments[0].base;
+        let horizon = st.segments[0].base_offset;
         ShardInfo {
             id: self.id,
             epoch: self.epoch,
@@ -487,9 +510,11 @@ impl ShardLog {
         if epoch == 0 {
             return Err(CreateError::InvalidEpoch);
         }
-        shared.storage.create_dir_all(&dir)?;
+        // Fails if the directory exists (for example a delete that could not finish).
+        shared.storage.create_dir(&dir)?;
         let log = Self::new(shared, id, dir, epoch);
-        log.create_segment(0, 0)?;
+        let header = log.create_segment(0, 0)?;
+        log.lock().segments.push_back(header);
         log.shared.storage.sync_dir(&log.shared.shards_dir)?;
         Ok(log)
     }
@@ -548,24 +573,18 @@ impl ShardLog {
                     reason,
                 })?;
             check_header(&path, &header, epoch, base)?;
-            segments.push_back(SegmentMeta {
-                base,
-                timestamp_floor_ms: header.timestamp_floor_ms,
-            });
+            segments.push_back(header);
         }
         let newest_path = segment::segment_path(&dir, newest.base_offset);
         check_header(&newest_path, &newest, epoch, *bases.last().unwrap())?;
-        segments.push_back(SegmentMeta {
-            base: newest.base_offset,
-            timestamp_floor_ms: newest.timestamp_floor_ms,
-        });
+        segments.push_back(newest);
 
         // Scan the active segment; keep the longest valid prefix.
         let file_len = newest_file.len().at(&newest_path)?;
         let logical_end = newest.base_offset + file_len.saturating_sub(SEGMENT_HEADER_LEN as u64);
         let mut scanner = FrameScanner::new(
             newest_file.clone(),
-            newest.base_offset,
+            &newest,
             newest.base_offset,
             logical_end,
             1 << 20,
@@ -591,8 +610,11 @@ impl ShardLog {
         let good_len = segment::file_position(newest.base_offset, good_end);
         if good_len < file_len {
             newest_file.set_len(good_len).at(&newest_path)?;
-            newest_file.sync_data().at(&newest_path)?;
         }
+        // What survived a process crash may still be only in the page cache:
+        // make it durable before any reader can see it.
+        newest_file.sync_data().at(&newest_path)?;
+        storage.sync_dir(&dir).at(&dir)?;
         let log = Self::new(shared, id, dir, epoch);
         log.progress.durable_end.store(good_end, Ordering::SeqCst);
         log.progress.visible_end.store(good_end, Ordering::SeqCst);
@@ -605,7 +627,7 @@ impl ShardLog {
         }
         log.shared
             .pool
-            .insert((id.0, newest.base_offset), newest_file);
+            .replace((log.instance, newest.base_offset), newest_file);
         Ok(Some(log))
     }
 
@@ -617,7 +639,7 @@ impl ShardLog {
         }
         st.deleted = true;
         for seg in &st.segments {
-            self.shared.pool.remove((self.id.0, seg.base));
+            self.shared.pool.remove((self.instance, seg.base_offset));
         }
         // The marker makes an interrupted delete finish at the next open.
         match self
@@ -634,17 +656,16 @@ impl ShardLog {
     }
 
     fn new(shared: Arc<Shared>, id: ShardLogId, dir: PathBuf, epoch: u64) -> Self {
+        static INSTANCES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Self {
             id,
+            instance: INSTANCES.fetch_add(1, Ordering::Relaxed),
             epoch,
             dir,
             shared,
             progress: Arc::default(),
             state: Mutex::new(ShardState {
-                segments: VecDeque::from([SegmentMeta {
-                    base: 0,
-                    timestamp_floor_ms: 0,
-                }]),
+                segments: VecDeque::new(),
                 written_end: 0,
                 last_timestamp_ms: 0,
                 closed_at: None,
@@ -687,47 +708,48 @@ impl ShardLog {
     }
 
     fn segment_file(&self, base: u64) -> io::Result<Arc<dyn StorageFile>> {
-        self.shared
-            .pool
-            .get((self.id.0, base), &segment::segment_path(&self.dir, base))
+        self.shared.pool.get(
+            (self.instance, base),
+            &segment::segment_path(&self.dir, base),
+        )
     }
 
     /// Creates and durably names a new, empty segment.
-    fn create_segment(&self, base: u64, timestamp_floor_ms: u64) -> io::Result<()> {
+    fn create_segment(&self, base: u64, timestamp_floor_ms: u64) -> io::Result<SegmentHeader> {
         let path = segment::segment_path(&self.dir, base);
         let file = self.shared.storage.create_file(&path)?;
         let header = SegmentHeader {
             epoch: self.epoch,
             base_offset: base,
             timestamp_floor_ms,
+            frame_salt: fastrand::u32(..),
         };
         file.write_all_at(&header.encode(), 0)?;
         file.sync_data()?;
         self.shared.storage.sync_dir(&self.dir)?;
-        self.shared.pool.insert((self.id.0, base), file);
-        Ok(())
+        self.shared.pool.replace((self.instance, base), file);
+        Ok(header)
     }
 
     /// Seals the active segment (made durable first, so that only the newest
     /// segment can ever have a torn tail) and starts a new one.
     fn roll(&self, st: &mut ShardState) -> Result<(), AppendError> {
-        let base = st.segments.back().unwrap().base;
+        let base = st.segments.back().unwrap().base_offset;
         let sealed = self.segment_file(base).and_then(|f| f.sync_data());
         let created =
             sealed.and_then(|()| self.create_segment(st.written_end, st.last_timestamp_ms));
-        if let Err(e) = created {
-            self.poison();
-            return Err(AppendError::Io(e));
+        match created {
+            // Visibility is left to the syncer, which still has the sealed
+            // segment's writes pending and checks for poison before publishing.
+            Ok(header) => {
+                st.segments.push_back(header);
+                Ok(())
+            }
+            Err(e) => {
+                self.poison();
+                Err(AppendError::Io(e))
+            }
         }
-        self.progress
-            .durable_end
-            .fetch_max(st.written_end, Ordering::SeqCst);
-        self.progress.publish(st.written_end);
-        st.segments.push_back(SegmentMeta {
-            base: st.written_end,
-            timestamp_floor_ms: st.last_timestamp_ms,
-        });
-        Ok(())
     }
 
     fn header_at(&self, offset: u64) -> Result<FrameHeader, ReadError> {
@@ -735,22 +757,28 @@ impl ShardLog {
         if loc.offset != offset || offset + FRAME_HEADER_LEN as u64 > loc.segment_end {
             return Err(ReadError::InvalidPosition);
         }
-        let file = self.segment_file(loc.segment_base)?;
+        let file = self.segment_file(loc.segment.base_offset)?;
         let mut b = [0u8; FRAME_HEADER_LEN];
-        let n = file.read_full_at(&mut b, segment::file_position(loc.segment_base, offset))?;
-        FrameHeader::decode(&b[..n]).map_err(|_| ReadError::InvalidPosition)
+        let n = file.read_full_at(
+            &mut b,
+            segment::file_position(loc.segment.base_offset, offset),
+        )?;
+        FrameHeader::decode(&b[..n], loc.segment.frame_salt).map_err(|_| ReadError::InvalidPosition)
     }
 
     /// The segment holding `offset`, or the horizon if `offset` was trimmed.
     fn locate(&self, offset: u64) -> Result<Located, ReadError> {
         let st = self.lock_readable()?;
         let visible_end = self.progress.visible_end.load(Ordering::SeqCst);
-        let offset = offset.max(st.segments[0].base);
-        let i = st.segments.partition_point(|s| s.base <= offset) - 1;
-        let next_base = st.segments.get(i + 1).map_or(st.written_end, |s| s.base);
+        let offset = offset.max(st.segments[0].base_offset);
+        let i = st.segments.partition_point(|s| s.base_offset <= offset) - 1;
+        let next_base = st
+            .segments
+            .get(i + 1)
+            .map_or(st.written_end, |s| s.base_offset);
         Ok(Located {
             offset,
-            segment_base: st.segments[i].base,
+            segment: st.segments[i],
             segment_end: next_base.min(visible_end),
             visible_end,
             trim_before_ms: st.trim_before_ms,
@@ -764,7 +792,7 @@ fn check_header(
     epoch: u64,
     base: u64,
 ) -> Result<(), OpenError> {
-    if header.epoch != epoch || header.base_offset != base {
+    if header.epoch != epoch || header.base_offset != base || base >= OFFSET_LIMIT {
         return Err(OpenError::ForeignSegment {
             path: path.to_path_buf(),
             detail: format!(
@@ -823,7 +851,7 @@ impl<'a> Walker<'a> {
                 if self.offset >= loc.segment_end {
                     return Ok(None);
                 }
-                let file = match self.log.segment_file(loc.segment_base) {
+                let file = match self.log.segment_file(loc.segment.base_offset) {
                     Ok(f) => f,
                     // Trimmed away between locate and open: locate again.
                     Err(e) if e.kind() == io::ErrorKind::NotFound && missing_retries < 3 => {
@@ -834,7 +862,7 @@ impl<'a> Walker<'a> {
                 };
                 let scanner = FrameScanner::new(
                     file,
-                    loc.segment_base,
+                    &loc.segment,
                     self.offset,
                     loc.segment_end,
                     self.chunk_bytes,
@@ -857,12 +885,66 @@ impl<'a> Walker<'a> {
                 }
                 Scan::Bad { offset, reason } => {
                     return Err(ReadError::Corrupt {
-                        segment: segment::segment_path(&self.log.dir, loc.segment_base),
+                        segment: segment::segment_path(&self.log.dir, loc.segment.base_offset),
                         offset,
                         reason,
                     })
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use sluice_model::ManualClock;
+
+    use crate::frame::{self, AppendRecord, FrameKind, FRAME_HEADER_LEN};
+    use crate::{sequence, Log, LogOptions, ReadError, ShardLogId, SimStorage, StartingPosition};
+
+    /// Record data that embeds a well-formed frame (here a close frame) must not
+    /// be accepted as a position, whatever salt the forger guessed.
+    #[test]
+    fn frames_forged_inside_record_data_are_not_positions() {
+        let storage = SimStorage::new(4);
+        let log = Log::open(
+            storage,
+            "/d",
+            LogOptions::default(),
+            Arc::new(ManualClock::new(1)),
+        )
+        .unwrap();
+        let shard = log.create_shard(ShardLogId(1), 1).unwrap();
+        let mut data = Vec::new();
+        for salt in [0u32, 1, 0xffff_ffff] {
+            let mut forged = vec![0u8; FRAME_HEADER_LEN];
+            frame::seal_frame(
+                &mut forged,
+                salt,
+                FrameKind::Close,
+                0,
+                1,
+                crc32c::crc32c(&[]),
+            );
+            data.extend_from_slice(&forged);
+        }
+        let r = shard
+            .append(&[AppendRecord {
+                partition_key: b"k",
+                data: &data,
+                flags: 0,
+            }])
+            .unwrap();
+        // The record's data starts after the frame header, the record header and the key.
+        let data_at = r.offset + (FRAME_HEADER_LEN + frame::RECORD_HEADER_LEN + 1) as u64;
+        for i in 0..3u64 {
+            let forged_seq = sequence(1, data_at + i * FRAME_HEADER_LEN as u64, 0);
+            assert!(matches!(
+                shard.cursor(StartingPosition::AtSequence(forged_seq)),
+                Err(ReadError::InvalidPosition)
+            ));
         }
     }
 }

@@ -5,7 +5,8 @@
 //! only after `sync_dir` of its parent. [`SimStorage::crash`] throws the live
 //! state away: each file keeps its durable bytes plus a random prefix of the bytes
 //! written after its last sync (a torn write), sometimes with the last surviving
-//! byte garbled. Syncs and writes can be made to fail.
+//! byte garbled. Syncs and writes can be made to fail; a failed sync loses the
+//! bytes it did not write, as Linux may.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -165,6 +166,18 @@ impl Storage for SimStorage {
         Ok(())
     }
 
+    fn create_dir(&self, path: &Path) -> io::Result<()> {
+        let mut state = self.state.lock().unwrap();
+        if !state.live.dirs.contains(&parent(path)) {
+            return Err(not_found(&parent(path)));
+        }
+        if state.live.dirs.contains(path) || state.live.files.contains_key(path) {
+            return Err(io::Error::new(io::ErrorKind::AlreadyExists, "exists"));
+        }
+        state.live.dirs.insert(path.to_path_buf());
+        Ok(())
+    }
+
     fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
         let state = self.state.lock().unwrap();
         if !state.live.dirs.contains(path) {
@@ -261,10 +274,14 @@ impl StorageFile for SimHandle {
     }
 
     fn sync_data(&self) -> io::Result<()> {
+        let mut file = self.file.lock().unwrap();
         if take_one(&self.faults.failing_syncs) {
+            // Linux reports a writeback error once and may drop the dirty pages:
+            // the unsynced bytes are gone, and a later fsync "succeeds".
+            let synced = file.durable.len().min(file.live.len());
+            file.live[synced..].fill(0);
             return Err(injected("fsync"));
         }
-        let mut file = self.file.lock().unwrap();
         file.durable = file.live.clone();
         Ok(())
     }

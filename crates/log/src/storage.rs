@@ -11,6 +11,8 @@ use std::sync::Arc;
 pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     /// Creates `path` and any missing parents.
     fn create_dir_all(&self, path: &Path) -> io::Result<()>;
+    /// Creates one directory; fails with `AlreadyExists` if it exists.
+    fn create_dir(&self, path: &Path) -> io::Result<()>;
     /// Names of the entries directly inside `path`.
     fn list_dir(&self, path: &Path) -> io::Result<Vec<String>>;
     /// Creates a new, empty file (fails if it exists), opened for reading and writing.
@@ -55,6 +57,10 @@ pub struct OsStorage;
 impl Storage for OsStorage {
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
         fs::create_dir_all(path)
+    }
+
+    fn create_dir(&self, path: &Path) -> io::Result<()> {
+        fs::create_dir(path)
     }
 
     fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {

@@ -62,7 +62,9 @@ struct Inner {
 
 #[derive(Debug, Default)]
 struct State {
-    pending: Vec<PendingSync>,
+    /// One entry per dirty file (keyed by handle identity), holding the
+    /// furthest end written: bounded by the number of files, not of appends.
+    pending: HashMap<usize, PendingSync>,
     next_round: u64,
     completed_round: u64,
     urgent: bool,
@@ -98,8 +100,17 @@ impl Syncer {
     /// Registers written bytes; returns the ticket to [`Syncer::wait`] on.
     pub fn register(&self, pending: PendingSync) -> u64 {
         let mut state = self.inner.state.lock().unwrap();
-        state.pending.push(pending);
-        if matches!(self.inner.durability, Durability::Sync) {
+        let was_idle = state.pending.is_empty();
+        match state.pending.entry(file_key(&pending.file)) {
+            std::collections::hash_map::Entry::Occupied(mut e) => {
+                let entry = e.get_mut();
+                entry.end = entry.end.max(pending.end);
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(pending);
+            }
+        }
+        if was_idle || matches!(self.inner.durability, Durability::Sync) {
             self.inner.work.notify_one();
         }
         state.next_round
@@ -159,11 +170,17 @@ impl Inner {
                     }
                     let due = match self.durability {
                         Durability::Sync => state.urgent || !state.pending.is_empty(),
+                        // The interval starts with the first pending write; an idle
+                        // log sleeps until a write or an urgent request wakes it.
+                        Durability::Interval { .. } if state.pending.is_empty() => {
+                            deadline = None;
+                            state.urgent
+                        }
                         Durability::Interval { fsync_interval_ms } => {
                             let at = *deadline.get_or_insert_with(|| {
                                 Instant::now() + Duration::from_millis(fsync_interval_ms)
                             });
-                            state.urgent || (!state.pending.is_empty() && Instant::now() >= at)
+                            state.urgent || Instant::now() >= at
                         }
                     };
                     if due {
@@ -181,7 +198,9 @@ impl Inner {
                 let round = state.next_round;
                 state.next_round += 1;
                 state.urgent = false;
-                (std::mem::take(&mut state.pending), round)
+                let batch: Vec<PendingSync> =
+                    std::mem::take(&mut state.pending).into_values().collect();
+                (batch, round)
             };
             self.sync_batch(batch);
             self.rounds.fetch_add(1, Ordering::Relaxed);
@@ -211,7 +230,9 @@ impl Inner {
             entry.2 |= file_failed;
         }
         for (shard, end, failed) in ends.into_values() {
-            if failed {
+            // Once poisoned, never publish again: a later fsync may "succeed"
+            // after the kernel dropped the pages an earlier one failed to write.
+            if failed || shard.poisoned.load(Ordering::SeqCst) {
                 shard.poisoned.store(true, Ordering::SeqCst);
                 shard.publish(0);
                 continue;

@@ -519,3 +519,52 @@ fn bad_batches_are_refused_whole() {
         .records
         .is_empty());
 }
+
+#[test]
+fn a_shard_deleted_and_created_again_starts_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1));
+    let log = os_log(&dir, LogOptions::default(), &clock);
+    let old = log.create_shard(ShardLogId(5), 1).unwrap();
+    old.append(&[rec(b"old")]).unwrap();
+    // A reader of the old shard holds its segment open across the delete.
+    let cursor = old.cursor(StartingPosition::TrimHorizon).unwrap();
+    assert!(log.delete_shard(ShardLogId(5)).unwrap());
+    assert!(matches!(old.read(cursor, ALL), Err(ReadError::Deleted)));
+    let new = log.create_shard(ShardLogId(5), 2).unwrap();
+    new.append(&[rec(b"new")]).unwrap();
+    let read_all = |log: &Log| {
+        let s = log.shard(ShardLogId(5)).unwrap();
+        datas(
+            &s.read(s.cursor(StartingPosition::TrimHorizon).unwrap(), ALL)
+                .unwrap(),
+        )
+    };
+    assert_eq!(read_all(&log), [b"new".to_vec()]);
+    drop((old, new, log));
+    assert_eq!(
+        read_all(&os_log(&dir, LogOptions::default(), &clock)),
+        [b"new".to_vec()]
+    );
+}
+
+#[test]
+fn concurrent_closes_agree_and_both_wait_for_durability() {
+    let storage = SimStorage::new(9);
+    let clock = Arc::new(ManualClock::new(1));
+    let log = open(storage.clone(), "/data", LogOptions::default(), &clock);
+    let shard = log.create_shard(ShardLogId(1), 1).unwrap();
+    shard.append(&[rec(b"x")]).unwrap();
+    let endings: Vec<u128> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4).map(|_| s.spawn(|| shard.close().unwrap())).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(endings.windows(2).all(|w| w[0] == w[1]));
+    drop((shard, log));
+    storage.crash();
+    let log = open(storage, "/data", LogOptions::default(), &clock);
+    assert_eq!(
+        log.shard(ShardLogId(1)).unwrap().info().ending_sequence,
+        Some(endings[0])
+    );
+}
