@@ -1,0 +1,141 @@
+//! AWS-shaped errors: `{"__type": "<ExceptionName>", "message": "..."}` with an
+//! HTTP status. The names and statuses are a contract, pinned by tests.
+
+use std::fmt;
+
+/// Every error name Sluice answers with, Kinesis' own and the protocol's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    // Protocol-level errors.
+    ValidationException,
+    SerializationException,
+    UnknownOperationException,
+    MissingAuthenticationTokenException,
+    InvalidSignatureException,
+    UnrecognizedClientException,
+    IncompleteSignatureException,
+    RequestEntityTooLargeException,
+    InternalFailure,
+    // Kinesis' modeled exceptions.
+    AccessDeniedException,
+    ExpiredIteratorException,
+    ExpiredNextTokenException,
+    InternalFailureException,
+    InvalidArgumentException,
+    KmsAccessDeniedException,
+    KmsDisabledException,
+    KmsInvalidStateException,
+    KmsNotFoundException,
+    KmsOptInRequired,
+    KmsThrottlingException,
+    LimitExceededException,
+    ProvisionedThroughputExceededException,
+    ResourceInUseException,
+    ResourceNotFoundException,
+}
+
+impl ErrorCode {
+    /// The `__type` AWS sends.
+    pub fn name(self) -> &'static str {
+        use ErrorCode::*;
+        match self {
+            ValidationException => "ValidationException",
+            SerializationException => "SerializationException",
+            UnknownOperationException => "UnknownOperationException",
+            MissingAuthenticationTokenException => "MissingAuthenticationTokenException",
+            InvalidSignatureException => "InvalidSignatureException",
+            UnrecognizedClientException => "UnrecognizedClientException",
+            IncompleteSignatureException => "IncompleteSignatureException",
+            RequestEntityTooLargeException => "RequestEntityTooLargeException",
+            InternalFailure => "InternalFailure",
+            AccessDeniedException => "AccessDeniedException",
+            ExpiredIteratorException => "ExpiredIteratorException",
+            ExpiredNextTokenException => "ExpiredNextTokenException",
+            InternalFailureException => "InternalFailureException",
+            InvalidArgumentException => "InvalidArgumentException",
+            KmsAccessDeniedException => "KMSAccessDeniedException",
+            KmsDisabledException => "KMSDisabledException",
+            KmsInvalidStateException => "KMSInvalidStateException",
+            KmsNotFoundException => "KMSNotFoundException",
+            KmsOptInRequired => "KMSOptInRequired",
+            KmsThrottlingException => "KMSThrottlingException",
+            LimitExceededException => "LimitExceededException",
+            ProvisionedThroughputExceededException => "ProvisionedThroughputExceededException",
+            ResourceInUseException => "ResourceInUseException",
+            ResourceNotFoundException => "ResourceNotFoundException",
+        }
+    }
+
+    /// The HTTP status AWS answers with.
+    pub fn status(self) -> u16 {
+        use ErrorCode::*;
+        match self {
+            InternalFailure | InternalFailureException => 500,
+            RequestEntityTooLargeException => 413,
+            MissingAuthenticationTokenException
+            | InvalidSignatureException
+            | UnrecognizedClientException
+            | IncompleteSignatureException => 403,
+            _ => 400,
+        }
+    }
+}
+
+/// An error as the client will see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl AwsError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn status(&self) -> u16 {
+        self.code.status()
+    }
+
+    /// The AWS JSON 1.1 body.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "__type": self.code.name(),
+            "message": self.message,
+        }))
+        .expect("serializing a map of strings cannot fail")
+    }
+}
+
+impl fmt::Display for AwsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code.name(), self.message)
+    }
+}
+
+impl std::error::Error for AwsError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_shape_and_statuses() {
+        let e = AwsError::new(
+            ErrorCode::ResourceNotFoundException,
+            "Stream s under account 000000000000 not found.",
+        );
+        let v: serde_json::Value = serde_json::from_slice(&e.to_json()).unwrap();
+        assert_eq!(v["__type"], "ResourceNotFoundException");
+        assert_eq!(
+            v["message"],
+            "Stream s under account 000000000000 not found."
+        );
+        assert_eq!(e.status(), 400);
+        assert_eq!(ErrorCode::InternalFailure.status(), 500);
+        assert_eq!(ErrorCode::KmsOptInRequired.name(), "KMSOptInRequired");
+    }
+}

@@ -1,0 +1,17 @@
+//! The Kinesis wire protocol, as bytes in and typed values out. The only crate
+//! that knows AWS member names.
+//!
+//! - [`model`]: the AWS API model (botocore's `kinesis-2013-12-02.json`, embedded),
+//!   loaded once into shapes and operations.
+//! - [`validate`]: checks a request against its input shape (required members,
+//!   lengths, ranges, patterns, enums) and words failures as AWS does.
+//! - [`error`]: AWS-shaped errors (`__type` + `message`) and their HTTP statuses.
+//! - [`target`]: the `X-Amz-Target` header.
+
+pub mod error;
+pub mod model;
+pub mod target;
+pub mod validate;
+
+pub use error::{AwsError, ErrorCode};
+pub use model::{kinesis, ApiModel};

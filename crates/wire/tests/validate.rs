@@ -1,0 +1,188 @@
+//! Validation messages, pinned against AWS's wording, for the model's constraints.
+
+use serde_json::json;
+use sluice_wire::validate::{decode_json_body, validate_input};
+use sluice_wire::{kinesis, ErrorCode};
+
+fn check(op: &str, input: serde_json::Value) -> Result<(), (ErrorCode, String)> {
+    validate_input(kinesis(), op, &input).map_err(|e| (e.code, e.message))
+}
+
+fn validation(op: &str, input: serde_json::Value) -> String {
+    match check(op, input) {
+        Err((ErrorCode::ValidationException, m)) => m,
+        other => panic!("expected a ValidationException, got {other:?}"),
+    }
+}
+
+#[test]
+fn valid_requests_pass() {
+    check(
+        "CreateStream",
+        json!({"StreamName": "orders", "ShardCount": 4}),
+    )
+    .unwrap();
+    check(
+        "PutRecord",
+        json!({"StreamName": "orders", "PartitionKey": "p", "Data": "aGVsbG8="}),
+    )
+    .unwrap();
+    check(
+        "PutRecords",
+        json!({"StreamARN": "arn:aws:kinesis:us-east-1:000000000000:stream/orders",
+               "Records": [{"PartitionKey": "p", "Data": "", "ExplicitHashKey": "340282366920938463463374607431768211455"}]}),
+    )
+    .unwrap();
+    check("ListStreams", json!({})).unwrap();
+    check("GetShardIterator", json!({"StreamName": "s", "ShardId": "shardId-000000000000", "ShardIteratorType": "AT_TIMESTAMP", "Timestamp": 1700000000.5})).unwrap();
+    check(
+        "AddTagsToStream",
+        json!({"StreamName": "s", "Tags": {"team": "data"}}),
+    )
+    .unwrap();
+    // Unknown members are ignored, as AWS does.
+    check("ListStreams", json!({"Whatever": 1})).unwrap();
+}
+
+#[test]
+fn aws_wording_for_each_kind_of_constraint() {
+    assert_eq!(
+        validation("CreateStream", json!({"StreamName": "orders", "ShardCount": 0})),
+        "1 validation error detected: Value '0' at 'shardCount' failed to satisfy constraint: Member must have value greater than or equal to 1"
+    );
+    assert_eq!(
+        validation("DescribeStreamSummary", json!({"StreamName": "bad name!"})),
+        "1 validation error detected: Value 'bad name!' at 'streamName' failed to satisfy constraint: Member must satisfy regular expression pattern: [a-zA-Z0-9_.-]+"
+    );
+    assert_eq!(
+        validation("GetShardIterator", json!({"StreamName": "s", "ShardId": "shardId-000000000000", "ShardIteratorType": "FIRST"})),
+        "1 validation error detected: Value 'FIRST' at 'shardIteratorType' failed to satisfy constraint: Member must satisfy enum value set: [AT_SEQUENCE_NUMBER, AFTER_SEQUENCE_NUMBER, TRIM_HORIZON, LATEST, AT_TIMESTAMP]"
+    );
+    let eleven_mib = base64_len(10 * 1024 * 1024 + 1);
+    assert_eq!(
+        validation("PutRecord", json!({"StreamName": "s", "PartitionKey": "p", "Data": eleven_mib})),
+        "1 validation error detected: Value at 'data' failed to satisfy constraint: Member must have length less than or equal to 10485760"
+    );
+    let too_many: Vec<_> = (0..501)
+        .map(|_| json!({"PartitionKey": "p", "Data": ""}))
+        .collect();
+    assert_eq!(
+        validation("PutRecords", json!({"StreamName": "s", "Records": too_many})),
+        "1 validation error detected: Value at 'records' failed to satisfy constraint: Member must have length less than or equal to 500"
+    );
+    assert_eq!(
+        validation("PutRecords", json!({"StreamName": "s", "Records": [{"PartitionKey": "ok", "Data": ""}, {"PartitionKey": "", "Data": ""}]})),
+        "1 validation error detected: Value '' at 'records.2.member.partitionKey' failed to satisfy constraint: Member must have length greater than or equal to 1"
+    );
+    assert_eq!(
+        validation("PutRecord", json!({"StreamName": "s"})),
+        "2 validation errors detected: Value null at 'data' failed to satisfy constraint: Member must not be null; Value null at 'partitionKey' failed to satisfy constraint: Member must not be null"
+    );
+    let long_key = "k".repeat(257);
+    let msg = validation(
+        "PutRecord",
+        json!({"StreamName": "s", "PartitionKey": long_key, "Data": ""}),
+    );
+    assert!(msg.ends_with("at 'partitionKey' failed to satisfy constraint: Member must have length less than or equal to 256"), "{msg}");
+    // 256 characters of a multi-byte script are still 256 characters.
+    check(
+        "PutRecord",
+        json!({"StreamName": "s", "PartitionKey": "é".repeat(256), "Data": ""}),
+    )
+    .unwrap();
+    let msg = validation(
+        "PutRecord",
+        json!({"StreamName": "s", "PartitionKey": "p", "Data": "", "ExplicitHashKey": "01"}),
+    );
+    assert!(msg.contains("at 'explicitHashKey' failed to satisfy constraint: Member must satisfy regular expression pattern: 0|([1-9]\\d{0,38})"), "{msg}");
+    let msg = validation(
+        "DescribeStreamSummary",
+        json!({"StreamARN": "arn:aws:kinesis:us-east-1:123:stream/s"}),
+    );
+    assert!(msg.contains("at 'streamARN' failed to satisfy constraint: Member must satisfy regular expression pattern"), "{msg}");
+    let msg = validation("AddTagsToStream", json!({"StreamName": "s", "Tags": {}}));
+    assert!(msg.contains("at 'tags' failed to satisfy constraint: Member must have length greater than or equal to 1"), "{msg}");
+}
+
+#[test]
+fn wrong_types_and_bad_bodies_are_serialization_errors() {
+    for (op, input) in [
+        ("CreateStream", json!({"StreamName": 5, "ShardCount": 1})),
+        (
+            "CreateStream",
+            json!({"StreamName": "s", "ShardCount": "1"}),
+        ),
+        (
+            "PutRecord",
+            json!({"StreamName": "s", "PartitionKey": "p", "Data": "not base64!"}),
+        ),
+        (
+            "PutRecords",
+            json!({"StreamName": "s", "Records": {"PartitionKey": "p"}}),
+        ),
+        (
+            "ListShards",
+            json!({"StreamName": "s", "ShardFilter": "AT_LATEST"}),
+        ),
+    ] {
+        assert_eq!(
+            check(op, input.clone()).unwrap_err().0,
+            ErrorCode::SerializationException,
+            "{op} {input}"
+        );
+    }
+    assert_eq!(
+        decode_json_body(b"{").unwrap_err().code,
+        ErrorCode::SerializationException
+    );
+    assert_eq!(
+        decode_json_body(b"[1]").unwrap_err().code,
+        ErrorCode::SerializationException
+    );
+    assert_eq!(decode_json_body(b"").unwrap(), json!({}));
+    assert_eq!(decode_json_body(b" {\"A\": 1} ").unwrap(), json!({"A": 1}));
+}
+
+/// Every operation: an empty request fails with exactly one "must not be null"
+/// per required member, in the model's order, or passes if none is required.
+#[test]
+fn every_operation_reports_its_required_members() {
+    let spec: serde_json::Value =
+        serde_json::from_str(sluice_wire::model::KINESIS_MODEL_JSON).unwrap();
+    let model = kinesis();
+    for name in model.operation_names() {
+        let input = &spec["operations"][name]["input"]["shape"];
+        let required: Vec<String> = input
+            .as_str()
+            .and_then(|s| spec["shapes"][s]["required"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect();
+        match check(name, json!({})) {
+            Ok(()) => assert!(required.is_empty(), "{name} accepted an empty request"),
+            Err((code, msg)) => {
+                assert_eq!(code, ErrorCode::ValidationException, "{name}");
+                assert!(
+                    msg.starts_with(&format!("{} validation error", required.len())),
+                    "{name}: {msg}"
+                );
+                for member in &required {
+                    let path: String = member[..1].to_lowercase() + &member[1..];
+                    assert!(msg.contains(&format!("Value null at '{path}' failed to satisfy constraint: Member must not be null")), "{name}: {msg}");
+                }
+            }
+        }
+    }
+}
+
+fn base64_len(n: usize) -> String {
+    // 3 zero bytes encode as "AAAA".
+    let mut s = "AAAA".repeat(n / 3);
+    match n % 3 {
+        1 => s.push_str("AA=="),
+        2 => s.push_str("AAA="),
+        _ => {}
+    }
+    s
+}
