@@ -19,11 +19,36 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the Kinesis-compatible server.
+    Serve(ServeArgs),
     /// Offline tools that work on a data directory (stop the server first).
     Ctl {
         #[command(subcommand)]
         command: Ctl,
     },
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port; the chosen address is printed).
+    #[arg(long, env = "SLUICE_LISTEN", default_value = "127.0.0.1:4567")]
+    listen: std::net::SocketAddr,
+    /// Where streams and records are stored; created if missing.
+    #[arg(long, env = "SLUICE_DATA_DIR", default_value = "./sluice-data")]
+    data_dir: PathBuf,
+    /// The region in ARNs.
+    #[arg(long, env = "SLUICE_REGION", default_value = "us-east-1")]
+    region: String,
+    /// How long a new stream stays CREATING before it is ACTIVE, in milliseconds.
+    #[arg(long, env = "SLUICE_STREAM_CREATING_MS", default_value_t = 0)]
+    stream_creating_ms: u64,
+    /// Acknowledge writes once fsynced (`sync`), or once written and fsynced at most
+    /// this many milliseconds later (a number).
+    #[arg(long, env = "SLUICE_FSYNC", default_value = "sync")]
+    fsync: String,
+    /// Limits profile: `aws` or `off` (limits are not enforced yet; accepted for compatibility).
+    #[arg(long, env = "SLUICE_LIMITS", default_value = "aws", value_parser = ["aws", "off"])]
+    limits: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -53,8 +78,41 @@ fn main() -> ExitCode {
     }
 }
 
+fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let durability = match args.fsync.as_str() {
+        "sync" => sluice_log::Durability::Sync,
+        ms => sluice_log::Durability::Interval {
+            fsync_interval_ms: ms.parse().map_err(|_| {
+                anyhow::anyhow!("--fsync takes `sync` or a number of milliseconds, not {ms:?}")
+            })?,
+        },
+    };
+    let config = sluice_server::Config {
+        listen: args.listen,
+        data_dir: args.data_dir,
+        region: args.region,
+        stream_creating_ms: args.stream_creating_ms,
+        durability,
+        ..sluice_server::Config::default()
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let server =
+            sluice_server::Server::start(config, std::sync::Arc::new(sluice_model::SystemClock))
+                .await?;
+        println!("sluice listening on {}", server.local_addr());
+        std::io::stdout().flush()?;
+        tokio::signal::ctrl_c().await?;
+        server.stop().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Serve(args) => serve(args),
         Command::Ctl {
             command: Ctl::Check { dir },
         } => {

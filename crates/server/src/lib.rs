@@ -1,0 +1,109 @@
+//! Sluice's Kinesis API server: accepts AWS JSON 1.1 requests over HTTP/1.1 and
+//! HTTP/2 (h2c with prior knowledge) on one port and answers them from the
+//! catalog (`sluice-meta`) and the storage engine (`sluice-log`).
+//!
+//! Layers: [`Server`] (listener, connections) -> `service` (routing, body limit,
+//! target, decoding, validation, error mapping) -> `ops` (one function per
+//! operation) -> [`State`] (catalog, shard logs, clock, iterator key).
+
+mod iterator;
+mod ops;
+mod service;
+mod state;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use sluice_model::Clock;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use state::{State, StateError};
+
+/// Everything `sluice serve` can be told.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub region: String,
+    pub account_id: String,
+    /// How long a new stream stays CREATING before it turns ACTIVE.
+    pub stream_creating_ms: u64,
+    /// Largest request body accepted (PutRecords' 10 MiB of data, base64-encoded, fits).
+    pub request_body_max_bytes: usize,
+    pub durability: sluice_log::Durability,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:4567".parse().unwrap(),
+            data_dir: PathBuf::from("./sluice-data"),
+            region: "us-east-1".into(),
+            account_id: "000000000000".into(),
+            stream_creating_ms: 0,
+            request_body_max_bytes: 16 << 20,
+            durability: sluice_log::Durability::Sync,
+        }
+    }
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct Server {
+    addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+    state: Arc<State>,
+}
+
+impl Server {
+    /// Opens the data directory and starts listening (port 0 picks a free port).
+    pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Self, StateError> {
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(StateError::Bind)?;
+        let addr = listener.local_addr().map_err(StateError::Bind)?;
+        let state = Arc::new(
+            tokio::task::spawn_blocking(move || State::open(config, clock))
+                .await
+                .expect("open task")?,
+        );
+        let (shutdown, mut stop) = watch::channel(false);
+        let serving = state.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => {
+                        let Ok((stream, _)) = accepted else { continue };
+                        let _ = stream.set_nodelay(true);
+                        tokio::spawn(service::serve_connection(stream, serving.clone()));
+                    }
+                    _ = stop.changed() => break,
+                }
+            }
+        });
+        Ok(Self {
+            addr,
+            shutdown,
+            task,
+            state,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn state(&self) -> &Arc<State> {
+        &self.state
+    }
+
+    /// Stops accepting connections and waits for the accept loop to end.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.task.await;
+        self.state.flush();
+    }
+}

@@ -1,0 +1,680 @@
+//! One function per Kinesis operation: validated JSON in, JSON out.
+//!
+//! Runs on the blocking pool (appends wait for fsync). Error names and wording
+//! follow AWS; where AWS's exact text is unknown the message says what is wrong.
+
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use md5::{Digest, Md5};
+use serde_json::{json, Value};
+use sluice_log::{AppendRecord, ReadError, ReadLimits, StartingPosition};
+use sluice_meta::{parse_shard_id, CreateStream, Shard, Stream, StreamMode, StreamStatus};
+use sluice_model::SequenceNumber;
+use sluice_wire::{AwsError, ErrorCode};
+
+use crate::iterator::{ShardIterator, ITERATOR_LIFETIME_MS};
+use crate::state::State;
+
+type OpResult = Result<Value, AwsError>;
+
+/// GetRecords returns at most this much data per call (AWS: 10 MiB).
+const GET_RECORDS_MAX_BYTES: usize = 10 << 20;
+/// PutRecords carries at most this much data and partition key per call (AWS: 10 MiB).
+const PUT_RECORDS_MAX_BYTES: usize = 10 << 20;
+
+pub fn dispatch(operation: &str, input: &Value, state: &State) -> OpResult {
+    match operation {
+        "CreateStream" => create_stream(state, input),
+        "DeleteStream" => delete_stream(state, input),
+        "DescribeStream" => describe_stream(state, input),
+        "DescribeStreamSummary" => describe_stream_summary(state, input),
+        "ListStreams" => list_streams(state, input),
+        "ListShards" => list_shards(state, input),
+        "PutRecord" => put_record(state, input),
+        "PutRecords" => put_records(state, input),
+        "GetShardIterator" => get_shard_iterator(state, input),
+        "GetRecords" => get_records(state, input),
+        other => Err(AwsError::new(
+            ErrorCode::UnknownOperationException,
+            format!("Sluice does not implement {other} yet"),
+        )),
+    }
+}
+
+fn err(code: ErrorCode, message: impl Into<String>) -> AwsError {
+    AwsError::new(code, message)
+}
+
+fn internal(e: impl std::fmt::Display) -> AwsError {
+    err(
+        ErrorCode::InternalFailure,
+        format!("Internal service failure: {e}"),
+    )
+}
+
+fn str_of<'a>(input: &'a Value, member: &str) -> Option<&'a str> {
+    input.get(member).and_then(Value::as_str)
+}
+
+fn u64_of(input: &Value, member: &str) -> Option<u64> {
+    input.get(member).and_then(Value::as_u64)
+}
+
+fn seconds(ms: u64) -> Value {
+    json!(ms as f64 / 1000.0)
+}
+
+fn not_found(state: &State, name: &str) -> AwsError {
+    err(
+        ErrorCode::ResourceNotFoundException,
+        format!(
+            "Stream {name} under account {} not found.",
+            state.config.account_id
+        ),
+    )
+}
+
+/// The stream named by `StreamName` or `StreamARN`.
+fn stream_name(state: &State, input: &Value) -> Result<String, AwsError> {
+    if let Some(arn) = str_of(input, "StreamARN") {
+        let prefix = format!(
+            "arn:aws:kinesis:{}:{}:stream/",
+            state.config.region, state.config.account_id
+        );
+        let name = arn.strip_prefix(&prefix).ok_or_else(|| {
+            err(
+                ErrorCode::ResourceNotFoundException,
+                format!("Stream {arn} not found."),
+            )
+        })?;
+        if let Some(given) = str_of(input, "StreamName") {
+            if given != name {
+                return Err(err(
+                    ErrorCode::InvalidArgumentException,
+                    "StreamARN and StreamName name different streams.",
+                ));
+            }
+        }
+        return Ok(name.to_owned());
+    }
+    str_of(input, "StreamName")
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            err(
+                ErrorCode::InvalidArgumentException,
+                "Either StreamName or StreamARN must be provided.",
+            )
+        })
+}
+
+fn with_stream<T>(
+    state: &State,
+    input: &Value,
+    f: impl FnOnce(&Stream) -> Result<T, AwsError>,
+) -> Result<T, AwsError> {
+    let name = stream_name(state, input)?;
+    let catalog = state.catalog();
+    let stream = catalog
+        .stream(&name)
+        .ok_or_else(|| not_found(state, &name))?;
+    f(stream)
+}
+
+fn status_name(status: StreamStatus) -> &'static str {
+    match status {
+        StreamStatus::Creating => "CREATING",
+        StreamStatus::Active => "ACTIVE",
+    }
+}
+
+fn mode_name(mode: StreamMode) -> &'static str {
+    match mode {
+        StreamMode::Provisioned => "PROVISIONED",
+        StreamMode::OnDemand => "ON_DEMAND",
+    }
+}
+
+fn shard_json(shard: &Shard) -> Value {
+    let mut v = json!({
+        "ShardId": shard.shard_id(),
+        "HashKeyRange": {
+            "StartingHashKey": shard.starting_hash_key.to_string(),
+            "EndingHashKey": shard.ending_hash_key.to_string(),
+        },
+        "SequenceNumberRange": {
+            "StartingSequenceNumber": SequenceNumber(u128::from(shard.epoch) << 64).to_string(),
+        },
+    });
+    if let Some(p) = shard.parent {
+        v["ParentShardId"] = json!(sluice_meta::shard_id(p));
+    }
+    if let Some(p) = shard.adjacent_parent {
+        v["AdjacentParentShardId"] = json!(sluice_meta::shard_id(p));
+    }
+    v
+}
+
+// ---- streams ----
+
+fn create_stream(state: &State, input: &Value) -> OpResult {
+    let name = str_of(input, "StreamName").unwrap_or_default().to_owned();
+    let mode = match input
+        .pointer("/StreamModeDetails/StreamMode")
+        .and_then(Value::as_str)
+    {
+        Some("ON_DEMAND") => StreamMode::OnDemand,
+        _ => StreamMode::Provisioned,
+    };
+    let shard_count = match (mode, u64_of(input, "ShardCount")) {
+        (StreamMode::OnDemand, _) => 4,
+        (StreamMode::Provisioned, Some(n)) => n as u32,
+        (StreamMode::Provisioned, None) => {
+            return Err(err(
+                ErrorCode::InvalidArgumentException,
+                "ShardCount is required for streams in PROVISIONED mode.",
+            ))
+        }
+    };
+    let tags: BTreeMap<String, String> = input
+        .get("Tags")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let cmd = CreateStream {
+        name: name.clone(),
+        shard_count,
+        mode,
+        max_record_size_kib: u64_of(input, "MaxRecordSizeInKiB").unwrap_or(1024) as u32,
+        tags,
+        creating_ms: state.config.stream_creating_ms,
+    };
+    let now = state.now_ms();
+    let mut catalog = state.catalog();
+    let mut next = catalog.clone();
+    let stream = next.create_stream(cmd, now).map_err(|_| {
+        err(
+            ErrorCode::ResourceInUseException,
+            format!(
+                "Stream {name} under account {} already exists.",
+                state.config.account_id
+            ),
+        )
+    })?;
+    // Shard logs first, then the catalog: a crash in between leaves orphan logs,
+    // which the next start deletes, never a catalog naming missing logs.
+    for shard in &stream.shards {
+        state
+            .log()
+            .create_shard(sluice_log::ShardLogId(shard.log_id), shard.epoch)
+            .map_err(internal)?;
+    }
+    state.persist(&next).map_err(internal)?;
+    *catalog = next;
+    Ok(json!({}))
+}
+
+fn delete_stream(state: &State, input: &Value) -> OpResult {
+    let name = stream_name(state, input)?;
+    let mut catalog = state.catalog();
+    let mut next = catalog.clone();
+    let stream = next
+        .delete_stream(&name)
+        .map_err(|_| not_found(state, &name))?;
+    state.persist(&next).map_err(internal)?;
+    *catalog = next;
+    drop(catalog);
+    for shard in &stream.shards {
+        state
+            .log()
+            .delete_shard(sluice_log::ShardLogId(shard.log_id))
+            .map_err(internal)?;
+    }
+    Ok(json!({}))
+}
+
+fn summary_fields(state: &State, stream: &Stream) -> Value {
+    json!({
+        "StreamName": stream.name,
+        "StreamARN": state.stream_arn(&stream.name),
+        "StreamStatus": status_name(stream.status(state.now_ms())),
+        "StreamModeDetails": {"StreamMode": mode_name(stream.mode)},
+        "RetentionPeriodHours": stream.retention_period_hours,
+        "StreamCreationTimestamp": seconds(stream.created_ms),
+        "EnhancedMonitoring": [{"ShardLevelMetrics": []}],
+        "EncryptionType": "NONE",
+    })
+}
+
+fn describe_stream_summary(state: &State, input: &Value) -> OpResult {
+    with_stream(state, input, |stream| {
+        let mut summary = summary_fields(state, stream);
+        summary["OpenShardCount"] = json!(stream.shards.len());
+        summary["ConsumerCount"] = json!(0);
+        summary["MaxRecordSizeInKiB"] = json!(stream.max_record_size_kib);
+        Ok(json!({"StreamDescriptionSummary": summary}))
+    })
+}
+
+fn describe_stream(state: &State, input: &Value) -> OpResult {
+    let limit = u64_of(input, "Limit").unwrap_or(100) as usize;
+    let after = str_of(input, "ExclusiveStartShardId").and_then(parse_shard_id);
+    with_stream(state, input, |stream| {
+        let shards: Vec<&Shard> = stream
+            .shards
+            .iter()
+            .filter(|s| after.is_none_or(|a| s.index > a))
+            .collect();
+        let page: Vec<Value> = shards.iter().take(limit).map(|s| shard_json(s)).collect();
+        let mut description = summary_fields(state, stream);
+        description["Shards"] = json!(page);
+        description["HasMoreShards"] = json!(shards.len() > limit);
+        Ok(json!({"StreamDescription": description}))
+    })
+}
+
+fn list_streams(state: &State, input: &Value) -> OpResult {
+    let limit = u64_of(input, "Limit").unwrap_or(100) as usize;
+    let token_start = str_of(input, "NextToken").map(decode_token).transpose()?;
+    let start =
+        token_start.or_else(|| str_of(input, "ExclusiveStartStreamName").map(str::to_owned));
+    let catalog = state.catalog();
+    let names: Vec<&str> = catalog
+        .stream_names()
+        .filter(|n| start.as_deref().is_none_or(|s| *n > s))
+        .collect();
+    let page = &names[..names.len().min(limit)];
+    let summaries: Vec<Value> = page
+        .iter()
+        .filter_map(|n| catalog.stream(n))
+        .map(|s| {
+            json!({
+                "StreamName": s.name,
+                "StreamARN": state.stream_arn(&s.name),
+                "StreamStatus": status_name(s.status(state.now_ms())),
+                "StreamModeDetails": {"StreamMode": mode_name(s.mode)},
+                "StreamCreationTimestamp": seconds(s.created_ms),
+            })
+        })
+        .collect();
+    let mut out = json!({
+        "StreamNames": page,
+        "HasMoreStreams": names.len() > page.len(),
+        "StreamSummaries": summaries,
+    });
+    if names.len() > page.len() {
+        if let Some(last) = page.last() {
+            out["NextToken"] = json!(encode_token(last));
+        }
+    }
+    Ok(out)
+}
+
+fn encode_token(text: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+fn decode_token(token: &str) -> Result<String, AwsError> {
+    base64::engine::general_purpose::STANDARD
+        .decode(token)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| err(ErrorCode::InvalidArgumentException, "Invalid NextToken."))
+}
+
+fn list_shards(state: &State, input: &Value) -> OpResult {
+    let limit = u64_of(input, "MaxResults").unwrap_or(1000) as usize;
+    // The token carries the stream name and the last shard index returned.
+    let (name, after) = match str_of(input, "NextToken") {
+        Some(token) => {
+            if input.get("StreamName").is_some() || input.get("StreamARN").is_some() {
+                return Err(err(
+                    ErrorCode::InvalidArgumentException,
+                    "NextToken and StreamName cannot be provided together.",
+                ));
+            }
+            let text = decode_token(token)?;
+            let (name, index) = text
+                .rsplit_once('|')
+                .and_then(|(n, i)| Some((n.to_owned(), i.parse::<u32>().ok()?)))
+                .ok_or_else(|| err(ErrorCode::InvalidArgumentException, "Invalid NextToken."))?;
+            (name, Some(index))
+        }
+        None => (
+            stream_name(state, input)?,
+            str_of(input, "ExclusiveStartShardId").and_then(parse_shard_id),
+        ),
+    };
+    let catalog = state.catalog();
+    let stream = catalog
+        .stream(&name)
+        .ok_or_else(|| not_found(state, &name))?;
+    let shards: Vec<&Shard> = stream
+        .shards
+        .iter()
+        .filter(|s| after.is_none_or(|a| s.index > a))
+        .collect();
+    let page: Vec<&Shard> = shards.iter().take(limit).copied().collect();
+    let mut out = json!({"Shards": page.iter().map(|s| shard_json(s)).collect::<Vec<_>>()});
+    if shards.len() > page.len() {
+        if let Some(last) = page.last() {
+            out["NextToken"] = json!(encode_token(&format!("{name}|{}", last.index)));
+        }
+    }
+    Ok(out)
+}
+
+// ---- records ----
+
+fn decode_data(value: Option<&Value>) -> Vec<u8> {
+    // Validation already checked that this is base64.
+    value
+        .and_then(Value::as_str)
+        .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
+        .unwrap_or_default()
+}
+
+/// The hash key that routes a record: ExplicitHashKey, or MD5 of the partition key.
+fn hash_key(entry: &Value) -> Result<u128, AwsError> {
+    if let Some(explicit) = str_of(entry, "ExplicitHashKey") {
+        return explicit.parse::<u128>().map_err(|_| {
+            err(
+                ErrorCode::InvalidArgumentException,
+                format!("Invalid ExplicitHashKey. ExplicitHashKey must be in the range: [0, 2^128-1]. Specified value was {explicit}"),
+            )
+        });
+    }
+    let key = str_of(entry, "PartitionKey").unwrap_or_default();
+    Ok(u128::from_be_bytes(Md5::digest(key.as_bytes()).into()))
+}
+
+fn check_record_size(stream: &Stream, path: &str, key: &str, data: &[u8]) -> Result<(), AwsError> {
+    let max = stream.max_record_size_kib as usize * 1024;
+    if data.len() + key.len() > max {
+        return Err(err(
+            ErrorCode::ValidationException,
+            format!("1 validation error detected: Value at '{path}' failed to satisfy constraint: Member must have length less than or equal to {max}"),
+        ));
+    }
+    Ok(())
+}
+
+fn put_record(state: &State, input: &Value) -> OpResult {
+    let key = str_of(input, "PartitionKey").unwrap_or_default();
+    let data = decode_data(input.get("Data"));
+    if let Some(seq) = str_of(input, "SequenceNumberForOrdering") {
+        // Sequence numbers only ever grow, so any earlier number is satisfied.
+        seq.parse::<SequenceNumber>().map_err(|_| {
+            err(
+                ErrorCode::InvalidArgumentException,
+                format!("Invalid SequenceNumberForOrdering: {seq}"),
+            )
+        })?;
+    }
+    let hash = hash_key(input)?;
+    let (shard, log_id) = with_stream(state, input, |stream| {
+        check_record_size(stream, "data", key, &data)?;
+        let shard = stream.shard_for_hash_key(hash);
+        Ok((shard.shard_id(), shard.log_id))
+    })?;
+    let log = state
+        .shard_log(log_id)
+        .ok_or_else(|| internal("shard log missing"))?;
+    let receipt = log
+        .append(&[AppendRecord {
+            partition_key: key.as_bytes(),
+            data: &data,
+            flags: 0,
+        }])
+        .map_err(internal)?;
+    Ok(json!({
+        "ShardId": shard,
+        "SequenceNumber": SequenceNumber(receipt.sequence(0)).to_string(),
+        "EncryptionType": "NONE",
+    }))
+}
+
+fn put_records(state: &State, input: &Value) -> OpResult {
+    let entries = input
+        .get("Records")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let datas: Vec<Vec<u8>> = entries.iter().map(|e| decode_data(e.get("Data"))).collect();
+    let keys: Vec<&str> = entries
+        .iter()
+        .map(|e| str_of(e, "PartitionKey").unwrap_or_default())
+        .collect();
+    let total: usize = datas
+        .iter()
+        .zip(&keys)
+        .map(|(d, k)| d.len() + k.len())
+        .sum();
+    if total > PUT_RECORDS_MAX_BYTES {
+        return Err(err(
+            ErrorCode::InvalidArgumentException,
+            format!("Records size exceeds {PUT_RECORDS_MAX_BYTES} bytes limit"),
+        ));
+    }
+    let hashes = entries
+        .iter()
+        .map(hash_key)
+        .collect::<Result<Vec<_>, _>>()?;
+    // (shard id, shard log id) per entry, in request order.
+    let routes: Vec<(String, u64)> = with_stream(state, input, |stream| {
+        for (i, (k, d)) in keys.iter().zip(&datas).enumerate() {
+            check_record_size(stream, &format!("records.{}.member.data", i + 1), k, d)?;
+        }
+        Ok(hashes
+            .iter()
+            .map(|h| {
+                let s = stream.shard_for_hash_key(*h);
+                (s.shard_id(), s.log_id)
+            })
+            .collect())
+    })?;
+    // One append (one frame, one fsync round) per shard, all shards at once.
+    let mut by_shard: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
+    for (i, (_, log_id)) in routes.iter().enumerate() {
+        by_shard.entry(*log_id).or_default().push(i);
+    }
+    let mut results: Vec<Option<Result<u128, String>>> = vec![None; entries.len()];
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = by_shard
+            .iter()
+            .map(|(log_id, indexes)| {
+                let batch: Vec<AppendRecord<'_>> = indexes
+                    .iter()
+                    .map(|&i| AppendRecord {
+                        partition_key: keys[i].as_bytes(),
+                        data: &datas[i],
+                        flags: 0,
+                    })
+                    .collect();
+                let log = state.shard_log(*log_id);
+                scope.spawn(move || match log {
+                    Some(log) => log.append(&batch).map_err(|e| e.to_string()),
+                    None => Err("shard log missing".to_owned()),
+                })
+            })
+            .collect();
+        for ((_, indexes), handle) in by_shard.iter().zip(handles) {
+            let outcome = handle
+                .join()
+                .unwrap_or_else(|_| Err("append panicked".to_owned()));
+            for (n, &i) in indexes.iter().enumerate() {
+                results[i] = Some(match &outcome {
+                    Ok(receipt) => Ok(receipt.sequence(n)),
+                    Err(e) => Err(e.clone()),
+                });
+            }
+        }
+    });
+    let mut failed = 0;
+    let records: Vec<Value> = results
+        .into_iter()
+        .zip(&routes)
+        .map(|(r, (shard_id, _))| match r {
+            Some(Ok(seq)) => {
+                json!({"SequenceNumber": SequenceNumber(seq).to_string(), "ShardId": shard_id})
+            }
+            _ => {
+                failed += 1;
+                json!({"ErrorCode": "InternalFailure", "ErrorMessage": "Internal service failure."})
+            }
+        })
+        .collect();
+    Ok(json!({"FailedRecordCount": failed, "Records": records, "EncryptionType": "NONE"}))
+}
+
+fn get_shard_iterator(state: &State, input: &Value) -> OpResult {
+    let shard_text = str_of(input, "ShardId").unwrap_or_default();
+    let kind = str_of(input, "ShardIteratorType").unwrap_or_default();
+    let name = stream_name(state, input)?;
+    let (shard, log_id, created_ms) = {
+        let catalog = state.catalog();
+        let stream = catalog
+            .stream(&name)
+            .ok_or_else(|| not_found(state, &name))?;
+        let shard = parse_shard_id(shard_text)
+            .and_then(|i| stream.shard(i))
+            .ok_or_else(|| {
+                err(
+                    ErrorCode::ResourceNotFoundException,
+                    format!(
+                        "Shard {shard_text} in stream {name} under account {} does not exist",
+                        state.config.account_id
+                    ),
+                )
+            })?;
+        (shard.index, shard.log_id, stream.created_ms)
+    };
+    let invalid_seq = |seq: &str| {
+        err(
+            ErrorCode::InvalidArgumentException,
+            format!(
+                "StartingSequenceNumber {seq} used in GetShardIterator on shard {shard_text} in stream {name} under account {} is invalid.",
+                state.config.account_id
+            ),
+        )
+    };
+    let sequence = |required_by: &str| -> Result<u128, AwsError> {
+        let seq = str_of(input, "StartingSequenceNumber").ok_or_else(|| {
+            err(
+                ErrorCode::InvalidArgumentException,
+                format!(
+                    "StartingSequenceNumber must be provided for ShardIteratorType {required_by}"
+                ),
+            )
+        })?;
+        seq.parse::<SequenceNumber>()
+            .map(|s| s.0)
+            .map_err(|_| invalid_seq(seq))
+    };
+    let position = match kind {
+        "TRIM_HORIZON" => StartingPosition::TrimHorizon,
+        "LATEST" => StartingPosition::Latest,
+        "AT_SEQUENCE_NUMBER" => StartingPosition::AtSequence(sequence(kind)?),
+        "AFTER_SEQUENCE_NUMBER" => StartingPosition::AfterSequence(sequence(kind)?),
+        _ => {
+            let ts = input
+                .get("Timestamp")
+                .and_then(Value::as_f64)
+                .ok_or_else(|| {
+                    err(
+                        ErrorCode::InvalidArgumentException,
+                        "Timestamp must be provided for ShardIteratorType AT_TIMESTAMP",
+                    )
+                })?;
+            StartingPosition::AtTimestamp((ts.max(0.0) * 1000.0) as u64)
+        }
+    };
+    let log = state
+        .shard_log(log_id)
+        .ok_or_else(|| internal("shard log missing"))?;
+    let cursor = log.cursor(position).map_err(|e| match e {
+        ReadError::InvalidPosition => {
+            invalid_seq(str_of(input, "StartingSequenceNumber").unwrap_or_default())
+        }
+        other => internal(other),
+    })?;
+    let iterator = ShardIterator {
+        issued_ms: state.now_ms(),
+        stream_created_ms: created_ms,
+        shard_index: shard,
+        cursor,
+        stream_name: name,
+    };
+    Ok(json!({"ShardIterator": iterator.encode(state.iterator_key())}))
+}
+
+fn get_records(state: &State, input: &Value) -> OpResult {
+    let text = str_of(input, "ShardIterator").unwrap_or_default();
+    let limit = u64_of(input, "Limit").unwrap_or(10_000) as usize;
+    let iterator = ShardIterator::decode(text, state.iterator_key()).ok_or_else(|| {
+        err(
+            ErrorCode::InvalidArgumentException,
+            "Invalid ShardIterator.",
+        )
+    })?;
+    let now = state.now_ms();
+    if now.saturating_sub(iterator.issued_ms) > ITERATOR_LIFETIME_MS {
+        return Err(err(
+            ErrorCode::ExpiredIteratorException,
+            format!(
+                "Iterator expired. The iterator was created at time {} while right now it is {} which is further in the future than the tolerated delay of {ITERATOR_LIFETIME_MS} milliseconds.",
+                iterator.issued_ms, now
+            ),
+        ));
+    }
+    let log_id = {
+        let catalog = state.catalog();
+        let stream = catalog
+            .stream(&iterator.stream_name)
+            .filter(|s| s.created_ms == iterator.stream_created_ms)
+            .ok_or_else(|| not_found(state, &iterator.stream_name))?;
+        stream
+            .shard(iterator.shard_index)
+            .ok_or_else(|| not_found(state, &iterator.stream_name))?
+            .log_id
+    };
+    let log = state
+        .shard_log(log_id)
+        .ok_or_else(|| not_found(state, &iterator.stream_name))?;
+    let batch = log
+        .read(
+            iterator.cursor,
+            ReadLimits {
+                max_records: limit,
+                max_bytes: GET_RECORDS_MAX_BYTES,
+            },
+        )
+        .map_err(internal)?;
+    let engine = &base64::engine::general_purpose::STANDARD;
+    let records: Vec<Value> = batch
+        .records
+        .iter()
+        .map(|r| {
+            json!({
+                "SequenceNumber": SequenceNumber(r.sequence).to_string(),
+                "ApproximateArrivalTimestamp": seconds(r.arrival_timestamp_ms),
+                "Data": engine.encode(&r.data),
+                "PartitionKey": String::from_utf8_lossy(&r.partition_key),
+            })
+        })
+        .collect();
+    let mut out = json!({"Records": records, "MillisBehindLatest": batch.millis_behind_latest});
+    if !batch.end_of_shard {
+        let next = ShardIterator {
+            issued_ms: now,
+            cursor: batch.next,
+            ..iterator
+        };
+        out["NextShardIterator"] = json!(next.encode(state.iterator_key()));
+    }
+    Ok(out)
+}

@@ -1,0 +1,148 @@
+//! The server's state: the catalog (persisted as a snapshot file), the shard
+//! logs, the clock and the key that authenticates shard iterators.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use sluice_log::{Log, LogOptions, OsStorage, ShardLog, ShardLogId};
+use sluice_meta::Catalog;
+use sluice_model::Clock;
+
+use crate::Config;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot listen: {0}")]
+    Bind(std::io::Error),
+    #[error("data directory {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("catalog: {0}")]
+    Catalog(#[from] sluice_meta::MetaError),
+    #[error("storage: {0}")]
+    Log(#[from] sluice_log::OpenError),
+}
+
+#[derive(Debug)]
+pub struct State {
+    pub config: Config,
+    pub clock: Arc<dyn Clock>,
+    catalog: Mutex<Catalog>,
+    log: Log,
+    iterator_key: [u8; 32],
+}
+
+const CATALOG_FILE: &str = "catalog.json";
+const KEY_FILE: &str = "iterator.key";
+
+fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
+    move |source| StateError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl State {
+    pub fn open(config: Config, clock: Arc<dyn Clock>) -> Result<Self, StateError> {
+        let dir = config.data_dir.clone();
+        std::fs::create_dir_all(&dir).map_err(io_at(&dir))?;
+        let catalog_path = dir.join(CATALOG_FILE);
+        let catalog = match std::fs::read(&catalog_path) {
+            Ok(bytes) => Catalog::from_snapshot(&bytes)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Catalog::new(),
+            Err(e) => return Err(io_at(&catalog_path)(e)),
+        };
+        let iterator_key = load_or_create_key(&dir.join(KEY_FILE))?;
+        let options = LogOptions {
+            durability: config.durability,
+            ..LogOptions::default()
+        };
+        let log = Log::open(Arc::new(OsStorage), dir.join("log"), options, clock.clone())?;
+        // Shard logs whose stream is gone (a crash between the two deletes) go now.
+        let live: std::collections::HashSet<u64> = catalog
+            .stream_names()
+            .filter_map(|n| catalog.stream(n))
+            .flat_map(|s| s.shards.iter().map(|sh| sh.log_id))
+            .collect();
+        for id in log.shard_ids() {
+            if !live.contains(&id.0) {
+                log.delete_shard(id).map_err(io_at(&dir))?;
+            }
+        }
+        Ok(Self {
+            config,
+            clock,
+            catalog: Mutex::new(catalog),
+            log,
+            iterator_key,
+        })
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    pub fn catalog(&self) -> MutexGuard<'_, Catalog> {
+        self.catalog.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes the catalog durably: temp file, fsync, rename, fsync the directory.
+    pub fn persist(&self, catalog: &Catalog) -> std::io::Result<()> {
+        let dir = &self.config.data_dir;
+        let tmp = dir.join(format!("{CATALOG_FILE}.tmp"));
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&catalog.snapshot())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, dir.join(CATALOG_FILE))?;
+        std::fs::File::open(dir)?.sync_all()
+    }
+
+    pub fn log(&self) -> &Log {
+        &self.log
+    }
+
+    pub fn shard_log(&self, log_id: u64) -> Option<Arc<ShardLog>> {
+        self.log.shard(ShardLogId(log_id))
+    }
+
+    pub fn iterator_key(&self) -> &[u8; 32] {
+        &self.iterator_key
+    }
+
+    pub fn stream_arn(&self, name: &str) -> String {
+        format!(
+            "arn:aws:kinesis:{}:{}:stream/{name}",
+            self.config.region, self.config.account_id
+        )
+    }
+
+    pub fn flush(&self) {
+        self.log.flush();
+    }
+}
+
+/// The iterator key survives restarts so that iterators handed out stay valid.
+fn load_or_create_key(path: &Path) -> Result<[u8; 32], StateError> {
+    if let Ok(bytes) = std::fs::read(path) {
+        if let Ok(key) = <[u8; 32]>::try_from(bytes.as_slice()) {
+            return Ok(key);
+        }
+    }
+    let mut key = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut key))
+        .map_err(io_at(Path::new("/dev/urandom")))?;
+    let tmp = path.with_extension("tmp");
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&key)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all()
+    };
+    write().map_err(io_at(path))?;
+    Ok(key)
+}

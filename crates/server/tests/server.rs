@@ -1,0 +1,288 @@
+//! The server in-process on port 0, spoken to over raw HTTP/1.1: the protocol
+//! edges that SDKs never produce (bad targets, bad JSON, no signature, oversized
+//! bodies, forged or expired iterators) and a restart.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+use sluice_model::ManualClock;
+use sluice_server::{Config, Server};
+
+struct Harness {
+    runtime: tokio::runtime::Runtime,
+    server: Option<Server>,
+    clock: Arc<ManualClock>,
+    dir: tempfile::TempDir,
+}
+
+impl Harness {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+        let mut h = Self {
+            runtime,
+            server: None,
+            clock,
+            dir,
+        };
+        h.start();
+        h
+    }
+
+    fn start(&mut self) {
+        let config = Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: self.dir.path().to_path_buf(),
+            request_body_max_bytes: 1 << 20,
+            ..Config::default()
+        };
+        let clock = self.clock.clone();
+        self.server = Some(self.runtime.block_on(Server::start(config, clock)).unwrap());
+    }
+
+    fn restart(&mut self) {
+        let server = self.server.take().unwrap();
+        self.runtime.block_on(server.stop());
+        self.start();
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.server.as_ref().unwrap().local_addr()
+    }
+
+    /// Sends one request; returns (status, body).
+    fn raw(&self, headers: &[(&str, &str)], body: &[u8]) -> (u16, Vec<u8>) {
+        let mut s = TcpStream::connect(self.addr()).unwrap();
+        let mut req = format!(
+            "POST / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        for (k, v) in headers {
+            req += &format!("{k}: {v}\r\n");
+        }
+        req += "\r\n";
+        s.write_all(req.as_bytes()).unwrap();
+        s.write_all(body).unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).unwrap();
+        let split = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+        let head = String::from_utf8_lossy(&out[..split]).to_string();
+        let status: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
+        let mut body = out[split + 4..].to_vec();
+        if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
+            body = dechunk(&body);
+        }
+        (status, body)
+    }
+
+    fn call(&self, operation: &str, input: Value) -> (u16, Value) {
+        let target = format!("Kinesis_20131202.{operation}");
+        let (status, body) = self.raw(
+            &[
+                ("X-Amz-Target", &target),
+                ("Content-Type", "application/x-amz-json-1.1"),
+                ("Authorization", "AWS4-HMAC-SHA256 Credential=AKID/20260101/us-east-1/kinesis/aws4_request, SignedHeaders=host, Signature=00"),
+            ],
+            &serde_json::to_vec(&input).unwrap(),
+        );
+        (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    }
+
+    fn ok(&self, operation: &str, input: Value) -> Value {
+        let (status, body) = self.call(operation, input);
+        assert_eq!(status, 200, "{operation}: {body}");
+        body
+    }
+
+    fn error(&self, operation: &str, input: Value) -> (u16, String, String) {
+        let (status, body) = self.call(operation, input);
+        assert_ne!(status, 200, "{operation} succeeded: {body}");
+        (
+            status,
+            body["__type"].as_str().unwrap_or_default().to_owned(),
+            body["message"].as_str().unwrap_or_default().to_owned(),
+        )
+    }
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = b.windows(2).position(|w| w == b"\r\n").unwrap();
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&b[..line_end]).unwrap().trim(), 16).unwrap();
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&b[line_end + 2..line_end + 2 + size]);
+        b = &b[line_end + 2 + size + 2..];
+    }
+}
+
+#[test]
+fn protocol_errors_are_aws_shaped() {
+    let h = Harness::new();
+    let auth = ("Authorization", "AWS4-HMAC-SHA256 Credential=A/20260101/us-east-1/kinesis/aws4_request, SignedHeaders=host, Signature=0");
+    let json_type = ("Content-Type", "application/x-amz-json-1.1");
+    let parse = |b: &[u8]| serde_json::from_slice::<Value>(b).unwrap();
+
+    let (status, body) = h.raw(&[auth, json_type], b"{}");
+    assert_eq!(
+        (status, parse(&body)["__type"].as_str().unwrap()),
+        (400, "UnknownOperationException")
+    );
+    let (status, body) = h.raw(
+        &[
+            auth,
+            json_type,
+            ("X-Amz-Target", "Kinesis_20131202.Frobnicate"),
+        ],
+        b"{}",
+    );
+    assert_eq!(
+        (status, parse(&body)["__type"].as_str().unwrap()),
+        (400, "UnknownOperationException")
+    );
+    let (status, body) = h.raw(
+        &[json_type, ("X-Amz-Target", "Kinesis_20131202.ListStreams")],
+        b"{}",
+    );
+    assert_eq!(
+        (status, parse(&body)["__type"].as_str().unwrap()),
+        (403, "MissingAuthenticationTokenException")
+    );
+    let (status, body) = h.raw(
+        &[
+            auth,
+            json_type,
+            ("X-Amz-Target", "Kinesis_20131202.ListStreams"),
+        ],
+        b"{\"Limit\":",
+    );
+    assert_eq!(
+        (status, parse(&body)["__type"].as_str().unwrap()),
+        (400, "SerializationException")
+    );
+    let big = vec![b' '; (1 << 20) + 1];
+    let (status, body) = h.raw(
+        &[
+            auth,
+            json_type,
+            ("X-Amz-Target", "Kinesis_20131202.ListStreams"),
+        ],
+        &big,
+    );
+    assert_eq!(
+        (status, parse(&body)["__type"].as_str().unwrap()),
+        (413, "RequestEntityTooLargeException")
+    );
+    let (status, body) = h.raw(
+        &[
+            auth,
+            ("Content-Type", "application/x-amz-cbor-1.1"),
+            ("X-Amz-Target", "Kinesis_20131202.ListStreams"),
+        ],
+        b"\xa0",
+    );
+    assert_eq!(
+        (status, parse(&body)["__type"].as_str().unwrap()),
+        (400, "SerializationException")
+    );
+
+    let (status, kind, message) = h.error(
+        "CreateStream",
+        json!({"StreamName": "bad name", "ShardCount": 1}),
+    );
+    assert_eq!((status, kind.as_str()), (400, "ValidationException"));
+    assert_eq!(message, "1 validation error detected: Value 'bad name' at 'streamName' failed to satisfy constraint: Member must satisfy regular expression pattern: [a-zA-Z0-9_.-]+");
+    let (_, kind, message) = h.error("DescribeStreamSummary", json!({"StreamName": "missing"}));
+    assert_eq!(kind, "ResourceNotFoundException");
+    assert_eq!(
+        message,
+        "Stream missing under account 000000000000 not found."
+    );
+}
+
+#[test]
+fn iterators_cannot_be_forged_and_expire_after_five_minutes() {
+    let h = Harness::new();
+    h.ok("CreateStream", json!({"StreamName": "s", "ShardCount": 1}));
+    h.ok(
+        "PutRecord",
+        json!({"StreamName": "s", "PartitionKey": "p", "Data": "aGk="}),
+    );
+    let it = h.ok("GetShardIterator", json!({"StreamName": "s", "ShardId": "shardId-000000000000", "ShardIteratorType": "TRIM_HORIZON"}));
+    let it = it["ShardIterator"].as_str().unwrap().to_owned();
+    let got = h.ok("GetRecords", json!({"ShardIterator": it}));
+    assert_eq!(got["Records"][0]["Data"], "aGk=");
+
+    let mut forged = it.clone().into_bytes();
+    let i = forged.len() / 2;
+    forged[i] = if forged[i] == b'A' { b'B' } else { b'A' };
+    let (_, kind, message) = h.error(
+        "GetRecords",
+        json!({"ShardIterator": String::from_utf8(forged).unwrap()}),
+    );
+    assert_eq!(
+        (kind.as_str(), message.as_str()),
+        ("InvalidArgumentException", "Invalid ShardIterator.")
+    );
+
+    h.clock.advance_ms(5 * 60 * 1000 + 1);
+    let (_, kind, message) = h.error("GetRecords", json!({"ShardIterator": it}));
+    assert_eq!(kind, "ExpiredIteratorException");
+    assert!(message.starts_with("Iterator expired. The iterator was created at time 1700000000000 while right now it is 1700000300001"), "{message}");
+}
+
+#[test]
+fn streams_records_and_sequence_numbers_survive_a_restart() {
+    let mut h = Harness::new();
+    h.ok(
+        "CreateStream",
+        json!({"StreamName": "keep", "ShardCount": 2}),
+    );
+    let first = h.ok(
+        "PutRecord",
+        json!({"StreamName": "keep", "PartitionKey": "a", "ExplicitHashKey": "0", "Data": "b25l"}),
+    );
+    h.restart();
+    let summary = h.ok("DescribeStreamSummary", json!({"StreamName": "keep"}));
+    assert_eq!(summary["StreamDescriptionSummary"]["OpenShardCount"], 2);
+    let second = h.ok(
+        "PutRecord",
+        json!({"StreamName": "keep", "PartitionKey": "a", "ExplicitHashKey": "0", "Data": "dHdv"}),
+    );
+    let (a, b) = (
+        first["SequenceNumber"].as_str().unwrap(),
+        second["SequenceNumber"].as_str().unwrap(),
+    );
+    assert_eq!(a.len(), 56);
+    assert!(b > a, "{b} <= {a}");
+    let it = h.ok("GetShardIterator", json!({"StreamName": "keep", "ShardId": "shardId-000000000000", "ShardIteratorType": "AT_SEQUENCE_NUMBER", "StartingSequenceNumber": a}));
+    let got = h.ok("GetRecords", json!({"ShardIterator": it["ShardIterator"]}));
+    let datas: Vec<&str> = got["Records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["Data"].as_str().unwrap())
+        .collect();
+    assert_eq!(datas, ["b25l", "dHdv"]);
+    // Iterators handed out before a restart stay valid (the key is persisted).
+    let old_iterator = it["ShardIterator"].clone();
+    h.restart();
+    h.ok("GetRecords", json!({"ShardIterator": old_iterator}));
+    h.ok("DeleteStream", json!({"StreamName": "keep"}));
+    h.restart();
+    let (_, kind, _) = h.error("DescribeStream", json!({"StreamName": "keep"}));
+    assert_eq!(kind, "ResourceNotFoundException");
+}
