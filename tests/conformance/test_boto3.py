@@ -1,0 +1,147 @@
+"""boto3 against a real Sluice: the operations implemented so far, their
+happy paths and their documented errors."""
+import datetime
+
+import pytest
+from botocore.exceptions import ClientError
+
+
+def error_of(excinfo):
+    e = excinfo.value.response["Error"]
+    return e["Code"], e["Message"]
+
+
+def read_all(kinesis, stream, shard_id, **position):
+    it = kinesis.get_shard_iterator(StreamName=stream, ShardId=shard_id, **position)["ShardIterator"]
+    out = []
+    while True:
+        r = kinesis.get_records(ShardIterator=it, Limit=1000)
+        out.extend(r["Records"])
+        if not r["Records"]:
+            return out
+        it = r["NextShardIterator"]
+
+
+def test_stream_lifecycle(kinesis):
+    kinesis.create_stream(StreamName="life", ShardCount=3, StreamModeDetails={"StreamMode": "PROVISIONED"})
+    kinesis.get_waiter("stream_exists").wait(StreamName="life", WaiterConfig={"Delay": 1})
+    d = kinesis.describe_stream(StreamName="life")["StreamDescription"]
+    assert d["StreamStatus"] == "ACTIVE"
+    assert d["StreamARN"] == "arn:aws:kinesis:us-east-1:000000000000:stream/life"
+    assert [s["ShardId"] for s in d["Shards"]] == ["shardId-000000000000", "shardId-000000000001", "shardId-000000000002"]
+    assert d["Shards"][0]["HashKeyRange"]["StartingHashKey"] == "0"
+    assert d["Shards"][2]["HashKeyRange"]["EndingHashKey"] == str(2**128 - 1)
+    assert isinstance(d["StreamCreationTimestamp"], datetime.datetime)
+    s = kinesis.describe_stream_summary(StreamARN=d["StreamARN"])["StreamDescriptionSummary"]
+    assert s["OpenShardCount"] == 3 and s["RetentionPeriodHours"] == 24
+    assert "life" in kinesis.list_streams()["StreamNames"]
+    with pytest.raises(ClientError) as e:
+        kinesis.create_stream(StreamName="life", ShardCount=1)
+    assert error_of(e) == ("ResourceInUseException", "Stream life under account 000000000000 already exists.")
+    kinesis.delete_stream(StreamName="life")
+    with pytest.raises(ClientError) as e:
+        kinesis.describe_stream_summary(StreamName="life")
+    assert error_of(e) == ("ResourceNotFoundException", "Stream life under account 000000000000 not found.")
+    with pytest.raises(ClientError) as e:
+        kinesis.delete_stream(StreamName="life")
+    assert error_of(e)[0] == "ResourceNotFoundException"
+
+
+def test_on_demand_streams_start_with_four_shards(kinesis):
+    kinesis.create_stream(StreamName="od", StreamModeDetails={"StreamMode": "ON_DEMAND"})
+    s = kinesis.describe_stream_summary(StreamName="od")["StreamDescriptionSummary"]
+    assert s["OpenShardCount"] == 4 and s["StreamModeDetails"]["StreamMode"] == "ON_DEMAND"
+    kinesis.delete_stream(StreamName="od")
+
+
+def test_list_streams_pages(kinesis):
+    for i in range(5):
+        kinesis.create_stream(StreamName=f"page-{i}", ShardCount=1)
+    names = []
+    page = kinesis.list_streams(Limit=2, ExclusiveStartStreamName="page-")
+    names += page["StreamNames"]
+    while page["HasMoreStreams"]:
+        page = kinesis.list_streams(Limit=2, NextToken=page["NextToken"])
+        names += page["StreamNames"]
+    assert [n for n in names if n.startswith("page-")] == [f"page-{i}" for i in range(5)]
+    for i in range(5):
+        kinesis.delete_stream(StreamName=f"page-{i}")
+
+
+def test_put_record_and_read_back(kinesis, stream):
+    r = kinesis.put_record(StreamName=stream, Data=b"hello", PartitionKey="user-1")
+    assert len(r["SequenceNumber"]) == 56 and r["ShardId"].startswith("shardId-")
+    r2 = kinesis.put_record(StreamName=stream, Data=b"again", PartitionKey="user-1", SequenceNumberForOrdering=r["SequenceNumber"])
+    assert r2["ShardId"] == r["ShardId"] and int(r2["SequenceNumber"]) > int(r["SequenceNumber"])
+    records = read_all(kinesis, stream, r["ShardId"], ShardIteratorType="TRIM_HORIZON")
+    assert [x["Data"] for x in records] == [b"hello", b"again"]
+    assert records[0]["PartitionKey"] == "user-1"
+    assert isinstance(records[0]["ApproximateArrivalTimestamp"], datetime.datetime)
+
+
+def test_all_iterator_types(kinesis, stream):
+    seqs = [kinesis.put_record(StreamName=stream, Data=bytes([i]), PartitionKey="k", ExplicitHashKey="0")["SequenceNumber"] for i in range(4)]
+    shard = "shardId-000000000000"
+    data = lambda recs: [r["Data"] for r in recs]
+    assert data(read_all(kinesis, stream, shard, ShardIteratorType="TRIM_HORIZON")) == [b"\0", b"\1", b"\2", b"\3"]
+    assert data(read_all(kinesis, stream, shard, ShardIteratorType="AT_SEQUENCE_NUMBER", StartingSequenceNumber=seqs[2])) == [b"\2", b"\3"]
+    assert data(read_all(kinesis, stream, shard, ShardIteratorType="AFTER_SEQUENCE_NUMBER", StartingSequenceNumber=seqs[2])) == [b"\3"]
+    assert data(read_all(kinesis, stream, shard, ShardIteratorType="AT_TIMESTAMP", Timestamp=datetime.datetime(2000, 1, 1))) == [b"\0", b"\1", b"\2", b"\3"]
+    assert data(read_all(kinesis, stream, shard, ShardIteratorType="AT_TIMESTAMP", Timestamp=datetime.datetime(2100, 1, 1))) == []
+    latest = kinesis.get_shard_iterator(StreamName=stream, ShardId=shard, ShardIteratorType="LATEST")["ShardIterator"]
+    assert kinesis.get_records(ShardIterator=latest)["Records"] == []
+    kinesis.put_record(StreamName=stream, Data=b"new", PartitionKey="k", ExplicitHashKey="0")
+    got = kinesis.get_records(ShardIterator=latest)
+    assert [r["Data"] for r in got["Records"]] == [b"new"] and got["MillisBehindLatest"] == 0
+
+
+def test_iterator_errors(kinesis, stream):
+    with pytest.raises(ClientError) as e:
+        kinesis.get_shard_iterator(StreamName=stream, ShardId="shardId-000000000009", ShardIteratorType="LATEST")
+    assert error_of(e) == ("ResourceNotFoundException", f"Shard shardId-000000000009 in stream {stream} under account 000000000000 does not exist")
+    with pytest.raises(ClientError) as e:
+        kinesis.get_shard_iterator(StreamName=stream, ShardId="shardId-000000000000", ShardIteratorType="AT_SEQUENCE_NUMBER", StartingSequenceNumber="123")
+    assert error_of(e)[0] == "InvalidArgumentException"
+    with pytest.raises(ClientError) as e:
+        kinesis.get_shard_iterator(StreamName=stream, ShardId="shardId-000000000000", ShardIteratorType="AT_SEQUENCE_NUMBER")
+    assert error_of(e)[0] == "InvalidArgumentException"
+    with pytest.raises(ClientError) as e:
+        kinesis.get_records(ShardIterator="AAAA" * 20)
+    assert error_of(e) == ("InvalidArgumentException", "Invalid ShardIterator.")
+
+
+def test_put_records_routes_and_reports_per_entry(kinesis, stream):
+    entries = [{"Data": f"r{i}".encode(), "PartitionKey": f"key-{i}"} for i in range(500)]
+    r = kinesis.put_records(StreamName=stream, Records=entries)
+    assert r["FailedRecordCount"] == 0 and len(r["Records"]) == 500
+    by_shard = {}
+    for entry, result in zip(entries, r["Records"]):
+        by_shard.setdefault(result["ShardId"], []).append((result["SequenceNumber"], entry["Data"]))
+    assert set(by_shard) == {"shardId-000000000000", "shardId-000000000001"}
+    for shard, expected in by_shard.items():
+        assert [int(s) for s, _ in expected] == sorted(int(s) for s, _ in expected)
+        got = read_all(kinesis, stream, shard, ShardIteratorType="TRIM_HORIZON")
+        assert [(x["SequenceNumber"], x["Data"]) for x in got] == expected
+
+
+def test_validation_errors_use_aws_wording(kinesis, stream):
+    with pytest.raises(ClientError) as e:
+        kinesis.put_record(StreamName=stream, Data=b"x" * (1024 * 1024 + 1), PartitionKey="k")
+    assert error_of(e) == ("ValidationException", "1 validation error detected: Value at 'data' failed to satisfy constraint: Member must have length less than or equal to 1048576")
+    with pytest.raises(ClientError) as e:
+        kinesis.put_record(StreamName=stream, Data=b"x", PartitionKey="k", ExplicitHashKey=str(2**128))
+    assert error_of(e)[0] == "InvalidArgumentException"
+    with pytest.raises(ClientError) as e:
+        kinesis.put_record(StreamName="nope", Data=b"x", PartitionKey="k")
+    assert error_of(e) == ("ResourceNotFoundException", "Stream nope under account 000000000000 not found.")
+
+
+def test_list_shards_pages(kinesis):
+    kinesis.create_stream(StreamName="many", ShardCount=7)
+    page = kinesis.list_shards(StreamName="many", MaxResults=3)
+    ids = [s["ShardId"] for s in page["Shards"]]
+    while "NextToken" in page:
+        page = kinesis.list_shards(NextToken=page["NextToken"], MaxResults=3)
+        ids += [s["ShardId"] for s in page["Shards"]]
+    assert ids == [f"shardId-{i:012}" for i in range(7)]
+    kinesis.delete_stream(StreamName="many")
