@@ -8,7 +8,7 @@ data_dir=$(mktemp -d)
 out=$(mktemp)
 "$sluice" serve --listen 127.0.0.1:0 --data-dir "$data_dir" > "$out" &
 pid=$!
-trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$data_dir" "$out"' EXIT
+trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf "$data_dir" "$out"' EXIT
 for _ in $(seq 1 100); do
   grep -q "listening on" "$out" && break
   sleep 0.1

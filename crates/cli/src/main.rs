@@ -104,7 +104,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 .await?;
         println!("sluice listening on {}", server.local_addr());
         std::io::stdout().flush()?;
-        tokio::signal::ctrl_c().await?;
+        // Stop cleanly on Ctrl-C or SIGTERM (what service managers and tests send).
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r?,
+            _ = term.recv() => {}
+        }
         server.stop().await;
         Ok(ExitCode::SUCCESS)
     })

@@ -4,12 +4,29 @@
 //!
 //! The catalog serializes to a JSON snapshot; the server stores the bytes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
 /// Largest hash key: shards tile `0..=HASH_KEY_MAX`.
 pub const HASH_KEY_MAX: u128 = u128::MAX;
+/// AWS: retention is 24 hours to 365 days.
+pub const RETENTION_HOURS_MIN: u32 = 24;
+pub const RETENTION_HOURS_MAX: u32 = 8760;
+/// AWS: a stream carries at most 50 tags.
+pub const TAGS_PER_STREAM_MAX: usize = 50;
+/// The shard-level metrics enhanced monitoring can enable (`ALL` means these).
+pub const SHARD_LEVEL_METRICS: [&str; 7] = [
+    "IncomingBytes",
+    "IncomingRecords",
+    "OutgoingBytes",
+    "OutgoingRecords",
+    "WriteProvisionedThroughputExceeded",
+    "ReadProvisionedThroughputExceeded",
+    "IteratorAgeMilliseconds",
+];
+/// How long a minimum-throughput billing commitment lasts at least (Sluice's choice).
+pub const COMMITMENT_MIN_MS: u64 = 24 * 3600 * 1000;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MetaError {
@@ -21,6 +38,24 @@ pub enum MetaError {
     ShardNotFound(String, String),
     #[error("the snapshot does not parse: {0}")]
     Snapshot(String),
+    #[error("Minimum allowed retention period is {RETENTION_HOURS_MIN} hours. Requested retention period ({0} hours) is too short.")]
+    RetentionTooShort(u32),
+    #[error("Maximum allowed retention period is {RETENTION_HOURS_MAX} hours. Requested retention period ({0} hours) is too long.")]
+    RetentionTooLong(u32),
+    #[error("Requested retention period ({requested} hours) for stream {stream} can not be shorter than existing retention period ({current} hours). Use DecreaseRetentionPeriod API.")]
+    RetentionNotIncrease {
+        stream: String,
+        requested: u32,
+        current: u32,
+    },
+    #[error("Requested retention period ({requested} hours) for stream {stream} can not be longer than existing retention period ({current} hours). Use IncreaseRetentionPeriod API.")]
+    RetentionNotDecrease {
+        stream: String,
+        requested: u32,
+        current: u32,
+    },
+    #[error("Failed to add tags to stream {0} because a given stream can have a maximum of {TAGS_PER_STREAM_MAX} tags.")]
+    TooManyTags(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,6 +118,12 @@ pub struct Stream {
     pub max_record_size_kib: u32,
     pub tags: BTreeMap<String, String>,
     pub shards: Vec<Shard>,
+    /// Enabled shard-level metrics.
+    #[serde(default)]
+    pub shard_level_metrics: BTreeSet<String>,
+    /// Set while server-side encryption is on: the KMS key id given.
+    #[serde(default)]
+    pub encryption_key_id: Option<String>,
 }
 
 impl Stream {
@@ -92,6 +133,74 @@ impl Stream {
         } else {
             StreamStatus::Active
         }
+    }
+
+    /// Increase (or decrease) the retention period, within AWS's bounds.
+    pub fn set_retention(&mut self, hours: u32, increase: bool) -> Result<(), MetaError> {
+        if hours < RETENTION_HOURS_MIN {
+            return Err(MetaError::RetentionTooShort(hours));
+        }
+        if hours > RETENTION_HOURS_MAX {
+            return Err(MetaError::RetentionTooLong(hours));
+        }
+        let current = self.retention_period_hours;
+        if increase && hours < current {
+            return Err(MetaError::RetentionNotIncrease {
+                stream: self.name.clone(),
+                requested: hours,
+                current,
+            });
+        }
+        if !increase && hours > current {
+            return Err(MetaError::RetentionNotDecrease {
+                stream: self.name.clone(),
+                requested: hours,
+                current,
+            });
+        }
+        self.retention_period_hours = hours;
+        Ok(())
+    }
+
+    /// Records arrived before this time have expired.
+    pub fn retention_cutoff_ms(&self, now_ms: u64) -> u64 {
+        now_ms.saturating_sub(u64::from(self.retention_period_hours) * 3600 * 1000)
+    }
+
+    /// Adds or overwrites tags; the stream keeps at most 50.
+    pub fn add_tags(&mut self, tags: &BTreeMap<String, String>) -> Result<(), MetaError> {
+        let new_keys = tags.keys().filter(|k| !self.tags.contains_key(*k)).count();
+        if self.tags.len() + new_keys > TAGS_PER_STREAM_MAX {
+            return Err(MetaError::TooManyTags(self.name.clone()));
+        }
+        self.tags
+            .extend(tags.iter().map(|(k, v)| (k.clone(), v.clone())));
+        Ok(())
+    }
+
+    pub fn remove_tags(&mut self, keys: &[String]) {
+        for k in keys {
+            self.tags.remove(k);
+        }
+    }
+
+    /// Enables (or disables) shard-level metrics; `ALL` stands for every metric.
+    /// Returns (before, after).
+    pub fn set_metrics(&mut self, names: &[String], enable: bool) -> (Vec<String>, Vec<String>) {
+        let before: Vec<String> = self.shard_level_metrics.iter().cloned().collect();
+        let expanded: Vec<String> = if names.iter().any(|n| n == "ALL") {
+            SHARD_LEVEL_METRICS.iter().map(|s| s.to_string()).collect()
+        } else {
+            names.to_vec()
+        };
+        for name in expanded {
+            if enable {
+                self.shard_level_metrics.insert(name);
+            } else {
+                self.shard_level_metrics.remove(&name);
+            }
+        }
+        (before, self.shard_level_metrics.iter().cloned().collect())
     }
 
     pub fn shard(&self, index: u32) -> Option<&Shard> {
@@ -119,11 +228,63 @@ pub struct CreateStream {
     pub creating_ms: u64,
 }
 
+/// The account's minimum-throughput billing commitment.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Commitment {
+    pub enabled: bool,
+    pub started_at_ms: Option<u64>,
+    pub ended_at_ms: Option<u64>,
+    pub earliest_allowed_end_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitmentStatus {
+    Enabled,
+    Disabled,
+    EnabledUntilEarliestAllowedEnd,
+}
+
+impl Commitment {
+    pub fn status(&self, now_ms: u64) -> CommitmentStatus {
+        match (self.enabled, self.ended_at_ms) {
+            (true, Some(end)) if now_ms < end => CommitmentStatus::EnabledUntilEarliestAllowedEnd,
+            (true, None) => CommitmentStatus::Enabled,
+            _ => CommitmentStatus::Disabled,
+        }
+    }
+
+    /// Enabling starts a commitment that cannot end before `COMMITMENT_MIN_MS`;
+    /// disabling early keeps it on until then.
+    pub fn set(&mut self, enable: bool, now_ms: u64) {
+        match (enable, self.status(now_ms)) {
+            (true, CommitmentStatus::Enabled) => {}
+            (true, _) => {
+                *self = Self {
+                    enabled: true,
+                    started_at_ms: Some(now_ms),
+                    ended_at_ms: None,
+                    earliest_allowed_end_ms: Some(now_ms + COMMITMENT_MIN_MS),
+                }
+            }
+            (false, CommitmentStatus::Disabled) => {}
+            (false, _) => {
+                let earliest = self.earliest_allowed_end_ms.unwrap_or(now_ms);
+                self.ended_at_ms = Some(earliest.max(now_ms));
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Catalog {
     streams: BTreeMap<String, Stream>,
     next_log_id: u64,
     next_epoch: u64,
+    /// Resource policies by resource ARN.
+    #[serde(default)]
+    pub resource_policies: BTreeMap<String, String>,
+    #[serde(default)]
+    pub commitment: Commitment,
 }
 
 impl Catalog {
@@ -132,6 +293,8 @@ impl Catalog {
             streams: BTreeMap::new(),
             next_log_id: 1,
             next_epoch: 1,
+            resource_policies: BTreeMap::new(),
+            commitment: Commitment::default(),
         }
     }
 
@@ -145,6 +308,16 @@ impl Catalog {
 
     pub fn stream(&self, name: &str) -> Option<&Stream> {
         self.streams.get(name)
+    }
+
+    pub fn stream_mut(&mut self, name: &str) -> Result<&mut Stream, MetaError> {
+        self.streams
+            .get_mut(name)
+            .ok_or_else(|| MetaError::StreamNotFound(name.to_owned()))
+    }
+
+    pub fn streams(&self) -> impl Iterator<Item = &Stream> {
+        self.streams.values()
     }
 
     /// Stream names in order (ListStreams' order).
@@ -193,6 +366,8 @@ impl Catalog {
             max_record_size_kib: cmd.max_record_size_kib,
             tags: cmd.tags,
             shards,
+            shard_level_metrics: BTreeSet::new(),
+            encryption_key_id: None,
         };
         Ok(self.streams.entry(cmd.name).or_insert(stream))
     }
@@ -295,6 +470,61 @@ mod tests {
         assert_eq!(
             c.delete_stream("s").unwrap_err(),
             MetaError::StreamNotFound("s".into())
+        );
+    }
+
+    #[test]
+    fn retention_tags_metrics_and_commitment_rules() {
+        let mut c = Catalog::new();
+        c.create_stream(create("s", 1), 0).unwrap();
+        let s = c.stream_mut("s").unwrap();
+        assert_eq!(
+            s.set_retention(23, true),
+            Err(MetaError::RetentionTooShort(23))
+        );
+        assert_eq!(
+            s.set_retention(8761, true),
+            Err(MetaError::RetentionTooLong(8761))
+        );
+        s.set_retention(48, true).unwrap();
+        assert!(matches!(
+            s.set_retention(24, true),
+            Err(MetaError::RetentionNotIncrease { current: 48, .. })
+        ));
+        assert!(matches!(
+            s.set_retention(72, false),
+            Err(MetaError::RetentionNotDecrease { current: 48, .. })
+        ));
+        s.set_retention(24, false).unwrap();
+        assert_eq!(s.retention_cutoff_ms(25 * 3600 * 1000), 3600 * 1000);
+        let tags: BTreeMap<String, String> =
+            (0..50).map(|i| (format!("k{i}"), "v".into())).collect();
+        s.add_tags(&tags).unwrap();
+        s.add_tags(&BTreeMap::from([("k1".into(), "new".into())]))
+            .unwrap();
+        assert_eq!(
+            s.add_tags(&BTreeMap::from([("k50".into(), "v".into())])),
+            Err(MetaError::TooManyTags("s".into()))
+        );
+        s.remove_tags(&["k1".into()]);
+        assert_eq!(s.tags.len(), 49);
+        let (before, after) = s.set_metrics(&["ALL".into()], true);
+        assert!(before.is_empty() && after.len() == 7);
+        let (_, after) = s.set_metrics(&["IncomingBytes".into()], false);
+        assert_eq!(after.len(), 6);
+
+        let mut m = Commitment::default();
+        assert_eq!(m.status(0), CommitmentStatus::Disabled);
+        m.set(true, 1_000);
+        assert_eq!(m.status(1_000), CommitmentStatus::Enabled);
+        m.set(false, 2_000);
+        assert_eq!(
+            m.status(2_000),
+            CommitmentStatus::EnabledUntilEarliestAllowedEnd
+        );
+        assert_eq!(
+            m.status(1_000 + COMMITMENT_MIN_MS),
+            CommitmentStatus::Disabled
         );
     }
 

@@ -33,6 +33,11 @@ pub struct Config {
     /// Largest request body accepted (PutRecords' 10 MiB of data, base64-encoded, fits).
     pub request_body_max_bytes: usize,
     pub durability: sluice_log::Durability,
+    /// What DescribeLimits reports (AWS's defaults).
+    pub shard_limit: u32,
+    pub on_demand_stream_limit: u32,
+    /// How often expired records are trimmed (wall time).
+    pub retention_check_ms: u64,
 }
 
 impl Default for Config {
@@ -45,6 +50,9 @@ impl Default for Config {
             stream_creating_ms: 0,
             request_body_max_bytes: 16 << 20,
             durability: sluice_log::Durability::Sync,
+            shard_limit: 500,
+            on_demand_stream_limit: 50,
+            retention_check_ms: 10_000,
         }
     }
 }
@@ -71,6 +79,21 @@ impl Server {
                 .expect("open task")?,
         );
         let (shutdown, mut stop) = watch::channel(false);
+        // Retention: trim expired records now and then (the clock decides what expired).
+        let trimming = state.clone();
+        let mut trim_stop = stop.clone();
+        let every = std::time::Duration::from_millis(trimming.config.retention_check_ms.max(10));
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {
+                        let state = trimming.clone();
+                        let _ = tokio::task::spawn_blocking(move || state.apply_retention()).await;
+                    }
+                    _ = trim_stop.changed() => break,
+                }
+            }
+        });
         let serving = state.clone();
         let task = tokio::spawn(async move {
             loop {

@@ -35,6 +35,25 @@ pub fn dispatch(operation: &str, input: &Value, state: &State) -> OpResult {
         "PutRecords" => put_records(state, input),
         "GetShardIterator" => get_shard_iterator(state, input),
         "GetRecords" => get_records(state, input),
+        "IncreaseStreamRetentionPeriod" => set_retention(state, input, true),
+        "DecreaseStreamRetentionPeriod" => set_retention(state, input, false),
+        "AddTagsToStream" => add_tags(state, input, stream_name(state, input)?),
+        "TagResource" => add_tags(state, input, resource_stream(state, input)?),
+        "RemoveTagsFromStream" => remove_tags(state, input, stream_name(state, input)?),
+        "UntagResource" => remove_tags(state, input, resource_stream(state, input)?),
+        "ListTagsForStream" => list_tags_for_stream(state, input),
+        "ListTagsForResource" => list_tags_for_resource(state, input),
+        "UpdateMaxRecordSize" => update_max_record_size(state, input),
+        "DescribeLimits" => describe_limits(state),
+        "DescribeAccountSettings" => describe_account_settings(state),
+        "UpdateAccountSettings" => update_account_settings(state, input),
+        "EnableEnhancedMonitoring" => set_monitoring(state, input, true),
+        "DisableEnhancedMonitoring" => set_monitoring(state, input, false),
+        "PutResourcePolicy" => put_resource_policy(state, input),
+        "GetResourcePolicy" => get_resource_policy(state, input),
+        "DeleteResourcePolicy" => delete_resource_policy(state, input),
+        "StartStreamEncryption" => set_encryption(state, input, true),
+        "StopStreamEncryption" => set_encryption(state, input, false),
         other => Err(AwsError::new(
             ErrorCode::UnknownOperationException,
             format!("Sluice does not implement {other} yet"),
@@ -238,16 +257,39 @@ fn delete_stream(state: &State, input: &Value) -> OpResult {
 }
 
 fn summary_fields(state: &State, stream: &Stream) -> Value {
-    json!({
+    let mut v = json!({
         "StreamName": stream.name,
         "StreamARN": state.stream_arn(&stream.name),
         "StreamStatus": status_name(stream.status(state.now_ms())),
         "StreamModeDetails": {"StreamMode": mode_name(stream.mode)},
         "RetentionPeriodHours": stream.retention_period_hours,
         "StreamCreationTimestamp": seconds(stream.created_ms),
-        "EnhancedMonitoring": [{"ShardLevelMetrics": []}],
-        "EncryptionType": "NONE",
-    })
+        "EnhancedMonitoring": [{"ShardLevelMetrics": stream.shard_level_metrics}],
+        "EncryptionType": encryption_type(stream),
+    });
+    if let Some(key) = &stream.encryption_key_id {
+        v["KeyId"] = json!(key);
+    }
+    v
+}
+
+fn encryption_type(stream: &Stream) -> &'static str {
+    if stream.encryption_key_id.is_some() {
+        "KMS"
+    } else {
+        "NONE"
+    }
+}
+
+/// Record flag bit: the record was written while encryption was on.
+const FLAG_ENCRYPTED: u8 = 1;
+
+fn record_flags(stream: &Stream) -> u8 {
+    if stream.encryption_key_id.is_some() {
+        FLAG_ENCRYPTED
+    } else {
+        0
+    }
 }
 
 fn describe_stream_summary(state: &State, input: &Value) -> OpResult {
@@ -416,10 +458,15 @@ fn put_record(state: &State, input: &Value) -> OpResult {
         })?;
     }
     let hash = hash_key(input)?;
-    let (shard, log_id) = with_stream(state, input, |stream| {
+    let (shard, log_id, flags, encryption) = with_stream(state, input, |stream| {
         check_record_size(stream, "data", key, &data)?;
         let shard = stream.shard_for_hash_key(hash);
-        Ok((shard.shard_id(), shard.log_id))
+        Ok((
+            shard.shard_id(),
+            shard.log_id,
+            record_flags(stream),
+            encryption_type(stream),
+        ))
     })?;
     let log = state
         .shard_log(log_id)
@@ -428,13 +475,13 @@ fn put_record(state: &State, input: &Value) -> OpResult {
         .append(&[AppendRecord {
             partition_key: key.as_bytes(),
             data: &data,
-            flags: 0,
+            flags,
         }])
         .map_err(internal)?;
     Ok(json!({
         "ShardId": shard,
         "SequenceNumber": SequenceNumber(receipt.sequence(0)).to_string(),
-        "EncryptionType": "NONE",
+        "EncryptionType": encryption,
     }))
 }
 
@@ -465,17 +512,19 @@ fn put_records(state: &State, input: &Value) -> OpResult {
         .map(hash_key)
         .collect::<Result<Vec<_>, _>>()?;
     // (shard id, shard log id) per entry, in request order.
-    let routes: Vec<(String, u64)> = with_stream(state, input, |stream| {
+    type Routes = (Vec<(String, u64)>, u8, &'static str);
+    let (routes, flags, encryption): Routes = with_stream(state, input, |stream| {
         for (i, (k, d)) in keys.iter().zip(&datas).enumerate() {
             check_record_size(stream, &format!("records.{}.member.data", i + 1), k, d)?;
         }
-        Ok(hashes
+        let routes = hashes
             .iter()
             .map(|h| {
                 let s = stream.shard_for_hash_key(*h);
                 (s.shard_id(), s.log_id)
             })
-            .collect())
+            .collect();
+        Ok((routes, record_flags(stream), encryption_type(stream)))
     })?;
     // One append (one frame, one fsync round) per shard, all shards at once.
     let mut by_shard: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
@@ -492,7 +541,7 @@ fn put_records(state: &State, input: &Value) -> OpResult {
                     .map(|&i| AppendRecord {
                         partition_key: keys[i].as_bytes(),
                         data: &datas[i],
-                        flags: 0,
+                        flags,
                     })
                     .collect();
                 let log = state.shard_log(*log_id);
@@ -528,7 +577,7 @@ fn put_records(state: &State, input: &Value) -> OpResult {
             }
         })
         .collect();
-    Ok(json!({"FailedRecordCount": failed, "Records": records, "EncryptionType": "NONE"}))
+    Ok(json!({"FailedRecordCount": failed, "Records": records, "EncryptionType": encryption}))
 }
 
 fn get_shard_iterator(state: &State, input: &Value) -> OpResult {
@@ -659,12 +708,16 @@ fn get_records(state: &State, input: &Value) -> OpResult {
         .records
         .iter()
         .map(|r| {
-            json!({
+            let mut v = json!({
                 "SequenceNumber": SequenceNumber(r.sequence).to_string(),
                 "ApproximateArrivalTimestamp": seconds(r.arrival_timestamp_ms),
                 "Data": engine.encode(&r.data),
                 "PartitionKey": String::from_utf8_lossy(&r.partition_key),
-            })
+            });
+            if r.flags & FLAG_ENCRYPTED != 0 {
+                v["EncryptionType"] = json!("KMS");
+            }
+            v
         })
         .collect();
     let mut out = json!({"Records": records, "MillisBehindLatest": batch.millis_behind_latest});
@@ -677,4 +730,273 @@ fn get_records(state: &State, input: &Value) -> OpResult {
         out["NextShardIterator"] = json!(next.encode(state.iterator_key()));
     }
     Ok(out)
+}
+
+// ---- stream settings, tags, policies, account ----
+
+fn meta_error(state: &State, e: sluice_meta::MetaError) -> AwsError {
+    match e {
+        sluice_meta::MetaError::StreamNotFound(name) => not_found(state, &name),
+        other => err(ErrorCode::InvalidArgumentException, other.to_string()),
+    }
+}
+
+/// Changes one stream and persists the catalog, all or nothing.
+fn mutate_stream<T>(
+    state: &State,
+    name: &str,
+    f: impl FnOnce(&mut Stream) -> Result<T, AwsError>,
+) -> Result<T, AwsError> {
+    let mut catalog = state.catalog();
+    let mut next = catalog.clone();
+    let stream = next.stream_mut(name).map_err(|e| meta_error(state, e))?;
+    let out = f(stream)?;
+    state.persist(&next).map_err(internal)?;
+    *catalog = next;
+    Ok(out)
+}
+
+/// Changes the catalog outside any one stream and persists it, all or nothing.
+fn mutate_catalog<T>(
+    state: &State,
+    f: impl FnOnce(&mut sluice_meta::Catalog) -> T,
+) -> Result<T, AwsError> {
+    let mut catalog = state.catalog();
+    let mut next = catalog.clone();
+    let out = f(&mut next);
+    state.persist(&next).map_err(internal)?;
+    *catalog = next;
+    Ok(out)
+}
+
+/// The stream a `ResourceARN` names (consumer ARNs come with enhanced fan-out).
+fn resource_stream(state: &State, input: &Value) -> Result<String, AwsError> {
+    let arn = str_of(input, "ResourceARN").unwrap_or_default();
+    let prefix = format!(
+        "arn:aws:kinesis:{}:{}:stream/",
+        state.config.region, state.config.account_id
+    );
+    match arn.strip_prefix(&prefix) {
+        Some(name) if !name.contains('/') && state.catalog().stream(name).is_some() => {
+            Ok(name.to_owned())
+        }
+        _ => Err(err(
+            ErrorCode::ResourceNotFoundException,
+            format!("Resource {arn} not found."),
+        )),
+    }
+}
+
+fn set_retention(state: &State, input: &Value, increase: bool) -> OpResult {
+    let name = stream_name(state, input)?;
+    let hours = input
+        .get("RetentionPeriodHours")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    let hours = u32::try_from(hours.clamp(0, i64::from(u32::MAX))).unwrap_or(u32::MAX);
+    mutate_stream(state, &name, |stream| {
+        stream
+            .set_retention(hours, increase)
+            .map_err(|e| meta_error(state, e))
+    })?;
+    if !increase {
+        state.apply_retention().map_err(internal)?;
+    }
+    Ok(json!({}))
+}
+
+fn tag_map(input: &Value) -> BTreeMap<String, String> {
+    input
+        .get("Tags")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn add_tags(state: &State, input: &Value, name: String) -> OpResult {
+    let tags = tag_map(input);
+    mutate_stream(state, &name, |stream| {
+        stream.add_tags(&tags).map_err(|e| meta_error(state, e))
+    })?;
+    Ok(json!({}))
+}
+
+fn remove_tags(state: &State, input: &Value, name: String) -> OpResult {
+    let keys: Vec<String> = input
+        .get("TagKeys")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    mutate_stream(state, &name, |stream| {
+        stream.remove_tags(&keys);
+        Ok(())
+    })?;
+    Ok(json!({}))
+}
+
+fn tag_list<'a>(tags: impl Iterator<Item = (&'a String, &'a String)>) -> Vec<Value> {
+    tags.map(|(k, v)| json!({"Key": k, "Value": v})).collect()
+}
+
+fn list_tags_for_stream(state: &State, input: &Value) -> OpResult {
+    let limit = u64_of(input, "Limit").unwrap_or(50) as usize;
+    let after = str_of(input, "ExclusiveStartTagKey");
+    with_stream(state, input, |stream| {
+        let tags: Vec<(&String, &String)> = stream
+            .tags
+            .iter()
+            .filter(|(k, _)| after.is_none_or(|a| k.as_str() > a))
+            .collect();
+        let page = tag_list(tags.iter().take(limit).copied());
+        Ok(json!({"Tags": page, "HasMoreTags": tags.len() > limit}))
+    })
+}
+
+fn list_tags_for_resource(state: &State, input: &Value) -> OpResult {
+    let name = resource_stream(state, input)?;
+    let catalog = state.catalog();
+    let stream = catalog
+        .stream(&name)
+        .ok_or_else(|| not_found(state, &name))?;
+    Ok(json!({"Tags": tag_list(stream.tags.iter())}))
+}
+
+fn update_max_record_size(state: &State, input: &Value) -> OpResult {
+    let name = stream_name(state, input)?;
+    let kib = u64_of(input, "MaxRecordSizeInKiB").unwrap_or(1024) as u32;
+    mutate_stream(state, &name, |stream| {
+        stream.max_record_size_kib = kib;
+        Ok(())
+    })?;
+    Ok(json!({}))
+}
+
+fn describe_limits(state: &State) -> OpResult {
+    let catalog = state.catalog();
+    let on_demand = catalog
+        .streams()
+        .filter(|s| s.mode == StreamMode::OnDemand)
+        .count();
+    Ok(json!({
+        "ShardLimit": state.config.shard_limit,
+        "OpenShardCount": catalog.open_shard_count(),
+        "OnDemandStreamCount": on_demand,
+        "OnDemandStreamCountLimit": state.config.on_demand_stream_limit,
+    }))
+}
+
+fn commitment_json(state: &State, c: &sluice_meta::Commitment) -> Value {
+    let status = match c.status(state.now_ms()) {
+        sluice_meta::CommitmentStatus::Enabled => "ENABLED",
+        sluice_meta::CommitmentStatus::Disabled => "DISABLED",
+        sluice_meta::CommitmentStatus::EnabledUntilEarliestAllowedEnd => {
+            "ENABLED_UNTIL_EARLIEST_ALLOWED_END"
+        }
+    };
+    let mut v = json!({"Status": status});
+    for (field, at) in [
+        ("StartedAt", c.started_at_ms),
+        ("EndedAt", c.ended_at_ms),
+        ("EarliestAllowedEndAt", c.earliest_allowed_end_ms),
+    ] {
+        if let Some(ms) = at {
+            v[field] = seconds(ms);
+        }
+    }
+    v
+}
+
+fn describe_account_settings(state: &State) -> OpResult {
+    let catalog = state.catalog();
+    Ok(json!({"MinimumThroughputBillingCommitment": commitment_json(state, &catalog.commitment)}))
+}
+
+fn update_account_settings(state: &State, input: &Value) -> OpResult {
+    let enable = input
+        .pointer("/MinimumThroughputBillingCommitment/Status")
+        .and_then(Value::as_str)
+        == Some("ENABLED");
+    let now = state.now_ms();
+    let commitment = mutate_catalog(state, |c| {
+        c.commitment.set(enable, now);
+        c.commitment.clone()
+    })?;
+    Ok(json!({"MinimumThroughputBillingCommitment": commitment_json(state, &commitment)}))
+}
+
+fn set_monitoring(state: &State, input: &Value, enable: bool) -> OpResult {
+    let name = stream_name(state, input)?;
+    let metrics: Vec<String> = input
+        .get("ShardLevelMetrics")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let (before, after) = mutate_stream(state, &name, |stream| {
+        Ok(stream.set_metrics(&metrics, enable))
+    })?;
+    Ok(json!({
+        "StreamName": name,
+        "StreamARN": state.stream_arn(&name),
+        "CurrentShardLevelMetrics": before,
+        "DesiredShardLevelMetrics": after,
+    }))
+}
+
+fn put_resource_policy(state: &State, input: &Value) -> OpResult {
+    resource_stream(state, input)?;
+    let arn = str_of(input, "ResourceARN").unwrap_or_default().to_owned();
+    let policy = str_of(input, "Policy").unwrap_or_default().to_owned();
+    if serde_json::from_str::<Value>(&policy)
+        .map(|v| !v.is_object())
+        .unwrap_or(true)
+    {
+        return Err(err(
+            ErrorCode::InvalidArgumentException,
+            "Policy must be a JSON document.",
+        ));
+    }
+    mutate_catalog(state, |c| c.resource_policies.insert(arn, policy))?;
+    Ok(json!({}))
+}
+
+fn get_resource_policy(state: &State, input: &Value) -> OpResult {
+    resource_stream(state, input)?;
+    let arn = str_of(input, "ResourceARN").unwrap_or_default();
+    let policy = state.catalog().resource_policies.get(arn).cloned();
+    Ok(json!({"Policy": policy.unwrap_or_else(|| "{}".to_owned())}))
+}
+
+fn delete_resource_policy(state: &State, input: &Value) -> OpResult {
+    resource_stream(state, input)?;
+    let arn = str_of(input, "ResourceARN").unwrap_or_default().to_owned();
+    mutate_catalog(state, |c| c.resource_policies.remove(&arn))?;
+    Ok(json!({}))
+}
+
+fn set_encryption(state: &State, input: &Value, start: bool) -> OpResult {
+    let name = stream_name(state, input)?;
+    let key = str_of(input, "KeyId").unwrap_or_default().to_owned();
+    if str_of(input, "EncryptionType") != Some("KMS") {
+        return Err(err(
+            ErrorCode::InvalidArgumentException,
+            "EncryptionType must be KMS.",
+        ));
+    }
+    mutate_stream(state, &name, |stream| {
+        stream.encryption_key_id = if start { Some(key) } else { None };
+        Ok(())
+    })?;
+    Ok(json!({}))
 }

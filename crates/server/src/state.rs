@@ -72,13 +72,35 @@ impl State {
                 log.delete_shard(id).map_err(io_at(&dir))?;
             }
         }
-        Ok(Self {
+        let state = Self {
             config,
             clock,
             catalog: Mutex::new(catalog),
             log,
             iterator_key,
-        })
+        };
+        // The log keeps its trim point in memory only: re-apply retention first.
+        state.apply_retention().map_err(io_at(&dir))?;
+        Ok(state)
+    }
+
+    /// Trims every shard log to its stream's retention period.
+    pub fn apply_retention(&self) -> std::io::Result<()> {
+        let now = self.now_ms();
+        let cutoffs: Vec<(u64, u64)> = self
+            .catalog()
+            .streams()
+            .flat_map(|s| {
+                let cutoff = s.retention_cutoff_ms(now);
+                s.shards.iter().map(move |sh| (sh.log_id, cutoff))
+            })
+            .collect();
+        for (log_id, cutoff) in cutoffs {
+            if let Some(log) = self.shard_log(log_id) {
+                log.trim_before(cutoff)?;
+            }
+        }
+        Ok(())
     }
 
     pub fn now_ms(&self) -> u64 {

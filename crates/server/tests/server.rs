@@ -286,3 +286,95 @@ fn streams_records_and_sequence_numbers_survive_a_restart() {
     let (_, kind, _) = h.error("DescribeStream", json!({"StreamName": "keep"}));
     assert_eq!(kind, "ResourceNotFoundException");
 }
+
+#[test]
+fn retention_trims_on_the_injected_clock() {
+    let mut h = Harness::new();
+    h.ok("CreateStream", json!({"StreamName": "r", "ShardCount": 1}));
+    h.ok(
+        "PutRecord",
+        json!({"StreamName": "r", "PartitionKey": "p", "Data": "b2xk"}),
+    );
+    h.clock.advance_ms(3600 * 1000);
+    h.ok(
+        "PutRecord",
+        json!({"StreamName": "r", "PartitionKey": "p", "Data": "bmV3"}),
+    );
+    let read = |h: &Harness| {
+        let it = h.ok("GetShardIterator", json!({"StreamName": "r", "ShardId": "shardId-000000000000", "ShardIteratorType": "TRIM_HORIZON"}));
+        let got = h.ok("GetRecords", json!({"ShardIterator": it["ShardIterator"]}));
+        got["Records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["Data"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    // 24 hours and a minute after the first record: it has expired, the second has not.
+    h.clock.advance_ms(23 * 3600 * 1000 + 60_000);
+    h.server
+        .as_ref()
+        .unwrap()
+        .state()
+        .apply_retention()
+        .unwrap();
+    assert_eq!(read(&h), ["bmV3"]);
+    // Raising retention keeps what is left; a restart re-applies it before serving.
+    h.ok(
+        "IncreaseStreamRetentionPeriod",
+        json!({"StreamName": "r", "RetentionPeriodHours": 48}),
+    );
+    h.clock.advance_ms(24 * 3600 * 1000);
+    h.restart();
+    assert_eq!(read(&h), ["bmV3"]);
+    // Lowering it trims at once.
+    h.ok(
+        "DecreaseStreamRetentionPeriod",
+        json!({"StreamName": "r", "RetentionPeriodHours": 24}),
+    );
+    assert!(read(&h).is_empty());
+    let (_, kind, message) = h.error(
+        "IncreaseStreamRetentionPeriod",
+        json!({"StreamName": "r", "RetentionPeriodHours": 9000}),
+    );
+    assert_eq!(kind, "InvalidArgumentException");
+    assert_eq!(message, "Maximum allowed retention period is 8760 hours. Requested retention period (9000 hours) is too long.");
+}
+
+#[test]
+fn encryption_marks_records_written_while_it_is_on() {
+    let h = Harness::new();
+    h.ok("CreateStream", json!({"StreamName": "e", "ShardCount": 1}));
+    h.ok(
+        "PutRecord",
+        json!({"StreamName": "e", "PartitionKey": "p", "Data": "MQ=="}),
+    );
+    h.ok(
+        "StartStreamEncryption",
+        json!({"StreamName": "e", "EncryptionType": "KMS", "KeyId": "alias/aws/kinesis"}),
+    );
+    let put = h.ok(
+        "PutRecord",
+        json!({"StreamName": "e", "PartitionKey": "p", "Data": "Mg=="}),
+    );
+    assert_eq!(put["EncryptionType"], "KMS");
+    let summary = h.ok("DescribeStreamSummary", json!({"StreamName": "e"}));
+    assert_eq!(summary["StreamDescriptionSummary"]["EncryptionType"], "KMS");
+    assert_eq!(
+        summary["StreamDescriptionSummary"]["KeyId"],
+        "alias/aws/kinesis"
+    );
+    h.ok(
+        "StopStreamEncryption",
+        json!({"StreamName": "e", "EncryptionType": "KMS", "KeyId": "alias/aws/kinesis"}),
+    );
+    let it = h.ok("GetShardIterator", json!({"StreamName": "e", "ShardId": "shardId-000000000000", "ShardIteratorType": "TRIM_HORIZON"}));
+    let got = h.ok("GetRecords", json!({"ShardIterator": it["ShardIterator"]}));
+    let types: Vec<Value> = got["Records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["EncryptionType"].clone())
+        .collect();
+    assert_eq!(types, [Value::Null, json!("KMS")]);
+}
