@@ -145,3 +145,43 @@ def test_list_shards_pages(kinesis):
         ids += [s["ShardId"] for s in page["Shards"]]
     assert ids == [f"shardId-{i:012}" for i in range(7)]
     kinesis.delete_stream(StreamName="many")
+
+
+def test_signatures_are_verified_when_credentials_are_configured(tmp_path):
+    import subprocess
+    import boto3
+    from botocore.config import Config
+    from conftest import ROOT
+    import os
+
+    binary = os.environ.get("SLUICE_BIN", str(ROOT / "target" / "debug" / "sluice"))
+    proc = subprocess.Popen(
+        [binary, "serve", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path), "--credentials", "AKIDGOOD:good-secret"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        endpoint = "http://" + proc.stdout.readline().split()[-1]
+
+        def client(key, secret):
+            return boto3.client("kinesis", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id=key,
+                                aws_secret_access_key=secret, config=Config(retries={"max_attempts": 1}))
+
+        good = client("AKIDGOOD", "good-secret")
+        good.create_stream(StreamName="signed", ShardCount=1)
+        good.put_record(StreamName="signed", Data=b"x" * 1000, PartitionKey="p/with spaces&symbols=")
+        assert good.list_streams()["StreamNames"] == ["signed"]
+        with pytest.raises(ClientError) as e:
+            client("AKIDGOOD", "wrong-secret").list_streams()
+        assert error_of(e)[0] == "InvalidSignatureException"
+        assert excinfo_status(e) == 403
+        with pytest.raises(ClientError) as e:
+            client("AKIDOTHER", "good-secret").list_streams()
+        assert error_of(e) == ("UnrecognizedClientException", "The security token included in the request is invalid.")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def excinfo_status(excinfo):
+    return excinfo.value.response["ResponseMetadata"]["HTTPStatusCode"]

@@ -46,6 +46,15 @@ struct ServeArgs {
     /// this many milliseconds later (a number).
     #[arg(long, env = "SLUICE_FSYNC", default_value = "sync")]
     fsync: String,
+    /// Verify SigV4 signatures against these credentials, `ACCESS_KEY:SECRET_KEY`
+    /// (repeat, or comma-separate in the variable). Without any, every
+    /// well-formed signature is accepted.
+    #[arg(
+        long = "credentials",
+        env = "SLUICE_CREDENTIALS",
+        value_delimiter = ','
+    )]
+    credentials: Vec<String>,
     /// Limits profile: `aws` or `off` (limits are not enforced yet; accepted for compatibility).
     #[arg(long, env = "SLUICE_LIMITS", default_value = "aws", value_parser = ["aws", "off"])]
     limits: String,
@@ -87,7 +96,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             })?,
         },
     };
+    let mut credentials = std::collections::BTreeMap::new();
+    for pair in &args.credentials {
+        let (access, secret) = pair.split_once(':').ok_or_else(|| {
+            anyhow::anyhow!("--credentials takes ACCESS_KEY:SECRET_KEY, not {pair:?}")
+        })?;
+        credentials.insert(access.to_owned(), secret.to_owned());
+    }
     let config = sluice_server::Config {
+        credentials,
         listen: args.listen,
         data_dir: args.data_dir,
         region: args.region,

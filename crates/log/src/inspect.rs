@@ -249,6 +249,10 @@ fn visit_segment(path: &Path, visit: &mut dyn FnMut(Visit<'_>)) -> io::Result<Op
 
 fn shard_dirs(root: &Path) -> io::Result<Vec<(ShardLogId, PathBuf)>> {
     let shards = root.join("shards");
+    // A data directory whose first open was interrupted has no shards/ yet.
+    if root.is_dir() && !shards.exists() {
+        return Ok(Vec::new());
+    }
     let mut dirs: Vec<_> = OsStorage
         .list_dir(&shards)?
         .into_iter()

@@ -9,6 +9,7 @@
 mod iterator;
 mod ops;
 mod service;
+mod sigv4;
 mod state;
 
 use std::net::SocketAddr;
@@ -38,6 +39,8 @@ pub struct Config {
     pub on_demand_stream_limit: u32,
     /// How often expired records are trimmed (wall time).
     pub retention_check_ms: u64,
+    /// Access key -> secret key. Empty: any well-formed signature is accepted.
+    pub credentials: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for Config {
@@ -53,6 +56,7 @@ impl Default for Config {
             shard_limit: 500,
             on_demand_stream_limit: 50,
             retention_check_ms: 10_000,
+            credentials: std::collections::BTreeMap::new(),
         }
     }
 }

@@ -15,6 +15,7 @@ use sluice_wire::{kinesis, AwsError, ErrorCode};
 use tokio::net::TcpStream;
 
 use crate::ops;
+use crate::sigv4;
 use crate::state::State;
 
 const JSON_CONTENT_TYPE: &str = "application/x-amz-json-1.1";
@@ -78,24 +79,14 @@ async fn route(req: Request<Incoming>, state: Arc<State>) -> Result<Reply, AwsEr
     if req.method() != Method::POST || req.uri().path() != "/" {
         return Err(AwsError::new(ErrorCode::UnknownOperationException, ""));
     }
-    let target = req
-        .headers()
+    let (parts, body) = req.into_parts();
+    let target = parts
+        .headers
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok());
     let operation = sluice_wire::target::parse(kinesis(), target)?;
-    let signed = req.headers().contains_key("authorization")
-        || req
-            .uri()
-            .query()
-            .is_some_and(|q| q.contains("X-Amz-Algorithm="));
-    if !signed {
-        return Err(AwsError::new(
-            ErrorCode::MissingAuthenticationTokenException,
-            "Missing Authentication Token",
-        ));
-    }
-    let content_type = req
-        .headers()
+    let content_type = parts
+        .headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or(JSON_CONTENT_TYPE);
@@ -106,7 +97,7 @@ async fn route(req: Request<Incoming>, state: Arc<State>) -> Result<Reply, AwsEr
         ));
     }
     let limit = state.config.request_body_max_bytes;
-    let body = match Limited::new(req.into_body(), limit).collect().await {
+    let body = match Limited::new(body, limit).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
             return Err(AwsError::new(
@@ -122,6 +113,7 @@ async fn route(req: Request<Incoming>, state: Arc<State>) -> Result<Reply, AwsEr
             ))
         }
     };
+    authenticate(&parts, &body, &state)?;
     let input = sluice_wire::validate::decode_json_body(&body)?;
     sluice_wire::validate::validate_input(kinesis(), operation, &input)?;
     let operation = operation.to_owned();
@@ -133,4 +125,57 @@ async fn route(req: Request<Incoming>, state: Arc<State>) -> Result<Reply, AwsEr
             "Internal service failure.",
         )),
     }
+}
+
+/// Every request must be SigV4-signed; with credentials configured, correctly.
+fn authenticate(
+    parts: &hyper::http::request::Parts,
+    body: &[u8],
+    state: &State,
+) -> Result<(), AwsError> {
+    let mut headers: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
+    for (name, value) in &parts.headers {
+        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        headers
+            .entry(name.as_str().to_owned())
+            .and_modify(|v| {
+                v.push(',');
+                v.push_str(&value);
+            })
+            .or_insert(value);
+    }
+    // HTTP/2 carries the host in :authority.
+    if let Some(authority) = parts.uri.authority() {
+        headers
+            .entry("host".to_owned())
+            .or_insert_with(|| authority.to_string());
+    }
+    let request = sigv4::RequestParts {
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        query: parts.uri.query(),
+        headers: &headers,
+        body,
+    };
+    let signature = sigv4::parse(&request)?;
+    if state.config.credentials.is_empty() {
+        return Ok(());
+    }
+    let secret = state
+        .config
+        .credentials
+        .get(&signature.access_key)
+        .ok_or_else(|| {
+            AwsError::new(
+                ErrorCode::UnrecognizedClientException,
+                "The security token included in the request is invalid.",
+            )
+        })?;
+    if !sigv4::verify(&request, &signature, secret) {
+        return Err(AwsError::new(
+            ErrorCode::InvalidSignatureException,
+            "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details.",
+        ));
+    }
+    Ok(())
 }

@@ -92,6 +92,7 @@ impl Harness {
                 ("X-Amz-Target", &target),
                 ("Content-Type", "application/x-amz-json-1.1"),
                 ("Authorization", "AWS4-HMAC-SHA256 Credential=AKID/20260101/us-east-1/kinesis/aws4_request, SignedHeaders=host, Signature=00"),
+                ("X-Amz-Date", "20260101T000000Z"),
             ],
             &serde_json::to_vec(&input).unwrap(),
         );
@@ -134,69 +135,45 @@ fn protocol_errors_are_aws_shaped() {
     let h = Harness::new();
     let auth = ("Authorization", "AWS4-HMAC-SHA256 Credential=A/20260101/us-east-1/kinesis/aws4_request, SignedHeaders=host, Signature=0");
     let json_type = ("Content-Type", "application/x-amz-json-1.1");
+    let date = ("X-Amz-Date", "20260101T000000Z");
     let parse = |b: &[u8]| serde_json::from_slice::<Value>(b).unwrap();
 
-    let (status, body) = h.raw(&[auth, json_type], b"{}");
+    let kind_of = |headers: &[(&str, &str)], body: &[u8]| {
+        let (status, body) = h.raw(headers, body);
+        (status, parse(&body)["__type"].as_str().unwrap().to_owned())
+    };
+    let list = ("X-Amz-Target", "Kinesis_20131202.ListStreams");
+    let cbor = ("Content-Type", "application/x-amz-cbor-1.1");
+    let expect = |status: u16, kind: &str| (status, kind.to_owned());
     assert_eq!(
-        (status, parse(&body)["__type"].as_str().unwrap()),
-        (400, "UnknownOperationException")
+        kind_of(&[auth, date, json_type], b"{}"),
+        expect(400, "UnknownOperationException")
     );
-    let (status, body) = h.raw(
-        &[
-            auth,
-            json_type,
-            ("X-Amz-Target", "Kinesis_20131202.Frobnicate"),
-        ],
-        b"{}",
-    );
+    let frobnicate = ("X-Amz-Target", "Kinesis_20131202.Frobnicate");
     assert_eq!(
-        (status, parse(&body)["__type"].as_str().unwrap()),
-        (400, "UnknownOperationException")
-    );
-    let (status, body) = h.raw(
-        &[json_type, ("X-Amz-Target", "Kinesis_20131202.ListStreams")],
-        b"{}",
+        kind_of(&[auth, date, json_type, frobnicate], b"{}"),
+        expect(400, "UnknownOperationException")
     );
     assert_eq!(
-        (status, parse(&body)["__type"].as_str().unwrap()),
-        (403, "MissingAuthenticationTokenException")
-    );
-    let (status, body) = h.raw(
-        &[
-            auth,
-            json_type,
-            ("X-Amz-Target", "Kinesis_20131202.ListStreams"),
-        ],
-        b"{\"Limit\":",
+        kind_of(&[json_type, list], b"{}"),
+        expect(403, "MissingAuthenticationTokenException")
     );
     assert_eq!(
-        (status, parse(&body)["__type"].as_str().unwrap()),
-        (400, "SerializationException")
+        kind_of(&[auth, json_type, list], b"{}"),
+        expect(403, "IncompleteSignatureException")
+    );
+    assert_eq!(
+        kind_of(&[auth, date, json_type, list], b"{\"Limit\":"),
+        expect(400, "SerializationException")
     );
     let big = vec![b' '; (1 << 20) + 1];
-    let (status, body) = h.raw(
-        &[
-            auth,
-            json_type,
-            ("X-Amz-Target", "Kinesis_20131202.ListStreams"),
-        ],
-        &big,
+    assert_eq!(
+        kind_of(&[auth, date, json_type, list], &big),
+        expect(413, "RequestEntityTooLargeException")
     );
     assert_eq!(
-        (status, parse(&body)["__type"].as_str().unwrap()),
-        (413, "RequestEntityTooLargeException")
-    );
-    let (status, body) = h.raw(
-        &[
-            auth,
-            ("Content-Type", "application/x-amz-cbor-1.1"),
-            ("X-Amz-Target", "Kinesis_20131202.ListStreams"),
-        ],
-        b"\xa0",
-    );
-    assert_eq!(
-        (status, parse(&body)["__type"].as_str().unwrap()),
-        (400, "SerializationException")
+        kind_of(&[auth, date, cbor, list], b"\xa0"),
+        expect(400, "SerializationException")
     );
 
     let (status, kind, message) = h.error(

@@ -1,0 +1,180 @@
+// @aws-sdk/client-kinesis against a real `sluice serve` started on a free port.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { createInterface } from "node:readline";
+import {
+  KinesisClient,
+  CreateStreamCommand,
+  DeleteStreamCommand,
+  DescribeStreamSummaryCommand,
+  ListStreamsCommand,
+  ListShardsCommand,
+  PutRecordCommand,
+  PutRecordsCommand,
+  GetShardIteratorCommand,
+  GetRecordsCommand,
+  AddTagsToStreamCommand,
+  ListTagsForStreamCommand,
+  IncreaseStreamRetentionPeriodCommand,
+  DescribeLimitsCommand,
+  ResourceNotFoundException,
+  ResourceInUseException,
+  InvalidArgumentException,
+} from "@aws-sdk/client-kinesis";
+
+const binary = process.env.SLUICE_BIN ?? resolve(import.meta.dirname, "../../target/debug/sluice");
+let server;
+let dataDir;
+let client;
+
+before(async () => {
+  dataDir = mkdtempSync(join(tmpdir(), "sluice-node-"));
+  server = spawn(binary, ["serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir], { stdio: ["ignore", "pipe", "inherit"] });
+  const line = await new Promise((ok, fail) => {
+    createInterface({ input: server.stdout }).once("line", ok);
+    server.once("exit", (code) => fail(new Error(`sluice exited with ${code}`)));
+  });
+  assert.match(line, /^sluice listening on /);
+  client = new KinesisClient({
+    endpoint: `http://${line.split(" ").pop()}`,
+    region: "us-east-1",
+    credentials: { accessKeyId: "AKIDEXAMPLE", secretAccessKey: "secret" },
+    maxAttempts: 1,
+  });
+});
+
+after(() => {
+  client?.destroy();
+  server?.kill("SIGTERM");
+  rmSync(dataDir, { recursive: true, force: true });
+});
+
+const bytes = (s) => new TextEncoder().encode(s);
+const text = (b) => new TextDecoder().decode(b);
+
+async function readAll(StreamName, ShardId, position = { ShardIteratorType: "TRIM_HORIZON" }) {
+  let { ShardIterator } = await client.send(new GetShardIteratorCommand({ StreamName, ShardId, ...position }));
+  const out = [];
+  for (;;) {
+    const r = await client.send(new GetRecordsCommand({ ShardIterator, Limit: 1000 }));
+    out.push(...r.Records);
+    if (r.Records.length === 0) return out;
+    ShardIterator = r.NextShardIterator;
+  }
+}
+
+test("stream lifecycle and errors", async () => {
+  await client.send(new CreateStreamCommand({ StreamName: "js-life", ShardCount: 2 }));
+  const s = await client.send(new DescribeStreamSummaryCommand({ StreamName: "js-life" }));
+  assert.equal(s.StreamDescriptionSummary.StreamStatus, "ACTIVE");
+  assert.equal(s.StreamDescriptionSummary.OpenShardCount, 2);
+  assert.ok(s.StreamDescriptionSummary.StreamCreationTimestamp instanceof Date);
+  assert.ok((await client.send(new ListStreamsCommand({}))).StreamNames.includes("js-life"));
+  await assert.rejects(client.send(new CreateStreamCommand({ StreamName: "js-life", ShardCount: 1 })), (e) => {
+    assert.ok(e instanceof ResourceInUseException);
+    assert.equal(e.message, "Stream js-life under account 000000000000 already exists.");
+    return true;
+  });
+  await client.send(new DeleteStreamCommand({ StreamName: "js-life" }));
+  await assert.rejects(client.send(new DescribeStreamSummaryCommand({ StreamName: "js-life" })), (e) => {
+    assert.ok(e instanceof ResourceNotFoundException);
+    assert.equal(e.message, "Stream js-life under account 000000000000 not found.");
+    return true;
+  });
+});
+
+test("put and read back, every iterator type", async () => {
+  await client.send(new CreateStreamCommand({ StreamName: "js-rec", ShardCount: 1 }));
+  const seqs = [];
+  for (const d of ["a", "b", "c"]) {
+    const r = await client.send(new PutRecordCommand({ StreamName: "js-rec", PartitionKey: "k", Data: bytes(d) }));
+    assert.equal(r.ShardId, "shardId-000000000000");
+    assert.equal(r.SequenceNumber.length, 56);
+    seqs.push(r.SequenceNumber);
+  }
+  const shard = "shardId-000000000000";
+  const data = (recs) => recs.map((r) => text(r.Data));
+  assert.deepEqual(data(await readAll("js-rec", shard)), ["a", "b", "c"]);
+  assert.deepEqual(data(await readAll("js-rec", shard, { ShardIteratorType: "AT_SEQUENCE_NUMBER", StartingSequenceNumber: seqs[1] })), ["b", "c"]);
+  assert.deepEqual(data(await readAll("js-rec", shard, { ShardIteratorType: "AFTER_SEQUENCE_NUMBER", StartingSequenceNumber: seqs[1] })), ["c"]);
+  assert.deepEqual(data(await readAll("js-rec", shard, { ShardIteratorType: "AT_TIMESTAMP", Timestamp: new Date(0) })), ["a", "b", "c"]);
+  assert.deepEqual(data(await readAll("js-rec", shard, { ShardIteratorType: "LATEST" })), []);
+  const records = await readAll("js-rec", shard);
+  assert.equal(records[0].PartitionKey, "k");
+  assert.ok(records[0].ApproximateArrivalTimestamp instanceof Date);
+  await assert.rejects(
+    client.send(new GetShardIteratorCommand({ StreamName: "js-rec", ShardId: shard, ShardIteratorType: "AT_SEQUENCE_NUMBER", StartingSequenceNumber: "1" })),
+    (e) => e instanceof InvalidArgumentException,
+  );
+  await client.send(new DeleteStreamCommand({ StreamName: "js-rec" }));
+});
+
+test("PutRecords reports every entry in order", async () => {
+  await client.send(new CreateStreamCommand({ StreamName: "js-batch", ShardCount: 3 }));
+  const Records = Array.from({ length: 300 }, (_, i) => ({ PartitionKey: `p${i}`, Data: bytes(`r${i}`) }));
+  const r = await client.send(new PutRecordsCommand({ StreamName: "js-batch", Records }));
+  assert.equal(r.FailedRecordCount, 0);
+  assert.equal(r.Records.length, 300);
+  const listed = await client.send(new ListShardsCommand({ StreamName: "js-batch", MaxResults: 2 }));
+  assert.equal(listed.Shards.length, 2);
+  const rest = await client.send(new ListShardsCommand({ NextToken: listed.NextToken }));
+  const shards = [...listed.Shards, ...rest.Shards].map((s) => s.ShardId);
+  assert.deepEqual(shards, ["shardId-000000000000", "shardId-000000000001", "shardId-000000000002"]);
+  let total = 0;
+  for (const shard of shards) {
+    const got = await readAll("js-batch", shard);
+    const expected = r.Records.map((x, i) => [x, i]).filter(([x]) => x.ShardId === shard).map(([x, i]) => [x.SequenceNumber, `r${i}`]);
+    assert.deepEqual(got.map((g) => [g.SequenceNumber, text(g.Data)]), expected);
+    total += got.length;
+  }
+  assert.equal(total, 300);
+  await client.send(new DeleteStreamCommand({ StreamName: "js-batch" }));
+});
+
+test("tags, retention and limits", async () => {
+  await client.send(new CreateStreamCommand({ StreamName: "js-set", ShardCount: 1 }));
+  await client.send(new AddTagsToStreamCommand({ StreamName: "js-set", Tags: { b: "2", a: "1" } }));
+  const tags = await client.send(new ListTagsForStreamCommand({ StreamName: "js-set" }));
+  assert.deepEqual(tags.Tags, [{ Key: "a", Value: "1" }, { Key: "b", Value: "2" }]);
+  await assert.rejects(
+    client.send(new IncreaseStreamRetentionPeriodCommand({ StreamName: "js-set", RetentionPeriodHours: 10000 })),
+    (e) => e instanceof InvalidArgumentException && e.message === "Maximum allowed retention period is 8760 hours. Requested retention period (10000 hours) is too long.",
+  );
+  const limits = await client.send(new DescribeLimitsCommand({}));
+  assert.equal(limits.ShardLimit, 500);
+  await client.send(new DeleteStreamCommand({ StreamName: "js-set" }));
+});
+
+test("validation errors keep AWS's wording", async () => {
+  await assert.rejects(client.send(new CreateStreamCommand({ StreamName: "bad name", ShardCount: 1 })), (e) => {
+    assert.equal(e.name, "ValidationException");
+    assert.equal(e.message, "1 validation error detected: Value 'bad name' at 'streamName' failed to satisfy constraint: Member must satisfy regular expression pattern: [a-zA-Z0-9_.-]+");
+    return true;
+  });
+});
+
+test("signatures are verified when credentials are configured", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "sluice-node-signed-"));
+  const secured = spawn(binary, ["serve", "--listen", "127.0.0.1:0", "--data-dir", dir, "--credentials", "AKIDGOOD:good-secret"], {
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  try {
+    const line = await new Promise((ok) => createInterface({ input: secured.stdout }).once("line", ok));
+    const endpoint = `http://${line.split(" ").pop()}`;
+    const make = (accessKeyId, secretAccessKey) =>
+      new KinesisClient({ endpoint, region: "us-east-1", credentials: { accessKeyId, secretAccessKey }, maxAttempts: 1 });
+    const good = make("AKIDGOOD", "good-secret");
+    await good.send(new CreateStreamCommand({ StreamName: "signed", ShardCount: 1 }));
+    await good.send(new PutRecordCommand({ StreamName: "signed", PartitionKey: "k", Data: bytes("x") }));
+    await assert.rejects(make("AKIDGOOD", "wrong").send(new ListStreamsCommand({})), (e) => e.name === "InvalidSignatureException");
+    await assert.rejects(make("AKIDNOPE", "good-secret").send(new ListStreamsCommand({})), (e) => e.name === "UnrecognizedClientException");
+    good.destroy();
+  } finally {
+    secured.kill("SIGTERM");
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
