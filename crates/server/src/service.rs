@@ -11,7 +11,7 @@ use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use sluice_wire::{kinesis, AwsError, ErrorCode};
+use sluice_wire::{cbor, kinesis, AwsError, ErrorCode};
 use tokio::net::TcpStream;
 
 use crate::ops;
@@ -34,9 +34,18 @@ async fn handle(
     state: Arc<State>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let request_id = format!("{:032x}", fastrand::u128(..));
-    let result = route(req, state).await;
-    let (status, body) = match result {
-        Ok(Reply::Json(value)) => (
+    // Answer in the encoding the client used.
+    let cbor = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("cbor"));
+    let (status, body) = match route(req, state, cbor).await {
+        Ok(Reply::Output { operation, value }) if cbor => (
+            StatusCode::OK,
+            Bytes::from(cbor::encode_cbor_output(kinesis(), &operation, &value)),
+        ),
+        Ok(Reply::Output { value, .. }) => (
             StatusCode::OK,
             Bytes::from(serde_json::to_vec(&value).expect("JSON values serialize")),
         ),
@@ -49,14 +58,23 @@ async fn handle(
         }
         Err(e) => (
             StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST),
-            Bytes::from(e.to_json()),
+            Bytes::from(if cbor {
+                cbor::encode_cbor_error(&e)
+            } else {
+                e.to_json()
+            }),
         ),
+    };
+    let content_type = if cbor {
+        cbor::CBOR_CONTENT_TYPE
+    } else {
+        JSON_CONTENT_TYPE
     };
     let mut response = Response::new(Full::new(body));
     *response.status_mut() = status;
     response
         .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(JSON_CONTENT_TYPE));
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
         .headers_mut()
         .insert("x-amzn-RequestId", header(&request_id));
@@ -68,11 +86,14 @@ fn header(value: &str) -> HeaderValue {
 }
 
 enum Reply {
-    Json(serde_json::Value),
+    Output {
+        operation: String,
+        value: serde_json::Value,
+    },
     Text(&'static str),
 }
 
-async fn route(req: Request<Incoming>, state: Arc<State>) -> Result<Reply, AwsError> {
+async fn route(req: Request<Incoming>, state: Arc<State>, cbor: bool) -> Result<Reply, AwsError> {
     if req.method() == Method::GET && req.uri().path() == "/health" {
         return Ok(Reply::Text("ok"));
     }
@@ -85,17 +106,6 @@ async fn route(req: Request<Incoming>, state: Arc<State>) -> Result<Reply, AwsEr
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok());
     let operation = sluice_wire::target::parse(kinesis(), target)?;
-    let content_type = parts
-        .headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or(JSON_CONTENT_TYPE);
-    if content_type.contains("cbor") {
-        return Err(AwsError::new(
-            ErrorCode::SerializationException,
-            "CBOR request bodies are not supported yet; use AWS JSON 1.1",
-        ));
-    }
     let limit = state.config.request_body_max_bytes;
     let body = match Limited::new(body, limit).collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -114,12 +124,17 @@ async fn route(req: Request<Incoming>, state: Arc<State>) -> Result<Reply, AwsEr
         }
     };
     authenticate(&parts, &body, &state)?;
-    let input = sluice_wire::validate::decode_json_body(&body)?;
+    let input = if cbor {
+        cbor::decode_cbor_body(&body)?
+    } else {
+        sluice_wire::validate::decode_json_body(&body)?
+    };
     sluice_wire::validate::validate_input(kinesis(), operation, &input)?;
     let operation = operation.to_owned();
+    let running = operation.clone();
     // Operations wait on fsyncs: run them on the blocking pool.
-    match tokio::task::spawn_blocking(move || ops::dispatch(&operation, &input, &state)).await {
-        Ok(result) => result.map(Reply::Json),
+    match tokio::task::spawn_blocking(move || ops::dispatch(&running, &input, &state)).await {
+        Ok(result) => result.map(|value| Reply::Output { operation, value }),
         Err(_) => Err(AwsError::new(
             ErrorCode::InternalFailure,
             "Internal service failure.",

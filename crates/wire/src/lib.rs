@@ -6,8 +6,10 @@
 //! - [`validate`]: checks a request against its input shape (required members,
 //!   lengths, ranges, patterns, enums) and words failures as AWS does.
 //! - [`error`]: AWS-shaped errors (`__type` + `message`) and their HTTP statuses.
+//! - [`cbor`]: AWS CBOR 1.1 bodies (the Java SDKs' default), to and from the JSON form.
 //! - [`target`]: the `X-Amz-Target` header.
 
+pub mod cbor;
 pub mod error;
 pub mod model;
 pub mod target;
