@@ -30,22 +30,27 @@ enum Command {
 
 #[derive(Debug, clap::Args)]
 struct ServeArgs {
-    /// Address to listen on (port 0 picks a free port; the chosen address is printed).
-    #[arg(long, env = "SLUICE_LISTEN", default_value = "127.0.0.1:4567")]
-    listen: std::net::SocketAddr,
-    /// Where streams and records are stored; created if missing.
-    #[arg(long, env = "SLUICE_DATA_DIR", default_value = "./sluice-data")]
-    data_dir: PathBuf,
-    /// The region in ARNs.
-    #[arg(long, env = "SLUICE_REGION", default_value = "us-east-1")]
-    region: String,
-    /// How long a new stream stays CREATING before it is ACTIVE, in milliseconds.
-    #[arg(long, env = "SLUICE_STREAM_CREATING_MS", default_value_t = 0)]
-    stream_creating_ms: u64,
+    /// A TOML file with any of the settings below (same names, `_` for `-`).
+    /// Flags and environment variables override it.
+    #[arg(long, env = "SLUICE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:4567] (port 0 picks a free port;
+    /// the chosen address is printed).
+    #[arg(long, env = "SLUICE_LISTEN")]
+    listen: Option<std::net::SocketAddr>,
+    /// Where streams and records are stored; created if missing [default: ./sluice-data].
+    #[arg(long, env = "SLUICE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// The region in ARNs [default: us-east-1].
+    #[arg(long, env = "SLUICE_REGION")]
+    region: Option<String>,
+    /// How long a new stream stays CREATING before it is ACTIVE, in milliseconds [default: 0].
+    #[arg(long, env = "SLUICE_STREAM_CREATING_MS")]
+    stream_creating_ms: Option<u64>,
     /// Acknowledge writes once fsynced (`sync`), or once written and fsynced at most
-    /// this many milliseconds later (a number).
-    #[arg(long, env = "SLUICE_FSYNC", default_value = "sync")]
-    fsync: String,
+    /// this many milliseconds later (a number) [default: sync].
+    #[arg(long, env = "SLUICE_FSYNC")]
+    fsync: Option<String>,
     /// Verify SigV4 signatures against these credentials, `ACCESS_KEY:SECRET_KEY`
     /// (repeat, or comma-separate in the variable). Without any, every
     /// well-formed signature is accepted.
@@ -55,9 +60,32 @@ struct ServeArgs {
         value_delimiter = ','
     )]
     credentials: Vec<String>,
-    /// Limits profile: `aws` or `off` (limits are not enforced yet; accepted for compatibility).
-    #[arg(long, env = "SLUICE_LIMITS", default_value = "aws", value_parser = ["aws", "off"])]
-    limits: String,
+    /// Limits profile: `aws` or `off` [default: aws] (limits are not enforced yet;
+    /// accepted for compatibility).
+    #[arg(long, env = "SLUICE_LIMITS", value_parser = ["aws", "off"])]
+    limits: Option<String>,
+}
+
+/// The `--config` file: the same settings as the flags.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<std::net::SocketAddr>,
+    data_dir: Option<PathBuf>,
+    region: Option<String>,
+    stream_creating_ms: Option<u64>,
+    fsync: Option<FsyncSetting>,
+    #[serde(default)]
+    credentials: Vec<String>,
+    limits: Option<String>,
+}
+
+/// `fsync = "sync"` or `fsync = 20` (milliseconds) in the file.
+#[derive(Debug, serde::Deserialize)]
+#[serde(untagged)]
+enum FsyncSetting {
+    Text(String),
+    Millis(u64),
 }
 
 #[derive(Debug, Subcommand)]
@@ -88,29 +116,60 @@ fn main() -> ExitCode {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let durability = match args.fsync.as_str() {
+    let file: FileConfig = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+            toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+        }
+        None => FileConfig::default(),
+    };
+    let fsync = args.fsync.or(file.fsync.map(|f| match f {
+        FsyncSetting::Text(t) => t,
+        FsyncSetting::Millis(ms) => ms.to_string(),
+    }));
+    let durability = match fsync.as_deref().unwrap_or("sync") {
         "sync" => sluice_log::Durability::Sync,
         ms => sluice_log::Durability::Interval {
             fsync_interval_ms: ms.parse().map_err(|_| {
-                anyhow::anyhow!("--fsync takes `sync` or a number of milliseconds, not {ms:?}")
+                anyhow::anyhow!("fsync takes `sync` or a number of milliseconds, not {ms:?}")
             })?,
         },
     };
+    let limits = args.limits.or(file.limits).unwrap_or_else(|| "aws".into());
+    if limits != "aws" && limits != "off" {
+        anyhow::bail!("limits takes `aws` or `off`, not {limits:?}");
+    }
+    let pairs = if args.credentials.is_empty() {
+        file.credentials
+    } else {
+        args.credentials
+    };
     let mut credentials = std::collections::BTreeMap::new();
-    for pair in &args.credentials {
+    for pair in &pairs {
         let (access, secret) = pair.split_once(':').ok_or_else(|| {
-            anyhow::anyhow!("--credentials takes ACCESS_KEY:SECRET_KEY, not {pair:?}")
+            anyhow::anyhow!("credentials take ACCESS_KEY:SECRET_KEY, not {pair:?}")
         })?;
         credentials.insert(access.to_owned(), secret.to_owned());
     }
+    let defaults = sluice_server::Config::default();
     let config = sluice_server::Config {
         credentials,
-        listen: args.listen,
-        data_dir: args.data_dir,
-        region: args.region,
-        stream_creating_ms: args.stream_creating_ms,
+        listen: args.listen.or(file.listen).unwrap_or(defaults.listen),
+        data_dir: args
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or(defaults.data_dir.clone()),
+        region: args
+            .region
+            .or(file.region)
+            .unwrap_or(defaults.region.clone()),
+        stream_creating_ms: args
+            .stream_creating_ms
+            .or(file.stream_creating_ms)
+            .unwrap_or(0),
         durability,
-        ..sluice_server::Config::default()
+        ..defaults
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -98,3 +98,55 @@ fn a_missing_directory_is_an_error_not_a_panic() {
     assert_eq!(code, 2, "{out}");
     assert!(out.starts_with("error:"), "{out}");
 }
+
+#[test]
+fn serve_reads_a_toml_config_and_flags_override_it() {
+    use std::io::{BufRead, BufReader, Read, Write as _};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("from-file");
+    let config = dir.path().join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:1\"\ndata_dir = {:?}\nregion = \"eu-west-1\"\nfsync = 20\nlimits = \"off\"\n",
+            data.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args([
+            "serve",
+            "--config",
+            config.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line.trim().rsplit(' ').next().unwrap().to_owned();
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        out.starts_with("HTTP/1.1 200") && out.ends_with("ok"),
+        "{out}"
+    );
+    assert!(
+        data.join("catalog.json").exists() || data.join("log").exists(),
+        "the file's data_dir was used"
+    );
+
+    std::fs::write(&config, "bogus = 1\n").unwrap();
+    let (code, out) = sluice(&["serve", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(out.contains("unknown field"), "{out}");
+}

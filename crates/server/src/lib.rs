@@ -66,7 +66,7 @@ impl Default for Config {
 pub struct Server {
     addr: SocketAddr,
     shutdown: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
     state: Arc<State>,
 }
 
@@ -87,7 +87,7 @@ impl Server {
         let trimming = state.clone();
         let mut trim_stop = stop.clone();
         let every = std::time::Duration::from_millis(trimming.config.retention_check_ms.max(10));
-        tokio::spawn(async move {
+        let retention = tokio::spawn(async move {
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep(every) => {
@@ -100,21 +100,25 @@ impl Server {
         });
         let serving = state.clone();
         let task = tokio::spawn(async move {
+            let graceful = hyper_util::server::graceful::GracefulShutdown::new();
             loop {
                 tokio::select! {
                     accepted = listener.accept() => {
                         let Ok((stream, _)) = accepted else { continue };
                         let _ = stream.set_nodelay(true);
-                        tokio::spawn(service::serve_connection(stream, serving.clone()));
+                        service::spawn_connection(stream, serving.clone(), &graceful);
                     }
                     _ = stop.changed() => break,
                 }
             }
+            // Idle keep-alive connections close now; requests in flight finish first.
+            let _ =
+                tokio::time::timeout(std::time::Duration::from_secs(10), graceful.shutdown()).await;
         });
         Ok(Self {
             addr,
             shutdown,
-            task,
+            tasks: vec![task, retention],
             state,
         })
     }
@@ -127,10 +131,13 @@ impl Server {
         &self.state
     }
 
-    /// Stops accepting connections and waits for the accept loop to end.
+    /// Stops accepting connections, lets open ones finish, and releases the
+    /// data directory.
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
-        let _ = self.task.await;
+        for task in self.tasks {
+            let _ = task.await;
+        }
         self.state.flush();
     }
 }

@@ -2,7 +2,7 @@
 //! and turning results and errors into AWS-shaped responses.
 
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -11,6 +11,8 @@ use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
 use sluice_wire::{cbor, kinesis, AwsError, ErrorCode};
 use tokio::net::TcpStream;
 
@@ -20,13 +22,18 @@ use crate::state::State;
 
 const JSON_CONTENT_TYPE: &str = "application/x-amz-json-1.1";
 
-/// Serves one connection, HTTP/1.1 or HTTP/2 (detected from the preface).
-pub async fn serve_connection(stream: TcpStream, state: Arc<State>) {
+/// Serves one connection, HTTP/1.1 or HTTP/2 (detected from the preface), on
+/// its own task, watched by `graceful` so that shutdown can drain it.
+pub fn spawn_connection(stream: TcpStream, state: Arc<State>, graceful: &GracefulShutdown) {
+    static BUILDER: OnceLock<auto::Builder<TokioExecutor>> = OnceLock::new();
     let service = service_fn(move |req| handle(req, state.clone()));
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    let _ = builder
-        .serve_connection(TokioIo::new(stream), service)
-        .await;
+    let connection = BUILDER
+        .get_or_init(|| auto::Builder::new(TokioExecutor::new()))
+        .serve_connection(TokioIo::new(stream), service);
+    let watched = graceful.watch(connection);
+    tokio::spawn(async move {
+        let _ = watched.await;
+    });
 }
 
 async fn handle(

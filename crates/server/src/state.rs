@@ -24,6 +24,8 @@ pub enum StateError {
     Catalog(#[from] sluice_meta::MetaError),
     #[error("storage: {0}")]
     Log(#[from] sluice_log::OpenError),
+    #[error("data directory {0} is in use by another Sluice process")]
+    InUse(PathBuf),
 }
 
 #[derive(Debug)]
@@ -33,6 +35,8 @@ pub struct State {
     catalog: Mutex<Catalog>,
     log: Log,
     iterator_key: [u8; 32],
+    /// Held (flock) while this state lives: one process per data directory.
+    _lock: std::fs::File,
 }
 
 const CATALOG_FILE: &str = "catalog.json";
@@ -49,6 +53,18 @@ impl State {
     pub fn open(config: Config, clock: Arc<dyn Clock>) -> Result<Self, StateError> {
         let dir = config.data_dir.clone();
         std::fs::create_dir_all(&dir).map_err(io_at(&dir))?;
+        let lock_path = dir.join("LOCK");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_at(&lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(StateError::InUse(dir)),
+            Err(std::fs::TryLockError::Error(e)) => return Err(io_at(&lock_path)(e)),
+        }
         let catalog_path = dir.join(CATALOG_FILE);
         let catalog = match std::fs::read(&catalog_path) {
             Ok(bytes) => Catalog::from_snapshot(&bytes)?,
@@ -78,6 +94,7 @@ impl State {
             catalog: Mutex::new(catalog),
             log,
             iterator_key,
+            _lock: lock,
         };
         // The log keeps its trim point in memory only: re-apply retention first.
         state.apply_retention().map_err(io_at(&dir))?;

@@ -429,3 +429,54 @@ fn cbor_requests_get_cbor_answers() {
         (400, text("SerializationException"))
     );
 }
+
+#[test]
+fn one_process_per_data_directory() {
+    let h = Harness::new();
+    let config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: h.dir.path().to_path_buf(),
+        ..Config::default()
+    };
+    let second = h.runtime.block_on(Server::start(config, h.clock.clone()));
+    let message = second.unwrap_err().to_string();
+    assert!(
+        message.contains("is in use by another Sluice process"),
+        "{message}"
+    );
+}
+
+/// HTTP/2 with prior knowledge (h2c), as SDKs that speak HTTP/2 use it.
+#[test]
+fn http2_prior_knowledge() {
+    use http_body_util::{BodyExt, Full};
+    let h = Harness::new();
+    let addr = h.addr();
+    let (status, body) = h.runtime.block_on(async move {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        let request = hyper::Request::post(format!("http://{addr}/"))
+            .header("x-amz-target", "Kinesis_20131202.CreateStream")
+            .header("content-type", "application/x-amz-json-1.1")
+            .header("x-amz-date", "20260101T000000Z")
+            .header("authorization", "AWS4-HMAC-SHA256 Credential=A/20260101/us-east-1/kinesis/aws4_request, SignedHeaders=host, Signature=0")
+            .body(Full::new(bytes::Bytes::from_static(br#"{"StreamName":"h2","ShardCount":1}"#)))
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        assert_eq!(response.version(), hyper::Version::HTTP_2);
+        let status = response.status().as_u16();
+        (status, response.into_body().collect().await.unwrap().to_bytes())
+    });
+    assert_eq!(status, 200, "{body:?}");
+    let summary = h.ok("DescribeStreamSummary", json!({"StreamName": "h2"}));
+    assert_eq!(
+        summary["StreamDescriptionSummary"]["StreamStatus"],
+        "ACTIVE"
+    );
+}
