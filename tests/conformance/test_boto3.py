@@ -185,3 +185,31 @@ def test_signatures_are_verified_when_credentials_are_configured(tmp_path):
 
 def excinfo_status(excinfo):
     return excinfo.value.response["ResponseMetadata"]["HTTPStatusCode"]
+
+
+def test_tls(tmp_path):
+    import os
+    import subprocess
+    import boto3
+    from botocore.config import Config
+    from conftest import ROOT
+
+    fixtures = ROOT / "crates" / "server" / "tests" / "fixtures"
+    binary = os.environ.get("SLUICE_BIN", str(ROOT / "target" / "debug" / "sluice"))
+    proc = subprocess.Popen(
+        [binary, "serve", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path),
+         "--tls-cert", str(fixtures / "localhost.crt"), "--tls-key", str(fixtures / "localhost.key")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        port = proc.stdout.readline().split(":")[-1].strip()
+        kinesis = boto3.client("kinesis", endpoint_url=f"https://localhost:{port}", region_name="us-east-1",
+                               aws_access_key_id="a", aws_secret_access_key="b", verify=str(fixtures / "localhost.crt"),
+                               config=Config(retries={"max_attempts": 1}))
+        kinesis.create_stream(StreamName="secure", ShardCount=1)
+        kinesis.put_record(StreamName="secure", Data=b"over tls", PartitionKey="k")
+        assert kinesis.describe_stream_summary(StreamName="secure")["StreamDescriptionSummary"]["OpenShardCount"] == 1
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

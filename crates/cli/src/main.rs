@@ -20,7 +20,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the Kinesis-compatible server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Offline tools that work on a data directory (stop the server first).
     Ctl {
         #[command(subcommand)]
@@ -60,6 +60,12 @@ struct ServeArgs {
         value_delimiter = ','
     )]
     credentials: Vec<String>,
+    /// Serve TLS with this PEM certificate chain (needs --tls-key); ALPN offers h2 and http/1.1.
+    #[arg(long, env = "SLUICE_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "SLUICE_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Limits profile: `aws` or `off` [default: aws] (limits are not enforced yet;
     /// accepted for compatibility).
     #[arg(long, env = "SLUICE_LIMITS", value_parser = ["aws", "off"])]
@@ -78,6 +84,8 @@ struct FileConfig {
     #[serde(default)]
     credentials: Vec<String>,
     limits: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 /// `fsync = "sync"` or `fsync = 20` (milliseconds) in the file.
@@ -152,6 +160,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         })?;
         credentials.insert(access.to_owned(), secret.to_owned());
     }
+    let tls = match (
+        args.tls_cert.or(file.tls_cert),
+        args.tls_key.or(file.tls_key),
+    ) {
+        (Some(cert), Some(key)) => Some(sluice_server::TlsFiles { cert, key }),
+        (None, None) => None,
+        _ => anyhow::bail!("TLS needs both a certificate (tls_cert) and a key (tls_key)"),
+    };
     let defaults = sluice_server::Config::default();
     let config = sluice_server::Config {
         credentials,
@@ -169,6 +185,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .or(file.stream_creating_ms)
             .unwrap_or(0),
         durability,
+        tls,
         ..defaults
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -193,7 +210,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Ctl {
             command: Ctl::Check { dir },
         } => {

@@ -11,6 +11,7 @@ mod ops;
 mod service;
 mod sigv4;
 mod state;
+mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -21,6 +22,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub use state::{State, StateError};
+pub use tls::TlsFiles;
 
 /// Everything `sluice serve` can be told.
 #[derive(Debug, Clone)]
@@ -41,6 +43,8 @@ pub struct Config {
     pub retention_check_ms: u64,
     /// Access key -> secret key. Empty: any well-formed signature is accepted.
     pub credentials: std::collections::BTreeMap<String, String>,
+    /// Serve TLS (ALPN h2 and http/1.1) with this certificate and key.
+    pub tls: Option<TlsFiles>,
 }
 
 impl Default for Config {
@@ -57,6 +61,7 @@ impl Default for Config {
             on_demand_stream_limit: 50,
             retention_check_ms: 10_000,
             credentials: std::collections::BTreeMap::new(),
+            tls: None,
         }
     }
 }
@@ -98,6 +103,10 @@ impl Server {
                 }
             }
         });
+        let tls = match &state.config.tls {
+            Some(files) => Some(tls::acceptor(files)?),
+            None => None,
+        };
         let serving = state.clone();
         let task = tokio::spawn(async move {
             let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -106,7 +115,7 @@ impl Server {
                     accepted = listener.accept() => {
                         let Ok((stream, _)) = accepted else { continue };
                         let _ = stream.set_nodelay(true);
-                        service::spawn_connection(stream, serving.clone(), &graceful);
+                        service::spawn_connection(stream, serving.clone(), tls.clone(), graceful.watcher());
                     }
                     _ = stop.changed() => break,
                 }

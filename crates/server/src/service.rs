@@ -12,9 +12,10 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::Watcher;
 use sluice_wire::{cbor, kinesis, AwsError, ErrorCode};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
 
 use crate::ops;
 use crate::sigv4;
@@ -22,18 +23,41 @@ use crate::state::State;
 
 const JSON_CONTENT_TYPE: &str = "application/x-amz-json-1.1";
 
-/// Serves one connection, HTTP/1.1 or HTTP/2 (detected from the preface), on
-/// its own task, watched by `graceful` so that shutdown can drain it.
-pub fn spawn_connection(stream: TcpStream, state: Arc<State>, graceful: &GracefulShutdown) {
+/// Serves one connection on its own task: TLS first if configured, then
+/// HTTP/1.1 or HTTP/2 (h2c by preface, or h2 by ALPN), watched by `watcher` so
+/// that shutdown can drain it.
+pub fn spawn_connection(
+    stream: TcpStream,
+    state: Arc<State>,
+    tls: Option<TlsAcceptor>,
+    watcher: Watcher,
+) {
+    tokio::spawn(async move {
+        match tls {
+            None => serve(stream, state, watcher).await,
+            Some(acceptor) => {
+                let handshake =
+                    tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+                if let Ok(Ok(stream)) = handshake.await {
+                    serve(stream, state, watcher).await;
+                }
+            }
+        }
+    });
+}
+
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn serve<IO>(io: IO, state: Arc<State>, watcher: Watcher)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     static BUILDER: OnceLock<auto::Builder<TokioExecutor>> = OnceLock::new();
     let service = service_fn(move |req| handle(req, state.clone()));
     let connection = BUILDER
         .get_or_init(|| auto::Builder::new(TokioExecutor::new()))
-        .serve_connection(TokioIo::new(stream), service);
-    let watched = graceful.watch(connection);
-    tokio::spawn(async move {
-        let _ = watched.await;
-    });
+        .serve_connection(TokioIo::new(io), service);
+    let _ = watcher.watch(connection).await;
 }
 
 async fn handle(

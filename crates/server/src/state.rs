@@ -26,6 +26,8 @@ pub enum StateError {
     Log(#[from] sluice_log::OpenError),
     #[error("data directory {0} is in use by another Sluice process")]
     InUse(PathBuf),
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 #[derive(Debug)]

@@ -480,3 +480,97 @@ fn http2_prior_knowledge() {
         "ACTIVE"
     );
 }
+
+/// TLS with ALPN: h2 and http/1.1 both work over the same port.
+#[test]
+fn tls_with_alpn_h2_and_http1() {
+    use http_body_util::{BodyExt, Full};
+    use std::sync::Arc as StdArc;
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().to_path_buf(),
+        tls: Some(sluice_server::TlsFiles {
+            cert: fixtures.join("localhost.crt"),
+            key: fixtures.join("localhost.key"),
+        }),
+        ..Config::default()
+    };
+    let server = runtime
+        .block_on(Server::start(config, Arc::new(ManualClock::new(1))))
+        .unwrap();
+    let addr = server.local_addr();
+    let connector = |alpn: &[u8]| {
+        use rustls::pki_types::{pem::PemObject, CertificateDer};
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(fixtures.join("localhost.crt")).unwrap() {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let provider = StdArc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![alpn.to_vec()];
+        tokio_rustls::TlsConnector::from(StdArc::new(config))
+    };
+    let request = |name: &str| {
+        hyper::Request::post(format!("https://localhost:{}/", addr.port()))
+            .header("host", format!("localhost:{}", addr.port()))
+            .header("x-amz-target", "Kinesis_20131202.CreateStream")
+            .header("content-type", "application/x-amz-json-1.1")
+            .header("x-amz-date", "20260101T000000Z")
+            .header("authorization", "AWS4-HMAC-SHA256 Credential=A/20260101/us-east-1/kinesis/aws4_request, SignedHeaders=host, Signature=0")
+            .body(Full::new(bytes::Bytes::from(format!(r#"{{"StreamName":"{name}","ShardCount":1}}"#))))
+            .unwrap()
+    };
+    runtime.block_on(async {
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        // h2 by ALPN.
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let tls = connector(b"h2").connect(name.clone(), tcp).await.unwrap();
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tls),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        let response = sender.send_request(request("over-h2")).await.unwrap();
+        assert_eq!(
+            (response.version(), response.status().as_u16()),
+            (hyper::Version::HTTP_2, 200)
+        );
+        // http/1.1 by ALPN.
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let tls = connector(b"http/1.1").connect(name, tcp).await.unwrap();
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let response = sender.send_request(request("over-h1")).await.unwrap();
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(status, 200, "{body:?}");
+        // Plain HTTP on a TLS port gets nothing useful.
+        let mut plain = tokio::net::TcpStream::connect(addr).await.unwrap();
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        plain
+            .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = Vec::new();
+        let _ = plain.read_to_end(&mut buf).await;
+        assert!(!buf.starts_with(b"HTTP/1.1 200"));
+    });
+    runtime.block_on(server.stop());
+}
