@@ -574,3 +574,29 @@ fn tls_with_alpn_h2_and_http1() {
     });
     runtime.block_on(server.stop());
 }
+
+/// A client that goes away in the middle of a PutRecords body leaves nothing behind.
+#[test]
+fn a_dropped_put_records_leaves_nothing() {
+    let h = Harness::new();
+    h.ok("CreateStream", json!({"StreamName": "d", "ShardCount": 1}));
+    let body = serde_json::to_vec(&json!({
+        "StreamName": "d",
+        "Records": [{"PartitionKey": "p", "Data": "aGk="}, {"PartitionKey": "q", "Data": "aGk="}],
+    }))
+    .unwrap();
+    {
+        let mut s = TcpStream::connect(h.addr()).unwrap();
+        let head = format!(
+            "POST / HTTP/1.1\r\nHost: x\r\nX-Amz-Target: Kinesis_20131202.PutRecords\r\nContent-Type: application/x-amz-json-1.1\r\nX-Amz-Date: 20260101T000000Z\r\nAuthorization: AWS4-HMAC-SHA256 Credential=A/20260101/us-east-1/kinesis/aws4_request, SignedHeaders=host, Signature=0\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        s.write_all(&body[..body.len() / 2]).unwrap();
+        // Dropped here, half-way through the body.
+    }
+    // A full request on a new connection is answered, and the stream is empty.
+    let it = h.ok("GetShardIterator", json!({"StreamName": "d", "ShardId": "shardId-000000000000", "ShardIteratorType": "TRIM_HORIZON"}));
+    let got = h.ok("GetRecords", json!({"ShardIterator": it["ShardIterator"]}));
+    assert_eq!(got["Records"], json!([]));
+}
