@@ -47,6 +47,12 @@ struct ServeArgs {
     /// How long a new stream stays CREATING before it is ACTIVE, in milliseconds [default: 0].
     #[arg(long, env = "SLUICE_STREAM_CREATING_MS")]
     stream_creating_ms: Option<u64>,
+    /// How long a stream stays UPDATING after a settings change, in milliseconds [default: 0].
+    #[arg(long, env = "SLUICE_STREAM_UPDATING_MS")]
+    stream_updating_ms: Option<u64>,
+    /// How long a deleted stream stays DELETING, in milliseconds [default: 0].
+    #[arg(long, env = "SLUICE_STREAM_DELETING_MS")]
+    stream_deleting_ms: Option<u64>,
     /// Acknowledge writes once fsynced (`sync`), or once written and fsynced at most
     /// this many milliseconds later (a number) [default: sync].
     #[arg(long, env = "SLUICE_FSYNC")]
@@ -80,6 +86,8 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     region: Option<String>,
     stream_creating_ms: Option<u64>,
+    stream_updating_ms: Option<u64>,
+    stream_deleting_ms: Option<u64>,
     fsync: Option<FsyncSetting>,
     #[serde(default)]
     credentials: Vec<String>,
@@ -183,6 +191,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         stream_creating_ms: args
             .stream_creating_ms
             .or(file.stream_creating_ms)
+            .unwrap_or(0),
+        stream_updating_ms: args
+            .stream_updating_ms
+            .or(file.stream_updating_ms)
+            .unwrap_or(0),
+        stream_deleting_ms: args
+            .stream_deleting_ms
+            .or(file.stream_deleting_ms)
             .unwrap_or(0),
         durability,
         tls,

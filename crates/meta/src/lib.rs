@@ -68,6 +68,8 @@ pub enum StreamMode {
 pub enum StreamStatus {
     Creating,
     Active,
+    Updating,
+    Deleting,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,15 +126,35 @@ pub struct Stream {
     /// Set while server-side encryption is on: the KMS key id given.
     #[serde(default)]
     pub encryption_key_id: Option<String>,
+    /// UPDATING until this time.
+    #[serde(default)]
+    pub updating_until_ms: u64,
+    /// Set by DeleteStream: DELETING until this time, then gone.
+    #[serde(default)]
+    pub deleting_until_ms: Option<u64>,
 }
 
 impl Stream {
     pub fn status(&self, now_ms: u64) -> StreamStatus {
-        if now_ms < self.active_from_ms {
+        if self.deleting_until_ms.is_some() {
+            StreamStatus::Deleting
+        } else if now_ms < self.active_from_ms {
             StreamStatus::Creating
+        } else if now_ms < self.updating_until_ms {
+            StreamStatus::Updating
         } else {
             StreamStatus::Active
         }
+    }
+
+    /// A stream whose deletion has run its course no longer exists.
+    pub fn is_gone(&self, now_ms: u64) -> bool {
+        self.deleting_until_ms.is_some_and(|t| now_ms >= t)
+    }
+
+    /// The stream is UPDATING for `duration_ms` (encryption, record size, resharding).
+    pub fn start_update(&mut self, now_ms: u64, duration_ms: u64) {
+        self.updating_until_ms = now_ms.saturating_add(duration_ms);
     }
 
     /// Increase (or decrease) the retention period, within AWS's bounds.
@@ -368,8 +390,36 @@ impl Catalog {
             shards,
             shard_level_metrics: BTreeSet::new(),
             encryption_key_id: None,
+            updating_until_ms: 0,
+            deleting_until_ms: None,
         };
         Ok(self.streams.entry(cmd.name).or_insert(stream))
+    }
+
+    /// Marks a stream DELETING for `duration_ms`; [`Catalog::sweep`] removes it after.
+    pub fn start_delete(
+        &mut self,
+        name: &str,
+        now_ms: u64,
+        duration_ms: u64,
+    ) -> Result<(), MetaError> {
+        let stream = self.stream_mut(name)?;
+        if stream.deleting_until_ms.is_none() {
+            stream.deleting_until_ms = Some(now_ms.saturating_add(duration_ms));
+        }
+        Ok(())
+    }
+
+    /// Removes the streams whose deletion is over; returns them so that their
+    /// shard logs can be deleted.
+    pub fn sweep(&mut self, now_ms: u64) -> Vec<Stream> {
+        let gone: Vec<String> = self
+            .streams
+            .values()
+            .filter(|s| s.is_gone(now_ms))
+            .map(|s| s.name.clone())
+            .collect();
+        gone.iter().filter_map(|n| self.streams.remove(n)).collect()
     }
 
     /// Removes a stream; returns it so its shard logs can be deleted.
@@ -471,6 +521,20 @@ mod tests {
             c.delete_stream("s").unwrap_err(),
             MetaError::StreamNotFound("s".into())
         );
+    }
+
+    #[test]
+    fn updating_and_deleting_states() {
+        let mut c = Catalog::new();
+        c.create_stream(create("s", 1), 0).unwrap();
+        c.stream_mut("s").unwrap().start_update(100, 50);
+        assert_eq!(c.stream("s").unwrap().status(120), StreamStatus::Updating);
+        assert_eq!(c.stream("s").unwrap().status(150), StreamStatus::Active);
+        c.start_delete("s", 200, 30).unwrap();
+        assert_eq!(c.stream("s").unwrap().status(210), StreamStatus::Deleting);
+        assert!(c.sweep(229).is_empty());
+        assert_eq!(c.sweep(230).len(), 1);
+        assert!(c.stream("s").is_none());
     }
 
     #[test]

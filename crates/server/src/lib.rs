@@ -33,13 +33,17 @@ pub struct Config {
     pub account_id: String,
     /// How long a new stream stays CREATING before it turns ACTIVE.
     pub stream_creating_ms: u64,
+    /// How long a stream stays UPDATING after a settings change (encryption, record size).
+    pub stream_updating_ms: u64,
+    /// How long a deleted stream stays DELETING before it is gone (0: at once).
+    pub stream_deleting_ms: u64,
     /// Largest request body accepted (PutRecords' 10 MiB of data, base64-encoded, fits).
     pub request_body_max_bytes: usize,
     pub durability: sluice_log::Durability,
     /// What DescribeLimits reports (AWS's defaults).
     pub shard_limit: u32,
     pub on_demand_stream_limit: u32,
-    /// How often expired records are trimmed (wall time).
+    /// How often expired records are trimmed and deleted streams swept (wall time).
     pub retention_check_ms: u64,
     /// Access key -> secret key. Empty: any well-formed signature is accepted.
     pub credentials: std::collections::BTreeMap<String, String>,
@@ -55,6 +59,8 @@ impl Default for Config {
             region: "us-east-1".into(),
             account_id: "000000000000".into(),
             stream_creating_ms: 0,
+            stream_updating_ms: 0,
+            stream_deleting_ms: 0,
             request_body_max_bytes: 16 << 20,
             durability: sluice_log::Durability::Sync,
             shard_limit: 500,
@@ -97,7 +103,11 @@ impl Server {
                 tokio::select! {
                     _ = tokio::time::sleep(every) => {
                         let state = trimming.clone();
-                        let _ = tokio::task::spawn_blocking(move || state.apply_retention()).await;
+                        let _ = tokio::task::spawn_blocking(move || {
+                            let _ = state.sweep_deleted();
+                            state.apply_retention()
+                        })
+                        .await;
                     }
                     _ = trim_stop.changed() => break,
                 }

@@ -76,6 +76,19 @@ fn str_of<'a>(input: &'a Value, member: &str) -> Option<&'a str> {
     input.get(member).and_then(Value::as_str)
 }
 
+/// A list-of-strings member (absent: empty).
+fn string_list(input: &Value, member: &str) -> Vec<String> {
+    input
+        .get(member)
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn u64_of(input: &Value, member: &str) -> Option<u64> {
     input.get(member).and_then(Value::as_u64)
 }
@@ -134,16 +147,45 @@ fn with_stream<T>(
 ) -> Result<T, AwsError> {
     let name = stream_name(state, input)?;
     let catalog = state.catalog();
+    let now = state.now_ms();
     let stream = catalog
         .stream(&name)
+        .filter(|s| !s.is_gone(now))
         .ok_or_else(|| not_found(state, &name))?;
     f(stream)
+}
+
+/// Records can be written and read only while the stream is not being deleted.
+fn check_not_deleting(state: &State, stream: &Stream) -> Result<(), AwsError> {
+    if stream.status(state.now_ms()) == StreamStatus::Deleting {
+        return Err(not_found(state, &stream.name));
+    }
+    Ok(())
+}
+
+/// Changes of stream settings need an ACTIVE stream.
+fn check_active(state: &State, stream: &Stream) -> Result<(), AwsError> {
+    let status = stream.status(state.now_ms());
+    if status != StreamStatus::Active {
+        return Err(err(
+            ErrorCode::ResourceInUseException,
+            format!(
+                "Stream {} under account {} not ACTIVE, instead in state {}",
+                stream.name,
+                state.config.account_id,
+                status_name(status)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn status_name(status: StreamStatus) -> &'static str {
     match status {
         StreamStatus::Creating => "CREATING",
         StreamStatus::Active => "ACTIVE",
+        StreamStatus::Updating => "UPDATING",
+        StreamStatus::Deleting => "DELETING",
     }
 }
 
@@ -213,6 +255,7 @@ fn create_stream(state: &State, input: &Value) -> OpResult {
         creating_ms: state.config.stream_creating_ms,
     };
     let now = state.now_ms();
+    state.sweep_deleted().map_err(internal)?;
     let mut catalog = state.catalog();
     let mut next = catalog.clone();
     let stream = next.create_stream(cmd, now).map_err(|_| {
@@ -239,6 +282,19 @@ fn create_stream(state: &State, input: &Value) -> OpResult {
 
 fn delete_stream(state: &State, input: &Value) -> OpResult {
     let name = stream_name(state, input)?;
+    let deleting_ms = state.config.stream_deleting_ms;
+    if deleting_ms > 0 {
+        // DELETING first; the periodic sweep removes it and its data afterwards.
+        let now = state.now_ms();
+        with_stream(state, input, |_| Ok(()))?;
+        let mut catalog = state.catalog();
+        let mut next = catalog.clone();
+        next.start_delete(&name, now, deleting_ms)
+            .map_err(|_| not_found(state, &name))?;
+        state.persist(&next).map_err(internal)?;
+        *catalog = next;
+        return Ok(json!({}));
+    }
     let mut catalog = state.catalog();
     let mut next = catalog.clone();
     let stream = next
@@ -326,7 +382,9 @@ fn list_streams(state: &State, input: &Value) -> OpResult {
         token_start.or_else(|| str_of(input, "ExclusiveStartStreamName").map(str::to_owned));
     let catalog = state.catalog();
     let names: Vec<&str> = catalog
-        .stream_names()
+        .streams()
+        .filter(|s| !s.is_gone(state.now_ms()))
+        .map(|s| s.name.as_str())
         .filter(|n| start.as_deref().is_none_or(|s| *n > s))
         .collect();
     let page = &names[..names.len().min(limit)];
@@ -459,6 +517,7 @@ fn put_record(state: &State, input: &Value) -> OpResult {
     }
     let hash = hash_key(input)?;
     let (shard, log_id, flags, encryption) = with_stream(state, input, |stream| {
+        check_not_deleting(state, stream)?;
         check_record_size(stream, "data", key, &data)?;
         let shard = stream.shard_for_hash_key(hash);
         Ok((
@@ -515,6 +574,7 @@ fn put_records(state: &State, input: &Value) -> OpResult {
     type Routes = (Vec<(String, u64)>, u8, &'static str);
     let (routes, flags, encryption): Routes = with_stream(state, input, |stream| {
         for (i, (k, d)) in keys.iter().zip(&datas).enumerate() {
+            check_not_deleting(state, stream)?;
             check_record_size(stream, &format!("records.{}.member.data", i + 1), k, d)?;
         }
         let routes = hashes
@@ -600,6 +660,7 @@ fn get_shard_iterator(state: &State, input: &Value) -> OpResult {
                     ),
                 )
             })?;
+        check_not_deleting(state, stream)?;
         (shard.index, shard.log_id, stream.created_ms)
     };
     let invalid_seq = |seq: &str| {
@@ -686,6 +747,7 @@ fn get_records(state: &State, input: &Value) -> OpResult {
             .stream(&iterator.stream_name)
             .filter(|s| s.created_ms == iterator.stream_created_ms)
             .ok_or_else(|| not_found(state, &iterator.stream_name))?;
+        check_not_deleting(state, stream)?;
         stream
             .shard(iterator.shard_index)
             .ok_or_else(|| not_found(state, &iterator.stream_name))?
@@ -826,15 +888,7 @@ fn add_tags(state: &State, input: &Value, name: String) -> OpResult {
 }
 
 fn remove_tags(state: &State, input: &Value, name: String) -> OpResult {
-    let keys: Vec<String> = input
-        .get("TagKeys")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
+    let keys: Vec<String> = string_list(input, "TagKeys");
     mutate_stream(state, &name, |stream| {
         stream.remove_tags(&keys);
         Ok(())
@@ -872,8 +926,11 @@ fn list_tags_for_resource(state: &State, input: &Value) -> OpResult {
 fn update_max_record_size(state: &State, input: &Value) -> OpResult {
     let name = stream_name(state, input)?;
     let kib = u64_of(input, "MaxRecordSizeInKiB").unwrap_or(1024) as u32;
+    let (now, updating_ms) = (state.now_ms(), state.config.stream_updating_ms);
     mutate_stream(state, &name, |stream| {
+        check_active(state, stream)?;
         stream.max_record_size_kib = kib;
+        stream.start_update(now, updating_ms);
         Ok(())
     })?;
     Ok(json!({}))
@@ -934,15 +991,7 @@ fn update_account_settings(state: &State, input: &Value) -> OpResult {
 
 fn set_monitoring(state: &State, input: &Value, enable: bool) -> OpResult {
     let name = stream_name(state, input)?;
-    let metrics: Vec<String> = input
-        .get("ShardLevelMetrics")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
+    let metrics: Vec<String> = string_list(input, "ShardLevelMetrics");
     let (before, after) = mutate_stream(state, &name, |stream| {
         Ok(stream.set_metrics(&metrics, enable))
     })?;
@@ -994,8 +1043,11 @@ fn set_encryption(state: &State, input: &Value, start: bool) -> OpResult {
             "EncryptionType must be KMS.",
         ));
     }
+    let (now, updating_ms) = (state.now_ms(), state.config.stream_updating_ms);
     mutate_stream(state, &name, |stream| {
+        check_active(state, stream)?;
         stream.encryption_key_id = if start { Some(key) } else { None };
+        stream.start_update(now, updating_ms);
         Ok(())
     })?;
     Ok(json!({}))

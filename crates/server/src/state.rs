@@ -100,7 +100,28 @@ impl State {
         };
         // The log keeps its trim point in memory only: re-apply retention first.
         state.apply_retention().map_err(io_at(&dir))?;
+        state.sweep_deleted().map_err(io_at(&dir))?;
         Ok(state)
+    }
+
+    /// Removes the streams whose DELETING time is over, and their shard logs.
+    pub fn sweep_deleted(&self) -> std::io::Result<()> {
+        let now = self.now_ms();
+        let gone = {
+            let mut catalog = self.catalog();
+            if !catalog.streams().any(|s| s.is_gone(now)) {
+                return Ok(());
+            }
+            let mut next = catalog.clone();
+            let gone = next.sweep(now);
+            self.persist(&next)?;
+            *catalog = next;
+            gone
+        };
+        for shard in gone.iter().flat_map(|s| &s.shards) {
+            self.log.delete_shard(ShardLogId(shard.log_id))?;
+        }
+        Ok(())
     }
 
     /// Trims every shard log to its stream's retention period.

@@ -15,10 +15,16 @@ struct Harness {
     server: Option<Server>,
     clock: Arc<ManualClock>,
     dir: tempfile::TempDir,
+    tweak: fn(&mut Config),
 }
 
 impl Harness {
     fn new() -> Self {
+        Self::with(|_| {})
+    }
+
+    /// A harness whose server config is adjusted by `tweak`.
+    fn with(tweak: fn(&mut Config)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -31,18 +37,20 @@ impl Harness {
             server: None,
             clock,
             dir,
+            tweak,
         };
         h.start();
         h
     }
 
     fn start(&mut self) {
-        let config = Config {
+        let mut config = Config {
             listen: "127.0.0.1:0".parse().unwrap(),
             data_dir: self.dir.path().to_path_buf(),
             request_body_max_bytes: 1 << 20,
             ..Config::default()
         };
+        (self.tweak)(&mut config);
         let clock = self.clock.clone();
         self.server = Some(self.runtime.block_on(Server::start(config, clock)).unwrap());
     }
@@ -599,4 +607,64 @@ fn a_dropped_put_records_leaves_nothing() {
     let it = h.ok("GetShardIterator", json!({"StreamName": "d", "ShardId": "shardId-000000000000", "ShardIteratorType": "TRIM_HORIZON"}));
     let got = h.ok("GetRecords", json!({"ShardIterator": it["ShardIterator"]}));
     assert_eq!(got["Records"], json!([]));
+}
+
+#[test]
+fn creating_updating_and_deleting_take_their_configured_time() {
+    let h = Harness::with(|c| {
+        c.stream_creating_ms = 1_000;
+        c.stream_updating_ms = 500;
+        c.stream_deleting_ms = 700;
+    });
+    let status = |h: &Harness| {
+        let (code, body) = h.call("DescribeStreamSummary", json!({"StreamName": "t"}));
+        match code {
+            200 => body["StreamDescriptionSummary"]["StreamStatus"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+            _ => body["__type"].as_str().unwrap().to_owned(),
+        }
+    };
+    h.ok("CreateStream", json!({"StreamName": "t", "ShardCount": 1}));
+    assert_eq!(status(&h), "CREATING");
+    h.clock.advance_ms(1_000);
+    assert_eq!(status(&h), "ACTIVE");
+    h.ok(
+        "StartStreamEncryption",
+        json!({"StreamName": "t", "EncryptionType": "KMS", "KeyId": "k"}),
+    );
+    assert_eq!(status(&h), "UPDATING");
+    let (_, kind, message) = h.error("UpdateMaxRecordSize", json!({"StreamARN": "arn:aws:kinesis:us-east-1:000000000000:stream/t", "MaxRecordSizeInKiB": 2048}));
+    assert_eq!(kind, "ResourceInUseException");
+    assert_eq!(
+        message,
+        "Stream t under account 000000000000 not ACTIVE, instead in state UPDATING"
+    );
+    // Writes go on while UPDATING.
+    h.ok(
+        "PutRecord",
+        json!({"StreamName": "t", "PartitionKey": "p", "Data": "aGk="}),
+    );
+    h.clock.advance_ms(500);
+    assert_eq!(status(&h), "ACTIVE");
+    h.ok("DeleteStream", json!({"StreamName": "t"}));
+    assert_eq!(status(&h), "DELETING");
+    let (_, kind, _) = h.error(
+        "PutRecord",
+        json!({"StreamName": "t", "PartitionKey": "p", "Data": "aGk="}),
+    );
+    assert_eq!(kind, "ResourceNotFoundException");
+    let (_, kind, _) = h.error("CreateStream", json!({"StreamName": "t", "ShardCount": 1}));
+    assert_eq!(kind, "ResourceInUseException");
+    h.clock.advance_ms(700);
+    assert_eq!(status(&h), "ResourceNotFoundException");
+    // The name is free again, and the new stream starts empty.
+    h.ok("CreateStream", json!({"StreamName": "t", "ShardCount": 1}));
+    h.clock.advance_ms(1_000);
+    let it = h.ok("GetShardIterator", json!({"StreamName": "t", "ShardId": "shardId-000000000000", "ShardIteratorType": "TRIM_HORIZON"}));
+    assert_eq!(
+        h.ok("GetRecords", json!({"ShardIterator": it["ShardIterator"]}))["Records"],
+        json!([])
+    );
 }
