@@ -229,7 +229,7 @@ fn create_stream(state: &State, input: &Value) -> OpResult {
     };
     let shard_count = match (mode, u64_of(input, "ShardCount")) {
         (StreamMode::OnDemand, _) => 4,
-        (StreamMode::Provisioned, Some(n)) => n as u32,
+        (StreamMode::Provisioned, Some(n)) => u32::try_from(n).unwrap_or(u32::MAX),
         (StreamMode::Provisioned, None) => {
             return Err(err(
                 ErrorCode::InvalidArgumentException,
@@ -246,6 +246,9 @@ fn create_stream(state: &State, input: &Value) -> OpResult {
                 .collect()
         })
         .unwrap_or_default();
+    if tags.len() > sluice_meta::TAGS_PER_STREAM_MAX {
+        return Err(meta_error(state, sluice_meta::MetaError::TooManyTags(name)));
+    }
     let cmd = CreateStream {
         name: name.clone(),
         shard_count,
@@ -257,6 +260,17 @@ fn create_stream(state: &State, input: &Value) -> OpResult {
     let now = state.now_ms();
     state.sweep_deleted().map_err(internal)?;
     let mut catalog = state.catalog();
+    let open = catalog.open_shard_count() as u64;
+    let limit = u64::from(state.config.shard_limit);
+    if open + u64::from(shard_count) > limit {
+        return Err(err(
+            ErrorCode::LimitExceededException,
+            format!(
+                "This request would exceed the shard limit for the account {} in {}. Current shard count for the account: {open}. Limit: {limit}. Number of additional shards that would have resulted from this request: {shard_count}.",
+                state.config.account_id, state.config.region
+            ),
+        ));
+    }
     let mut next = catalog.clone();
     let stream = next.create_stream(cmd, now).map_err(|_| {
         err(
@@ -269,13 +283,21 @@ fn create_stream(state: &State, input: &Value) -> OpResult {
     })?;
     // Shard logs first, then the catalog: a crash in between leaves orphan logs,
     // which the next start deletes, never a catalog naming missing logs.
-    for shard in &stream.shards {
+    let shards: Vec<(u64, u64)> = stream.shards.iter().map(|s| (s.log_id, s.epoch)).collect();
+    let created = shards.iter().try_for_each(|&(log_id, epoch)| {
         state
             .log()
-            .create_shard(sluice_log::ShardLogId(shard.log_id), shard.epoch)
-            .map_err(internal)?;
+            .create_shard(sluice_log::ShardLogId(log_id), epoch)
+            .map(drop)
+            .map_err(internal)
+    });
+    if let Err(e) = created.and_then(|()| state.persist(&next).map_err(internal)) {
+        // Leave nothing behind, so that the ids can be handed out again.
+        for &(log_id, _) in &shards {
+            let _ = state.log().delete_shard(sluice_log::ShardLogId(log_id));
+        }
+        return Err(e);
     }
-    state.persist(&next).map_err(internal)?;
     *catalog = next;
     Ok(json!({}))
 }
@@ -300,6 +322,7 @@ fn delete_stream(state: &State, input: &Value) -> OpResult {
     let stream = next
         .delete_stream(&name)
         .map_err(|_| not_found(state, &name))?;
+    next.resource_policies.remove(&state.stream_arn(&name));
     state.persist(&next).map_err(internal)?;
     *catalog = next;
     drop(catalog);
@@ -360,7 +383,7 @@ fn describe_stream_summary(state: &State, input: &Value) -> OpResult {
 
 fn describe_stream(state: &State, input: &Value) -> OpResult {
     let limit = u64_of(input, "Limit").unwrap_or(100) as usize;
-    let after = str_of(input, "ExclusiveStartShardId").and_then(parse_shard_id);
+    let after = exclusive_start_shard(input)?;
     with_stream(state, input, |stream| {
         let shards: Vec<&Shard> = stream
             .shards
@@ -414,6 +437,18 @@ fn list_streams(state: &State, input: &Value) -> OpResult {
     Ok(out)
 }
 
+fn exclusive_start_shard(input: &Value) -> Result<Option<u32>, AwsError> {
+    match str_of(input, "ExclusiveStartShardId") {
+        None => Ok(None),
+        Some(id) => parse_shard_id(id).map(Some).ok_or_else(|| {
+            err(
+                ErrorCode::InvalidArgumentException,
+                format!("Invalid ExclusiveStartShardId: {id}"),
+            )
+        }),
+    }
+}
+
 fn encode_token(text: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(text)
 }
@@ -444,14 +479,13 @@ fn list_shards(state: &State, input: &Value) -> OpResult {
                 .ok_or_else(|| err(ErrorCode::InvalidArgumentException, "Invalid NextToken."))?;
             (name, Some(index))
         }
-        None => (
-            stream_name(state, input)?,
-            str_of(input, "ExclusiveStartShardId").and_then(parse_shard_id),
-        ),
+        None => (stream_name(state, input)?, exclusive_start_shard(input)?),
     };
     let catalog = state.catalog();
+    let now = state.now_ms();
     let stream = catalog
         .stream(&name)
+        .filter(|s| !s.is_gone(now))
         .ok_or_else(|| not_found(state, &name))?;
     let shards: Vec<&Shard> = stream
         .shards
@@ -527,16 +561,18 @@ fn put_record(state: &State, input: &Value) -> OpResult {
             encryption_type(stream),
         ))
     })?;
-    let log = state
-        .shard_log(log_id)
-        .ok_or_else(|| internal("shard log missing"))?;
+    let gone = || not_found(state, &stream_name(state, input).unwrap_or_default());
+    let log = state.shard_log(log_id).ok_or_else(gone)?;
     let receipt = log
         .append(&[AppendRecord {
             partition_key: key.as_bytes(),
             data: &data,
             flags,
         }])
-        .map_err(internal)?;
+        .map_err(|e| match e {
+            sluice_log::AppendError::Deleted => gone(),
+            other => internal(other),
+        })?;
     Ok(json!({
         "ShardId": shard,
         "SequenceNumber": SequenceNumber(receipt.sequence(0)).to_string(),
@@ -591,44 +627,28 @@ fn put_records(state: &State, input: &Value) -> OpResult {
     for (i, (_, log_id)) in routes.iter().enumerate() {
         by_shard.entry(*log_id).or_default().push(i);
     }
-    let mut results: Vec<Option<Result<u128, String>>> = vec![None; entries.len()];
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = by_shard
-            .iter()
-            .map(|(log_id, indexes)| {
-                let batch: Vec<AppendRecord<'_>> = indexes
-                    .iter()
-                    .map(|&i| AppendRecord {
-                        partition_key: keys[i].as_bytes(),
-                        data: &datas[i],
-                        flags,
-                    })
-                    .collect();
-                let log = state.shard_log(*log_id);
-                scope.spawn(move || match log {
-                    Some(log) => log.append(&batch).map_err(|e| e.to_string()),
-                    None => Err("shard log missing".to_owned()),
-                })
-            })
-            .collect();
-        for ((_, indexes), handle) in by_shard.iter().zip(handles) {
-            let outcome = handle
-                .join()
-                .unwrap_or_else(|_| Err("append panicked".to_owned()));
+    let groups: Vec<(u64, Vec<usize>)> = by_shard.into_iter().collect();
+    let outcomes = append_groups(state, &groups, &keys, &datas, flags);
+    if outcomes
+        .iter()
+        .any(|o| matches!(o, Err(AppendFailure::StreamGone)))
+    {
+        return Err(not_found(state, &stream_name(state, input)?));
+    }
+    let mut results: Vec<Option<u128>> = vec![None; entries.len()];
+    for ((_, indexes), outcome) in groups.iter().zip(&outcomes) {
+        if let Ok(receipt) = outcome {
             for (n, &i) in indexes.iter().enumerate() {
-                results[i] = Some(match &outcome {
-                    Ok(receipt) => Ok(receipt.sequence(n)),
-                    Err(e) => Err(e.clone()),
-                });
+                results[i] = Some(receipt.sequence(n));
             }
         }
-    });
+    }
     let mut failed = 0;
     let records: Vec<Value> = results
         .into_iter()
         .zip(&routes)
         .map(|(r, (shard_id, _))| match r {
-            Some(Ok(seq)) => {
+            Some(seq) => {
                 json!({"SequenceNumber": SequenceNumber(seq).to_string(), "ShardId": shard_id})
             }
             _ => {
@@ -638,6 +658,67 @@ fn put_records(state: &State, input: &Value) -> OpResult {
         })
         .collect();
     Ok(json!({"FailedRecordCount": failed, "Records": records, "EncryptionType": encryption}))
+}
+
+/// Why one shard's append of a PutRecords failed.
+#[derive(Debug)]
+enum AppendFailure {
+    /// The stream was deleted while the request ran.
+    StreamGone,
+    Internal,
+}
+
+/// Most threads one PutRecords uses to append to its shards at once.
+const APPEND_WORKERS_MAX: usize = 8;
+
+/// Appends each group (shard log id, request indexes) as one batch, a few
+/// shards at a time; outcomes in the order of `groups`.
+fn append_groups(
+    state: &State,
+    groups: &[(u64, Vec<usize>)],
+    keys: &[&str],
+    datas: &[Vec<u8>],
+    flags: u8,
+) -> Vec<Result<sluice_log::AppendReceipt, AppendFailure>> {
+    let append = |(log_id, indexes): &(u64, Vec<usize>)| {
+        let log = state.shard_log(*log_id).ok_or(AppendFailure::StreamGone)?;
+        let batch: Vec<AppendRecord<'_>> = indexes
+            .iter()
+            .map(|&i| AppendRecord {
+                partition_key: keys[i].as_bytes(),
+                data: &datas[i],
+                flags,
+            })
+            .collect();
+        log.append(&batch).map_err(|e| match e {
+            sluice_log::AppendError::Deleted => AppendFailure::StreamGone,
+            _ => AppendFailure::Internal,
+        })
+    };
+    if groups.len() == 1 {
+        return vec![append(&groups[0])];
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let outcomes = std::sync::Mutex::new((0..groups.len()).map(|_| None).collect::<Vec<_>>());
+    let work = || loop {
+        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let Some(group) = groups.get(i) else { break };
+        let outcome = append(group);
+        outcomes.lock().unwrap()[i] = Some(outcome);
+    };
+    std::thread::scope(|scope| {
+        for _ in 1..groups.len().min(APPEND_WORKERS_MAX) {
+            // If a thread cannot be had, the others (and this one) do its share.
+            let _ = std::thread::Builder::new().spawn_scoped(scope, work);
+        }
+        work();
+    });
+    outcomes
+        .into_inner()
+        .unwrap()
+        .into_iter()
+        .map(|o| o.unwrap_or(Err(AppendFailure::Internal)))
+        .collect()
 }
 
 fn get_shard_iterator(state: &State, input: &Value) -> OpResult {
@@ -812,6 +893,7 @@ fn mutate_stream<T>(
     let mut catalog = state.catalog();
     let mut next = catalog.clone();
     let stream = next.stream_mut(name).map_err(|e| meta_error(state, e))?;
+    check_not_deleting(state, stream)?;
     let out = f(stream)?;
     state.persist(&next).map_err(internal)?;
     *catalog = next;

@@ -217,6 +217,7 @@ fn authenticate(
                 "The security token included in the request is invalid.",
             )
         })?;
+    sigv4::check_scope(&request, &signature, state.now_ms())?;
     if !sigv4::verify(&request, &signature, secret) {
         return Err(AwsError::new(
             ErrorCode::InvalidSignatureException,

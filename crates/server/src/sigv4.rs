@@ -125,6 +125,66 @@ fn build(
     })
 }
 
+/// How far a signature's time may be from the server's (AWS: 15 minutes).
+pub const SKEW_MAX_MS: u64 = 15 * 60 * 1000;
+
+/// Checks what the signature covers before its value: the body's hash (when
+/// the client sent one), that `host` is signed, and the time.
+pub fn check_scope(req: &RequestParts<'_>, sig: &Signature, now_ms: u64) -> Result<(), AwsError> {
+    let invalid = |m: String| AwsError::new(ErrorCode::InvalidSignatureException, m);
+    if let Some(claimed) = req.headers.get("x-amz-content-sha256") {
+        if *claimed != hex(&Sha256::digest(req.body)) {
+            return Err(invalid(
+                "The provided 'x-amz-content-sha256' header does not match what was computed."
+                    .into(),
+            ));
+        }
+    }
+    if !sig
+        .signed_headers
+        .iter()
+        .any(|h| h == "host" || h == ":authority")
+    {
+        return Err(incomplete("'Host' must be a signed header.".to_owned()));
+    }
+    let at = parse_amz_date(&sig.amz_date)
+        .ok_or_else(|| incomplete(format!("Invalid X-Amz-Date: {}", sig.amz_date)))?;
+    if !sig.amz_date.starts_with(&sig.date) {
+        return Err(invalid(
+            "The credential date does not match X-Amz-Date.".into(),
+        ));
+    }
+    if at.abs_diff(now_ms) > SKEW_MAX_MS {
+        return Err(invalid(format!(
+            "Signature expired: {} is outside the allowed skew of 15 minutes from the server's time.",
+            sig.amz_date
+        )));
+    }
+    Ok(())
+}
+
+/// `20150830T123600Z` as milliseconds since the epoch.
+fn parse_amz_date(s: &str) -> Option<u64> {
+    let b = s.as_bytes();
+    if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, m, d) = (num(0..4)?, num(4..6)?, num(6..8)?);
+    let (hh, mm, ss) = (num(9..11)?, num(11..13)?, num(13..15)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(((days * 86_400 + hh * 3600 + mm * 60 + ss) * 1000).max(0)).ok()
+}
+
 /// Recomputes the signature with `secret`; true if it matches.
 pub fn verify(req: &RequestParts<'_>, sig: &Signature, secret: &str) -> bool {
     let canonical = canonical_request(req, sig);
@@ -293,6 +353,62 @@ mod tests {
             "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
         ));
         assert!(!verify(&req, &sig, "wrong"));
+    }
+
+    #[test]
+    fn amz_dates_and_scope_checks() {
+        assert_eq!(parse_amz_date("19700101T000000Z"), Some(0));
+        assert_eq!(parse_amz_date("20150830T123600Z"), Some(1_440_938_160_000));
+        assert_eq!(parse_amz_date("20150830T123600"), None);
+        assert_eq!(parse_amz_date("20151330T123600Z"), None);
+        let mut headers = BTreeMap::from([
+            ("host".to_owned(), "example.amazonaws.com".to_owned()),
+            ("x-amz-date".to_owned(), "20150830T123600Z".to_owned()),
+            ("authorization".to_owned(), "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, SignedHeaders=host;x-amz-date, Signature=00".to_owned()),
+        ]);
+        let now = 1_440_938_160_000;
+        let req = RequestParts {
+            method: "POST",
+            path: "/",
+            query: None,
+            headers: &headers,
+            body: b"{}",
+        };
+        let sig = parse(&req).unwrap();
+        check_scope(&req, &sig, now).unwrap();
+        check_scope(&req, &sig, now + SKEW_MAX_MS).unwrap();
+        assert_eq!(
+            check_scope(&req, &sig, now + SKEW_MAX_MS + 1)
+                .unwrap_err()
+                .code,
+            ErrorCode::InvalidSignatureException
+        );
+        headers.insert("x-amz-content-sha256".into(), "00".into());
+        let req = RequestParts {
+            method: "POST",
+            path: "/",
+            query: None,
+            headers: &headers,
+            body: b"{}",
+        };
+        assert_eq!(
+            check_scope(&req, &sig, now).unwrap_err().code,
+            ErrorCode::InvalidSignatureException
+        );
+        headers.remove("x-amz-content-sha256");
+        headers.insert("authorization".into(), "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, SignedHeaders=x-amz-date, Signature=00".into());
+        let req = RequestParts {
+            method: "POST",
+            path: "/",
+            query: None,
+            headers: &headers,
+            body: b"{}",
+        };
+        let sig = parse(&req).unwrap();
+        assert_eq!(
+            check_scope(&req, &sig, now).unwrap_err().code,
+            ErrorCode::IncompleteSignatureException
+        );
     }
 
     #[test]

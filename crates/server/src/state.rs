@@ -28,6 +28,8 @@ pub enum StateError {
     InUse(PathBuf),
     #[error("TLS: {0}")]
     Tls(String),
+    #[error("{0} is missing but the data directory holds shard logs; refusing to start rather than delete them")]
+    MissingCatalog(PathBuf),
 }
 
 #[derive(Debug)]
@@ -68,9 +70,9 @@ impl State {
             Err(std::fs::TryLockError::Error(e)) => return Err(io_at(&lock_path)(e)),
         }
         let catalog_path = dir.join(CATALOG_FILE);
-        let catalog = match std::fs::read(&catalog_path) {
-            Ok(bytes) => Catalog::from_snapshot(&bytes)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Catalog::new(),
+        let (catalog, catalog_missing) = match std::fs::read(&catalog_path) {
+            Ok(bytes) => (Catalog::from_snapshot(&bytes)?, false),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (Catalog::new(), true),
             Err(e) => return Err(io_at(&catalog_path)(e)),
         };
         let iterator_key = load_or_create_key(&dir.join(KEY_FILE))?;
@@ -79,6 +81,9 @@ impl State {
             ..LogOptions::default()
         };
         let log = Log::open(Arc::new(OsStorage), dir.join("log"), options, clock.clone())?;
+        if catalog_missing && !log.shard_ids().is_empty() {
+            return Err(StateError::MissingCatalog(catalog_path));
+        }
         // Shard logs whose stream is gone (a crash between the two deletes) go now.
         let live: std::collections::HashSet<u64> = catalog
             .stream_names()
@@ -114,6 +119,10 @@ impl State {
             }
             let mut next = catalog.clone();
             let gone = next.sweep(now);
+            for stream in &gone {
+                next.resource_policies
+                    .remove(&self.stream_arn(&stream.name));
+            }
             self.persist(&next)?;
             *catalog = next;
             gone

@@ -668,3 +668,67 @@ fn creating_updating_and_deleting_take_their_configured_time() {
         json!([])
     );
 }
+
+#[test]
+fn limits_and_bad_paging_inputs_are_refused_cleanly() {
+    let h = Harness::new();
+    // The model has no maximum ShardCount: the account shard limit is the guard.
+    for count in [501u64, 1 << 40] {
+        let (_, kind, message) = h.error(
+            "CreateStream",
+            json!({"StreamName": "huge", "ShardCount": count}),
+        );
+        assert_eq!(kind, "LimitExceededException");
+        assert!(
+            message.starts_with(
+                "This request would exceed the shard limit for the account 000000000000"
+            ),
+            "{message}"
+        );
+    }
+    let tags: serde_json::Map<String, Value> =
+        (0..51).map(|i| (format!("k{i}"), json!("v"))).collect();
+    let (_, kind, _) = h.error(
+        "CreateStream",
+        json!({"StreamName": "t", "ShardCount": 1, "Tags": tags}),
+    );
+    assert_eq!(kind, "InvalidArgumentException");
+    h.ok("CreateStream", json!({"StreamName": "s", "ShardCount": 2}));
+    let (_, kind, _) = h.error(
+        "ListShards",
+        json!({"StreamName": "s", "ExclusiveStartShardId": "bogus"}),
+    );
+    assert_eq!(kind, "InvalidArgumentException");
+    let (_, kind, _) = h.error(
+        "DescribeStream",
+        json!({"StreamName": "s", "ExclusiveStartShardId": "bogus"}),
+    );
+    assert_eq!(kind, "InvalidArgumentException");
+    // A missing catalog next to existing shard logs stops the start instead of deleting them.
+    let mut h = h;
+    let server = h.server.take().unwrap();
+    h.runtime.block_on(server.stop());
+    std::fs::remove_file(h.dir.path().join("catalog.json")).unwrap();
+    let config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: h.dir.path().to_path_buf(),
+        ..Config::default()
+    };
+    let err = h
+        .runtime
+        .block_on(Server::start(config, h.clock.clone()))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("is missing but the data directory holds shard logs"),
+        "{err}"
+    );
+    assert!(h
+        .dir
+        .path()
+        .join("log/shards")
+        .read_dir()
+        .unwrap()
+        .next()
+        .is_some());
+}
