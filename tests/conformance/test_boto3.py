@@ -156,7 +156,7 @@ def test_signatures_are_verified_when_credentials_are_configured(tmp_path):
 
     binary = os.environ.get("SLUICE_BIN", str(ROOT / "target" / "debug" / "sluice"))
     proc = subprocess.Popen(
-        [binary, "serve", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path), "--credentials", "AKIDGOOD:good-secret"],
+        [binary, "serve", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path), "--credentials", "AKIDGOOD:good-secret:999988887777,AKIDPLAIN:plain-secret"],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -171,6 +171,10 @@ def test_signatures_are_verified_when_credentials_are_configured(tmp_path):
         good.create_stream(StreamName="signed", ShardCount=1)
         good.put_record(StreamName="signed", Data=b"x" * 1000, PartitionKey="p/with spaces&symbols=")
         assert good.list_streams()["StreamNames"] == ["signed"]
+        # The account configured for the key, else the default account.
+        summary = good.describe_stream_summary(StreamName="signed")["StreamDescriptionSummary"]
+        assert summary["StreamARN"] == "arn:aws:kinesis:us-east-1:999988887777:stream/signed"
+        assert client("AKIDPLAIN", "plain-secret").list_streams()["StreamNames"] == []
         with pytest.raises(ClientError) as e:
             client("AKIDGOOD", "wrong-secret").list_streams()
         assert error_of(e)[0] == "InvalidSignatureException"
@@ -213,3 +217,45 @@ def test_tls(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_accounts_come_from_access_keys(endpoint):
+    """A 12-digit access key acts as that account (LocalStack's convention);
+    any other key acts as the default account. Accounts never see each other."""
+    from botocore.config import Config
+    import boto3
+
+    def client(key):
+        return boto3.client("kinesis", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id=key,
+                            aws_secret_access_key="secret", config=Config(retries={"max_attempts": 1}))
+
+    default, alice, bob = client("AKIDEXAMPLE"), client("111122223333"), client("444455556666")
+    alice.create_stream(StreamName="shared-name", ShardCount=1)
+    bob.create_stream(StreamName="shared-name", ShardCount=2)
+    a = alice.describe_stream_summary(StreamName="shared-name")["StreamDescriptionSummary"]
+    b = bob.describe_stream_summary(StreamName="shared-name")["StreamDescriptionSummary"]
+    assert a["StreamARN"] == "arn:aws:kinesis:us-east-1:111122223333:stream/shared-name"
+    assert (a["OpenShardCount"], b["OpenShardCount"]) == (1, 2)
+    assert "shared-name" in alice.list_streams()["StreamNames"]
+    assert "shared-name" not in default.list_streams()["StreamNames"]
+    with pytest.raises(ClientError) as e:
+        default.describe_stream_summary(StreamName="shared-name")
+    assert error_of(e) == ("ResourceNotFoundException", "Stream shared-name under account 000000000000 not found.")
+    # Another account's ARN is not found either.
+    with pytest.raises(ClientError) as e:
+        bob.describe_stream_summary(StreamARN=a["StreamARN"])
+    assert error_of(e)[0] == "ResourceNotFoundException"
+    # The shard limit and DescribeLimits count per account.
+    assert alice.describe_limits()["OpenShardCount"] == 1
+    assert bob.describe_limits()["OpenShardCount"] == 2
+    # Iterators are bound to the account they were issued to.
+    alice.put_record(StreamName="shared-name", Data=b"a", PartitionKey="p")
+    it = alice.get_shard_iterator(StreamName="shared-name", ShardId="shardId-000000000000",
+                                  ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+    with pytest.raises(ClientError) as e:
+        bob.get_records(ShardIterator=it)
+    assert error_of(e) == ("InvalidArgumentException", "Invalid ShardIterator.")
+    assert [r["Data"] for r in alice.get_records(ShardIterator=it)["Records"]] == [b"a"]
+    alice.delete_stream(StreamName="shared-name")
+    assert bob.describe_stream_summary(StreamName="shared-name")["StreamDescriptionSummary"]["OpenShardCount"] == 2
+    bob.delete_stream(StreamName="shared-name")

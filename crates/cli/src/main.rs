@@ -44,6 +44,10 @@ struct ServeArgs {
     /// The region in ARNs [default: us-east-1].
     #[arg(long, env = "SLUICE_REGION")]
     region: Option<String>,
+    /// The account of callers whose access key is not a 12-digit account id
+    /// and has no account configured [default: 000000000000].
+    #[arg(long, env = "SLUICE_ACCOUNT_ID")]
+    account_id: Option<String>,
     /// How long a new stream stays CREATING before it is ACTIVE, in milliseconds [default: 0].
     #[arg(long, env = "SLUICE_STREAM_CREATING_MS")]
     stream_creating_ms: Option<u64>,
@@ -57,9 +61,9 @@ struct ServeArgs {
     /// this many milliseconds later (a number) [default: sync].
     #[arg(long, env = "SLUICE_FSYNC")]
     fsync: Option<String>,
-    /// Verify SigV4 signatures against these credentials, `ACCESS_KEY:SECRET_KEY`
-    /// (repeat, or comma-separate in the variable). Without any, every
-    /// well-formed signature is accepted.
+    /// Verify SigV4 signatures against these credentials,
+    /// `ACCESS_KEY:SECRET_KEY[:ACCOUNT_ID]` (repeat, or comma-separate in the
+    /// variable). Without any, every well-formed signature is accepted.
     #[arg(
         long = "credentials",
         env = "SLUICE_CREDENTIALS",
@@ -85,6 +89,7 @@ struct FileConfig {
     listen: Option<std::net::SocketAddr>,
     data_dir: Option<PathBuf>,
     region: Option<String>,
+    account_id: Option<String>,
     stream_creating_ms: Option<u64>,
     stream_updating_ms: Option<u64>,
     stream_deleting_ms: Option<u64>,
@@ -163,10 +168,33 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     let mut credentials = std::collections::BTreeMap::new();
     for pair in &pairs {
-        let (access, secret) = pair.split_once(':').ok_or_else(|| {
-            anyhow::anyhow!("credentials take ACCESS_KEY:SECRET_KEY, not {pair:?}")
-        })?;
-        credentials.insert(access.to_owned(), secret.to_owned());
+        let bad =
+            || anyhow::anyhow!("credentials take ACCESS_KEY:SECRET_KEY[:ACCOUNT_ID], not {pair:?}");
+        let (access, rest) = pair.split_once(':').ok_or_else(bad)?;
+        let (secret, account_id) = match rest.split_once(':') {
+            Some((secret, account)) if sluice_server::is_account_id(account) => {
+                (secret, Some(account.to_owned()))
+            }
+            Some(_) => return Err(bad()),
+            None => (rest, None),
+        };
+        if access.is_empty() || secret.is_empty() {
+            return Err(bad());
+        }
+        credentials.insert(
+            access.to_owned(),
+            sluice_server::Credential {
+                secret: secret.to_owned(),
+                account_id,
+            },
+        );
+    }
+    let account_id = args
+        .account_id
+        .or(file.account_id)
+        .unwrap_or_else(|| sluice_server::Config::default().account_id);
+    if !sluice_server::is_account_id(&account_id) {
+        anyhow::bail!("an account id is 12 digits, not {account_id:?}");
     }
     let tls = match (
         args.tls_cert.or(file.tls_cert),
@@ -179,6 +207,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let defaults = sluice_server::Config::default();
     let config = sluice_server::Config {
         credentials,
+        account_id,
         listen: args.listen.or(file.listen).unwrap_or(defaults.listen),
         data_dir: args
             .data_dir

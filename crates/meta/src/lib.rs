@@ -27,6 +27,12 @@ pub const SHARD_LEVEL_METRICS: [&str; 7] = [
 ];
 /// How long a minimum-throughput billing commitment lasts at least (Sluice's choice).
 pub const COMMITMENT_MIN_MS: u64 = 24 * 3600 * 1000;
+/// The account of streams from snapshots written before accounts existed.
+pub const DEFAULT_ACCOUNT: &str = "000000000000";
+
+fn default_account() -> String {
+    DEFAULT_ACCOUNT.to_owned()
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MetaError {
@@ -111,6 +117,9 @@ pub fn parse_shard_id(id: &str) -> Option<u32> {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stream {
+    /// The owning account: streams of different accounts never see each other.
+    #[serde(default = "default_account")]
+    pub account: String,
     pub name: String,
     pub created_ms: u64,
     /// CREATING until this time, then ACTIVE.
@@ -241,6 +250,7 @@ impl Stream {
 /// What CreateStream asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CreateStream {
+    pub account: String,
     pub name: String,
     pub shard_count: u32,
     pub mode: StreamMode,
@@ -299,14 +309,21 @@ impl Commitment {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Catalog {
+    /// Streams by `account/name` (names cannot contain `/`), so that one
+    /// account's streams are a contiguous range in name order.
     streams: BTreeMap<String, Stream>,
     next_log_id: u64,
     next_epoch: u64,
-    /// Resource policies by resource ARN.
+    /// Resource policies by resource ARN (which names the account).
     #[serde(default)]
     pub resource_policies: BTreeMap<String, String>,
+    /// Minimum-throughput billing commitments by account.
     #[serde(default)]
-    pub commitment: Commitment,
+    pub commitments: BTreeMap<String, Commitment>,
+}
+
+fn key(account: &str, name: &str) -> String {
+    format!("{account}/{name}")
 }
 
 impl Catalog {
@@ -316,44 +333,65 @@ impl Catalog {
             next_log_id: 1,
             next_epoch: 1,
             resource_policies: BTreeMap::new(),
-            commitment: Commitment::default(),
+            commitments: BTreeMap::new(),
         }
     }
 
     pub fn from_snapshot(bytes: &[u8]) -> Result<Self, MetaError> {
-        serde_json::from_slice(bytes).map_err(|e| MetaError::Snapshot(e.to_string()))
+        let mut catalog: Self =
+            serde_json::from_slice(bytes).map_err(|e| MetaError::Snapshot(e.to_string()))?;
+        // Snapshots from before accounts keyed streams by bare name.
+        if catalog.streams.keys().any(|k| !k.contains('/')) {
+            let streams = std::mem::take(&mut catalog.streams);
+            catalog.streams = streams
+                .into_values()
+                .map(|s| (key(&s.account, &s.name), s))
+                .collect();
+        }
+        Ok(catalog)
     }
 
     pub fn snapshot(&self) -> Vec<u8> {
         serde_json::to_vec_pretty(self).expect("the catalog serializes")
     }
 
-    pub fn stream(&self, name: &str) -> Option<&Stream> {
-        self.streams.get(name)
+    pub fn stream(&self, account: &str, name: &str) -> Option<&Stream> {
+        self.streams.get(&key(account, name))
     }
 
-    pub fn stream_mut(&mut self, name: &str) -> Result<&mut Stream, MetaError> {
+    pub fn stream_mut(&mut self, account: &str, name: &str) -> Result<&mut Stream, MetaError> {
         self.streams
-            .get_mut(name)
+            .get_mut(&key(account, name))
             .ok_or_else(|| MetaError::StreamNotFound(name.to_owned()))
     }
 
+    /// Every account's streams.
     pub fn streams(&self) -> impl Iterator<Item = &Stream> {
         self.streams.values()
     }
 
-    /// Stream names in order (ListStreams' order).
-    pub fn stream_names(&self) -> impl Iterator<Item = &str> {
-        self.streams.keys().map(String::as_str)
+    /// One account's streams in name order (ListStreams' order).
+    pub fn streams_of<'a>(&'a self, account: &str) -> impl Iterator<Item = &'a Stream> + 'a {
+        let prefix = key(account, "");
+        self.streams
+            .range(prefix.clone()..)
+            .take_while(move |(k, _)| k.starts_with(&prefix))
+            .map(|(_, s)| s)
     }
 
-    pub fn open_shard_count(&self) -> usize {
-        self.streams.values().map(|s| s.shards.len()).sum()
+    /// Open shards of one account (the shard limit is per account).
+    pub fn open_shard_count(&self, account: &str) -> usize {
+        self.streams_of(account).map(|s| s.shards.len()).sum()
+    }
+
+    pub fn commitment(&self, account: &str) -> Commitment {
+        self.commitments.get(account).cloned().unwrap_or_default()
     }
 
     /// Creates a stream whose shards split the hash-key space evenly, as AWS does.
     pub fn create_stream(&mut self, cmd: CreateStream, now_ms: u64) -> Result<&Stream, MetaError> {
-        if self.streams.contains_key(&cmd.name) {
+        let stream_key = key(&cmd.account, &cmd.name);
+        if self.streams.contains_key(&stream_key) {
             return Err(MetaError::StreamExists(cmd.name));
         }
         let n = u128::from(cmd.shard_count.max(1));
@@ -380,6 +418,7 @@ impl Catalog {
             })
             .collect();
         let stream = Stream {
+            account: cmd.account,
             name: cmd.name.clone(),
             created_ms: now_ms,
             active_from_ms: now_ms.saturating_add(cmd.creating_ms),
@@ -393,17 +432,18 @@ impl Catalog {
             updating_until_ms: 0,
             deleting_until_ms: None,
         };
-        Ok(self.streams.entry(cmd.name).or_insert(stream))
+        Ok(self.streams.entry(stream_key).or_insert(stream))
     }
 
     /// Marks a stream DELETING for `duration_ms`; [`Catalog::sweep`] removes it after.
     pub fn start_delete(
         &mut self,
+        account: &str,
         name: &str,
         now_ms: u64,
         duration_ms: u64,
     ) -> Result<(), MetaError> {
-        let stream = self.stream_mut(name)?;
+        let stream = self.stream_mut(account, name)?;
         if stream.deleting_until_ms.is_none() {
             stream.deleting_until_ms = Some(now_ms.saturating_add(duration_ms));
         }
@@ -415,17 +455,17 @@ impl Catalog {
     pub fn sweep(&mut self, now_ms: u64) -> Vec<Stream> {
         let gone: Vec<String> = self
             .streams
-            .values()
-            .filter(|s| s.is_gone(now_ms))
-            .map(|s| s.name.clone())
+            .iter()
+            .filter(|(_, s)| s.is_gone(now_ms))
+            .map(|(k, _)| k.clone())
             .collect();
         gone.iter().filter_map(|n| self.streams.remove(n)).collect()
     }
 
     /// Removes a stream; returns it so its shard logs can be deleted.
-    pub fn delete_stream(&mut self, name: &str) -> Result<Stream, MetaError> {
+    pub fn delete_stream(&mut self, account: &str, name: &str) -> Result<Stream, MetaError> {
         self.streams
-            .remove(name)
+            .remove(&key(account, name))
             .ok_or_else(|| MetaError::StreamNotFound(name.to_owned()))
     }
 }
@@ -463,10 +503,13 @@ mod decimal {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const A: &str = DEFAULT_ACCOUNT;
     use proptest::prelude::*;
 
     fn create(name: &str, shard_count: u32) -> CreateStream {
         CreateStream {
+            account: DEFAULT_ACCOUNT.into(),
             name: name.into(),
             shard_count,
             mode: StreamMode::Provisioned,
@@ -474,6 +517,54 @@ mod tests {
             tags: BTreeMap::new(),
             creating_ms: 0,
         }
+    }
+
+    #[test]
+    fn accounts_are_separate_namespaces() {
+        let mut c = Catalog::new();
+        let other = "123456789012";
+        c.create_stream(create("s", 2), 0).unwrap();
+        c.create_stream(create("t", 1), 0).unwrap();
+        let mut theirs = create("s", 3);
+        theirs.account = other.into();
+        c.create_stream(theirs, 0).unwrap();
+        assert_eq!(c.stream(A, "s").unwrap().shards.len(), 2);
+        assert_eq!(c.stream(other, "s").unwrap().shards.len(), 3);
+        assert!(c.stream(other, "t").is_none());
+        let names = |acct| {
+            c.streams_of(acct)
+                .map(|s| s.name.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(A), ["s", "t"]);
+        assert_eq!(names(other), ["s"]);
+        assert!(
+            names("12345678901").is_empty(),
+            "a prefix of an account is not it"
+        );
+        assert_eq!(c.open_shard_count(A), 3);
+        assert_eq!(c.open_shard_count(other), 3);
+        // Log ids and epochs stay unique across accounts.
+        let ids: BTreeSet<u64> = c
+            .streams()
+            .flat_map(|s| s.shards.iter().map(|h| h.log_id))
+            .collect();
+        assert_eq!(ids.len(), 6);
+        c.delete_stream(other, "s").unwrap();
+        assert!(c.stream(A, "s").is_some());
+    }
+
+    #[test]
+    fn snapshots_from_before_accounts_load_into_the_default_account() {
+        let mut c = Catalog::new();
+        c.create_stream(create("old", 1), 0).unwrap();
+        let mut v: serde_json::Value = serde_json::from_slice(&c.snapshot()).unwrap();
+        let stream = v["streams"]["000000000000/old"].take();
+        let mut stream = stream.as_object().unwrap().clone();
+        stream.remove("account");
+        v["streams"] = serde_json::json!({"old": stream});
+        let back = Catalog::from_snapshot(&serde_json::to_vec(&v).unwrap()).unwrap();
+        assert_eq!(back, c);
     }
 
     #[test]
@@ -499,8 +590,14 @@ mod tests {
         let mut cmd = create("s", 3);
         cmd.creating_ms = 500;
         c.create_stream(cmd.clone(), 1_000).unwrap();
-        assert_eq!(c.stream("s").unwrap().status(1_499), StreamStatus::Creating);
-        assert_eq!(c.stream("s").unwrap().status(1_500), StreamStatus::Active);
+        assert_eq!(
+            c.stream(A, "s").unwrap().status(1_499),
+            StreamStatus::Creating
+        );
+        assert_eq!(
+            c.stream(A, "s").unwrap().status(1_500),
+            StreamStatus::Active
+        );
         assert_eq!(
             c.create_stream(cmd, 2_000).unwrap_err(),
             MetaError::StreamExists("s".into())
@@ -509,16 +606,16 @@ mod tests {
         assert_eq!(back, c);
         c.create_stream(create("t", 1), 0).unwrap();
         let epochs: Vec<u64> = c
-            .stream("t")
+            .stream(A, "t")
             .unwrap()
             .shards
             .iter()
             .map(|s| s.epoch)
             .collect();
         assert!(epochs.iter().all(|e| *e > 3), "epochs are never reused");
-        c.delete_stream("s").unwrap();
+        c.delete_stream(A, "s").unwrap();
         assert_eq!(
-            c.delete_stream("s").unwrap_err(),
+            c.delete_stream(A, "s").unwrap_err(),
             MetaError::StreamNotFound("s".into())
         );
     }
@@ -527,21 +624,27 @@ mod tests {
     fn updating_and_deleting_states() {
         let mut c = Catalog::new();
         c.create_stream(create("s", 1), 0).unwrap();
-        c.stream_mut("s").unwrap().start_update(100, 50);
-        assert_eq!(c.stream("s").unwrap().status(120), StreamStatus::Updating);
-        assert_eq!(c.stream("s").unwrap().status(150), StreamStatus::Active);
-        c.start_delete("s", 200, 30).unwrap();
-        assert_eq!(c.stream("s").unwrap().status(210), StreamStatus::Deleting);
+        c.stream_mut(A, "s").unwrap().start_update(100, 50);
+        assert_eq!(
+            c.stream(A, "s").unwrap().status(120),
+            StreamStatus::Updating
+        );
+        assert_eq!(c.stream(A, "s").unwrap().status(150), StreamStatus::Active);
+        c.start_delete(A, "s", 200, 30).unwrap();
+        assert_eq!(
+            c.stream(A, "s").unwrap().status(210),
+            StreamStatus::Deleting
+        );
         assert!(c.sweep(229).is_empty());
         assert_eq!(c.sweep(230).len(), 1);
-        assert!(c.stream("s").is_none());
+        assert!(c.stream(A, "s").is_none());
     }
 
     #[test]
     fn retention_tags_metrics_and_commitment_rules() {
         let mut c = Catalog::new();
         c.create_stream(create("s", 1), 0).unwrap();
-        let s = c.stream_mut("s").unwrap();
+        let s = c.stream_mut(A, "s").unwrap();
         assert_eq!(
             s.set_retention(23, true),
             Err(MetaError::RetentionTooShort(23))

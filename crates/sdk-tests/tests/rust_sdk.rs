@@ -139,3 +139,200 @@ async fn stream_lifecycle_put_and_get() {
         .unwrap();
     server.stop().await;
 }
+
+/// Signs `body` for `operation` in the query-string (presigned) form with the
+/// SDKs' own signer, at `time`, good for `expires`.
+fn presign(
+    addr: std::net::SocketAddr,
+    operation: &str,
+    body: &[u8],
+    secret: &str,
+    time: std::time::SystemTime,
+    expires: std::time::Duration,
+) -> String {
+    use aws_sigv4::http_request::{
+        sign, SignableBody, SignableRequest, SignatureLocation, SigningSettings,
+    };
+    let identity: aws_smithy_runtime_api::client::identity::Identity =
+        Credentials::new("AKIDPRESIGN", secret, None, None, "test").into();
+    let mut settings = SigningSettings::default();
+    settings.signature_location = SignatureLocation::QueryParams;
+    settings.expires_in = Some(expires);
+    let params = aws_sigv4::sign::v4::SigningParams::builder()
+        .identity(&identity)
+        .region("us-east-1")
+        .name("kinesis")
+        .time(time)
+        .settings(settings)
+        .build()
+        .unwrap()
+        .into();
+    let target = format!("Kinesis_20131202.{operation}");
+    let headers = [
+        ("content-type", "application/x-amz-json-1.1"),
+        ("x-amz-target", target.as_str()),
+    ];
+    let signable = SignableRequest::new(
+        "POST",
+        format!("http://{addr}/"),
+        headers.into_iter(),
+        SignableBody::Bytes(body),
+    )
+    .unwrap();
+    let (instructions, _) = sign(signable, &params).unwrap().into_parts();
+    assert_eq!(
+        instructions.headers().count(),
+        0,
+        "a presigned request carries its signature in the query"
+    );
+    let encode = |s: &str| -> String {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    };
+    let query: Vec<String> = instructions
+        .params()
+        .iter()
+        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+        .collect();
+    format!(
+        "POST /?{} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-amz-json-1.1\r\nX-Amz-Target: {target}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        query.join("&"),
+        body.len()
+    )
+}
+
+/// Sends a request head and body over HTTP/1.1; returns (status, JSON body).
+fn send(addr: std::net::SocketAddr, head: &str, body: &[u8]) -> (u16, serde_json::Value) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let split = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&out[..split]);
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    assert!(
+        !head.to_ascii_lowercase().contains("chunked"),
+        "answers carry a length"
+    );
+    let json = serde_json::from_slice(&out[split + 4..]).unwrap_or_default();
+    (status, json)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presigned_query_string_requests_are_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().to_path_buf(),
+        credentials: [(
+            "AKIDPRESIGN".to_owned(),
+            sluice_server::Credential {
+                secret: "presign-secret".to_owned(),
+                account_id: Some("444455556666".to_owned()),
+            },
+        )]
+        .into(),
+        ..Config::default()
+    };
+    let server = Server::start(config, Arc::new(sluice_model::SystemClock))
+        .await
+        .unwrap();
+    let addr = server.local_addr();
+    let now = std::time::SystemTime::now();
+    let minute = std::time::Duration::from_secs(60);
+    let result = tokio::task::spawn_blocking(move || {
+        let create = br#"{"StreamName":"signed","ShardCount":1}"#;
+        let head = presign(
+            addr,
+            "CreateStream",
+            create,
+            "presign-secret",
+            now,
+            5 * minute,
+        );
+        assert_eq!(send(addr, &head, create), (200, serde_json::json!({})));
+
+        // The account comes from the access key's configuration.
+        let describe = br#"{"StreamName":"signed"}"#;
+        let head = presign(
+            addr,
+            "DescribeStreamSummary",
+            describe,
+            "presign-secret",
+            now,
+            5 * minute,
+        );
+        let (status, body) = send(addr, &head, describe);
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            body["StreamDescriptionSummary"]["StreamARN"],
+            "arn:aws:kinesis:us-east-1:444455556666:stream/signed"
+        );
+
+        // The body is covered by the signature.
+        let other = br#"{"StreamName":"signeX"}"#;
+        let (status, body) = send(addr, &head, other);
+        assert_eq!(
+            (status, body["__type"].as_str()),
+            (403, Some("InvalidSignatureException"))
+        );
+
+        // So is the secret.
+        let head = presign(
+            addr,
+            "DescribeStreamSummary",
+            describe,
+            "wrong",
+            now,
+            5 * minute,
+        );
+        let (status, body) = send(addr, &head, describe);
+        assert_eq!(
+            (status, body["__type"].as_str()),
+            (403, Some("InvalidSignatureException"))
+        );
+
+        // A presigned request is good for X-Amz-Expires, then no longer.
+        let earlier = now - 10 * minute;
+        let head = presign(
+            addr,
+            "DescribeStreamSummary",
+            describe,
+            "presign-secret",
+            earlier,
+            20 * minute,
+        );
+        assert_eq!(send(addr, &head, describe).0, 200);
+        let head = presign(
+            addr,
+            "DescribeStreamSummary",
+            describe,
+            "presign-secret",
+            earlier,
+            5 * minute,
+        );
+        let (status, body) = send(addr, &head, describe);
+        assert_eq!(
+            (status, body["__type"].as_str()),
+            (403, Some("InvalidSignatureException"))
+        );
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("Signature expired"),
+            "{body}"
+        );
+    })
+    .await;
+    server.stop().await;
+    result.unwrap();
+}

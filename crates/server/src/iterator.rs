@@ -1,17 +1,18 @@
 //! Shard iterators: opaque, authenticated, expiring.
 //!
 //! An iterator is base64 of `version | issued_ms | stream created_ms | shard
-//! index | cursor | stream name | tag`, where the tag is the first 16 bytes of
+//! index | cursor | account length | account | stream name | tag`, where the tag is the first 16 bytes of
 //! HMAC-SHA256 over everything before it, keyed with the server's secret. A
 //! client cannot forge or alter one; one for a deleted and re-created stream of
-//! the same name is refused (the creation time differs).
+//! the same name is refused (the creation time differs), and so is one used by
+//! another account.
 
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use sluice_log::Cursor;
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 const TAG_LEN: usize = 16;
 /// AWS: an iterator expires five minutes after it was returned.
 pub const ITERATOR_LIFETIME_MS: u64 = 5 * 60 * 1000;
@@ -22,6 +23,7 @@ pub struct ShardIterator {
     pub stream_created_ms: u64,
     pub shard_index: u32,
     pub cursor: Cursor,
+    pub account: String,
     pub stream_name: String,
 }
 
@@ -33,6 +35,10 @@ impl ShardIterator {
         b.extend_from_slice(&self.stream_created_ms.to_be_bytes());
         b.extend_from_slice(&self.shard_index.to_be_bytes());
         b.extend_from_slice(&self.cursor.0.to_be_bytes());
+        // Account ids are 12 digits; the length byte keeps the format exact anyway.
+        let account = &self.account.as_bytes()[..self.account.len().min(255)];
+        b.push(account.len() as u8);
+        b.extend_from_slice(account);
         b.extend_from_slice(self.stream_name.as_bytes());
         let tag = tag(key, &b);
         b.extend_from_slice(&tag);
@@ -44,7 +50,7 @@ impl ShardIterator {
         let b = base64::engine::general_purpose::STANDARD
             .decode(text)
             .ok()?;
-        let fixed = 1 + 8 + 8 + 4 + 16;
+        let fixed = 1 + 8 + 8 + 4 + 16 + 1;
         if b.len() < fixed + TAG_LEN || b[0] != VERSION {
             return None;
         }
@@ -52,12 +58,14 @@ impl ShardIterator {
         let mut mac = Hmac::<Sha256>::new_from_slice(key).ok()?;
         mac.update(body);
         mac.verify_truncated_left(given).ok()?;
+        let account_end = fixed + usize::from(body[fixed - 1]);
         Some(Self {
             issued_ms: u64::from_be_bytes(body[1..9].try_into().ok()?),
             stream_created_ms: u64::from_be_bytes(body[9..17].try_into().ok()?),
             shard_index: u32::from_be_bytes(body[17..21].try_into().ok()?),
             cursor: Cursor(u128::from_be_bytes(body[21..37].try_into().ok()?)),
-            stream_name: String::from_utf8(body[fixed..].to_vec()).ok()?,
+            account: String::from_utf8(body.get(fixed..account_end)?.to_vec()).ok()?,
+            stream_name: String::from_utf8(body[account_end..].to_vec()).ok()?,
         })
     }
 }
@@ -81,7 +89,8 @@ mod tests {
             stream_created_ms: 1_600_000_000_000,
             shard_index: 3,
             cursor: Cursor(12345 << 64),
-            stream_name: "orders".into(),
+            account: "123456789012".into(),
+            stream_name: "a".repeat(128),
         };
         let text = it.encode(&key);
         assert!(

@@ -30,6 +30,7 @@ pub struct Config {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub region: String,
+    /// The account of callers whose access key names none (see [`Config::account_for`]).
     pub account_id: String,
     /// How long a new stream stays CREATING before it turns ACTIVE.
     pub stream_creating_ms: u64,
@@ -45,8 +46,9 @@ pub struct Config {
     pub on_demand_stream_limit: u32,
     /// How often expired records are trimmed and deleted streams swept (wall time).
     pub retention_check_ms: u64,
-    /// Access key -> secret key. Empty: any well-formed signature is accepted.
-    pub credentials: std::collections::BTreeMap<String, String>,
+    /// Access key -> secret key (and account). Empty: any well-formed
+    /// signature is accepted.
+    pub credentials: std::collections::BTreeMap<String, Credential>,
     /// Serve TLS (ALPN h2 and http/1.1) with this certificate and key.
     pub tls: Option<TlsFiles>,
 }
@@ -69,6 +71,38 @@ impl Default for Config {
             credentials: std::collections::BTreeMap::new(),
             tls: None,
         }
+    }
+}
+
+/// A configured access key's secret, and the account it acts as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credential {
+    pub secret: String,
+    pub account_id: Option<String>,
+}
+
+/// Whether `text` has the shape of an AWS account id: 12 digits.
+pub fn is_account_id(text: &str) -> bool {
+    text.len() == 12 && text.bytes().all(|b| b.is_ascii_digit())
+}
+
+impl Config {
+    /// The account a request signed with `access_key` acts as: the account
+    /// configured for the key; else the key itself when it is 12 digits (as
+    /// LocalStack does, so tests can pick an account per client); else the
+    /// default account.
+    pub fn account_for(&self, access_key: &str) -> String {
+        if let Some(account) = self
+            .credentials
+            .get(access_key)
+            .and_then(|c| c.account_id.as_ref())
+        {
+            return account.clone();
+        }
+        if is_account_id(access_key) {
+            return access_key.to_owned();
+        }
+        self.account_id.clone()
     }
 }
 
@@ -157,6 +191,8 @@ impl Server {
         for task in self.tasks {
             let _ = task.await;
         }
-        self.state.flush();
+        // Flushing waits on fsync: not on an async worker.
+        let state = self.state;
+        let _ = tokio::task::spawn_blocking(move || state.flush()).await;
     }
 }

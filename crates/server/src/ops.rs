@@ -23,7 +23,27 @@ const GET_RECORDS_MAX_BYTES: usize = 10 << 20;
 /// PutRecords carries at most this much data and partition key per call (AWS: 10 MiB).
 const PUT_RECORDS_MAX_BYTES: usize = 10 << 20;
 
-pub fn dispatch(operation: &str, input: &Value, state: &State) -> OpResult {
+/// One request: the server's state and the caller's account.
+pub struct Ctx<'a> {
+    state: &'a State,
+    account: String,
+}
+
+impl std::ops::Deref for Ctx<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        self.state
+    }
+}
+
+impl Ctx<'_> {
+    fn arn(&self, name: &str) -> String {
+        self.state.stream_arn(&self.account, name)
+    }
+}
+
+pub fn dispatch(operation: &str, input: &Value, state: &State, account: String) -> OpResult {
+    let state = &Ctx { state, account };
     match operation {
         "CreateStream" => create_stream(state, input),
         "DeleteStream" => delete_stream(state, input),
@@ -97,22 +117,19 @@ fn seconds(ms: u64) -> Value {
     json!(ms as f64 / 1000.0)
 }
 
-fn not_found(state: &State, name: &str) -> AwsError {
+fn not_found(state: &Ctx, name: &str) -> AwsError {
     err(
         ErrorCode::ResourceNotFoundException,
-        format!(
-            "Stream {name} under account {} not found.",
-            state.config.account_id
-        ),
+        format!("Stream {name} under account {} not found.", state.account),
     )
 }
 
 /// The stream named by `StreamName` or `StreamARN`.
-fn stream_name(state: &State, input: &Value) -> Result<String, AwsError> {
+fn stream_name(state: &Ctx, input: &Value) -> Result<String, AwsError> {
     if let Some(arn) = str_of(input, "StreamARN") {
         let prefix = format!(
             "arn:aws:kinesis:{}:{}:stream/",
-            state.config.region, state.config.account_id
+            state.config.region, state.account
         );
         let name = arn.strip_prefix(&prefix).ok_or_else(|| {
             err(
@@ -141,7 +158,7 @@ fn stream_name(state: &State, input: &Value) -> Result<String, AwsError> {
 }
 
 fn with_stream<T>(
-    state: &State,
+    state: &Ctx,
     input: &Value,
     f: impl FnOnce(&Stream) -> Result<T, AwsError>,
 ) -> Result<T, AwsError> {
@@ -149,14 +166,14 @@ fn with_stream<T>(
     let catalog = state.catalog();
     let now = state.now_ms();
     let stream = catalog
-        .stream(&name)
+        .stream(&state.account, &name)
         .filter(|s| !s.is_gone(now))
         .ok_or_else(|| not_found(state, &name))?;
     f(stream)
 }
 
 /// Records can be written and read only while the stream is not being deleted.
-fn check_not_deleting(state: &State, stream: &Stream) -> Result<(), AwsError> {
+fn check_not_deleting(state: &Ctx, stream: &Stream) -> Result<(), AwsError> {
     if stream.status(state.now_ms()) == StreamStatus::Deleting {
         return Err(not_found(state, &stream.name));
     }
@@ -164,7 +181,7 @@ fn check_not_deleting(state: &State, stream: &Stream) -> Result<(), AwsError> {
 }
 
 /// Changes of stream settings need an ACTIVE stream.
-fn check_active(state: &State, stream: &Stream) -> Result<(), AwsError> {
+fn check_active(state: &Ctx, stream: &Stream) -> Result<(), AwsError> {
     let status = stream.status(state.now_ms());
     if status != StreamStatus::Active {
         return Err(err(
@@ -172,7 +189,7 @@ fn check_active(state: &State, stream: &Stream) -> Result<(), AwsError> {
             format!(
                 "Stream {} under account {} not ACTIVE, instead in state {}",
                 stream.name,
-                state.config.account_id,
+                state.account,
                 status_name(status)
             ),
         ));
@@ -218,7 +235,7 @@ fn shard_json(shard: &Shard) -> Value {
 
 // ---- streams ----
 
-fn create_stream(state: &State, input: &Value) -> OpResult {
+fn create_stream(state: &Ctx, input: &Value) -> OpResult {
     let name = str_of(input, "StreamName").unwrap_or_default().to_owned();
     let mode = match input
         .pointer("/StreamModeDetails/StreamMode")
@@ -250,6 +267,7 @@ fn create_stream(state: &State, input: &Value) -> OpResult {
         return Err(meta_error(state, sluice_meta::MetaError::TooManyTags(name)));
     }
     let cmd = CreateStream {
+        account: state.account.clone(),
         name: name.clone(),
         shard_count,
         mode,
@@ -260,14 +278,14 @@ fn create_stream(state: &State, input: &Value) -> OpResult {
     let now = state.now_ms();
     state.sweep_deleted().map_err(internal)?;
     let mut catalog = state.catalog();
-    let open = catalog.open_shard_count() as u64;
+    let open = catalog.open_shard_count(&state.account) as u64;
     let limit = u64::from(state.config.shard_limit);
     if open + u64::from(shard_count) > limit {
         return Err(err(
             ErrorCode::LimitExceededException,
             format!(
                 "This request would exceed the shard limit for the account {} in {}. Current shard count for the account: {open}. Limit: {limit}. Number of additional shards that would have resulted from this request: {shard_count}.",
-                state.config.account_id, state.config.region
+                state.account, state.config.region
             ),
         ));
     }
@@ -277,7 +295,7 @@ fn create_stream(state: &State, input: &Value) -> OpResult {
             ErrorCode::ResourceInUseException,
             format!(
                 "Stream {name} under account {} already exists.",
-                state.config.account_id
+                state.account
             ),
         )
     })?;
@@ -291,18 +309,27 @@ fn create_stream(state: &State, input: &Value) -> OpResult {
             .map(drop)
             .map_err(internal)
     });
-    if let Err(e) = created.and_then(|()| state.persist(&next).map_err(internal)) {
+    let cleanup = || {
         // Leave nothing behind, so that the ids can be handed out again.
         for &(log_id, _) in &shards {
             let _ = state.log().delete_shard(sluice_log::ShardLogId(log_id));
         }
+    };
+    if let Err(e) = created {
+        cleanup();
         return Err(e);
     }
-    *catalog = next;
+    if let Err(e) = state.commit(&mut catalog, next) {
+        // A failure after the rename leaves the stream in the catalog: keep its logs.
+        if catalog.stream(&state.account, &name).is_none() {
+            cleanup();
+        }
+        return Err(internal(e));
+    }
     Ok(json!({}))
 }
 
-fn delete_stream(state: &State, input: &Value) -> OpResult {
+fn delete_stream(state: &Ctx, input: &Value) -> OpResult {
     let name = stream_name(state, input)?;
     let deleting_ms = state.config.stream_deleting_ms;
     if deleting_ms > 0 {
@@ -311,20 +338,18 @@ fn delete_stream(state: &State, input: &Value) -> OpResult {
         with_stream(state, input, |_| Ok(()))?;
         let mut catalog = state.catalog();
         let mut next = catalog.clone();
-        next.start_delete(&name, now, deleting_ms)
+        next.start_delete(&state.account, &name, now, deleting_ms)
             .map_err(|_| not_found(state, &name))?;
-        state.persist(&next).map_err(internal)?;
-        *catalog = next;
+        state.commit(&mut catalog, next).map_err(internal)?;
         return Ok(json!({}));
     }
     let mut catalog = state.catalog();
     let mut next = catalog.clone();
     let stream = next
-        .delete_stream(&name)
+        .delete_stream(&state.account, &name)
         .map_err(|_| not_found(state, &name))?;
-    next.resource_policies.remove(&state.stream_arn(&name));
-    state.persist(&next).map_err(internal)?;
-    *catalog = next;
+    next.resource_policies.remove(&state.arn(&name));
+    state.commit(&mut catalog, next).map_err(internal)?;
     drop(catalog);
     for shard in &stream.shards {
         state
@@ -335,10 +360,10 @@ fn delete_stream(state: &State, input: &Value) -> OpResult {
     Ok(json!({}))
 }
 
-fn summary_fields(state: &State, stream: &Stream) -> Value {
+fn summary_fields(state: &Ctx, stream: &Stream) -> Value {
     let mut v = json!({
         "StreamName": stream.name,
-        "StreamARN": state.stream_arn(&stream.name),
+        "StreamARN": state.arn(&stream.name),
         "StreamStatus": status_name(stream.status(state.now_ms())),
         "StreamModeDetails": {"StreamMode": mode_name(stream.mode)},
         "RetentionPeriodHours": stream.retention_period_hours,
@@ -371,7 +396,7 @@ fn record_flags(stream: &Stream) -> u8 {
     }
 }
 
-fn describe_stream_summary(state: &State, input: &Value) -> OpResult {
+fn describe_stream_summary(state: &Ctx, input: &Value) -> OpResult {
     with_stream(state, input, |stream| {
         let mut summary = summary_fields(state, stream);
         summary["OpenShardCount"] = json!(stream.shards.len());
@@ -381,7 +406,7 @@ fn describe_stream_summary(state: &State, input: &Value) -> OpResult {
     })
 }
 
-fn describe_stream(state: &State, input: &Value) -> OpResult {
+fn describe_stream(state: &Ctx, input: &Value) -> OpResult {
     let limit = u64_of(input, "Limit").unwrap_or(100) as usize;
     let after = exclusive_start_shard(input)?;
     with_stream(state, input, |stream| {
@@ -398,14 +423,14 @@ fn describe_stream(state: &State, input: &Value) -> OpResult {
     })
 }
 
-fn list_streams(state: &State, input: &Value) -> OpResult {
+fn list_streams(state: &Ctx, input: &Value) -> OpResult {
     let limit = u64_of(input, "Limit").unwrap_or(100) as usize;
     let token_start = str_of(input, "NextToken").map(decode_token).transpose()?;
     let start =
         token_start.or_else(|| str_of(input, "ExclusiveStartStreamName").map(str::to_owned));
     let catalog = state.catalog();
     let names: Vec<&str> = catalog
-        .streams()
+        .streams_of(&state.account)
         .filter(|s| !s.is_gone(state.now_ms()))
         .map(|s| s.name.as_str())
         .filter(|n| start.as_deref().is_none_or(|s| *n > s))
@@ -413,11 +438,11 @@ fn list_streams(state: &State, input: &Value) -> OpResult {
     let page = &names[..names.len().min(limit)];
     let summaries: Vec<Value> = page
         .iter()
-        .filter_map(|n| catalog.stream(n))
+        .filter_map(|n| catalog.stream(&state.account, n))
         .map(|s| {
             json!({
                 "StreamName": s.name,
-                "StreamARN": state.stream_arn(&s.name),
+                "StreamARN": state.arn(&s.name),
                 "StreamStatus": status_name(s.status(state.now_ms())),
                 "StreamModeDetails": {"StreamMode": mode_name(s.mode)},
                 "StreamCreationTimestamp": seconds(s.created_ms),
@@ -461,7 +486,7 @@ fn decode_token(token: &str) -> Result<String, AwsError> {
         .ok_or_else(|| err(ErrorCode::InvalidArgumentException, "Invalid NextToken."))
 }
 
-fn list_shards(state: &State, input: &Value) -> OpResult {
+fn list_shards(state: &Ctx, input: &Value) -> OpResult {
     let limit = u64_of(input, "MaxResults").unwrap_or(1000) as usize;
     // The token carries the stream name and the last shard index returned.
     let (name, after) = match str_of(input, "NextToken") {
@@ -484,7 +509,7 @@ fn list_shards(state: &State, input: &Value) -> OpResult {
     let catalog = state.catalog();
     let now = state.now_ms();
     let stream = catalog
-        .stream(&name)
+        .stream(&state.account, &name)
         .filter(|s| !s.is_gone(now))
         .ok_or_else(|| not_found(state, &name))?;
     let shards: Vec<&Shard> = stream
@@ -537,7 +562,7 @@ fn check_record_size(stream: &Stream, path: &str, key: &str, data: &[u8]) -> Res
     Ok(())
 }
 
-fn put_record(state: &State, input: &Value) -> OpResult {
+fn put_record(state: &Ctx, input: &Value) -> OpResult {
     let key = str_of(input, "PartitionKey").unwrap_or_default();
     let data = decode_data(input.get("Data"));
     if let Some(seq) = str_of(input, "SequenceNumberForOrdering") {
@@ -580,7 +605,7 @@ fn put_record(state: &State, input: &Value) -> OpResult {
     }))
 }
 
-fn put_records(state: &State, input: &Value) -> OpResult {
+fn put_records(state: &Ctx, input: &Value) -> OpResult {
     let entries = input
         .get("Records")
         .and_then(Value::as_array)
@@ -674,7 +699,7 @@ const APPEND_WORKERS_MAX: usize = 8;
 /// Appends each group (shard log id, request indexes) as one batch, a few
 /// shards at a time; outcomes in the order of `groups`.
 fn append_groups(
-    state: &State,
+    state: &Ctx,
     groups: &[(u64, Vec<usize>)],
     keys: &[&str],
     datas: &[Vec<u8>],
@@ -721,14 +746,14 @@ fn append_groups(
         .collect()
 }
 
-fn get_shard_iterator(state: &State, input: &Value) -> OpResult {
+fn get_shard_iterator(state: &Ctx, input: &Value) -> OpResult {
     let shard_text = str_of(input, "ShardId").unwrap_or_default();
     let kind = str_of(input, "ShardIteratorType").unwrap_or_default();
     let name = stream_name(state, input)?;
     let (shard, log_id, created_ms) = {
         let catalog = state.catalog();
         let stream = catalog
-            .stream(&name)
+            .stream(&state.account, &name)
             .ok_or_else(|| not_found(state, &name))?;
         let shard = parse_shard_id(shard_text)
             .and_then(|i| stream.shard(i))
@@ -737,7 +762,7 @@ fn get_shard_iterator(state: &State, input: &Value) -> OpResult {
                     ErrorCode::ResourceNotFoundException,
                     format!(
                         "Shard {shard_text} in stream {name} under account {} does not exist",
-                        state.config.account_id
+                        state.account
                     ),
                 )
             })?;
@@ -749,7 +774,7 @@ fn get_shard_iterator(state: &State, input: &Value) -> OpResult {
             ErrorCode::InvalidArgumentException,
             format!(
                 "StartingSequenceNumber {seq} used in GetShardIterator on shard {shard_text} in stream {name} under account {} is invalid.",
-                state.config.account_id
+                state.account
             ),
         )
     };
@@ -798,20 +823,24 @@ fn get_shard_iterator(state: &State, input: &Value) -> OpResult {
         stream_created_ms: created_ms,
         shard_index: shard,
         cursor,
+        account: state.account.clone(),
         stream_name: name,
     };
     Ok(json!({"ShardIterator": iterator.encode(state.iterator_key())}))
 }
 
-fn get_records(state: &State, input: &Value) -> OpResult {
+fn get_records(state: &Ctx, input: &Value) -> OpResult {
     let text = str_of(input, "ShardIterator").unwrap_or_default();
     let limit = u64_of(input, "Limit").unwrap_or(10_000) as usize;
-    let iterator = ShardIterator::decode(text, state.iterator_key()).ok_or_else(|| {
-        err(
-            ErrorCode::InvalidArgumentException,
-            "Invalid ShardIterator.",
-        )
-    })?;
+    // An iterator issued to another account is not one for this caller.
+    let iterator = ShardIterator::decode(text, state.iterator_key())
+        .filter(|it| it.account == state.account)
+        .ok_or_else(|| {
+            err(
+                ErrorCode::InvalidArgumentException,
+                "Invalid ShardIterator.",
+            )
+        })?;
     let now = state.now_ms();
     if now.saturating_sub(iterator.issued_ms) > ITERATOR_LIFETIME_MS {
         return Err(err(
@@ -825,7 +854,7 @@ fn get_records(state: &State, input: &Value) -> OpResult {
     let log_id = {
         let catalog = state.catalog();
         let stream = catalog
-            .stream(&iterator.stream_name)
+            .stream(&state.account, &iterator.stream_name)
             .filter(|s| s.created_ms == iterator.stream_created_ms)
             .ok_or_else(|| not_found(state, &iterator.stream_name))?;
         check_not_deleting(state, stream)?;
@@ -877,7 +906,7 @@ fn get_records(state: &State, input: &Value) -> OpResult {
 
 // ---- stream settings, tags, policies, account ----
 
-fn meta_error(state: &State, e: sluice_meta::MetaError) -> AwsError {
+fn meta_error(state: &Ctx, e: sluice_meta::MetaError) -> AwsError {
     match e {
         sluice_meta::MetaError::StreamNotFound(name) => not_found(state, &name),
         other => err(ErrorCode::InvalidArgumentException, other.to_string()),
@@ -886,42 +915,44 @@ fn meta_error(state: &State, e: sluice_meta::MetaError) -> AwsError {
 
 /// Changes one stream and persists the catalog, all or nothing.
 fn mutate_stream<T>(
-    state: &State,
+    state: &Ctx,
     name: &str,
     f: impl FnOnce(&mut Stream) -> Result<T, AwsError>,
 ) -> Result<T, AwsError> {
     let mut catalog = state.catalog();
     let mut next = catalog.clone();
-    let stream = next.stream_mut(name).map_err(|e| meta_error(state, e))?;
+    let stream = next
+        .stream_mut(&state.account, name)
+        .map_err(|e| meta_error(state, e))?;
     check_not_deleting(state, stream)?;
     let out = f(stream)?;
-    state.persist(&next).map_err(internal)?;
-    *catalog = next;
+    state.commit(&mut catalog, next).map_err(internal)?;
     Ok(out)
 }
 
 /// Changes the catalog outside any one stream and persists it, all or nothing.
 fn mutate_catalog<T>(
-    state: &State,
+    state: &Ctx,
     f: impl FnOnce(&mut sluice_meta::Catalog) -> T,
 ) -> Result<T, AwsError> {
     let mut catalog = state.catalog();
     let mut next = catalog.clone();
     let out = f(&mut next);
-    state.persist(&next).map_err(internal)?;
-    *catalog = next;
+    state.commit(&mut catalog, next).map_err(internal)?;
     Ok(out)
 }
 
 /// The stream a `ResourceARN` names (consumer ARNs come with enhanced fan-out).
-fn resource_stream(state: &State, input: &Value) -> Result<String, AwsError> {
+fn resource_stream(state: &Ctx, input: &Value) -> Result<String, AwsError> {
     let arn = str_of(input, "ResourceARN").unwrap_or_default();
     let prefix = format!(
         "arn:aws:kinesis:{}:{}:stream/",
-        state.config.region, state.config.account_id
+        state.config.region, state.account
     );
     match arn.strip_prefix(&prefix) {
-        Some(name) if !name.contains('/') && state.catalog().stream(name).is_some() => {
+        Some(name)
+            if !name.contains('/') && state.catalog().stream(&state.account, name).is_some() =>
+        {
             Ok(name.to_owned())
         }
         _ => Err(err(
@@ -931,7 +962,7 @@ fn resource_stream(state: &State, input: &Value) -> Result<String, AwsError> {
     }
 }
 
-fn set_retention(state: &State, input: &Value, increase: bool) -> OpResult {
+fn set_retention(state: &Ctx, input: &Value, increase: bool) -> OpResult {
     let name = stream_name(state, input)?;
     let hours = input
         .get("RetentionPeriodHours")
@@ -961,7 +992,7 @@ fn tag_map(input: &Value) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
-fn add_tags(state: &State, input: &Value, name: String) -> OpResult {
+fn add_tags(state: &Ctx, input: &Value, name: String) -> OpResult {
     let tags = tag_map(input);
     mutate_stream(state, &name, |stream| {
         stream.add_tags(&tags).map_err(|e| meta_error(state, e))
@@ -969,7 +1000,7 @@ fn add_tags(state: &State, input: &Value, name: String) -> OpResult {
     Ok(json!({}))
 }
 
-fn remove_tags(state: &State, input: &Value, name: String) -> OpResult {
+fn remove_tags(state: &Ctx, input: &Value, name: String) -> OpResult {
     let keys: Vec<String> = string_list(input, "TagKeys");
     mutate_stream(state, &name, |stream| {
         stream.remove_tags(&keys);
@@ -982,7 +1013,7 @@ fn tag_list<'a>(tags: impl Iterator<Item = (&'a String, &'a String)>) -> Vec<Val
     tags.map(|(k, v)| json!({"Key": k, "Value": v})).collect()
 }
 
-fn list_tags_for_stream(state: &State, input: &Value) -> OpResult {
+fn list_tags_for_stream(state: &Ctx, input: &Value) -> OpResult {
     let limit = u64_of(input, "Limit").unwrap_or(50) as usize;
     let after = str_of(input, "ExclusiveStartTagKey");
     with_stream(state, input, |stream| {
@@ -996,16 +1027,16 @@ fn list_tags_for_stream(state: &State, input: &Value) -> OpResult {
     })
 }
 
-fn list_tags_for_resource(state: &State, input: &Value) -> OpResult {
+fn list_tags_for_resource(state: &Ctx, input: &Value) -> OpResult {
     let name = resource_stream(state, input)?;
     let catalog = state.catalog();
     let stream = catalog
-        .stream(&name)
+        .stream(&state.account, &name)
         .ok_or_else(|| not_found(state, &name))?;
     Ok(json!({"Tags": tag_list(stream.tags.iter())}))
 }
 
-fn update_max_record_size(state: &State, input: &Value) -> OpResult {
+fn update_max_record_size(state: &Ctx, input: &Value) -> OpResult {
     let name = stream_name(state, input)?;
     let kib = u64_of(input, "MaxRecordSizeInKiB").unwrap_or(1024) as u32;
     let (now, updating_ms) = (state.now_ms(), state.config.stream_updating_ms);
@@ -1018,21 +1049,21 @@ fn update_max_record_size(state: &State, input: &Value) -> OpResult {
     Ok(json!({}))
 }
 
-fn describe_limits(state: &State) -> OpResult {
+fn describe_limits(state: &Ctx) -> OpResult {
     let catalog = state.catalog();
     let on_demand = catalog
-        .streams()
+        .streams_of(&state.account)
         .filter(|s| s.mode == StreamMode::OnDemand)
         .count();
     Ok(json!({
         "ShardLimit": state.config.shard_limit,
-        "OpenShardCount": catalog.open_shard_count(),
+        "OpenShardCount": catalog.open_shard_count(&state.account),
         "OnDemandStreamCount": on_demand,
         "OnDemandStreamCountLimit": state.config.on_demand_stream_limit,
     }))
 }
 
-fn commitment_json(state: &State, c: &sluice_meta::Commitment) -> Value {
+fn commitment_json(state: &Ctx, c: &sluice_meta::Commitment) -> Value {
     let status = match c.status(state.now_ms()) {
         sluice_meta::CommitmentStatus::Enabled => "ENABLED",
         sluice_meta::CommitmentStatus::Disabled => "DISABLED",
@@ -1053,25 +1084,28 @@ fn commitment_json(state: &State, c: &sluice_meta::Commitment) -> Value {
     v
 }
 
-fn describe_account_settings(state: &State) -> OpResult {
+fn describe_account_settings(state: &Ctx) -> OpResult {
     let catalog = state.catalog();
-    Ok(json!({"MinimumThroughputBillingCommitment": commitment_json(state, &catalog.commitment)}))
+    Ok(
+        json!({"MinimumThroughputBillingCommitment": commitment_json(state, &catalog.commitment(&state.account))}),
+    )
 }
 
-fn update_account_settings(state: &State, input: &Value) -> OpResult {
+fn update_account_settings(state: &Ctx, input: &Value) -> OpResult {
     let enable = input
         .pointer("/MinimumThroughputBillingCommitment/Status")
         .and_then(Value::as_str)
         == Some("ENABLED");
     let now = state.now_ms();
     let commitment = mutate_catalog(state, |c| {
-        c.commitment.set(enable, now);
-        c.commitment.clone()
+        let commitment = c.commitments.entry(state.account.clone()).or_default();
+        commitment.set(enable, now);
+        commitment.clone()
     })?;
     Ok(json!({"MinimumThroughputBillingCommitment": commitment_json(state, &commitment)}))
 }
 
-fn set_monitoring(state: &State, input: &Value, enable: bool) -> OpResult {
+fn set_monitoring(state: &Ctx, input: &Value, enable: bool) -> OpResult {
     let name = stream_name(state, input)?;
     let metrics: Vec<String> = string_list(input, "ShardLevelMetrics");
     let (before, after) = mutate_stream(state, &name, |stream| {
@@ -1079,13 +1113,13 @@ fn set_monitoring(state: &State, input: &Value, enable: bool) -> OpResult {
     })?;
     Ok(json!({
         "StreamName": name,
-        "StreamARN": state.stream_arn(&name),
+        "StreamARN": state.arn(&name),
         "CurrentShardLevelMetrics": before,
         "DesiredShardLevelMetrics": after,
     }))
 }
 
-fn put_resource_policy(state: &State, input: &Value) -> OpResult {
+fn put_resource_policy(state: &Ctx, input: &Value) -> OpResult {
     resource_stream(state, input)?;
     let arn = str_of(input, "ResourceARN").unwrap_or_default().to_owned();
     let policy = str_of(input, "Policy").unwrap_or_default().to_owned();
@@ -1102,21 +1136,21 @@ fn put_resource_policy(state: &State, input: &Value) -> OpResult {
     Ok(json!({}))
 }
 
-fn get_resource_policy(state: &State, input: &Value) -> OpResult {
+fn get_resource_policy(state: &Ctx, input: &Value) -> OpResult {
     resource_stream(state, input)?;
     let arn = str_of(input, "ResourceARN").unwrap_or_default();
     let policy = state.catalog().resource_policies.get(arn).cloned();
     Ok(json!({"Policy": policy.unwrap_or_else(|| "{}".to_owned())}))
 }
 
-fn delete_resource_policy(state: &State, input: &Value) -> OpResult {
+fn delete_resource_policy(state: &Ctx, input: &Value) -> OpResult {
     resource_stream(state, input)?;
     let arn = str_of(input, "ResourceARN").unwrap_or_default().to_owned();
     mutate_catalog(state, |c| c.resource_policies.remove(&arn))?;
     Ok(json!({}))
 }
 
-fn set_encryption(state: &State, input: &Value, start: bool) -> OpResult {
+fn set_encryption(state: &Ctx, input: &Value, start: bool) -> OpResult {
     let name = stream_name(state, input)?;
     let key = str_of(input, "KeyId").unwrap_or_default().to_owned();
     if str_of(input, "EncryptionType") != Some("KMS") {

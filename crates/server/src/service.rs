@@ -72,14 +72,7 @@ async fn handle(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("cbor"));
     let (status, body) = match route(req, state, cbor).await {
-        Ok(Reply::Output { operation, value }) if cbor => (
-            StatusCode::OK,
-            Bytes::from(cbor::encode_cbor_output(kinesis(), &operation, &value)),
-        ),
-        Ok(Reply::Output { value, .. }) => (
-            StatusCode::OK,
-            Bytes::from(serde_json::to_vec(&value).expect("JSON values serialize")),
-        ),
+        Ok(Reply::Body(body)) => (StatusCode::OK, body),
         Ok(Reply::Text(text)) => {
             let mut response = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
             response
@@ -117,10 +110,8 @@ fn header(value: &str) -> HeaderValue {
 }
 
 enum Reply {
-    Output {
-        operation: String,
-        value: serde_json::Value,
-    },
+    /// An operation's output, encoded.
+    Body(Bytes),
     Text(&'static str),
 }
 
@@ -154,18 +145,27 @@ async fn route(req: Request<Incoming>, state: Arc<State>, cbor: bool) -> Result<
             ))
         }
     };
-    authenticate(&parts, &body, &state)?;
-    let input = if cbor {
-        cbor::decode_cbor_body(&body)?
-    } else {
-        sluice_wire::validate::decode_json_body(&body)?
-    };
-    sluice_wire::validate::validate_input(kinesis(), operation, &input)?;
+    // Signature checks, decoding, validation, the operation (which may wait on
+    // fsyncs) and encoding are CPU or blocking work: keep them off the async
+    // workers that drive connections.
     let operation = operation.to_owned();
-    let running = operation.clone();
-    // Operations wait on fsyncs: run them on the blocking pool.
-    match tokio::task::spawn_blocking(move || ops::dispatch(&running, &input, &state)).await {
-        Ok(result) => result.map(|value| Reply::Output { operation, value }),
+    let run = move || -> Result<Bytes, AwsError> {
+        let account = authenticate(&parts, &body, &state)?;
+        let input = if cbor {
+            cbor::decode_cbor_body(&body)?
+        } else {
+            sluice_wire::validate::decode_json_body(&body)?
+        };
+        sluice_wire::validate::validate_input(kinesis(), &operation, &input)?;
+        let value = ops::dispatch(&operation, &input, &state, account)?;
+        Ok(if cbor {
+            Bytes::from(cbor::encode_cbor_output(kinesis(), &operation, &value))
+        } else {
+            Bytes::from(serde_json::to_vec(&value).expect("JSON values serialize"))
+        })
+    };
+    match tokio::task::spawn_blocking(run).await {
+        Ok(result) => result.map(Reply::Body),
         Err(_) => Err(AwsError::new(
             ErrorCode::InternalFailure,
             "Internal service failure.",
@@ -174,11 +174,12 @@ async fn route(req: Request<Incoming>, state: Arc<State>, cbor: bool) -> Result<
 }
 
 /// Every request must be SigV4-signed; with credentials configured, correctly.
+/// Returns the account the caller acts as.
 fn authenticate(
     parts: &hyper::http::request::Parts,
     body: &[u8],
     state: &State,
-) -> Result<(), AwsError> {
+) -> Result<String, AwsError> {
     let mut headers: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
     for (name, value) in &parts.headers {
         let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
@@ -204,10 +205,11 @@ fn authenticate(
         body,
     };
     let signature = sigv4::parse(&request)?;
+    let account = state.config.account_for(&signature.access_key);
     if state.config.credentials.is_empty() {
-        return Ok(());
+        return Ok(account);
     }
-    let secret = state
+    let credential = state
         .config
         .credentials
         .get(&signature.access_key)
@@ -218,11 +220,11 @@ fn authenticate(
             )
         })?;
     sigv4::check_scope(&request, &signature, state.now_ms())?;
-    if !sigv4::verify(&request, &signature, secret) {
+    if !sigv4::verify(&request, &signature, &credential.secret) {
         return Err(AwsError::new(
             ErrorCode::InvalidSignatureException,
             "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details.",
         ));
     }
-    Ok(())
+    Ok(account)
 }

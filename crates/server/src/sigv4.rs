@@ -38,7 +38,8 @@ pub struct Signature {
     pub signed_headers: Vec<String>,
     pub signature: String,
     pub amz_date: String,
-    presigned: bool,
+    /// Query-string form: how long the signature is good for, in seconds.
+    pub expires_s: Option<u64>,
 }
 
 fn incomplete(message: impl Into<String>) -> AwsError {
@@ -77,7 +78,7 @@ pub fn parse(req: &RequestParts<'_>) -> Result<Signature, AwsError> {
             field("SignedHeaders")?,
             field("Signature")?,
             amz_date,
-            false,
+            None,
         );
     }
     if query.get("X-Amz-Algorithm").map(String::as_str) == Some(ALGORITHM) {
@@ -88,12 +89,22 @@ pub fn parse(req: &RequestParts<'_>) -> Result<Signature, AwsError> {
                 ))
             })
         };
+        let expires = field("X-Amz-Expires")?;
+        let expires_s = expires
+            .parse::<u64>()
+            .ok()
+            .filter(|s| (1..=PRESIGNED_EXPIRES_MAX_S).contains(s))
+            .ok_or_else(|| {
+                incomplete(format!(
+                    "X-Amz-Expires must be a number of seconds from 1 to {PRESIGNED_EXPIRES_MAX_S}, not {expires}."
+                ))
+            })?;
         return build(
             field("X-Amz-Credential")?,
             field("X-Amz-SignedHeaders")?,
             field("X-Amz-Signature")?,
             field("X-Amz-Date")?,
-            true,
+            Some(expires_s),
         );
     }
     Err(AwsError::new(
@@ -107,7 +118,7 @@ fn build(
     signed: String,
     signature: String,
     amz_date: String,
-    presigned: bool,
+    expires_s: Option<u64>,
 ) -> Result<Signature, AwsError> {
     let parts: Vec<&str> = credential.split('/').collect();
     let [access_key, date, region, service, "aws4_request"] = parts[..] else {
@@ -121,12 +132,14 @@ fn build(
         signed_headers: signed.split(';').map(str::to_owned).collect(),
         signature,
         amz_date,
-        presigned,
+        expires_s,
     })
 }
 
 /// How far a signature's time may be from the server's (AWS: 15 minutes).
 pub const SKEW_MAX_MS: u64 = 15 * 60 * 1000;
+/// The longest a presigned request stays good (AWS: 7 days).
+pub const PRESIGNED_EXPIRES_MAX_S: u64 = 7 * 24 * 3600;
 
 /// Checks what the signature covers before its value: the body's hash (when
 /// the client sent one), that `host` is signed, and the time.
@@ -153,6 +166,22 @@ pub fn check_scope(req: &RequestParts<'_>, sig: &Signature, now_ms: u64) -> Resu
         return Err(invalid(
             "The credential date does not match X-Amz-Date.".into(),
         ));
+    }
+    if let Some(expires_s) = sig.expires_s {
+        // Presigned: good from its time (give or take the skew) until it expires.
+        if at > now_ms.saturating_add(SKEW_MAX_MS) {
+            return Err(invalid(format!(
+                "Signature not yet current: {} is still later than the server's time plus 15 minutes.",
+                sig.amz_date
+            )));
+        }
+        if now_ms > at.saturating_add(expires_s * 1000) {
+            return Err(invalid(format!(
+                "Signature expired: the request was signed at {} to be good for {expires_s} seconds.",
+                sig.amz_date
+            )));
+        }
+        return Ok(());
     }
     if at.abs_diff(now_ms) > SKEW_MAX_MS {
         return Err(invalid(format!(
@@ -225,7 +254,7 @@ fn canonical_request(req: &RequestParts<'_>, sig: &Signature) -> String {
                 uri_encode(&percent_decode(v)),
             )
         })
-        .filter(|(k, _)| !(sig.presigned && k == "X-Amz-Signature"))
+        .filter(|(k, _)| !(sig.expires_s.is_some() && k == "X-Amz-Signature"))
         .collect();
     query.sort();
     let query: Vec<String> = query.into_iter().map(|(k, v)| format!("{k}={v}")).collect();

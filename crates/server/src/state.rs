@@ -86,8 +86,7 @@ impl State {
         }
         // Shard logs whose stream is gone (a crash between the two deletes) go now.
         let live: std::collections::HashSet<u64> = catalog
-            .stream_names()
-            .filter_map(|n| catalog.stream(n))
+            .streams()
             .flat_map(|s| s.shards.iter().map(|sh| sh.log_id))
             .collect();
         for id in log.shard_ids() {
@@ -121,10 +120,9 @@ impl State {
             let gone = next.sweep(now);
             for stream in &gone {
                 next.resource_policies
-                    .remove(&self.stream_arn(&stream.name));
+                    .remove(&self.stream_arn(&stream.account, &stream.name));
             }
-            self.persist(&next)?;
-            *catalog = next;
+            self.commit(&mut catalog, next)?;
             gone
         };
         for shard in gone.iter().flat_map(|s| &s.shards) {
@@ -160,14 +158,19 @@ impl State {
         self.catalog.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Writes the catalog durably: temp file, fsync, rename, fsync the directory.
-    pub fn persist(&self, catalog: &Catalog) -> std::io::Result<()> {
+    /// Replaces the catalog with `next`, durably: temp file, fsync, rename,
+    /// fsync the directory. Memory follows the file: if anything fails before
+    /// the rename, `current` stays as it was; once the rename is done, `current`
+    /// becomes `next` even if the directory fsync then fails (the error is
+    /// still returned, since the change may not survive a power loss).
+    pub fn commit(&self, current: &mut Catalog, next: Catalog) -> std::io::Result<()> {
         let dir = &self.config.data_dir;
         let tmp = dir.join(format!("{CATALOG_FILE}.tmp"));
         let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&catalog.snapshot())?;
+        f.write_all(&next.snapshot())?;
         f.sync_all()?;
         std::fs::rename(&tmp, dir.join(CATALOG_FILE))?;
+        *current = next;
         std::fs::File::open(dir)?.sync_all()
     }
 
@@ -183,10 +186,10 @@ impl State {
         &self.iterator_key
     }
 
-    pub fn stream_arn(&self, name: &str) -> String {
+    pub fn stream_arn(&self, account: &str, name: &str) -> String {
         format!(
-            "arn:aws:kinesis:{}:{}:stream/{name}",
-            self.config.region, self.config.account_id
+            "arn:aws:kinesis:{}:{account}:stream/{name}",
+            self.config.region
         )
     }
 
