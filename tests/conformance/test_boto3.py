@@ -144,6 +144,29 @@ def test_list_shards_pages(kinesis):
         page = kinesis.list_shards(NextToken=page["NextToken"], MaxResults=3)
         ids += [s["ShardId"] for s in page["Shards"]]
     assert ids == [f"shardId-{i:012}" for i in range(7)]
+    all_ids = [f"shardId-{i:012}" for i in range(7)]
+
+    def filtered(**f):
+        return [s["ShardId"] for s in kinesis.list_shards(StreamName="many", ShardFilter=f)["Shards"]]
+
+    assert filtered(Type="AFTER_SHARD_ID", ShardId="shardId-000000000004") == all_ids[5:]
+    for kind in ["AT_LATEST", "AT_TRIM_HORIZON", "FROM_TRIM_HORIZON"]:
+        assert filtered(Type=kind) == all_ids
+    now = datetime.datetime.now(datetime.timezone.utc)
+    for kind in ["AT_TIMESTAMP", "FROM_TIMESTAMP"]:
+        assert filtered(Type=kind, Timestamp=now) == all_ids
+    for bad, message in [
+        ({"Type": "AFTER_SHARD_ID"}, "ShardId must be provided for ShardFilter type AFTER_SHARD_ID."),
+        ({"Type": "AT_TIMESTAMP"}, "Timestamp must be provided for ShardFilter type AT_TIMESTAMP."),
+        ({"Type": "AT_LATEST", "ShardId": "shardId-000000000000"}, "ShardId must not be provided for ShardFilter type AT_LATEST."),
+    ]:
+        with pytest.raises(ClientError) as e:
+            kinesis.list_shards(StreamName="many", ShardFilter=bad)
+        assert error_of(e) == ("InvalidArgumentException", message)
+    first = kinesis.list_shards(StreamName="many", MaxResults=1)
+    with pytest.raises(ClientError) as e:
+        kinesis.list_shards(NextToken=first["NextToken"], ShardFilter={"Type": "AT_LATEST"})
+    assert error_of(e) == ("InvalidArgumentException", "NextToken and ShardFilter cannot be provided together.")
     kinesis.delete_stream(StreamName="many")
 
 

@@ -425,7 +425,9 @@ fn describe_stream(state: &Ctx, input: &Value) -> OpResult {
 
 fn list_streams(state: &Ctx, input: &Value) -> OpResult {
     let limit = u64_of(input, "Limit").unwrap_or(100) as usize;
-    let token_start = str_of(input, "NextToken").map(decode_token).transpose()?;
+    let token_start = str_of(input, "NextToken")
+        .map(|t| decode_token(state, t))
+        .transpose()?;
     let start =
         token_start.or_else(|| str_of(input, "ExclusiveStartStreamName").map(str::to_owned));
     let catalog = state.catalog();
@@ -456,7 +458,7 @@ fn list_streams(state: &Ctx, input: &Value) -> OpResult {
     });
     if names.len() > page.len() {
         if let Some(last) = page.last() {
-            out["NextToken"] = json!(encode_token(last));
+            out["NextToken"] = json!(encode_token(state, last));
         }
     }
     Ok(out)
@@ -474,16 +476,128 @@ fn exclusive_start_shard(input: &Value) -> Result<Option<u32>, AwsError> {
     }
 }
 
-fn encode_token(text: &str) -> String {
-    base64::engine::general_purpose::STANDARD.encode(text)
+/// AWS: a ListShards NextToken is good for 300 seconds (Sluice applies the
+/// same to ListStreams' tokens).
+const NEXT_TOKEN_LIFETIME_MS: u64 = 300_000;
+
+/// A paging token: when it was issued, and where the next page starts.
+fn encode_token(state: &Ctx, text: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(format!("{}|{text}", state.now_ms()))
 }
 
-fn decode_token(token: &str) -> Result<String, AwsError> {
-    base64::engine::general_purpose::STANDARD
+fn decode_token(state: &Ctx, token: &str) -> Result<String, AwsError> {
+    let invalid = || err(ErrorCode::InvalidArgumentException, "Invalid NextToken.");
+    let text = base64::engine::general_purpose::STANDARD
         .decode(token)
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
-        .ok_or_else(|| err(ErrorCode::InvalidArgumentException, "Invalid NextToken."))
+        .ok_or_else(invalid)?;
+    let (issued, rest) = text.split_once('|').ok_or_else(invalid)?;
+    let issued: u64 = issued.parse().map_err(|_| invalid())?;
+    if state.now_ms().saturating_sub(issued) > NEXT_TOKEN_LIFETIME_MS {
+        return Err(err(
+            ErrorCode::ExpiredNextTokenException,
+            format!(
+                "The NextToken has expired: it is valid for {} seconds.",
+                NEXT_TOKEN_LIFETIME_MS / 1000
+            ),
+        ));
+    }
+    Ok(rest.to_owned())
+}
+
+/// ListShards' ShardFilter, checked against its required members.
+enum ShardFilter {
+    All,
+    AfterShardId(u32),
+    AtLatest,
+    AtTrimHorizon,
+    FromTrimHorizon,
+    AtTimestamp(u64),
+    /// Shards open at or after a time: until shards can close, all of them.
+    FromTimestamp,
+}
+
+fn shard_filter(input: &Value) -> Result<ShardFilter, AwsError> {
+    let Some(filter) = input.get("ShardFilter") else {
+        return Ok(ShardFilter::All);
+    };
+    let kind = str_of(filter, "Type").unwrap_or_default();
+    let timestamp = || {
+        filter
+            .get("Timestamp")
+            .and_then(Value::as_f64)
+            .map(|t| (t.max(0.0) * 1000.0) as u64)
+            .ok_or_else(|| {
+                err(
+                    ErrorCode::InvalidArgumentException,
+                    format!("Timestamp must be provided for ShardFilter type {kind}."),
+                )
+            })
+    };
+    let no_extra = |member: &str| {
+        if filter.get(member).is_some() {
+            return Err(err(
+                ErrorCode::InvalidArgumentException,
+                format!("{member} must not be provided for ShardFilter type {kind}."),
+            ));
+        }
+        Ok(())
+    };
+    Ok(match kind {
+        "AFTER_SHARD_ID" => {
+            no_extra("Timestamp")?;
+            let id = str_of(filter, "ShardId").ok_or_else(|| {
+                err(
+                    ErrorCode::InvalidArgumentException,
+                    "ShardId must be provided for ShardFilter type AFTER_SHARD_ID.",
+                )
+            })?;
+            ShardFilter::AfterShardId(parse_shard_id(id).ok_or_else(|| {
+                err(
+                    ErrorCode::InvalidArgumentException,
+                    format!("Invalid ShardId in ShardFilter: {id}"),
+                )
+            })?)
+        }
+        "AT_TIMESTAMP" | "FROM_TIMESTAMP" => {
+            no_extra("ShardId")?;
+            let ts = timestamp()?;
+            if kind == "AT_TIMESTAMP" {
+                ShardFilter::AtTimestamp(ts)
+            } else {
+                ShardFilter::FromTimestamp
+            }
+        }
+        _ => {
+            no_extra("ShardId")?;
+            no_extra("Timestamp")?;
+            match kind {
+                "AT_LATEST" => ShardFilter::AtLatest,
+                "AT_TRIM_HORIZON" => ShardFilter::AtTrimHorizon,
+                _ => ShardFilter::FromTrimHorizon,
+            }
+        }
+    })
+}
+
+impl ShardFilter {
+    /// Whether the filter keeps `shard`. Until resharding exists no shard
+    /// ever closes, so every shard is open now, at the trim horizon and after
+    /// any time; at a time, a shard counts if it existed then (a stream's
+    /// first shards count from before the stream, as reading from any earlier
+    /// time starts at them).
+    fn keeps(&self, shard: &Shard) -> bool {
+        match self {
+            ShardFilter::AfterShardId(after) => shard.index > *after,
+            ShardFilter::AtTimestamp(ts) => shard.parent.is_none() || shard.created_ms <= *ts,
+            ShardFilter::All
+            | ShardFilter::AtLatest
+            | ShardFilter::AtTrimHorizon
+            | ShardFilter::FromTrimHorizon
+            | ShardFilter::FromTimestamp => true,
+        }
+    }
 }
 
 fn list_shards(state: &Ctx, input: &Value) -> OpResult {
@@ -491,13 +605,20 @@ fn list_shards(state: &Ctx, input: &Value) -> OpResult {
     // The token carries the stream name and the last shard index returned.
     let (name, after) = match str_of(input, "NextToken") {
         Some(token) => {
-            if input.get("StreamName").is_some() || input.get("StreamARN").is_some() {
-                return Err(err(
-                    ErrorCode::InvalidArgumentException,
-                    "NextToken and StreamName cannot be provided together.",
-                ));
+            for member in [
+                "StreamName",
+                "StreamARN",
+                "ShardFilter",
+                "ExclusiveStartShardId",
+            ] {
+                if input.get(member).is_some() {
+                    return Err(err(
+                        ErrorCode::InvalidArgumentException,
+                        format!("NextToken and {member} cannot be provided together."),
+                    ));
+                }
             }
-            let text = decode_token(token)?;
+            let text = decode_token(state, token)?;
             let (name, index) = text
                 .rsplit_once('|')
                 .and_then(|(n, i)| Some((n.to_owned(), i.parse::<u32>().ok()?)))
@@ -506,6 +627,7 @@ fn list_shards(state: &Ctx, input: &Value) -> OpResult {
         }
         None => (stream_name(state, input)?, exclusive_start_shard(input)?),
     };
+    let filter = shard_filter(input)?;
     let catalog = state.catalog();
     let now = state.now_ms();
     let stream = catalog
@@ -515,13 +637,13 @@ fn list_shards(state: &Ctx, input: &Value) -> OpResult {
     let shards: Vec<&Shard> = stream
         .shards
         .iter()
-        .filter(|s| after.is_none_or(|a| s.index > a))
+        .filter(|s| after.is_none_or(|a| s.index > a) && filter.keeps(s))
         .collect();
     let page: Vec<&Shard> = shards.iter().take(limit).copied().collect();
     let mut out = json!({"Shards": page.iter().map(|s| shard_json(s)).collect::<Vec<_>>()});
     if shards.len() > page.len() {
         if let Some(last) = page.last() {
-            out["NextToken"] = json!(encode_token(&format!("{name}|{}", last.index)));
+            out["NextToken"] = json!(encode_token(state, &format!("{name}|{}", last.index)));
         }
     }
     Ok(out)

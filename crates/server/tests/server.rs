@@ -732,3 +732,32 @@ fn limits_and_bad_paging_inputs_are_refused_cleanly() {
         .next()
         .is_some());
 }
+
+#[test]
+fn paging_tokens_expire_after_300_seconds() {
+    let h = Harness::new();
+    h.ok("CreateStream", json!({"StreamName": "a", "ShardCount": 3}));
+    h.ok("CreateStream", json!({"StreamName": "b", "ShardCount": 1}));
+    let shards = h.ok("ListShards", json!({"StreamName": "a", "MaxResults": 1}));
+    let streams = h.ok("ListStreams", json!({"Limit": 1}));
+    let (shard_token, stream_token) = (
+        shards["NextToken"].as_str().unwrap().to_owned(),
+        streams["NextToken"].as_str().unwrap().to_owned(),
+    );
+    h.clock.advance_ms(300_000);
+    let next = h.ok("ListShards", json!({"NextToken": shard_token}));
+    assert_eq!(next["Shards"][0]["ShardId"], "shardId-000000000001");
+    let next = h.ok("ListStreams", json!({"NextToken": stream_token}));
+    assert_eq!(next["StreamNames"], json!(["b"]));
+    h.clock.advance_ms(1);
+    for (op, token) in [("ListShards", &shard_token), ("ListStreams", &stream_token)] {
+        let (status, kind, message) = h.error(op, json!({"NextToken": token}));
+        assert_eq!(
+            (status, kind.as_str()),
+            (400, "ExpiredNextTokenException"),
+            "{op}: {message}"
+        );
+    }
+    let (_, kind, _) = h.error("ListShards", json!({"NextToken": "bm90IGEgdG9rZW4="}));
+    assert_eq!(kind, "InvalidArgumentException");
+}
