@@ -21,11 +21,84 @@ struct Cli {
 enum Command {
     /// Run the Kinesis-compatible server.
     Serve(Box<ServeArgs>),
+    /// Load a Kinesis endpoint (Sluice, an emulator or AWS) and report
+    /// throughput, latency and errors.
+    Bench(Box<BenchArgs>),
     /// Offline tools that work on a data directory (stop the server first).
     Ctl {
         #[command(subcommand)]
         command: Ctl,
     },
+}
+
+#[derive(Debug, clap::Args)]
+struct BenchArgs {
+    /// The endpoint, `http://host:port` or `https://host`.
+    #[arg(
+        long,
+        env = "SLUICE_BENCH_ENDPOINT",
+        default_value = "http://127.0.0.1:4567"
+    )]
+    endpoint: String,
+    #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
+    region: String,
+    #[arg(long, env = "AWS_ACCESS_KEY_ID", default_value = "AKIDSLUICEBENCH")]
+    access_key: String,
+    #[arg(
+        long,
+        env = "AWS_SECRET_ACCESS_KEY",
+        default_value = "sluice-bench",
+        hide_env_values = true
+    )]
+    secret_key: String,
+    /// The stream to use; created with --shards unless it exists (see --no-create).
+    #[arg(long, default_value = "sluice-bench")]
+    stream: String,
+    #[arg(long, default_value_t = 4)]
+    shards: u32,
+    /// Use the stream as it is; fail if it does not exist.
+    #[arg(long)]
+    no_create: bool,
+    /// Delete the stream afterwards.
+    #[arg(long)]
+    delete: bool,
+    /// `put-records` (batches) or `put-record` (one record per request).
+    #[arg(long, default_value = "put-records", value_parser = ["put-records", "put-record"])]
+    producer: String,
+    /// Bytes of data per record.
+    #[arg(long, default_value_t = 100)]
+    record_size: usize,
+    /// Records per PutRecords request (1-500).
+    #[arg(long, default_value_t = 500)]
+    batch: usize,
+    /// Distinct partition keys.
+    #[arg(long, default_value_t = 1000)]
+    keys: usize,
+    /// Producer connections, each with one request in flight.
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+    /// How long to produce, in seconds.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Stop after this many records (or at --duration, whichever is first).
+    #[arg(long)]
+    records: Option<u64>,
+    /// Target records per second in total [default: as fast as possible].
+    #[arg(long)]
+    rate: Option<u64>,
+    /// `none`, or `poll`: GetRecords on every shard, measuring put -> seen latency.
+    #[arg(long, default_value = "none", value_parser = ["none", "poll"])]
+    consumer: String,
+    /// Pause between GetRecords calls that return nothing, in milliseconds
+    /// (AWS allows 5 calls per shard per second).
+    #[arg(long, default_value_t = 200)]
+    poll_interval_ms: u64,
+    /// Print the report as JSON instead of text.
+    #[arg(long)]
+    json: bool,
+    /// No live progress bar.
+    #[arg(long)]
+    no_progress: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -253,9 +326,57 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    if !(args.duration > 0.0 && args.duration.is_finite()) {
+        anyhow::bail!("--duration must be a positive number of seconds");
+    }
+    let target = sluice_bench::Target {
+        endpoint: args.endpoint,
+        region: args.region,
+        access_key: args.access_key,
+        secret_key: args.secret_key,
+    };
+    let workload = sluice_bench::Workload {
+        stream: args.stream,
+        shards: args.shards,
+        create: !args.no_create,
+        delete: args.delete,
+        producer: if args.producer == "put-record" {
+            sluice_bench::Producer::PutRecord
+        } else {
+            sluice_bench::Producer::PutRecords
+        },
+        record_size: args.record_size,
+        batch: args.batch,
+        keys: args.keys,
+        concurrency: args.concurrency,
+        duration: std::time::Duration::from_secs_f64(args.duration),
+        records: args.records,
+        rate: args.rate,
+        consumer: if args.consumer == "poll" {
+            sluice_bench::Consumer::Poll
+        } else {
+            sluice_bench::Consumer::None
+        },
+        poll_interval: std::time::Duration::from_millis(args.poll_interval_ms),
+        progress: !args.no_progress && !args.json,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let report = runtime.block_on(sluice_bench::run(target, workload))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.human());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => serve(*args),
+        Command::Bench(args) => bench(*args),
         Command::Ctl {
             command: Ctl::Check { dir },
         } => {

@@ -1,0 +1,750 @@
+//! `sluice bench`: drives any Kinesis endpoint (Sluice, an emulator, AWS) with
+//! producers and consumers and reports throughput, latency and errors.
+//!
+//! Producers send PutRecords or PutRecord; every record carries a stamp (a
+//! magic and the send time in microseconds) so that consumers can measure
+//! put -> seen latency. Each worker owns one connection.
+
+pub mod client;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use base64::Engine;
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+pub use client::{Client, Reply, Target};
+
+/// What producers send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Producer {
+    PutRecords,
+    PutRecord,
+}
+
+/// How consumers read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Consumer {
+    None,
+    /// GetRecords in a loop on every shard, from LATEST at the start.
+    Poll,
+}
+
+/// One benchmark run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Workload {
+    pub stream: String,
+    pub shards: u32,
+    /// Create the stream (and wait for ACTIVE) if it does not exist.
+    pub create: bool,
+    /// Delete the stream afterwards.
+    pub delete: bool,
+    pub producer: Producer,
+    pub record_size: usize,
+    /// Records per PutRecords call.
+    pub batch: usize,
+    /// Distinct partition keys.
+    pub keys: usize,
+    /// Producer connections.
+    pub concurrency: usize,
+    #[serde(serialize_with = "seconds")]
+    pub duration: Duration,
+    /// Stop after this many records (whichever of this and `duration` comes first).
+    pub records: Option<u64>,
+    /// Target records per second in total; none: as fast as possible.
+    pub rate: Option<u64>,
+    pub consumer: Consumer,
+    /// Pause between GetRecords calls that returned nothing.
+    #[serde(serialize_with = "seconds")]
+    pub poll_interval: Duration,
+    #[serde(skip)]
+    pub progress: bool,
+}
+
+fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+impl Default for Workload {
+    fn default() -> Self {
+        Self {
+            stream: "sluice-bench".into(),
+            shards: 4,
+            create: true,
+            delete: false,
+            producer: Producer::PutRecords,
+            record_size: 100,
+            batch: 500,
+            keys: 1000,
+            concurrency: 4,
+            duration: Duration::from_secs(10),
+            records: None,
+            rate: None,
+            consumer: Consumer::None,
+            poll_interval: Duration::from_millis(200),
+            progress: false,
+        }
+    }
+}
+
+/// Latency percentiles in milliseconds.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Latency {
+    pub count: u64,
+    pub mean: f64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+}
+
+impl Latency {
+    fn of(h: &Histogram<u64>) -> Option<Self> {
+        if h.is_empty() {
+            return None;
+        }
+        let ms = |us: u64| us as f64 / 1000.0;
+        Some(Self {
+            count: h.len(),
+            mean: h.mean() / 1000.0,
+            p50: ms(h.value_at_quantile(0.5)),
+            p90: ms(h.value_at_quantile(0.9)),
+            p99: ms(h.value_at_quantile(0.99)),
+            p999: ms(h.value_at_quantile(0.999)),
+            max: ms(h.max()),
+        })
+    }
+}
+
+/// What a run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub endpoint: String,
+    pub workload: Workload,
+    pub elapsed_s: f64,
+    /// PutRecords or PutRecord calls.
+    pub put_requests: u64,
+    /// GetRecords calls.
+    pub get_requests: u64,
+    pub records_ok: u64,
+    pub records_failed: u64,
+    /// Data bytes of the records acknowledged.
+    pub payload_bytes: u64,
+    pub records_per_s: f64,
+    pub payload_mb_per_s: f64,
+    /// Put request round trips.
+    pub put_latency_ms: Option<Latency>,
+    pub records_consumed: u64,
+    /// Put -> seen by a consumer.
+    pub end_to_end_latency_ms: Option<Latency>,
+    /// `Operation/ExceptionName` -> count (per record for PutRecords entries).
+    pub errors: BTreeMap<String, u64>,
+}
+
+impl Report {
+    /// A few lines for people.
+    pub fn human(&self) -> String {
+        let w = &self.workload;
+        let mut out = format!(
+            "{} against {}: {} B records, {} per request, {} keys, {} producers, stream {} ({} shards)\n",
+            match w.producer {
+                Producer::PutRecords => "PutRecords",
+                Producer::PutRecord => "PutRecord",
+            },
+            self.endpoint,
+            w.record_size,
+            if w.producer == Producer::PutRecords { w.batch } else { 1 },
+            w.keys,
+            w.concurrency,
+            w.stream,
+            w.shards,
+        );
+        out += &format!(
+            "  {:.1} s: {} records ok, {} failed, {} requests\n  {:.0} records/s, {:.2} MB/s of payload\n",
+            self.elapsed_s,
+            self.records_ok,
+            self.records_failed,
+            self.put_requests,
+            self.records_per_s,
+            self.payload_mb_per_s
+        );
+        let line = |name: &str, l: &Option<Latency>| {
+            match l {
+            Some(l) => format!(
+                "  {name}: p50 {:.3} ms, p90 {:.3}, p99 {:.3}, p99.9 {:.3}, max {:.3} ({} samples)\n",
+                l.p50, l.p90, l.p99, l.p999, l.max, l.count
+            ),
+            None => String::new(),
+        }
+        };
+        out += &line("put latency", &self.put_latency_ms);
+        if w.consumer != Consumer::None {
+            out += &format!(
+                "  {} records consumed with {} GetRecords calls\n",
+                self.records_consumed, self.get_requests
+            );
+            out += &line("put -> seen", &self.end_to_end_latency_ms);
+        }
+        for (name, n) in &self.errors {
+            out += &format!("  error {name}: {n}\n");
+        }
+        out
+    }
+}
+
+/// Each record starts with this, then the send time (µs since the epoch, LE).
+const STAMP_MAGIC: &[u8; 4] = b"SLB1";
+const STAMP_LEN: usize = 12;
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or_default()
+}
+
+/// The send time in a record's data, if it carries a stamp.
+fn stamp_of(data: &[u8]) -> Option<u64> {
+    if data.len() < STAMP_LEN || &data[..4] != STAMP_MAGIC {
+        return None;
+    }
+    Some(u64::from_le_bytes(data[4..12].try_into().ok()?))
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new(3).expect("3 significant figures is valid")
+}
+
+/// Counters shared with the progress display.
+#[derive(Debug, Default)]
+struct Live {
+    records_ok: AtomicU64,
+    errors: AtomicU64,
+    consumed: AtomicU64,
+    /// Records handed to producers so far (for `Workload::records`).
+    claimed: AtomicU64,
+    producers_done: AtomicBool,
+}
+
+/// What one worker measured.
+#[derive(Debug)]
+struct Tally {
+    requests: u64,
+    records_ok: u64,
+    records_failed: u64,
+    payload_bytes: u64,
+    latency: Histogram<u64>,
+    errors: BTreeMap<String, u64>,
+}
+
+impl Tally {
+    fn new() -> Self {
+        Self {
+            requests: 0,
+            records_ok: 0,
+            records_failed: 0,
+            payload_bytes: 0,
+            latency: histogram(),
+            errors: BTreeMap::new(),
+        }
+    }
+
+    fn error(&mut self, operation: &str, name: &str, n: u64) {
+        *self
+            .errors
+            .entry(format!("{operation}/{name}"))
+            .or_default() += n;
+    }
+
+    fn merge(&mut self, other: Tally) {
+        self.requests += other.requests;
+        self.records_ok += other.records_ok;
+        self.records_failed += other.records_failed;
+        self.payload_bytes += other.payload_bytes;
+        let _ = self.latency.add(&other.latency);
+        for (k, v) in other.errors {
+            *self.errors.entry(k).or_default() += v;
+        }
+    }
+}
+
+/// Runs `workload` against `target`.
+pub async fn run(target: Target, workload: Workload) -> anyhow::Result<Report> {
+    if workload.record_size == 0 || workload.record_size > 1 << 20 {
+        bail!("the record size must be 1 B to 1 MiB");
+    }
+    if workload.batch == 0 || workload.batch > 500 {
+        bail!("a PutRecords batch holds 1 to 500 records");
+    }
+    if workload.concurrency == 0 || workload.keys == 0 {
+        bail!("concurrency and keys must be at least 1");
+    }
+    let target = Arc::new(target);
+    let mut control = Client::connect(target.clone()).await?;
+    if workload.create {
+        ensure_stream(&mut control, &workload.stream, workload.shards).await?;
+    }
+    let shards = list_shards(&mut control, &workload.stream).await?;
+    let live = Arc::new(Live::default());
+
+    // Consumers start at LATEST before any record is put.
+    let mut consumers = Vec::new();
+    if workload.consumer == Consumer::Poll {
+        for shard in &shards {
+            let mut client = Client::connect(target.clone()).await?;
+            let iterator = shard_iterator(&mut client, &workload.stream, shard).await?;
+            let (live, interval) = (live.clone(), workload.poll_interval);
+            consumers.push(tokio::spawn(async move {
+                poll(client, iterator, live, interval).await
+            }));
+        }
+    }
+
+    let started = Instant::now();
+    let progress = workload
+        .progress
+        .then(|| spawn_progress(live.clone(), started, &workload));
+    let mut producers = Vec::new();
+    for worker in 0..workload.concurrency {
+        let client = Client::connect(target.clone()).await?;
+        let (live, workload) = (live.clone(), workload.clone());
+        producers.push(tokio::spawn(async move {
+            produce(client, worker, live, workload, started).await
+        }));
+    }
+    let mut tally = Tally::new();
+    for p in producers {
+        tally.merge(p.await.context("a producer failed")?);
+    }
+    let elapsed = started.elapsed();
+    live.producers_done.store(true, Ordering::Release);
+
+    let mut end_to_end = histogram();
+    let mut consumed = 0;
+    let mut get_requests = 0;
+    for c in consumers {
+        let (mut t, h, n) = c.await.context("a consumer failed")?;
+        get_requests += std::mem::take(&mut t.requests);
+        tally.merge(t);
+        let _ = end_to_end.add(&h);
+        consumed += n;
+    }
+    if let Some((bar, task)) = progress {
+        task.abort();
+        bar.finish_and_clear();
+    }
+    if workload.delete {
+        let body = json!({"StreamName": workload.stream})
+            .to_string()
+            .into_bytes();
+        let reply = control.call("DeleteStream", body).await?;
+        if let Some(name) = reply.error_name() {
+            tally.error("DeleteStream", &name, 1);
+        }
+    }
+    let secs = elapsed.as_secs_f64().max(1e-9);
+    Ok(Report {
+        endpoint: target.endpoint.clone(),
+        elapsed_s: secs,
+        put_requests: tally.requests,
+        get_requests,
+        records_ok: tally.records_ok,
+        records_failed: tally.records_failed,
+        payload_bytes: tally.payload_bytes,
+        records_per_s: tally.records_ok as f64 / secs,
+        payload_mb_per_s: tally.payload_bytes as f64 / secs / 1e6,
+        put_latency_ms: Latency::of(&tally.latency),
+        records_consumed: consumed,
+        end_to_end_latency_ms: Latency::of(&end_to_end),
+        errors: tally.errors,
+        workload,
+    })
+}
+
+/// Calls `operation`; an error answer becomes an error naming its exception.
+async fn call_ok(
+    client: &mut Client,
+    operation: &str,
+    body: serde_json::Value,
+) -> anyhow::Result<serde_json::Value> {
+    let reply = client
+        .call(operation, body.to_string().into_bytes())
+        .await?;
+    if let Some(name) = reply.error_name() {
+        bail!(
+            "{operation}: {name}: {}",
+            String::from_utf8_lossy(&reply.body)
+        );
+    }
+    Ok(serde_json::from_slice(&reply.body)?)
+}
+
+/// Creates the stream unless it exists, then waits until it is ACTIVE.
+async fn ensure_stream(client: &mut Client, stream: &str, shards: u32) -> anyhow::Result<()> {
+    let body = json!({"StreamName": stream, "ShardCount": shards});
+    let reply = client
+        .call("CreateStream", body.to_string().into_bytes())
+        .await?;
+    match reply.error_name().as_deref() {
+        None | Some("ResourceInUseException") => {}
+        Some(other) => bail!(
+            "CreateStream: {other}: {}",
+            String::from_utf8_lossy(&reply.body)
+        ),
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let summary = call_ok(
+            client,
+            "DescribeStreamSummary",
+            json!({"StreamName": stream}),
+        )
+        .await?;
+        if summary["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE" {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("stream {stream} did not become ACTIVE within 120 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn list_shards(client: &mut Client, stream: &str) -> anyhow::Result<Vec<String>> {
+    let mut shards = Vec::new();
+    let mut body = json!({"StreamName": stream});
+    loop {
+        let page = call_ok(client, "ListShards", body).await?;
+        for s in page["Shards"].as_array().into_iter().flatten() {
+            // Open shards only: a closed one has an EndingSequenceNumber.
+            if s["SequenceNumberRange"]
+                .get("EndingSequenceNumber")
+                .is_none()
+            {
+                if let Some(id) = s["ShardId"].as_str() {
+                    shards.push(id.to_owned());
+                }
+            }
+        }
+        match page["NextToken"].as_str() {
+            Some(token) => body = json!({"NextToken": token}),
+            None => return Ok(shards),
+        }
+    }
+}
+
+async fn shard_iterator(client: &mut Client, stream: &str, shard: &str) -> anyhow::Result<String> {
+    let out = call_ok(
+        client,
+        "GetShardIterator",
+        json!({"StreamName": stream, "ShardId": shard, "ShardIteratorType": "LATEST"}),
+    )
+    .await?;
+    out["ShardIterator"]
+        .as_str()
+        .map(str::to_owned)
+        .context("GetShardIterator returned no iterator")
+}
+
+/// Builds the data of one record: the stamp, then filler.
+fn record_data(filler: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(filler);
+    if out.len() >= STAMP_LEN {
+        out[..4].copy_from_slice(STAMP_MAGIC);
+        out[4..12].copy_from_slice(&now_us().to_le_bytes());
+    }
+}
+
+/// Only what is needed of a PutRecords answer; entries are read only on failure.
+#[derive(Deserialize)]
+struct PutRecordsHead {
+    #[serde(rename = "FailedRecordCount", default)]
+    failed: u64,
+}
+
+#[derive(Deserialize)]
+struct PutRecordsEntries {
+    #[serde(rename = "Records")]
+    records: Vec<PutRecordsEntry>,
+}
+
+#[derive(Deserialize)]
+struct PutRecordsEntry {
+    #[serde(rename = "ErrorCode")]
+    error_code: Option<String>,
+}
+
+async fn produce(
+    mut client: Client,
+    worker: usize,
+    live: Arc<Live>,
+    w: Workload,
+    started: Instant,
+) -> Tally {
+    let mut tally = Tally::new();
+    let mut rng = fastrand::Rng::with_seed(worker as u64 + 1);
+    let filler: Vec<u8> = (0..w.record_size).map(|_| rng.u8(..)).collect();
+    let per_request = match w.producer {
+        Producer::PutRecords => w.batch,
+        Producer::PutRecord => 1,
+    };
+    // Pacing: each worker sends its share of the rate.
+    let interval = w.rate.filter(|r| *r > 0).map(|rate| {
+        Duration::from_secs_f64(per_request as f64 * w.concurrency as f64 / rate as f64)
+    });
+    let mut next_send = tokio::time::Instant::now();
+    let engine = &base64::engine::general_purpose::STANDARD;
+    let mut data = Vec::with_capacity(w.record_size);
+    let operation = match w.producer {
+        Producer::PutRecords => "PutRecords",
+        Producer::PutRecord => "PutRecord",
+    };
+    while started.elapsed() < w.duration {
+        let n = match w.records {
+            Some(limit) => {
+                let from = live
+                    .claimed
+                    .fetch_add(per_request as u64, Ordering::Relaxed);
+                if from >= limit {
+                    break;
+                }
+                (limit - from).min(per_request as u64) as usize
+            }
+            None => per_request,
+        };
+        if let Some(interval) = interval {
+            next_send += interval;
+            tokio::time::sleep_until(next_send).await;
+        }
+        let mut body = Vec::with_capacity(64 + n * (w.record_size * 4 / 3 + 48));
+        match w.producer {
+            Producer::PutRecords => {
+                body.extend_from_slice(b"{\"StreamName\":");
+                body.extend_from_slice(json!(w.stream).to_string().as_bytes());
+                body.extend_from_slice(b",\"Records\":[");
+                for i in 0..n {
+                    if i > 0 {
+                        body.push(b',');
+                    }
+                    record_data(&filler, &mut data);
+                    body.extend_from_slice(b"{\"Data\":\"");
+                    body.extend_from_slice(engine.encode(&data).as_bytes());
+                    body.extend_from_slice(
+                        format!("\",\"PartitionKey\":\"k{}\"}}", rng.usize(..w.keys)).as_bytes(),
+                    );
+                }
+                body.extend_from_slice(b"]}");
+            }
+            Producer::PutRecord => {
+                record_data(&filler, &mut data);
+                body = json!({
+                    "StreamName": w.stream,
+                    "Data": engine.encode(&data),
+                    "PartitionKey": format!("k{}", rng.usize(..w.keys)),
+                })
+                .to_string()
+                .into_bytes();
+            }
+        }
+        let sent = Instant::now();
+        let reply = client.call(operation, body).await;
+        tally.requests += 1;
+        let reply = match reply {
+            Ok(reply) => reply,
+            Err(_) => {
+                tally.error(operation, "ConnectionError", 1);
+                tally.records_failed += n as u64;
+                live.errors.fetch_add(1, Ordering::Relaxed);
+                match Client::connect(client.target()).await {
+                    Ok(c) => client = c,
+                    Err(_) => break,
+                }
+                continue;
+            }
+        };
+        let _ = tally
+            .latency
+            .record(sent.elapsed().as_micros().max(1) as u64);
+        if let Some(name) = reply.error_name() {
+            tally.error(operation, &name, 1);
+            tally.records_failed += n as u64;
+            live.errors.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        let failed = match w.producer {
+            Producer::PutRecord => 0,
+            Producer::PutRecords => {
+                let head: PutRecordsHead =
+                    serde_json::from_slice(&reply.body).unwrap_or(PutRecordsHead { failed: 0 });
+                if head.failed > 0 {
+                    if let Ok(entries) = serde_json::from_slice::<PutRecordsEntries>(&reply.body) {
+                        for code in entries.records.iter().filter_map(|e| e.error_code.as_ref()) {
+                            tally.error(operation, code, 1);
+                        }
+                    }
+                    live.errors.fetch_add(head.failed, Ordering::Relaxed);
+                }
+                head.failed.min(n as u64)
+            }
+        };
+        let ok = n as u64 - failed;
+        tally.records_ok += ok;
+        tally.records_failed += failed;
+        tally.payload_bytes += ok * w.record_size as u64;
+        live.records_ok.fetch_add(ok, Ordering::Relaxed);
+    }
+    tally
+}
+
+#[derive(Deserialize)]
+struct GetRecordsOut {
+    #[serde(rename = "Records", default)]
+    records: Vec<GotRecord>,
+    #[serde(rename = "NextShardIterator")]
+    next: Option<String>,
+    #[serde(rename = "MillisBehindLatest", default)]
+    behind_ms: u64,
+}
+
+#[derive(Deserialize)]
+struct GotRecord {
+    #[serde(rename = "Data")]
+    data: String,
+}
+
+/// How long consumers keep reading after the producers stop, at most.
+const DRAIN_MAX: Duration = Duration::from_secs(10);
+
+async fn poll(
+    mut client: Client,
+    mut iterator: String,
+    live: Arc<Live>,
+    interval: Duration,
+) -> (Tally, Histogram<u64>, u64) {
+    let mut tally = Tally::new();
+    let mut latency = histogram();
+    let mut consumed = 0u64;
+    let mut drain_deadline = None;
+    let engine = &base64::engine::general_purpose::STANDARD;
+    loop {
+        let body = json!({"ShardIterator": iterator}).to_string().into_bytes();
+        let reply = match client.call("GetRecords", body).await {
+            Ok(r) => r,
+            Err(_) => {
+                tally.error("GetRecords", "ConnectionError", 1);
+                break;
+            }
+        };
+        tally.requests += 1;
+        let seen = now_us();
+        let mut caught_up = false;
+        if let Some(name) = reply.error_name() {
+            tally.error("GetRecords", &name, 1);
+            live.errors.fetch_add(1, Ordering::Relaxed);
+            if name != "ProvisionedThroughputExceededException" {
+                break;
+            }
+        } else {
+            let Ok(out) = serde_json::from_slice::<GetRecordsOut>(&reply.body) else {
+                tally.error("GetRecords", "UnreadableAnswer", 1);
+                break;
+            };
+            for r in &out.records {
+                // The stamp is in the first 12 bytes: 16 base64 characters.
+                let head = r.data.get(..16).unwrap_or(&r.data);
+                if let Some(sent) = engine.decode(head).ok().and_then(|d| stamp_of(&d)) {
+                    let _ = latency.record(seen.saturating_sub(sent).max(1));
+                }
+            }
+            consumed += out.records.len() as u64;
+            live.consumed
+                .fetch_add(out.records.len() as u64, Ordering::Relaxed);
+            caught_up = out.records.is_empty() && out.behind_ms == 0;
+            match out.next {
+                Some(next) => iterator = next,
+                None => break,
+            }
+        }
+        if live.producers_done.load(Ordering::Acquire) {
+            let deadline = *drain_deadline.get_or_insert_with(|| Instant::now() + DRAIN_MAX);
+            let all_seen =
+                live.consumed.load(Ordering::Relaxed) >= live.records_ok.load(Ordering::Relaxed);
+            if (caught_up && all_seen) || Instant::now() > deadline {
+                break;
+            }
+        }
+        if caught_up && !interval.is_zero() {
+            tokio::time::sleep(interval).await;
+        }
+    }
+    (tally, latency, consumed)
+}
+
+fn spawn_progress(
+    live: Arc<Live>,
+    started: Instant,
+    w: &Workload,
+) -> (indicatif::ProgressBar, tokio::task::JoinHandle<()>) {
+    let bar = match w.records {
+        Some(n) => indicatif::ProgressBar::new(n),
+        None => indicatif::ProgressBar::new(w.duration.as_millis() as u64),
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {elapsed_precise} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let by_records = w.records.is_some();
+    let handle = bar.clone();
+    let task = tokio::spawn(async move {
+        let mut last = (Instant::now(), 0u64);
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let ok = live.records_ok.load(Ordering::Relaxed);
+            let now = Instant::now();
+            let rate = (ok - last.1) as f64 / now.duration_since(last.0).as_secs_f64();
+            last = (now, ok);
+            handle.set_position(if by_records {
+                ok
+            } else {
+                started.elapsed().as_millis() as u64
+            });
+            handle.set_message(format!(
+                "{ok} records, {rate:.0}/s, {} consumed, {} errors",
+                live.consumed.load(Ordering::Relaxed),
+                live.errors.load(Ordering::Relaxed)
+            ));
+        }
+    });
+    (bar, task)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps_round_trip() {
+        let mut data = Vec::new();
+        record_data(&[0u8; 100], &mut data);
+        assert_eq!(data.len(), 100);
+        let sent = stamp_of(&data).unwrap();
+        assert!(sent.abs_diff(now_us()) < 60_000_000);
+        // The stamp survives base64 of just the first 16 characters.
+        let encoded = base64::engine::general_purpose::STANDARD.encode(&data);
+        let head = base64::engine::general_purpose::STANDARD
+            .decode(&encoded[..16])
+            .unwrap();
+        assert_eq!(stamp_of(&head), Some(sent));
+        record_data(&[0u8; 8], &mut data);
+        assert_eq!(stamp_of(&data), None, "too small for a stamp");
+    }
+}

@@ -1,0 +1,133 @@
+//! `sluice bench` against Sluice started in-process on port 0.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_bench::{Consumer, Producer, Target, Workload};
+use sluice_server::{Config, Credential, Server};
+
+async fn start(credentials: bool) -> (Server, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().to_path_buf(),
+        ..Config::default()
+    };
+    if credentials {
+        config.credentials.insert(
+            "AKIDBENCH".into(),
+            Credential {
+                secret: "bench-secret".into(),
+                account_id: None,
+            },
+        );
+    }
+    let server = Server::start(config, Arc::new(sluice_model::SystemClock))
+        .await
+        .unwrap();
+    (server, dir)
+}
+
+fn target(server: &Server, secret: &str) -> Target {
+    Target {
+        endpoint: format!("http://{}", server.local_addr()),
+        region: "us-east-1".into(),
+        access_key: "AKIDBENCH".into(),
+        secret_key: secret.into(),
+    }
+}
+
+fn workload(producer: Producer, records: u64) -> Workload {
+    Workload {
+        stream: "bench".into(),
+        shards: 3,
+        producer,
+        record_size: 64,
+        batch: 100,
+        keys: 50,
+        concurrency: 3,
+        duration: Duration::from_secs(600),
+        records: Some(records),
+        consumer: Consumer::Poll,
+        poll_interval: Duration::from_millis(1),
+        ..Workload::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_record_put_is_acknowledged_and_seen() {
+    let (server, _dir) = start(true).await;
+    // Signed with aws-sigv4 and verified by the server: a real signature check.
+    let report = sluice_bench::run(
+        target(&server, "bench-secret"),
+        workload(Producer::PutRecords, 3_050),
+    )
+    .await
+    .unwrap();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!((report.records_ok, report.records_failed), (3_050, 0));
+    assert_eq!(report.put_requests, 31, "30 full batches and one of 50");
+    assert_eq!(report.payload_bytes, 3_050 * 64);
+    assert_eq!(report.records_consumed, 3_050);
+    let e2e = report.end_to_end_latency_ms.as_ref().unwrap();
+    assert_eq!(e2e.count, 3_050, "every record carried a stamp");
+    assert_eq!(report.put_latency_ms.as_ref().unwrap().count, 31);
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["workload"]["producer"], "put-records");
+    assert!(report.human().contains("3050 records ok, 0 failed"));
+
+    // The stream exists now: a second run reuses it; PutRecord, then delete it.
+    let mut single = workload(Producer::PutRecord, 40);
+    single.delete = true;
+    let report = sluice_bench::run(target(&server, "bench-secret"), single)
+        .await
+        .unwrap();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!((report.records_ok, report.put_requests), (40, 40));
+    assert_eq!(report.records_consumed, 40);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_errors_are_reported_by_exception_name() {
+    let (server, _dir) = start(true).await;
+    let err = sluice_bench::run(
+        target(&server, "wrong-secret"),
+        workload(Producer::PutRecords, 10),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("InvalidSignatureException"),
+        "{err}"
+    );
+    // A record of 1 MiB plus its partition key is over the limit: each request
+    // fails, counted by exception name, and the run goes on.
+    let mut big = workload(Producer::PutRecord, 3);
+    big.record_size = 1024 * 1024;
+    big.consumer = Consumer::None;
+    let report = sluice_bench::run(target(&server, "bench-secret"), big)
+        .await
+        .unwrap();
+    assert_eq!((report.records_ok, report.records_failed), (0, 3));
+    assert_eq!(
+        report.errors.get("PutRecord/ValidationException"),
+        Some(&3),
+        "{:?}",
+        report.errors
+    );
+    assert!(report
+        .human()
+        .contains("error PutRecord/ValidationException: 3"));
+    let mut missing = workload(Producer::PutRecord, 3);
+    missing.create = false;
+    missing.stream = "absent".into();
+    let err = sluice_bench::run(target(&server, "bench-secret"), missing)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("ResourceNotFoundException"),
+        "{err}"
+    );
+    server.stop().await;
+}
