@@ -61,6 +61,8 @@ pub struct Workload {
     /// Target records per second in total; none: as fast as possible.
     pub rate: Option<u64>,
     pub consumer: Consumer,
+    /// After producing, read every shard back from TRIM_HORIZON to its end.
+    pub read_back: bool,
     /// Pause between GetRecords calls that returned nothing.
     #[serde(serialize_with = "seconds")]
     pub poll_interval: Duration,
@@ -88,6 +90,7 @@ impl Default for Workload {
             records: None,
             rate: None,
             consumer: Consumer::None,
+            read_back: false,
             poll_interval: Duration::from_millis(200),
             progress: false,
         }
@@ -124,6 +127,18 @@ impl Latency {
     }
 }
 
+/// Reading shards back from TRIM_HORIZON after producing.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReadBack {
+    pub records: u64,
+    /// Data bytes (from the base64 lengths).
+    pub payload_bytes: u64,
+    pub elapsed_s: f64,
+    pub records_per_s: f64,
+    pub payload_mb_per_s: f64,
+    pub requests: u64,
+}
+
 /// What a run measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -145,6 +160,8 @@ pub struct Report {
     pub records_consumed: u64,
     /// Put -> seen by a consumer.
     pub end_to_end_latency_ms: Option<Latency>,
+    /// Reading back from TRIM_HORIZON, if asked for.
+    pub read_back: Option<ReadBack>,
     /// `Operation/ExceptionName` -> count (per record for PutRecords entries).
     pub errors: BTreeMap<String, u64>,
 }
@@ -192,6 +209,12 @@ impl Report {
                 self.records_consumed, self.get_requests
             );
             out += &line("put -> seen", &self.end_to_end_latency_ms);
+        }
+        if let Some(r) = &self.read_back {
+            out += &format!(
+                "  read back from TRIM_HORIZON: {} records in {:.2} s ({} calls): {:.0} records/s, {:.2} MB/s\n",
+                r.records, r.elapsed_s, r.requests, r.records_per_s, r.payload_mb_per_s
+            );
         }
         for (name, n) in &self.errors {
             out += &format!("  error {name}: {n}\n");
@@ -341,6 +364,12 @@ pub async fn run(target: Target, workload: Workload) -> anyhow::Result<Report> {
         task.abort();
         bar.finish_and_clear();
     }
+    let read_back = if workload.read_back {
+        let mut client = Client::connect(target.clone()).await?;
+        Some(read_back(&mut client, &workload.stream, &shards, &mut tally).await?)
+    } else {
+        None
+    };
     if workload.delete {
         let body = json!({"StreamName": workload.stream})
             .to_string()
@@ -364,6 +393,7 @@ pub async fn run(target: Target, workload: Workload) -> anyhow::Result<Report> {
         put_latency_ms: Latency::of(&tally.latency),
         records_consumed: consumed,
         end_to_end_latency_ms: Latency::of(&end_to_end),
+        read_back,
         errors: tally.errors,
         workload,
     })
@@ -425,9 +455,7 @@ async fn list_shards(client: &mut Client, stream: &str) -> anyhow::Result<Vec<St
         let page = call_ok(client, "ListShards", body).await?;
         for s in page["Shards"].as_array().into_iter().flatten() {
             // Open shards only: a closed one has an EndingSequenceNumber.
-            if s["SequenceNumberRange"]
-                .get("EndingSequenceNumber")
-                .is_none()
+            if s["SequenceNumberRange"]["EndingSequenceNumber"].is_null()
             {
                 if let Some(id) = s["ShardId"].as_str() {
                     shards.push(id.to_owned());
@@ -442,10 +470,19 @@ async fn list_shards(client: &mut Client, stream: &str) -> anyhow::Result<Vec<St
 }
 
 async fn shard_iterator(client: &mut Client, stream: &str, shard: &str) -> anyhow::Result<String> {
+    iterator_at(client, stream, shard, "LATEST").await
+}
+
+async fn iterator_at(
+    client: &mut Client,
+    stream: &str,
+    shard: &str,
+    kind: &str,
+) -> anyhow::Result<String> {
     let out = call_ok(
         client,
         "GetShardIterator",
-        json!({"StreamName": stream, "ShardId": shard, "ShardIteratorType": "LATEST"}),
+        json!({"StreamName": stream, "ShardId": shard, "ShardIteratorType": kind}),
     )
     .await?;
     out["ShardIterator"]
@@ -619,6 +656,58 @@ struct GetRecordsOut {
 struct GotRecord {
     #[serde(rename = "Data")]
     data: String,
+}
+
+/// Reads each shard from TRIM_HORIZON until it is caught up.
+async fn read_back(
+    client: &mut Client,
+    stream: &str,
+    shards: &[String],
+    tally: &mut Tally,
+) -> anyhow::Result<ReadBack> {
+    let started = Instant::now();
+    let (mut records, mut bytes, mut requests) = (0u64, 0u64, 0u64);
+    for shard in shards {
+        let mut iterator = iterator_at(client, stream, shard, "TRIM_HORIZON").await?;
+        loop {
+            let body = json!({"ShardIterator": iterator, "Limit": 10000})
+                .to_string()
+                .into_bytes();
+            let reply = client.call("GetRecords", body).await?;
+            requests += 1;
+            if let Some(name) = reply.error_name() {
+                tally.error("GetRecords", &name, 1);
+                if name == "ProvisionedThroughputExceededException" {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+                bail!("GetRecords: {name}");
+            }
+            let out: GetRecordsOut = serde_json::from_slice(&reply.body)?;
+            records += out.records.len() as u64;
+            bytes += out
+                .records
+                .iter()
+                .map(|r| {
+                    let pad = r.data.bytes().rev().take_while(|b| *b == b'=').count();
+                    (r.data.len() / 4 * 3 - pad) as u64
+                })
+                .sum::<u64>();
+            match out.next {
+                Some(next) if !(out.records.is_empty() && out.behind_ms == 0) => iterator = next,
+                _ => break,
+            }
+        }
+    }
+    let secs = started.elapsed().as_secs_f64().max(1e-9);
+    Ok(ReadBack {
+        records,
+        payload_bytes: bytes,
+        elapsed_s: secs,
+        records_per_s: records as f64 / secs,
+        payload_mb_per_s: bytes as f64 / secs / 1e6,
+        requests,
+    })
 }
 
 /// How long consumers keep reading after the producers stop, at most.

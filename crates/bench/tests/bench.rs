@@ -76,15 +76,19 @@ async fn every_record_put_is_acknowledged_and_seen() {
     assert_eq!(json["workload"]["producer"], "put-records");
     assert!(report.human().contains("3050 records ok, 0 failed"));
 
-    // The stream exists now: a second run reuses it; PutRecord, then delete it.
+    // The stream exists now: a second run reuses it; PutRecord, read all
+    // back, then delete it.
     let mut single = workload(Producer::PutRecord, 40);
     single.delete = true;
+    single.read_back = true;
     let report = sluice_bench::run(target(&server, "bench-secret"), single)
         .await
         .unwrap();
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     assert_eq!((report.records_ok, report.put_requests), (40, 40));
     assert_eq!(report.records_consumed, 40);
+    let read = report.read_back.as_ref().unwrap();
+    assert_eq!((read.records, read.payload_bytes), (3_090, 3_090 * 64));
     server.stop().await;
 }
 

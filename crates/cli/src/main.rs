@@ -89,6 +89,10 @@ struct BenchArgs {
     /// `none`, or `poll`: GetRecords on every shard, measuring put -> seen latency.
     #[arg(long, default_value = "none", value_parser = ["none", "poll"])]
     consumer: String,
+    /// After producing, read every shard back from TRIM_HORIZON and report
+    /// the read throughput.
+    #[arg(long)]
+    read_back: bool,
     /// Pause between GetRecords calls that return nothing, in milliseconds
     /// (AWS allows 5 calls per shard per second).
     #[arg(long, default_value_t = 200)]
@@ -198,6 +202,9 @@ enum Ctl {
         preview_bytes: usize,
     },
 }
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     match run(Cli::parse()) {
@@ -358,6 +365,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         } else {
             sluice_bench::Consumer::None
         },
+        read_back: args.read_back,
         poll_interval: std::time::Duration::from_millis(args.poll_interval_ms),
         progress: !args.no_progress && !args.json,
     };
