@@ -455,8 +455,7 @@ async fn list_shards(client: &mut Client, stream: &str) -> anyhow::Result<Vec<St
         let page = call_ok(client, "ListShards", body).await?;
         for s in page["Shards"].as_array().into_iter().flatten() {
             // Open shards only: a closed one has an EndingSequenceNumber.
-            if s["SequenceNumberRange"]["EndingSequenceNumber"].is_null()
-            {
+            if s["SequenceNumberRange"]["EndingSequenceNumber"].is_null() {
                 if let Some(id) = s["ShardId"].as_str() {
                     shards.push(id.to_owned());
                 }

@@ -634,6 +634,18 @@ fn list_shards(state: &Ctx, input: &Value) -> OpResult {
         .stream(&state.account, &name)
         .filter(|s| !s.is_gone(now))
         .ok_or_else(|| not_found(state, &name))?;
+    // AWS lists the shards of ACTIVE and UPDATING streams only.
+    let status = stream.status(now);
+    if matches!(status, StreamStatus::Creating | StreamStatus::Deleting) {
+        return Err(err(
+            ErrorCode::ResourceInUseException,
+            format!(
+                "Stream {name} under account {} not ACTIVE or UPDATING, instead in state {}",
+                state.account,
+                status_name(status)
+            ),
+        ));
+    }
     let shards: Vec<&Shard> = stream
         .shards
         .iter()
@@ -1092,6 +1104,7 @@ fn set_retention(state: &Ctx, input: &Value, increase: bool) -> OpResult {
         .unwrap_or(0);
     let hours = u32::try_from(hours.clamp(0, i64::from(u32::MAX))).unwrap_or(u32::MAX);
     mutate_stream(state, &name, |stream| {
+        check_active(state, stream)?;
         stream
             .set_retention(hours, increase)
             .map_err(|e| meta_error(state, e))
@@ -1231,6 +1244,7 @@ fn set_monitoring(state: &Ctx, input: &Value, enable: bool) -> OpResult {
     let name = stream_name(state, input)?;
     let metrics: Vec<String> = string_list(input, "ShardLevelMetrics");
     let (before, after) = mutate_stream(state, &name, |stream| {
+        check_active(state, stream)?;
         Ok(stream.set_metrics(&metrics, enable))
     })?;
     Ok(json!({
