@@ -27,6 +27,8 @@ const PUT_RECORDS_MAX_BYTES: usize = 10 << 20;
 pub struct Ctx<'a> {
     state: &'a State,
     account: String,
+    /// The request came as CBOR (the answer must go back as CBOR).
+    cbor: bool,
 }
 
 impl std::ops::Deref for Ctx<'_> {
@@ -42,8 +44,33 @@ impl Ctx<'_> {
     }
 }
 
-pub fn dispatch(operation: &str, input: &Value, state: &State, account: String) -> OpResult {
-    let state = &Ctx { state, account };
+/// An operation's answer: a value for the encoder, or AWS JSON already
+/// written (GetRecords, when the request was JSON).
+#[derive(Debug)]
+pub enum Output {
+    Value(Value),
+    Json(Vec<u8>),
+}
+
+pub fn dispatch(
+    operation: &str,
+    input: &Value,
+    state: &State,
+    account: String,
+    cbor: bool,
+) -> Result<Output, AwsError> {
+    let state = &Ctx {
+        state,
+        account,
+        cbor,
+    };
+    if operation == "GetRecords" {
+        return get_records(state, input);
+    }
+    route(operation, input, state).map(Output::Value)
+}
+
+fn route(operation: &str, input: &Value, state: &Ctx) -> OpResult {
     match operation {
         "CreateStream" => create_stream(state, input),
         "DeleteStream" => delete_stream(state, input),
@@ -54,7 +81,6 @@ pub fn dispatch(operation: &str, input: &Value, state: &State, account: String) 
         "PutRecord" => put_record(state, input),
         "PutRecords" => put_records(state, input),
         "GetShardIterator" => get_shard_iterator(state, input),
-        "GetRecords" => get_records(state, input),
         "IncreaseStreamRetentionPeriod" => set_retention(state, input, true),
         "DecreaseStreamRetentionPeriod" => set_retention(state, input, false),
         "AddTagsToStream" => add_tags(state, input, stream_name(state, input)?),
@@ -162,13 +188,20 @@ fn with_stream<T>(
     input: &Value,
     f: impl FnOnce(&Stream) -> Result<T, AwsError>,
 ) -> Result<T, AwsError> {
-    let name = stream_name(state, input)?;
+    with_named_stream(state, &stream_name(state, input)?, f)
+}
+
+fn with_named_stream<T>(
+    state: &Ctx,
+    name: &str,
+    f: impl FnOnce(&Stream) -> Result<T, AwsError>,
+) -> Result<T, AwsError> {
     let catalog = state.catalog();
     let now = state.now_ms();
     let stream = catalog
-        .stream(&state.account, &name)
+        .stream(&state.account, name)
         .filter(|s| !s.is_gone(now))
-        .ok_or_else(|| not_found(state, &name))?;
+        .ok_or_else(|| not_found(state, name))?;
     f(stream)
 }
 
@@ -673,7 +706,14 @@ fn decode_data(value: Option<&Value>) -> Vec<u8> {
 
 /// The hash key that routes a record: ExplicitHashKey, or MD5 of the partition key.
 fn hash_key(entry: &Value) -> Result<u128, AwsError> {
-    if let Some(explicit) = str_of(entry, "ExplicitHashKey") {
+    hash_of(
+        str_of(entry, "PartitionKey").unwrap_or_default(),
+        str_of(entry, "ExplicitHashKey"),
+    )
+}
+
+fn hash_of(partition_key: &str, explicit: Option<&str>) -> Result<u128, AwsError> {
+    if let Some(explicit) = explicit {
         return explicit.parse::<u128>().map_err(|_| {
             err(
                 ErrorCode::InvalidArgumentException,
@@ -681,8 +721,65 @@ fn hash_key(entry: &Value) -> Result<u128, AwsError> {
             )
         });
     }
-    let key = str_of(entry, "PartitionKey").unwrap_or_default();
-    Ok(u128::from_be_bytes(Md5::digest(key.as_bytes()).into()))
+    Ok(u128::from_be_bytes(
+        Md5::digest(partition_key.as_bytes()).into(),
+    ))
+}
+
+/// PutRecords from the fast decoder (AWS JSON), answered in AWS JSON.
+pub fn put_records_fast(
+    state: &State,
+    account: String,
+    request: &sluice_wire::fast::PutRecordsRequest<'_>,
+) -> Result<Vec<u8>, AwsError> {
+    let state = &Ctx {
+        state,
+        account,
+        cbor: false,
+    };
+    let entries = request
+        .records
+        .iter()
+        .map(|r| {
+            Ok(PutEntry {
+                key: &r.partition_key,
+                data: r.data.as_slice().into(),
+                hash: hash_of(&r.partition_key, r.explicit_hash_key.as_deref())?,
+            })
+        })
+        .collect::<Result<Vec<_>, AwsError>>()?;
+    let put = put_entries(state, &request.stream_name, &entries)?;
+    let shard_ids: BTreeMap<u32, String> = put
+        .results
+        .iter()
+        .flatten()
+        .map(|(_, shard)| (*shard, sluice_meta::shard_id(*shard)))
+        .collect();
+    let sequences: Vec<Option<String>> = put
+        .results
+        .iter()
+        .map(|r| r.map(|(seq, _)| SequenceNumber(seq).to_string()))
+        .collect();
+    let mut out = Vec::with_capacity(64 + entries.len() * 112);
+    sluice_wire::fast::write_put_records_output(
+        put.failed,
+        put.results
+            .iter()
+            .zip(&sequences)
+            .map(|(r, seq)| match (r, seq) {
+                (Some((_, shard)), Some(seq)) => sluice_wire::fast::PutRecordsResult::Ok {
+                    sequence_number: seq,
+                    shard_id: &shard_ids[shard],
+                },
+                _ => sluice_wire::fast::PutRecordsResult::Failed {
+                    error_code: "InternalFailure",
+                    error_message: "Internal service failure.",
+                },
+            }),
+        put.encryption,
+        &mut out,
+    );
+    Ok(out)
 }
 
 fn check_record_size(stream: &Stream, path: &str, key: &str, data: &[u8]) -> Result<(), AwsError> {
@@ -740,83 +837,119 @@ fn put_record(state: &Ctx, input: &Value) -> OpResult {
 }
 
 fn put_records(state: &Ctx, input: &Value) -> OpResult {
-    let entries = input
+    let name = stream_name(state, input)?;
+    let items = input
         .get("Records")
         .and_then(Value::as_array)
-        .cloned()
+        .map(Vec::as_slice)
         .unwrap_or_default();
-    let datas: Vec<Vec<u8>> = entries.iter().map(|e| decode_data(e.get("Data"))).collect();
-    let keys: Vec<&str> = entries
+    let entries = items
         .iter()
-        .map(|e| str_of(e, "PartitionKey").unwrap_or_default())
+        .map(|e| {
+            Ok(PutEntry {
+                key: str_of(e, "PartitionKey").unwrap_or_default(),
+                data: decode_data(e.get("Data")).into(),
+                hash: hash_key(e)?,
+            })
+        })
+        .collect::<Result<Vec<_>, AwsError>>()?;
+    let put = put_entries(state, &name, &entries)?;
+    let records: Vec<Value> = put
+        .results
+        .iter()
+        .map(|r| match r {
+            Some((seq, shard)) => {
+                json!({"SequenceNumber": SequenceNumber(*seq).to_string(), "ShardId": sluice_meta::shard_id(*shard)})
+            }
+            None => {
+                json!({"ErrorCode": "InternalFailure", "ErrorMessage": "Internal service failure."})
+            }
+        })
         .collect();
-    let total: usize = datas
-        .iter()
-        .zip(&keys)
-        .map(|(d, k)| d.len() + k.len())
-        .sum();
+    Ok(
+        json!({"FailedRecordCount": put.failed, "Records": records, "EncryptionType": put.encryption}),
+    )
+}
+
+/// One record of a PutRecords (or PutRecord), decoded.
+#[derive(Debug)]
+pub(crate) struct PutEntry<'a> {
+    pub key: &'a str,
+    pub data: std::borrow::Cow<'a, [u8]>,
+    /// The hash key that routes it.
+    pub hash: u128,
+}
+
+/// What PutRecords did, per entry in request order: the sequence number and
+/// shard index, or nothing if that entry failed.
+#[derive(Debug)]
+pub(crate) struct PutOutcome {
+    pub results: Vec<Option<(u128, u32)>>,
+    pub failed: usize,
+    pub encryption: &'static str,
+}
+
+/// PutRecords after decoding: checks sizes, routes each entry, appends one
+/// batch per shard (one frame and one fsync round each, shards in parallel).
+pub(crate) fn put_entries(
+    state: &Ctx,
+    name: &str,
+    entries: &[PutEntry<'_>],
+) -> Result<PutOutcome, AwsError> {
+    let total: usize = entries.iter().map(|e| e.data.len() + e.key.len()).sum();
     if total > PUT_RECORDS_MAX_BYTES {
         return Err(err(
             ErrorCode::InvalidArgumentException,
             format!("Records size exceeds {PUT_RECORDS_MAX_BYTES} bytes limit"),
         ));
     }
-    let hashes = entries
-        .iter()
-        .map(hash_key)
-        .collect::<Result<Vec<_>, _>>()?;
-    // (shard id, shard log id) per entry, in request order.
-    type Routes = (Vec<(String, u64)>, u8, &'static str);
-    let (routes, flags, encryption): Routes = with_stream(state, input, |stream| {
-        for (i, (k, d)) in keys.iter().zip(&datas).enumerate() {
-            check_not_deleting(state, stream)?;
-            check_record_size(stream, &format!("records.{}.member.data", i + 1), k, d)?;
+    // (shard index, shard log id) per entry, in request order.
+    type Routes = (Vec<(u32, u64)>, u8, &'static str);
+    let (routes, flags, encryption): Routes = with_named_stream(state, name, |stream| {
+        check_not_deleting(state, stream)?;
+        for (i, e) in entries.iter().enumerate() {
+            check_record_size(
+                stream,
+                &format!("records.{}.member.data", i + 1),
+                e.key,
+                &e.data,
+            )?;
         }
-        let routes = hashes
+        let routes = entries
             .iter()
-            .map(|h| {
-                let s = stream.shard_for_hash_key(*h);
-                (s.shard_id(), s.log_id)
+            .map(|e| {
+                let s = stream.shard_for_hash_key(e.hash);
+                (s.index, s.log_id)
             })
             .collect();
         Ok((routes, record_flags(stream), encryption_type(stream)))
     })?;
-    // One append (one frame, one fsync round) per shard, all shards at once.
     let mut by_shard: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
     for (i, (_, log_id)) in routes.iter().enumerate() {
         by_shard.entry(*log_id).or_default().push(i);
     }
     let groups: Vec<(u64, Vec<usize>)> = by_shard.into_iter().collect();
-    let outcomes = append_groups(state, &groups, &keys, &datas, flags);
+    let outcomes = append_groups(state, &groups, entries, flags);
     if outcomes
         .iter()
         .any(|o| matches!(o, Err(AppendFailure::StreamGone)))
     {
-        return Err(not_found(state, &stream_name(state, input)?));
+        return Err(not_found(state, name));
     }
-    let mut results: Vec<Option<u128>> = vec![None; entries.len()];
+    let mut results: Vec<Option<(u128, u32)>> = vec![None; entries.len()];
     for ((_, indexes), outcome) in groups.iter().zip(&outcomes) {
         if let Ok(receipt) = outcome {
             for (n, &i) in indexes.iter().enumerate() {
-                results[i] = Some(receipt.sequence(n));
+                results[i] = Some((receipt.sequence(n), routes[i].0));
             }
         }
     }
-    let mut failed = 0;
-    let records: Vec<Value> = results
-        .into_iter()
-        .zip(&routes)
-        .map(|(r, (shard_id, _))| match r {
-            Some(seq) => {
-                json!({"SequenceNumber": SequenceNumber(seq).to_string(), "ShardId": shard_id})
-            }
-            _ => {
-                failed += 1;
-                json!({"ErrorCode": "InternalFailure", "ErrorMessage": "Internal service failure."})
-            }
-        })
-        .collect();
-    Ok(json!({"FailedRecordCount": failed, "Records": records, "EncryptionType": encryption}))
+    let failed = results.iter().filter(|r| r.is_none()).count();
+    Ok(PutOutcome {
+        results,
+        failed,
+        encryption,
+    })
 }
 
 /// Why one shard's append of a PutRecords failed.
@@ -835,8 +968,7 @@ const APPEND_WORKERS_MAX: usize = 8;
 fn append_groups(
     state: &Ctx,
     groups: &[(u64, Vec<usize>)],
-    keys: &[&str],
-    datas: &[Vec<u8>],
+    entries: &[PutEntry<'_>],
     flags: u8,
 ) -> Vec<Result<sluice_log::AppendReceipt, AppendFailure>> {
     let append = |(log_id, indexes): &(u64, Vec<usize>)| {
@@ -844,8 +976,8 @@ fn append_groups(
         let batch: Vec<AppendRecord<'_>> = indexes
             .iter()
             .map(|&i| AppendRecord {
-                partition_key: keys[i].as_bytes(),
-                data: &datas[i],
+                partition_key: entries[i].key.as_bytes(),
+                data: &entries[i].data,
                 flags,
             })
             .collect();
@@ -963,7 +1095,7 @@ fn get_shard_iterator(state: &Ctx, input: &Value) -> OpResult {
     Ok(json!({"ShardIterator": iterator.encode(state.iterator_key())}))
 }
 
-fn get_records(state: &Ctx, input: &Value) -> OpResult {
+fn get_records(state: &Ctx, input: &Value) -> Result<Output, AwsError> {
     let text = str_of(input, "ShardIterator").unwrap_or_default();
     let limit = u64_of(input, "Limit").unwrap_or(10_000) as usize;
     // An iterator issued to another account is not one for this caller.
@@ -1009,6 +1141,41 @@ fn get_records(state: &Ctx, input: &Value) -> OpResult {
             },
         )
         .map_err(internal)?;
+    let next = (!batch.end_of_shard).then(|| {
+        ShardIterator {
+            issued_ms: now,
+            cursor: batch.next,
+            ..iterator
+        }
+        .encode(state.iterator_key())
+    });
+    if !state.cbor {
+        // Straight to AWS JSON: no value tree for up to 10 MiB of records.
+        use sluice_wire::fast::{
+            write_get_records_end, write_get_records_record, write_get_records_start, GotRecord,
+        };
+        let size: usize = batch
+            .records
+            .iter()
+            .map(|r| r.data.len() / 3 * 4 + r.partition_key.len() * 2 + 160)
+            .sum();
+        let mut out = Vec::with_capacity(size + 600);
+        write_get_records_start(&mut out);
+        for (i, r) in batch.records.iter().enumerate() {
+            let sequence = SequenceNumber(r.sequence).to_string();
+            let key = String::from_utf8_lossy(&r.partition_key);
+            let record = GotRecord {
+                sequence_number: &sequence,
+                arrival_timestamp_ms: r.arrival_timestamp_ms,
+                data: &r.data,
+                partition_key: &key,
+                encrypted: r.flags & FLAG_ENCRYPTED != 0,
+            };
+            write_get_records_record(i == 0, &record, &mut out);
+        }
+        write_get_records_end(batch.millis_behind_latest, next.as_deref(), &mut out);
+        return Ok(Output::Json(out));
+    }
     let engine = &base64::engine::general_purpose::STANDARD;
     let records: Vec<Value> = batch
         .records
@@ -1027,15 +1194,10 @@ fn get_records(state: &Ctx, input: &Value) -> OpResult {
         })
         .collect();
     let mut out = json!({"Records": records, "MillisBehindLatest": batch.millis_behind_latest});
-    if !batch.end_of_shard {
-        let next = ShardIterator {
-            issued_ms: now,
-            cursor: batch.next,
-            ..iterator
-        };
-        out["NextShardIterator"] = json!(next.encode(state.iterator_key()));
+    if let Some(next) = next {
+        out["NextShardIterator"] = json!(next);
     }
-    Ok(out)
+    Ok(Output::Value(out))
 }
 
 // ---- stream settings, tags, policies, account ----

@@ -151,18 +151,28 @@ async fn route(req: Request<Incoming>, state: Arc<State>, cbor: bool) -> Result<
     let operation = operation.to_owned();
     let run = move || -> Result<Bytes, AwsError> {
         let account = authenticate(&parts, &body, &state)?;
+        if !cbor && operation == "PutRecords" {
+            if let Some(request) = sluice_wire::fast::decode_put_records(&body) {
+                return ops::put_records_fast(&state, account, &request).map(Bytes::from);
+            }
+        }
         let input = if cbor {
             cbor::decode_cbor_body(&body)?
         } else {
             sluice_wire::validate::decode_json_body(&body)?
         };
         sluice_wire::validate::validate_input(kinesis(), &operation, &input)?;
-        let value = ops::dispatch(&operation, &input, &state, account)?;
-        Ok(if cbor {
-            Bytes::from(cbor::encode_cbor_output(kinesis(), &operation, &value))
-        } else {
-            Bytes::from(serde_json::to_vec(&value).expect("JSON values serialize"))
-        })
+        Ok(
+            match ops::dispatch(&operation, &input, &state, account, cbor)? {
+                ops::Output::Json(bytes) => Bytes::from(bytes),
+                ops::Output::Value(value) if cbor => {
+                    Bytes::from(cbor::encode_cbor_output(kinesis(), &operation, &value))
+                }
+                ops::Output::Value(value) => {
+                    Bytes::from(serde_json::to_vec(&value).expect("JSON values serialize"))
+                }
+            },
+        )
     };
     match tokio::task::spawn_blocking(run).await {
         Ok(result) => result.map(Reply::Body),

@@ -8,9 +8,12 @@
 //! - [`error`]: AWS-shaped errors (`__type` + `message`) and their HTTP statuses.
 //! - [`cbor`]: AWS CBOR 1.1 bodies (the Java SDKs' default), to and from the JSON form.
 //! - [`target`]: the `X-Amz-Target` header.
+//! - [`fast`]: PutRecords decoded and Put/GetRecords answers written without a
+//!   JSON tree per record (the general path stays the reference).
 
 pub mod cbor;
 pub mod error;
+pub mod fast;
 pub mod model;
 pub mod target;
 pub mod validate;
