@@ -6,4 +6,4 @@ mod clock;
 mod sequence_number;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use sequence_number::{ParseSequenceNumberError, SequenceNumber};
+pub use sequence_number::{ParseSequenceNumberError, SequenceNumber, SEQUENCE_NUMBER_DIGITS};

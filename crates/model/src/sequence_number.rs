@@ -34,9 +34,37 @@ impl fmt::Display for ParseSequenceNumberError {
     }
 }
 
+impl SequenceNumber {
+    /// The rendering as ASCII digits, without allocating: a PutRecords answer
+    /// renders up to 500 of these and a GetRecords answer up to 10,000.
+    pub fn to_ascii(self) -> [u8; SEQUENCE_NUMBER_DIGITS] {
+        const CHUNK: u128 = 10_000_000_000_000_000_000; // 10^19 fits a u64
+        let mut out = [b'0'; SEQUENCE_NUMBER_DIGITS];
+        out[0] = PREFIX;
+        let low = (self.0 % CHUNK) as u64;
+        let rest = self.0 / CHUNK;
+        let middle = (rest % CHUNK) as u64;
+        let high = (rest / CHUNK) as u64; // u128::MAX / 10^38 < 4
+                                          // 55 digits after the prefix: 17 + 19 + 19.
+        write_digits(high, &mut out[1..18]);
+        write_digits(middle, &mut out[18..37]);
+        write_digits(low, &mut out[37..56]);
+        out
+    }
+}
+
+/// Writes `v` zero-padded into all of `out` (which is wide enough).
+fn write_digits(mut v: u64, out: &mut [u8]) {
+    for slot in out.iter_mut().rev() {
+        *slot = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+}
+
 impl fmt::Display for SequenceNumber {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "4{:055}", self.0)
+        let ascii = self.to_ascii();
+        f.write_str(std::str::from_utf8(&ascii).expect("digits are ASCII"))
     }
 }
 
@@ -79,6 +107,30 @@ mod tests {
             assert_eq!(s.len(), SEQUENCE_NUMBER_DIGITS, "{s}");
             assert!(s.starts_with('4'));
             assert_eq!(s.parse::<SequenceNumber>(), Ok(SequenceNumber(v)));
+        }
+    }
+
+    #[test]
+    fn fast_rendering_matches_zero_padded_formatting() {
+        let mut rng = 0x9e37_79b9_7f4a_7c15_u128;
+        let mut values = vec![
+            0,
+            1,
+            9,
+            10,
+            u128::MAX,
+            u128::MAX - 1,
+            10u128.pow(19),
+            10u128.pow(38),
+        ];
+        for _ in 0..10_000 {
+            rng = rng
+                .wrapping_mul(0x2545_f491_4f6c_dd1d_0000_0000_0000_0001)
+                .wrapping_add(0x1405_7b7e_f767_814f);
+            values.push(rng >> (rng as u32 % 128));
+        }
+        for v in values {
+            assert_eq!(SequenceNumber(v).to_string(), format!("4{v:055}"), "{v}");
         }
     }
 

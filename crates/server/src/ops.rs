@@ -743,7 +743,7 @@ pub fn put_records_fast(
         .map(|r| {
             Ok(PutEntry {
                 key: &r.partition_key,
-                data: r.data.as_slice().into(),
+                data: request.data_of(r).into(),
                 hash: hash_of(&r.partition_key, r.explicit_hash_key.as_deref())?,
             })
         })
@@ -755,36 +755,43 @@ pub fn put_records_fast(
         .flatten()
         .map(|(_, shard)| (*shard, sluice_meta::shard_id(*shard)))
         .collect();
-    let sequences: Vec<Option<String>> = put
+    // Every sequence number rendered into one buffer, 56 digits each.
+    let digits: Vec<u8> = put
         .results
         .iter()
-        .map(|r| r.map(|(seq, _)| SequenceNumber(seq).to_string()))
+        .flat_map(|r| SequenceNumber(r.map_or(0, |(seq, _)| seq)).to_ascii())
         .collect();
+    let width = sluice_model::SEQUENCE_NUMBER_DIGITS;
     let mut out = Vec::with_capacity(64 + entries.len() * 112);
     sluice_wire::fast::write_put_records_output(
         put.failed,
-        put.results
-            .iter()
-            .zip(&sequences)
-            .map(|(r, seq)| match (r, seq) {
-                (Some((_, shard)), Some(seq)) => sluice_wire::fast::PutRecordsResult::Ok {
-                    sequence_number: seq,
-                    shard_id: &shard_ids[shard],
-                },
-                _ => sluice_wire::fast::PutRecordsResult::Failed {
-                    error_code: "InternalFailure",
-                    error_message: "Internal service failure.",
-                },
-            }),
+        put.results.iter().enumerate().map(|(i, r)| match r {
+            Some((_, shard)) => sluice_wire::fast::PutRecordsResult::Ok {
+                sequence_number: std::str::from_utf8(&digits[i * width..(i + 1) * width])
+                    .expect("digits are ASCII"),
+                shard_id: &shard_ids[shard],
+            },
+            None => sluice_wire::fast::PutRecordsResult::Failed {
+                error_code: "InternalFailure",
+                error_message: "Internal service failure.",
+            },
+        }),
         put.encryption,
         &mut out,
     );
     Ok(out)
 }
 
-fn check_record_size(stream: &Stream, path: &str, key: &str, data: &[u8]) -> Result<(), AwsError> {
+/// `path` names the member in the error; it is only built on failure.
+fn check_record_size(
+    stream: &Stream,
+    path: impl FnOnce() -> String,
+    key: &str,
+    data: &[u8],
+) -> Result<(), AwsError> {
     let max = stream.max_record_size_kib as usize * 1024;
     if data.len() + key.len() > max {
+        let path = path();
         return Err(err(
             ErrorCode::ValidationException,
             format!("1 validation error detected: Value at '{path}' failed to satisfy constraint: Member must have length less than or equal to {max}"),
@@ -808,7 +815,7 @@ fn put_record(state: &Ctx, input: &Value) -> OpResult {
     let hash = hash_key(input)?;
     let (shard, log_id, flags, encryption) = with_stream(state, input, |stream| {
         check_not_deleting(state, stream)?;
-        check_record_size(stream, "data", key, &data)?;
+        check_record_size(stream, || "data".to_owned(), key, &data)?;
         let shard = stream.shard_for_hash_key(hash);
         Ok((
             shard.shard_id(),
@@ -910,7 +917,7 @@ pub(crate) fn put_entries(
         for (i, e) in entries.iter().enumerate() {
             check_record_size(
                 stream,
-                &format!("records.{}.member.data", i + 1),
+                || format!("records.{}.member.data", i + 1),
                 e.key,
                 &e.data,
             )?;
@@ -1162,10 +1169,10 @@ fn get_records(state: &Ctx, input: &Value) -> Result<Output, AwsError> {
         let mut out = Vec::with_capacity(size + 600);
         write_get_records_start(&mut out);
         for (i, r) in batch.records.iter().enumerate() {
-            let sequence = SequenceNumber(r.sequence).to_string();
+            let sequence = SequenceNumber(r.sequence).to_ascii();
             let key = String::from_utf8_lossy(&r.partition_key);
             let record = GotRecord {
-                sequence_number: &sequence,
+                sequence_number: std::str::from_utf8(&sequence).expect("digits are ASCII"),
                 arrival_timestamp_ms: r.arrival_timestamp_ms,
                 data: &r.data,
                 partition_key: &key,
