@@ -138,7 +138,8 @@ impl Client {
     }
 
     /// Calls `operation` with a JSON body; errors only if no HTTP answer came.
-    pub async fn call(&mut self, operation: &str, body: Vec<u8>) -> anyhow::Result<Reply> {
+    pub async fn call(&mut self, operation: &str, body: impl Into<Bytes>) -> anyhow::Result<Reply> {
+        let body: Bytes = body.into();
         let amz_target = format!("Kinesis_20131202.{operation}");
         let headers = [
             ("host", self.authority.as_str()),
@@ -167,7 +168,7 @@ impl Client {
         for (name, value) in instructions.headers() {
             request = request.header(name, value);
         }
-        let request = request.body(Full::new(Bytes::from(body)))?;
+        let request = request.body(Full::new(body))?;
         self.sender.ready().await?;
         let response = self.sender.send_request(request).await?;
         let status = response.status().as_u16();

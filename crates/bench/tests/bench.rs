@@ -89,6 +89,19 @@ async fn every_record_put_is_acknowledged_and_seen() {
     assert_eq!(report.records_consumed, 40);
     let read = report.read_back.as_ref().unwrap();
     assert_eq!((read.records, read.payload_bytes), (3_090, 3_090 * 64));
+
+    // Without a consumer, full batches come from a reused pool; the last,
+    // partial batch is built on its own. Every record still lands.
+    let mut pooled = workload(Producer::PutRecords, 2_550);
+    pooled.consumer = Consumer::None;
+    pooled.read_back = true;
+    pooled.delete = true;
+    let report = sluice_bench::run(target(&server, "bench-secret"), pooled)
+        .await
+        .unwrap();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!((report.records_ok, report.put_requests), (2_550, 26));
+    assert_eq!(report.read_back.as_ref().unwrap().records, 2_550);
     server.stop().await;
 }
 
