@@ -22,7 +22,9 @@ STORE_SECONDS=${STORE_SECONDS:-180}
 PEERS=${PEERS:-"sluice ferrokinesis kinesalite kinesis-mock"}
 WRITE_DOC=${WRITE_DOC:-1}
 mkdir -p "$CACHE" "$OUT"
-rm -f "$OUT"/*.json
+# Results of the peers run now are replaced; others' earlier results stay, so
+# that one peer can be rerun (PEERS=kinesalite) without losing the rest.
+for peer in $PEERS; do rm -f "$OUT/$peer".*.json; done
 
 echo "== building sluice (release)"
 cargo build --release --locked -p sluice
@@ -125,10 +127,13 @@ for peer in $PEERS; do
   wait "$server_pid" 2>/dev/null || true
 done
 
-python3 - "$OUT" "$WRITE_DOC" "$DURATION" "$STORE_SECONDS" $PEERS <<'PY'
-import datetime, json, os, platform, re, sys
+python3 - "$OUT" "$WRITE_DOC" "$DURATION" "$STORE_SECONDS" <<'PY'
+import datetime, glob, json, os, platform, re, sys
 
-out, write_doc, duration, store_seconds, peers = sys.argv[1], sys.argv[2] == "1", sys.argv[3], sys.argv[4], sys.argv[5:]
+out, write_doc, duration, store_seconds = sys.argv[1], sys.argv[2] == "1", sys.argv[3], sys.argv[4]
+# Every peer with results, in a fixed order.
+peers = [p for p in ["sluice", "ferrokinesis", "kinesalite", "kinesis-mock"]
+         if glob.glob(os.path.join(out, f"{p}.*.json"))]
 
 def load(peer, n):
     try:

@@ -87,35 +87,7 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(target: Arc<Target>) -> anyhow::Result<Self> {
-        let (tls, host, port) = target.parts()?;
-        let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
-            .await
-            .with_context(|| format!("cannot connect to {}", target.endpoint))?;
-        tcp.set_nodelay(true)?;
-        let sender = if tls {
-            let mut roots = rustls::RootCertStore::empty();
-            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-            let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-            let name = rustls::pki_types::ServerName::try_from(host.clone())?;
-            let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
-                .connect(name, tcp)
-                .await?;
-            handshake(stream).await?
-        } else {
-            handshake(tcp).await?
-        };
-        let default_port = if tls { 443 } else { 80 };
-        let authority = if port == default_port {
-            host
-        } else {
-            format!("{host}:{port}")
-        };
-        let url = format!("{}://{authority}/", if tls { "https" } else { "http" });
+        let (sender, authority, url) = open(&target).await?;
         let identity = aws_credential_types::Credentials::new(
             &target.access_key,
             &target.secret_key,
@@ -169,7 +141,12 @@ impl Client {
             request = request.header(name, value);
         }
         let request = request.body(Full::new(body))?;
-        self.sender.ready().await?;
+        // A server may close an idle connection (Node's default after 5 s):
+        // nothing was sent yet, so open a new one.
+        if self.sender.is_closed() || self.sender.ready().await.is_err() {
+            self.sender = open(&self.target).await?.0;
+            self.sender.ready().await?;
+        }
         let response = self.sender.send_request(request).await?;
         let status = response.status().as_u16();
         let body = Limited::new(response.into_body(), RESPONSE_MAX_BYTES)
@@ -179,6 +156,40 @@ impl Client {
             .to_bytes();
         Ok(Reply { status, body })
     }
+}
+
+/// Connects (and handshakes TLS): the sender, the `host` to sign, the URL.
+async fn open(target: &Target) -> anyhow::Result<(SendRequest<Full<Bytes>>, String, String)> {
+    let (tls, host, port) = target.parts()?;
+    let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
+        .await
+        .with_context(|| format!("cannot connect to {}", target.endpoint))?;
+    tcp.set_nodelay(true)?;
+    let sender = if tls {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from(host.clone())?;
+        let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await?;
+        handshake(stream).await?
+    } else {
+        handshake(tcp).await?
+    };
+    let default_port = if tls { 443 } else { 80 };
+    let authority = if port == default_port {
+        host
+    } else {
+        format!("{host}:{port}")
+    };
+    let url = format!("{}://{authority}/", if tls { "https" } else { "http" });
+    Ok((sender, authority, url))
 }
 
 async fn handshake<IO>(io: IO) -> anyhow::Result<SendRequest<Full<Bytes>>>
