@@ -21,6 +21,8 @@ import {
   ListTagsForStreamCommand,
   IncreaseStreamRetentionPeriodCommand,
   DescribeLimitsCommand,
+  SplitShardCommand,
+  MergeShardsCommand,
   ResourceNotFoundException,
   ResourceInUseException,
   InvalidArgumentException,
@@ -177,4 +179,54 @@ test("signatures are verified when credentials are configured", async () => {
     secured.kill("SIGTERM");
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test("split and merge while a producer writes; every record once, in order per key", async () => {
+  const StreamName = "js-reshard";
+  await client.send(new CreateStreamCommand({ StreamName, ShardCount: 2 }));
+  const keys = Array.from({ length: 8 }, (_, i) => `k${i}`);
+  let batches = 0;
+  const producer = (async () => {
+    for (let n = 0; n < 60; n++) {
+      const out = await client.send(new PutRecordsCommand({
+        StreamName,
+        Records: keys.map((k) => ({ PartitionKey: k, Data: bytes(`${k}:${n}`) })),
+      }));
+      assert.equal(out.FailedRecordCount, 0);
+      batches++;
+    }
+  })();
+  // Reshard while the producer is between its first and last batches.
+  while (batches < 10) await new Promise((ok) => setImmediate(ok));
+  await client.send(new SplitShardCommand({ StreamName, ShardToSplit: "shardId-000000000001", NewStartingHashKey: (2n ** 127n + 2n ** 126n).toString() }));
+  while (batches < 30) await new Promise((ok) => setImmediate(ok));
+  await client.send(new MergeShardsCommand({ StreamName, ShardToMerge: "shardId-000000000000", AdjacentShardToMerge: "shardId-000000000002" }));
+  await producer;
+
+  const { Shards } = await client.send(new ListShardsCommand({ StreamName }));
+  assert.deepEqual(Shards.map((s) => s.ShardId), [0, 1, 2, 3, 4].map((i) => `shardId-00000000000${i}`));
+  const byId = Object.fromEntries(Shards.map((s) => [s.ShardId, s]));
+  assert.equal(byId["shardId-000000000004"].ParentShardId, "shardId-000000000000");
+  assert.equal(byId["shardId-000000000004"].AdjacentParentShardId, "shardId-000000000002");
+  // Parents before children.
+  const seen = [];
+  for (const id of ["shardId-000000000000", "shardId-000000000001", "shardId-000000000002", "shardId-000000000003", "shardId-000000000004"]) {
+    let { ShardIterator } = await client.send(new GetShardIteratorCommand({ StreamName, ShardId: id, ShardIteratorType: "TRIM_HORIZON" }));
+    for (;;) {
+      const out = await client.send(new GetRecordsCommand({ ShardIterator }));
+      seen.push(...out.Records.map((r) => text(r.Data)));
+      if (!out.NextShardIterator) {
+        assert.ok(out.ChildShards.length > 0, `${id} closed: its children are named`);
+        break;
+      }
+      if (out.Records.length === 0 && out.MillisBehindLatest === 0) break;
+      ShardIterator = out.NextShardIterator;
+    }
+  }
+  assert.equal(seen.length, 60 * keys.length);
+  for (const k of keys) {
+    const ns = seen.filter((s) => s.startsWith(`${k}:`)).map((s) => Number(s.split(":")[1]));
+    assert.deepEqual(ns, Array.from({ length: 60 }, (_, n) => n), `order of ${k}`);
+  }
+  await client.send(new DeleteStreamCommand({ StreamName }));
 });

@@ -42,6 +42,15 @@ pub enum MetaError {
     StreamNotFound(String),
     #[error("shard {1} not found in stream {0}")]
     ShardNotFound(String, String),
+    /// The shard was split or merged already.
+    #[error("shard {1} of stream {0} is closed")]
+    ShardClosed(String, String),
+    /// A split's new starting hash key is not strictly inside the shard.
+    #[error("the new starting hash key is not inside shard {1} of stream {0}")]
+    SplitKeyOutside(String, String),
+    /// A merge of two shards whose ranges do not touch.
+    #[error("shards {1} and {2} of stream {0} are not adjacent")]
+    NotAdjacent(String, String, String),
     #[error("the snapshot does not parse: {0}")]
     Snapshot(String),
     #[error("Minimum allowed retention period is {RETENTION_HOURS_MIN} hours. Requested retention period ({0} hours) is too short.")]
@@ -93,9 +102,26 @@ pub struct Shard {
     pub parent: Option<u32>,
     pub adjacent_parent: Option<u32>,
     pub created_ms: u64,
+    /// Set once a split or merge closed the shard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed: Option<Closed>,
+}
+
+/// When a shard closed and its last sequence number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Closed {
+    pub at_ms: u64,
+    /// The shard log's ending sequence number: known once the log's close is
+    /// durable (a crash in between is finished at the next start).
+    #[serde(default, with = "decimal_option")]
+    pub ending_sequence: Option<u128>,
 }
 
 impl Shard {
+    pub fn is_open(&self) -> bool {
+        self.closed.is_none()
+    }
+
     pub fn shard_id(&self) -> String {
         shard_id(self.index)
     }
@@ -240,11 +266,53 @@ impl Stream {
 
     /// The open shard whose range holds `hash_key`.
     pub fn shard_for_hash_key(&self, hash_key: u128) -> &Shard {
-        self.shards
-            .iter()
+        self.open_shards()
             .find(|s| s.starting_hash_key <= hash_key && hash_key <= s.ending_hash_key)
             .expect("open shards tile the whole hash-key space")
     }
+
+    pub fn open_shards(&self) -> impl Iterator<Item = &Shard> {
+        self.shards.iter().filter(|s| s.is_open())
+    }
+
+    /// The shards a split or merge of `index` produced.
+    pub fn children_of(&self, index: u32) -> impl Iterator<Item = &Shard> {
+        self.shards
+            .iter()
+            .filter(move |s| s.parent == Some(index) || s.adjacent_parent == Some(index))
+    }
+
+    fn next_index(&self) -> u32 {
+        self.shards.iter().map(|s| s.index + 1).max().unwrap_or(0)
+    }
+
+    fn open_shard(&self, index: u32) -> Result<&Shard, MetaError> {
+        let shard = self
+            .shard(index)
+            .ok_or_else(|| MetaError::ShardNotFound(self.name.clone(), shard_id(index)))?;
+        if !shard.is_open() {
+            return Err(MetaError::ShardClosed(self.name.clone(), shard_id(index)));
+        }
+        Ok(shard)
+    }
+
+    fn close_shard(&mut self, index: u32, now_ms: u64) {
+        if let Some(s) = self.shards.iter_mut().find(|s| s.index == index) {
+            s.closed = Some(Closed {
+                at_ms: now_ms,
+                ending_sequence: None,
+            });
+        }
+    }
+}
+
+/// What a split or merge changed in the storage: shard logs to close (their
+/// ending sequence numbers then go into the catalog with
+/// [`Catalog::set_ending_sequence`]) and shard logs to create (id, epoch).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reshard {
+    pub closed: Vec<(u32, u64)>,
+    pub created: Vec<(u64, u64)>,
 }
 
 /// What CreateStream asks for.
@@ -381,7 +449,125 @@ impl Catalog {
 
     /// Open shards of one account (the shard limit is per account).
     pub fn open_shard_count(&self, account: &str) -> usize {
-        self.streams_of(account).map(|s| s.shards.len()).sum()
+        self.streams_of(account)
+            .map(|s| s.open_shards().count())
+            .sum()
+    }
+
+    fn new_shard(&mut self, index: u32, start: u128, end: u128, now_ms: u64) -> Shard {
+        let shard = Shard {
+            index,
+            starting_hash_key: start,
+            ending_hash_key: end,
+            log_id: self.next_log_id,
+            epoch: self.next_epoch,
+            parent: None,
+            adjacent_parent: None,
+            created_ms: now_ms,
+            closed: None,
+        };
+        self.next_log_id += 1;
+        self.next_epoch += 1;
+        shard
+    }
+
+    /// Splits an open shard at `new_start` (strictly inside its range, as AWS
+    /// requires: more than one above its start, below its end): the shard
+    /// closes and two children take its range. The stream is UPDATING for
+    /// `updating_ms`.
+    pub fn split_shard(
+        &mut self,
+        account: &str,
+        name: &str,
+        index: u32,
+        new_start: u128,
+        now_ms: u64,
+        updating_ms: u64,
+    ) -> Result<Reshard, MetaError> {
+        let stream = self.stream_mut(account, name)?;
+        let parent = stream.open_shard(index)?;
+        let (start, end, parent_log) = (
+            parent.starting_hash_key,
+            parent.ending_hash_key,
+            parent.log_id,
+        );
+        if new_start <= start.saturating_add(1) || new_start >= end {
+            return Err(MetaError::SplitKeyOutside(name.to_owned(), shard_id(index)));
+        }
+        let first = stream.next_index();
+        let mut low = self.new_shard(first, start, new_start - 1, now_ms);
+        let mut high = self.new_shard(first + 1, new_start, end, now_ms);
+        low.parent = Some(index);
+        high.parent = Some(index);
+        let created = vec![(low.log_id, low.epoch), (high.log_id, high.epoch)];
+        let stream = self.stream_mut(account, name)?;
+        stream.close_shard(index, now_ms);
+        stream.shards.extend([low, high]);
+        stream.start_update(now_ms, updating_ms);
+        Ok(Reshard {
+            closed: vec![(index, parent_log)],
+            created,
+        })
+    }
+
+    /// Merges two open, adjacent shards: both close and one child takes their
+    /// joint range, with `index` as its parent and `adjacent` as its adjacent
+    /// parent.
+    pub fn merge_shards(
+        &mut self,
+        account: &str,
+        name: &str,
+        index: u32,
+        adjacent: u32,
+        now_ms: u64,
+        updating_ms: u64,
+    ) -> Result<Reshard, MetaError> {
+        let stream = self.stream_mut(account, name)?;
+        let a = stream.open_shard(index)?;
+        let b = stream.open_shard(adjacent)?;
+        let touching = a.ending_hash_key.checked_add(1) == Some(b.starting_hash_key)
+            || b.ending_hash_key.checked_add(1) == Some(a.starting_hash_key);
+        if !touching {
+            return Err(MetaError::NotAdjacent(
+                name.to_owned(),
+                shard_id(index),
+                shard_id(adjacent),
+            ));
+        }
+        let start = a.starting_hash_key.min(b.starting_hash_key);
+        let end = a.ending_hash_key.max(b.ending_hash_key);
+        let closed = vec![(index, a.log_id), (adjacent, b.log_id)];
+        let next = stream.next_index();
+        let mut child = self.new_shard(next, start, end, now_ms);
+        child.parent = Some(index);
+        child.adjacent_parent = Some(adjacent);
+        let created = vec![(child.log_id, child.epoch)];
+        let stream = self.stream_mut(account, name)?;
+        stream.close_shard(index, now_ms);
+        stream.close_shard(adjacent, now_ms);
+        stream.shards.push(child);
+        stream.start_update(now_ms, updating_ms);
+        Ok(Reshard { closed, created })
+    }
+
+    /// Records a closed shard's ending sequence number.
+    pub fn set_ending_sequence(
+        &mut self,
+        account: &str,
+        name: &str,
+        index: u32,
+        ending_sequence: u128,
+    ) -> Result<(), MetaError> {
+        let stream = self.stream_mut(account, name)?;
+        if let Some(closed) = stream
+            .shards
+            .iter_mut()
+            .find(|s| s.index == index)
+            .and_then(|s| s.closed.as_mut())
+        {
+            closed.ending_sequence = Some(ending_sequence);
+        }
+        Ok(())
     }
 
     pub fn commitment(&self, account: &str) -> Commitment {
@@ -414,6 +600,7 @@ impl Catalog {
                     parent: None,
                     adjacent_parent: None,
                     created_ms: now_ms,
+                    closed: None,
                 }
             })
             .collect();
@@ -497,6 +684,23 @@ mod decimal {
         String::deserialize(d)?
             .parse()
             .map_err(serde::de::Error::custom)
+    }
+}
+
+mod decimal_option {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<u128>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(v) => s.serialize_str(&v.to_string()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u128>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|s| s.parse().map_err(serde::de::Error::custom))
+            .transpose()
     }
 }
 
@@ -708,6 +912,74 @@ mod tests {
             }
             let shard = s.shard_for_hash_key(key);
             prop_assert!(shard.starting_hash_key <= key && key <= shard.ending_hash_key);
+        }
+
+        /// Any sequence of splits and merges keeps the open shards tiling the
+        /// hash space exactly, and every closed shard's children cover its range.
+        #[test]
+        fn resharding_keeps_the_tiling(
+            n in 1u32..6,
+            steps in prop::collection::vec((any::<bool>(), any::<u16>(), any::<u128>()), 1..40),
+            key in any::<u128>(),
+        ) {
+            let mut c = Catalog::new();
+            c.create_stream(create("s", n), 0).unwrap();
+            for (t, (split, pick, at)) in steps.into_iter().enumerate() {
+                let now = t as u64 + 1;
+                let s = c.stream(A, "s").unwrap();
+                let mut open: Vec<&Shard> = s.open_shards().collect();
+                open.sort_by_key(|sh| sh.starting_hash_key);
+                let i = pick as usize % open.len();
+                let outcome = if split {
+                    let sh = open[i];
+                    let span = sh.ending_hash_key - sh.starting_hash_key;
+                    let new_start = sh.starting_hash_key.saturating_add(at % span.max(1));
+                    c.split_shard(A, "s", sh.index, new_start, now, 0)
+                } else if open.len() > 1 {
+                    let (a, b) = (open[i % (open.len() - 1)], open[i % (open.len() - 1) + 1]);
+                    let (first, second) = if at % 2 == 0 { (a.index, b.index) } else { (b.index, a.index) };
+                    c.merge_shards(A, "s", first, second, now, 0)
+                } else {
+                    continue;
+                };
+                match outcome {
+                    Ok(r) => {
+                        for (index, _) in r.closed {
+                            c.set_ending_sequence(A, "s", index, u128::from(now) << 64).unwrap();
+                        }
+                    }
+                    Err(MetaError::SplitKeyOutside(..)) => {}
+                    Err(e) => prop_assert!(false, "{e}"),
+                }
+            }
+            let s = c.stream(A, "s").unwrap();
+            let mut open: Vec<&Shard> = s.open_shards().collect();
+            open.sort_by_key(|sh| sh.starting_hash_key);
+            prop_assert_eq!(open[0].starting_hash_key, 0);
+            prop_assert_eq!(open.last().unwrap().ending_hash_key, HASH_KEY_MAX);
+            for w in open.windows(2) {
+                prop_assert_eq!(w[0].ending_hash_key + 1, w[1].starting_hash_key);
+            }
+            let shard = s.shard_for_hash_key(key);
+            prop_assert!(shard.is_open() && shard.starting_hash_key <= key && key <= shard.ending_hash_key);
+            for closed in s.shards.iter().filter(|sh| !sh.is_open()) {
+                let mut children: Vec<&Shard> = s.children_of(closed.index).collect();
+                prop_assert!(!children.is_empty());
+                children.sort_by_key(|sh| sh.starting_hash_key);
+                prop_assert!(children[0].starting_hash_key <= closed.starting_hash_key);
+                prop_assert!(children.last().unwrap().ending_hash_key >= closed.ending_hash_key);
+                for w in children.windows(2) {
+                    prop_assert_eq!(w[0].ending_hash_key + 1, w[1].starting_hash_key);
+                }
+                for child in &children {
+                    prop_assert!(child.epoch > closed.epoch, "children's sequence numbers come after the parent's");
+                }
+                prop_assert!(closed.closed.as_ref().unwrap().ending_sequence.is_some());
+            }
+            let ids: BTreeSet<u64> = s.shards.iter().map(|sh| sh.log_id).collect();
+            prop_assert_eq!(ids.len(), s.shards.len());
+            let back = Catalog::from_snapshot(&c.snapshot()).unwrap();
+            prop_assert_eq!(back, c);
         }
     }
 }

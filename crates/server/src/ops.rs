@@ -98,6 +98,8 @@ fn route(operation: &str, input: &Value, state: &Ctx) -> OpResult {
         "PutResourcePolicy" => put_resource_policy(state, input),
         "GetResourcePolicy" => get_resource_policy(state, input),
         "DeleteResourcePolicy" => delete_resource_policy(state, input),
+        "SplitShard" => split_shard(state, input),
+        "MergeShards" => merge_shards(state, input),
         "StartStreamEncryption" => set_encryption(state, input, true),
         "StopStreamEncryption" => set_encryption(state, input, false),
         other => Err(AwsError::new(
@@ -257,6 +259,9 @@ fn shard_json(shard: &Shard) -> Value {
             "StartingSequenceNumber": SequenceNumber(u128::from(shard.epoch) << 64).to_string(),
         },
     });
+    if let Some(end) = shard.closed.as_ref().and_then(|c| c.ending_sequence) {
+        v["SequenceNumberRange"]["EndingSequenceNumber"] = json!(SequenceNumber(end).to_string());
+    }
     if let Some(p) = shard.parent {
         v["ParentShardId"] = json!(sluice_meta::shard_id(p));
     }
@@ -432,7 +437,7 @@ fn record_flags(stream: &Stream) -> u8 {
 fn describe_stream_summary(state: &Ctx, input: &Value) -> OpResult {
     with_stream(state, input, |stream| {
         let mut summary = summary_fields(state, stream);
-        summary["OpenShardCount"] = json!(stream.shards.len());
+        summary["OpenShardCount"] = json!(stream.open_shards().count());
         summary["ConsumerCount"] = json!(0);
         summary["MaxRecordSizeInKiB"] = json!(stream.max_record_size_kib);
         Ok(json!({"StreamDescriptionSummary": summary}))
@@ -547,8 +552,7 @@ enum ShardFilter {
     AtTrimHorizon,
     FromTrimHorizon,
     AtTimestamp(u64),
-    /// Shards open at or after a time: until shards can close, all of them.
-    FromTimestamp,
+    FromTimestamp(u64),
 }
 
 fn shard_filter(input: &Value) -> Result<ShardFilter, AwsError> {
@@ -599,7 +603,7 @@ fn shard_filter(input: &Value) -> Result<ShardFilter, AwsError> {
             if kind == "AT_TIMESTAMP" {
                 ShardFilter::AtTimestamp(ts)
             } else {
-                ShardFilter::FromTimestamp
+                ShardFilter::FromTimestamp(ts)
             }
         }
         _ => {
@@ -615,20 +619,20 @@ fn shard_filter(input: &Value) -> Result<ShardFilter, AwsError> {
 }
 
 impl ShardFilter {
-    /// Whether the filter keeps `shard`. Until resharding exists no shard
-    /// ever closes, so every shard is open now, at the trim horizon and after
-    /// any time; at a time, a shard counts if it existed then (a stream's
-    /// first shards count from before the stream, as reading from any earlier
-    /// time starts at them).
-    fn keeps(&self, shard: &Shard) -> bool {
+    /// Whether the filter keeps `shard`; `horizon_ms` is the stream's trim
+    /// horizon (records older have expired). A shard is open from its
+    /// creation (a stream's first shards: from always) until it closed.
+    fn keeps(&self, shard: &Shard, horizon_ms: u64) -> bool {
+        let open_after = |t: u64| shard.closed.as_ref().is_none_or(|c| c.at_ms > t);
+        let open_at = |t: u64| (shard.parent.is_none() || shard.created_ms <= t) && open_after(t);
         match self {
+            ShardFilter::All => true,
             ShardFilter::AfterShardId(after) => shard.index > *after,
-            ShardFilter::AtTimestamp(ts) => shard.parent.is_none() || shard.created_ms <= *ts,
-            ShardFilter::All
-            | ShardFilter::AtLatest
-            | ShardFilter::AtTrimHorizon
-            | ShardFilter::FromTrimHorizon
-            | ShardFilter::FromTimestamp => true,
+            ShardFilter::AtLatest => shard.is_open(),
+            ShardFilter::AtTrimHorizon => open_at(horizon_ms),
+            ShardFilter::FromTrimHorizon => open_after(horizon_ms),
+            ShardFilter::AtTimestamp(ts) => open_at(*ts),
+            ShardFilter::FromTimestamp(ts) => open_after(*ts),
         }
     }
 }
@@ -682,7 +686,9 @@ fn list_shards(state: &Ctx, input: &Value) -> OpResult {
     let shards: Vec<&Shard> = stream
         .shards
         .iter()
-        .filter(|s| after.is_none_or(|a| s.index > a) && filter.keeps(s))
+        .filter(|s| {
+            after.is_none_or(|a| s.index > a) && filter.keeps(s, stream.retention_cutoff_ms(now))
+        })
         .collect();
     let page: Vec<&Shard> = shards.iter().take(limit).copied().collect();
     let mut out = json!({"Shards": page.iter().map(|s| shard_json(s)).collect::<Vec<_>>()});
@@ -813,33 +819,22 @@ fn put_record(state: &Ctx, input: &Value) -> OpResult {
         })?;
     }
     let hash = hash_key(input)?;
-    let (shard, log_id, flags, encryption) = with_stream(state, input, |stream| {
+    let name = stream_name(state, input)?;
+    with_named_stream(state, &name, |stream| {
         check_not_deleting(state, stream)?;
-        check_record_size(stream, || "data".to_owned(), key, &data)?;
-        let shard = stream.shard_for_hash_key(hash);
-        Ok((
-            shard.shard_id(),
-            shard.log_id,
-            record_flags(stream),
-            encryption_type(stream),
-        ))
+        check_record_size(stream, || "data".to_owned(), key, &data)
     })?;
-    let gone = || not_found(state, &stream_name(state, input).unwrap_or_default());
-    let log = state.shard_log(log_id).ok_or_else(gone)?;
-    let receipt = log
-        .append(&[AppendRecord {
-            partition_key: key.as_bytes(),
-            data: &data,
-            flags,
-        }])
-        .map_err(|e| match e {
-            sluice_log::AppendError::Deleted => gone(),
-            other => internal(other),
-        })?;
+    let entry = PutEntry {
+        key,
+        data: data.into(),
+        hash,
+    };
+    let put = put_entries(state, &name, std::slice::from_ref(&entry))?;
+    let (sequence, shard) = put.results[0].ok_or_else(|| internal("the append failed"))?;
     Ok(json!({
-        "ShardId": shard,
-        "SequenceNumber": SequenceNumber(receipt.sequence(0)).to_string(),
-        "EncryptionType": encryption,
+        "ShardId": sluice_meta::shard_id(shard),
+        "SequenceNumber": SequenceNumber(sequence).to_string(),
+        "EncryptionType": put.encryption,
     }))
 }
 
@@ -910,9 +905,7 @@ pub(crate) fn put_entries(
             format!("Records size exceeds {PUT_RECORDS_MAX_BYTES} bytes limit"),
         ));
     }
-    // (shard index, shard log id) per entry, in request order.
-    type Routes = (Vec<(u32, u64)>, u8, &'static str);
-    let (routes, flags, encryption): Routes = with_named_stream(state, name, |stream| {
+    let (flags, encryption) = with_named_stream(state, name, |stream| {
         check_not_deleting(state, stream)?;
         for (i, e) in entries.iter().enumerate() {
             check_record_size(
@@ -922,34 +915,44 @@ pub(crate) fn put_entries(
                 &e.data,
             )?;
         }
-        let routes = entries
-            .iter()
-            .map(|e| {
-                let s = stream.shard_for_hash_key(e.hash);
-                (s.index, s.log_id)
-            })
-            .collect();
-        Ok((routes, record_flags(stream), encryption_type(stream)))
+        Ok((record_flags(stream), encryption_type(stream)))
     })?;
-    let mut by_shard: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
-    for (i, (_, log_id)) in routes.iter().enumerate() {
-        by_shard.entry(*log_id).or_default().push(i);
-    }
-    let groups: Vec<(u64, Vec<usize>)> = by_shard.into_iter().collect();
-    let outcomes = append_groups(state, &groups, entries, flags);
-    if outcomes
-        .iter()
-        .any(|o| matches!(o, Err(AppendFailure::StreamGone)))
-    {
-        return Err(not_found(state, name));
-    }
     let mut results: Vec<Option<(u128, u32)>> = vec![None; entries.len()];
-    for ((_, indexes), outcome) in groups.iter().zip(&outcomes) {
-        if let Ok(receipt) = outcome {
-            for (n, &i) in indexes.iter().enumerate() {
-                results[i] = Some((receipt.sequence(n), routes[i].0));
+    let mut shard_of = vec![0u32; entries.len()];
+    let mut pending: Vec<usize> = (0..entries.len()).collect();
+    // A split or merge may close a shard between routing and appending; its
+    // entries are routed again to the children, so each record lands in
+    // exactly one shard.
+    for _ in 0..RESHARD_RETRIES {
+        let mut by_shard: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
+        with_named_stream(state, name, |stream| {
+            check_not_deleting(state, stream)?;
+            for &i in &pending {
+                let s = stream.shard_for_hash_key(entries[i].hash);
+                shard_of[i] = s.index;
+                by_shard.entry(s.log_id).or_default().push(i);
+            }
+            Ok(())
+        })?;
+        let groups: Vec<(u64, Vec<usize>)> = by_shard.into_iter().collect();
+        let outcomes = append_groups(state, &groups, entries, flags);
+        pending.clear();
+        for ((_, indexes), outcome) in groups.iter().zip(&outcomes) {
+            match outcome {
+                Ok(receipt) => {
+                    for (n, &i) in indexes.iter().enumerate() {
+                        results[i] = Some((receipt.sequence(n), shard_of[i]));
+                    }
+                }
+                Err(AppendFailure::Closed) => pending.extend(indexes),
+                Err(AppendFailure::StreamGone) => return Err(not_found(state, name)),
+                Err(AppendFailure::Internal) => {}
             }
         }
+        if pending.is_empty() {
+            break;
+        }
+        pending.sort_unstable();
     }
     let failed = results.iter().filter(|r| r.is_none()).count();
     Ok(PutOutcome {
@@ -959,9 +962,14 @@ pub(crate) fn put_entries(
     })
 }
 
+/// How often a put is routed again because resharding closed its shard.
+const RESHARD_RETRIES: usize = 8;
+
 /// Why one shard's append of a PutRecords failed.
 #[derive(Debug)]
 enum AppendFailure {
+    /// A split or merge closed the shard first: route again.
+    Closed,
     /// The stream was deleted while the request ran.
     StreamGone,
     Internal,
@@ -990,6 +998,7 @@ fn append_groups(
             .collect();
         log.append(&batch).map_err(|e| match e {
             sluice_log::AppendError::Deleted => AppendFailure::StreamGone,
+            sluice_log::AppendError::Closed { .. } => AppendFailure::Closed,
             _ => AppendFailure::Internal,
         })
     };
@@ -1124,17 +1133,17 @@ fn get_records(state: &Ctx, input: &Value) -> Result<Output, AwsError> {
             ),
         ));
     }
-    let log_id = {
+    let (log_id, children) = {
         let catalog = state.catalog();
         let stream = catalog
             .stream(&state.account, &iterator.stream_name)
             .filter(|s| s.created_ms == iterator.stream_created_ms)
             .ok_or_else(|| not_found(state, &iterator.stream_name))?;
         check_not_deleting(state, stream)?;
-        stream
+        let shard = stream
             .shard(iterator.shard_index)
-            .ok_or_else(|| not_found(state, &iterator.stream_name))?
-            .log_id
+            .ok_or_else(|| not_found(state, &iterator.stream_name))?;
+        (shard.log_id, child_shards(stream, shard.index))
     };
     let log = state
         .shard_log(log_id)
@@ -1180,7 +1189,17 @@ fn get_records(state: &Ctx, input: &Value) -> Result<Output, AwsError> {
             };
             write_get_records_record(i == 0, &record, &mut out);
         }
-        write_get_records_end(batch.millis_behind_latest, next.as_deref(), &mut out);
+        let children = if batch.end_of_shard {
+            &children[..]
+        } else {
+            &[]
+        };
+        write_get_records_end(
+            batch.millis_behind_latest,
+            next.as_deref(),
+            children,
+            &mut out,
+        );
         return Ok(Output::Json(out));
     }
     let engine = &base64::engine::general_purpose::STANDARD;
@@ -1204,7 +1223,189 @@ fn get_records(state: &Ctx, input: &Value) -> Result<Output, AwsError> {
     if let Some(next) = next {
         out["NextShardIterator"] = json!(next);
     }
+    if batch.end_of_shard && !children.is_empty() {
+        out["ChildShards"] = children.iter().map(|c| c.to_value()).collect();
+    }
     Ok(Output::Value(out))
+}
+
+/// What GetRecords reports at the end of a closed shard.
+fn child_shards(stream: &Stream, index: u32) -> Vec<sluice_wire::fast::ChildShard> {
+    stream
+        .children_of(index)
+        .map(|c| sluice_wire::fast::ChildShard {
+            shard_id: c.shard_id(),
+            parent_shards: c
+                .parent
+                .into_iter()
+                .chain(c.adjacent_parent)
+                .map(sluice_meta::shard_id)
+                .collect(),
+            starting_hash_key: c.starting_hash_key.to_string(),
+            ending_hash_key: c.ending_hash_key.to_string(),
+        })
+        .collect()
+}
+
+// ---- resharding ----
+
+fn shard_not_found(state: &Ctx, stream: &str, shard: &str) -> AwsError {
+    err(
+        ErrorCode::ResourceNotFoundException,
+        format!(
+            "Could not find shard {shard} in stream {stream} under account {}.",
+            state.account
+        ),
+    )
+}
+
+fn reshard_error(state: &Ctx, e: sluice_meta::MetaError) -> AwsError {
+    use sluice_meta::MetaError;
+    match e {
+        MetaError::StreamNotFound(name) => not_found(state, &name),
+        MetaError::ShardNotFound(stream, shard) => shard_not_found(state, &stream, &shard),
+        MetaError::ShardClosed(stream, shard) => err(
+            ErrorCode::InvalidArgumentException,
+            format!(
+                "Shard {shard} in stream {stream} under account {} has already been merged or split, and thus is not eligible for merging or splitting.",
+                state.account
+            ),
+        ),
+        MetaError::NotAdjacent(stream, a, b) => err(
+            ErrorCode::InvalidArgumentException,
+            format!(
+                "Shards {a} and {b} in stream {stream} under account {} are not an adjacent pair of shards eligible for merging",
+                state.account
+            ),
+        ),
+        other => err(ErrorCode::InvalidArgumentException, other.to_string()),
+    }
+}
+
+/// Runs a split or merge: checks the stream and the shard limit, creates the
+/// children's logs, commits the catalog (children open, parents closed),
+/// then closes the parents' logs and records their ending sequence numbers.
+/// Appends that race the close fail on the closed log and are routed again
+/// to the children. A crash before the last step is finished at the next start.
+fn reshard(
+    state: &Ctx,
+    name: &str,
+    added_open_shards: u64,
+    change: impl FnOnce(&mut sluice_meta::Catalog, u64, u64) -> Result<sluice_meta::Reshard, AwsError>,
+) -> OpResult {
+    let now = state.now_ms();
+    let reshard = {
+        let mut catalog = state.catalog();
+        let stream = catalog
+            .stream(&state.account, name)
+            .filter(|s| !s.is_gone(now))
+            .ok_or_else(|| not_found(state, name))?;
+        check_active(state, stream)?;
+        let open = catalog.open_shard_count(&state.account) as u64;
+        let limit = u64::from(state.config.shard_limit);
+        if open + added_open_shards > limit {
+            return Err(err(
+                ErrorCode::LimitExceededException,
+                format!(
+                    "This request would exceed the shard limit for the account {} in {}. Current shard count for the account: {open}. Limit: {limit}. Number of additional shards that would have resulted from this request: {added_open_shards}.",
+                    state.account, state.config.region
+                ),
+            ));
+        }
+        let mut next = catalog.clone();
+        let reshard = change(&mut next, now, state.config.stream_updating_ms)?;
+        let cleanup = |upto: usize| {
+            for &(log_id, _) in &reshard.created[..upto] {
+                let _ = state.log().delete_shard(sluice_log::ShardLogId(log_id));
+            }
+        };
+        for (n, &(log_id, epoch)) in reshard.created.iter().enumerate() {
+            if let Err(e) = state
+                .log()
+                .create_shard(sluice_log::ShardLogId(log_id), epoch)
+            {
+                cleanup(n);
+                return Err(internal(e));
+            }
+        }
+        let first_child = reshard.created[0].0;
+        if let Err(e) = state.commit(&mut catalog, next) {
+            let committed = catalog
+                .streams()
+                .any(|s| s.shards.iter().any(|sh| sh.log_id == first_child));
+            if !committed {
+                cleanup(reshard.created.len());
+            }
+            return Err(internal(e));
+        }
+        reshard
+    };
+    state
+        .finish_closes(&state.account, name, &reshard.closed)
+        .map_err(internal)?;
+    Ok(json!({}))
+}
+
+fn split_shard(state: &Ctx, input: &Value) -> OpResult {
+    let name = stream_name(state, input)?;
+    let shard_text = str_of(input, "ShardToSplit").unwrap_or_default();
+    let key_text = str_of(input, "NewStartingHashKey").unwrap_or_default();
+    let index =
+        parse_shard_id(shard_text).ok_or_else(|| shard_not_found(state, &name, shard_text))?;
+    let new_start: u128 = key_text.parse().map_err(|_| {
+        err(
+            ErrorCode::InvalidArgumentException,
+            format!("NewStartingHashKey {key_text} must be in the range: [0, 2^128-1]"),
+        )
+    })?;
+    reshard(state, &name, 1, |catalog, now, updating_ms| {
+        catalog
+            .split_shard(&state.account, &name, index, new_start, now, updating_ms)
+            .map_err(|e| match e {
+                sluice_meta::MetaError::SplitKeyOutside(..) => {
+                    let shard = catalog
+                        .stream(&state.account, &name)
+                        .and_then(|s| s.shard(index))
+                        .map(|s| (s.starting_hash_key, s.ending_hash_key))
+                        .unwrap_or_default();
+                    err(
+                        ErrorCode::InvalidArgumentException,
+                        format!(
+                            "NewStartingHashKey {new_start} used in SplitShard() on shard {} in stream {name} under account {} is not both greater than one plus the shard's StartingHashKey {} and less than the shard's EndingHashKey {}.",
+                            sluice_meta::shard_id(index),
+                            state.account,
+                            shard.0,
+                            shard.1
+                        ),
+                    )
+                }
+                other => reshard_error(state, other),
+            })
+    })
+}
+
+fn merge_shards(state: &Ctx, input: &Value) -> OpResult {
+    let name = stream_name(state, input)?;
+    let first_text = str_of(input, "ShardToMerge").unwrap_or_default();
+    let second_text = str_of(input, "AdjacentShardToMerge").unwrap_or_default();
+    let first =
+        parse_shard_id(first_text).ok_or_else(|| shard_not_found(state, &name, first_text))?;
+    let second =
+        parse_shard_id(second_text).ok_or_else(|| shard_not_found(state, &name, second_text))?;
+    if first == second {
+        return Err(err(
+            ErrorCode::InvalidArgumentException,
+            format!(
+                "Shards {first_text} and {second_text} in stream {name} under account {} are not an adjacent pair of shards eligible for merging",
+                state.account
+            ),
+        ));
+    }
+    reshard(state, &name, 0, |catalog, now, updating_ms| {
+        catalog
+            .merge_shards(&state.account, &name, first, second, now, updating_ms)
+            .map_err(|e| reshard_error(state, e))
+    })
 }
 
 // ---- stream settings, tags, policies, account ----

@@ -44,6 +44,10 @@ pub struct State {
 }
 
 const CATALOG_FILE: &str = "catalog.json";
+
+/// A stream's account and name, and its closed shards (index, log id) whose
+/// ending sequence number is not recorded yet.
+type UnfinishedCloses = (String, String, Vec<(u32, u64)>);
 const KEY_FILE: &str = "iterator.key";
 
 fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
@@ -102,10 +106,62 @@ impl State {
             iterator_key,
             _lock: lock,
         };
+        for (account, name, closing) in state.unfinished_closes() {
+            state
+                .finish_closes(&account, &name, &closing)
+                .map_err(io_at(&dir))?;
+        }
         // The log keeps its trim point in memory only: re-apply retention first.
         state.apply_retention().map_err(io_at(&dir))?;
         state.sweep_deleted().map_err(io_at(&dir))?;
         Ok(state)
+    }
+
+    /// Closes the shard logs of shards that a split or merge closed, and
+    /// records their ending sequence numbers in the catalog. Closing a log
+    /// again returns the same number, so this also finishes a reshard that a
+    /// crash interrupted.
+    pub fn finish_closes(
+        &self,
+        account: &str,
+        name: &str,
+        closed: &[(u32, u64)],
+    ) -> std::io::Result<()> {
+        let mut endings = Vec::new();
+        for &(index, log_id) in closed {
+            if let Some(log) = self.shard_log(log_id) {
+                let ending = log.close().map_err(std::io::Error::other)?;
+                endings.push((index, ending));
+            }
+        }
+        let mut catalog = self.catalog();
+        let mut next = catalog.clone();
+        for (index, ending) in endings {
+            // The stream may have been deleted meanwhile: nothing to record.
+            let _ = next.set_ending_sequence(account, name, index, ending);
+        }
+        self.commit(&mut catalog, next)
+    }
+
+    /// Closed shards whose ending sequence number is not recorded (a crash
+    /// during a reshard): by stream, the shards to finish closing.
+    fn unfinished_closes(&self) -> Vec<UnfinishedCloses> {
+        self.catalog()
+            .streams()
+            .filter_map(|s| {
+                let closing: Vec<(u32, u64)> = s
+                    .shards
+                    .iter()
+                    .filter(|sh| {
+                        sh.closed
+                            .as_ref()
+                            .is_some_and(|c| c.ending_sequence.is_none())
+                    })
+                    .map(|sh| (sh.index, sh.log_id))
+                    .collect();
+                (!closing.is_empty()).then(|| (s.account.clone(), s.name.clone(), closing))
+            })
+            .collect()
     }
 
     /// Removes the streams whose DELETING time is over, and their shard logs.

@@ -761,3 +761,61 @@ fn paging_tokens_expire_after_300_seconds() {
     let (_, kind, _) = h.error("ListShards", json!({"NextToken": "bm90IGEgdG9rZW4="}));
     assert_eq!(kind, "InvalidArgumentException");
 }
+
+#[test]
+fn an_interrupted_reshard_is_finished_at_the_next_start() {
+    let mut h = Harness::with(|c| c.stream_updating_ms = 1_000);
+    h.ok("CreateStream", json!({"StreamName": "s", "ShardCount": 2}));
+    h.ok(
+        "PutRecord",
+        json!({"StreamName": "s", "PartitionKey": "p", "Data": "aGk=", "ExplicitHashKey": "0"}),
+    );
+    h.ok(
+        "SplitShard",
+        json!({"StreamName": "s", "ShardToSplit": "shardId-000000000000", "NewStartingHashKey": "1000"}),
+    );
+    // UPDATING for a second on the injected clock: no second reshard yet.
+    let (_, kind, message) = h.error(
+        "MergeShards",
+        json!({"StreamName": "s", "ShardToMerge": "shardId-000000000002", "AdjacentShardToMerge": "shardId-000000000003"}),
+    );
+    assert_eq!(kind, "ResourceInUseException");
+    assert!(message.contains("instead in state UPDATING"), "{message}");
+    h.clock.advance_ms(1_000);
+    let ending = |h: &Harness| {
+        h.ok("ListShards", json!({"StreamName": "s"}))["Shards"][0]["SequenceNumberRange"]
+            ["EndingSequenceNumber"]
+            .clone()
+    };
+    let before = ending(&h);
+    assert!(before.is_string(), "closed with an ending sequence number");
+
+    // Simulate a crash between committing the split and recording the
+    // parent's ending sequence number.
+    let server = h.server.take().unwrap();
+    h.runtime.block_on(server.stop());
+    let path = h.dir.path().join("catalog.json");
+    let mut catalog: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let shards = catalog["streams"]["000000000000/s"]["shards"]
+        .as_array_mut()
+        .unwrap();
+    shards[0]["closed"]["ending_sequence"] = Value::Null;
+    std::fs::write(&path, serde_json::to_vec(&catalog).unwrap()).unwrap();
+    h.start();
+    assert_eq!(
+        ending(&h),
+        before,
+        "the restart closed the log again and recorded it"
+    );
+    let put = h.ok(
+        "PutRecord",
+        json!({"StreamName": "s", "PartitionKey": "p", "Data": "aGk=", "ExplicitHashKey": "0"}),
+    );
+    assert_eq!(put["ShardId"], "shardId-000000000002");
+    let it = h.ok("GetShardIterator", json!({"StreamName": "s", "ShardId": "shardId-000000000000", "ShardIteratorType": "TRIM_HORIZON"}));
+    let got = h.ok("GetRecords", json!({"ShardIterator": it["ShardIterator"]}));
+    assert_eq!(got["Records"].as_array().unwrap().len(), 1);
+    assert!(got.get("NextShardIterator").is_none());
+    assert_eq!(got["ChildShards"][0]["ShardId"], "shardId-000000000002");
+    assert_eq!(got["ChildShards"][1]["ShardId"], "shardId-000000000003");
+}

@@ -280,9 +280,33 @@ pub fn write_get_records_record(first: bool, r: &GotRecord<'_>, out: &mut Vec<u8
     out.push(b'}');
 }
 
+/// A shard that a split or merge made from the one just read to its end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChildShard {
+    pub shard_id: String,
+    pub parent_shards: Vec<String>,
+    pub starting_hash_key: String,
+    pub ending_hash_key: String,
+}
+
+impl ChildShard {
+    /// The member as a JSON value (for the general encoders).
+    pub fn to_value(&self) -> serde_json::Value {
+        serde_json::json!({
+            "ShardId": self.shard_id,
+            "ParentShards": self.parent_shards,
+            "HashKeyRange": {
+                "StartingHashKey": self.starting_hash_key,
+                "EndingHashKey": self.ending_hash_key,
+            },
+        })
+    }
+}
+
 pub fn write_get_records_end(
     millis_behind_latest: u64,
     next_shard_iterator: Option<&str>,
+    child_shards: &[ChildShard],
     out: &mut Vec<u8>,
 ) {
     out.extend_from_slice(b"],\"MillisBehindLatest\":");
@@ -290,6 +314,11 @@ pub fn write_get_records_end(
     if let Some(next) = next_shard_iterator {
         out.extend_from_slice(b",\"NextShardIterator\":");
         push_json_str(out, next);
+    }
+    if !child_shards.is_empty() {
+        out.extend_from_slice(b",\"ChildShards\":");
+        let list: Vec<serde_json::Value> = child_shards.iter().map(ChildShard::to_value).collect();
+        serde_json::to_writer(&mut *out, &list).expect("writing to a Vec cannot fail");
     }
     out.push(b'}');
 }
@@ -379,7 +408,7 @@ mod tests {
             };
             write_get_records_record(i == 0, &r, &mut out);
         }
-        write_get_records_end(7, Some("it"), &mut out);
+        write_get_records_end(7, Some("it"), &[], &mut out);
         let got: Value = serde_json::from_slice(&out).unwrap();
         let records: Vec<Value> = [&b""[..], b"a", b"ab", b"abc", b"\xff\x00\"\\"]
             .iter()
@@ -396,6 +425,19 @@ mod tests {
         let expected =
             json!({"Records": records, "MillisBehindLatest": 7, "NextShardIterator": "it"});
         assert_eq!(got, expected);
+        assert_eq!(out, serde_json::to_vec(&expected).unwrap());
+
+        let child = ChildShard {
+            shard_id: "shardId-000000000002".into(),
+            parent_shards: vec!["shardId-000000000000".into(), "shardId-000000000001".into()],
+            starting_hash_key: "0".into(),
+            ending_hash_key: "9".into(),
+        };
+        let mut out = Vec::new();
+        write_get_records_start(&mut out);
+        write_get_records_end(0, None, std::slice::from_ref(&child), &mut out);
+        let expected =
+            json!({"Records": [], "MillisBehindLatest": 0, "ChildShards": [child.to_value()]});
         assert_eq!(out, serde_json::to_vec(&expected).unwrap());
     }
 

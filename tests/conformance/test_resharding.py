@@ -1,0 +1,152 @@
+"""boto3: SplitShard and MergeShards while a producer writes, and a consumer
+that follows the lineage (parents before children) and reads every record
+exactly once, in order per partition key."""
+import threading
+
+import pytest
+from botocore.exceptions import ClientError
+
+
+def error_of(excinfo):
+    e = excinfo.value.response["Error"]
+    return e["Code"], e["Message"]
+
+
+def read_shard(kinesis, stream, shard_id):
+    """Every record of a shard from TRIM_HORIZON; for a closed shard, also its ChildShards."""
+    it = kinesis.get_shard_iterator(StreamName=stream, ShardId=shard_id, ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+    records = []
+    while True:
+        r = kinesis.get_records(ShardIterator=it, Limit=1000)
+        records.extend(r["Records"])
+        if "NextShardIterator" not in r:
+            return records, r.get("ChildShards", [])
+        if not r["Records"] and r["MillisBehindLatest"] == 0:
+            return records, None
+        it = r["NextShardIterator"]
+
+
+def test_split_and_merge_while_a_producer_writes(kinesis):
+    stream = "reshard"
+    kinesis.create_stream(StreamName=stream, ShardCount=2)
+    keys = [f"key-{i}" for i in range(16)]
+    sent = []  # (key, n) in send order
+    progress = threading.Condition()
+    batches_done = [0]
+    failures = []
+
+    def produce():
+        try:
+            for n in range(120):
+                records = [{"Data": f"{k}:{n}".encode(), "PartitionKey": k} for k in keys]
+                r = kinesis.put_records(StreamName=stream, Records=records)
+                assert r["FailedRecordCount"] == 0, r
+                sent.extend((k, n) for k in keys)
+                with progress:
+                    batches_done[0] += 1
+                    progress.notify_all()
+        except Exception as e:  # surfaced by the main thread
+            failures.append(e)
+            with progress:
+                batches_done[0] = 10**9
+                progress.notify_all()
+
+    def wait_for(batches):
+        with progress:
+            progress.wait_for(lambda: batches_done[0] >= batches)
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    wait_for(20)
+    shards = kinesis.list_shards(StreamName=stream)["Shards"]
+    s0 = shards[0]["HashKeyRange"]
+    middle = (int(s0["StartingHashKey"]) + int(s0["EndingHashKey"])) // 2
+    kinesis.split_shard(StreamName=stream, ShardToSplit="shardId-000000000000", NewStartingHashKey=str(middle))
+    wait_for(50)
+    # shardId-000000000003 (upper half of 0) and shardId-000000000001 are adjacent.
+    kinesis.merge_shards(StreamName=stream, ShardToMerge="shardId-000000000003",
+                         AdjacentShardToMerge="shardId-000000000001")
+    wait_for(80)
+    kinesis.split_shard(StreamName=stream, ShardToSplit="shardId-000000000004",
+                        NewStartingHashKey=str(2**127 + 12345))
+    producer.join()
+    assert not failures, failures
+
+    # Lineage in ListShards and DescribeStream.
+    shards = {s["ShardId"]: s for s in kinesis.list_shards(StreamName=stream)["Shards"]}
+    assert sorted(shards) == [f"shardId-00000000000{i}" for i in range(7)]
+    assert shards["shardId-000000000002"]["ParentShardId"] == "shardId-000000000000"
+    assert shards["shardId-000000000004"]["ParentShardId"] == "shardId-000000000003"
+    assert shards["shardId-000000000004"]["AdjacentParentShardId"] == "shardId-000000000001"
+    closed = {i for i, s in shards.items() if "EndingSequenceNumber" in s["SequenceNumberRange"]}
+    assert closed == {"shardId-000000000000", "shardId-000000000001", "shardId-000000000003", "shardId-000000000004"}
+    latest = kinesis.list_shards(StreamName=stream, ShardFilter={"Type": "AT_LATEST"})["Shards"]
+    assert sorted(s["ShardId"] for s in latest) == ["shardId-000000000002", "shardId-000000000005", "shardId-000000000006"]
+    summary = kinesis.describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"]
+    assert summary["OpenShardCount"] == 3 and summary["StreamStatus"] == "ACTIVE"
+    described = kinesis.describe_stream(StreamName=stream)["StreamDescription"]["Shards"]
+    assert len(described) == 7
+
+    # Read parents before children, following ChildShards.
+    done, seen = set(), []
+    pending = [i for i, s in shards.items() if "ParentShardId" not in s]
+    while pending:
+        ready = [i for i in pending if all(p in done for p in
+                                           (shards[i].get("ParentShardId"), shards[i].get("AdjacentParentShardId")) if p)]
+        assert ready, pending
+        shard_id = sorted(ready)[0]
+        pending.remove(shard_id)
+        records, children = read_shard(kinesis, stream, shard_id)
+        seen.extend(tuple(r["Data"].decode().split(":")) for r in records)
+        if shard_id in closed:
+            assert children, f"{shard_id} is closed: GetRecords names its children"
+            for child in children:
+                assert set(child["ParentShards"]) <= set(shards)
+                if child["ShardId"] not in pending and child["ShardId"] not in done:
+                    pending.append(child["ShardId"])
+        else:
+            assert children is None
+        done.add(shard_id)
+    assert len(seen) == len(sent) == 120 * len(keys), "every record exactly once"
+    assert sorted(seen) == sorted((k, str(n)) for k, n in sent)
+    for k in keys:
+        assert [int(n) for key, n in seen if key == k] == list(range(120)), f"order of {k}"
+    kinesis.delete_stream(StreamName=stream)
+
+
+def test_resharding_errors(kinesis):
+    stream = "reshard-errors"
+    kinesis.create_stream(StreamName=stream, ShardCount=3)
+    s0 = kinesis.list_shards(StreamName=stream)["Shards"][0]["HashKeyRange"]
+    for key in [s0["StartingHashKey"], str(int(s0["StartingHashKey"]) + 1), s0["EndingHashKey"]]:
+        with pytest.raises(ClientError) as e:
+            kinesis.split_shard(StreamName=stream, ShardToSplit="shardId-000000000000", NewStartingHashKey=key)
+        assert error_of(e) == ("InvalidArgumentException",
+                               f"NewStartingHashKey {key} used in SplitShard() on shard shardId-000000000000 in stream "
+                               f"{stream} under account 000000000000 is not both greater than one plus the shard's "
+                               f"StartingHashKey {s0['StartingHashKey']} and less than the shard's EndingHashKey "
+                               f"{s0['EndingHashKey']}.")
+    with pytest.raises(ClientError) as e:
+        kinesis.split_shard(StreamName=stream, ShardToSplit="shardId-000000000009", NewStartingHashKey="5")
+    assert error_of(e) == ("ResourceNotFoundException",
+                           f"Could not find shard shardId-000000000009 in stream {stream} under account 000000000000.")
+    with pytest.raises(ClientError) as e:
+        kinesis.merge_shards(StreamName=stream, ShardToMerge="shardId-000000000000", AdjacentShardToMerge="shardId-000000000002")
+    assert error_of(e) == ("InvalidArgumentException",
+                           f"Shards shardId-000000000000 and shardId-000000000002 in stream {stream} under account "
+                           f"000000000000 are not an adjacent pair of shards eligible for merging")
+    kinesis.merge_shards(StreamName=stream, ShardToMerge="shardId-000000000001", AdjacentShardToMerge="shardId-000000000000")
+    with pytest.raises(ClientError) as e:
+        kinesis.split_shard(StreamName=stream, ShardToSplit="shardId-000000000000", NewStartingHashKey="12345")
+    assert error_of(e)[0] == "InvalidArgumentException"
+    assert "has already been merged or split" in error_of(e)[1]
+    with pytest.raises(ClientError) as e:
+        kinesis.merge_shards(StreamName="missing", ShardToMerge="shardId-000000000000", AdjacentShardToMerge="shardId-000000000001")
+    assert error_of(e)[0] == "ResourceNotFoundException"
+    # A put after the merge goes to the child; the closed parents end with ChildShards.
+    r = kinesis.put_record(StreamName=stream, Data=b"x", PartitionKey="p", ExplicitHashKey="0")
+    assert r["ShardId"] == "shardId-000000000003"
+    records, children = read_shard(kinesis, stream, "shardId-000000000000")
+    assert records == [] and [c["ShardId"] for c in children] == ["shardId-000000000003"]
+    assert children[0]["ParentShards"] == ["shardId-000000000001", "shardId-000000000000"]
+    kinesis.delete_stream(StreamName=stream)
