@@ -26,6 +26,103 @@ def read_shard(kinesis, stream, shard_id):
         it = r["NextShardIterator"]
 
 
+def read_lineage(kinesis, stream, shards, closed):
+    """Every record of the stream as (key, n), reading parents before children
+    and following ChildShards from each closed shard."""
+    done, seen = set(), []
+    pending = [i for i, s in shards.items() if "ParentShardId" not in s]
+    while pending:
+        ready = [i for i in pending if all(p in done for p in
+                                           (shards[i].get("ParentShardId"), shards[i].get("AdjacentParentShardId")) if p)]
+        assert ready, pending
+        shard_id = sorted(ready)[0]
+        pending.remove(shard_id)
+        records, children = read_shard(kinesis, stream, shard_id)
+        seen.extend(tuple(r["Data"].decode().split(":")) for r in records)
+        if shard_id in closed:
+            assert children, f"{shard_id} is closed: GetRecords names its children"
+            for child in children:
+                assert set(child["ParentShards"]) <= set(shards)
+                if child["ShardId"] not in pending and child["ShardId"] not in done:
+                    pending.append(child["ShardId"])
+        else:
+            assert children is None
+        done.add(shard_id)
+    assert done == set(shards), "every shard is reached through the lineage"
+    return seen
+
+
+class Producer:
+    """PutRecords of 16 keys in a thread; `wait_for(n)` blocks until n batches are in."""
+
+    def __init__(self, kinesis, stream, batches):
+        self.keys = [f"key-{i}" for i in range(16)]
+        self.sent, self.failures, self.done = [], [], 0
+        self.progress = threading.Condition()
+        self.thread = threading.Thread(target=self.run, args=(kinesis, stream, batches))
+        self.thread.start()
+
+    def run(self, kinesis, stream, batches):
+        try:
+            for n in range(batches):
+                records = [{"Data": f"{k}:{n}".encode(), "PartitionKey": k} for k in self.keys]
+                r = kinesis.put_records(StreamName=stream, Records=records)
+                assert r["FailedRecordCount"] == 0, r
+                self.sent.extend((k, n) for k in self.keys)
+                with self.progress:
+                    self.done += 1
+                    self.progress.notify_all()
+        except Exception as e:  # surfaced by join()
+            self.failures.append(e)
+            with self.progress:
+                self.done = 10**9
+                self.progress.notify_all()
+
+    def wait_for(self, batches):
+        with self.progress:
+            self.progress.wait_for(lambda: self.done >= batches)
+
+    def join(self):
+        self.thread.join()
+        assert not self.failures, self.failures
+
+
+def shards_of(kinesis, stream):
+    shards = {s["ShardId"]: s for s in kinesis.list_shards(StreamName=stream)["Shards"]}
+    closed = {i for i, s in shards.items() if "EndingSequenceNumber" in s["SequenceNumberRange"]}
+    return shards, closed
+
+
+def test_update_shard_count_while_a_producer_writes(kinesis):
+    stream = "scaling"
+    kinesis.create_stream(StreamName=stream, ShardCount=2)
+    producer = Producer(kinesis, stream, 90)
+    producer.wait_for(20)
+    out = kinesis.update_shard_count(StreamName=stream, TargetShardCount=4, ScalingType="UNIFORM_SCALING")
+    assert (out["CurrentShardCount"], out["TargetShardCount"]) == (2, 4)
+    producer.wait_for(50)
+    kinesis.update_shard_count(StreamName=stream, TargetShardCount=3, ScalingType="UNIFORM_SCALING")
+    producer.join()
+    shards, closed = shards_of(kinesis, stream)
+    open_ranges = sorted((int(s["HashKeyRange"]["StartingHashKey"]), int(s["HashKeyRange"]["EndingHashKey"]))
+                         for i, s in shards.items() if i not in closed)
+    # The same uniform ranges as a new 3-shard stream.
+    assert open_ranges == [(0, 2**128 // 3 - 1), (2**128 // 3, 2 * 2**128 // 3 - 1), (2 * 2**128 // 3, 2**128 - 1)]
+    assert kinesis.describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"]["OpenShardCount"] == 3
+    seen = read_lineage(kinesis, stream, shards, closed)
+    assert sorted(seen) == sorted((k, str(n)) for k, n in producer.sent)
+    for k in producer.keys:
+        assert [int(n) for key, n in seen if key == k] == list(range(90)), f"order of {k}"
+    for target, message in [
+        (7, "UpdateShardCount cannot scale up over double your current open shard count. Current open shard count: 3 Target shard count: 7"),
+        (1, "UpdateShardCount cannot scale down below half your current open shard count. Current open shard count: 3 Target shard count: 1"),
+    ]:
+        with pytest.raises(ClientError) as e:
+            kinesis.update_shard_count(StreamName=stream, TargetShardCount=target, ScalingType="UNIFORM_SCALING")
+        assert error_of(e) == ("LimitExceededException", message)
+    kinesis.delete_stream(StreamName=stream)
+
+
 def test_split_and_merge_while_a_producer_writes(kinesis):
     stream = "reshard"
     kinesis.create_stream(StreamName=stream, ShardCount=2)
@@ -87,26 +184,7 @@ def test_split_and_merge_while_a_producer_writes(kinesis):
     described = kinesis.describe_stream(StreamName=stream)["StreamDescription"]["Shards"]
     assert len(described) == 7
 
-    # Read parents before children, following ChildShards.
-    done, seen = set(), []
-    pending = [i for i, s in shards.items() if "ParentShardId" not in s]
-    while pending:
-        ready = [i for i in pending if all(p in done for p in
-                                           (shards[i].get("ParentShardId"), shards[i].get("AdjacentParentShardId")) if p)]
-        assert ready, pending
-        shard_id = sorted(ready)[0]
-        pending.remove(shard_id)
-        records, children = read_shard(kinesis, stream, shard_id)
-        seen.extend(tuple(r["Data"].decode().split(":")) for r in records)
-        if shard_id in closed:
-            assert children, f"{shard_id} is closed: GetRecords names its children"
-            for child in children:
-                assert set(child["ParentShards"]) <= set(shards)
-                if child["ShardId"] not in pending and child["ShardId"] not in done:
-                    pending.append(child["ShardId"])
-        else:
-            assert children is None
-        done.add(shard_id)
+    seen = read_lineage(kinesis, stream, shards, closed)
     assert len(seen) == len(sent) == 120 * len(keys), "every record exactly once"
     assert sorted(seen) == sorted((k, str(n)) for k, n in sent)
     for k in keys:

@@ -486,28 +486,14 @@ impl Catalog {
     ) -> Result<Reshard, MetaError> {
         let stream = self.stream_mut(account, name)?;
         let parent = stream.open_shard(index)?;
-        let (start, end, parent_log) = (
-            parent.starting_hash_key,
-            parent.ending_hash_key,
-            parent.log_id,
-        );
+        let (start, end) = (parent.starting_hash_key, parent.ending_hash_key);
         if new_start <= start.saturating_add(1) || new_start >= end {
             return Err(MetaError::SplitKeyOutside(name.to_owned(), shard_id(index)));
         }
-        let first = stream.next_index();
-        let mut low = self.new_shard(first, start, new_start - 1, now_ms);
-        let mut high = self.new_shard(first + 1, new_start, end, now_ms);
-        low.parent = Some(index);
-        high.parent = Some(index);
-        let created = vec![(low.log_id, low.epoch), (high.log_id, high.epoch)];
-        let stream = self.stream_mut(account, name)?;
-        stream.close_shard(index, now_ms);
-        stream.shards.extend([low, high]);
-        stream.start_update(now_ms, updating_ms);
-        Ok(Reshard {
-            closed: vec![(index, parent_log)],
-            created,
-        })
+        let reshard = self.split_shard_unchecked(account, name, index, new_start, now_ms)?;
+        self.stream_mut(account, name)?
+            .start_update(now_ms, updating_ms);
+        Ok(reshard)
     }
 
     /// Merges two open, adjacent shards: both close and one child takes their
@@ -548,6 +534,102 @@ impl Catalog {
         stream.shards.push(child);
         stream.start_update(now_ms, updating_ms);
         Ok(Reshard { closed, created })
+    }
+
+    /// UpdateShardCount with UNIFORM_SCALING: splits at every boundary of
+    /// `target` equal ranges that is not a boundary yet, then merges the
+    /// pieces inside each range, so the open shards end up exactly the
+    /// uniform ranges (as CreateStream would make them) and every step is a
+    /// split or merge with ordinary lineage. The caller checks AWS's scaling
+    /// bounds.
+    pub fn update_shard_count(
+        &mut self,
+        account: &str,
+        name: &str,
+        target: u32,
+        now_ms: u64,
+        updating_ms: u64,
+    ) -> Result<Reshard, MetaError> {
+        let n = u128::from(target.max(1));
+        let boundaries: Vec<u128> = (1..n).map(|i| split_point(i, n)).collect();
+        let mut all = Reshard {
+            closed: Vec::new(),
+            created: Vec::new(),
+        };
+        let absorb = |all: &mut Reshard, r: Reshard| {
+            all.closed.extend(r.closed);
+            all.created.extend(r.created);
+        };
+        let missing = || MetaError::StreamNotFound(name.to_owned());
+        for &b in &boundaries {
+            let holder = self
+                .stream(account, name)
+                .ok_or_else(missing)?
+                .shard_for_hash_key(b);
+            if holder.starting_hash_key == b {
+                continue;
+            }
+            let index = holder.index;
+            let r = self.split_shard_unchecked(account, name, index, b, now_ms)?;
+            absorb(&mut all, r);
+        }
+        let mut starts = vec![0u128];
+        starts.extend(&boundaries);
+        for (i, &start) in starts.iter().enumerate() {
+            let end = starts.get(i + 1).map_or(HASH_KEY_MAX, |next| next - 1);
+            loop {
+                let stream = self.stream(account, name).ok_or_else(missing)?;
+                let mut pieces: Vec<&Shard> = stream
+                    .open_shards()
+                    .filter(|s| s.starting_hash_key >= start && s.ending_hash_key <= end)
+                    .collect();
+                if pieces.len() < 2 {
+                    break;
+                }
+                pieces.sort_by_key(|s| s.starting_hash_key);
+                let (a, b) = (pieces[0].index, pieces[1].index);
+                let r = self.merge_shards(account, name, a, b, now_ms, 0)?;
+                absorb(&mut all, r);
+            }
+        }
+        self.stream_mut(account, name)?
+            .start_update(now_ms, updating_ms);
+        Ok(all)
+    }
+
+    /// A split at any key inside the shard but its first (UpdateShardCount
+    /// places its own boundaries; AWS's stricter rule is for SplitShard).
+    fn split_shard_unchecked(
+        &mut self,
+        account: &str,
+        name: &str,
+        index: u32,
+        new_start: u128,
+        now_ms: u64,
+    ) -> Result<Reshard, MetaError> {
+        let stream = self.stream_mut(account, name)?;
+        let parent = stream.open_shard(index)?;
+        let (start, end, parent_log) = (
+            parent.starting_hash_key,
+            parent.ending_hash_key,
+            parent.log_id,
+        );
+        if new_start <= start || new_start > end {
+            return Err(MetaError::SplitKeyOutside(name.to_owned(), shard_id(index)));
+        }
+        let first = stream.next_index();
+        let mut low = self.new_shard(first, start, new_start - 1, now_ms);
+        let mut high = self.new_shard(first + 1, new_start, end, now_ms);
+        low.parent = Some(index);
+        high.parent = Some(index);
+        let created = vec![(low.log_id, low.epoch), (high.log_id, high.epoch)];
+        let stream = self.stream_mut(account, name)?;
+        stream.close_shard(index, now_ms);
+        stream.shards.extend([low, high]);
+        Ok(Reshard {
+            closed: vec![(index, parent_log)],
+            created,
+        })
     }
 
     /// Records a closed shard's ending sequence number.
@@ -919,18 +1001,43 @@ mod tests {
         #[test]
         fn resharding_keeps_the_tiling(
             n in 1u32..6,
-            steps in prop::collection::vec((any::<bool>(), any::<u16>(), any::<u128>()), 1..40),
+            steps in prop::collection::vec((0u8..3, any::<u16>(), any::<u128>()), 1..40),
             key in any::<u128>(),
         ) {
             let mut c = Catalog::new();
             c.create_stream(create("s", n), 0).unwrap();
-            for (t, (split, pick, at)) in steps.into_iter().enumerate() {
+            for (t, (op, pick, at)) in steps.into_iter().enumerate() {
+                let split = op == 0;
                 let now = t as u64 + 1;
                 let s = c.stream(A, "s").unwrap();
                 let mut open: Vec<&Shard> = s.open_shards().collect();
                 open.sort_by_key(|sh| sh.starting_hash_key);
                 let i = pick as usize % open.len();
-                let outcome = if split {
+                let outcome = if op == 2 {
+                    // UpdateShardCount within AWS's bounds: half to double.
+                    let count = open.len() as u32;
+                    let low = count.div_ceil(2);
+                    let target = low + u32::from(pick) % (2 * count - low + 1);
+                    let r = c.update_shard_count(A, "s", target, now, 0);
+                    let mut uniform: Vec<(u128, u128)> = c
+                        .stream(A, "s")
+                        .unwrap()
+                        .open_shards()
+                        .map(|sh| (sh.starting_hash_key, sh.ending_hash_key))
+                        .collect();
+                    uniform.sort();
+                    let mut fresh = Catalog::new();
+                    fresh.create_stream(create("u", target), 0).unwrap();
+                    let expected: Vec<(u128, u128)> = fresh
+                        .stream(A, "u")
+                        .unwrap()
+                        .shards
+                        .iter()
+                        .map(|sh| (sh.starting_hash_key, sh.ending_hash_key))
+                        .collect();
+                    prop_assert_eq!(uniform, expected, "uniform ranges after scaling to {}", target);
+                    r
+                } else if split {
                     let sh = open[i];
                     let span = sh.ending_hash_key - sh.starting_hash_key;
                     let new_start = sh.starting_hash_key.saturating_add(at % span.max(1));

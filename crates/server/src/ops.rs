@@ -100,6 +100,7 @@ fn route(operation: &str, input: &Value, state: &Ctx) -> OpResult {
         "DeleteResourcePolicy" => delete_resource_policy(state, input),
         "SplitShard" => split_shard(state, input),
         "MergeShards" => merge_shards(state, input),
+        "UpdateShardCount" => update_shard_count(state, input),
         "StartStreamEncryption" => set_encryption(state, input, true),
         "StopStreamEncryption" => set_encryption(state, input, false),
         other => Err(AwsError::new(
@@ -1328,11 +1329,13 @@ fn reshard(
                 return Err(internal(e));
             }
         }
-        let first_child = reshard.created[0].0;
+        let first_child = reshard.created.first().map(|c| c.0);
         if let Err(e) = state.commit(&mut catalog, next) {
-            let committed = catalog
-                .streams()
-                .any(|s| s.shards.iter().any(|sh| sh.log_id == first_child));
+            let committed = first_child.is_none_or(|id| {
+                catalog
+                    .streams()
+                    .any(|s| s.shards.iter().any(|sh| sh.log_id == id))
+            });
             if !committed {
                 cleanup(reshard.created.len());
             }
@@ -1406,6 +1409,50 @@ fn merge_shards(state: &Ctx, input: &Value) -> OpResult {
             .merge_shards(&state.account, &name, first, second, now, updating_ms)
             .map_err(|e| reshard_error(state, e))
     })
+}
+
+fn update_shard_count(state: &Ctx, input: &Value) -> OpResult {
+    let name = stream_name(state, input)?;
+    let target = u64_of(input, "TargetShardCount").unwrap_or(0);
+    let target = u32::try_from(target).unwrap_or(u32::MAX);
+    let (open, mode) = with_named_stream(state, &name, |stream| {
+        Ok((stream.open_shards().count() as u32, stream.mode))
+    })?;
+    if mode == StreamMode::OnDemand {
+        return Err(err(
+            ErrorCode::InvalidArgumentException,
+            format!(
+                "UpdateShardCount is not supported for stream {name} under account {} in ON_DEMAND mode.",
+                state.account
+            ),
+        ));
+    }
+    if u64::from(target) > 2 * u64::from(open) {
+        return Err(err(
+            ErrorCode::LimitExceededException,
+            format!("UpdateShardCount cannot scale up over double your current open shard count. Current open shard count: {open} Target shard count: {target}"),
+        ));
+    }
+    if target < open.div_ceil(2) {
+        return Err(err(
+            ErrorCode::LimitExceededException,
+            format!("UpdateShardCount cannot scale down below half your current open shard count. Current open shard count: {open} Target shard count: {target}"),
+        ));
+    }
+    if target != open {
+        let added = u64::from(target.saturating_sub(open));
+        reshard(state, &name, added, |catalog, now, updating_ms| {
+            catalog
+                .update_shard_count(&state.account, &name, target, now, updating_ms)
+                .map_err(|e| reshard_error(state, e))
+        })?;
+    }
+    Ok(json!({
+        "StreamName": name,
+        "CurrentShardCount": open,
+        "TargetShardCount": target,
+        "StreamARN": state.arn(&name),
+    }))
 }
 
 // ---- stream settings, tags, policies, account ----
