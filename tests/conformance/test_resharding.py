@@ -228,3 +228,45 @@ def test_resharding_errors(kinesis):
     assert records == [] and [c["ShardId"] for c in children] == ["shardId-000000000003"]
     assert children[0]["ParentShards"] == ["shardId-000000000001", "shardId-000000000000"]
     kinesis.delete_stream(StreamName=stream)
+
+
+def test_capacity_modes_and_warm_throughput(kinesis):
+    stream = "modes"
+    kinesis.create_stream(StreamName=stream, ShardCount=2)
+    arn = kinesis.describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"]["StreamARN"]
+
+    def summary():
+        return kinesis.describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"]
+
+    with pytest.raises(ClientError) as e:
+        kinesis.update_stream_warm_throughput(StreamName=stream, WarmThroughputMiBps=4)
+    assert error_of(e)[0] == "InvalidArgumentException"
+    with pytest.raises(ClientError) as e:
+        kinesis.update_stream_mode(StreamARN=arn, StreamModeDetails={"StreamMode": "PROVISIONED"}, WarmThroughputMiBps=4)
+    assert error_of(e)[0] == "InvalidArgumentException"
+    kinesis.update_stream_mode(StreamARN=arn, StreamModeDetails={"StreamMode": "ON_DEMAND"}, WarmThroughputMiBps=6)
+    s = summary()
+    assert s["StreamModeDetails"]["StreamMode"] == "ON_DEMAND"
+    assert s["OpenShardCount"] == 6, "pre-split for 6 MiB/s at 1 MiB/s per shard"
+    assert s["WarmThroughput"] == {"TargetMiBps": 6, "CurrentMiBps": 6}
+    with pytest.raises(ClientError) as e:
+        kinesis.update_shard_count(StreamName=stream, TargetShardCount=8, ScalingType="UNIFORM_SCALING")
+    assert error_of(e)[0] == "InvalidArgumentException"
+    out = kinesis.update_stream_warm_throughput(StreamName=stream, WarmThroughputMiBps=9)
+    assert out["WarmThroughput"] == {"TargetMiBps": 9, "CurrentMiBps": 9}
+    assert out["StreamARN"] == arn and out["StreamName"] == stream
+    kinesis.update_stream_mode(StreamARN=arn, StreamModeDetails={"StreamMode": "PROVISIONED"})
+    s = summary()
+    assert s["StreamModeDetails"]["StreamMode"] == "PROVISIONED" and "WarmThroughput" not in s
+    assert s["OpenShardCount"] == 9
+    kinesis.update_shard_count(StreamName=stream, TargetShardCount=5, ScalingType="UNIFORM_SCALING")
+    assert summary()["OpenShardCount"] == 5
+    kinesis.delete_stream(StreamName=stream)
+
+    with pytest.raises(ClientError) as e:
+        kinesis.create_stream(StreamName="warm-provisioned", ShardCount=1, WarmThroughputMiBps=3)
+    assert error_of(e)[0] == "InvalidArgumentException"
+    kinesis.create_stream(StreamName="warm", StreamModeDetails={"StreamMode": "ON_DEMAND"}, WarmThroughputMiBps=10)
+    s = kinesis.describe_stream_summary(StreamName="warm")["StreamDescriptionSummary"]
+    assert s["OpenShardCount"] == 10 and s["WarmThroughput"]["TargetMiBps"] == 10
+    kinesis.delete_stream(StreamName="warm")

@@ -167,6 +167,9 @@ pub struct Stream {
     /// Set by DeleteStream: DELETING until this time, then gone.
     #[serde(default)]
     pub deleting_until_ms: Option<u64>,
+    /// ON_DEMAND only: the write throughput the stream is kept split for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm_throughput_mibps: Option<u32>,
 }
 
 impl Stream {
@@ -700,6 +703,7 @@ impl Catalog {
             encryption_key_id: None,
             updating_until_ms: 0,
             deleting_until_ms: None,
+            warm_throughput_mibps: None,
         };
         Ok(self.streams.entry(stream_key).or_insert(stream))
     }

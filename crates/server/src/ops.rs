@@ -101,6 +101,8 @@ fn route(operation: &str, input: &Value, state: &Ctx) -> OpResult {
         "SplitShard" => split_shard(state, input),
         "MergeShards" => merge_shards(state, input),
         "UpdateShardCount" => update_shard_count(state, input),
+        "UpdateStreamMode" => update_stream_mode(state, input),
+        "UpdateStreamWarmThroughput" => update_warm_throughput(state, input),
         "StartStreamEncryption" => set_encryption(state, input, true),
         "StopStreamEncryption" => set_encryption(state, input, false),
         other => Err(AwsError::new(
@@ -283,8 +285,16 @@ fn create_stream(state: &Ctx, input: &Value) -> OpResult {
         Some("ON_DEMAND") => StreamMode::OnDemand,
         _ => StreamMode::Provisioned,
     };
+    let warm = u64_of(input, "WarmThroughputMiBps").map(|w| u32::try_from(w).unwrap_or(u32::MAX));
+    if warm.is_some() && mode != StreamMode::OnDemand {
+        return Err(err(
+            ErrorCode::InvalidArgumentException,
+            "WarmThroughputMiBps is only valid for streams in ON_DEMAND mode.",
+        ));
+    }
     let shard_count = match (mode, u64_of(input, "ShardCount")) {
-        (StreamMode::OnDemand, _) => 4,
+        // ON_DEMAND starts at 4 shards, or as many as the warm throughput needs.
+        (StreamMode::OnDemand, _) => warm.map_or(4, |w| shards_for_mibps(w).max(4)),
         (StreamMode::Provisioned, Some(n)) => u32::try_from(n).unwrap_or(u32::MAX),
         (StreamMode::Provisioned, None) => {
             return Err(err(
@@ -317,6 +327,9 @@ fn create_stream(state: &Ctx, input: &Value) -> OpResult {
     let now = state.now_ms();
     state.sweep_deleted().map_err(internal)?;
     let mut catalog = state.catalog();
+    if mode == StreamMode::OnDemand {
+        check_on_demand_limit(state, &catalog)?;
+    }
     let open = catalog.open_shard_count(&state.account) as u64;
     let limit = u64::from(state.config.shard_limit);
     if open + u64::from(shard_count) > limit {
@@ -341,6 +354,9 @@ fn create_stream(state: &Ctx, input: &Value) -> OpResult {
     // Shard logs first, then the catalog: a crash in between leaves orphan logs,
     // which the next start deletes, never a catalog naming missing logs.
     let shards: Vec<(u64, u64)> = stream.shards.iter().map(|s| (s.log_id, s.epoch)).collect();
+    if let Ok(stream) = next.stream_mut(&state.account, &name) {
+        stream.warm_throughput_mibps = warm;
+    }
     let created = shards.iter().try_for_each(|&(log_id, epoch)| {
         state
             .log()
@@ -441,6 +457,9 @@ fn describe_stream_summary(state: &Ctx, input: &Value) -> OpResult {
         summary["OpenShardCount"] = json!(stream.open_shards().count());
         summary["ConsumerCount"] = json!(0);
         summary["MaxRecordSizeInKiB"] = json!(stream.max_record_size_kib);
+        if let Some(warm) = warm_throughput_json(stream) {
+            summary["WarmThroughput"] = warm;
+        }
         Ok(json!({"StreamDescriptionSummary": summary}))
     })
 }
@@ -1292,6 +1311,7 @@ fn reshard(
     state: &Ctx,
     name: &str,
     added_open_shards: u64,
+    require_active: bool,
     change: impl FnOnce(&mut sluice_meta::Catalog, u64, u64) -> Result<sluice_meta::Reshard, AwsError>,
 ) -> OpResult {
     let now = state.now_ms();
@@ -1301,7 +1321,9 @@ fn reshard(
             .stream(&state.account, name)
             .filter(|s| !s.is_gone(now))
             .ok_or_else(|| not_found(state, name))?;
-        check_active(state, stream)?;
+        if require_active {
+            check_active(state, stream)?;
+        }
         let open = catalog.open_shard_count(&state.account) as u64;
         let limit = u64::from(state.config.shard_limit);
         if open + added_open_shards > limit {
@@ -1361,7 +1383,7 @@ fn split_shard(state: &Ctx, input: &Value) -> OpResult {
             format!("NewStartingHashKey {key_text} must be in the range: [0, 2^128-1]"),
         )
     })?;
-    reshard(state, &name, 1, |catalog, now, updating_ms| {
+    reshard(state, &name, 1, true, |catalog, now, updating_ms| {
         catalog
             .split_shard(&state.account, &name, index, new_start, now, updating_ms)
             .map_err(|e| match e {
@@ -1404,7 +1426,7 @@ fn merge_shards(state: &Ctx, input: &Value) -> OpResult {
             ),
         ));
     }
-    reshard(state, &name, 0, |catalog, now, updating_ms| {
+    reshard(state, &name, 0, true, |catalog, now, updating_ms| {
         catalog
             .merge_shards(&state.account, &name, first, second, now, updating_ms)
             .map_err(|e| reshard_error(state, e))
@@ -1441,7 +1463,7 @@ fn update_shard_count(state: &Ctx, input: &Value) -> OpResult {
     }
     if target != open {
         let added = u64::from(target.saturating_sub(open));
-        reshard(state, &name, added, |catalog, now, updating_ms| {
+        reshard(state, &name, added, true, |catalog, now, updating_ms| {
             catalog
                 .update_shard_count(&state.account, &name, target, now, updating_ms)
                 .map_err(|e| reshard_error(state, e))
@@ -1453,6 +1475,140 @@ fn update_shard_count(state: &Ctx, input: &Value) -> OpResult {
         "TargetShardCount": target,
         "StreamARN": state.arn(&name),
     }))
+}
+
+/// AWS: an account has at most 50 ON_DEMAND streams (DescribeLimits reports it).
+fn check_on_demand_limit(state: &Ctx, catalog: &sluice_meta::Catalog) -> Result<(), AwsError> {
+    let now = state.now_ms();
+    let count = catalog
+        .streams_of(&state.account)
+        .filter(|s| s.mode == StreamMode::OnDemand && !s.is_gone(now))
+        .count() as u64;
+    let limit = u64::from(state.config.on_demand_stream_limit);
+    if count >= limit {
+        return Err(err(
+            ErrorCode::LimitExceededException,
+            format!(
+                "This request would exceed the on-demand stream limit for the account {} in {}. Current on-demand stream count: {count}. Limit: {limit}.",
+                state.account, state.config.region
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Open shards an ON_DEMAND stream needs for a warm throughput (AWS: a shard
+/// takes 1 MiB/s of writes).
+fn shards_for_mibps(mibps: u32) -> u32 {
+    mibps.max(1)
+}
+
+/// Splits an ON_DEMAND stream up to the shards its warm throughput needs
+/// (`require_active`: false when it follows a mode change of our own).
+fn prewarm(state: &Ctx, name: &str, mibps: u32, require_active: bool) -> Result<(), AwsError> {
+    let needed = shards_for_mibps(mibps);
+    let open = with_named_stream(state, name, |s| Ok(s.open_shards().count() as u32))?;
+    if needed > open {
+        reshard(
+            state,
+            name,
+            u64::from(needed - open),
+            require_active,
+            |catalog, now, updating_ms| {
+                catalog
+                    .update_shard_count(&state.account, name, needed, now, updating_ms)
+                    .map_err(|e| reshard_error(state, e))
+            },
+        )?;
+    }
+    Ok(())
+}
+
+fn warm_throughput_json(stream: &Stream) -> Option<Value> {
+    stream
+        .warm_throughput_mibps
+        .map(|target| json!({"TargetMiBps": target, "CurrentMiBps": stream.open_shards().count()}))
+}
+
+fn update_stream_mode(state: &Ctx, input: &Value) -> OpResult {
+    let name = stream_name(state, input)?;
+    let mode = match input
+        .pointer("/StreamModeDetails/StreamMode")
+        .and_then(Value::as_str)
+    {
+        Some("ON_DEMAND") => StreamMode::OnDemand,
+        _ => StreamMode::Provisioned,
+    };
+    let warm = u64_of(input, "WarmThroughputMiBps").map(|w| u32::try_from(w).unwrap_or(u32::MAX));
+    if warm.is_some() && mode != StreamMode::OnDemand {
+        return Err(err(
+            ErrorCode::InvalidArgumentException,
+            "WarmThroughputMiBps is only valid when the stream mode is updated to ON_DEMAND.",
+        ));
+    }
+    let (now, updating_ms) = (state.now_ms(), state.config.stream_updating_ms);
+    {
+        let mut catalog = state.catalog();
+        let stream = catalog
+            .stream(&state.account, &name)
+            .filter(|s| !s.is_gone(now))
+            .ok_or_else(|| not_found(state, &name))?;
+        check_active(state, stream)?;
+        if stream.mode == mode && warm.is_none() {
+            return Ok(json!({}));
+        }
+        if mode == StreamMode::OnDemand && stream.mode != StreamMode::OnDemand {
+            check_on_demand_limit(state, &catalog)?;
+        }
+        let mut next = catalog.clone();
+        let stream = next
+            .stream_mut(&state.account, &name)
+            .map_err(|e| meta_error(state, e))?;
+        stream.mode = mode;
+        stream.warm_throughput_mibps = if mode == StreamMode::OnDemand {
+            warm
+        } else {
+            None
+        };
+        stream.start_update(now, updating_ms);
+        state.commit(&mut catalog, next).map_err(internal)?;
+    }
+    if let Some(mibps) = warm {
+        // The stream is UPDATING for the mode change: pre-split regardless.
+        prewarm(state, &name, mibps, false)?;
+    }
+    Ok(json!({}))
+}
+
+fn update_warm_throughput(state: &Ctx, input: &Value) -> OpResult {
+    let name = stream_name(state, input)?;
+    let mibps = u64_of(input, "WarmThroughputMiBps").unwrap_or(0);
+    let mibps = u32::try_from(mibps).unwrap_or(u32::MAX);
+    let mode = with_named_stream(state, &name, |s| {
+        check_active(state, s)?;
+        Ok(s.mode)
+    })?;
+    if mode != StreamMode::OnDemand {
+        return Err(err(
+            ErrorCode::InvalidArgumentException,
+            format!(
+                "Warm throughput is only supported for streams in ON_DEMAND mode; stream {name} under account {} is PROVISIONED.",
+                state.account
+            ),
+        ));
+    }
+    mutate_stream(state, &name, |s| {
+        s.warm_throughput_mibps = Some(mibps);
+        Ok(())
+    })?;
+    prewarm(state, &name, mibps, true)?;
+    with_named_stream(state, &name, |s| {
+        Ok(json!({
+            "StreamARN": state.arn(&name),
+            "StreamName": name,
+            "WarmThroughput": warm_throughput_json(s),
+        }))
+    })
 }
 
 // ---- stream settings, tags, policies, account ----

@@ -819,3 +819,33 @@ fn an_interrupted_reshard_is_finished_at_the_next_start() {
     assert_eq!(got["ChildShards"][0]["ShardId"], "shardId-000000000002");
     assert_eq!(got["ChildShards"][1]["ShardId"], "shardId-000000000003");
 }
+
+#[test]
+fn the_on_demand_stream_limit_is_enforced() {
+    let h = Harness::with(|c| c.on_demand_stream_limit = 1);
+    let on_demand = json!({"StreamMode": "ON_DEMAND"});
+    h.ok(
+        "CreateStream",
+        json!({"StreamName": "a", "StreamModeDetails": on_demand}),
+    );
+    let (_, kind, message) = h.error(
+        "CreateStream",
+        json!({"StreamName": "b", "StreamModeDetails": on_demand}),
+    );
+    assert_eq!(kind, "LimitExceededException", "{message}");
+    h.ok("CreateStream", json!({"StreamName": "c", "ShardCount": 1}));
+    let arn = "arn:aws:kinesis:us-east-1:000000000000:stream/c";
+    let (_, kind, _) = h.error(
+        "UpdateStreamMode",
+        json!({"StreamARN": arn, "StreamModeDetails": on_demand}),
+    );
+    assert_eq!(kind, "LimitExceededException");
+    let limits = h.ok("DescribeLimits", json!({}));
+    assert_eq!(
+        (
+            limits["OnDemandStreamCount"].as_u64(),
+            limits["OnDemandStreamCountLimit"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
+}
