@@ -276,8 +276,9 @@ fn shard_json(shard: &Shard) -> Value {
 
 // ---- streams ----
 
-fn create_stream(state: &Ctx, input: &Value) -> OpResult {
-    let name = str_of(input, "StreamName").unwrap_or_default().to_owned();
+/// StreamModeDetails and WarmThroughputMiBps, as CreateStream and
+/// UpdateStreamMode take them: warm throughput only with ON_DEMAND.
+fn mode_and_warm_throughput(input: &Value) -> Result<(StreamMode, Option<u32>), AwsError> {
     let mode = match input
         .pointer("/StreamModeDetails/StreamMode")
         .and_then(Value::as_str)
@@ -289,9 +290,15 @@ fn create_stream(state: &Ctx, input: &Value) -> OpResult {
     if warm.is_some() && mode != StreamMode::OnDemand {
         return Err(err(
             ErrorCode::InvalidArgumentException,
-            "WarmThroughputMiBps is only valid for streams in ON_DEMAND mode.",
+            "WarmThroughputMiBps is only valid with StreamMode ON_DEMAND.",
         ));
     }
+    Ok((mode, warm))
+}
+
+fn create_stream(state: &Ctx, input: &Value) -> OpResult {
+    let name = str_of(input, "StreamName").unwrap_or_default().to_owned();
+    let (mode, warm) = mode_and_warm_throughput(input)?;
     let shard_count = match (mode, u64_of(input, "ShardCount")) {
         // ON_DEMAND starts at 4 shards, or as many as the warm throughput needs.
         (StreamMode::OnDemand, _) => warm.map_or(4, |w| shards_for_mibps(w).max(4)),
@@ -1532,20 +1539,7 @@ fn warm_throughput_json(stream: &Stream) -> Option<Value> {
 
 fn update_stream_mode(state: &Ctx, input: &Value) -> OpResult {
     let name = stream_name(state, input)?;
-    let mode = match input
-        .pointer("/StreamModeDetails/StreamMode")
-        .and_then(Value::as_str)
-    {
-        Some("ON_DEMAND") => StreamMode::OnDemand,
-        _ => StreamMode::Provisioned,
-    };
-    let warm = u64_of(input, "WarmThroughputMiBps").map(|w| u32::try_from(w).unwrap_or(u32::MAX));
-    if warm.is_some() && mode != StreamMode::OnDemand {
-        return Err(err(
-            ErrorCode::InvalidArgumentException,
-            "WarmThroughputMiBps is only valid when the stream mode is updated to ON_DEMAND.",
-        ));
-    }
+    let (mode, warm) = mode_and_warm_throughput(input)?;
     let (now, updating_ms) = (state.now_ms(), state.config.stream_updating_ms);
     {
         let mut catalog = state.catalog();
