@@ -130,6 +130,19 @@ pub fn sequence(epoch: u64, offset: u64, index: u16) -> u128 {
     (u128::from(epoch) << 64) | (u128::from(offset) << 16) | u128::from(index)
 }
 
+/// The record index no frame reaches (a frame holds at most `u16::MAX`
+/// records, numbered from 0): it marks a position rather than a record.
+pub const POSITION_MARKER_INDEX: u16 = u16::MAX;
+
+/// The sequence number just before the reading position `cursor`, such that
+/// reading AFTER it starts exactly at `cursor`: the previous record's number
+/// inside a frame, or a marker (index [`POSITION_MARKER_INDEX`] of the offset
+/// before) at a frame boundary. Markers sort between the records around them.
+/// Fan-out hands this out as ContinuationSequenceNumber.
+pub fn position_before(cursor: shard_log::Cursor) -> u128 {
+    cursor.0.wrapping_sub(1)
+}
+
 /// Unpacks a sequence number into (epoch, offset, index).
 pub fn split_sequence(seq: u128) -> (u64, u64, u16) {
     (

@@ -15,7 +15,9 @@ use crate::log::Shared;
 use crate::segment::{self, FrameScanner, Scan, SegmentHeader, SEGMENT_HEADER_LEN};
 use crate::storage::StorageFile;
 use crate::syncer::{PendingSync, ShardProgress};
-use crate::{sequence, split_sequence, Durability, ShardLogId, OFFSET_LIMIT};
+use crate::{
+    sequence, split_sequence, Durability, ShardLogId, OFFSET_LIMIT, POSITION_MARKER_INDEX,
+};
 
 /// Longest partition key the log stores, in bytes (AWS: 256 characters).
 pub const PARTITION_KEY_MAX_BYTES: usize = u16::MAX as usize;
@@ -286,6 +288,27 @@ impl ShardLog {
         match start {
             StartingPosition::TrimHorizon => at(horizon),
             StartingPosition::Latest => at(latest),
+            StartingPosition::AtSequence(seq) | StartingPosition::AfterSequence(seq)
+                if seq as u16 == POSITION_MARKER_INDEX =>
+            {
+                // A marker from `position_before`: no record has this index, so
+                // at and after it both mean the frame boundary that follows.
+                let (epoch, offset, _) = split_sequence(seq.wrapping_add(1));
+                if epoch != self.epoch || seq == u128::MAX {
+                    return Err(ReadError::InvalidPosition);
+                }
+                if offset < horizon {
+                    return at(horizon);
+                }
+                if offset == visible_end || Some(offset) == closed_at {
+                    return at(offset);
+                }
+                if offset > visible_end {
+                    return Err(ReadError::InvalidPosition);
+                }
+                self.header_at(offset)?;
+                at(offset)
+            }
             StartingPosition::AtSequence(seq) | StartingPosition::AfterSequence(seq) => {
                 let (epoch, offset, index) = split_sequence(seq);
                 if epoch != self.epoch {
@@ -497,6 +520,25 @@ impl ShardLog {
             })
             .unwrap();
         self.progress.visible_end.load(Ordering::SeqCst) > offset
+    }
+
+    /// Resolves once the visible end moves past `cursor` or the shard is
+    /// poisoned: the async form of [`ShardLog::wait_for_data`], woken by the
+    /// append itself (no polling).
+    pub async fn data_after(&self, cursor: Cursor) {
+        let (_, offset, _) = split_sequence(cursor.0);
+        loop {
+            let notified = std::pin::pin!(self.progress.appended.notified());
+            let mut notified = notified;
+            // Registered before the check, so a publish in between is not missed.
+            notified.as_mut().enable();
+            if self.progress.visible_end.load(Ordering::SeqCst) > offset
+                || self.progress.poisoned.load(Ordering::SeqCst)
+            {
+                return;
+            }
+            notified.await;
+        }
     }
 
     // ---- lifecycle, used by `Log` ----
@@ -903,6 +945,98 @@ mod tests {
 
     use crate::frame::{self, AppendRecord, FrameKind, FRAME_HEADER_LEN};
     use crate::{sequence, Log, LogOptions, ReadError, ShardLogId, SimStorage, StartingPosition};
+
+    /// `position_before` a reading position resumes there with AFTER (and,
+    /// at frame boundaries, with AT too), before and after records exist.
+    #[test]
+    fn position_markers_resume_where_reading_stopped() {
+        use crate::{position_before, Cursor, ReadLimits};
+        let log = Log::open(
+            SimStorage::new(4),
+            "/d",
+            LogOptions::default(),
+            Arc::new(ManualClock::new(1)),
+        )
+        .unwrap();
+        let shard = log.create_shard(ShardLogId(1), 7).unwrap();
+        let start = shard.cursor(StartingPosition::TrimHorizon).unwrap();
+        let marker = position_before(start);
+        assert!(
+            marker < sequence(7, 0, 0),
+            "a marker sorts before what follows"
+        );
+        for pos in [
+            StartingPosition::AfterSequence(marker),
+            StartingPosition::AtSequence(marker),
+        ] {
+            assert_eq!(shard.cursor(pos).unwrap(), start, "empty shard: {pos:?}");
+        }
+        let rec = |k: &'static [u8]| AppendRecord {
+            partition_key: k,
+            data: b"x",
+            flags: 0,
+        };
+        shard.append(&[rec(b"a"), rec(b"b"), rec(b"c")]).unwrap();
+        shard.append(&[rec(b"d")]).unwrap();
+        // The empty shard's marker still means the start now that records exist.
+        let read_from = |c: Cursor| {
+            shard
+                .read(
+                    c,
+                    ReadLimits {
+                        max_records: 10,
+                        max_bytes: 1 << 20,
+                    },
+                )
+                .unwrap()
+                .records
+                .iter()
+                .map(|r| r.partition_key[0])
+                .collect::<Vec<_>>()
+        };
+        let after = shard
+            .cursor(StartingPosition::AfterSequence(marker))
+            .unwrap();
+        assert_eq!(read_from(after), b"abcd");
+        // Stop after two records (mid-frame), then after four (a frame boundary).
+        for (n, rest) in [(2, &b"cd"[..]), (4, &b""[..]), (3, &b"d"[..])] {
+            let batch = shard
+                .read(
+                    start,
+                    ReadLimits {
+                        max_records: n,
+                        max_bytes: 1 << 20,
+                    },
+                )
+                .unwrap();
+            let cont = position_before(batch.next);
+            let resumed = shard.cursor(StartingPosition::AfterSequence(cont)).unwrap();
+            assert_eq!(resumed, batch.next, "after {n} records");
+            assert_eq!(read_from(resumed), rest);
+            if let Some(last) = batch.records.last() {
+                assert!(
+                    cont >= last.sequence,
+                    "the marker is not before what was read"
+                );
+            }
+        }
+        // A marker of a position that is no frame boundary is refused.
+        let inside = sequence(7, 3, 0) - 1;
+        assert!(matches!(
+            shard.cursor(StartingPosition::AfterSequence(inside)),
+            Err(ReadError::InvalidPosition)
+        ));
+        // Past the end, or of another shard's epoch: refused.
+        let end = shard.cursor(StartingPosition::Latest).unwrap();
+        assert!(shard
+            .cursor(StartingPosition::AfterSequence(position_before(Cursor(
+                end.0 + (1 << 16)
+            ))))
+            .is_err());
+        assert!(shard
+            .cursor(StartingPosition::AfterSequence(sequence(8, 0, 0) - 1))
+            .is_err());
+    }
 
     /// Record data that embeds a well-formed frame (here a close frame) must not
     /// be accepted as a position, whatever salt the forger guessed.

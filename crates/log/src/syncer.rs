@@ -28,6 +28,8 @@ pub struct ShardProgress {
     /// Bumped whenever `visible_end` moves, for readers that wait for data.
     pub changes: Mutex<u64>,
     pub changed: Condvar,
+    /// The same wake-up for async readers (fan-out subscriptions).
+    pub appended: tokio::sync::Notify,
 }
 
 impl ShardProgress {
@@ -35,6 +37,7 @@ impl ShardProgress {
         self.visible_end.fetch_max(visible_end, Ordering::SeqCst);
         *self.changes.lock().unwrap() += 1;
         self.changed.notify_all();
+        self.appended.notify_waiters();
     }
 }
 
