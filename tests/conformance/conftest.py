@@ -1,4 +1,5 @@
 """Starts a real `sluice serve` on a free port for the boto3 tests."""
+import contextlib
 import os
 import pathlib
 import subprocess
@@ -11,24 +12,27 @@ from botocore.config import Config
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="session")
-def endpoint():
+@contextlib.contextmanager
+def sluice(*args):
+    """A `sluice serve` process on a free port with its own data directory:
+    (process, endpoint)."""
     binary = os.environ.get("SLUICE_BIN", str(ROOT / "target" / "debug" / "sluice"))
     with tempfile.TemporaryDirectory() as data_dir:
         proc = subprocess.Popen(
-            [binary, "serve", "--listen", "127.0.0.1:0", "--data-dir", data_dir],
+            [binary, "serve", "--listen", "127.0.0.1:0", "--data-dir", data_dir, *args],
             stdout=subprocess.PIPE,
             text=True,
         )
         line = proc.stdout.readline()
         assert line.startswith("sluice listening on "), line
-        yield "http://" + line.split()[-1]
-        proc.terminate()
-        proc.wait(timeout=30)
+        try:
+            yield proc, "http://" + line.split()[-1]
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
 
 
-@pytest.fixture()
-def kinesis(endpoint):
+def client(endpoint):
     return boto3.client(
         "kinesis",
         endpoint_url=endpoint,
@@ -39,12 +43,29 @@ def kinesis(endpoint):
     )
 
 
+@pytest.fixture(scope="session")
+def server():
+    """The `sluice serve` process the tests share, and its endpoint."""
+    with sluice() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def endpoint(server):
+    return server[1]
+
+
+@pytest.fixture()
+def kinesis(endpoint):
+    return client(endpoint)
+
+
 @pytest.fixture()
 def stream(kinesis, request):
     name = "s-" + request.node.name.replace("[", "-").replace("]", "")[:100]
     kinesis.create_stream(StreamName=name, ShardCount=2)
     yield name
     try:
-        kinesis.delete_stream(StreamName=name)
+        kinesis.delete_stream(StreamName=name, EnforceConsumerDeletion=True)
     except kinesis.exceptions.ResourceNotFoundException:
         pass

@@ -23,6 +23,11 @@ import {
   DescribeLimitsCommand,
   SplitShardCommand,
   MergeShardsCommand,
+  RegisterStreamConsumerCommand,
+  DescribeStreamConsumerCommand,
+  ListStreamConsumersCommand,
+  DeregisterStreamConsumerCommand,
+  SubscribeToShardCommand,
   ResourceNotFoundException,
   ResourceInUseException,
   InvalidArgumentException,
@@ -228,5 +233,67 @@ test("split and merge while a producer writes; every record once, in order per k
     const ns = seen.filter((s) => s.startsWith(`${k}:`)).map((s) => Number(s.split(":")[1]));
     assert.deepEqual(ns, Array.from({ length: 60 }, (_, n) => n), `order of ${k}`);
   }
+  await client.send(new DeleteStreamCommand({ StreamName }));
+});
+
+test("enhanced fan-out over HTTP/2: backlog, live records, a split, the 5 s rule", async () => {
+  const StreamName = "js-fanout";
+  await client.send(new CreateStreamCommand({ StreamName, ShardCount: 1 }));
+  const { StreamDescriptionSummary } = await client.send(new DescribeStreamSummaryCommand({ StreamName }));
+  const StreamARN = StreamDescriptionSummary.StreamARN;
+  const { Consumer } = await client.send(new RegisterStreamConsumerCommand({ StreamARN, ConsumerName: "js" }));
+  assert.equal(Consumer.ConsumerStatus, "ACTIVE");
+  assert.ok(Consumer.ConsumerCreationTimestamp instanceof Date);
+  const described = await client.send(new DescribeStreamConsumerCommand({ ConsumerARN: Consumer.ConsumerARN }));
+  assert.equal(described.ConsumerDescription.StreamARN, StreamARN);
+  const listed = await client.send(new ListStreamConsumersCommand({ StreamARN }));
+  assert.deepEqual(listed.Consumers.map((c) => c.ConsumerARN), [Consumer.ConsumerARN]);
+
+  const put = (data) => client.send(new PutRecordCommand({ StreamName, PartitionKey: "k", ExplicitHashKey: "0", Data: bytes(data) }));
+  await put("backlog-0");
+  await put("backlog-1");
+  const subscribe = (ShardId, StartingPosition) =>
+    client.send(new SubscribeToShardCommand({ ConsumerARN: Consumer.ConsumerARN, ShardId, StartingPosition }));
+  const out = await subscribe("shardId-000000000000", { Type: "TRIM_HORIZON" });
+  // A second call within 5 s is refused.
+  await assert.rejects(subscribe("shardId-000000000000", { Type: "LATEST" }), (e) =>
+    e instanceof ResourceInUseException && e.message.startsWith("Another active subscription exists for this consumer"));
+
+  const seen = [];
+  let end;
+  let livePut = false;
+  for await (const event of out.EventStream) {
+    const e = event.SubscribeToShardEvent;
+    assert.ok(e, `an event: ${JSON.stringify(Object.keys(event))}`);
+    seen.push(...e.Records.map((r) => text(r.Data)));
+    if (seen.length === 2 && !livePut) {
+      livePut = true;
+      await put("live");
+    }
+    if (seen.length === 3 && !end) {
+      end = true;
+      await client.send(new SplitShardCommand({ StreamName, ShardToSplit: "shardId-000000000000", NewStartingHashKey: (2n ** 127n).toString() }));
+    }
+    if (e.ChildShards?.length) {
+      assert.equal(e.ContinuationSequenceNumber, undefined);
+      assert.deepEqual(e.ChildShards.map((c) => c.ShardId).sort(), ["shardId-000000000001", "shardId-000000000002"]);
+      end = "children";
+    }
+  }
+  assert.equal(end, "children", "the stream ended after ChildShards");
+  assert.deepEqual(seen, ["backlog-0", "backlog-1", "live"]);
+
+  // The consumer moves on to the child holding hash key 0.
+  await put("child");
+  const child = await subscribe("shardId-000000000001", { Type: "TRIM_HORIZON" });
+  for await (const event of child.EventStream) {
+    const records = event.SubscribeToShardEvent.Records;
+    if (records.length) {
+      assert.deepEqual(records.map((r) => text(r.Data)), ["child"]);
+      break;
+    }
+  }
+  await client.send(new DeregisterStreamConsumerCommand({ ConsumerARN: Consumer.ConsumerARN }));
+  await assert.rejects(client.send(new DescribeStreamConsumerCommand({ ConsumerARN: Consumer.ConsumerARN })), ResourceNotFoundException);
   await client.send(new DeleteStreamCommand({ StreamName }));
 });

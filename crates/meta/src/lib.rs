@@ -27,6 +27,10 @@ pub const SHARD_LEVEL_METRICS: [&str; 7] = [
 ];
 /// How long a minimum-throughput billing commitment lasts at least (Sluice's choice).
 pub const COMMITMENT_MIN_MS: u64 = 24 * 3600 * 1000;
+/// AWS: at most 20 registered consumers per stream.
+pub const CONSUMERS_PER_STREAM_MAX: usize = 20;
+/// AWS: at most 5 consumers of an account CREATING at once.
+pub const CONSUMERS_CREATING_MAX: usize = 5;
 /// The account of streams from snapshots written before accounts existed.
 pub const DEFAULT_ACCOUNT: &str = "000000000000";
 
@@ -71,6 +75,16 @@ pub enum MetaError {
     },
     #[error("Failed to add tags to stream {0} because a given stream can have a maximum of {TAGS_PER_STREAM_MAX} tags.")]
     TooManyTags(String),
+    #[error("Consumer {0} already exists")]
+    ConsumerExists(String),
+    #[error("consumer {1} of stream {0} not found")]
+    ConsumerNotFound(String, String),
+    #[error(
+        "Stream {0} has reached the limit of {CONSUMERS_PER_STREAM_MAX} registered consumers."
+    )]
+    TooManyConsumers(String),
+    #[error("Only {CONSUMERS_CREATING_MAX} consumers can be in CREATING status at the same time.")]
+    TooManyConsumersCreating,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,6 +155,50 @@ pub fn parse_shard_id(id: &str) -> Option<u32> {
     digits.parse().ok()
 }
 
+/// An enhanced fan-out consumer registered with a stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Consumer {
+    pub name: String,
+    /// Registration time; its whole seconds end the consumer's ARN, so a
+    /// consumer registered again under the same name gets another ARN.
+    pub created_ms: u64,
+    /// CREATING until this time, then ACTIVE.
+    pub active_from_ms: u64,
+    /// Set by DeregisterStreamConsumer: DELETING until this time, then gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleting_until_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsumerStatus {
+    Creating,
+    Active,
+    Deleting,
+}
+
+impl Consumer {
+    pub fn status(&self, now_ms: u64) -> ConsumerStatus {
+        if self.deleting_until_ms.is_some() {
+            ConsumerStatus::Deleting
+        } else if now_ms < self.active_from_ms {
+            ConsumerStatus::Creating
+        } else {
+            ConsumerStatus::Active
+        }
+    }
+
+    pub fn is_gone(&self, now_ms: u64) -> bool {
+        self.deleting_until_ms.is_some_and(|t| now_ms >= t)
+    }
+
+    /// What follows the stream's ARN in the consumer's ARN.
+    pub fn arn_suffix(&self) -> String {
+        format!("/consumer/{}:{}", self.name, self.created_ms / 1000)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stream {
     /// The owning account: streams of different accounts never see each other.
@@ -170,6 +228,9 @@ pub struct Stream {
     /// ON_DEMAND only: the write throughput the stream is kept split for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warm_throughput_mibps: Option<u32>,
+    /// Enhanced fan-out consumers in registration order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub consumers: Vec<Consumer>,
 }
 
 impl Stream {
@@ -261,6 +322,42 @@ impl Stream {
             }
         }
         (before, self.shard_level_metrics.iter().cloned().collect())
+    }
+
+    /// A registered consumer (DELETING ones included, until they are gone).
+    pub fn consumer(&self, name: &str, now_ms: u64) -> Option<&Consumer> {
+        self.consumers
+            .iter()
+            .find(|c| c.name == name && !c.is_gone(now_ms))
+    }
+
+    pub fn consumer_mut(&mut self, name: &str, now_ms: u64) -> Result<&mut Consumer, MetaError> {
+        let stream = self.name.clone();
+        self.consumers
+            .iter_mut()
+            .find(|c| c.name == name && !c.is_gone(now_ms))
+            .ok_or_else(|| MetaError::ConsumerNotFound(stream, name.to_owned()))
+    }
+
+    /// Consumers that are not gone.
+    pub fn live_consumers(&self, now_ms: u64) -> impl Iterator<Item = &Consumer> {
+        self.consumers.iter().filter(move |c| !c.is_gone(now_ms))
+    }
+
+    /// Starts deregistering a consumer: DELETING for `deleting_ms`, then gone
+    /// (at once when 0).
+    pub fn deregister_consumer(
+        &mut self,
+        name: &str,
+        now_ms: u64,
+        deleting_ms: u64,
+    ) -> Result<(), MetaError> {
+        let consumer = self.consumer_mut(name, now_ms)?;
+        if consumer.deleting_until_ms.is_none() {
+            consumer.deleting_until_ms = Some(now_ms.saturating_add(deleting_ms));
+        }
+        self.consumers.retain(|c| !c.is_gone(now_ms));
+        Ok(())
     }
 
     pub fn shard(&self, index: u32) -> Option<&Shard> {
@@ -704,6 +801,7 @@ impl Catalog {
             updating_until_ms: 0,
             deleting_until_ms: None,
             warm_throughput_mibps: None,
+            consumers: Vec::new(),
         };
         Ok(self.streams.entry(stream_key).or_insert(stream))
     }
@@ -723,9 +821,64 @@ impl Catalog {
         Ok(())
     }
 
-    /// Removes the streams whose deletion is over; returns them so that their
-    /// shard logs can be deleted.
+    /// Registers a consumer with a stream: CREATING for `creating_ms`, then
+    /// ACTIVE. At most [`CONSUMERS_PER_STREAM_MAX`] per stream and
+    /// [`CONSUMERS_CREATING_MAX`] of an account CREATING at once.
+    pub fn register_consumer(
+        &mut self,
+        account: &str,
+        stream: &str,
+        name: &str,
+        now_ms: u64,
+        creating_ms: u64,
+    ) -> Result<&Consumer, MetaError> {
+        let creating = self
+            .streams_of(account)
+            .flat_map(|s| s.live_consumers(now_ms))
+            .filter(|c| c.status(now_ms) == ConsumerStatus::Creating)
+            .count();
+        let s = self.stream_mut(account, stream)?;
+        s.consumers.retain(|c| !c.is_gone(now_ms));
+        if s.consumers.iter().any(|c| c.name == name) {
+            return Err(MetaError::ConsumerExists(name.to_owned()));
+        }
+        if s.consumers.len() >= CONSUMERS_PER_STREAM_MAX {
+            return Err(MetaError::TooManyConsumers(stream.to_owned()));
+        }
+        if creating_ms > 0 && creating >= CONSUMERS_CREATING_MAX {
+            return Err(MetaError::TooManyConsumersCreating);
+        }
+        s.consumers.push(Consumer {
+            name: name.to_owned(),
+            created_ms: now_ms,
+            active_from_ms: now_ms.saturating_add(creating_ms),
+            deleting_until_ms: None,
+            tags: BTreeMap::new(),
+        });
+        Ok(s.consumers.last().expect("just pushed"))
+    }
+
+    /// Drops the resource policies of a stream (by its ARN) and of its consumers.
+    pub fn remove_policies_of(&mut self, stream_arn: &str) {
+        let consumers = format!("{stream_arn}/consumer/");
+        self.resource_policies
+            .retain(|arn, _| arn != stream_arn && !arn.starts_with(&consumers));
+    }
+
+    /// Whether [`Catalog::sweep`] has anything to remove.
+    pub fn has_gone(&self, now_ms: u64) -> bool {
+        self.streams
+            .values()
+            .any(|s| s.is_gone(now_ms) || s.consumers.iter().any(|c| c.is_gone(now_ms)))
+    }
+
+    /// Removes the streams whose deletion is over, and consumers whose
+    /// deregistration is; returns the streams so that their shard logs can be
+    /// deleted.
     pub fn sweep(&mut self, now_ms: u64) -> Vec<Stream> {
+        for s in self.streams.values_mut() {
+            s.consumers.retain(|c| !c.is_gone(now_ms));
+        }
         let gone: Vec<String> = self
             .streams
             .iter()
@@ -807,6 +960,80 @@ mod tests {
             tags: BTreeMap::new(),
             creating_ms: 0,
         }
+    }
+
+    #[test]
+    fn consumers_register_activate_and_go() {
+        let mut c = Catalog::new();
+        c.create_stream(create("s", 1), 0).unwrap();
+        let arn = c
+            .register_consumer(A, "s", "app", 5_500, 1_000)
+            .unwrap()
+            .arn_suffix();
+        assert_eq!(arn, "/consumer/app:5");
+        let s = c.stream(A, "s").unwrap();
+        assert_eq!(
+            s.consumer("app", 6_000).unwrap().status(6_000),
+            ConsumerStatus::Creating
+        );
+        assert_eq!(
+            s.consumer("app", 6_500).unwrap().status(6_500),
+            ConsumerStatus::Active
+        );
+        assert_eq!(
+            c.register_consumer(A, "s", "app", 7_000, 0).map(|_| ()),
+            Err(MetaError::ConsumerExists("app".into()))
+        );
+        let s = c.stream_mut(A, "s").unwrap();
+        s.deregister_consumer("app", 8_000, 2_000).unwrap();
+        assert_eq!(
+            s.consumer("app", 9_000).unwrap().status(9_000),
+            ConsumerStatus::Deleting
+        );
+        assert!(s.consumer("app", 10_000).is_none());
+        assert!(!c.has_gone(9_999));
+        assert!(c.has_gone(10_000));
+        c.sweep(10_000);
+        assert!(c.stream(A, "s").unwrap().consumers.is_empty());
+        // The name is free again, with another ARN.
+        let again = c.register_consumer(A, "s", "app", 12_000, 0).unwrap();
+        assert_eq!(again.arn_suffix(), "/consumer/app:12");
+        // Deregistering with no DELETING time removes it at once.
+        let s = c.stream_mut(A, "s").unwrap();
+        s.deregister_consumer("app", 13_000, 0).unwrap();
+        assert!(s.consumers.is_empty());
+        assert!(matches!(
+            s.deregister_consumer("app", 13_000, 0),
+            Err(MetaError::ConsumerNotFound(_, _))
+        ));
+    }
+
+    #[test]
+    fn consumer_limits() {
+        let mut c = Catalog::new();
+        c.create_stream(create("s", 1), 0).unwrap();
+        c.create_stream(create("t", 1), 0).unwrap();
+        for i in 0..CONSUMERS_CREATING_MAX {
+            c.register_consumer(A, "s", &format!("c{i}"), 0, 10)
+                .unwrap();
+        }
+        assert_eq!(
+            c.register_consumer(A, "t", "x", 0, 10).map(|_| ()),
+            Err(MetaError::TooManyConsumersCreating),
+            "the CREATING limit is per account"
+        );
+        for i in CONSUMERS_CREATING_MAX..CONSUMERS_PER_STREAM_MAX {
+            c.register_consumer(A, "s", &format!("c{i}"), 10, 0)
+                .unwrap();
+        }
+        assert_eq!(
+            c.register_consumer(A, "s", "one-more", 20, 0).map(|_| ()),
+            Err(MetaError::TooManyConsumers("s".into()))
+        );
+        c.register_consumer(A, "t", "one-more", 20, 0).unwrap();
+        // Snapshots keep consumers.
+        let back = Catalog::from_snapshot(&c.snapshot()).unwrap();
+        assert_eq!(back, c);
     }
 
     #[test]

@@ -336,3 +336,141 @@ async fn presigned_query_string_requests_are_verified() {
     server.stop().await;
     result.unwrap();
 }
+
+/// SubscribeToShard with the Rust SDK over TLS, where ALPN picks HTTP/2 (as
+/// against AWS), on a virtual clock: records pushed as they are written, the
+/// 5-second rule and takeover, and the end after 5 minutes.
+#[tokio::test]
+async fn subscribe_to_shard_over_http2_on_a_virtual_clock() {
+    use aws_sdk_kinesis::types::{StartingPosition, SubscribeToShardEventStream};
+    use std::time::Duration;
+
+    let fixtures =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../server/tests/fixtures");
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(sluice_model::ManualClock::new(1_800_000_000_000));
+    let config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().to_path_buf(),
+        tls: Some(sluice_server::TlsFiles {
+            cert: fixtures.join("localhost.crt"),
+            key: fixtures.join("localhost.key"),
+        }),
+        ..Config::default()
+    };
+    let server = Server::start(config, clock.clone()).await.unwrap();
+    let pem = std::fs::read(fixtures.join("localhost.crt")).unwrap();
+    let tls_context = tls::TlsContext::builder()
+        .with_trust_store(tls::TrustStore::empty().with_pem_certificate(pem))
+        .build()
+        .unwrap();
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
+        .tls_context(tls_context)
+        .build_https();
+    let sdk = aws_sdk_kinesis::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(format!("https://localhost:{}", server.local_addr().port()))
+        .credentials_provider(Credentials::new(
+            "AKIDEXAMPLE",
+            "secret",
+            None,
+            None,
+            "test",
+        ))
+        .http_client(http)
+        .build();
+    let client = Client::from_conf(sdk);
+
+    client
+        .create_stream()
+        .stream_name("efo")
+        .shard_count(1)
+        .send()
+        .await
+        .unwrap();
+    let arn = client
+        .describe_stream_summary()
+        .stream_name("efo")
+        .send()
+        .await
+        .unwrap()
+        .stream_description_summary()
+        .unwrap()
+        .stream_arn()
+        .to_owned();
+    let consumer = client
+        .register_stream_consumer()
+        .stream_arn(&arn)
+        .consumer_name("rust")
+        .send()
+        .await
+        .unwrap();
+    let consumer_arn = consumer.consumer().unwrap().consumer_arn().to_owned();
+    let put = |data: &'static str| {
+        client
+            .put_record()
+            .stream_name("efo")
+            .partition_key("k")
+            .data(Blob::new(data.as_bytes().to_vec()))
+            .send()
+    };
+    put("r0").await.unwrap();
+    let subscribe = || {
+        client
+            .subscribe_to_shard()
+            .consumer_arn(&consumer_arn)
+            .shard_id("shardId-000000000000")
+            .starting_position(
+                StartingPosition::builder()
+                    .r#type(ShardIteratorType::TrimHorizon)
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+    };
+    // Every wait is bounded, so a bug fails the test instead of hanging it.
+    async fn bounded<F: std::future::Future>(
+        f: F,
+    ) -> Result<F::Output, tokio::time::error::Elapsed> {
+        tokio::time::timeout(Duration::from_secs(30), f).await
+    }
+    let mut first = subscribe().await.unwrap().event_stream;
+    let mut records = Vec::new();
+    while records.len() < 2 {
+        let event = bounded(first.recv()).await.unwrap().unwrap().unwrap();
+        let SubscribeToShardEventStream::SubscribeToShardEvent(event) = event else {
+            panic!("{event:?}")
+        };
+        assert_eq!(event.continuation_sequence_number().len(), 56);
+        records.extend(event.records().iter().map(|r| r.data().as_ref().to_vec()));
+        if records.len() == 1 {
+            put("r1").await.unwrap();
+        }
+    }
+    assert_eq!(records, [b"r0".to_vec(), b"r1".to_vec()]);
+
+    // Within 5 s (of the virtual clock) a second subscription is refused.
+    clock.advance_ms(4_999);
+    let refused = subscribe().await.unwrap_err().into_service_error();
+    assert!(refused.is_resource_in_use_exception(), "{refused:?}");
+    // After 5 s it takes over, and the first one ends.
+    clock.advance_ms(1);
+    let mut second = subscribe().await.unwrap().event_stream;
+    while bounded(first.recv()).await.unwrap().unwrap().is_some() {}
+    let event = bounded(second.recv()).await.unwrap().unwrap().unwrap();
+    let SubscribeToShardEventStream::SubscribeToShardEvent(event) = event else {
+        panic!("{event:?}")
+    };
+    assert_eq!(
+        event.records().len(),
+        2,
+        "the backlog again from TRIM_HORIZON"
+    );
+
+    // A subscription lasts 5 minutes.
+    clock.advance_ms(5 * 60 * 1000);
+    while bounded(second.recv()).await.unwrap().unwrap().is_some() {}
+    server.stop().await;
+}

@@ -6,6 +6,8 @@
 //! target, decoding, validation, error mapping) -> `ops` (one function per
 //! operation) -> [`State`] (catalog, shard logs, clock, iterator key).
 
+mod consumers;
+mod fanout;
 mod iterator;
 mod ops;
 mod service;
@@ -38,6 +40,13 @@ pub struct Config {
     pub stream_updating_ms: u64,
     /// How long a deleted stream stays DELETING before it is gone (0: at once).
     pub stream_deleting_ms: u64,
+    /// How long a registered consumer stays CREATING before it turns ACTIVE.
+    pub consumer_creating_ms: u64,
+    /// How long a deregistered consumer stays DELETING before it is gone (0: at once).
+    pub consumer_deleting_ms: u64,
+    /// The `aws` limits profile (true) or `off`. Enforced so far: fan-out's
+    /// 2 MiB/s per consumer and shard.
+    pub enforce_limits: bool,
     /// Largest request body accepted (PutRecords' 10 MiB of data, base64-encoded, fits).
     pub request_body_max_bytes: usize,
     pub durability: sluice_log::Durability,
@@ -63,6 +72,9 @@ impl Default for Config {
             stream_creating_ms: 0,
             stream_updating_ms: 0,
             stream_deleting_ms: 0,
+            consumer_creating_ms: 0,
+            consumer_deleting_ms: 0,
+            enforce_limits: true,
             request_body_max_bytes: 16 << 20,
             durability: sluice_log::Durability::Sync,
             shard_limit: 500,
@@ -187,6 +199,8 @@ impl Server {
     /// Stops accepting connections, lets open ones finish, and releases the
     /// data directory.
     pub async fn stop(self) {
+        // Event streams would hold their connections open for minutes.
+        self.state.subscriptions.stop_all();
         let _ = self.shutdown.send(true);
         for task in self.tasks {
             let _ = task.await;

@@ -13,10 +13,11 @@ use sluice_meta::{parse_shard_id, CreateStream, Shard, Stream, StreamMode, Strea
 use sluice_model::SequenceNumber;
 use sluice_wire::{AwsError, ErrorCode};
 
+use crate::consumers;
 use crate::iterator::{ShardIterator, ITERATOR_LIFETIME_MS};
 use crate::state::State;
 
-type OpResult = Result<Value, AwsError>;
+pub(crate) type OpResult = Result<Value, AwsError>;
 
 /// GetRecords returns at most this much data per call (AWS: 10 MiB).
 const GET_RECORDS_MAX_BYTES: usize = 10 << 20;
@@ -26,9 +27,9 @@ const PUT_RECORDS_MAX_BYTES: usize = 10 << 20;
 /// One request: the server's state and the caller's account.
 pub struct Ctx<'a> {
     state: &'a State,
-    account: String,
+    pub(crate) account: String,
     /// The request came as CBOR (the answer must go back as CBOR).
-    cbor: bool,
+    pub(crate) cbor: bool,
 }
 
 impl std::ops::Deref for Ctx<'_> {
@@ -39,7 +40,7 @@ impl std::ops::Deref for Ctx<'_> {
 }
 
 impl Ctx<'_> {
-    fn arn(&self, name: &str) -> String {
+    pub(crate) fn arn(&self, name: &str) -> String {
         self.state.stream_arn(&self.account, name)
     }
 }
@@ -70,6 +71,21 @@ pub fn dispatch(
     route(operation, input, state).map(Output::Value)
 }
 
+/// SubscribeToShard's checks; the event stream starts from what they return.
+pub fn subscribe(
+    input: &Value,
+    state: &State,
+    account: String,
+    cbor: bool,
+) -> Result<crate::fanout::Subscription, AwsError> {
+    let state = &Ctx {
+        state,
+        account,
+        cbor,
+    };
+    consumers::subscribe_to_shard(state, input)
+}
+
 fn route(operation: &str, input: &Value, state: &Ctx) -> OpResult {
     match operation {
         "CreateStream" => create_stream(state, input),
@@ -84,9 +100,15 @@ fn route(operation: &str, input: &Value, state: &Ctx) -> OpResult {
         "IncreaseStreamRetentionPeriod" => set_retention(state, input, true),
         "DecreaseStreamRetentionPeriod" => set_retention(state, input, false),
         "AddTagsToStream" => add_tags(state, input, stream_name(state, input)?),
-        "TagResource" => add_tags(state, input, resource_stream(state, input)?),
+        "TagResource" => match resource(state, input)? {
+            Resource::Stream(name) => add_tags(state, input, name),
+            Resource::Consumer(stream, name) => consumers::tag(state, &stream, &name, input, true),
+        },
         "RemoveTagsFromStream" => remove_tags(state, input, stream_name(state, input)?),
-        "UntagResource" => remove_tags(state, input, resource_stream(state, input)?),
+        "UntagResource" => match resource(state, input)? {
+            Resource::Stream(name) => remove_tags(state, input, name),
+            Resource::Consumer(stream, name) => consumers::tag(state, &stream, &name, input, false),
+        },
         "ListTagsForStream" => list_tags_for_stream(state, input),
         "ListTagsForResource" => list_tags_for_resource(state, input),
         "UpdateMaxRecordSize" => update_max_record_size(state, input),
@@ -105,6 +127,10 @@ fn route(operation: &str, input: &Value, state: &Ctx) -> OpResult {
         "UpdateStreamWarmThroughput" => update_warm_throughput(state, input),
         "StartStreamEncryption" => set_encryption(state, input, true),
         "StopStreamEncryption" => set_encryption(state, input, false),
+        "RegisterStreamConsumer" => consumers::register_stream_consumer(state, input),
+        "DeregisterStreamConsumer" => consumers::deregister_stream_consumer(state, input),
+        "DescribeStreamConsumer" => consumers::describe_stream_consumer(state, input),
+        "ListStreamConsumers" => consumers::list_stream_consumers(state, input),
         other => Err(AwsError::new(
             ErrorCode::UnknownOperationException,
             format!("Sluice does not implement {other} yet"),
@@ -112,23 +138,23 @@ fn route(operation: &str, input: &Value, state: &Ctx) -> OpResult {
     }
 }
 
-fn err(code: ErrorCode, message: impl Into<String>) -> AwsError {
+pub(crate) fn err(code: ErrorCode, message: impl Into<String>) -> AwsError {
     AwsError::new(code, message)
 }
 
-fn internal(e: impl std::fmt::Display) -> AwsError {
+pub(crate) fn internal(e: impl std::fmt::Display) -> AwsError {
     err(
         ErrorCode::InternalFailure,
         format!("Internal service failure: {e}"),
     )
 }
 
-fn str_of<'a>(input: &'a Value, member: &str) -> Option<&'a str> {
+pub(crate) fn str_of<'a>(input: &'a Value, member: &str) -> Option<&'a str> {
     input.get(member).and_then(Value::as_str)
 }
 
 /// A list-of-strings member (absent: empty).
-fn string_list(input: &Value, member: &str) -> Vec<String> {
+pub(crate) fn string_list(input: &Value, member: &str) -> Vec<String> {
     input
         .get(member)
         .and_then(Value::as_array)
@@ -140,15 +166,15 @@ fn string_list(input: &Value, member: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn u64_of(input: &Value, member: &str) -> Option<u64> {
+pub(crate) fn u64_of(input: &Value, member: &str) -> Option<u64> {
     input.get(member).and_then(Value::as_u64)
 }
 
-fn seconds(ms: u64) -> Value {
+pub(crate) fn seconds(ms: u64) -> Value {
     json!(ms as f64 / 1000.0)
 }
 
-fn not_found(state: &Ctx, name: &str) -> AwsError {
+pub(crate) fn not_found(state: &Ctx, name: &str) -> AwsError {
     err(
         ErrorCode::ResourceNotFoundException,
         format!("Stream {name} under account {} not found.", state.account),
@@ -156,7 +182,7 @@ fn not_found(state: &Ctx, name: &str) -> AwsError {
 }
 
 /// The stream named by `StreamName` or `StreamARN`.
-fn stream_name(state: &Ctx, input: &Value) -> Result<String, AwsError> {
+pub(crate) fn stream_name(state: &Ctx, input: &Value) -> Result<String, AwsError> {
     if let Some(arn) = str_of(input, "StreamARN") {
         let prefix = format!(
             "arn:aws:kinesis:{}:{}:stream/",
@@ -196,7 +222,7 @@ fn with_stream<T>(
     with_named_stream(state, &stream_name(state, input)?, f)
 }
 
-fn with_named_stream<T>(
+pub(crate) fn with_named_stream<T>(
     state: &Ctx,
     name: &str,
     f: impl FnOnce(&Stream) -> Result<T, AwsError>,
@@ -211,7 +237,7 @@ fn with_named_stream<T>(
 }
 
 /// Records can be written and read only while the stream is not being deleted.
-fn check_not_deleting(state: &Ctx, stream: &Stream) -> Result<(), AwsError> {
+pub(crate) fn check_not_deleting(state: &Ctx, stream: &Stream) -> Result<(), AwsError> {
     if stream.status(state.now_ms()) == StreamStatus::Deleting {
         return Err(not_found(state, &stream.name));
     }
@@ -235,7 +261,7 @@ fn check_active(state: &Ctx, stream: &Stream) -> Result<(), AwsError> {
     Ok(())
 }
 
-fn status_name(status: StreamStatus) -> &'static str {
+pub(crate) fn status_name(status: StreamStatus) -> &'static str {
     match status {
         StreamStatus::Creating => "CREATING",
         StreamStatus::Active => "ACTIVE",
@@ -393,6 +419,28 @@ fn create_stream(state: &Ctx, input: &Value) -> OpResult {
 
 fn delete_stream(state: &Ctx, input: &Value) -> OpResult {
     let name = stream_name(state, input)?;
+    let enforce = input
+        .get("EnforceConsumerDeletion")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let consumer_arns = with_named_stream(state, &name, |s| {
+        let now = state.now_ms();
+        if !enforce && s.live_consumers(now).next().is_some() {
+            return Err(err(
+                ErrorCode::ResourceInUseException,
+                format!(
+                    "Stream {name} under account {} has registered consumers. Deregister them first, or set EnforceConsumerDeletion.",
+                    state.account
+                ),
+            ));
+        }
+        Ok(s.live_consumers(now)
+            .map(|c| consumers::consumer_arn(state, &name, c))
+            .collect::<Vec<_>>())
+    })?;
+    for arn in &consumer_arns {
+        state.subscriptions.stop_consumer(arn);
+    }
     let deleting_ms = state.config.stream_deleting_ms;
     if deleting_ms > 0 {
         // DELETING first; the periodic sweep removes it and its data afterwards.
@@ -410,7 +458,7 @@ fn delete_stream(state: &Ctx, input: &Value) -> OpResult {
     let stream = next
         .delete_stream(&state.account, &name)
         .map_err(|_| not_found(state, &name))?;
-    next.resource_policies.remove(&state.arn(&name));
+    next.remove_policies_of(&state.arn(&name));
     state.commit(&mut catalog, next).map_err(internal)?;
     drop(catalog);
     for shard in &stream.shards {
@@ -462,7 +510,7 @@ fn describe_stream_summary(state: &Ctx, input: &Value) -> OpResult {
     with_stream(state, input, |stream| {
         let mut summary = summary_fields(state, stream);
         summary["OpenShardCount"] = json!(stream.open_shards().count());
-        summary["ConsumerCount"] = json!(0);
+        summary["ConsumerCount"] = json!(stream.live_consumers(state.now_ms()).count());
         summary["MaxRecordSizeInKiB"] = json!(stream.max_record_size_kib);
         if let Some(warm) = warm_throughput_json(stream) {
             summary["WarmThroughput"] = warm;
@@ -546,11 +594,11 @@ fn exclusive_start_shard(input: &Value) -> Result<Option<u32>, AwsError> {
 const NEXT_TOKEN_LIFETIME_MS: u64 = 300_000;
 
 /// A paging token: when it was issued, and where the next page starts.
-fn encode_token(state: &Ctx, text: &str) -> String {
+pub(crate) fn encode_token(state: &Ctx, text: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(format!("{}|{text}", state.now_ms()))
 }
 
-fn decode_token(state: &Ctx, token: &str) -> Result<String, AwsError> {
+pub(crate) fn decode_token(state: &Ctx, token: &str) -> Result<String, AwsError> {
     let invalid = || err(ErrorCode::InvalidArgumentException, "Invalid NextToken.");
     let text = base64::engine::general_purpose::STANDARD
         .decode(token)
@@ -1160,7 +1208,7 @@ fn get_records(state: &Ctx, input: &Value) -> Result<Output, AwsError> {
             ),
         ));
     }
-    let (log_id, children) = {
+    let log_id = {
         let catalog = state.catalog();
         let stream = catalog
             .stream(&state.account, &iterator.stream_name)
@@ -1170,7 +1218,7 @@ fn get_records(state: &Ctx, input: &Value) -> Result<Output, AwsError> {
         let shard = stream
             .shard(iterator.shard_index)
             .ok_or_else(|| not_found(state, &iterator.stream_name))?;
-        (shard.log_id, child_shards(stream, shard.index))
+        shard.log_id
     };
     let log = state
         .shard_log(log_id)
@@ -1184,6 +1232,17 @@ fn get_records(state: &Ctx, input: &Value) -> Result<Output, AwsError> {
             },
         )
         .map_err(internal)?;
+    // Children are looked up after the read: a reshard commits them before it
+    // closes the parent, so a read that reached the end finds them.
+    let children = if batch.end_of_shard {
+        let catalog = state.catalog();
+        catalog
+            .stream(&state.account, &iterator.stream_name)
+            .map(|s| child_shards(s, iterator.shard_index))
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
     let next = (!batch.end_of_shard).then(|| {
         ShardIterator {
             issued_ms: now,
@@ -1194,44 +1253,59 @@ fn get_records(state: &Ctx, input: &Value) -> Result<Output, AwsError> {
     });
     if !state.cbor {
         // Straight to AWS JSON: no value tree for up to 10 MiB of records.
-        use sluice_wire::fast::{
-            write_get_records_end, write_get_records_record, write_get_records_start, GotRecord,
-        };
-        let size: usize = batch
-            .records
-            .iter()
-            .map(|r| r.data.len() / 3 * 4 + r.partition_key.len() * 2 + 160)
-            .sum();
-        let mut out = Vec::with_capacity(size + 600);
+        use sluice_wire::fast::{write_get_records_end, write_get_records_start};
+        let mut out = Vec::with_capacity(records_json_size(&batch.records) + 600);
         write_get_records_start(&mut out);
-        for (i, r) in batch.records.iter().enumerate() {
-            let sequence = SequenceNumber(r.sequence).to_ascii();
-            let key = String::from_utf8_lossy(&r.partition_key);
-            let record = GotRecord {
-                sequence_number: std::str::from_utf8(&sequence).expect("digits are ASCII"),
-                arrival_timestamp_ms: r.arrival_timestamp_ms,
-                data: &r.data,
-                partition_key: &key,
-                encrypted: r.flags & FLAG_ENCRYPTED != 0,
-            };
-            write_get_records_record(i == 0, &record, &mut out);
-        }
-        let children = if batch.end_of_shard {
-            &children[..]
-        } else {
-            &[]
-        };
+        write_records_json(&batch.records, &mut out);
         write_get_records_end(
             batch.millis_behind_latest,
             next.as_deref(),
-            children,
+            &children,
             &mut out,
         );
         return Ok(Output::Json(out));
     }
+    let records = records_value(&batch.records);
+    let mut out = json!({"Records": records, "MillisBehindLatest": batch.millis_behind_latest});
+    if let Some(next) = next {
+        out["NextShardIterator"] = json!(next);
+    }
+    if batch.end_of_shard && !children.is_empty() {
+        out["ChildShards"] = children.iter().map(|c| c.to_value()).collect();
+    }
+    Ok(Output::Value(out))
+}
+
+/// About how many bytes [`write_records_json`] writes.
+pub(crate) fn records_json_size(records: &[sluice_log::Record]) -> usize {
+    records
+        .iter()
+        .map(|r| r.data.len() / 3 * 4 + r.partition_key.len() * 2 + 160)
+        .sum()
+}
+
+/// Records as AWS JSON array items, comma-separated (GetRecords and
+/// SubscribeToShardEvent).
+pub(crate) fn write_records_json(records: &[sluice_log::Record], out: &mut Vec<u8>) {
+    use sluice_wire::fast::{write_get_records_record, GotRecord};
+    for (i, r) in records.iter().enumerate() {
+        let sequence = SequenceNumber(r.sequence).to_ascii();
+        let key = String::from_utf8_lossy(&r.partition_key);
+        let record = GotRecord {
+            sequence_number: std::str::from_utf8(&sequence).expect("digits are ASCII"),
+            arrival_timestamp_ms: r.arrival_timestamp_ms,
+            data: &r.data,
+            partition_key: &key,
+            encrypted: r.flags & FLAG_ENCRYPTED != 0,
+        };
+        write_get_records_record(i == 0, &record, out);
+    }
+}
+
+/// Records as a value (for the CBOR encoder).
+pub(crate) fn records_value(records: &[sluice_log::Record]) -> Vec<Value> {
     let engine = &base64::engine::general_purpose::STANDARD;
-    let records: Vec<Value> = batch
-        .records
+    records
         .iter()
         .map(|r| {
             let mut v = json!({
@@ -1245,19 +1319,11 @@ fn get_records(state: &Ctx, input: &Value) -> Result<Output, AwsError> {
             }
             v
         })
-        .collect();
-    let mut out = json!({"Records": records, "MillisBehindLatest": batch.millis_behind_latest});
-    if let Some(next) = next {
-        out["NextShardIterator"] = json!(next);
-    }
-    if batch.end_of_shard && !children.is_empty() {
-        out["ChildShards"] = children.iter().map(|c| c.to_value()).collect();
-    }
-    Ok(Output::Value(out))
+        .collect()
 }
 
 /// What GetRecords reports at the end of a closed shard.
-fn child_shards(stream: &Stream, index: u32) -> Vec<sluice_wire::fast::ChildShard> {
+pub(crate) fn child_shards(stream: &Stream, index: u32) -> Vec<sluice_wire::fast::ChildShard> {
     stream
         .children_of(index)
         .map(|c| sluice_wire::fast::ChildShard {
@@ -1643,24 +1709,35 @@ fn mutate_catalog<T>(
     Ok(out)
 }
 
-/// The stream a `ResourceARN` names (consumer ARNs come with enhanced fan-out).
-fn resource_stream(state: &Ctx, input: &Value) -> Result<String, AwsError> {
+/// What a `ResourceARN` names: a stream, or a registered consumer.
+enum Resource {
+    Stream(String),
+    /// Stream and consumer names.
+    Consumer(String, String),
+}
+
+fn resource(state: &Ctx, input: &Value) -> Result<Resource, AwsError> {
     let arn = str_of(input, "ResourceARN").unwrap_or_default();
     let prefix = format!(
         "arn:aws:kinesis:{}:{}:stream/",
         state.config.region, state.account
     );
-    match arn.strip_prefix(&prefix) {
-        Some(name)
-            if !name.contains('/') && state.catalog().stream(&state.account, name).is_some() =>
-        {
-            Ok(name.to_owned())
-        }
-        _ => Err(err(
+    let now = state.now_ms();
+    let found = match arn.strip_prefix(&prefix) {
+        Some(name) if !name.contains('/') => state
+            .catalog()
+            .stream(&state.account, name)
+            .filter(|s| !s.is_gone(now))
+            .map(|_| Resource::Stream(name.to_owned())),
+        Some(_) => consumers::existing(state, arn).map(|(s, c)| Resource::Consumer(s, c)),
+        None => None,
+    };
+    found.ok_or_else(|| {
+        err(
             ErrorCode::ResourceNotFoundException,
             format!("Resource {arn} not found."),
-        )),
-    }
+        )
+    })
 }
 
 fn set_retention(state: &Ctx, input: &Value, increase: bool) -> OpResult {
@@ -1682,7 +1759,7 @@ fn set_retention(state: &Ctx, input: &Value, increase: bool) -> OpResult {
     Ok(json!({}))
 }
 
-fn tag_map(input: &Value) -> BTreeMap<String, String> {
+pub(crate) fn tag_map(input: &Value) -> BTreeMap<String, String> {
     input
         .get("Tags")
         .and_then(Value::as_object)
@@ -1711,7 +1788,7 @@ fn remove_tags(state: &Ctx, input: &Value, name: String) -> OpResult {
     Ok(json!({}))
 }
 
-fn tag_list<'a>(tags: impl Iterator<Item = (&'a String, &'a String)>) -> Vec<Value> {
+pub(crate) fn tag_list<'a>(tags: impl Iterator<Item = (&'a String, &'a String)>) -> Vec<Value> {
     tags.map(|(k, v)| json!({"Key": k, "Value": v})).collect()
 }
 
@@ -1730,12 +1807,24 @@ fn list_tags_for_stream(state: &Ctx, input: &Value) -> OpResult {
 }
 
 fn list_tags_for_resource(state: &Ctx, input: &Value) -> OpResult {
-    let name = resource_stream(state, input)?;
+    let (stream, consumer) = match resource(state, input)? {
+        Resource::Stream(name) => (name, None),
+        Resource::Consumer(stream, name) => (stream, Some(name)),
+    };
     let catalog = state.catalog();
-    let stream = catalog
-        .stream(&state.account, &name)
-        .ok_or_else(|| not_found(state, &name))?;
-    Ok(json!({"Tags": tag_list(stream.tags.iter())}))
+    let now = state.now_ms();
+    let s = catalog
+        .stream(&state.account, &stream)
+        .ok_or_else(|| not_found(state, &stream))?;
+    let tags = match consumer {
+        None => &s.tags,
+        Some(name) => {
+            &s.consumer(&name, now)
+                .ok_or_else(|| not_found(state, &stream))?
+                .tags
+        }
+    };
+    Ok(json!({"Tags": tag_list(tags.iter())}))
 }
 
 fn update_max_record_size(state: &Ctx, input: &Value) -> OpResult {
@@ -1823,7 +1912,7 @@ fn set_monitoring(state: &Ctx, input: &Value, enable: bool) -> OpResult {
 }
 
 fn put_resource_policy(state: &Ctx, input: &Value) -> OpResult {
-    resource_stream(state, input)?;
+    resource(state, input)?;
     let arn = str_of(input, "ResourceARN").unwrap_or_default().to_owned();
     let policy = str_of(input, "Policy").unwrap_or_default().to_owned();
     if serde_json::from_str::<Value>(&policy)
@@ -1840,14 +1929,14 @@ fn put_resource_policy(state: &Ctx, input: &Value) -> OpResult {
 }
 
 fn get_resource_policy(state: &Ctx, input: &Value) -> OpResult {
-    resource_stream(state, input)?;
+    resource(state, input)?;
     let arn = str_of(input, "ResourceARN").unwrap_or_default();
     let policy = state.catalog().resource_policies.get(arn).cloned();
     Ok(json!({"Policy": policy.unwrap_or_else(|| "{}".to_owned())}))
 }
 
 fn delete_resource_policy(state: &Ctx, input: &Value) -> OpResult {
-    resource_stream(state, input)?;
+    resource(state, input)?;
     let arn = str_of(input, "ResourceARN").unwrap_or_default().to_owned();
     mutate_catalog(state, |c| c.resource_policies.remove(&arn))?;
     Ok(json!({}))

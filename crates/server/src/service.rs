@@ -5,7 +5,7 @@ use std::convert::Infallible;
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::service::service_fn;
@@ -17,11 +17,16 @@ use sluice_wire::{cbor, kinesis, AwsError, ErrorCode};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 
+use crate::fanout::{self, EventBody};
 use crate::ops;
 use crate::sigv4;
 use crate::state::State;
 
 const JSON_CONTENT_TYPE: &str = "application/x-amz-json-1.1";
+const EVENT_STREAM_CONTENT_TYPE: &str = "application/vnd.amazon.eventstream";
+
+/// A whole answer, or SubscribeToShard's event stream.
+type ResponseBody = Either<Full<Bytes>, EventBody>;
 
 /// Serves one connection on its own task: TLS first if configured, then
 /// HTTP/1.1 or HTTP/2 (h2c by preface, or h2 by ALPN), watched by `watcher` so
@@ -63,7 +68,7 @@ where
 async fn handle(
     req: Request<Incoming>,
     state: Arc<State>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<ResponseBody>, Infallible> {
     let request_id = format!("{:032x}", fastrand::u128(..));
     // Answer in the encoding the client used.
     let cbor = req
@@ -74,7 +79,19 @@ async fn handle(
     let (status, body) = match route(req, state, cbor).await {
         Ok(Reply::Body(body)) => (StatusCode::OK, body),
         Ok(Reply::Text(text)) => {
-            let mut response = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+            let mut response =
+                Response::new(Either::Left(Full::new(Bytes::from_static(text.as_bytes()))));
+            response
+                .headers_mut()
+                .insert("x-amzn-RequestId", header(&request_id));
+            return Ok(response);
+        }
+        Ok(Reply::Events(events)) => {
+            let mut response = Response::new(Either::Right(events));
+            response.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static(EVENT_STREAM_CONTENT_TYPE),
+            );
             response
                 .headers_mut()
                 .insert("x-amzn-RequestId", header(&request_id));
@@ -94,7 +111,7 @@ async fn handle(
     } else {
         JSON_CONTENT_TYPE
     };
-    let mut response = Response::new(Full::new(body));
+    let mut response = Response::new(Either::Left(Full::new(body)));
     *response.status_mut() = status;
     response
         .headers_mut()
@@ -113,6 +130,14 @@ enum Reply {
     /// An operation's output, encoded.
     Body(Bytes),
     Text(&'static str),
+    /// SubscribeToShard's event stream.
+    Events(EventBody),
+}
+
+/// What the blocking part of a request produced.
+enum Done {
+    Body(Bytes),
+    Subscription(fanout::Subscription),
 }
 
 async fn route(req: Request<Incoming>, state: Arc<State>, cbor: bool) -> Result<Reply, AwsError> {
@@ -149,11 +174,13 @@ async fn route(req: Request<Incoming>, state: Arc<State>, cbor: bool) -> Result<
     // fsyncs) and encoding are CPU or blocking work: keep them off the async
     // workers that drive connections.
     let operation = operation.to_owned();
-    let run = move || -> Result<Bytes, AwsError> {
+    let events_state = state.clone();
+    let run = move || -> Result<Done, AwsError> {
         let account = authenticate(&parts, &body, &state)?;
         if !cbor && operation == "PutRecords" {
             if let Some(request) = sluice_wire::fast::decode_put_records(&body) {
-                return ops::put_records_fast(&state, account, &request).map(Bytes::from);
+                return ops::put_records_fast(&state, account, &request)
+                    .map(|out| Done::Body(Bytes::from(out)));
             }
         }
         let input = if cbor {
@@ -162,7 +189,10 @@ async fn route(req: Request<Incoming>, state: Arc<State>, cbor: bool) -> Result<
             sluice_wire::validate::decode_json_body(&body)?
         };
         sluice_wire::validate::validate_input(kinesis(), &operation, &input)?;
-        Ok(
+        if operation == "SubscribeToShard" {
+            return ops::subscribe(&input, &state, account, cbor).map(Done::Subscription);
+        }
+        Ok(Done::Body(
             match ops::dispatch(&operation, &input, &state, account, cbor)? {
                 ops::Output::Json(bytes) => Bytes::from(bytes),
                 ops::Output::Value(value) if cbor => {
@@ -172,10 +202,12 @@ async fn route(req: Request<Incoming>, state: Arc<State>, cbor: bool) -> Result<
                     Bytes::from(serde_json::to_vec(&value).expect("JSON values serialize"))
                 }
             },
-        )
+        ))
     };
     match tokio::task::spawn_blocking(run).await {
-        Ok(result) => result.map(Reply::Body),
+        Ok(Ok(Done::Body(body))) => Ok(Reply::Body(body)),
+        Ok(Ok(Done::Subscription(sub))) => Ok(Reply::Events(fanout::start(events_state, sub))),
+        Ok(Err(e)) => Err(e),
         Err(_) => Err(AwsError::new(
             ErrorCode::InternalFailure,
             "Internal service failure.",

@@ -39,6 +39,8 @@ pub struct State {
     catalog: Mutex<Catalog>,
     log: Log,
     iterator_key: [u8; 32],
+    /// Live SubscribeToShard event streams.
+    pub subscriptions: crate::fanout::Subscriptions,
     /// Held (flock) while this state lives: one process per data directory.
     _lock: std::fs::File,
 }
@@ -104,6 +106,7 @@ impl State {
             catalog: Mutex::new(catalog),
             log,
             iterator_key,
+            subscriptions: crate::fanout::Subscriptions::default(),
             _lock: lock,
         };
         for (account, name, closing) in state.unfinished_closes() {
@@ -169,14 +172,13 @@ impl State {
         let now = self.now_ms();
         let gone = {
             let mut catalog = self.catalog();
-            if !catalog.streams().any(|s| s.is_gone(now)) {
+            if !catalog.has_gone(now) {
                 return Ok(());
             }
             let mut next = catalog.clone();
             let gone = next.sweep(now);
             for stream in &gone {
-                next.resource_policies
-                    .remove(&self.stream_arn(&stream.account, &stream.name));
+                next.remove_policies_of(&self.stream_arn(&stream.account, &stream.name));
             }
             self.commit(&mut catalog, next)?;
             gone

@@ -84,6 +84,14 @@ pub fn encode_cbor_output(model: &ApiModel, operation: &str, output: &Json) -> V
     out
 }
 
+/// Encodes a value of a named shape as CBOR (event-stream payloads).
+pub fn encode_cbor_shape(model: &ApiModel, shape: &str, value: &Json) -> Vec<u8> {
+    let value = to_cbor(model, Some(shape), value);
+    let mut out = Vec::new();
+    ciborium::ser::into_writer(&value, &mut out).expect("writing CBOR to a Vec cannot fail");
+    out
+}
+
 /// An error in CBOR: the same `__type` and `message` map as JSON.
 pub fn encode_cbor_error(error: &AwsError) -> Vec<u8> {
     let value = Cbor::Map(vec![
@@ -246,6 +254,55 @@ mod tests {
         assert_eq!(
             decode_cbor_body(&bytes).unwrap()["Records"][0]["Data"],
             "aGk="
+        );
+    }
+
+    /// A SubscribeToShardEvent payload (fan-out to a CBOR client): typed by
+    /// the event's shape like an operation's output.
+    #[test]
+    fn subscribe_to_shard_event_fixture() {
+        let event = json!({
+            "Records": [{"SequenceNumber": "1", "ApproximateArrivalTimestamp": 1700000000.5,
+                         "Data": "aGk=", "PartitionKey": "k"}],
+            "ContinuationSequenceNumber": "2",
+            "MillisBehindLatest": 0,
+        });
+        let bytes = encode_cbor_shape(crate::kinesis(), "SubscribeToShardEvent", &event);
+        assert_eq!(
+            hex(&bytes),
+            concat!(
+                "a3",
+                "67",
+                "5265636f726473",
+                "81",
+                "a4",
+                "6e",
+                "53657175656e63654e756d626572",
+                "61",
+                "31",
+                "78",
+                "1b",
+                "417070726f78696d6174654172726976616c54696d657374616d70",
+                "c1",
+                "fb",
+                "41d954fc40200000",
+                "64",
+                "44617461",
+                "42",
+                "6869",
+                "6c",
+                "506172746974696f6e4b6579",
+                "61",
+                "6b",
+                "78",
+                "1a",
+                "436f6e74696e756174696f6e53657175656e63654e756d626572",
+                "61",
+                "32",
+                "72",
+                "4d696c6c6973426568696e644c6174657374",
+                "00",
+            )
         );
     }
 

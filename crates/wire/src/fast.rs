@@ -303,17 +303,50 @@ impl ChildShard {
     }
 }
 
+/// Ends a SubscribeToShardEvent begun like a GetRecords answer
+/// ([`write_get_records_start`], then the records).
+pub fn write_subscribe_event_end(
+    continuation_sequence_number: Option<&str>,
+    millis_behind_latest: u64,
+    child_shards: &[ChildShard],
+    out: &mut Vec<u8>,
+) {
+    write_records_end(
+        millis_behind_latest,
+        continuation_sequence_number.map(|c| ("ContinuationSequenceNumber", c)),
+        child_shards,
+        out,
+    );
+}
+
 pub fn write_get_records_end(
     millis_behind_latest: u64,
     next_shard_iterator: Option<&str>,
     child_shards: &[ChildShard],
     out: &mut Vec<u8>,
 ) {
+    write_records_end(
+        millis_behind_latest,
+        next_shard_iterator.map(|n| ("NextShardIterator", n)),
+        child_shards,
+        out,
+    );
+}
+
+/// `]`, MillisBehindLatest, the member that says where to go on, ChildShards, `}`.
+fn write_records_end(
+    millis_behind_latest: u64,
+    next: Option<(&str, &str)>,
+    child_shards: &[ChildShard],
+    out: &mut Vec<u8>,
+) {
     out.extend_from_slice(b"],\"MillisBehindLatest\":");
     out.extend_from_slice(millis_behind_latest.to_string().as_bytes());
-    if let Some(next) = next_shard_iterator {
-        out.extend_from_slice(b",\"NextShardIterator\":");
-        push_json_str(out, next);
+    if let Some((member, value)) = next {
+        out.extend_from_slice(b",\"");
+        out.extend_from_slice(member.as_bytes());
+        out.extend_from_slice(b"\":");
+        push_json_str(out, value);
     }
     if !child_shards.is_empty() {
         out.extend_from_slice(b",\"ChildShards\":");

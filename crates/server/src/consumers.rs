@@ -1,0 +1,405 @@
+//! Enhanced fan-out's control plane: registered consumers (Register,
+//! Deregister, Describe, ListStreamConsumers), and SubscribeToShard's checks
+//! before its event stream starts (the stream itself is `fanout`).
+
+use serde_json::{json, Value};
+use sluice_log::{ReadError, StartingPosition};
+use sluice_meta::{parse_shard_id, Consumer, ConsumerStatus, MetaError, Stream, StreamStatus};
+use sluice_model::SequenceNumber;
+use sluice_wire::{AwsError, ErrorCode};
+
+use crate::fanout::Subscription;
+use crate::ops::{
+    check_not_deleting, decode_token, encode_token, err, internal, not_found, seconds, status_name,
+    str_of, stream_name, tag_map, u64_of, with_named_stream, Ctx, OpResult,
+};
+
+fn consumer_status_name(status: ConsumerStatus) -> &'static str {
+    match status {
+        ConsumerStatus::Creating => "CREATING",
+        ConsumerStatus::Active => "ACTIVE",
+        ConsumerStatus::Deleting => "DELETING",
+    }
+}
+
+pub(crate) fn consumer_arn(state: &Ctx, stream: &str, consumer: &Consumer) -> String {
+    format!("{}{}", state.arn(stream), consumer.arn_suffix())
+}
+
+/// The `Consumer` shape (RegisterStreamConsumer, ListStreamConsumers).
+fn consumer_json(state: &Ctx, stream: &str, consumer: &Consumer) -> Value {
+    json!({
+        "ConsumerName": consumer.name,
+        "ConsumerARN": consumer_arn(state, stream, consumer),
+        "ConsumerStatus": consumer_status_name(consumer.status(state.now_ms())),
+        "ConsumerCreationTimestamp": seconds(consumer.created_ms),
+    })
+}
+
+fn consumer_not_found(state: &Ctx, stream: &str, consumer: &str) -> AwsError {
+    err(
+        ErrorCode::ResourceNotFoundException,
+        format!(
+            "Consumer {consumer} under stream {stream} under account {} not found.",
+            state.account
+        ),
+    )
+}
+
+/// The stream and consumer names a consumer ARN of the caller's account
+/// names (the model's pattern was checked already), and the creation second
+/// it ends with.
+fn parse_consumer_arn(state: &Ctx, arn: &str) -> Result<(String, String, u64), AwsError> {
+    let prefix = format!(
+        "arn:aws:kinesis:{}:{}:stream/",
+        state.config.region, state.account
+    );
+    arn.strip_prefix(&prefix)
+        .and_then(|rest| rest.split_once("/consumer/"))
+        .and_then(|(stream, rest)| {
+            let (name, secs) = rest.rsplit_once(':')?;
+            Some((stream.to_owned(), name.to_owned(), secs.parse().ok()?))
+        })
+        .ok_or_else(|| {
+            err(
+                ErrorCode::ResourceNotFoundException,
+                format!("Consumer {arn} not found."),
+            )
+        })
+}
+
+/// A consumer named either by its ARN, or by StreamARN and ConsumerName
+/// (Deregister and Describe take both forms): (stream name, consumer name,
+/// the ARN's creation second if an ARN named it).
+fn named_consumer(state: &Ctx, input: &Value) -> Result<(String, String, Option<u64>), AwsError> {
+    if let Some(arn) = str_of(input, "ConsumerARN") {
+        let (stream, name, secs) = parse_consumer_arn(state, arn)?;
+        return Ok((stream, name, Some(secs)));
+    }
+    match (str_of(input, "StreamARN"), str_of(input, "ConsumerName")) {
+        (Some(_), Some(name)) => Ok((stream_name(state, input)?, name.to_owned(), None)),
+        _ => Err(err(
+            ErrorCode::InvalidArgumentException,
+            "Either ConsumerARN or both StreamARN and ConsumerName must be provided.",
+        )),
+    }
+}
+
+/// Runs `f` on the consumer `input` names, if it exists (an ARN must carry
+/// the consumer's own creation second: an older consumer's ARN names nothing).
+fn with_consumer<T>(
+    state: &Ctx,
+    input: &Value,
+    f: impl FnOnce(&Stream, &Consumer) -> Result<T, AwsError>,
+) -> Result<T, AwsError> {
+    let (stream, name, secs) = named_consumer(state, input)?;
+    let now = state.now_ms();
+    with_named_stream(state, &stream, |s| {
+        let consumer = s
+            .consumer(&name, now)
+            .filter(|c| secs.is_none_or(|secs| c.created_ms / 1000 == secs))
+            .ok_or_else(|| consumer_not_found(state, &stream, &name))?;
+        f(s, consumer)
+    })
+}
+
+/// The stream and consumer names of an existing consumer's ARN.
+pub(crate) fn existing(state: &Ctx, arn: &str) -> Option<(String, String)> {
+    let (stream, name, secs) = parse_consumer_arn(state, arn).ok()?;
+    let now = state.now_ms();
+    let catalog = state.catalog();
+    catalog
+        .stream(&state.account, &stream)
+        .filter(|s| !s.is_gone(now))?
+        .consumer(&name, now)
+        .filter(|c| c.created_ms / 1000 == secs)?;
+    Some((stream, name))
+}
+
+/// TagResource (`add`) and UntagResource on a consumer ARN: at most 50 tags.
+pub(crate) fn tag(state: &Ctx, stream: &str, name: &str, input: &Value, add: bool) -> OpResult {
+    let now = state.now_ms();
+    let mut catalog = state.catalog();
+    let mut next = catalog.clone();
+    let consumer = next
+        .stream_mut(&state.account, stream)
+        .and_then(|s| s.consumer_mut(name, now))
+        .map_err(|_| consumer_not_found(state, stream, name))?;
+    if add {
+        let tags = tag_map(input);
+        let new_keys = tags
+            .keys()
+            .filter(|k| !consumer.tags.contains_key(*k))
+            .count();
+        if consumer.tags.len() + new_keys > sluice_meta::TAGS_PER_STREAM_MAX {
+            return Err(err(
+                ErrorCode::InvalidArgumentException,
+                format!(
+                    "Failed to add tags to consumer {name} because a given resource can have a maximum of {} tags.",
+                    sluice_meta::TAGS_PER_STREAM_MAX
+                ),
+            ));
+        }
+        consumer.tags.extend(tags);
+    } else {
+        for key in crate::ops::string_list(input, "TagKeys") {
+            consumer.tags.remove(&key);
+        }
+    }
+    state.commit(&mut catalog, next).map_err(internal)?;
+    Ok(json!({}))
+}
+
+pub(crate) fn register_stream_consumer(state: &Ctx, input: &Value) -> OpResult {
+    let stream = stream_name(state, input)?;
+    let name = str_of(input, "ConsumerName").unwrap_or_default().to_owned();
+    let tags = tag_map(input);
+    if tags.len() > sluice_meta::TAGS_PER_STREAM_MAX {
+        return Err(err(
+            ErrorCode::InvalidArgumentException,
+            format!(
+                "A resource can have at most {} tags.",
+                sluice_meta::TAGS_PER_STREAM_MAX
+            ),
+        ));
+    }
+    let now = state.now_ms();
+    let mut catalog = state.catalog();
+    let s = catalog
+        .stream(&state.account, &stream)
+        .filter(|s| !s.is_gone(now))
+        .ok_or_else(|| not_found(state, &stream))?;
+    let status = s.status(now);
+    if !matches!(status, StreamStatus::Active | StreamStatus::Updating) {
+        return Err(err(
+            ErrorCode::ResourceInUseException,
+            format!(
+                "Stream {stream} under account {} not ACTIVE or UPDATING, instead in state {}",
+                state.account,
+                status_name(status)
+            ),
+        ));
+    }
+    let mut next = catalog.clone();
+    let registered = next.register_consumer(
+        &state.account,
+        &stream,
+        &name,
+        now,
+        state.config.consumer_creating_ms,
+    );
+    match registered {
+        Ok(_) => {}
+        Err(MetaError::ConsumerExists(_)) => {
+            return Err(err(
+                ErrorCode::ResourceInUseException,
+                format!(
+                    "Consumer {name} under stream {stream} already exists for account {}.",
+                    state.account
+                ),
+            ))
+        }
+        Err(e @ (MetaError::TooManyConsumers(_) | MetaError::TooManyConsumersCreating)) => {
+            return Err(err(ErrorCode::LimitExceededException, e.to_string()))
+        }
+        Err(e) => return Err(internal(e)),
+    }
+    let s = next.stream_mut(&state.account, &stream).map_err(internal)?;
+    let consumer = s.consumer_mut(&name, now).map_err(internal)?;
+    consumer.tags = tags;
+    let out = json!({"Consumer": consumer_json(state, &stream, consumer)});
+    state.commit(&mut catalog, next).map_err(internal)?;
+    Ok(out)
+}
+
+pub(crate) fn deregister_stream_consumer(state: &Ctx, input: &Value) -> OpResult {
+    let arn = with_consumer(state, input, |s, c| Ok(consumer_arn(state, &s.name, c)))?;
+    let (stream, name, _) = named_consumer(state, input)?;
+    let now = state.now_ms();
+    let mut catalog = state.catalog();
+    let mut next = catalog.clone();
+    next.stream_mut(&state.account, &stream)
+        .and_then(|s| s.deregister_consumer(&name, now, state.config.consumer_deleting_ms))
+        .map_err(|_| consumer_not_found(state, &stream, &name))?;
+    next.resource_policies.remove(&arn);
+    state.commit(&mut catalog, next).map_err(internal)?;
+    drop(catalog);
+    // A consumer that is DELETING reads nothing: its subscriptions end now.
+    state.subscriptions.stop_consumer(&arn);
+    Ok(json!({}))
+}
+
+pub(crate) fn describe_stream_consumer(state: &Ctx, input: &Value) -> OpResult {
+    with_consumer(state, input, |s, c| {
+        let mut description = consumer_json(state, &s.name, c);
+        description["StreamARN"] = json!(state.arn(&s.name));
+        Ok(json!({"ConsumerDescription": description}))
+    })
+}
+
+pub(crate) fn list_stream_consumers(state: &Ctx, input: &Value) -> OpResult {
+    let limit = u64_of(input, "MaxResults").unwrap_or(100) as usize;
+    let stream = stream_name(state, input)?;
+    let now = state.now_ms();
+    with_named_stream(state, &stream, |s| {
+        // The token names the stream (by creation time too) and the last
+        // consumer returned.
+        let after = match str_of(input, "NextToken") {
+            None => None,
+            Some(token) => {
+                let text = decode_token(state, token)?;
+                let invalid = || err(ErrorCode::InvalidArgumentException, "Invalid NextToken.");
+                let (created, last) = text.split_once('|').ok_or_else(invalid)?;
+                if created != s.created_ms.to_string() {
+                    return Err(invalid());
+                }
+                Some(last.to_owned())
+            }
+        };
+        let live: Vec<&Consumer> = s.live_consumers(now).collect();
+        let start = match &after {
+            None => 0,
+            Some(last) => live
+                .iter()
+                .position(|c| &c.name == last)
+                .map_or(live.len(), |i| i + 1),
+        };
+        let rest = &live[start..];
+        let page = &rest[..rest.len().min(limit)];
+        let mut out = json!({
+            "Consumers": page.iter().map(|c| consumer_json(state, &s.name, c)).collect::<Vec<_>>(),
+        });
+        if rest.len() > page.len() {
+            if let Some(last) = page.last() {
+                out["NextToken"] = json!(encode_token(
+                    state,
+                    &format!("{}|{}", s.created_ms, last.name)
+                ));
+            }
+        }
+        Ok(out)
+    })
+}
+
+/// SubscribeToShard's checks, in AWS's order: the consumer exists and is
+/// ACTIVE, the shard exists, the starting position is valid, and no other
+/// subscription of this consumer to this shard started in the last 5 s.
+pub(crate) fn subscribe_to_shard(state: &Ctx, input: &Value) -> Result<Subscription, AwsError> {
+    let shard_text = str_of(input, "ShardId").unwrap_or_default().to_owned();
+    let now = state.now_ms();
+    let (arn, stream, consumer, consumer_created_ms, shard_index, log_id, stream_created_ms) =
+        with_consumer(state, input, |s, c| {
+            check_not_deleting(state, s)?;
+            // The canonical ARN keys the subscription (one per consumer and shard).
+            let arn = consumer_arn(state, &s.name, c);
+            if c.status(now) != ConsumerStatus::Active {
+                return Err(err(
+                    ErrorCode::ResourceInUseException,
+                    format!(
+                        "Consumer {arn} is not ACTIVE, instead in state {}.",
+                        consumer_status_name(c.status(now))
+                    ),
+                ));
+            }
+            let shard = parse_shard_id(&shard_text)
+                .and_then(|i| s.shard(i))
+                .ok_or_else(|| {
+                    err(
+                        ErrorCode::ResourceNotFoundException,
+                        format!(
+                            "Shard {shard_text} in stream {} under account {} does not exist",
+                            s.name, state.account
+                        ),
+                    )
+                })?;
+            Ok((
+                arn,
+                s.name.clone(),
+                c.name.clone(),
+                c.created_ms,
+                shard.index,
+                shard.log_id,
+                s.created_ms,
+            ))
+        })?;
+    let position = input.get("StartingPosition").cloned().unwrap_or_default();
+    let kind = str_of(&position, "Type").unwrap_or_default();
+    let invalid_seq = |seq: &str| {
+        err(
+            ErrorCode::InvalidArgumentException,
+            format!(
+                "StartingSequenceNumber {seq} used in SubscribeToShard on shard {shard_text} in stream {stream} under account {} is invalid.",
+                state.account
+            ),
+        )
+    };
+    let sequence = || -> Result<u128, AwsError> {
+        let seq = str_of(&position, "SequenceNumber").ok_or_else(|| {
+            err(
+                ErrorCode::InvalidArgumentException,
+                format!("SequenceNumber must be provided for StartingPosition type {kind}"),
+            )
+        })?;
+        seq.parse::<SequenceNumber>()
+            .map(|s| s.0)
+            .map_err(|_| invalid_seq(seq))
+    };
+    let start = match kind {
+        "TRIM_HORIZON" => StartingPosition::TrimHorizon,
+        "LATEST" => StartingPosition::Latest,
+        "AT_SEQUENCE_NUMBER" => StartingPosition::AtSequence(sequence()?),
+        "AFTER_SEQUENCE_NUMBER" => StartingPosition::AfterSequence(sequence()?),
+        "AT_TIMESTAMP" => {
+            let ts = position
+                .get("Timestamp")
+                .and_then(Value::as_f64)
+                .ok_or_else(|| {
+                    err(
+                        ErrorCode::InvalidArgumentException,
+                        "Timestamp must be provided for StartingPosition type AT_TIMESTAMP",
+                    )
+                })?;
+            StartingPosition::AtTimestamp((ts.max(0.0) * 1000.0) as u64)
+        }
+        other => {
+            return Err(err(
+                ErrorCode::InvalidArgumentException,
+                format!("StartingPosition type {other} is not supported by SubscribeToShard."),
+            ))
+        }
+    };
+    let log = state
+        .shard_log(log_id)
+        .ok_or_else(|| not_found(state, &stream))?;
+    let cursor = log.cursor(start).map_err(|e| match e {
+        ReadError::InvalidPosition => {
+            invalid_seq(str_of(&position, "SequenceNumber").unwrap_or_default())
+        }
+        other => internal(other),
+    })?;
+    let claim = state
+        .subscriptions
+        .claim(&arn, shard_index, now)
+        .map_err(|()| {
+            err(
+                ErrorCode::ResourceInUseException,
+                format!(
+                    "Another active subscription exists for this consumer: {}:{stream}:{shard_text}:{consumer}",
+                    state.account
+                ),
+            )
+        })?;
+    Ok(Subscription {
+        claim,
+        account: state.account.clone(),
+        stream,
+        stream_created_ms,
+        consumer,
+        consumer_created_ms,
+        shard_index,
+        log,
+        cursor,
+        ends_at_ms: now.saturating_add(crate::fanout::SUBSCRIPTION_LIFETIME_MS),
+        cbor: state.cbor,
+    })
+}

@@ -1,0 +1,545 @@
+//! Enhanced fan-out's data plane: SubscribeToShard's event stream.
+//!
+//! A subscription is a task that reads its shard from a cursor and sends
+//! `application/vnd.amazon.eventstream` messages into a channel of one; the
+//! response body drains the channel. Records are pushed when the append that
+//! makes them visible wakes the task (no polling). A subscriber that reads
+//! slowly fills the channel and the connection's flow-control window, and the
+//! task then waits: memory stays bounded by one event per subscription, and
+//! subscriptions are bounded by consumers x shards (one per pair).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
+use bytes::Bytes;
+use hyper::body::{Body, Frame};
+use serde_json::json;
+use sluice_log::{Cursor, ReadBatch, ReadLimits, ShardLog};
+use sluice_meta::{ConsumerStatus, StreamStatus};
+use sluice_model::SequenceNumber;
+use sluice_wire::{cbor, kinesis, AwsError, ErrorCode};
+use tokio::sync::{mpsc, Notify};
+
+use crate::state::State;
+
+/// AWS: a subscription lasts 5 minutes.
+pub const SUBSCRIPTION_LIFETIME_MS: u64 = 5 * 60 * 1000;
+/// AWS: a second subscription for the same consumer and shard within 5 s of
+/// the first fails; after that it takes over.
+pub const TAKEOVER_AFTER_MS: u64 = 5_000;
+/// AWS: 2 MiB/s per shard per consumer (enforced under the `aws` limits).
+pub const BYTES_PER_SECOND: u64 = 2 << 20;
+/// Most record bytes one event carries (a larger single record goes alone).
+const EVENT_MAX_BYTES: usize = 1 << 20;
+const EVENT_MAX_RECORDS: usize = 10_000;
+/// An event goes out at least this often, records or not (wall time).
+const HEARTBEAT: Duration = Duration::from_secs(5);
+/// How often an idle subscription checks its end, its consumer and its stream
+/// (wall time; these follow the injected clock, which has no wake-ups).
+const HOUSEKEEPING: Duration = Duration::from_millis(200);
+
+/// Tells one subscription to end.
+#[derive(Debug, Default)]
+pub struct Stop {
+    stopped: AtomicBool,
+    notify: Notify,
+}
+
+impl Stop {
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+
+    async fn wait(&self) {
+        loop {
+            let mut notified = std::pin::pin!(self.notify.notified());
+            notified.as_mut().enable();
+            if self.is_stopped() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Active {
+    id: u64,
+    started_ms: u64,
+    stop: Arc<Stop>,
+}
+
+#[derive(Debug, Default)]
+struct Registry {
+    /// By consumer ARN and shard index: the live subscription, or the last
+    /// one for 5 s after it started (a new call within 5 s fails even if the
+    /// old subscription ended).
+    active: HashMap<(String, u32), Active>,
+    next_id: u64,
+    /// Set at shutdown: no new subscriptions.
+    closed: bool,
+}
+
+/// The live subscriptions: at most one per consumer and shard.
+#[derive(Debug, Default)]
+pub struct Subscriptions {
+    registry: Arc<Mutex<Registry>>,
+}
+
+/// A subscription's place in the registry; released when dropped.
+#[derive(Debug)]
+pub struct Claim {
+    registry: Arc<Mutex<Registry>>,
+    key: (String, u32),
+    id: u64,
+    pub stop: Arc<Stop>,
+}
+
+impl Drop for Claim {
+    /// The subscription ended: its entry stays (marked stopped) until
+    /// [`Subscriptions::claim`] finds it older than 5 s.
+    fn drop(&mut self) {
+        let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(a) = registry.active.get(&self.key).filter(|a| a.id == self.id) {
+            a.stop.stop();
+        }
+    }
+}
+
+impl Subscriptions {
+    /// Claims `(consumer, shard)` for a new subscription. Fails within 5 s of
+    /// the pair's last successful call (as AWS does, whether or not that
+    /// subscription still runs); after that an older subscription is told to
+    /// end and the new one takes its place.
+    pub fn claim(&self, consumer_arn: &str, shard: u32, now_ms: u64) -> Result<Claim, ()> {
+        let mut registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        if registry.closed {
+            return Err(());
+        }
+        let key = (consumer_arn.to_owned(), shard);
+        if let Some(old) = registry.active.get(&key) {
+            if now_ms.saturating_sub(old.started_ms) < TAKEOVER_AFTER_MS {
+                return Err(());
+            }
+            old.stop.stop();
+        }
+        // Ended subscriptions stay only while they still block a new call.
+        registry.active.retain(|_, a| {
+            !a.stop.is_stopped() || now_ms.saturating_sub(a.started_ms) < TAKEOVER_AFTER_MS
+        });
+        registry.next_id += 1;
+        let id = registry.next_id;
+        let stop = Arc::new(Stop::default());
+        registry.active.insert(
+            key.clone(),
+            Active {
+                id,
+                started_ms: now_ms,
+                stop: stop.clone(),
+            },
+        );
+        Ok(Claim {
+            registry: self.registry.clone(),
+            key,
+            id,
+            stop,
+        })
+    }
+
+    /// Ends every subscription of a consumer (it is being deregistered).
+    pub fn stop_consumer(&self, consumer_arn: &str) {
+        let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        for ((arn, _), active) in &registry.active {
+            if arn == consumer_arn {
+                active.stop.stop();
+            }
+        }
+    }
+
+    /// Ends every subscription and refuses new ones (shutdown).
+    pub fn stop_all(&self) {
+        let mut registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        registry.closed = true;
+        for active in registry.active.values() {
+            active.stop.stop();
+        }
+    }
+
+    /// How many subscriptions are live.
+    pub fn count(&self) -> usize {
+        self.registry
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .active
+            .values()
+            .filter(|a| !a.stop.is_stopped())
+            .count()
+    }
+}
+
+/// A subscription that passed SubscribeToShard's checks.
+#[derive(Debug)]
+pub struct Subscription {
+    pub claim: Claim,
+    pub account: String,
+    pub stream: String,
+    pub stream_created_ms: u64,
+    pub consumer: String,
+    pub consumer_created_ms: u64,
+    pub shard_index: u32,
+    pub log: Arc<ShardLog>,
+    pub cursor: Cursor,
+    pub ends_at_ms: u64,
+    /// The request came as CBOR: event payloads are CBOR too.
+    pub cbor: bool,
+}
+
+/// The response body: the event-stream messages the task sends.
+#[derive(Debug)]
+pub struct EventBody {
+    rx: mpsc::Receiver<Bytes>,
+}
+
+impl Body for EventBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.rx.poll_recv(cx).map(|m| m.map(|b| Ok(Frame::data(b))))
+    }
+}
+
+/// Starts pushing events for `sub`; the body ends when the subscription does.
+pub fn start(state: Arc<State>, sub: Subscription) -> EventBody {
+    let (tx, rx) = mpsc::channel(1);
+    tokio::spawn(run(state, sub, tx));
+    EventBody { rx }
+}
+
+fn message(headers: &[(&'static str, &'static str)], payload: Vec<u8>) -> Bytes {
+    let mut message = Message::new(payload);
+    for (name, value) in headers {
+        message = message.add_header(Header::new(*name, HeaderValue::String((*value).into())));
+    }
+    let mut out = Vec::with_capacity(message.payload().len() + 128);
+    aws_smithy_eventstream::frame::write_message_to(&message, &mut out)
+        .expect("event headers are short and payloads far below 4 GiB");
+    Bytes::from(out)
+}
+
+fn content_type(cbor: bool) -> &'static str {
+    if cbor {
+        cbor::CBOR_CONTENT_TYPE
+    } else {
+        "application/json"
+    }
+}
+
+fn initial_response(cbor: bool) -> Bytes {
+    let payload = if cbor { vec![0xa0] } else { b"{}".to_vec() };
+    message(
+        &[
+            (":message-type", "event"),
+            (":event-type", "initial-response"),
+            (":content-type", content_type(cbor)),
+        ],
+        payload,
+    )
+}
+
+fn exception(cbor: bool, error: &AwsError) -> Bytes {
+    let payload = if cbor {
+        cbor::encode_cbor_error(error)
+    } else {
+        serde_json::to_vec(&json!({"message": error.message})).expect("JSON values serialize")
+    };
+    message(
+        &[
+            (":message-type", "exception"),
+            (":exception-type", error.code.name()),
+            (":content-type", content_type(cbor)),
+        ],
+        payload,
+    )
+}
+
+/// A SubscribeToShardEvent. `continuation` is absent at the end of a closed
+/// shard (where `children` say where to go on), as AWS sends it.
+fn records_event(
+    cbor: bool,
+    batch: &ReadBatch,
+    continuation: Option<u128>,
+    children: &[sluice_wire::fast::ChildShard],
+) -> Bytes {
+    let continuation = continuation.map(|c| SequenceNumber(c).to_string());
+    let payload = if cbor {
+        let mut event = json!({
+            "Records": crate::ops::records_value(&batch.records),
+            "MillisBehindLatest": batch.millis_behind_latest,
+        });
+        if let Some(c) = &continuation {
+            event["ContinuationSequenceNumber"] = json!(c);
+        }
+        if !children.is_empty() {
+            event["ChildShards"] = children.iter().map(|c| c.to_value()).collect();
+        }
+        cbor::encode_cbor_shape(kinesis(), "SubscribeToShardEvent", &event)
+    } else {
+        let mut out = Vec::with_capacity(crate::ops::records_json_size(&batch.records) + 600);
+        sluice_wire::fast::write_get_records_start(&mut out);
+        crate::ops::write_records_json(&batch.records, &mut out);
+        sluice_wire::fast::write_subscribe_event_end(
+            continuation.as_deref(),
+            batch.millis_behind_latest,
+            children,
+            &mut out,
+        );
+        out
+    };
+    message(
+        &[
+            (":message-type", "event"),
+            (":event-type", "SubscribeToShardEvent"),
+            (":content-type", content_type(cbor)),
+        ],
+        payload,
+    )
+}
+
+/// AWS's per-consumer, per-shard read rate, on the injected clock.
+struct Bucket {
+    tokens: f64,
+    at_ms: u64,
+}
+
+impl Bucket {
+    fn new(now_ms: u64) -> Self {
+        Self {
+            tokens: BYTES_PER_SECOND as f64,
+            at_ms: now_ms,
+        }
+    }
+
+    /// Takes `bytes` if the bucket holds them (or is full: one larger record
+    /// may go, and the bucket owes the rest); else how long to wait.
+    fn take(&mut self, now_ms: u64, bytes: usize) -> Result<(), Duration> {
+        let capacity = BYTES_PER_SECOND as f64;
+        let elapsed = now_ms.saturating_sub(self.at_ms) as f64 / 1000.0;
+        self.tokens = (self.tokens + elapsed * capacity).min(capacity);
+        self.at_ms = self.at_ms.max(now_ms);
+        let bytes = bytes as f64;
+        if self.tokens >= bytes || self.tokens >= capacity {
+            self.tokens -= bytes;
+            return Ok(());
+        }
+        let wait = (bytes.min(capacity) - self.tokens) / capacity;
+        Err(Duration::from_secs_f64(wait.clamp(0.001, 1.0)))
+    }
+}
+
+/// Why the stream or consumer can no longer be read, if so.
+fn still_readable(state: &State, sub: &Subscription) -> Result<(), AwsError> {
+    let now = state.now_ms();
+    let catalog = state.catalog();
+    let stream = catalog
+        .stream(&sub.account, &sub.stream)
+        .filter(|s| s.created_ms == sub.stream_created_ms)
+        .filter(|s| s.status(now) != StreamStatus::Deleting);
+    let Some(stream) = stream else {
+        return Err(AwsError::new(
+            ErrorCode::ResourceNotFoundException,
+            format!(
+                "Stream {} under account {} not found.",
+                sub.stream, sub.account
+            ),
+        ));
+    };
+    let consumer = stream
+        .consumer(&sub.consumer, now)
+        .filter(|c| c.created_ms == sub.consumer_created_ms)
+        .filter(|c| c.status(now) == ConsumerStatus::Active);
+    if consumer.is_none() {
+        return Err(AwsError::new(
+            ErrorCode::ResourceNotFoundException,
+            format!(
+                "Consumer {} under stream {} under account {} not found.",
+                sub.consumer, sub.stream, sub.account
+            ),
+        ));
+    }
+    Ok(())
+}
+
+async fn run(state: Arc<State>, mut sub: Subscription, tx: mpsc::Sender<Bytes>) {
+    let stop = sub.claim.stop.clone();
+    let cbor = sub.cbor;
+    // Sends one message unless the subscriber left or the subscription was
+    // told to end; false: stop.
+    let send = |message: Bytes| {
+        let tx = tx.clone();
+        let stop = stop.clone();
+        async move {
+            tokio::select! {
+                sent = tx.send(message) => sent.is_ok(),
+                () = stop.wait() => false,
+            }
+        }
+    };
+    if !send(initial_response(cbor)).await {
+        return;
+    }
+    let limited = state.config.enforce_limits;
+    let mut bucket = Bucket::new(state.now_ms());
+    let mut last_event: Option<tokio::time::Instant> = None;
+    loop {
+        if stop.is_stopped() || state.now_ms() >= sub.ends_at_ms {
+            return;
+        }
+        if let Err(e) = still_readable(&state, &sub) {
+            send(exception(cbor, &e)).await;
+            return;
+        }
+        let log = sub.log.clone();
+        let cursor = sub.cursor;
+        let read = tokio::task::spawn_blocking(move || {
+            log.read(
+                cursor,
+                ReadLimits {
+                    max_records: EVENT_MAX_RECORDS,
+                    max_bytes: EVENT_MAX_BYTES,
+                },
+            )
+        })
+        .await;
+        let batch = match read {
+            Ok(Ok(batch)) => batch,
+            Ok(Err(e)) => {
+                let e = AwsError::new(
+                    ErrorCode::InternalFailureException,
+                    format!("Internal service failure: {e}"),
+                );
+                send(exception(cbor, &e)).await;
+                return;
+            }
+            Err(_) => return,
+        };
+        let due = last_event.is_none_or(|at| at.elapsed() >= HEARTBEAT);
+        if !batch.records.is_empty() || batch.end_of_shard || due {
+            if limited {
+                let bytes: usize = batch
+                    .records
+                    .iter()
+                    .map(|r| r.data.len() + r.partition_key.len())
+                    .sum();
+                while let Err(wait) = bucket.take(state.now_ms(), bytes) {
+                    tokio::select! {
+                        () = tokio::time::sleep(wait.min(HOUSEKEEPING)) => {}
+                        () = stop.wait() => return,
+                    }
+                    if state.now_ms() >= sub.ends_at_ms {
+                        return;
+                    }
+                }
+            }
+            // Children are read after the records: a reshard commits them
+            // before it closes the parent, so the end of a shard has them.
+            let children = if batch.end_of_shard {
+                let catalog = state.catalog();
+                catalog
+                    .stream(&sub.account, &sub.stream)
+                    .map(|s| crate::ops::child_shards(s, sub.shard_index))
+                    .unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            let continuation =
+                (!batch.end_of_shard).then(|| sluice_log::position_before(batch.next));
+            if !send(records_event(cbor, &batch, continuation, &children)).await {
+                return;
+            }
+            last_event = Some(tokio::time::Instant::now());
+        }
+        sub.cursor = batch.next;
+        if batch.end_of_shard {
+            return;
+        }
+        if batch.records.is_empty() {
+            // Caught up: wait for an append, the end, or housekeeping.
+            tokio::select! {
+                () = sub.log.data_after(sub.cursor) => {}
+                () = stop.wait() => return,
+                () = tx.closed() => return,
+                () = tokio::time::sleep(HOUSEKEEPING) => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_refills_on_the_given_clock() {
+        let mut b = Bucket::new(0);
+        let cap = BYTES_PER_SECOND as usize;
+        assert!(b.take(0, cap).is_ok());
+        assert!(b.take(0, 1).is_err(), "empty");
+        assert!(
+            b.take(500, cap / 2 - 1).is_ok(),
+            "half a second refills half"
+        );
+        assert!(b.take(500, 16).is_err());
+        // A full bucket lets one record larger than a second's worth through,
+        // and then owes it.
+        assert!(b.take(10_000, 3 * cap).is_ok());
+        assert!(b.take(10_000, 1).is_err());
+        assert!(b.take(11_000, 1).is_err(), "still in debt after 1 s");
+        assert!(b.take(12_001, 1).is_ok());
+    }
+
+    #[test]
+    fn one_subscription_per_consumer_and_shard() {
+        let subs = Subscriptions::default();
+        let first = subs.claim("arn", 0, 1_000).unwrap();
+        assert!(subs.claim("arn", 0, 5_999).is_err(), "within 5 s");
+        let other_shard = subs.claim("arn", 1, 1_000).unwrap();
+        let second = subs.claim("arn", 0, 6_000).unwrap();
+        assert!(first.stop.is_stopped(), "taken over");
+        assert!(!second.stop.is_stopped());
+        drop(first);
+        assert_eq!(
+            subs.count(),
+            2,
+            "the old claim does not release the new one"
+        );
+        // An ended subscription still blocks a new call within 5 s of its start.
+        drop(second);
+        assert_eq!(subs.count(), 1);
+        assert!(subs.claim("arn", 0, 10_999).is_err());
+        let third = subs.claim("arn", 0, 11_000).unwrap();
+        subs.stop_consumer("arn");
+        assert!(third.stop.is_stopped() && other_shard.stop.is_stopped());
+        drop(other_shard);
+        assert_eq!(subs.count(), 0);
+        let fourth = subs.claim("arn", 1, 20_000).unwrap();
+        subs.stop_all();
+        assert!(fourth.stop.is_stopped());
+        assert!(subs.claim("other", 0, 0).is_err(), "closed");
+        drop(third);
+    }
+}
