@@ -121,6 +121,8 @@ for peer in $PEERS; do
   workload "$peer" 4 "$port" --stream w4 --shards 1 --record-size 1024 --batch 500 --concurrency 4 --records 200000 --duration "$DURATION" --read-back --delete
   workload "$peer" 5 "$port" --stream w5 --shards 1 --producer put-record --record-size 100 --rate 200 --concurrency 2 \
     --consumer poll --poll-interval-ms 1 --duration "$DURATION" --delete
+  workload "$peer" 6 "$port" --stream w6 --shards 1 --producer put-record --record-size 100 --rate 200 --concurrency 2 \
+    --consumer subscribe --duration "$DURATION" --delete
   workload "$peer" 7 "$port" --stream w7 --shards 4 --record-size 100 --batch 500 --concurrency 8 \
     --records "$STORE_RECORDS" --duration "$STORE_SECONDS"
   kill "$server_pid" 2>/dev/null || true
@@ -164,7 +166,7 @@ def cell(peer, n):
         if not rb:
             return "failed"
         return f"{rb['payload_mb_per_s']:.0f} MB/s ({fmt_rate(rb['records_per_s'])} records/s, {rb['records']} records)"
-    if n == 5:
+    if n in (5, 6):
         e = r.get("end_to_end_latency_ms")
         if not e:
             return "no records seen"
@@ -180,7 +182,7 @@ rows = [
     (3, "3. PutRecord 1 KiB, 16 connections"),
     (4, "4. Read one shard back from TRIM_HORIZON (200k x 1 KiB)"),
     (5, "5. Put -> visible, polling reader (1 ms), 200 records/s"),
-    (6, "6. Fan-out put -> pushed"),
+    (6, "6. Put -> pushed, SubscribeToShard, 200 records/s"),
     (7, "7. Server RSS after storing 100 B records"),
 ]
 cpu_model = "unknown CPU"
@@ -202,10 +204,7 @@ lines = [
     "|---|" + "---|" * len(peers),
 ]
 for n, name in rows:
-    if n == 6:
-        cells = ["not yet (#6)" if p == "sluice" else "no push (polls)" for p in peers]
-    else:
-        cells = [cell(p, n) for p in peers]
+    cells = [cell(p, n) for p in peers]
     lines.append(f"| {name} | " + " | ".join(cells) + " |")
 table = "\n".join(lines)
 print(table)

@@ -111,7 +111,41 @@ impl Client {
 
     /// Calls `operation` with a JSON body; errors only if no HTTP answer came.
     pub async fn call(&mut self, operation: &str, body: impl Into<Bytes>) -> anyhow::Result<Reply> {
-        let body: Bytes = body.into();
+        let response = self.send(operation, body.into()).await?;
+        let status = response.status().as_u16();
+        let body = Limited::new(response.into_body(), RESPONSE_MAX_BYTES)
+            .collect()
+            .await
+            .map_err(|e| anyhow!("reading the answer: {e}"))?
+            .to_bytes();
+        Ok(Reply { status, body })
+    }
+
+    /// Calls `operation` and hands back the answer as it arrives (an event
+    /// stream); an error answer is read whole.
+    pub async fn call_streaming(
+        &mut self,
+        operation: &str,
+        body: impl Into<Bytes>,
+    ) -> anyhow::Result<Result<hyper::body::Incoming, Reply>> {
+        let response = self.send(operation, body.into()).await?;
+        let status = response.status().as_u16();
+        if status == 200 {
+            return Ok(Ok(response.into_body()));
+        }
+        let body = Limited::new(response.into_body(), RESPONSE_MAX_BYTES)
+            .collect()
+            .await
+            .map_err(|e| anyhow!("reading the answer: {e}"))?
+            .to_bytes();
+        Ok(Err(Reply { status, body }))
+    }
+
+    async fn send(
+        &mut self,
+        operation: &str,
+        body: Bytes,
+    ) -> anyhow::Result<hyper::Response<hyper::body::Incoming>> {
         let amz_target = format!("Kinesis_20131202.{operation}");
         let headers = [
             ("host", self.authority.as_str()),
@@ -147,14 +181,7 @@ impl Client {
             self.sender = open(&self.target).await?.0;
             self.sender.ready().await?;
         }
-        let response = self.sender.send_request(request).await?;
-        let status = response.status().as_u16();
-        let body = Limited::new(response.into_body(), RESPONSE_MAX_BYTES)
-            .collect()
-            .await
-            .map_err(|e| anyhow!("reading the answer: {e}"))?
-            .to_bytes();
-        Ok(Reply { status, body })
+        Ok(self.sender.send_request(request).await?)
     }
 }
 

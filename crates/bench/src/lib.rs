@@ -35,6 +35,9 @@ pub enum Consumer {
     None,
     /// GetRecords in a loop on every shard, from LATEST at the start.
     Poll,
+    /// Enhanced fan-out: a registered consumer and SubscribeToShard on every
+    /// shard, from LATEST at the start (resubscribing after each 5-minute end).
+    Subscribe,
 }
 
 /// One benchmark run.
@@ -147,7 +150,7 @@ pub struct Report {
     pub elapsed_s: f64,
     /// PutRecords or PutRecord calls.
     pub put_requests: u64,
-    /// GetRecords calls.
+    /// GetRecords calls (SubscribeToShard calls with the fan-out consumer).
     pub get_requests: u64,
     pub records_ok: u64,
     pub records_failed: u64,
@@ -204,8 +207,12 @@ impl Report {
         };
         out += &line("put latency", &self.put_latency_ms);
         if w.consumer != Consumer::None {
+            let calls = match w.consumer {
+                Consumer::Subscribe => "SubscribeToShard",
+                _ => "GetRecords",
+            };
             out += &format!(
-                "  {} records consumed with {} GetRecords calls\n",
+                "  {} records consumed with {} {calls} calls\n",
                 self.records_consumed, self.get_requests
             );
             out += &line("put -> seen", &self.end_to_end_latency_ms);
@@ -320,6 +327,24 @@ pub async fn run(target: Target, workload: Workload) -> anyhow::Result<Report> {
 
     // Consumers start at LATEST before any record is put.
     let mut consumers = Vec::new();
+    let fan_out = if workload.consumer == Consumer::Subscribe {
+        let arn = register_consumer(&mut control, &workload.stream).await?;
+        for shard in &shards {
+            let client = Client::connect(target.clone()).await?;
+            let started = Arc::new(tokio::sync::Notify::new());
+            let first_event = started.notified();
+            let (live, arn, shard) = (live.clone(), arn.clone(), shard.clone());
+            let ready = started.clone();
+            consumers.push(tokio::spawn(async move {
+                subscribe(client, arn, shard, live, ready).await
+            }));
+            // Producers start once every subscription is in place.
+            first_event.await;
+        }
+        Some(arn)
+    } else {
+        None
+    };
     if workload.consumer == Consumer::Poll {
         for shard in &shards {
             let mut client = Client::connect(target.clone()).await?;
@@ -363,6 +388,17 @@ pub async fn run(target: Target, workload: Workload) -> anyhow::Result<Report> {
     if let Some((bar, task)) = progress {
         task.abort();
         bar.finish_and_clear();
+    }
+    if let Some(arn) = fan_out {
+        let reply = control
+            .call(
+                "DeregisterStreamConsumer",
+                json!({"ConsumerARN": arn}).to_string().into_bytes(),
+            )
+            .await?;
+        if let Some(name) = reply.error_name() {
+            tally.error("DeregisterStreamConsumer", &name, 1);
+        }
     }
     let read_back = if workload.read_back {
         let mut client = Client::connect(target.clone()).await?;
@@ -792,19 +828,193 @@ async fn poll(
                 None => break,
             }
         }
-        if live.producers_done.load(Ordering::Acquire) {
-            let deadline = *drain_deadline.get_or_insert_with(|| Instant::now() + DRAIN_MAX);
-            let all_seen =
-                live.consumed.load(Ordering::Relaxed) >= live.records_ok.load(Ordering::Relaxed);
-            if (caught_up && all_seen) || Instant::now() > deadline {
-                break;
-            }
+        if drained(&live, &mut drain_deadline, caught_up) {
+            break;
         }
         if caught_up && !interval.is_zero() {
             tokio::time::sleep(interval).await;
         }
     }
     (tally, latency, consumed)
+}
+
+/// Registers this run's consumer and waits until it is ACTIVE; its ARN.
+async fn register_consumer(client: &mut Client, stream: &str) -> anyhow::Result<String> {
+    let summary = call_ok(
+        client,
+        "DescribeStreamSummary",
+        json!({"StreamName": stream}),
+    )
+    .await?;
+    let stream_arn = summary["StreamDescriptionSummary"]["StreamARN"]
+        .as_str()
+        .context("DescribeStreamSummary without a StreamARN")?
+        .to_owned();
+    let name = format!("sluice-bench-{}", std::process::id());
+    let out = call_ok(
+        client,
+        "RegisterStreamConsumer",
+        json!({"StreamARN": stream_arn, "ConsumerName": name}),
+    )
+    .await?;
+    let arn = out["Consumer"]["ConsumerARN"]
+        .as_str()
+        .context("RegisterStreamConsumer without a ConsumerARN")?
+        .to_owned();
+    for _ in 0..600 {
+        let d = call_ok(
+            client,
+            "DescribeStreamConsumer",
+            json!({"ConsumerARN": arn}),
+        )
+        .await?;
+        if d["ConsumerDescription"]["ConsumerStatus"] == "ACTIVE" {
+            return Ok(arn);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("consumer {arn} did not become ACTIVE within 60 s")
+}
+
+#[derive(Deserialize)]
+struct SubscribeEvent {
+    #[serde(rename = "Records", default)]
+    records: Vec<GotRecord>,
+    #[serde(rename = "ContinuationSequenceNumber")]
+    continuation: Option<String>,
+    #[serde(rename = "MillisBehindLatest", default)]
+    behind_ms: u64,
+}
+
+/// One shard's SubscribeToShard consumer: put -> event latency from the
+/// stamps. `started` is notified once the first subscription answered.
+async fn subscribe(
+    mut client: Client,
+    consumer_arn: String,
+    shard: String,
+    live: Arc<Live>,
+    started: Arc<tokio::sync::Notify>,
+) -> (Tally, Histogram<u64>, u64) {
+    use aws_smithy_eventstream::frame::{DecodedFrame, MessageFrameDecoder};
+    use http_body_util::BodyExt;
+    let mut tally = Tally::new();
+    let mut latency = histogram();
+    let mut consumed = 0u64;
+    let mut drain_deadline = None;
+    let mut position = json!({"Type": "LATEST"});
+    let engine = &base64::engine::general_purpose::STANDARD;
+    'subscriptions: loop {
+        let body =
+            json!({"ConsumerARN": consumer_arn, "ShardId": shard, "StartingPosition": position});
+        let mut events = match client
+            .call_streaming("SubscribeToShard", body.to_string().into_bytes())
+            .await
+        {
+            Ok(Ok(events)) => events,
+            Ok(Err(reply)) => {
+                let name = reply.error_name().unwrap_or_default();
+                tally.error("SubscribeToShard", &name, 1);
+                live.errors.fetch_add(1, Ordering::Relaxed);
+                if name != "ResourceInUseException" && name != "LimitExceededException" {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            Err(_) => {
+                tally.error("SubscribeToShard", "ConnectionError", 1);
+                break;
+            }
+        };
+        tally.requests += 1;
+        started.notify_one();
+        let mut decoder = MessageFrameDecoder::new();
+        let mut buffer = bytes::BytesMut::new();
+        loop {
+            // Decode what is buffered first; read more only when it is not a whole message.
+            let message = match decoder.decode_frame(&mut buffer) {
+                Ok(DecodedFrame::Complete(m)) => Some(m),
+                Ok(DecodedFrame::Incomplete) => None,
+                Err(_) => {
+                    tally.error("SubscribeToShard", "MalformedEvent", 1);
+                    break 'subscriptions;
+                }
+            };
+            let Some(message) = message else {
+                let frame = tokio::time::timeout(Duration::from_millis(500), events.frame()).await;
+                match frame {
+                    Ok(Some(Ok(frame))) => {
+                        if let Ok(data) = frame.into_data() {
+                            buffer.extend_from_slice(&data);
+                        }
+                    }
+                    // The subscription ended (5 minutes): subscribe again.
+                    Ok(None) => continue 'subscriptions,
+                    Ok(Some(Err(_))) => {
+                        tally.error("SubscribeToShard", "ConnectionError", 1);
+                        break 'subscriptions;
+                    }
+                    Err(_) => {}
+                }
+                if drained(&live, &mut drain_deadline, true) {
+                    break 'subscriptions;
+                }
+                continue;
+            };
+            let header = |name: &str| {
+                message
+                    .headers()
+                    .iter()
+                    .find(|h| h.name().as_str() == name)
+                    .and_then(|h| h.value().as_string().ok())
+                    .map(|v| v.as_str().to_owned())
+                    .unwrap_or_default()
+            };
+            if header(":message-type") == "exception" {
+                tally.error("SubscribeToShard", &header(":exception-type"), 1);
+                live.errors.fetch_add(1, Ordering::Relaxed);
+                break 'subscriptions;
+            }
+            if header(":event-type") != "SubscribeToShardEvent" {
+                continue;
+            }
+            let seen = now_us();
+            let Ok(event) = serde_json::from_slice::<SubscribeEvent>(message.payload()) else {
+                tally.error("SubscribeToShard", "UnreadableEvent", 1);
+                break 'subscriptions;
+            };
+            for r in &event.records {
+                let head = r.data.get(..16).unwrap_or(&r.data);
+                if let Some(sent) = engine.decode(head).ok().and_then(|d| stamp_of(&d)) {
+                    let _ = latency.record(seen.saturating_sub(sent).max(1));
+                }
+            }
+            consumed += event.records.len() as u64;
+            live.consumed
+                .fetch_add(event.records.len() as u64, Ordering::Relaxed);
+            match event.continuation {
+                Some(c) => position = json!({"Type": "AFTER_SEQUENCE_NUMBER", "SequenceNumber": c}),
+                // The end of a closed shard.
+                None => break 'subscriptions,
+            }
+            if drained(&live, &mut drain_deadline, event.behind_ms == 0) {
+                break 'subscriptions;
+            }
+        }
+    }
+    started.notify_one();
+    (tally, latency, consumed)
+}
+
+/// Whether a consumer may stop: the producers are done and it caught up with
+/// everything they wrote, or the drain took too long.
+fn drained(live: &Live, deadline: &mut Option<Instant>, caught_up: bool) -> bool {
+    if !live.producers_done.load(Ordering::Acquire) {
+        return false;
+    }
+    let deadline = *deadline.get_or_insert_with(|| Instant::now() + DRAIN_MAX);
+    let all_seen = live.consumed.load(Ordering::Relaxed) >= live.records_ok.load(Ordering::Relaxed);
+    (caught_up && all_seen) || Instant::now() > deadline
 }
 
 fn spawn_progress(

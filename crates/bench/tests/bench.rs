@@ -148,3 +148,26 @@ async fn server_errors_are_reported_by_exception_name() {
     );
     server.stop().await;
 }
+
+/// The enhanced fan-out consumer: a registered consumer subscribed to every
+/// shard sees every record, and the run deregisters it afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fan_out_consumer_sees_every_record() {
+    let (server, _dir) = start(true).await;
+    let mut w = workload(Producer::PutRecords, 3_000);
+    w.consumer = Consumer::Subscribe;
+    w.stream = "fan-out".into();
+    let report = sluice_bench::run(target(&server, "bench-secret"), w)
+        .await
+        .unwrap();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(report.records_consumed, 3_000);
+    assert_eq!(report.end_to_end_latency_ms.as_ref().unwrap().count, 3_000);
+    let consumers_left = {
+        let catalog = server.state().catalog();
+        let stream = catalog.streams().find(|s| s.name == "fan-out").unwrap();
+        stream.consumers.len()
+    };
+    assert_eq!(consumers_left, 0, "the run deregistered its consumer");
+    server.stop().await;
+}

@@ -86,8 +86,10 @@ struct BenchArgs {
     /// Target records per second in total [default: as fast as possible].
     #[arg(long)]
     rate: Option<u64>,
-    /// `none`, or `poll`: GetRecords on every shard, measuring put -> seen latency.
-    #[arg(long, default_value = "none", value_parser = ["none", "poll"])]
+    /// `none`; `poll`: GetRecords on every shard; `subscribe`: a registered
+    /// consumer and SubscribeToShard on every shard (enhanced fan-out). Both
+    /// measure put -> seen latency.
+    #[arg(long, default_value = "none", value_parser = ["none", "poll", "subscribe"])]
     consumer: String,
     /// After producing, read every shard back from TRIM_HORIZON and report
     /// the read throughput.
@@ -377,10 +379,10 @@ fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         duration: std::time::Duration::from_secs_f64(args.duration),
         records: args.records,
         rate: args.rate,
-        consumer: if args.consumer == "poll" {
-            sluice_bench::Consumer::Poll
-        } else {
-            sluice_bench::Consumer::None
+        consumer: match args.consumer.as_str() {
+            "poll" => sluice_bench::Consumer::Poll,
+            "subscribe" => sluice_bench::Consumer::Subscribe,
+            _ => sluice_bench::Consumer::None,
         },
         read_back: args.read_back,
         poll_interval: std::time::Duration::from_millis(args.poll_interval_ms),
