@@ -186,8 +186,8 @@ def test_signatures_are_verified_when_credentials_are_configured(tmp_path):
     try:
         endpoint = "http://" + proc.stdout.readline().split()[-1]
 
-        def client(key, secret):
-            return boto3.client("kinesis", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id=key,
+        def client(key, secret, region="us-east-1"):
+            return boto3.client("kinesis", endpoint_url=endpoint, region_name=region, aws_access_key_id=key,
                                 aws_secret_access_key=secret, config=Config(retries={"max_attempts": 1}))
 
         good = client("AKIDGOOD", "good-secret")
@@ -205,6 +205,11 @@ def test_signatures_are_verified_when_credentials_are_configured(tmp_path):
         with pytest.raises(ClientError) as e:
             client("AKIDOTHER", "good-secret").list_streams()
         assert error_of(e) == ("UnrecognizedClientException", "The security token included in the request is invalid.")
+        # A right signature, but for another region than the server's.
+        with pytest.raises(ClientError) as e:
+            client("AKIDGOOD", "good-secret", region="eu-west-1").list_streams()
+        assert error_of(e) == ("InvalidSignatureException",
+                               "Credential should be scoped to a valid region, not 'eu-west-1'.")
     finally:
         proc.terminate()
         proc.wait(timeout=30)

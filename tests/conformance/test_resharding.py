@@ -270,3 +270,23 @@ def test_capacity_modes_and_warm_throughput(kinesis):
     s = kinesis.describe_stream_summary(StreamName="warm")["StreamDescriptionSummary"]
     assert s["OpenShardCount"] == 10 and s["WarmThroughput"]["TargetMiBps"] == 10
     kinesis.delete_stream(StreamName="warm")
+
+
+def test_list_shards_pages_keep_the_filter(kinesis):
+    """Later pages carry only the NextToken; the first page's ShardFilter
+    still applies to them."""
+    stream = "paging-filter"
+    kinesis.create_stream(StreamName=stream, ShardCount=4)
+    shards = kinesis.list_shards(StreamName=stream)["Shards"]
+    for shard_id in ("shardId-000000000003", "shardId-000000000001"):
+        s = next(s for s in shards if s["ShardId"] == shard_id)
+        lo, hi = int(s["HashKeyRange"]["StartingHashKey"]), int(s["HashKeyRange"]["EndingHashKey"])
+        kinesis.split_shard(StreamName=stream, ShardToSplit=shard_id, NewStartingHashKey=str((lo + hi) // 2))
+    page = kinesis.list_shards(StreamName=stream, ShardFilter={"Type": "AT_LATEST"}, MaxResults=2)
+    ids = [s["ShardId"] for s in page["Shards"]]
+    while "NextToken" in page:
+        page = kinesis.list_shards(NextToken=page["NextToken"], MaxResults=2)
+        ids += [s["ShardId"] for s in page["Shards"]]
+    assert ids == ["shardId-000000000000", "shardId-000000000002", "shardId-000000000004",
+                   "shardId-000000000005", "shardId-000000000006", "shardId-000000000007"]
+    kinesis.delete_stream(StreamName=stream)

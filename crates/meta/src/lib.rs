@@ -8,6 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+pub mod scaling;
+
 /// Largest hash key: shards tile `0..=HASH_KEY_MAX`.
 pub const HASH_KEY_MAX: u128 = u128::MAX;
 /// AWS: retention is 24 hours to 365 days.
@@ -33,10 +35,6 @@ pub const CONSUMERS_PER_STREAM_MAX: usize = 20;
 pub const CONSUMERS_CREATING_MAX: usize = 5;
 /// The account of streams from snapshots written before accounts existed.
 pub const DEFAULT_ACCOUNT: &str = "000000000000";
-
-fn default_account() -> String {
-    DEFAULT_ACCOUNT.to_owned()
-}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MetaError {
@@ -202,7 +200,9 @@ impl Consumer {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stream {
     /// The owning account: streams of different accounts never see each other.
-    #[serde(default = "default_account")]
+    /// Empty only while a snapshot from before accounts is loaded (see
+    /// [`Catalog::from_snapshot_in`]).
+    #[serde(default)]
     pub account: String,
     pub name: String,
     pub created_ms: u64,
@@ -322,6 +322,28 @@ impl Stream {
             }
         }
         (before, self.shard_level_metrics.iter().cloned().collect())
+    }
+
+    /// Closed shards whose every record has expired (closed before
+    /// `cutoff_ms`) and whose close is recorded: retention removes them, as
+    /// on AWS. Their children keep naming them as parents.
+    pub fn expired_closed_shards(&self, cutoff_ms: u64) -> Vec<(u32, u64)> {
+        self.shards
+            .iter()
+            .filter(|s| {
+                s.closed
+                    .as_ref()
+                    .is_some_and(|c| c.at_ms < cutoff_ms && c.ending_sequence.is_some())
+            })
+            .map(|s| (s.index, s.log_id))
+            .collect()
+    }
+
+    /// Removes shards from the catalog (see [`Stream::expired_closed_shards`]).
+    /// Shard indexes are never reused: a closed shard always has a child with
+    /// a greater index, so the greatest index stays.
+    pub fn remove_shards(&mut self, indexes: &[u32]) {
+        self.shards.retain(|s| !indexes.contains(&s.index));
     }
 
     /// A registered consumer (DELETING ones included, until they are gone).
@@ -506,6 +528,13 @@ impl Catalog {
     }
 
     pub fn from_snapshot(bytes: &[u8]) -> Result<Self, MetaError> {
+        Self::from_snapshot_in(bytes, DEFAULT_ACCOUNT)
+    }
+
+    /// Loads a snapshot; streams of a snapshot from before accounts existed
+    /// belong to `account` (the server's default account, which its ARNs
+    /// and resource policies already named).
+    pub fn from_snapshot_in(bytes: &[u8], account: &str) -> Result<Self, MetaError> {
         let mut catalog: Self =
             serde_json::from_slice(bytes).map_err(|e| MetaError::Snapshot(e.to_string()))?;
         // Snapshots from before accounts keyed streams by bare name.
@@ -513,7 +542,12 @@ impl Catalog {
             let streams = std::mem::take(&mut catalog.streams);
             catalog.streams = streams
                 .into_values()
-                .map(|s| (key(&s.account, &s.name), s))
+                .map(|mut s| {
+                    if s.account.is_empty() {
+                        s.account = account.to_owned();
+                    }
+                    (key(&s.account, &s.name), s)
+                })
                 .collect();
         }
         Ok(catalog)
@@ -1080,8 +1114,12 @@ mod tests {
         let mut stream = stream.as_object().unwrap().clone();
         stream.remove("account");
         v["streams"] = serde_json::json!({"old": stream});
-        let back = Catalog::from_snapshot(&serde_json::to_vec(&v).unwrap()).unwrap();
-        assert_eq!(back, c);
+        let bytes = serde_json::to_vec(&v).unwrap();
+        assert_eq!(Catalog::from_snapshot(&bytes).unwrap(), c);
+        // A server whose default account was another one owned them.
+        let theirs = Catalog::from_snapshot_in(&bytes, "123456789012").unwrap();
+        assert!(theirs.stream("123456789012", "old").is_some());
+        assert!(theirs.stream(A, "old").is_none());
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! target, decoding, validation, error mapping) -> `ops` (one function per
 //! operation) -> [`State`] (catalog, shard logs, clock, iterator key).
 
+mod autoscale;
 mod consumers;
 mod fanout;
 mod iterator;
@@ -151,11 +152,27 @@ impl Server {
                         let state = trimming.clone();
                         let _ = tokio::task::spawn_blocking(move || {
                             let _ = state.sweep_deleted();
+                            let _ = state.finish_pending_closes();
                             state.apply_retention()
                         })
                         .await;
                     }
                     _ = trim_stop.changed() => break,
+                }
+            }
+        });
+        // On-demand scaling: the policy's windows follow the server's clock;
+        // this only looks often enough to notice a window's end.
+        let scaling = state.clone();
+        let mut scale_stop = stop.clone();
+        let autoscaling = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(250)) => {
+                        let state = scaling.clone();
+                        let _ = tokio::task::spawn_blocking(move || state.autoscale()).await;
+                    }
+                    _ = scale_stop.changed() => break,
                 }
             }
         });
@@ -183,7 +200,7 @@ impl Server {
         Ok(Self {
             addr,
             shutdown,
-            tasks: vec![task, retention],
+            tasks: vec![task, retention, autoscaling],
             state,
         })
     }

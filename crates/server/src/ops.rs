@@ -713,9 +713,12 @@ impl ShardFilter {
 }
 
 fn list_shards(state: &Ctx, input: &Value) -> OpResult {
-    let limit = u64_of(input, "MaxResults").unwrap_or(1000) as usize;
-    // The token carries the stream name and the last shard index returned.
-    let (name, after) = match str_of(input, "NextToken") {
+    // AWS: "If you specify a value greater than 1000, at most 1000 results are returned."
+    let limit = u64_of(input, "MaxResults").unwrap_or(1000).min(1000) as usize;
+    // The token carries the stream (name and creation time), the last shard
+    // index returned, and the first page's ShardFilter: later pages may not
+    // repeat the filter, and must keep applying it.
+    let (name, created, after, filter_json) = match str_of(input, "NextToken") {
         Some(token) => {
             for member in [
                 "StreamName",
@@ -731,21 +734,40 @@ fn list_shards(state: &Ctx, input: &Value) -> OpResult {
                 }
             }
             let text = decode_token(state, token)?;
-            let (name, index) = text
-                .rsplit_once('|')
-                .and_then(|(n, i)| Some((n.to_owned(), i.parse::<u32>().ok()?)))
-                .ok_or_else(|| err(ErrorCode::InvalidArgumentException, "Invalid NextToken."))?;
-            (name, Some(index))
+            let invalid = || err(ErrorCode::InvalidArgumentException, "Invalid NextToken.");
+            let mut parts = text.splitn(4, '|');
+            let (Some(name), Some(created), Some(index), Some(filter)) =
+                (parts.next(), parts.next(), parts.next(), parts.next())
+            else {
+                return Err(invalid());
+            };
+            let created: u64 = created.parse().map_err(|_| invalid())?;
+            let index: u32 = index.parse().map_err(|_| invalid())?;
+            let filter: Value = serde_json::from_str(filter).map_err(|_| invalid())?;
+            (name.to_owned(), Some(created), Some(index), filter)
         }
-        None => (stream_name(state, input)?, exclusive_start_shard(input)?),
+        None => (
+            stream_name(state, input)?,
+            None,
+            exclusive_start_shard(input)?,
+            input.get("ShardFilter").cloned().unwrap_or(Value::Null),
+        ),
     };
-    let filter = shard_filter(input)?;
+    let filter = if filter_json.is_null() {
+        ShardFilter::All
+    } else {
+        shard_filter(&json!({"ShardFilter": filter_json}))?
+    };
     let catalog = state.catalog();
     let now = state.now_ms();
     let stream = catalog
         .stream(&state.account, &name)
         .filter(|s| !s.is_gone(now))
         .ok_or_else(|| not_found(state, &name))?;
+    if created.is_some_and(|c| c != stream.created_ms) {
+        // The stream the token was issued for is gone.
+        return Err(not_found(state, &name));
+    }
     // AWS lists the shards of ACTIVE and UPDATING streams only.
     let status = stream.status(now);
     if matches!(status, StreamStatus::Creating | StreamStatus::Deleting) {
@@ -769,7 +791,10 @@ fn list_shards(state: &Ctx, input: &Value) -> OpResult {
     let mut out = json!({"Shards": page.iter().map(|s| shard_json(s)).collect::<Vec<_>>()});
     if shards.len() > page.len() {
         if let Some(last) = page.last() {
-            out["NextToken"] = json!(encode_token(state, &format!("{name}|{}", last.index)));
+            out["NextToken"] = json!(encode_token(
+                state,
+                &format!("{name}|{}|{}|{filter_json}", stream.created_ms, last.index)
+            ));
         }
     }
     Ok(out)
@@ -1000,8 +1025,10 @@ pub(crate) fn put_entries(
     // exactly one shard.
     for _ in 0..RESHARD_RETRIES {
         let mut by_shard: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
+        let mut on_demand = false;
         with_named_stream(state, name, |stream| {
             check_not_deleting(state, stream)?;
+            on_demand = stream.mode == StreamMode::OnDemand;
             for &i in &pending {
                 let s = stream.shard_for_hash_key(entries[i].hash);
                 shard_of[i] = s.index;
@@ -1012,11 +1039,20 @@ pub(crate) fn put_entries(
         let groups: Vec<(u64, Vec<usize>)> = by_shard.into_iter().collect();
         let outcomes = append_groups(state, &groups, entries, flags);
         pending.clear();
-        for ((_, indexes), outcome) in groups.iter().zip(&outcomes) {
+        for ((log_id, indexes), outcome) in groups.iter().zip(&outcomes) {
             match outcome {
                 Ok(receipt) => {
                     for (n, &i) in indexes.iter().enumerate() {
                         results[i] = Some((receipt.sequence(n), shard_of[i]));
+                    }
+                    if on_demand {
+                        let bytes: usize = indexes
+                            .iter()
+                            .map(|&i| entries[i].key.len() + entries[i].data.len())
+                            .sum();
+                        state
+                            .autoscaler
+                            .record(*log_id, indexes.len() as u64, bytes as u64);
                     }
                 }
                 Err(AppendFailure::Closed) => pending.extend(indexes),
@@ -1444,6 +1480,86 @@ fn reshard(
     Ok(json!({}))
 }
 
+/// Closes the on-demand measuring window if it is over and carries out what
+/// the scaling policy (`sluice_meta::scaling`) asks for. Returns what it did,
+/// one line per split or merge. Run every few hundred milliseconds by the
+/// server, and by tests after they move the clock.
+pub fn autoscale(state: &State) -> Vec<String> {
+    use sluice_meta::scaling::Action;
+    let mut scalers = state.autoscaler.scalers();
+    let now = state.now_ms();
+    let Some((elapsed, loads)) = state.autoscaler.close_window(now) else {
+        return Vec::new();
+    };
+    let decisions: Vec<(String, String, Vec<Action>)> = {
+        let catalog = state.catalog();
+        scalers.retain(|key, _| {
+            key.split_once('/')
+                .is_some_and(|(a, n)| catalog.stream(a, n).is_some())
+        });
+        catalog
+            .streams()
+            .filter(|s| s.mode == StreamMode::OnDemand)
+            .filter(|s| matches!(s.status(now), StreamStatus::Active | StreamStatus::Updating))
+            .filter_map(|s| {
+                let scaler = scalers
+                    .entry(format!("{}/{}", s.account, s.name))
+                    .or_default();
+                let actions = scaler.window(s, &loads, elapsed, now);
+                (!actions.is_empty()).then(|| (s.account.clone(), s.name.clone(), actions))
+            })
+            .collect()
+    };
+    let mut done = Vec::new();
+    for (account, name, actions) in decisions {
+        let ctx = Ctx {
+            state,
+            account,
+            cbor: false,
+        };
+        for action in actions {
+            // Splits count against the account's shard limit like SplitShard;
+            // a refused change is retried at the next window if still needed.
+            let outcome = match action {
+                Action::Split {
+                    index,
+                    new_starting_hash_key,
+                } => reshard(&ctx, &name, 1, false, |catalog, now, _| {
+                    catalog
+                        .split_shard(&ctx.account, &name, index, new_starting_hash_key, now, 0)
+                        .map_err(|e| reshard_error(&ctx, e))
+                })
+                .map(|_| {
+                    format!(
+                        "split {} of {}/{name}",
+                        sluice_meta::shard_id(index),
+                        ctx.account
+                    )
+                }),
+                Action::Merge { index, adjacent } => {
+                    reshard(&ctx, &name, 0, false, |catalog, now, _| {
+                        catalog
+                            .merge_shards(&ctx.account, &name, index, adjacent, now, 0)
+                            .map_err(|e| reshard_error(&ctx, e))
+                    })
+                    .map(|_| {
+                        format!(
+                            "merged {} and {} of {}/{name}",
+                            sluice_meta::shard_id(index),
+                            sluice_meta::shard_id(adjacent),
+                            ctx.account
+                        )
+                    })
+                }
+            };
+            if let Ok(line) = outcome {
+                done.push(line);
+            }
+        }
+    }
+    done
+}
+
 fn split_shard(state: &Ctx, input: &Value) -> OpResult {
     let name = stream_name(state, input)?;
     let shard_text = str_of(input, "ShardToSplit").unwrap_or_default();
@@ -1506,6 +1622,23 @@ fn merge_shards(state: &Ctx, input: &Value) -> OpResult {
     })
 }
 
+/// AWS: UpdateShardCount goes from half to double the open shard count.
+fn scaling_bounds(open: u32, target: u32) -> Result<(), AwsError> {
+    if u64::from(target) > 2 * u64::from(open) {
+        return Err(err(
+            ErrorCode::LimitExceededException,
+            format!("UpdateShardCount cannot scale up over double your current open shard count. Current open shard count: {open} Target shard count: {target}"),
+        ));
+    }
+    if target < open.div_ceil(2) {
+        return Err(err(
+            ErrorCode::LimitExceededException,
+            format!("UpdateShardCount cannot scale down below half your current open shard count. Current open shard count: {open} Target shard count: {target}"),
+        ));
+    }
+    Ok(())
+}
+
 fn update_shard_count(state: &Ctx, input: &Value) -> OpResult {
     let name = stream_name(state, input)?;
     let target = u64_of(input, "TargetShardCount").unwrap_or(0);
@@ -1522,21 +1655,16 @@ fn update_shard_count(state: &Ctx, input: &Value) -> OpResult {
             ),
         ));
     }
-    if u64::from(target) > 2 * u64::from(open) {
-        return Err(err(
-            ErrorCode::LimitExceededException,
-            format!("UpdateShardCount cannot scale up over double your current open shard count. Current open shard count: {open} Target shard count: {target}"),
-        ));
-    }
-    if target < open.div_ceil(2) {
-        return Err(err(
-            ErrorCode::LimitExceededException,
-            format!("UpdateShardCount cannot scale down below half your current open shard count. Current open shard count: {open} Target shard count: {target}"),
-        ));
-    }
+    scaling_bounds(open, target)?;
     if target != open {
         let added = u64::from(target.saturating_sub(open));
         reshard(state, &name, added, true, |catalog, now, updating_ms| {
+            // Checked again under the catalog lock: another reshard may have
+            // changed the open count since.
+            let open_now = catalog
+                .stream(&state.account, &name)
+                .map_or(0, |s| s.open_shards().count() as u32);
+            scaling_bounds(open_now, target)?;
             catalog
                 .update_shard_count(&state.account, &name, target, now, updating_ms)
                 .map_err(|e| reshard_error(state, e))

@@ -262,6 +262,22 @@ fn authenticate(
             )
         })?;
     sigv4::check_scope(&request, &signature, state.now_ms())?;
+    // A signature for another service or region is not one for this server.
+    if signature.service != "kinesis" {
+        return Err(AwsError::new(
+            ErrorCode::InvalidSignatureException,
+            "Credential should be scoped to correct service: 'kinesis'.",
+        ));
+    }
+    if signature.region != state.config.region {
+        return Err(AwsError::new(
+            ErrorCode::InvalidSignatureException,
+            format!(
+                "Credential should be scoped to a valid region, not '{}'.",
+                signature.region
+            ),
+        ));
+    }
     if !sigv4::verify(&request, &signature, &credential.secret) {
         return Err(AwsError::new(
             ErrorCode::InvalidSignatureException,

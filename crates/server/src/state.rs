@@ -41,6 +41,8 @@ pub struct State {
     iterator_key: [u8; 32],
     /// Live SubscribeToShard event streams.
     pub subscriptions: crate::fanout::Subscriptions,
+    /// On-demand streams' load, and the scaling policy's memory.
+    pub autoscaler: crate::autoscale::Autoscaler,
     /// Held (flock) while this state lives: one process per data directory.
     _lock: std::fs::File,
 }
@@ -77,7 +79,10 @@ impl State {
         }
         let catalog_path = dir.join(CATALOG_FILE);
         let (catalog, catalog_missing) = match std::fs::read(&catalog_path) {
-            Ok(bytes) => (Catalog::from_snapshot(&bytes)?, false),
+            Ok(bytes) => (
+                Catalog::from_snapshot_in(&bytes, &config.account_id)?,
+                false,
+            ),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => (Catalog::new(), true),
             Err(e) => return Err(io_at(&catalog_path)(e)),
         };
@@ -107,13 +112,10 @@ impl State {
             log,
             iterator_key,
             subscriptions: crate::fanout::Subscriptions::default(),
+            autoscaler: crate::autoscale::Autoscaler::default(),
             _lock: lock,
         };
-        for (account, name, closing) in state.unfinished_closes() {
-            state
-                .finish_closes(&account, &name, &closing)
-                .map_err(io_at(&dir))?;
-        }
+        state.finish_pending_closes().map_err(io_at(&dir))?;
         // The log keeps its trim point in memory only: re-apply retention first.
         state.apply_retention().map_err(io_at(&dir))?;
         state.sweep_deleted().map_err(io_at(&dir))?;
@@ -144,6 +146,16 @@ impl State {
             let _ = next.set_ending_sequence(account, name, index, ending);
         }
         self.commit(&mut catalog, next)
+    }
+
+    /// Finishes the closes of every reshard that did not get to record its
+    /// parents' ending sequence numbers (a crash, or a failed close or
+    /// commit): at start, and from the periodic housekeeping.
+    pub fn finish_pending_closes(&self) -> std::io::Result<()> {
+        for (account, name, closing) in self.unfinished_closes() {
+            self.finish_closes(&account, &name, &closing)?;
+        }
+        Ok(())
     }
 
     /// Closed shards whose ending sequence number is not recorded (a crash
@@ -189,9 +201,38 @@ impl State {
         Ok(())
     }
 
-    /// Trims every shard log to its stream's retention period.
+    /// Trims every shard log to its stream's retention period, and removes
+    /// closed shards whose records have all expired (catalog first, then
+    /// their logs; a crash in between leaves logs no stream names, which the
+    /// next start deletes).
     pub fn apply_retention(&self) -> std::io::Result<()> {
         let now = self.now_ms();
+        let expired: Vec<u64> = {
+            let mut catalog = self.catalog();
+            let mut next = catalog.clone();
+            let mut expired = Vec::new();
+            for (account, name) in catalog
+                .streams()
+                .map(|s| (s.account.clone(), s.name.clone()))
+                .collect::<Vec<_>>()
+            {
+                if let Ok(stream) = next.stream_mut(&account, &name) {
+                    let gone = stream.expired_closed_shards(stream.retention_cutoff_ms(now));
+                    if !gone.is_empty() {
+                        let indexes: Vec<u32> = gone.iter().map(|g| g.0).collect();
+                        stream.remove_shards(&indexes);
+                        expired.extend(gone.iter().map(|g| g.1));
+                    }
+                }
+            }
+            if !expired.is_empty() {
+                self.commit(&mut catalog, next)?;
+            }
+            expired
+        };
+        for log_id in expired {
+            self.log.delete_shard(ShardLogId(log_id))?;
+        }
         let cutoffs: Vec<(u64, u64)> = self
             .catalog()
             .streams()
@@ -206,6 +247,12 @@ impl State {
             }
         }
         Ok(())
+    }
+
+    /// Lets ON_DEMAND streams follow their load if a measuring window is
+    /// over (see `sluice_meta::scaling`); what it split and merged.
+    pub fn autoscale(&self) -> Vec<String> {
+        crate::ops::autoscale(self)
     }
 
     pub fn now_ms(&self) -> u64 {

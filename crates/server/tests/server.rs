@@ -994,3 +994,107 @@ fn subscribe_to_shard_frames_in_json_and_cbor() {
     let (status, kind, _) = h.error("SubscribeToShard", input(&format!("{arn}/consumer/none:1")));
     assert_eq!((status, kind.as_str()), (400, "ResourceNotFoundException"));
 }
+
+/// An ON_DEMAND stream follows a producer ramping from 1,000 to 20,000
+/// records/s over many partition keys, one virtual second at a time: the
+/// open shards double while shards run hot, and stop growing once each is
+/// below the policy's line.
+#[test]
+fn on_demand_streams_follow_a_ramp_on_the_virtual_clock() {
+    let h = Harness::new();
+    h.ok(
+        "CreateStream",
+        json!({"StreamName": "od", "StreamModeDetails": {"StreamMode": "ON_DEMAND"}}),
+    );
+    let state = h.server.as_ref().unwrap().state().clone();
+    let open = || {
+        h.ok("DescribeStreamSummary", json!({"StreamName": "od"}))["StreamDescriptionSummary"]
+            ["OpenShardCount"]
+            .as_u64()
+            .unwrap()
+    };
+    state.autoscale();
+    let mut counts = vec![open()];
+    let mut last_actions = Vec::new();
+    for second in 0..14u64 {
+        let rate = (1_000 + second * 2_000).min(20_000);
+        for call in 0..rate / 500 {
+            let records: Vec<Value> = (0..500)
+                .map(|i| json!({"PartitionKey": format!("k-{second}-{call}-{i}"), "Data": "AAAAAAAAAA=="}))
+                .collect();
+            let out = h.ok(
+                "PutRecords",
+                json!({"StreamName": "od", "Records": records}),
+            );
+            assert_eq!(out["FailedRecordCount"], 0);
+        }
+        h.clock.advance_ms(1_000);
+        last_actions = state.autoscale();
+        counts.push(open());
+    }
+    assert_eq!(counts[0], 4, "an on-demand stream starts with 4 shards");
+    assert!(counts.windows(2).all(|w| w[0] <= w[1]), "{counts:?}");
+    assert!(
+        *counts.last().unwrap() >= 40,
+        "20,000 records/s need 40 shards at 500/s: {counts:?}"
+    );
+    assert!(
+        last_actions.is_empty(),
+        "settled: {last_actions:?} {counts:?}"
+    );
+    // Every record is still readable through the lineage: nothing was lost.
+    let shards = h.ok("ListShards", json!({"StreamName": "od"}))["Shards"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert!(
+        shards as u64 > *counts.last().unwrap(),
+        "closed parents stay listed"
+    );
+}
+
+/// A closed shard stays listed and readable until its records expire; then
+/// retention removes it and its data, while its children keep naming it.
+#[test]
+fn retention_removes_closed_shards_whose_records_expired() {
+    let h = Harness::new();
+    h.ok("CreateStream", json!({"StreamName": "x", "ShardCount": 1}));
+    h.ok(
+        "PutRecord",
+        json!({"StreamName": "x", "PartitionKey": "p", "Data": "b2xk"}),
+    );
+    h.ok(
+        "SplitShard",
+        json!({"StreamName": "x", "ShardToSplit": "shardId-000000000000", "NewStartingHashKey": "1000"}),
+    );
+    let ids = |h: &Harness| -> Vec<String> {
+        h.ok("ListShards", json!({"StreamName": "x"}))["Shards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["ShardId"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let state = h.server.as_ref().unwrap().state().clone();
+    h.clock.advance_ms(24 * 3600 * 1000 - 1);
+    state.apply_retention().unwrap();
+    assert_eq!(ids(&h).len(), 3, "not yet expired");
+    let parent_log = state.catalog().streams().next().unwrap().shards[0].log_id;
+    h.clock.advance_ms(2);
+    state.apply_retention().unwrap();
+    assert_eq!(ids(&h), ["shardId-000000000001", "shardId-000000000002"]);
+    let shards = h.ok("ListShards", json!({"StreamName": "x"}));
+    assert_eq!(shards["Shards"][0]["ParentShardId"], "shardId-000000000000");
+    assert!(state.shard_log(parent_log).is_none(), "its log is deleted");
+    let (_, kind, _) = h.error(
+        "GetShardIterator",
+        json!({"StreamName": "x", "ShardId": "shardId-000000000000", "ShardIteratorType": "TRIM_HORIZON"}),
+    );
+    assert_eq!(kind, "ResourceNotFoundException");
+    // New shards keep counting up.
+    h.ok(
+        "SplitShard",
+        json!({"StreamName": "x", "ShardToSplit": "shardId-000000000002", "NewStartingHashKey": "100000"}),
+    );
+    assert_eq!(ids(&h).last().unwrap(), "shardId-000000000004");
+}
