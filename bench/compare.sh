@@ -24,7 +24,7 @@ WRITE_DOC=${WRITE_DOC:-1}
 mkdir -p "$CACHE" "$OUT"
 # Results of the peers run now are replaced; others' earlier results stay, so
 # that one peer can be rerun (PEERS=kinesalite) without losing the rest.
-for peer in $PEERS; do rm -f "$OUT/$peer".*.json; done
+for peer in $PEERS; do rm -f "$OUT/$peer".*.json "$OUT/$peer".*.err; done
 
 echo "== building sluice (release)"
 cargo build --release --locked -p sluice
@@ -95,7 +95,9 @@ workload() {
   local before after
   before=$(cpu_seconds "$server_pid")
   echo "-- $peer: workload $n: $*"
-  if ! "$sluice" bench --endpoint "http://127.0.0.1:$port" --json --no-progress "$@" > "$OUT/$peer.$n.json.tmp"; then
+  rm -f "$OUT/$peer.$n.err"
+  if ! "$sluice" bench --endpoint "http://127.0.0.1:$port" --json --no-progress "$@" > "$OUT/$peer.$n.json.tmp" 2> "$OUT/$peer.$n.err"; then
+    cat "$OUT/$peer.$n.err" >&2
     echo "   failed" >&2
     rm -f "$OUT/$peer.$n.json.tmp"
     return 0
@@ -156,7 +158,12 @@ def cpu(r):
 def cell(peer, n):
     r = load(peer, n)
     if r is None:
-        return "failed"
+        try:
+            err = open(os.path.join(out, f"{peer}.{n}.err")).read()
+        except FileNotFoundError:
+            err = ""
+        m = re.search(r"(\w+): UnknownOperationException", err)
+        return f"not supported ({m.group(1)}: UnknownOperationException)" if m else "failed"
     if n in (1, 3):
         return f"{fmt_rate(r['records_per_s'])} records/s{errors(r)}{cpu(r)}"
     if n == 2:
