@@ -56,7 +56,8 @@ start() {
   data=$(mktemp -d)
   case $peer in
     sluice)
-      "$sluice" serve --listen "127.0.0.1:$port" --data-dir "$data/sluice" > "$OUT/$peer.log" 2>&1 &
+      # No peer enforces AWS's per-shard limits; neither does Sluice here.
+      "$sluice" serve --listen "127.0.0.1:$port" --data-dir "$data/sluice" --limits off > "$OUT/$peer.log" 2>&1 &
       ;;
     ferrokinesis)
       "$CACHE/cargo/bin/ferrokinesis" --port "$port" --create-stream-ms 0 --delete-stream-ms 0 --shard-limit 1000 > "$OUT/$peer.log" 2>&1 &

@@ -45,8 +45,10 @@ def client(endpoint):
 
 @pytest.fixture(scope="session")
 def server():
-    """The `sluice serve` process the tests share, and its endpoint."""
-    with sluice() as server:
+    """The `sluice serve` process the tests share, and its endpoint. AWS's
+    per-shard throughput limits are off here, so that tests that write fast
+    do not depend on timing; tests of the limits start their own server."""
+    with sluice("--limits", "off") as server:
         yield server
 
 

@@ -40,7 +40,8 @@ let client;
 
 before(async () => {
   dataDir = mkdtempSync(join(tmpdir(), "sluice-node-"));
-  server = spawn(binary, ["serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir], { stdio: ["ignore", "pipe", "inherit"] });
+  // AWS's per-shard limits are off for the shared server; the limits test starts its own.
+  server = spawn(binary, ["serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--limits", "off"], { stdio: ["ignore", "pipe", "inherit"] });
   const line = await new Promise((ok, fail) => {
     createInterface({ input: server.stdout }).once("line", ok);
     server.once("exit", (code) => fail(new Error(`sluice exited with ${code}`)));
@@ -296,4 +297,40 @@ test("enhanced fan-out over HTTP/2: backlog, live records, a split, the 5 s rule
   await client.send(new DeregisterStreamConsumerCommand({ ConsumerARN: Consumer.ConsumerARN }));
   await assert.rejects(client.send(new DescribeStreamConsumerCommand({ ConsumerARN: Consumer.ConsumerARN })), ResourceNotFoundException);
   await client.send(new DeleteStreamCommand({ StreamName }));
+});
+
+test("AWS's per-shard limits: throttled entries, and the SDK's retries recover", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "sluice-node-limits-"));
+  // The default limits profile (`aws`).
+  const limited = spawn(binary, ["serve", "--listen", "127.0.0.1:0", "--data-dir", dir], { stdio: ["ignore", "pipe", "inherit"] });
+  try {
+    const line = await new Promise((ok) => createInterface({ input: limited.stdout }).once("line", ok));
+    const endpoint = `http://${line.split(" ").pop()}`;
+    const make = (maxAttempts) =>
+      new KinesisClient({ endpoint, region: "us-east-1", credentials: { accessKeyId: "a", secretAccessKey: "b" }, maxAttempts });
+    const once = make(1);
+    const StreamName = "js-limits";
+    await once.send(new CreateStreamCommand({ StreamName, ShardCount: 1 }));
+    // 300 x 4 KiB in one request: what fits in the shard's 1 MiB goes.
+    const out = await once.send(new PutRecordsCommand({
+      StreamName,
+      Records: Array.from({ length: 300 }, () => ({ PartitionKey: "k", Data: new Uint8Array(4096) })),
+    }));
+    assert.equal(out.FailedRecordCount, 300 - Math.floor(2 ** 20 / 4097));
+    const failed = out.Records.filter((r) => r.ErrorCode);
+    assert.ok(failed.every((r) => r.ErrorCode === "ProvisionedThroughputExceededException"));
+    assert.equal(failed[0].ErrorMessage, `Rate exceeded for shard shardId-000000000000 in stream ${StreamName} under account 000000000000.`);
+    const big = () => new PutRecordCommand({ StreamName, PartitionKey: "k", Data: new Uint8Array(900 * 1024) });
+    await assert.rejects(once.send(big()), (e) => e.name === "ProvisionedThroughputExceededException");
+    // The SDK treats it as throttling and backs off until the shard's second refills.
+    const retrying = make(10);
+    const put = await retrying.send(big());
+    assert.equal(put.ShardId, "shardId-000000000000");
+    assert.ok(put.$metadata.attempts > 1, `retried: ${put.$metadata.attempts} attempts`);
+    once.destroy();
+    retrying.destroy();
+  } finally {
+    limited.kill("SIGTERM");
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

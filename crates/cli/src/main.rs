@@ -161,10 +161,23 @@ struct ServeArgs {
     /// The PEM private key of --tls-cert.
     #[arg(long, env = "SLUICE_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
-    /// Limits profile: `aws` or `off` [default: aws]. Enforced so far: enhanced
+    /// Limits profile: `aws` or `off` [default: aws]: per-shard write and read
+    /// throughput (ProvisionedThroughputExceededException) and enhanced
     /// fan-out's 2 MiB/s per consumer and shard.
     #[arg(long, env = "SLUICE_LIMITS", value_parser = ["aws", "off"])]
     limits: Option<String>,
+    /// Under `aws` limits: bytes a shard may take per second [default: 1048576].
+    #[arg(long, env = "SLUICE_SHARD_WRITE_BYTES_PER_SECOND")]
+    shard_write_bytes_per_second: Option<u64>,
+    /// Under `aws` limits: records a shard may take per second [default: 1000].
+    #[arg(long, env = "SLUICE_SHARD_WRITE_RECORDS_PER_SECOND")]
+    shard_write_records_per_second: Option<u64>,
+    /// Under `aws` limits: bytes a shard may return per second [default: 2097152].
+    #[arg(long, env = "SLUICE_SHARD_READ_BYTES_PER_SECOND")]
+    shard_read_bytes_per_second: Option<u64>,
+    /// Under `aws` limits: GetRecords calls per shard per second [default: 5].
+    #[arg(long, env = "SLUICE_SHARD_GET_RECORDS_PER_SECOND")]
+    shard_get_records_per_second: Option<u64>,
 }
 
 /// The `--config` file: the same settings as the flags.
@@ -184,6 +197,10 @@ struct FileConfig {
     #[serde(default)]
     credentials: Vec<String>,
     limits: Option<String>,
+    shard_write_bytes_per_second: Option<u64>,
+    shard_write_records_per_second: Option<u64>,
+    shard_read_bytes_per_second: Option<u64>,
+    shard_get_records_per_second: Option<u64>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
 }
@@ -328,6 +345,43 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .or(file.consumer_deleting_ms)
             .unwrap_or(0),
         enforce_limits: limits == "aws",
+        capacity: {
+            let d = sluice_server::ShardCapacity::default();
+            let positive = |v: Option<u64>, name: &str, default: u64| -> anyhow::Result<u64> {
+                match v {
+                    Some(0) => anyhow::bail!("{name} must be at least 1"),
+                    Some(v) => Ok(v),
+                    None => Ok(default),
+                }
+            };
+            sluice_server::ShardCapacity {
+                write_bytes_per_s: positive(
+                    args.shard_write_bytes_per_second
+                        .or(file.shard_write_bytes_per_second),
+                    "shard_write_bytes_per_second",
+                    d.write_bytes_per_s,
+                )?,
+                write_records_per_s: positive(
+                    args.shard_write_records_per_second
+                        .or(file.shard_write_records_per_second),
+                    "shard_write_records_per_second",
+                    d.write_records_per_s,
+                )?,
+                read_bytes_per_s: positive(
+                    args.shard_read_bytes_per_second
+                        .or(file.shard_read_bytes_per_second),
+                    "shard_read_bytes_per_second",
+                    d.read_bytes_per_s,
+                )?,
+                get_records_per_s: positive(
+                    args.shard_get_records_per_second
+                        .or(file.shard_get_records_per_second),
+                    "shard_get_records_per_second",
+                    d.get_records_per_s,
+                )?,
+                ..d
+            }
+        },
         durability,
         tls,
         ..defaults

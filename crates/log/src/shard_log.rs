@@ -300,11 +300,13 @@ impl ShardLog {
                 if offset < horizon {
                     return at(horizon);
                 }
-                if offset == visible_end || Some(offset) == closed_at {
-                    return at(offset);
-                }
+                // Nothing past what readers may see (a close frame still
+                // being fsynced included).
                 if offset > visible_end {
                     return Err(ReadError::InvalidPosition);
+                }
+                if offset == visible_end || Some(offset) == closed_at {
+                    return at(offset);
                 }
                 self.header_at(offset)?;
                 at(offset)

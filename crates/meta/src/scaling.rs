@@ -7,9 +7,13 @@
 //!   [`SPLIT_BYTES_PER_S`] or [`SPLIT_RECORDS_PER_S`] (about half of a
 //!   shard's 1 MiB/s and 1,000 records/s, so that a shard splits well before
 //!   it would be throttled). A shard hot for [`HOT_WINDOWS`] windows in a row
-//!   splits at the middle of its hash range. Every hot shard splits in the
-//!   same window, so the shard count can double each time: a producer ramping
-//!   up over many partition keys is followed within seconds.
+//!   splits at the middle of the hash keys it was written with in the last
+//!   window (with many partition keys, about the middle of its range). Every
+//!   hot shard splits in the same window, so the shard count can double each
+//!   time: a producer ramping up over many partition keys is followed within
+//!   seconds. A shard written with a single hash key is never split: no split
+//!   could divide its load (one partition key is capped at a shard's limits
+//!   on AWS too), and splitting would only multiply shards.
 //! - A shard is **cold** while its rate stays below a quarter of both lines.
 //!   Two adjacent open shards that have both been cold for [`COOL_DOWN_MS`]
 //!   merge (one pair per stream per window, so capacity goes away slowly), as
@@ -37,11 +41,34 @@ pub const COOL_DOWN_MS: u64 = 10 * 60 * 1000;
 /// AWS: an ON_DEMAND stream starts with (and keeps at least) 4 shards.
 pub const ON_DEMAND_MIN_SHARDS: usize = 4;
 
-/// What one shard wrote in a window.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// What one shard wrote in a window, and the range of hash keys written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Load {
     pub records: u64,
     pub bytes: u64,
+    pub min_hash: u128,
+    pub max_hash: u128,
+}
+
+impl Default for Load {
+    fn default() -> Self {
+        Self {
+            records: 0,
+            bytes: 0,
+            min_hash: u128::MAX,
+            max_hash: 0,
+        }
+    }
+}
+
+impl Load {
+    /// Counts records written with hash keys from `min_hash` to `max_hash`.
+    pub fn add(&mut self, records: u64, bytes: u64, min_hash: u128, max_hash: u128) {
+        self.records += records;
+        self.bytes += bytes;
+        self.min_hash = self.min_hash.min(min_hash);
+        self.max_hash = self.max_hash.max(max_hash);
+    }
 }
 
 /// What the policy remembers of one open shard (by shard log id).
@@ -108,11 +135,14 @@ impl Scaler {
             } else {
                 None
             };
-            if trend.hot_windows >= HOT_WINDOWS {
+            if trend.hot_windows >= HOT_WINDOWS && load.min_hash < load.max_hash {
                 let (start, end) = (shard.starting_hash_key, shard.ending_hash_key);
-                let middle = start + (end - start) / 2 + 1;
+                let (lo, hi) = (load.min_hash.max(start), load.max_hash.min(end));
+                // Between the lowest and highest key written, so that both
+                // children get some of the load.
+                let middle = lo + (hi - lo) / 2 + 1;
                 // SplitShard's rule: strictly inside, above start + 1.
-                if middle > start.saturating_add(1) && middle < end {
+                if middle > start.saturating_add(1) && middle < end && middle <= hi {
                     actions.push(Action::Split {
                         index: shard.index,
                         new_starting_hash_key: middle,
@@ -182,13 +212,14 @@ mod tests {
                 let share =
                     (sh.ending_hash_key - sh.starting_hash_key) as f64 / HASH_KEY_MAX as f64;
                 let records = (records_per_s as f64 * share).round() as u64;
-                (
-                    sh.log_id,
-                    Load {
-                        records,
-                        bytes: records * 100,
-                    },
-                )
+                let load = Load {
+                    records,
+                    bytes: records * 100,
+                    // Many keys: the whole range is written.
+                    min_hash: sh.starting_hash_key,
+                    max_hash: sh.ending_hash_key,
+                };
+                (sh.log_id, load)
             })
             .collect()
     }
@@ -296,13 +327,13 @@ mod tests {
         let heavy: HashMap<u64, Load> = stream
             .open_shards()
             .map(|s| {
-                (
-                    s.log_id,
-                    Load {
-                        records: 10,
-                        bytes: 2 * SPLIT_BYTES_PER_S,
-                    },
-                )
+                let load = Load {
+                    records: 10,
+                    bytes: 2 * SPLIT_BYTES_PER_S,
+                    min_hash: s.starting_hash_key,
+                    max_hash: s.ending_hash_key,
+                };
+                (s.log_id, load)
             })
             .collect();
         scaler.window(&stream, &heavy, 2 * WINDOW_MS, 2_000);
@@ -338,6 +369,57 @@ mod tests {
                 .window(&provisioned, &hot, WINDOW_MS, t * 1_000)
                 .is_empty());
         }
+    }
+
+    /// One hot partition key: no split can divide its load, so none is made,
+    /// however long it stays hot; a hot key next to a few others splits only
+    /// until it is alone.
+    #[test]
+    fn a_single_hot_key_is_not_split_forever() {
+        let mut c = Catalog::new();
+        on_demand(&mut c);
+        let mut scaler = Scaler::default();
+        let key = 12345u128 << 100;
+        let mut now = 0;
+        for _ in 0..600 {
+            now += WINDOW_MS;
+            let stream = c.stream(A, "s").unwrap().clone();
+            let mut one_key: HashMap<u64, Load> = HashMap::new();
+            one_key
+                .entry(stream.shard_for_hash_key(key).log_id)
+                .or_default()
+                .add(900, 90_000, key, key);
+            let actions = scaler.window(&stream, &one_key, WINDOW_MS, now);
+            assert!(actions.is_empty(), "{actions:?}");
+        }
+        // The hot key and one neighbour: splits between them, then stops.
+        let neighbour = key + (1 << 90);
+        let mut splits = 0;
+        for _ in 0..600 {
+            now += WINDOW_MS;
+            let stream = c.stream(A, "s").unwrap().clone();
+            let mut loads: HashMap<u64, Load> = HashMap::new();
+            loads
+                .entry(stream.shard_for_hash_key(key).log_id)
+                .or_default()
+                .add(900, 90_000, key, key);
+            loads
+                .entry(stream.shard_for_hash_key(neighbour).log_id)
+                .or_default()
+                .add(10, 1_000, neighbour, neighbour);
+            let actions = scaler.window(&stream, &loads, WINDOW_MS, now);
+            splits += actions
+                .iter()
+                .filter(|a| matches!(a, Action::Split { .. }))
+                .count();
+            apply(&mut c, &actions, now);
+        }
+        assert_eq!(splits, 1, "one split separates them");
+        let s = c.stream(A, "s").unwrap();
+        assert_ne!(
+            s.shard_for_hash_key(key).index,
+            s.shard_for_hash_key(neighbour).index
+        );
     }
 
     #[test]

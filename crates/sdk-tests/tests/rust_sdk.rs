@@ -458,7 +458,17 @@ async fn subscribe_to_shard_over_http2_on_a_virtual_clock() {
     // After 5 s it takes over, and the first one ends.
     clock.advance_ms(1);
     let mut second = subscribe().await.unwrap().event_stream;
-    while bounded(first.recv()).await.unwrap().unwrap().is_some() {}
+    // The first one ends with ResourceInUseException (AWS: the previous
+    // connection "expires or fails with a ResourceInUseException").
+    let ended = loop {
+        match bounded(first.recv()).await.unwrap() {
+            Ok(Some(_)) => continue,
+            Ok(None) => break None,
+            Err(e) => break Some(e.into_service_error()),
+        }
+    };
+    let ended = ended.expect("the old stream fails");
+    assert!(ended.is_resource_in_use_exception(), "{ended:?}");
     let event = bounded(second.recv()).await.unwrap().unwrap().unwrap();
     let SubscribeToShardEventStream::SubscribeToShardEvent(event) = event else {
         panic!("{event:?}")

@@ -30,11 +30,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Autoscaler {
     /// Counts an acknowledged append to an on-demand shard.
-    pub fn record(&self, log_id: u64, records: u64, bytes: u64) {
+    pub fn record(&self, log_id: u64, load: Load) {
         let mut window = lock(&self.loads);
-        let load = window.loads.entry(log_id).or_default();
-        load.records += records;
-        load.bytes += bytes;
+        window.loads.entry(log_id).or_default().add(
+            load.records,
+            load.bytes,
+            load.min_hash,
+            load.max_hash,
+        );
     }
 
     /// The policy's memory, locked (one window is handled at a time).

@@ -242,27 +242,37 @@ pub(crate) fn list_stream_consumers(state: &Ctx, input: &Value) -> OpResult {
     let stream = stream_name(state, input)?;
     let now = state.now_ms();
     with_named_stream(state, &stream, |s| {
-        // The token names the stream (by creation time too) and the last
-        // consumer returned.
-        let after = match str_of(input, "NextToken") {
+        // Listed by (registration time, name). The token names the stream
+        // (by creation time too) and the last consumer returned; the next
+        // page starts after it even if it was deregistered meanwhile.
+        let after: Option<(u64, String)> = match str_of(input, "NextToken") {
             None => None,
             Some(token) => {
                 let text = decode_token(state, token)?;
                 let invalid = || err(ErrorCode::InvalidArgumentException, "Invalid NextToken.");
-                let (created, last) = text.split_once('|').ok_or_else(invalid)?;
+                let mut parts = text.splitn(3, '|');
+                let (Some(created), Some(last_created), Some(last)) =
+                    (parts.next(), parts.next(), parts.next())
+                else {
+                    return Err(invalid());
+                };
                 if created != s.created_ms.to_string() {
                     return Err(invalid());
                 }
-                Some(last.to_owned())
+                Some((
+                    last_created.parse().map_err(|_| invalid())?,
+                    last.to_owned(),
+                ))
             }
         };
-        let live: Vec<&Consumer> = s.live_consumers(now).collect();
+        let mut live: Vec<&Consumer> = s.live_consumers(now).collect();
+        live.sort_by(|a, b| (a.created_ms, &a.name).cmp(&(b.created_ms, &b.name)));
         let start = match &after {
             None => 0,
-            Some(last) => live
+            Some((at, last)) => live
                 .iter()
-                .position(|c| &c.name == last)
-                .map_or(live.len(), |i| i + 1),
+                .position(|c| (c.created_ms, &c.name) > (*at, last))
+                .unwrap_or(live.len()),
         };
         let rest = &live[start..];
         let page = &rest[..rest.len().min(limit)];
@@ -273,7 +283,7 @@ pub(crate) fn list_stream_consumers(state: &Ctx, input: &Value) -> OpResult {
             if let Some(last) = page.last() {
                 out["NextToken"] = json!(encode_token(
                     state,
-                    &format!("{}|{}", s.created_ms, last.name)
+                    &format!("{}|{}|{}", s.created_ms, last.created_ms, last.name)
                 ));
             }
         }

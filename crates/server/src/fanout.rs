@@ -48,6 +48,8 @@ const HOUSEKEEPING: Duration = Duration::from_millis(200);
 #[derive(Debug, Default)]
 pub struct Stop {
     stopped: AtomicBool,
+    /// A newer subscription took this one's place.
+    taken_over: AtomicBool,
     notify: Notify,
 }
 
@@ -55,6 +57,11 @@ impl Stop {
     pub fn stop(&self) {
         self.stopped.store(true, Ordering::SeqCst);
         self.notify.notify_waiters();
+    }
+
+    fn take_over(&self) {
+        self.taken_over.store(true, Ordering::SeqCst);
+        self.stop();
     }
 
     pub fn is_stopped(&self) -> bool {
@@ -132,7 +139,7 @@ impl Subscriptions {
             if now_ms.saturating_sub(old.started_ms) < TAKEOVER_AFTER_MS {
                 return Err(());
             }
-            old.stop.stop();
+            old.stop.take_over();
         }
         // Ended subscriptions stay only while they still block a new call.
         registry.active.retain(|_, a| {
@@ -351,87 +358,198 @@ impl Bucket {
     }
 }
 
+/// Who a subscription reads as: what the blocking step needs.
+#[derive(Debug, Clone)]
+struct Reader {
+    account: String,
+    stream: String,
+    stream_created_ms: u64,
+    consumer: String,
+    consumer_created_ms: u64,
+    shard_index: u32,
+    log: Arc<ShardLog>,
+}
+
 /// Why the stream or consumer can no longer be read, if so.
-fn still_readable(state: &State, sub: &Subscription) -> Result<(), AwsError> {
+fn still_readable(state: &State, r: &Reader) -> Result<(), AwsError> {
     let now = state.now_ms();
     let catalog = state.catalog();
     let stream = catalog
-        .stream(&sub.account, &sub.stream)
-        .filter(|s| s.created_ms == sub.stream_created_ms)
+        .stream(&r.account, &r.stream)
+        .filter(|s| s.created_ms == r.stream_created_ms)
         .filter(|s| s.status(now) != StreamStatus::Deleting);
     let Some(stream) = stream else {
         return Err(AwsError::new(
             ErrorCode::ResourceNotFoundException,
-            format!(
-                "Stream {} under account {} not found.",
-                sub.stream, sub.account
-            ),
+            format!("Stream {} under account {} not found.", r.stream, r.account),
         ));
     };
+    if stream.shard(r.shard_index).is_none() {
+        return Err(AwsError::new(
+            ErrorCode::ResourceNotFoundException,
+            format!(
+                "Shard {} in stream {} under account {} does not exist",
+                sluice_meta::shard_id(r.shard_index),
+                r.stream,
+                r.account
+            ),
+        ));
+    }
     let consumer = stream
-        .consumer(&sub.consumer, now)
-        .filter(|c| c.created_ms == sub.consumer_created_ms)
+        .consumer(&r.consumer, now)
+        .filter(|c| c.created_ms == r.consumer_created_ms)
         .filter(|c| c.status(now) == ConsumerStatus::Active);
     if consumer.is_none() {
         return Err(AwsError::new(
             ErrorCode::ResourceNotFoundException,
             format!(
                 "Consumer {} under stream {} under account {} not found.",
-                sub.consumer, sub.stream, sub.account
+                r.consumer, r.stream, r.account
             ),
         ));
     }
     Ok(())
 }
 
-async fn run(state: Arc<State>, mut sub: Subscription, tx: mpsc::Sender<Bytes>) {
-    let stop = sub.claim.stop.clone();
-    let cbor = sub.cbor;
-    // Sends one message unless the subscriber left or the subscription was
-    // told to end; false: stop.
-    let send = |message: Bytes| {
-        let tx = tx.clone();
-        let stop = stop.clone();
-        async move {
-            tokio::select! {
-                sent = tx.send(message) => sent.is_ok(),
-                () = stop.wait() => false,
+/// One step on the blocking pool: the checks, a read from `cursor`, and at
+/// the end of a closed shard its children (looked up after the read: a
+/// reshard commits them before it closes the parent).
+fn step(
+    state: &State,
+    r: &Reader,
+    cursor: Cursor,
+) -> Result<(ReadBatch, Vec<sluice_wire::fast::ChildShard>), AwsError> {
+    still_readable(state, r)?;
+    let failure = |e: &dyn std::fmt::Display| {
+        AwsError::new(
+            ErrorCode::InternalFailureException,
+            format!("Internal service failure: {e}"),
+        )
+    };
+    if r.log.info().poisoned {
+        return Err(failure(&"the shard's storage failed"));
+    }
+    let batch = r
+        .log
+        .read(
+            cursor,
+            ReadLimits {
+                max_records: EVENT_MAX_RECORDS,
+                max_bytes: EVENT_MAX_BYTES,
+            },
+        )
+        .map_err(|e| match e {
+            sluice_log::ReadError::Deleted => AwsError::new(
+                ErrorCode::ResourceNotFoundException,
+                format!(
+                    "Shard {} in stream {} under account {} does not exist",
+                    sluice_meta::shard_id(r.shard_index),
+                    r.stream,
+                    r.account
+                ),
+            ),
+            other => failure(&other),
+        })?;
+    let children = if batch.end_of_shard {
+        let catalog = state.catalog();
+        catalog
+            .stream(&r.account, &r.stream)
+            .map(|s| crate::ops::child_shards(s, r.shard_index))
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    Ok((batch, children))
+}
+
+/// Waits for `f`, unless the subscription is told to stop or its end (on the
+/// server's clock, checked every HOUSEKEEPING) comes first: None then.
+async fn unless_ended<F: std::future::Future>(
+    state: &State,
+    stop: &Stop,
+    ends_at_ms: u64,
+    f: F,
+) -> Option<F::Output> {
+    let mut f = std::pin::pin!(f);
+    loop {
+        tokio::select! {
+            out = &mut f => return Some(out),
+            () = stop.wait() => return None,
+            () = tokio::time::sleep(HOUSEKEEPING) => {
+                if state.now_ms() >= ends_at_ms {
+                    return None;
+                }
             }
+        }
+    }
+}
+
+async fn run(state: Arc<State>, sub: Subscription, tx: mpsc::Sender<Bytes>) {
+    let Subscription {
+        claim,
+        account,
+        stream,
+        stream_created_ms,
+        consumer,
+        consumer_created_ms,
+        shard_index,
+        log,
+        mut cursor,
+        ends_at_ms,
+        cbor,
+    } = sub;
+    let stop = claim.stop.clone();
+    let reader = Arc::new(Reader {
+        account,
+        stream,
+        stream_created_ms,
+        consumer,
+        consumer_created_ms,
+        shard_index,
+        log,
+    });
+    // Sends one message; false when the subscriber left or the subscription
+    // ended (a reader that stops reading still ends on time).
+    let send = |message: Bytes| {
+        let (state, stop, tx) = (state.clone(), stop.clone(), tx.clone());
+        async move {
+            unless_ended(&state, &stop, ends_at_ms, tx.send(message))
+                .await
+                .is_some_and(|sent| sent.is_ok())
+        }
+    };
+    let finish = |tx: &mpsc::Sender<Bytes>| {
+        // Taken over: the older stream fails with ResourceInUseException, as
+        // AWS describes (if the subscriber has room for it).
+        if stop.taken_over.load(Ordering::SeqCst) {
+            let e = AwsError::new(
+                ErrorCode::ResourceInUseException,
+                format!(
+                    "Another active subscription exists for this consumer: {}:{}:{}:{}",
+                    reader.account,
+                    reader.stream,
+                    sluice_meta::shard_id(reader.shard_index),
+                    reader.consumer
+                ),
+            );
+            let _ = tx.try_send(exception(cbor, &e));
         }
     };
     if !send(initial_response(cbor)).await {
-        return;
+        return finish(&tx);
     }
     let limited = state.config.enforce_limits;
     let mut bucket = Bucket::new(state.now_ms());
     let mut last_event: Option<tokio::time::Instant> = None;
     loop {
-        if stop.is_stopped() || state.now_ms() >= sub.ends_at_ms {
-            return;
+        if stop.is_stopped() || state.now_ms() >= ends_at_ms {
+            return finish(&tx);
         }
-        if let Err(e) = still_readable(&state, &sub) {
-            send(exception(cbor, &e)).await;
-            return;
-        }
-        let log = sub.log.clone();
-        let cursor = sub.cursor;
-        let read = tokio::task::spawn_blocking(move || {
-            log.read(
-                cursor,
-                ReadLimits {
-                    max_records: EVENT_MAX_RECORDS,
-                    max_bytes: EVENT_MAX_BYTES,
-                },
-            )
-        })
-        .await;
-        let batch = match read {
-            Ok(Ok(batch)) => batch,
+        let (st, r) = (state.clone(), reader.clone());
+        let stepped = tokio::task::spawn_blocking(move || step(&st, &r, cursor)).await;
+        let (batch, children) = match stepped {
+            Ok(Ok(done)) => done,
             Ok(Err(e)) => {
-                let e = AwsError::new(
-                    ErrorCode::InternalFailureException,
-                    format!("Internal service failure: {e}"),
-                );
                 send(exception(cbor, &e)).await;
                 return;
             }
@@ -446,44 +564,40 @@ async fn run(state: Arc<State>, mut sub: Subscription, tx: mpsc::Sender<Bytes>) 
                     .map(|r| r.data.len() + r.partition_key.len())
                     .sum();
                 while let Err(wait) = bucket.take(state.now_ms(), bytes) {
-                    tokio::select! {
-                        () = tokio::time::sleep(wait.min(HOUSEKEEPING)) => {}
-                        () = stop.wait() => return,
-                    }
-                    if state.now_ms() >= sub.ends_at_ms {
-                        return;
+                    let waited =
+                        unless_ended(&state, &stop, ends_at_ms, tokio::time::sleep(wait)).await;
+                    if waited.is_none() {
+                        return finish(&tx);
                     }
                 }
             }
-            // Children are read after the records: a reshard commits them
-            // before it closes the parent, so the end of a shard has them.
-            let children = if batch.end_of_shard {
-                let catalog = state.catalog();
-                catalog
-                    .stream(&sub.account, &sub.stream)
-                    .map(|s| crate::ops::child_shards(s, sub.shard_index))
-                    .unwrap_or_default()
-            } else {
-                Vec::new()
-            };
             let continuation =
                 (!batch.end_of_shard).then(|| sluice_log::position_before(batch.next));
             if !send(records_event(cbor, &batch, continuation, &children)).await {
-                return;
+                return finish(&tx);
             }
             last_event = Some(tokio::time::Instant::now());
         }
-        sub.cursor = batch.next;
+        cursor = batch.next;
         if batch.end_of_shard {
             return;
         }
         if batch.records.is_empty() {
-            // Caught up: wait for an append, the end, or housekeeping.
-            tokio::select! {
-                () = sub.log.data_after(sub.cursor) => {}
-                () = stop.wait() => return,
-                () = tx.closed() => return,
-                () = tokio::time::sleep(HOUSEKEEPING) => {}
+            // Caught up: wait for an append (or a poisoned shard, which the
+            // next step reports), the subscriber leaving, the end, or the
+            // next heartbeat. Housekeeping wakes check only the end.
+            let next_beat =
+                last_event.map_or(HEARTBEAT, |at| HEARTBEAT.saturating_sub(at.elapsed()));
+            let woke = unless_ended(&state, &stop, ends_at_ms, async {
+                tokio::select! {
+                    () = reader.log.data_after(cursor) => true,
+                    () = tx.closed() => false,
+                    () = tokio::time::sleep(next_beat) => true,
+                }
+            })
+            .await;
+            if woke != Some(true) {
+                return finish(&tx);
             }
         }
     }

@@ -10,6 +10,7 @@ mod autoscale;
 mod consumers;
 mod fanout;
 mod iterator;
+mod limits;
 mod ops;
 mod service;
 mod sigv4;
@@ -24,6 +25,7 @@ use sluice_model::Clock;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+pub use limits::ShardCapacity;
 pub use state::{State, StateError};
 pub use tls::TlsFiles;
 
@@ -45,9 +47,11 @@ pub struct Config {
     pub consumer_creating_ms: u64,
     /// How long a deregistered consumer stays DELETING before it is gone (0: at once).
     pub consumer_deleting_ms: u64,
-    /// The `aws` limits profile (true) or `off`. Enforced so far: fan-out's
-    /// 2 MiB/s per consumer and shard.
+    /// The `aws` limits profile (true) or `off`: per-shard write and read
+    /// throughput ([`ShardCapacity`]) and fan-out's 2 MiB/s per consumer and shard.
     pub enforce_limits: bool,
+    /// What one shard may do per second under the `aws` profile.
+    pub capacity: ShardCapacity,
     /// Largest request body accepted (PutRecords' 10 MiB of data, base64-encoded, fits).
     pub request_body_max_bytes: usize,
     pub durability: sluice_log::Durability,
@@ -76,6 +80,7 @@ impl Default for Config {
             consumer_creating_ms: 0,
             consumer_deleting_ms: 0,
             enforce_limits: true,
+            capacity: ShardCapacity::default(),
             request_body_max_bytes: 16 << 20,
             durability: sluice_log::Durability::Sync,
             shard_limit: 500,

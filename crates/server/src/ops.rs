@@ -423,9 +423,17 @@ fn delete_stream(state: &Ctx, input: &Value) -> OpResult {
         .get("EnforceConsumerDeletion")
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    let consumer_arns = with_named_stream(state, &name, |s| {
-        let now = state.now_ms();
-        if !enforce && s.live_consumers(now).next().is_some() {
+    let now = state.now_ms();
+    let deleting_ms = state.config.stream_deleting_ms;
+    // The consumer check and the deletion under one lock: a consumer
+    // registered in between cannot be deleted without EnforceConsumerDeletion.
+    let (consumer_arns, deleted) = {
+        let mut catalog = state.catalog();
+        let stream = catalog
+            .stream(&state.account, &name)
+            .filter(|s| !s.is_gone(now))
+            .ok_or_else(|| not_found(state, &name))?;
+        if !enforce && stream.live_consumers(now).next().is_some() {
             return Err(err(
                 ErrorCode::ResourceInUseException,
                 format!(
@@ -434,34 +442,30 @@ fn delete_stream(state: &Ctx, input: &Value) -> OpResult {
                 ),
             ));
         }
-        Ok(s.live_consumers(now)
+        let arns: Vec<String> = stream
+            .live_consumers(now)
             .map(|c| consumers::consumer_arn(state, &name, c))
-            .collect::<Vec<_>>())
-    })?;
+            .collect();
+        let mut next = catalog.clone();
+        let deleted = if deleting_ms > 0 {
+            // DELETING first; the periodic sweep removes it and its data afterwards.
+            next.start_delete(&state.account, &name, now, deleting_ms)
+                .map_err(|_| not_found(state, &name))?;
+            None
+        } else {
+            let stream = next
+                .delete_stream(&state.account, &name)
+                .map_err(|_| not_found(state, &name))?;
+            next.remove_policies_of(&state.arn(&name));
+            Some(stream)
+        };
+        state.commit(&mut catalog, next).map_err(internal)?;
+        (arns, deleted)
+    };
     for arn in &consumer_arns {
         state.subscriptions.stop_consumer(arn);
     }
-    let deleting_ms = state.config.stream_deleting_ms;
-    if deleting_ms > 0 {
-        // DELETING first; the periodic sweep removes it and its data afterwards.
-        let now = state.now_ms();
-        with_stream(state, input, |_| Ok(()))?;
-        let mut catalog = state.catalog();
-        let mut next = catalog.clone();
-        next.start_delete(&state.account, &name, now, deleting_ms)
-            .map_err(|_| not_found(state, &name))?;
-        state.commit(&mut catalog, next).map_err(internal)?;
-        return Ok(json!({}));
-    }
-    let mut catalog = state.catalog();
-    let mut next = catalog.clone();
-    let stream = next
-        .delete_stream(&state.account, &name)
-        .map_err(|_| not_found(state, &name))?;
-    next.remove_policies_of(&state.arn(&name));
-    state.commit(&mut catalog, next).map_err(internal)?;
-    drop(catalog);
-    for shard in &stream.shards {
+    for shard in deleted.iter().flat_map(|s| &s.shards) {
         state
             .log()
             .delete_shard(sluice_log::ShardLogId(shard.log_id))
@@ -855,6 +859,11 @@ pub fn put_records_fast(
         })
         .collect::<Result<Vec<_>, AwsError>>()?;
     let put = put_entries(state, &request.stream_name, &entries)?;
+    let failures: Vec<Option<(&'static str, String)>> = put
+        .results
+        .iter()
+        .map(|r| r.err().map(|f| put_failure(state, &request.stream_name, f)))
+        .collect();
     let shard_ids: BTreeMap<u32, String> = put
         .results
         .iter()
@@ -871,17 +880,23 @@ pub fn put_records_fast(
     let mut out = Vec::with_capacity(64 + entries.len() * 112);
     sluice_wire::fast::write_put_records_output(
         put.failed,
-        put.results.iter().enumerate().map(|(i, r)| match r {
-            Some((_, shard)) => sluice_wire::fast::PutRecordsResult::Ok {
-                sequence_number: std::str::from_utf8(&digits[i * width..(i + 1) * width])
-                    .expect("digits are ASCII"),
-                shard_id: &shard_ids[shard],
-            },
-            None => sluice_wire::fast::PutRecordsResult::Failed {
-                error_code: "InternalFailure",
-                error_message: "Internal service failure.",
-            },
-        }),
+        put.results
+            .iter()
+            .enumerate()
+            .map(|(i, r)| match (r, &failures[i]) {
+                (Ok((_, shard)), _) => sluice_wire::fast::PutRecordsResult::Ok {
+                    sequence_number: std::str::from_utf8(&digits[i * width..(i + 1) * width])
+                        .expect("digits are ASCII"),
+                    shard_id: &shard_ids[shard],
+                },
+                (Err(_), failure) => {
+                    let (code, message) = failure.as_ref().expect("a failure for every Err");
+                    sluice_wire::fast::PutRecordsResult::Failed {
+                        error_code: code,
+                        error_message: message,
+                    }
+                }
+            }),
         put.encryption,
         &mut out,
     );
@@ -930,7 +945,11 @@ fn put_record(state: &Ctx, input: &Value) -> OpResult {
         hash,
     };
     let put = put_entries(state, &name, std::slice::from_ref(&entry))?;
-    let (sequence, shard) = put.results[0].ok_or_else(|| internal("the append failed"))?;
+    let (sequence, shard) = match put.results[0] {
+        Ok(done) => done,
+        Err(PutFailure::Throttled(shard)) => return Err(rate_exceeded(state, &name, shard)),
+        Err(PutFailure::Internal) => return Err(internal("the append failed")),
+    };
     Ok(json!({
         "ShardId": sluice_meta::shard_id(shard),
         "SequenceNumber": SequenceNumber(sequence).to_string(),
@@ -960,11 +979,12 @@ fn put_records(state: &Ctx, input: &Value) -> OpResult {
         .results
         .iter()
         .map(|r| match r {
-            Some((seq, shard)) => {
+            Ok((seq, shard)) => {
                 json!({"SequenceNumber": SequenceNumber(*seq).to_string(), "ShardId": sluice_meta::shard_id(*shard)})
             }
-            None => {
-                json!({"ErrorCode": "InternalFailure", "ErrorMessage": "Internal service failure."})
+            Err(failure) => {
+                let (code, message) = put_failure(state, &name, *failure);
+                json!({"ErrorCode": code, "ErrorMessage": message})
             }
         })
         .collect();
@@ -982,11 +1002,42 @@ pub(crate) struct PutEntry<'a> {
     pub hash: u128,
 }
 
+/// Why one entry of a PutRecords failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PutFailure {
+    Internal,
+    /// The shard (by index) is over its write limit.
+    Throttled(u32),
+}
+
+/// AWS's ProvisionedThroughputExceededException for one shard.
+fn rate_exceeded(state: &Ctx, stream: &str, shard: u32) -> AwsError {
+    err(
+        ErrorCode::ProvisionedThroughputExceededException,
+        format!(
+            "Rate exceeded for shard {} in stream {stream} under account {}.",
+            sluice_meta::shard_id(shard),
+            state.account
+        ),
+    )
+}
+
+/// A failed PutRecords entry's ErrorCode and ErrorMessage.
+fn put_failure(state: &Ctx, stream: &str, failure: PutFailure) -> (&'static str, String) {
+    match failure {
+        PutFailure::Internal => ("InternalFailure", "Internal service failure.".to_owned()),
+        PutFailure::Throttled(shard) => (
+            "ProvisionedThroughputExceededException",
+            rate_exceeded(state, stream, shard).message,
+        ),
+    }
+}
+
 /// What PutRecords did, per entry in request order: the sequence number and
-/// shard index, or nothing if that entry failed.
+/// shard index, or why that entry failed.
 #[derive(Debug)]
 pub(crate) struct PutOutcome {
-    pub results: Vec<Option<(u128, u32)>>,
+    pub results: Vec<Result<(u128, u32), PutFailure>>,
     pub failed: usize,
     pub encryption: &'static str,
 }
@@ -1017,13 +1068,14 @@ pub(crate) fn put_entries(
         }
         Ok((record_flags(stream), encryption_type(stream)))
     })?;
-    let mut results: Vec<Option<(u128, u32)>> = vec![None; entries.len()];
+    let mut results: Vec<Result<(u128, u32), PutFailure>> =
+        vec![Err(PutFailure::Internal); entries.len()];
     let mut shard_of = vec![0u32; entries.len()];
     let mut pending: Vec<usize> = (0..entries.len()).collect();
     // A split or merge may close a shard between routing and appending; its
     // entries are routed again to the children, so each record lands in
     // exactly one shard.
-    for _ in 0..RESHARD_RETRIES {
+    for attempt in 0..RESHARD_RETRIES {
         let mut by_shard: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
         let mut on_demand = false;
         with_named_stream(state, name, |stream| {
@@ -1036,6 +1088,23 @@ pub(crate) fn put_entries(
             }
             Ok(())
         })?;
+        if attempt == 0 && state.config.enforce_limits {
+            // Each record is admitted (or throttled) once, by the shard it
+            // first routes to, in request order.
+            let now = state.now_ms();
+            for (log_id, indexes) in by_shard.iter_mut() {
+                let mut shard = state.throttles.shard(*log_id, state.config.capacity, now);
+                indexes.retain(|&i| {
+                    let bytes = (entries[i].key.len() + entries[i].data.len()) as u64;
+                    let admitted = shard.admit_write(bytes);
+                    if !admitted {
+                        results[i] = Err(PutFailure::Throttled(shard_of[i]));
+                    }
+                    admitted
+                });
+            }
+            by_shard.retain(|_, indexes| !indexes.is_empty());
+        }
         let groups: Vec<(u64, Vec<usize>)> = by_shard.into_iter().collect();
         let outcomes = append_groups(state, &groups, entries, flags);
         pending.clear();
@@ -1043,16 +1112,15 @@ pub(crate) fn put_entries(
             match outcome {
                 Ok(receipt) => {
                     for (n, &i) in indexes.iter().enumerate() {
-                        results[i] = Some((receipt.sequence(n), shard_of[i]));
+                        results[i] = Ok((receipt.sequence(n), shard_of[i]));
                     }
                     if on_demand {
-                        let bytes: usize = indexes
-                            .iter()
-                            .map(|&i| entries[i].key.len() + entries[i].data.len())
-                            .sum();
-                        state
-                            .autoscaler
-                            .record(*log_id, indexes.len() as u64, bytes as u64);
+                        let mut load = sluice_meta::scaling::Load::default();
+                        for &i in indexes {
+                            let bytes = entries[i].key.len() + entries[i].data.len();
+                            load.add(1, bytes as u64, entries[i].hash, entries[i].hash);
+                        }
+                        state.autoscaler.record(*log_id, load);
                     }
                 }
                 Err(AppendFailure::Closed) => pending.extend(indexes),
@@ -1065,7 +1133,7 @@ pub(crate) fn put_entries(
         }
         pending.sort_unstable();
     }
-    let failed = results.iter().filter(|r| r.is_none()).count();
+    let failed = results.iter().filter(|r| r.is_err()).count();
     Ok(PutOutcome {
         results,
         failed,
@@ -1162,6 +1230,14 @@ fn get_shard_iterator(state: &Ctx, input: &Value) -> OpResult {
         check_not_deleting(state, stream)?;
         (shard.index, shard.log_id, stream.created_ms)
     };
+    if state.config.enforce_limits
+        && !state
+            .throttles
+            .shard(log_id, state.config.capacity, state.now_ms())
+            .admit_iterator()
+    {
+        return Err(rate_exceeded(state, &name, shard));
+    }
     let invalid_seq = |seq: &str| {
         err(
             ErrorCode::InvalidArgumentException,
@@ -1251,14 +1327,32 @@ fn get_records(state: &Ctx, input: &Value) -> Result<Output, AwsError> {
             .filter(|s| s.created_ms == iterator.stream_created_ms)
             .ok_or_else(|| not_found(state, &iterator.stream_name))?;
         check_not_deleting(state, stream)?;
-        let shard = stream
-            .shard(iterator.shard_index)
-            .ok_or_else(|| not_found(state, &iterator.stream_name))?;
+        let shard = stream.shard(iterator.shard_index).ok_or_else(|| {
+            // Retention removed it.
+            shard_not_found(
+                state,
+                &iterator.stream_name,
+                &sluice_meta::shard_id(iterator.shard_index),
+            )
+        })?;
         shard.log_id
     };
     let log = state
         .shard_log(log_id)
         .ok_or_else(|| not_found(state, &iterator.stream_name))?;
+    let limited = state.config.enforce_limits;
+    if limited
+        && !state
+            .throttles
+            .shard(log_id, state.config.capacity, now)
+            .admit_read()
+    {
+        return Err(rate_exceeded(
+            state,
+            &iterator.stream_name,
+            iterator.shard_index,
+        ));
+    }
     let batch = log
         .read(
             iterator.cursor,
@@ -1267,7 +1361,26 @@ fn get_records(state: &Ctx, input: &Value) -> Result<Output, AwsError> {
                 max_bytes: GET_RECORDS_MAX_BYTES,
             },
         )
-        .map_err(internal)?;
+        .map_err(|e| match e {
+            // Retention removed the shard (or the stream went) meanwhile.
+            ReadError::Deleted => shard_not_found(
+                state,
+                &iterator.stream_name,
+                &sluice_meta::shard_id(iterator.shard_index),
+            ),
+            other => internal(other),
+        })?;
+    if limited {
+        let bytes: usize = batch
+            .records
+            .iter()
+            .map(|r| r.data.len() + r.partition_key.len())
+            .sum();
+        state
+            .throttles
+            .shard(log_id, state.config.capacity, now)
+            .charge_read(bytes as u64);
+    }
     // Children are looked up after the read: a reshard commits them before it
     // closes the parent, so a read that reached the end finds them.
     let children = if batch.end_of_shard {
@@ -1491,7 +1604,7 @@ pub fn autoscale(state: &State) -> Vec<String> {
     let Some((elapsed, loads)) = state.autoscaler.close_window(now) else {
         return Vec::new();
     };
-    let decisions: Vec<(String, String, Vec<Action>)> = {
+    let decisions: Vec<(String, String, u64, Vec<Action>)> = {
         let catalog = state.catalog();
         scalers.retain(|key, _| {
             key.split_once('/')
@@ -1506,55 +1619,84 @@ pub fn autoscale(state: &State) -> Vec<String> {
                     .entry(format!("{}/{}", s.account, s.name))
                     .or_default();
                 let actions = scaler.window(s, &loads, elapsed, now);
-                (!actions.is_empty()).then(|| (s.account.clone(), s.name.clone(), actions))
+                (!actions.is_empty())
+                    .then(|| (s.account.clone(), s.name.clone(), s.created_ms, actions))
             })
             .collect()
     };
     let mut done = Vec::new();
-    for (account, name, actions) in decisions {
+    for (account, name, created_ms, actions) in decisions {
         let ctx = Ctx {
             state,
             account,
             cbor: false,
         };
-        for action in actions {
-            // Splits count against the account's shard limit like SplitShard;
-            // a refused change is retried at the next window if still needed.
-            let outcome = match action {
-                Action::Split {
-                    index,
-                    new_starting_hash_key,
-                } => reshard(&ctx, &name, 1, false, |catalog, now, _| {
-                    catalog
-                        .split_shard(&ctx.account, &name, index, new_starting_hash_key, now, 0)
-                        .map_err(|e| reshard_error(&ctx, e))
-                })
-                .map(|_| {
-                    format!(
-                        "split {} of {}/{name}",
-                        sluice_meta::shard_id(index),
-                        ctx.account
-                    )
-                }),
-                Action::Merge { index, adjacent } => {
-                    reshard(&ctx, &name, 0, false, |catalog, now, _| {
-                        catalog
-                            .merge_shards(&ctx.account, &name, index, adjacent, now, 0)
-                            .map_err(|e| reshard_error(&ctx, e))
-                    })
-                    .map(|_| {
+        let splits = actions
+            .iter()
+            .filter(|a| matches!(a, Action::Split { .. }))
+            .count() as u64;
+        let mut applied = Vec::new();
+        // One commit for the stream's whole window. Checked again under the
+        // catalog lock: the stream may have been deleted, re-created or
+        // switched to PROVISIONED since the decision, and a user's split or
+        // merge may have closed a shard (that action is skipped). Splits count
+        // against the account's shard limit like SplitShard's; a refused
+        // window is tried again at the next one if still needed.
+        let outcome = reshard(&ctx, &name, splits, false, |catalog, now, _| {
+            let current = catalog
+                .stream(&ctx.account, &name)
+                .filter(|s| s.created_ms == created_ms && s.mode == StreamMode::OnDemand)
+                .filter(|s| matches!(s.status(now), StreamStatus::Active | StreamStatus::Updating));
+            if current.is_none() {
+                return Err(not_found(&ctx, &name));
+            }
+            let mut all = sluice_meta::Reshard {
+                closed: Vec::new(),
+                created: Vec::new(),
+            };
+            for action in &actions {
+                let (result, line) = match *action {
+                    Action::Split {
+                        index,
+                        new_starting_hash_key,
+                    } => (
+                        catalog.split_shard(
+                            &ctx.account,
+                            &name,
+                            index,
+                            new_starting_hash_key,
+                            now,
+                            0,
+                        ),
+                        format!(
+                            "split {} of {}/{name}",
+                            sluice_meta::shard_id(index),
+                            ctx.account
+                        ),
+                    ),
+                    Action::Merge { index, adjacent } => (
+                        catalog.merge_shards(&ctx.account, &name, index, adjacent, now, 0),
                         format!(
                             "merged {} and {} of {}/{name}",
                             sluice_meta::shard_id(index),
                             sluice_meta::shard_id(adjacent),
                             ctx.account
-                        )
-                    })
+                        ),
+                    ),
+                };
+                if let Ok(r) = result {
+                    all.closed.extend(r.closed);
+                    all.created.extend(r.created);
+                    applied.push(line);
                 }
-            };
-            if let Ok(line) = outcome {
-                done.push(line);
             }
+            if applied.is_empty() {
+                return Err(internal("nothing to change"));
+            }
+            Ok(all)
+        });
+        if outcome.is_ok() {
+            done.append(&mut applied);
         }
     }
     done

@@ -43,15 +43,18 @@ pub struct State {
     pub subscriptions: crate::fanout::Subscriptions,
     /// On-demand streams' load, and the scaling policy's memory.
     pub autoscaler: crate::autoscale::Autoscaler,
+    /// Per-shard throughput buckets (the `aws` limits profile).
+    pub throttles: crate::limits::Throttles,
     /// Held (flock) while this state lives: one process per data directory.
     _lock: std::fs::File,
 }
 
 const CATALOG_FILE: &str = "catalog.json";
 
-/// A stream's account and name, and its closed shards (index, log id) whose
-/// ending sequence number is not recorded yet.
-type UnfinishedCloses = (String, String, Vec<(u32, u64)>);
+/// A stream's account and name, and some of its shards (index, log id):
+/// closed shards whose ending sequence number is not recorded yet, or
+/// shards whose records all expired.
+type StreamShards = (String, String, Vec<(u32, u64)>);
 const KEY_FILE: &str = "iterator.key";
 
 fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
@@ -113,6 +116,7 @@ impl State {
             iterator_key,
             subscriptions: crate::fanout::Subscriptions::default(),
             autoscaler: crate::autoscale::Autoscaler::default(),
+            throttles: crate::limits::Throttles::default(),
             _lock: lock,
         };
         state.finish_pending_closes().map_err(io_at(&dir))?;
@@ -160,7 +164,7 @@ impl State {
 
     /// Closed shards whose ending sequence number is not recorded (a crash
     /// during a reshard): by stream, the shards to finish closing.
-    fn unfinished_closes(&self) -> Vec<UnfinishedCloses> {
+    fn unfinished_closes(&self) -> Vec<StreamShards> {
         self.catalog()
             .streams()
             .filter_map(|s| {
@@ -209,30 +213,35 @@ impl State {
         let now = self.now_ms();
         let expired: Vec<u64> = {
             let mut catalog = self.catalog();
-            let mut next = catalog.clone();
-            let mut expired = Vec::new();
-            for (account, name) in catalog
+            let gone: Vec<StreamShards> = catalog
                 .streams()
-                .map(|s| (s.account.clone(), s.name.clone()))
-                .collect::<Vec<_>>()
-            {
-                if let Ok(stream) = next.stream_mut(&account, &name) {
-                    let gone = stream.expired_closed_shards(stream.retention_cutoff_ms(now));
-                    if !gone.is_empty() {
-                        let indexes: Vec<u32> = gone.iter().map(|g| g.0).collect();
+                .filter_map(|s| {
+                    let gone = s.expired_closed_shards(s.retention_cutoff_ms(now));
+                    (!gone.is_empty()).then(|| (s.account.clone(), s.name.clone(), gone))
+                })
+                .collect();
+            if gone.is_empty() {
+                Vec::new()
+            } else {
+                let mut next = catalog.clone();
+                let mut expired = Vec::new();
+                for (account, name, shards) in gone {
+                    if let Ok(stream) = next.stream_mut(&account, &name) {
+                        let indexes: Vec<u32> = shards.iter().map(|g| g.0).collect();
                         stream.remove_shards(&indexes);
-                        expired.extend(gone.iter().map(|g| g.1));
+                        expired.extend(shards.iter().map(|g| g.1));
                     }
                 }
-            }
-            if !expired.is_empty() {
                 self.commit(&mut catalog, next)?;
+                expired
             }
-            expired
         };
         for log_id in expired {
             self.log.delete_shard(ShardLogId(log_id))?;
         }
+        // Forget the throughput buckets of shards that are gone.
+        self.throttles
+            .retain(|id| self.log.shard(ShardLogId(id)).is_some());
         let cutoffs: Vec<(u64, u64)> = self
             .catalog()
             .streams()

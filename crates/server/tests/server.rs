@@ -998,7 +998,8 @@ fn subscribe_to_shard_frames_in_json_and_cbor() {
 /// An ON_DEMAND stream follows a producer ramping from 1,000 to 20,000
 /// records/s over many partition keys, one virtual second at a time: the
 /// open shards double while shards run hot, and stop growing once each is
-/// below the policy's line.
+/// below the policy's line. Writes are throttled (AWS's 1,000 records/s a
+/// shard) only briefly, while the stream catches up.
 #[test]
 fn on_demand_streams_follow_a_ramp_on_the_virtual_clock() {
     let h = Harness::new();
@@ -1015,9 +1016,11 @@ fn on_demand_streams_follow_a_ramp_on_the_virtual_clock() {
     };
     state.autoscale();
     let mut counts = vec![open()];
+    let mut throttled = Vec::new();
     let mut last_actions = Vec::new();
     for second in 0..14u64 {
         let rate = (1_000 + second * 2_000).min(20_000);
+        let mut failed = 0;
         for call in 0..rate / 500 {
             let records: Vec<Value> = (0..500)
                 .map(|i| json!({"PartitionKey": format!("k-{second}-{call}-{i}"), "Data": "AAAAAAAAAA=="}))
@@ -1026,8 +1029,9 @@ fn on_demand_streams_follow_a_ramp_on_the_virtual_clock() {
                 "PutRecords",
                 json!({"StreamName": "od", "Records": records}),
             );
-            assert_eq!(out["FailedRecordCount"], 0);
+            failed += out["FailedRecordCount"].as_u64().unwrap();
         }
+        throttled.push(failed);
         h.clock.advance_ms(1_000);
         last_actions = state.autoscale();
         counts.push(open());
@@ -1041,6 +1045,14 @@ fn on_demand_streams_follow_a_ramp_on_the_virtual_clock() {
     assert!(
         last_actions.is_empty(),
         "settled: {last_actions:?} {counts:?}"
+    );
+    assert!(
+        throttled.iter().any(|&n| n > 0),
+        "the ramp outran the stream at first: {throttled:?}"
+    );
+    assert!(
+        throttled[throttled.len() - 5..].iter().all(|&n| n == 0),
+        "then throttling stopped: {throttled:?} {counts:?}"
     );
     // Every record is still readable through the lineage: nothing was lost.
     let shards = h.ok("ListShards", json!({"StreamName": "od"}))["Shards"]
@@ -1097,4 +1109,125 @@ fn retention_removes_closed_shards_whose_records_expired() {
         json!({"StreamName": "x", "ShardToSplit": "shardId-000000000002", "NewStartingHashKey": "100000"}),
     );
     assert_eq!(ids(&h).last().unwrap(), "shardId-000000000004");
+}
+
+/// AWS's per-shard limits on the manual clock: 1,000 records or 1 MiB a
+/// second of writes (per entry in PutRecords), 5 GetRecords calls and 2 MiB
+/// a second of reads with the pause after a 10 MiB answer, 5
+/// GetShardIterator calls a second.
+#[test]
+fn per_shard_throughput_limits_on_the_virtual_clock() {
+    let h = Harness::with(|c| c.request_body_max_bytes = 16 << 20);
+    h.ok("CreateStream", json!({"StreamName": "t", "ShardCount": 1}));
+    let put = |n: usize, size: usize| {
+        let data = base64_of(&vec![b'x'; size]);
+        let records: Vec<Value> = (0..n)
+            .map(|_| json!({"PartitionKey": "k", "Data": data}))
+            .collect();
+        h.ok("PutRecords", json!({"StreamName": "t", "Records": records}))
+    };
+    // Records: 1,000 a second; the rest of the batch fails entry by entry.
+    put(500, 10);
+    let out = put(500, 10);
+    assert_eq!(out["FailedRecordCount"], 0);
+    let out = put(500, 10);
+    assert_eq!(out["FailedRecordCount"], 500);
+    assert_eq!(
+        out["Records"][0]["ErrorCode"],
+        "ProvisionedThroughputExceededException"
+    );
+    assert_eq!(
+        out["Records"][0]["ErrorMessage"],
+        "Rate exceeded for shard shardId-000000000000 in stream t under account 000000000000."
+    );
+    let (status, kind, _) = h.error(
+        "PutRecord",
+        json!({"StreamName": "t", "PartitionKey": "k", "Data": "eA=="}),
+    );
+    assert_eq!(
+        (status, kind.as_str()),
+        (400, "ProvisionedThroughputExceededException")
+    );
+    // Bytes: 1 MiB a second, in request order.
+    h.clock.advance_ms(1_000);
+    let out = put(300, 4096);
+    let failed = out["FailedRecordCount"].as_u64().unwrap();
+    assert_eq!(failed, 300 - (1 << 20) / 4097, "what fits in 1 MiB goes");
+    assert!(out["Records"][0]["SequenceNumber"].is_string());
+    assert_eq!(
+        out["Records"][299]["ErrorCode"],
+        "ProvisionedThroughputExceededException"
+    );
+    h.clock.advance_ms(500);
+    assert_eq!(
+        put(100, 4096)["FailedRecordCount"],
+        0,
+        "half a second refills half"
+    );
+
+    // Reads: 5 calls a second.
+    let iterator = |h: &Harness| {
+        h.ok("GetShardIterator", json!({"StreamName": "t", "ShardId": "shardId-000000000000", "ShardIteratorType": "TRIM_HORIZON"}))["ShardIterator"].clone()
+    };
+    h.clock.advance_ms(1_000);
+    let it = iterator(&h);
+    for _ in 0..5 {
+        h.ok("GetRecords", json!({"ShardIterator": it, "Limit": 1}));
+    }
+    let (_, kind, message) = h.error("GetRecords", json!({"ShardIterator": it, "Limit": 1}));
+    assert_eq!(kind, "ProvisionedThroughputExceededException");
+    assert!(message.starts_with("Rate exceeded for shard shardId-000000000000"));
+    // GetShardIterator: 5 a second (one was used above).
+    for _ in 0..4 {
+        iterator(&h);
+    }
+    let (_, kind, _) = h.error(
+        "GetShardIterator",
+        json!({"StreamName": "t", "ShardId": "shardId-000000000000", "ShardIteratorType": "LATEST"}),
+    );
+    assert_eq!(kind, "ProvisionedThroughputExceededException");
+
+    // A 10 MiB answer: fill the shard a second at a time, read it all, and
+    // the next 5 seconds are refused.
+    for _ in 0..12 {
+        h.clock.advance_ms(1_000);
+        assert_eq!(put(15, 64 << 10)["FailedRecordCount"], 0);
+    }
+    h.clock.advance_ms(1_000);
+    let got = h.ok("GetRecords", json!({"ShardIterator": iterator(&h)}));
+    let returned: usize = got["Records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["Data"].as_str().unwrap().len() / 4 * 3)
+        .sum();
+    assert!(returned > 9 << 20, "{returned}");
+    let next = got["NextShardIterator"].clone();
+    h.clock.advance_ms(4_999);
+    let (_, kind, _) = h.error("GetRecords", json!({"ShardIterator": next}));
+    assert_eq!(kind, "ProvisionedThroughputExceededException");
+    h.clock.advance_ms(1);
+    h.ok("GetRecords", json!({"ShardIterator": next}));
+}
+
+/// `--limits off`: nothing is counted.
+#[test]
+fn limits_off_counts_nothing() {
+    let h = Harness::with(|c| c.enforce_limits = false);
+    h.ok("CreateStream", json!({"StreamName": "o", "ShardCount": 1}));
+    for _ in 0..5 {
+        let records: Vec<Value> = (0..500)
+            .map(|_| json!({"PartitionKey": "k", "Data": "eA=="}))
+            .collect();
+        let out = h.ok("PutRecords", json!({"StreamName": "o", "Records": records}));
+        assert_eq!(out["FailedRecordCount"], 0);
+    }
+    for _ in 0..10 {
+        h.ok("GetShardIterator", json!({"StreamName": "o", "ShardId": "shardId-000000000000", "ShardIteratorType": "LATEST"}));
+    }
+}
+
+fn base64_of(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
