@@ -24,7 +24,8 @@ def client(endpoint, **retries):
         region_name="us-east-1",
         aws_access_key_id="AKIDEXAMPLE",
         aws_secret_access_key="secret",
-        config=Config(retries=retries or {"max_attempts": 1}),
+        # No retries unless asked for (botocore's max_attempts counts retries).
+        config=Config(retries=retries or {"total_max_attempts": 1}),
     )
 
 

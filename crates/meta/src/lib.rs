@@ -231,6 +231,24 @@ pub struct Stream {
     /// Enhanced fan-out consumers in registration order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub consumers: Vec<Consumer>,
+    /// When UpdateShardCount scaled the stream, for AWS's 10 per rolling 24 hours.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scalings_ms: Vec<u64>,
+    /// When UpdateStreamMode switched the mode, for AWS's 2 per rolling 24 hours.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mode_switches_ms: Vec<u64>,
+}
+
+/// AWS: UpdateShardCount scales a stream at most this often per rolling 24 hours.
+pub const SCALINGS_PER_DAY: usize = 10;
+/// AWS: UpdateStreamMode switches a stream at most this often per rolling 24 hours.
+pub const MODE_SWITCHES_PER_DAY: usize = 2;
+const DAY_MS: u64 = 24 * 3600 * 1000;
+
+/// Drops the times older than a rolling day; how many are left.
+pub fn within_a_day(times: &mut Vec<u64>, now_ms: u64) -> usize {
+    times.retain(|&t| now_ms.saturating_sub(t) < DAY_MS);
+    times.len()
 }
 
 impl Stream {
@@ -836,6 +854,8 @@ impl Catalog {
             deleting_until_ms: None,
             warm_throughput_mibps: None,
             consumers: Vec::new(),
+            scalings_ms: Vec::new(),
+            mode_switches_ms: Vec::new(),
         };
         Ok(self.streams.entry(stream_key).or_insert(stream))
     }

@@ -1807,6 +1807,23 @@ fn update_shard_count(state: &Ctx, input: &Value) -> OpResult {
                 .stream(&state.account, &name)
                 .map_or(0, |s| s.open_shards().count() as u32);
             scaling_bounds(open_now, target)?;
+            let stream = catalog
+                .stream_mut(&state.account, &name)
+                .map_err(|e| reshard_error(state, e))?;
+            if state.config.enforce_limits
+                && sluice_meta::within_a_day(&mut stream.scalings_ms, now)
+                    >= sluice_meta::SCALINGS_PER_DAY
+            {
+                return Err(err(
+                    ErrorCode::LimitExceededException,
+                    format!(
+                        "UpdateShardCount can scale stream {name} under account {} at most {} times per rolling 24-hour period.",
+                        state.account,
+                        sluice_meta::SCALINGS_PER_DAY
+                    ),
+                ));
+            }
+            stream.scalings_ms.push(now);
             catalog
                 .update_shard_count(&state.account, &name, target, now, updating_ms)
                 .map_err(|e| reshard_error(state, e))
@@ -1890,10 +1907,27 @@ fn update_stream_mode(state: &Ctx, input: &Value) -> OpResult {
         if mode == StreamMode::OnDemand && stream.mode != StreamMode::OnDemand {
             check_on_demand_limit(state, &catalog)?;
         }
+        let switch = stream.mode != mode;
         let mut next = catalog.clone();
         let stream = next
             .stream_mut(&state.account, &name)
             .map_err(|e| meta_error(state, e))?;
+        if switch {
+            if state.config.enforce_limits
+                && sluice_meta::within_a_day(&mut stream.mode_switches_ms, now)
+                    >= sluice_meta::MODE_SWITCHES_PER_DAY
+            {
+                return Err(err(
+                    ErrorCode::LimitExceededException,
+                    format!(
+                        "The stream mode of stream {name} under account {} can be updated at most {} times per rolling 24-hour period.",
+                        state.account,
+                        sluice_meta::MODE_SWITCHES_PER_DAY
+                    ),
+                ));
+            }
+            stream.mode_switches_ms.push(now);
+        }
         stream.mode = mode;
         stream.warm_throughput_mibps = if mode == StreamMode::OnDemand {
             warm

@@ -1231,3 +1231,52 @@ fn base64_of(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
+
+/// AWS's rolling-day rates under the `aws` limits: UpdateShardCount scales a
+/// stream at most 10 times a day, UpdateStreamMode switches it twice.
+#[test]
+fn scaling_and_mode_switches_per_rolling_day() {
+    let h = Harness::new();
+    h.ok("CreateStream", json!({"StreamName": "d", "ShardCount": 1}));
+    let scale = |n: u32| {
+        h.call(
+            "UpdateShardCount",
+            json!({"StreamName": "d", "TargetShardCount": n, "ScalingType": "UNIFORM_SCALING"}),
+        )
+    };
+    for i in 0..10 {
+        h.clock.advance_ms(60_000);
+        let (status, body) = scale(if i % 2 == 0 { 2 } else { 1 });
+        assert_eq!(status, 200, "scaling {i}: {body}");
+    }
+    h.clock.advance_ms(60_000);
+    let (status, body) = scale(2);
+    assert_eq!(
+        (status, body["__type"].as_str()),
+        (400, Some("LimitExceededException"))
+    );
+    assert!(body["message"]
+        .as_str()
+        .unwrap()
+        .contains("at most 10 times per rolling 24-hour period"));
+    // A day after the first scaling, one more is allowed.
+    h.clock.advance_ms(24 * 3600 * 1000 - 10 * 60_000);
+    assert_eq!(scale(2).0, 200);
+
+    let mode = |m: &str| {
+        h.call(
+            "UpdateStreamMode",
+            json!({"StreamARN": "arn:aws:kinesis:us-east-1:000000000000:stream/d", "StreamModeDetails": {"StreamMode": m}}),
+        )
+    };
+    assert_eq!(mode("ON_DEMAND").0, 200);
+    assert_eq!(mode("ON_DEMAND").0, 200, "no switch, no count");
+    assert_eq!(mode("PROVISIONED").0, 200);
+    let (status, body) = mode("ON_DEMAND");
+    assert_eq!(
+        (status, body["__type"].as_str()),
+        (400, Some("LimitExceededException"))
+    );
+    h.clock.advance_ms(24 * 3600 * 1000);
+    assert_eq!(mode("ON_DEMAND").0, 200);
+}
