@@ -32,14 +32,14 @@ def sluice(*args):
             proc.wait(timeout=30)
 
 
-def client(endpoint):
+def client(endpoint, retries=None):
     return boto3.client(
         "kinesis",
         endpoint_url=endpoint,
         region_name="us-east-1",
         aws_access_key_id="AKIDEXAMPLE",
         aws_secret_access_key="secret",
-        config=Config(retries={"max_attempts": 1}),
+        config=Config(retries=retries or {"max_attempts": 1}),
     )
 
 

@@ -1,10 +1,9 @@
 """boto3 against a server with AWS's per-shard limits (the default `aws`
 profile): the exact exception and wording, and boto3's own retries recover."""
-import boto3
 import pytest
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from conftest import client as conftest_client
 from conftest import sluice
 
 SHARD0 = "shardId-000000000000"
@@ -18,15 +17,8 @@ def limited():
 
 
 def client(endpoint, **retries):
-    return boto3.client(
-        "kinesis",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="AKIDEXAMPLE",
-        aws_secret_access_key="secret",
-        # No retries unless asked for (botocore's max_attempts counts retries).
-        config=Config(retries=retries or {"total_max_attempts": 1}),
-    )
+    # No retries unless asked for (botocore's max_attempts counts retries).
+    return conftest_client(endpoint, retries or {"total_max_attempts": 1})
 
 
 def test_a_batch_over_a_shards_megabyte_fails_entry_by_entry(limited):

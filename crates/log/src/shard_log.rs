@@ -67,6 +67,16 @@ pub struct ReadBatch {
     pub millis_behind_latest: u64,
 }
 
+impl ReadBatch {
+    /// Partition key plus data bytes of the records (what read limits count).
+    pub fn bytes(&self) -> usize {
+        self.records
+            .iter()
+            .map(|r| r.partition_key.len() + r.data.len())
+            .sum()
+    }
+}
+
 /// What an acknowledged append was given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendReceipt {

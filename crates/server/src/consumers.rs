@@ -401,13 +401,15 @@ pub(crate) fn subscribe_to_shard(state: &Ctx, input: &Value) -> Result<Subscript
         })?;
     Ok(Subscription {
         claim,
-        account: state.account.clone(),
-        stream,
-        stream_created_ms,
-        consumer,
-        consumer_created_ms,
-        shard_index,
-        log,
+        reader: crate::fanout::Reader {
+            account: state.account.clone(),
+            stream,
+            stream_created_ms,
+            consumer,
+            consumer_created_ms,
+            shard_index,
+            log,
+        },
         cursor,
         ends_at_ms: now.saturating_add(crate::fanout::SUBSCRIPTION_LIFETIME_MS),
         cbor: state.cbor,

@@ -199,13 +199,7 @@ impl Subscriptions {
 #[derive(Debug)]
 pub struct Subscription {
     pub claim: Claim,
-    pub account: String,
-    pub stream: String,
-    pub stream_created_ms: u64,
-    pub consumer: String,
-    pub consumer_created_ms: u64,
-    pub shard_index: u32,
-    pub log: Arc<ShardLog>,
+    pub reader: Reader,
     pub cursor: Cursor,
     pub ends_at_ms: u64,
     /// The request came as CBOR: event payloads are CBOR too.
@@ -358,16 +352,17 @@ impl Bucket {
     }
 }
 
-/// Who a subscription reads as: what the blocking step needs.
+/// Who a subscription reads as, and what: the stream and consumer as they
+/// were when it started (by creation time), and the shard.
 #[derive(Debug, Clone)]
-struct Reader {
-    account: String,
-    stream: String,
-    stream_created_ms: u64,
-    consumer: String,
-    consumer_created_ms: u64,
-    shard_index: u32,
-    log: Arc<ShardLog>,
+pub struct Reader {
+    pub account: String,
+    pub stream: String,
+    pub stream_created_ms: u64,
+    pub consumer: String,
+    pub consumer_created_ms: u64,
+    pub shard_index: u32,
+    pub log: Arc<ShardLog>,
 }
 
 /// Why the stream or consumer can no longer be read, if so.
@@ -487,27 +482,13 @@ async fn unless_ended<F: std::future::Future>(
 async fn run(state: Arc<State>, sub: Subscription, tx: mpsc::Sender<Bytes>) {
     let Subscription {
         claim,
-        account,
-        stream,
-        stream_created_ms,
-        consumer,
-        consumer_created_ms,
-        shard_index,
-        log,
+        reader,
         mut cursor,
         ends_at_ms,
         cbor,
     } = sub;
     let stop = claim.stop.clone();
-    let reader = Arc::new(Reader {
-        account,
-        stream,
-        stream_created_ms,
-        consumer,
-        consumer_created_ms,
-        shard_index,
-        log,
-    });
+    let reader = Arc::new(reader);
     // Sends one message; false when the subscriber left or the subscription
     // ended (a reader that stops reading still ends on time).
     let send = |message: Bytes| {
@@ -558,12 +539,7 @@ async fn run(state: Arc<State>, sub: Subscription, tx: mpsc::Sender<Bytes>) {
         let due = last_event.is_none_or(|at| at.elapsed() >= HEARTBEAT);
         if !batch.records.is_empty() || batch.end_of_shard || due {
             if limited {
-                let bytes: usize = batch
-                    .records
-                    .iter()
-                    .map(|r| r.data.len() + r.partition_key.len())
-                    .sum();
-                while let Err(wait) = bucket.take(state.now_ms(), bytes) {
+                while let Err(wait) = bucket.take(state.now_ms(), batch.bytes()) {
                     let waited =
                         unless_ended(&state, &stop, ends_at_ms, tokio::time::sleep(wait)).await;
                     if waited.is_none() {

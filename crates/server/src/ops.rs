@@ -1371,15 +1371,10 @@ fn get_records(state: &Ctx, input: &Value) -> Result<Output, AwsError> {
             other => internal(other),
         })?;
     if limited {
-        let bytes: usize = batch
-            .records
-            .iter()
-            .map(|r| r.data.len() + r.partition_key.len())
-            .sum();
         state
             .throttles
             .shard(log_id, state.config.capacity, now)
-            .charge_read(bytes as u64);
+            .charge_read(batch.bytes() as u64);
     }
     // Children are looked up after the read: a reshard commits them before it
     // closes the parent, so a read that reached the end finds them.
