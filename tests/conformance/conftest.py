@@ -32,12 +32,12 @@ def sluice(*args):
             proc.wait(timeout=30)
 
 
-def client(endpoint, retries=None):
+def client(endpoint, retries=None, access_key="AKIDEXAMPLE"):
     return boto3.client(
         "kinesis",
         endpoint_url=endpoint,
         region_name="us-east-1",
-        aws_access_key_id="AKIDEXAMPLE",
+        aws_access_key_id=access_key,
         aws_secret_access_key="secret",
         config=Config(retries=retries or {"max_attempts": 1}),
     )

@@ -166,6 +166,10 @@ struct ServeArgs {
     /// fan-out's 2 MiB/s per consumer and shard.
     #[arg(long, env = "SLUICE_LIMITS", value_parser = ["aws", "off"])]
     limits: Option<String>,
+    /// Serve the test controls under /_sluice/ (a virtual clock, fault
+    /// injection, shard throttling, reset); see docs/test-controls.md.
+    #[arg(long, env = "SLUICE_TEST_CONTROLS")]
+    test_controls: bool,
     /// Under `aws` limits: bytes a shard may take per second [default: 1048576].
     #[arg(long, env = "SLUICE_SHARD_WRITE_BYTES_PER_SECOND")]
     shard_write_bytes_per_second: Option<u64>,
@@ -201,6 +205,7 @@ struct FileConfig {
     shard_write_records_per_second: Option<u64>,
     shard_read_bytes_per_second: Option<u64>,
     shard_get_records_per_second: Option<u64>,
+    test_controls: Option<bool>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
 }
@@ -345,6 +350,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .or(file.consumer_deleting_ms)
             .unwrap_or(0),
         enforce_limits: limits == "aws",
+        test_controls: args.test_controls || file.test_controls.unwrap_or(false),
         capacity: {
             let d = sluice_server::ShardCapacity::default();
             let positive = |v: Option<u64>, name: &str, default: u64| -> anyhow::Result<u64> {
@@ -391,7 +397,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .build()?;
     runtime.block_on(async move {
         let server =
-            sluice_server::Server::start(config, std::sync::Arc::new(sluice_model::SystemClock))
+            // A clock the test controls can freeze; wall time until then.
+            sluice_server::Server::start(
+                config,
+                std::sync::Arc::new(sluice_model::ControlledClock::default()),
+            )
                 .await?;
         println!("sluice listening on {}", server.local_addr());
         std::io::stdout().flush()?;

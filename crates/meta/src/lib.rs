@@ -942,6 +942,14 @@ impl Catalog {
         gone.iter().filter_map(|n| self.streams.remove(n)).collect()
     }
 
+    /// Removes every stream of every account, and the resource policies;
+    /// returns the streams so that their shard logs can be deleted. Log ids
+    /// and epochs keep counting up.
+    pub fn take_streams(&mut self) -> Vec<Stream> {
+        self.resource_policies.clear();
+        std::mem::take(&mut self.streams).into_values().collect()
+    }
+
     /// Removes a stream; returns it so its shard logs can be deleted.
     pub fn delete_stream(&mut self, account: &str, name: &str) -> Result<Stream, MetaError> {
         self.streams

@@ -5,5 +5,5 @@
 mod clock;
 mod sequence_number;
 
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use clock::{Clock, ControlledClock, ManualClock, SystemClock};
 pub use sequence_number::{ParseSequenceNumberError, SequenceNumber, SEQUENCE_NUMBER_DIGITS};

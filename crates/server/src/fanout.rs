@@ -174,6 +174,14 @@ impl Subscriptions {
         }
     }
 
+    /// Ends every subscription (a reset).
+    pub fn stop_every(&self) {
+        let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        for active in registry.active.values() {
+            active.stop.stop();
+        }
+    }
+
     /// Ends every subscription and refuses new ones (shutdown).
     pub fn stop_all(&self) {
         let mut registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());

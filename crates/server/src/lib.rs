@@ -6,6 +6,7 @@
 //! target, decoding, validation, error mapping) -> `ops` (one function per
 //! operation) -> [`State`] (catalog, shard logs, clock, iterator key).
 
+mod admin;
 mod autoscale;
 mod consumers;
 mod fanout;
@@ -52,6 +53,10 @@ pub struct Config {
     pub enforce_limits: bool,
     /// What one shard may do per second under the `aws` profile.
     pub capacity: ShardCapacity,
+    /// Serve the test controls under `/_sluice/` (virtual clock, faults,
+    /// throttling, reset). Give the server a controllable clock
+    /// (`sluice_model::ControlledClock`) for the clock control to work.
+    pub test_controls: bool,
     /// Largest request body accepted (PutRecords' 10 MiB of data, base64-encoded, fits).
     pub request_body_max_bytes: usize,
     pub durability: sluice_log::Durability,
@@ -81,6 +86,7 @@ impl Default for Config {
             consumer_deleting_ms: 0,
             enforce_limits: true,
             capacity: ShardCapacity::default(),
+            test_controls: false,
             request_body_max_bytes: 16 << 20,
             durability: sluice_log::Durability::Sync,
             shard_limit: 500,
@@ -158,7 +164,7 @@ impl Server {
                         let _ = tokio::task::spawn_blocking(move || {
                             let _ = state.sweep_deleted();
                             let _ = state.finish_pending_closes();
-                            state.apply_retention()
+                            let _ = state.apply_retention();
                         })
                         .await;
                     }

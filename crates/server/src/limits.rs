@@ -133,6 +133,9 @@ impl ShardBuckets {
 #[derive(Debug, Default)]
 pub struct Throttles {
     shards: Mutex<HashMap<u64, ShardBuckets>>,
+    /// Shards a test control throttles outright, until a time (whatever the
+    /// limits profile).
+    blocked: Mutex<HashMap<u64, u64>>,
 }
 
 /// One shard's buckets, locked.
@@ -225,12 +228,42 @@ impl Throttles {
         }
     }
 
-    /// Forgets shards that no longer exist.
-    pub fn retain(&self, live: impl Fn(u64) -> bool) {
+    /// Forgets shards that no longer exist, and blocks that are over.
+    pub fn retain(&self, live: impl Fn(u64) -> bool, now_ms: u64) {
         self.shards
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|id, _| live(*id));
+        self.blocked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|id, until| live(*id) && *until > now_ms);
+    }
+
+    /// Throttles a shard outright until `until_ms` (a test control).
+    pub fn block(&self, log_id: u64, until_ms: u64) {
+        self.blocked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(log_id, until_ms);
+    }
+
+    /// Whether any shard is blocked (so that even unlimited calls must look).
+    pub fn any_blocked(&self) -> bool {
+        !self
+            .blocked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+    }
+
+    /// Whether a test control throttles the shard now.
+    pub fn is_blocked(&self, log_id: u64, now_ms: u64) -> bool {
+        self.blocked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&log_id)
+            .is_some_and(|&until| now_ms < until)
     }
 }
 

@@ -1088,15 +1088,17 @@ pub(crate) fn put_entries(
             }
             Ok(())
         })?;
-        if attempt == 0 && state.config.enforce_limits {
+        let limited = state.config.enforce_limits;
+        if attempt == 0 && (limited || state.throttles.any_blocked()) {
             // Each record is admitted (or throttled) once, by the shard it
             // first routes to, in request order.
             let now = state.now_ms();
             for (log_id, indexes) in by_shard.iter_mut() {
+                let blocked = state.throttles.is_blocked(*log_id, now);
                 let mut shard = state.throttles.shard(*log_id, state.config.capacity, now);
                 indexes.retain(|&i| {
                     let bytes = (entries[i].key.len() + entries[i].data.len()) as u64;
-                    let admitted = shard.admit_write(bytes);
+                    let admitted = !blocked && (!limited || shard.admit_write(bytes));
                     if !admitted {
                         results[i] = Err(PutFailure::Throttled(shard_of[i]));
                     }
@@ -1230,11 +1232,13 @@ fn get_shard_iterator(state: &Ctx, input: &Value) -> OpResult {
         check_not_deleting(state, stream)?;
         (shard.index, shard.log_id, stream.created_ms)
     };
-    if state.config.enforce_limits
-        && !state
-            .throttles
-            .shard(log_id, state.config.capacity, state.now_ms())
-            .admit_iterator()
+    let now = state.now_ms();
+    if state.throttles.is_blocked(log_id, now)
+        || (state.config.enforce_limits
+            && !state
+                .throttles
+                .shard(log_id, state.config.capacity, now)
+                .admit_iterator())
     {
         return Err(rate_exceeded(state, &name, shard));
     }
@@ -1341,11 +1345,12 @@ fn get_records(state: &Ctx, input: &Value) -> Result<Output, AwsError> {
         .shard_log(log_id)
         .ok_or_else(|| not_found(state, &iterator.stream_name))?;
     let limited = state.config.enforce_limits;
-    if limited
-        && !state
-            .throttles
-            .shard(log_id, state.config.capacity, now)
-            .admit_read()
+    if state.throttles.is_blocked(log_id, now)
+        || (limited
+            && !state
+                .throttles
+                .shard(log_id, state.config.capacity, now)
+                .admit_read())
     {
         return Err(rate_exceeded(
             state,

@@ -86,6 +86,14 @@ async fn handle(
                 .insert("x-amzn-RequestId", header(&request_id));
             return Ok(response);
         }
+        Ok(Reply::Control(status, body)) => {
+            let mut response = Response::new(Either::Left(Full::new(body)));
+            *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+            response
+                .headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            return Ok(response);
+        }
         Ok(Reply::Events(events)) => {
             let mut response = Response::new(Either::Right(events));
             response.headers_mut().insert(
@@ -130,6 +138,8 @@ enum Reply {
     /// An operation's output, encoded.
     Body(Bytes),
     Text(&'static str),
+    /// A test control's answer: status and JSON.
+    Control(u16, Bytes),
     /// SubscribeToShard's event stream.
     Events(EventBody),
 }
@@ -143,6 +153,9 @@ enum Done {
 async fn route(req: Request<Incoming>, state: Arc<State>, cbor: bool) -> Result<Reply, AwsError> {
     if req.method() == Method::GET && req.uri().path() == "/health" {
         return Ok(Reply::Text("ok"));
+    }
+    if state.config.test_controls && req.uri().path().starts_with(crate::admin::PREFIX) {
+        return Ok(control(req, state).await);
     }
     if req.method() != Method::POST || req.uri().path() != "/" {
         return Err(AwsError::new(ErrorCode::UnknownOperationException, ""));
@@ -177,7 +190,7 @@ async fn route(req: Request<Incoming>, state: Arc<State>, cbor: bool) -> Result<
     let events_state = state.clone();
     let run = move || -> Result<Done, AwsError> {
         let account = authenticate(&parts, &body, &state)?;
-        if !cbor && operation == "PutRecords" {
+        if !cbor && operation == "PutRecords" && state.faults.is_empty() {
             if let Some(request) = sluice_wire::fast::decode_put_records(&body) {
                 return ops::put_records_fast(&state, account, &request)
                     .map(|out| Done::Body(Bytes::from(out)));
@@ -189,6 +202,18 @@ async fn route(req: Request<Incoming>, state: Arc<State>, cbor: bool) -> Result<
             sluice_wire::validate::decode_json_body(&body)?
         };
         sluice_wire::validate::validate_input(kinesis(), &operation, &input)?;
+        if !state.faults.is_empty() {
+            let stream = crate::admin::stream_of(&input);
+            let shard = crate::admin::shard_of(&input);
+            if let Some((latency_ms, error)) = state.faults.take(&operation, stream, shard) {
+                // Injected latency holds this blocking thread, as slow
+                // storage would.
+                std::thread::sleep(std::time::Duration::from_millis(latency_ms));
+                if let Some(e) = error {
+                    return Err(e);
+                }
+            }
+        }
         if operation == "SubscribeToShard" {
             return ops::subscribe(&input, &state, account, cbor).map(Done::Subscription);
         }
@@ -213,6 +238,34 @@ async fn route(req: Request<Incoming>, state: Arc<State>, cbor: bool) -> Result<
             "Internal service failure.",
         )),
     }
+}
+
+/// A test control (`--test-controls`): plain JSON in and out, on the
+/// blocking pool.
+async fn control(req: Request<Incoming>, state: Arc<State>) -> Reply {
+    let method = req.method().as_str().to_owned();
+    let path = req.uri().path().to_owned();
+    let body = match Limited::new(req.into_body(), 1 << 20).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) => return control_reply(Err((400, e.to_string()))),
+    };
+    let run = move || crate::admin::handle(&state, &method, &path, &body);
+    control_reply(
+        tokio::task::spawn_blocking(run)
+            .await
+            .unwrap_or_else(|_| Err((500, "the control failed".to_owned()))),
+    )
+}
+
+fn control_reply(answer: Result<serde_json::Value, (u16, String)>) -> Reply {
+    let (status, value) = match answer {
+        Ok(v) => (200, v),
+        Err((status, message)) => (status, serde_json::json!({"message": message})),
+    };
+    Reply::Control(
+        status,
+        Bytes::from(serde_json::to_vec(&value).expect("JSON values serialize")),
+    )
 }
 
 /// Every request must be SigV4-signed; with credentials configured, correctly.

@@ -45,6 +45,8 @@ pub struct State {
     pub autoscaler: crate::autoscale::Autoscaler,
     /// Per-shard throughput buckets (the `aws` limits profile).
     pub throttles: crate::limits::Throttles,
+    /// Faults injected by the test controls.
+    pub faults: crate::admin::Faults,
     /// Held (flock) while this state lives: one process per data directory.
     _lock: std::fs::File,
 }
@@ -117,6 +119,7 @@ impl State {
             subscriptions: crate::fanout::Subscriptions::default(),
             autoscaler: crate::autoscale::Autoscaler::default(),
             throttles: crate::limits::Throttles::default(),
+            faults: crate::admin::Faults::default(),
             _lock: lock,
         };
         state.finish_pending_closes().map_err(io_at(&dir))?;
@@ -241,7 +244,7 @@ impl State {
         }
         // Forget the throughput buckets of shards that are gone.
         self.throttles
-            .retain(|id| self.log.shard(ShardLogId(id)).is_some());
+            .retain(|id| self.log.shard(ShardLogId(id)).is_some(), now);
         let cutoffs: Vec<(u64, u64)> = self
             .catalog()
             .streams()
@@ -256,6 +259,33 @@ impl State {
             }
         }
         Ok(())
+    }
+
+    /// Everything the clock makes due: deleted streams and consumers go,
+    /// unfinished closes finish, retention trims, on-demand streams scale.
+    /// Periodic, and at once when a test moves the virtual clock.
+    pub fn housekeeping(&self) {
+        let _ = self.sweep_deleted();
+        let _ = self.finish_pending_closes();
+        let _ = self.apply_retention();
+        self.autoscale();
+    }
+
+    /// Deletes every stream of every account at once (a test control);
+    /// how many there were.
+    pub fn reset(&self) -> std::io::Result<usize> {
+        let gone = {
+            let mut catalog = self.catalog();
+            let mut next = catalog.clone();
+            let gone = next.take_streams();
+            self.commit(&mut catalog, next)?;
+            gone
+        };
+        self.subscriptions.stop_every();
+        for shard in gone.iter().flat_map(|s| &s.shards) {
+            self.log.delete_shard(ShardLogId(shard.log_id))?;
+        }
+        Ok(gone.len())
     }
 
     /// Lets ON_DEMAND streams follow their load if a measuring window is

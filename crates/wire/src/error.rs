@@ -35,6 +35,42 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every error name, for looking one up by name.
+    pub const ALL: [ErrorCode; 24] = {
+        use ErrorCode::*;
+        [
+            ValidationException,
+            SerializationException,
+            UnknownOperationException,
+            MissingAuthenticationTokenException,
+            InvalidSignatureException,
+            UnrecognizedClientException,
+            IncompleteSignatureException,
+            RequestEntityTooLargeException,
+            InternalFailure,
+            AccessDeniedException,
+            ExpiredIteratorException,
+            ExpiredNextTokenException,
+            InternalFailureException,
+            InvalidArgumentException,
+            KmsAccessDeniedException,
+            KmsDisabledException,
+            KmsInvalidStateException,
+            KmsNotFoundException,
+            KmsOptInRequired,
+            KmsThrottlingException,
+            LimitExceededException,
+            ProvisionedThroughputExceededException,
+            ResourceInUseException,
+            ResourceNotFoundException,
+        ]
+    };
+
+    /// The error named `name` (as AWS spells it), if Sluice has it.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|c| c.name() == name)
+    }
+
     /// The `__type` AWS sends.
     pub fn name(self) -> &'static str {
         use ErrorCode::*;
@@ -137,5 +173,9 @@ mod tests {
         assert_eq!(e.status(), 400);
         assert_eq!(ErrorCode::InternalFailure.status(), 500);
         assert_eq!(ErrorCode::KmsOptInRequired.name(), "KMSOptInRequired");
+        for code in ErrorCode::ALL {
+            assert_eq!(ErrorCode::from_name(code.name()), Some(code));
+        }
+        assert_eq!(ErrorCode::from_name("NoSuchException"), None);
     }
 }

@@ -1,0 +1,275 @@
+//! Controls for tests (`sluice serve --test-controls`; off by default): a
+//! virtual clock, fault injection, shard throttling and reset. They live on
+//! paths under `/_sluice/`, which no Kinesis client sends to (the Kinesis API
+//! is `POST /` with an `X-Amz-Target`), and take and give plain JSON.
+//!
+//! | request | effect |
+//! |---|---|
+//! | `GET /_sluice/clock` | `{"nowMs", "frozen"}` |
+//! | `POST /_sluice/clock {"freeze": true, "nowMs"?}` | the clock stands still (at `nowMs` if later) |
+//! | `POST /_sluice/clock {"advanceMs": n}` | a frozen clock moves on; retention, deletions, on-demand scaling and expiries follow at once |
+//! | `POST /_sluice/clock {"thaw": true}` | wall time again (never backwards) |
+//! | `POST /_sluice/faults {"operation", "count"?, "error"?, "message"?, "latencyMs"?, "streamName"?, "shardId"?}` | the next `count` (default 1) calls of the operation (for that stream / shard) wait `latencyMs` and fail with `error` |
+//! | `DELETE /_sluice/faults` | no more faults |
+//! | `POST /_sluice/throttle {"streamName", "shardId", "forMs"}` | the shard refuses reads and writes (ProvisionedThroughputExceededException) for `forMs` of the server's clock |
+//! | `POST /_sluice/reset` | every stream of every account is deleted at once |
+
+use std::sync::Mutex;
+
+use serde_json::{json, Value};
+use sluice_wire::{AwsError, ErrorCode};
+
+use crate::state::State;
+
+pub const PREFIX: &str = "/_sluice/";
+
+/// At most this many faults wait at once.
+const FAULTS_MAX: usize = 1_000;
+
+#[derive(Debug, Clone)]
+struct Fault {
+    operation: String,
+    stream: Option<String>,
+    shard: Option<String>,
+    remaining: u64,
+    latency_ms: u64,
+    error: Option<AwsError>,
+}
+
+/// Injected faults, matched in the order they were added.
+#[derive(Debug, Default)]
+pub struct Faults {
+    list: Mutex<Vec<Fault>>,
+}
+
+impl Faults {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Fault>> {
+        self.list.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    /// The fault this call meets, counted down: (latency, error).
+    pub fn take(
+        &self,
+        operation: &str,
+        stream: Option<&str>,
+        shard: Option<&str>,
+    ) -> Option<(u64, Option<AwsError>)> {
+        let mut list = self.lock();
+        let i = list.iter().position(|f| {
+            f.operation == operation
+                && f.stream.as_deref().is_none_or(|s| Some(s) == stream)
+                && f.shard.as_deref().is_none_or(|s| Some(s) == shard)
+        })?;
+        let fault = &mut list[i];
+        fault.remaining -= 1;
+        let out = (fault.latency_ms, fault.error.clone());
+        if fault.remaining == 0 {
+            list.remove(i);
+        }
+        Some(out)
+    }
+}
+
+/// The stream a request names: StreamName, or the stream in StreamARN or
+/// ConsumerARN.
+pub fn stream_of(input: &Value) -> Option<&str> {
+    if let Some(name) = input.get("StreamName").and_then(Value::as_str) {
+        return Some(name);
+    }
+    ["StreamARN", "ConsumerARN"].iter().find_map(|m| {
+        let arn = input.get(*m)?.as_str()?;
+        let rest = &arn[arn.find(":stream/")? + 8..];
+        Some(rest.split('/').next().unwrap_or(rest))
+    })
+}
+
+/// The shard a request names (ShardId, or the shard a split or merge names).
+pub fn shard_of(input: &Value) -> Option<&str> {
+    ["ShardId", "ShardToSplit", "ShardToMerge"]
+        .iter()
+        .find_map(|m| input.get(*m)?.as_str())
+}
+
+type Answer = Result<Value, (u16, String)>;
+
+fn bad(message: impl Into<String>) -> (u16, String) {
+    (400, message.into())
+}
+
+/// Handles one control request; runs on the blocking pool.
+pub fn handle(state: &State, method: &str, path: &str, body: &[u8]) -> Answer {
+    let input: Value = if body.is_empty() {
+        json!({})
+    } else {
+        serde_json::from_slice(body).map_err(|e| bad(format!("the body is not JSON: {e}")))?
+    };
+    match (method, path.strip_prefix(PREFIX).unwrap_or_default()) {
+        ("GET", "clock") => Ok(clock_json(state)),
+        ("POST", "clock") => clock(state, &input),
+        ("POST", "faults") => add_fault(state, &input),
+        ("DELETE", "faults") => {
+            state.faults.lock().clear();
+            Ok(json!({}))
+        }
+        ("POST", "throttle") => throttle(state, &input),
+        ("POST", "reset") => {
+            let streams = state.reset().map_err(|e| (500, e.to_string()))?;
+            Ok(json!({"streamsDeleted": streams}))
+        }
+        _ => Err((404, format!("no control {method} {path}"))),
+    }
+}
+
+fn clock_json(state: &State) -> Value {
+    json!({"nowMs": state.now_ms(), "frozen": state.clock.is_frozen()})
+}
+
+fn clock(state: &State, input: &Value) -> Answer {
+    let clock = &state.clock;
+    let done = if let Some(ms) = input.get("advanceMs") {
+        let ms = ms
+            .as_u64()
+            .ok_or_else(|| bad("advanceMs must be a whole number"))?;
+        if !clock.advance(ms) {
+            return Err(bad("the clock is not frozen: freeze it first"));
+        }
+        true
+    } else if input.get("freeze") == Some(&json!(true)) {
+        clock.freeze(input.get("nowMs").and_then(Value::as_u64))
+    } else if input.get("thaw") == Some(&json!(true)) {
+        clock.thaw()
+    } else {
+        return Err(bad("say freeze, advanceMs or thaw"));
+    };
+    if !done {
+        return Err(bad("this server's clock cannot be controlled"));
+    }
+    // What the new time makes due happens now, not at the next tick.
+    state.housekeeping();
+    Ok(clock_json(state))
+}
+
+fn add_fault(state: &State, input: &Value) -> Answer {
+    let text = |m: &str| input.get(m).and_then(Value::as_str).map(str::to_owned);
+    let operation = text("operation").ok_or_else(|| bad("operation is required"))?;
+    if sluice_wire::kinesis().operation(&operation).is_none() {
+        return Err(bad(format!("{operation} is not a Kinesis operation")));
+    }
+    let error = match text("error") {
+        None => None,
+        Some(name) => {
+            let code = ErrorCode::from_name(&name)
+                .ok_or_else(|| bad(format!("{name} is not an error Sluice answers with")))?;
+            let message = text("message").unwrap_or_else(|| format!("Injected {name}."));
+            Some(AwsError::new(code, message))
+        }
+    };
+    let latency_ms = input.get("latencyMs").and_then(Value::as_u64).unwrap_or(0);
+    if error.is_none() && latency_ms == 0 {
+        return Err(bad("a fault needs an error, a latencyMs, or both"));
+    }
+    let count = input.get("count").and_then(Value::as_u64).unwrap_or(1);
+    if count == 0 {
+        return Err(bad("count must be at least 1"));
+    }
+    let mut list = state.faults.lock();
+    if list.len() >= FAULTS_MAX {
+        return Err(bad(format!("at most {FAULTS_MAX} faults can wait at once")));
+    }
+    list.push(Fault {
+        operation,
+        stream: text("streamName"),
+        shard: text("shardId"),
+        remaining: count,
+        latency_ms: latency_ms.min(60_000),
+        error,
+    });
+    Ok(json!({"faults": list.len()}))
+}
+
+fn throttle(state: &State, input: &Value) -> Answer {
+    let text = |m: &str| input.get(m).and_then(Value::as_str);
+    let (Some(stream), Some(shard)) = (text("streamName"), text("shardId")) else {
+        return Err(bad("streamName and shardId are required"));
+    };
+    let for_ms = input
+        .get("forMs")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| bad("forMs is required"))?;
+    let account = input
+        .get("accountId")
+        .and_then(Value::as_str)
+        .unwrap_or(&state.config.account_id);
+    let log_id = {
+        let catalog = state.catalog();
+        catalog
+            .stream(account, stream)
+            .and_then(|s| {
+                sluice_meta::parse_shard_id(shard)
+                    .and_then(|i| s.shard(i))
+                    .map(|sh| sh.log_id)
+            })
+            .ok_or_else(|| (404, format!("no shard {shard} in stream {stream}")))?
+    };
+    let until = state.now_ms().saturating_add(for_ms);
+    state.throttles.block(log_id, until);
+    Ok(json!({"untilMs": until}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn faults_match_in_order_and_count_down() {
+        let faults = Faults::default();
+        let err = |n: &str| Some(AwsError::new(ErrorCode::from_name(n).unwrap(), "x"));
+        faults.lock().push(Fault {
+            operation: "PutRecord".into(),
+            stream: Some("a".into()),
+            shard: None,
+            remaining: 2,
+            latency_ms: 0,
+            error: err("ProvisionedThroughputExceededException"),
+        });
+        assert!(
+            faults.take("PutRecord", Some("b"), None).is_none(),
+            "another stream"
+        );
+        assert!(
+            faults.take("GetRecords", Some("a"), None).is_none(),
+            "another operation"
+        );
+        assert!(faults.take("PutRecord", Some("a"), None).is_some());
+        assert!(faults.take("PutRecord", Some("a"), None).is_some());
+        assert!(
+            faults.take("PutRecord", Some("a"), None).is_none(),
+            "used up"
+        );
+        assert!(faults.is_empty());
+    }
+
+    #[test]
+    fn streams_and_shards_named_by_a_request() {
+        assert_eq!(stream_of(&json!({"StreamName": "s"})), Some("s"));
+        assert_eq!(
+            stream_of(&json!({"StreamARN": "arn:aws:kinesis:us-east-1:000000000000:stream/t"})),
+            Some("t")
+        );
+        assert_eq!(
+            stream_of(
+                &json!({"ConsumerARN": "arn:aws:kinesis:us-east-1:000000000000:stream/u/consumer/c:1"})
+            ),
+            Some("u")
+        );
+        assert_eq!(stream_of(&json!({})), None);
+        assert_eq!(
+            shard_of(&json!({"ShardToSplit": "shardId-000000000001"})),
+            Some("shardId-000000000001")
+        );
+    }
+}
