@@ -74,3 +74,21 @@ def test_reads_are_limited_per_shard(limited):
     # boto3's retries recover from a throttled GetRecords.
     retrying = client(limited, mode="standard", max_attempts=10)
     assert retrying.get_records(ShardIterator=it)["Records"][0]["Data"] == b"r"
+
+
+def test_control_plane_rates(limited):
+    kinesis = client(limited)
+    kinesis.create_stream(StreamName="described", ShardCount=1)
+    # DescribeStreamSummary: 20 a second per account.
+    errors = []
+    for _ in range(30):
+        try:
+            kinesis.describe_stream_summary(StreamName="described")
+        except ClientError as e:
+            errors.append((e.response["Error"]["Code"], e.response["Error"]["Message"]))
+    assert errors, "30 calls in a row cannot all go"
+    assert set(errors) == {("LimitExceededException", "Rate exceeded for stream described under account 000000000000.")}
+    # boto3 treats LimitExceededException as throttling and backs off.
+    retrying = client(limited, mode="standard", max_attempts=10)
+    summary = retrying.describe_stream_summary(StreamName="described")["StreamDescriptionSummary"]
+    assert summary["StreamName"] == "described"

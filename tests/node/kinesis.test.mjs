@@ -327,6 +327,15 @@ test("AWS's per-shard limits: throttled entries, and the SDK's retries recover",
     const put = await retrying.send(big());
     assert.equal(put.ShardId, "shardId-000000000000");
     assert.ok(put.$metadata.attempts > 1, `retried: ${put.$metadata.attempts} attempts`);
+    // Control-plane calls: DescribeStreamSummary is 20 a second per account.
+    const outcomes = [];
+    for (let i = 0; i < 30; i++) {
+      outcomes.push(await once.send(new DescribeStreamSummaryCommand({ StreamName })).then(() => "ok", (e) => e.name));
+    }
+    assert.ok(outcomes.includes("LimitExceededException"), outcomes.join(","));
+    assert.ok(outcomes.every((o) => o === "ok" || o === "LimitExceededException"));
+    const summary = await retrying.send(new DescribeStreamSummaryCommand({ StreamName }));
+    assert.equal(summary.StreamDescriptionSummary.StreamName, StreamName);
     once.destroy();
     retrying.destroy();
   } finally {

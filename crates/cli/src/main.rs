@@ -170,6 +170,12 @@ struct ServeArgs {
     /// injection, shard throttling, reset); see docs/test-controls.md.
     #[arg(long, env = "SLUICE_TEST_CONTROLS")]
     test_controls: bool,
+    /// Open shards an account may have (DescribeLimits' ShardLimit) [default: 500].
+    #[arg(long, env = "SLUICE_SHARD_LIMIT")]
+    shard_limit: Option<u32>,
+    /// ON_DEMAND streams an account may have [default: 50].
+    #[arg(long, env = "SLUICE_ON_DEMAND_STREAM_LIMIT")]
+    on_demand_stream_limit: Option<u32>,
     /// Under `aws` limits: bytes a shard may take per second [default: 1048576].
     #[arg(long, env = "SLUICE_SHARD_WRITE_BYTES_PER_SECOND")]
     shard_write_bytes_per_second: Option<u64>,
@@ -206,6 +212,8 @@ struct FileConfig {
     shard_read_bytes_per_second: Option<u64>,
     shard_get_records_per_second: Option<u64>,
     test_controls: Option<bool>,
+    shard_limit: Option<u32>,
+    on_demand_stream_limit: Option<u32>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
 }
@@ -351,6 +359,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .unwrap_or(0),
         enforce_limits: limits == "aws",
         test_controls: args.test_controls || file.test_controls.unwrap_or(false),
+        shard_limit: args
+            .shard_limit
+            .or(file.shard_limit)
+            .unwrap_or(defaults.shard_limit),
+        on_demand_stream_limit: args
+            .on_demand_stream_limit
+            .or(file.on_demand_stream_limit)
+            .unwrap_or(defaults.on_demand_stream_limit),
         capacity: {
             let d = sluice_server::ShardCapacity::default();
             let positive = |v: Option<u64>, name: &str, default: u64| -> anyhow::Result<u64> {

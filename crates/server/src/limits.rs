@@ -46,6 +46,30 @@ impl Default for ShardCapacity {
     }
 }
 
+/// AWS: at most 5 streams of an account CREATING at once.
+pub const STREAMS_CREATING_MAX: usize = 5;
+
+/// AWS's control-plane rates: (operation, calls per second, per stream
+/// rather than per account). Operations not listed are not limited.
+pub const CONTROL_PLANE_RATES: [(&str, u64, bool); 16] = [
+    ("CreateStream", 5, false),
+    ("DeleteStream", 5, false),
+    ("ListStreams", 5, false),
+    ("DescribeStream", 10, false),
+    ("DescribeStreamSummary", 20, false),
+    ("SplitShard", 5, false),
+    ("MergeShards", 5, false),
+    ("RegisterStreamConsumer", 5, false),
+    ("DeregisterStreamConsumer", 5, false),
+    ("AddTagsToStream", 5, false),
+    ("RemoveTagsFromStream", 5, false),
+    ("ListTagsForStream", 5, false),
+    ("DescribeLimits", 1, false),
+    ("ListShards", 1_000, true),
+    ("DescribeStreamConsumer", 20, true),
+    ("ListStreamConsumers", 5, true),
+];
+
 /// AWS: after a GetRecords that returned 10 MiB, calls within 5 s are throttled.
 /// (A full answer stops short of 10 MiB by less than a record: 9 MiB counts.)
 pub const BIG_READ_BYTES: u64 = 9 << 20;
@@ -133,6 +157,9 @@ impl ShardBuckets {
 #[derive(Debug, Default)]
 pub struct Throttles {
     shards: Mutex<HashMap<u64, ShardBuckets>>,
+    /// Control-plane calls by account, operation and (for per-stream rates)
+    /// stream.
+    calls: Mutex<HashMap<(String, &'static str, String), Bucket>>,
     /// Shards a test control throttles outright, until a time (whatever the
     /// limits profile).
     blocked: Mutex<HashMap<u64, u64>>,
@@ -238,6 +265,31 @@ impl Throttles {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|id, until| live(*id) && *until > now_ms);
+    }
+
+    /// Admits a control-plane call, or not (operations without a rate always).
+    pub fn admit_call(
+        &self,
+        account: &str,
+        operation: &str,
+        stream: Option<&str>,
+        now_ms: u64,
+    ) -> bool {
+        let Some(&(operation, rate, per_stream)) =
+            CONTROL_PLANE_RATES.iter().find(|(o, _, _)| *o == operation)
+        else {
+            return true;
+        };
+        let stream = if per_stream { stream.unwrap_or("") } else { "" };
+        let mut calls = self.calls.lock().unwrap_or_else(|p| p.into_inner());
+        // Full buckets are as good as none: forget them when there are many.
+        if calls.len() > 10_000 {
+            calls.retain(|_, b| b.available(now_ms) < b.capacity);
+        }
+        calls
+            .entry((account.to_owned(), operation, stream.to_owned()))
+            .or_insert_with(|| Bucket::new(rate, rate, now_ms))
+            .try_take(now_ms, 1)
     }
 
     /// Throttles a shard outright until `until_ms` (a test control).

@@ -363,6 +363,23 @@ fn create_stream(state: &Ctx, input: &Value) -> OpResult {
     if mode == StreamMode::OnDemand {
         check_on_demand_limit(state, &catalog)?;
     }
+    if state.config.enforce_limits {
+        let creating = catalog
+            .streams_of(&state.account)
+            .filter(|s| s.status(now) == StreamStatus::Creating)
+            .count();
+        if creating >= crate::limits::STREAMS_CREATING_MAX {
+            return Err(err(
+                ErrorCode::LimitExceededException,
+                format!(
+                    "This request would exceed the limit of {} streams in the CREATING state at once for account {} in {}.",
+                    crate::limits::STREAMS_CREATING_MAX,
+                    state.account,
+                    state.config.region
+                ),
+            ));
+        }
+    }
     let open = catalog.open_shard_count(&state.account) as u64;
     let limit = u64::from(state.config.shard_limit);
     if open + u64::from(shard_count) > limit {

@@ -202,6 +202,21 @@ async fn route(req: Request<Incoming>, state: Arc<State>, cbor: bool) -> Result<
             sluice_wire::validate::decode_json_body(&body)?
         };
         sluice_wire::validate::validate_input(kinesis(), &operation, &input)?;
+        if state.config.enforce_limits {
+            let stream = crate::admin::stream_of(&input);
+            if !state
+                .throttles
+                .admit_call(&account, &operation, stream, state.now_ms())
+            {
+                let message = match stream {
+                    Some(stream) => {
+                        format!("Rate exceeded for stream {stream} under account {account}.")
+                    }
+                    None => format!("Rate exceeded for account {account}."),
+                };
+                return Err(AwsError::new(ErrorCode::LimitExceededException, message));
+            }
+        }
         if !state.faults.is_empty() {
             let stream = crate::admin::stream_of(&input);
             let shard = crate::admin::shard_of(&input);

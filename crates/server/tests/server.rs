@@ -1280,3 +1280,56 @@ fn scaling_and_mode_switches_per_rolling_day() {
     h.clock.advance_ms(24 * 3600 * 1000);
     assert_eq!(mode("ON_DEMAND").0, 200);
 }
+
+/// AWS's control-plane rates under the `aws` limits, on the manual clock:
+/// CreateStream 5 a second per account, DescribeStreamSummary 20, and at most
+/// 5 streams CREATING at once.
+#[test]
+fn control_plane_rates_and_the_creating_limit() {
+    let h = Harness::with(|c| c.stream_creating_ms = 60_000);
+    for i in 0..5 {
+        h.ok(
+            "CreateStream",
+            json!({"StreamName": format!("c{i}"), "ShardCount": 1}),
+        );
+    }
+    h.clock.advance_ms(1_000);
+    let (_, kind, message) = h.error("CreateStream", json!({"StreamName": "c5", "ShardCount": 1}));
+    assert_eq!(kind, "LimitExceededException");
+    assert!(
+        message.contains("5 streams in the CREATING state"),
+        "{message}"
+    );
+    h.clock.advance_ms(60_000);
+    for i in 5..10 {
+        h.ok(
+            "CreateStream",
+            json!({"StreamName": format!("c{i}"), "ShardCount": 1}),
+        );
+    }
+    let (_, kind, message) = h.error(
+        "CreateStream",
+        json!({"StreamName": "c10", "ShardCount": 1}),
+    );
+    assert_eq!(kind, "LimitExceededException");
+    assert_eq!(
+        message,
+        "Rate exceeded for stream c10 under account 000000000000."
+    );
+    for _ in 0..20 {
+        h.ok("DescribeStreamSummary", json!({"StreamName": "c0"}));
+    }
+    let (_, kind, _) = h.error("DescribeStreamSummary", json!({"StreamName": "c0"}));
+    assert_eq!(kind, "LimitExceededException");
+    // A second later the buckets have refilled.
+    h.clock.advance_ms(1_000);
+    h.ok("DescribeStreamSummary", json!({"StreamName": "c0"}));
+    let (_, kind, message) = h.error(
+        "CreateStream",
+        json!({"StreamName": "c10", "ShardCount": 1}),
+    );
+    assert_eq!(
+        kind, "LimitExceededException",
+        "c5..c9 are CREATING: {message}"
+    );
+}
