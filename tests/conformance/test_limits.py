@@ -92,3 +92,76 @@ def test_control_plane_rates(limited):
     retrying = client(limited, mode="standard", max_attempts=10)
     summary = retrying.describe_stream_summary(StreamName="described")["StreamDescriptionSummary"]
     assert summary["StreamName"] == "described"
+
+
+@pytest.fixture(scope="module")
+def frozen():
+    """AWS's limits, with the virtual clock: time moves only when a test says."""
+    import json
+    import urllib.request
+
+    with sluice("--test-controls", "--stream-creating-ms", "60000") as (_, endpoint):
+        def advance(ms):
+            body = json.dumps({"advanceMs": ms}).encode()
+            req = urllib.request.Request(endpoint + "/_sluice/clock", body, method="POST")
+            urllib.request.urlopen(req).read()
+
+        req = urllib.request.Request(endpoint + "/_sluice/clock", b'{"freeze": true}', method="POST")
+        urllib.request.urlopen(req).read()
+        yield endpoint, advance
+
+
+def test_records_per_second_the_ten_mib_read_and_the_creating_limit(frozen):
+    endpoint, advance = frozen
+    kinesis = client(endpoint)
+    for i in range(5):
+        kinesis.create_stream(StreamName=f"c{i}", ShardCount=1)
+    advance(1_000)
+    with pytest.raises(ClientError) as e:
+        kinesis.create_stream(StreamName="c5", ShardCount=1)
+    assert e.value.response["Error"]["Code"] == "LimitExceededException"
+    assert "5 streams in the CREATING state" in e.value.response["Error"]["Message"]
+    advance(60_000)
+    # 1,000 records a second per shard: the third batch of 500 is refused.
+    tiny = [{"Data": b"x", "PartitionKey": "k"} for _ in range(500)]
+    failed = [kinesis.put_records(StreamName="c0", Records=tiny)["FailedRecordCount"] for _ in range(3)]
+    assert failed == [0, 0, 500]
+    # A full 10 MiB GetRecords answer: the next 5 seconds are refused.
+    big = [{"Data": b"y" * (60 << 10), "PartitionKey": "k"} for _ in range(16)]
+    for _ in range(12):
+        advance(1_000)
+        assert kinesis.put_records(StreamName="c1", Records=big)["FailedRecordCount"] == 0
+    advance(1_000)
+    it = kinesis.get_shard_iterator(StreamName="c1", ShardId=SHARD0, ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+    got = kinesis.get_records(ShardIterator=it)
+    assert sum(len(r["Data"]) for r in got["Records"]) > 9 << 20
+    advance(4_999)
+    with pytest.raises(ClientError) as e:
+        kinesis.get_records(ShardIterator=got["NextShardIterator"])
+    assert e.value.response["Error"]["Code"] == THROTTLED
+    advance(1)
+    kinesis.get_records(ShardIterator=got["NextShardIterator"])
+
+
+def test_daily_resharding_and_mode_switches(frozen):
+    endpoint, advance = frozen
+    kinesis = client(endpoint)
+    kinesis.create_stream(StreamName="daily", ShardCount=1)
+    advance(61_000)
+    for i in range(10):
+        kinesis.update_shard_count(StreamName="daily", TargetShardCount=2 if i % 2 == 0 else 1, ScalingType="UNIFORM_SCALING")
+        advance(1_000)
+    with pytest.raises(ClientError) as e:
+        kinesis.update_shard_count(StreamName="daily", TargetShardCount=2, ScalingType="UNIFORM_SCALING")
+    assert e.value.response["Error"]["Code"] == "LimitExceededException"
+    arn = kinesis.describe_stream_summary(StreamName="daily")["StreamDescriptionSummary"]["StreamARN"]
+    kinesis.update_stream_mode(StreamARN=arn, StreamModeDetails={"StreamMode": "ON_DEMAND"})
+    advance(1_000)
+    kinesis.update_stream_mode(StreamARN=arn, StreamModeDetails={"StreamMode": "PROVISIONED"})
+    advance(1_000)
+    with pytest.raises(ClientError) as e:
+        kinesis.update_stream_mode(StreamARN=arn, StreamModeDetails={"StreamMode": "ON_DEMAND"})
+    assert e.value.response["Error"]["Code"] == "LimitExceededException"
+    # A day later both are allowed again.
+    advance(24 * 3600 * 1000)
+    kinesis.update_stream_mode(StreamARN=arn, StreamModeDetails={"StreamMode": "ON_DEMAND"})

@@ -322,6 +322,55 @@ impl Throttles {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever the sequence of waits and requests: a bucket never holds
+        /// more than its capacity, and over any run it admits at most its
+        /// capacity plus what the elapsed time refilled.
+        #[test]
+        fn a_bucket_admits_no_more_than_capacity_plus_refill(
+            capacity in 1u64..5_000,
+            rate in 1u64..5_000,
+            steps in proptest::collection::vec((0u64..2_000, 1u64..3_000), 1..200),
+        ) {
+            let mut b = Bucket::new(capacity, rate, 0);
+            let (mut now, mut admitted) = (0u64, 0u64);
+            for (wait, n) in steps {
+                now += wait;
+                if b.try_take(now, n) {
+                    admitted += n;
+                }
+                prop_assert!(b.available(now) <= capacity as f64 + 1e-6);
+                prop_assert!(b.available(now) >= -1e-6, "try_take never goes into debt");
+                let bound = capacity as f64 + rate as f64 * now as f64 / 1000.0;
+                prop_assert!(admitted as f64 <= bound + 1e-6, "{admitted} > {bound}");
+            }
+        }
+
+        /// Writes to a shard: at most a second's records and bytes (plus
+        /// refill), whatever the sizes, the large-record path included.
+        #[test]
+        fn shard_writes_respect_both_limits(
+            writes in proptest::collection::vec((0u64..300, 1u64..(3 << 20)), 1..100),
+        ) {
+            let t = Throttles::default();
+            let c = ShardCapacity::default();
+            let (mut now, mut records, mut small_bytes) = (0u64, 0u64, 0u64);
+            for (wait, bytes) in writes {
+                now += wait;
+                if t.shard(1, c, now).admit_write(bytes) {
+                    records += 1;
+                    if bytes <= c.write_bytes_per_s {
+                        small_bytes += bytes;
+                    }
+                }
+                let secs = now as f64 / 1000.0;
+                prop_assert!(records as f64 <= c.write_records_per_s as f64 * (1.0 + secs) + 1e-6);
+                prop_assert!(small_bytes as f64 <= c.write_bytes_per_s as f64 * (1.0 + secs) + 1e-6);
+            }
+        }
+    }
 
     fn shard(t: &Throttles, now: u64) -> Shard<'_> {
         t.shard(1, ShardCapacity::default(), now)
