@@ -128,3 +128,25 @@ def test_reset_drops_every_stream(controlled):
 def test_controls_are_off_unless_asked_for(endpoint):
     status, _ = control(endpoint, "POST", "reset")
     assert status != 200
+
+
+def test_controls_refuse_what_could_never_apply(controlled):
+    kinesis = client(controlled, {"total_max_attempts": 1})
+    # Filters the operation's requests cannot carry would never match.
+    status, body = control(controlled, "POST", "faults", {"operation": "PutRecord", "shardId": SHARD0, "error": "InternalFailure"})
+    assert status == 400 and "throttle" in body["message"]
+    assert control(controlled, "POST", "faults", {"operation": "ListStreams", "streamName": "s", "error": "InternalFailure"})[0] == 400
+    # One clock request says one thing; time never goes back; advances are bounded.
+    assert control(controlled, "POST", "clock", {"freeze": True, "thaw": True})[0] == 400
+    assert control(controlled, "POST", "clock", {"freeze": True, "nowMs": 1})[0] == 400
+    control(controlled, "POST", "clock", {"freeze": True})
+    assert control(controlled, "POST", "clock", {"advanceMs": 10**17})[0] == 400
+    control(controlled, "POST", "clock", {"thaw": True})
+    # A reset drops waiting faults and shard throttles too.
+    kinesis.create_stream(StreamName="reset-me", ShardCount=1)
+    arn = kinesis.describe_stream_summary(StreamName="reset-me")["StreamDescriptionSummary"]["StreamARN"]
+    assert control(controlled, "POST", "throttle", {"streamName": arn, "shardId": SHARD0, "forMs": 600_000})[0] == 200
+    control(controlled, "POST", "faults", {"operation": "CreateStream", "error": "InternalFailure", "count": 3})
+    control(controlled, "POST", "reset")
+    kinesis.create_stream(StreamName="reset-me", ShardCount=1)
+    kinesis.put_record(StreamName="reset-me", Data=b"x", PartitionKey="k")

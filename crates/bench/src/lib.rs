@@ -51,7 +51,8 @@ pub struct Workload {
     pub delete: bool,
     pub producer: Producer,
     pub record_size: usize,
-    /// Records per PutRecords call.
+    /// Records per PutRecords call (with a `rate`, at most a tenth of a
+    /// second of a worker's share).
     pub batch: usize,
     /// Distinct partition keys.
     pub keys: usize,
@@ -307,7 +308,13 @@ impl Tally {
 }
 
 /// Runs `workload` against `target`.
-pub async fn run(target: Target, workload: Workload) -> anyhow::Result<Report> {
+pub async fn run(target: Target, mut workload: Workload) -> anyhow::Result<Report> {
+    if let Some(rate) = workload.rate.filter(|r| *r > 0) {
+        // Paced: a batch holds at most a tenth of a second of a worker's
+        // share, so that the rate is smooth and the run ends on time.
+        let share = (rate as usize / workload.concurrency.max(1) / 10).max(1);
+        workload.batch = workload.batch.min(share);
+    }
     if workload.record_size == 0 || workload.record_size > 1 << 20 {
         bail!("the record size must be 1 B to 1 MiB");
     }
@@ -642,8 +649,11 @@ async fn produce(
             None => per_request,
         };
         if let Some(interval) = interval {
-            next_send += interval;
             tokio::time::sleep_until(next_send).await;
+            next_send += interval;
+            if started.elapsed() >= w.duration {
+                break;
+            }
         }
         // Without a consumer no stamp is read: full requests come from a
         // small pool built once, so the load generator spends its CPU on
@@ -807,6 +817,8 @@ async fn poll(
             if name != "ProvisionedThroughputExceededException" {
                 break;
             }
+            // Throttled (AWS: 5 calls a second per shard): back off.
+            tokio::time::sleep(interval.max(Duration::from_millis(200))).await;
         } else {
             let Ok(out) = serde_json::from_slice::<GetRecordsOut>(&reply.body) else {
                 tally.error("GetRecords", "UnreadableAnswer", 1);

@@ -161,9 +161,11 @@ struct ServeArgs {
     /// The PEM private key of --tls-cert.
     #[arg(long, env = "SLUICE_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
-    /// Limits profile: `aws` or `off` [default: aws]: per-shard write and read
-    /// throughput (ProvisionedThroughputExceededException) and enhanced
-    /// fan-out's 2 MiB/s per consumer and shard.
+    /// Limits profile: `aws` or `off` [default: aws]. `aws`: per-shard write
+    /// and read throughput (ProvisionedThroughputExceededException), enhanced
+    /// fan-out's 2 MiB/s per consumer and shard, control-plane calls per
+    /// second, 5 streams CREATING, and the daily UpdateShardCount and
+    /// UpdateStreamMode rates (LimitExceededException).
     #[arg(long, env = "SLUICE_LIMITS", value_parser = ["aws", "off"])]
     limits: Option<String>,
     /// Serve the test controls under /_sluice/ (a virtual clock, fault

@@ -46,14 +46,16 @@ impl Clock for SystemClock {
 }
 
 /// Wall time until frozen; then it moves only when advanced (the virtual
-/// clock of `sluice serve --test-controls`). Never goes backwards: thawing a
-/// clock that was advanced past wall time holds it there until wall time
-/// catches up.
+/// clock of `sluice serve --test-controls`). Thawed, it runs at wall speed
+/// again from where it stood, so it stays ahead of wall time by what it was
+/// advanced; it never goes backwards.
 #[derive(Debug, Default)]
 pub struct ControlledClock {
-    /// 0: wall time; otherwise the frozen time.
+    /// 0: running; otherwise the frozen time.
     frozen_ms: AtomicU64,
-    /// The latest time handed out, so that thawing never goes back.
+    /// How far ahead of wall time the running clock is.
+    ahead_ms: AtomicU64,
+    /// The latest time handed out, so that nothing goes back.
     floor_ms: AtomicU64,
 }
 
@@ -63,9 +65,10 @@ impl Clock for ControlledClock {
         let now = if frozen != 0 {
             frozen
         } else {
-            SystemClock
+            let running = SystemClock
                 .now_ms()
-                .max(self.floor_ms.load(Ordering::SeqCst))
+                .saturating_add(self.ahead_ms.load(Ordering::SeqCst));
+            running.max(self.floor_ms.load(Ordering::SeqCst))
         };
         self.floor_ms.fetch_max(now, Ordering::SeqCst);
         now
@@ -87,8 +90,14 @@ impl Clock for ControlledClock {
     }
 
     fn thaw(&self) -> bool {
-        let frozen = self.frozen_ms.swap(0, Ordering::SeqCst);
-        self.floor_ms.fetch_max(frozen, Ordering::SeqCst);
+        let frozen = self.frozen_ms.load(Ordering::SeqCst);
+        if frozen != 0 {
+            let wall = SystemClock.now_ms();
+            self.ahead_ms
+                .store(frozen.saturating_sub(wall), Ordering::SeqCst);
+            self.floor_ms.fetch_max(frozen, Ordering::SeqCst);
+            self.frozen_ms.store(0, Ordering::SeqCst);
+        }
         true
     }
 
@@ -157,9 +166,14 @@ mod tests {
         assert_eq!(c.now_ms(), frozen, "it stands still");
         assert!(c.advance(3_600_000));
         assert_eq!(c.now_ms(), frozen + 3_600_000);
-        // Thawed, it holds the advanced time until wall time catches up.
+        // Thawed, it runs on from the advanced time.
         assert!(c.thaw());
-        assert!(c.now_ms() >= frozen + 3_600_000);
+        let thawed = c.now_ms();
+        assert!(thawed >= frozen + 3_600_000);
+        assert!(
+            thawed < SystemClock.now_ms() + 3_600_000 + 60_000,
+            "an hour ahead, not more"
+        );
         // Freezing in the past is refused quietly: time never goes back.
         assert!(c.freeze(Some(1)));
         assert!(c.now_ms() >= frozen + 3_600_000);

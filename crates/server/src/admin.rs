@@ -6,13 +6,13 @@
 //! | request | effect |
 //! |---|---|
 //! | `GET /_sluice/clock` | `{"nowMs", "frozen"}` |
-//! | `POST /_sluice/clock {"freeze": true, "nowMs"?}` | the clock stands still (at `nowMs` if later) |
+//! | `POST /_sluice/clock {"freeze": true, "nowMs"?}` | the clock stands still (at `nowMs`, which may not be in its past) |
 //! | `POST /_sluice/clock {"advanceMs": n}` | a frozen clock moves on; retention, deletions, on-demand scaling and expiries follow at once |
-//! | `POST /_sluice/clock {"thaw": true}` | wall time again (never backwards) |
+//! | `POST /_sluice/clock {"thaw": true}` | the clock runs at wall speed again, from where it stood |
 //! | `POST /_sluice/faults {"operation", "count"?, "error"?, "message"?, "latencyMs"?, "streamName"?, "shardId"?}` | the next `count` (default 1) calls of the operation (for that stream / shard) wait `latencyMs` and fail with `error` |
 //! | `DELETE /_sluice/faults` | no more faults |
 //! | `POST /_sluice/throttle {"streamName", "shardId", "forMs"}` | the shard refuses reads and writes (ProvisionedThroughputExceededException) for `forMs` of the server's clock |
-//! | `POST /_sluice/reset` | every stream of every account is deleted at once |
+//! | `POST /_sluice/reset` | every stream of every account is deleted at once; faults and throttles are dropped (the clock stays as it is) |
 
 use std::sync::Mutex;
 
@@ -25,6 +25,8 @@ pub const PREFIX: &str = "/_sluice/";
 
 /// At most this many faults wait at once.
 const FAULTS_MAX: usize = 1_000;
+/// The clock moves at most this far in one advance (ten years).
+const ADVANCE_MAX_MS: u64 = 10 * 365 * 24 * 3600 * 1000;
 
 #[derive(Debug, Clone)]
 struct Fault {
@@ -49,6 +51,10 @@ impl Faults {
 
     pub fn is_empty(&self) -> bool {
         self.lock().is_empty()
+    }
+
+    pub fn clear(&self) {
+        self.lock().clear();
     }
 
     /// The fault this call meets, counted down: (latency, error).
@@ -112,11 +118,12 @@ pub fn handle(state: &State, method: &str, path: &str, body: &[u8]) -> Answer {
         ("POST", "clock") => clock(state, &input),
         ("POST", "faults") => add_fault(state, &input),
         ("DELETE", "faults") => {
-            state.faults.lock().clear();
+            state.faults.clear();
             Ok(json!({}))
         }
         ("POST", "throttle") => throttle(state, &input),
         ("POST", "reset") => {
+            state.faults.clear();
             let streams = state.reset().map_err(|e| (500, e.to_string()))?;
             Ok(json!({"streamsDeleted": streams}))
         }
@@ -130,20 +137,44 @@ fn clock_json(state: &State) -> Value {
 
 fn clock(state: &State, input: &Value) -> Answer {
     let clock = &state.clock;
+    let asked: Vec<&str> = ["freeze", "advanceMs", "thaw"]
+        .into_iter()
+        .filter(|k| input.get(*k).is_some())
+        .collect();
+    if asked.len() != 1 {
+        return Err(bad("say one of freeze, advanceMs or thaw"));
+    }
     let done = if let Some(ms) = input.get("advanceMs") {
         let ms = ms
             .as_u64()
-            .ok_or_else(|| bad("advanceMs must be a whole number"))?;
+            .filter(|ms| *ms <= ADVANCE_MAX_MS)
+            .ok_or_else(|| {
+                bad(format!(
+                    "advanceMs must be a whole number from 0 to {ADVANCE_MAX_MS}"
+                ))
+            })?;
         if !clock.advance(ms) {
             return Err(bad("the clock is not frozen: freeze it first"));
         }
         true
     } else if input.get("freeze") == Some(&json!(true)) {
-        clock.freeze(input.get("nowMs").and_then(Value::as_u64))
+        let at = match input.get("nowMs") {
+            None => None,
+            Some(v) => {
+                let at = v
+                    .as_u64()
+                    .ok_or_else(|| bad("nowMs must be a whole number"))?;
+                if at < state.now_ms() {
+                    return Err(bad("nowMs is in the clock's past: time never goes back"));
+                }
+                Some(at)
+            }
+        };
+        clock.freeze(at)
     } else if input.get("thaw") == Some(&json!(true)) {
         clock.thaw()
     } else {
-        return Err(bad("say freeze, advanceMs or thaw"));
+        return Err(bad("freeze and thaw take true"));
     };
     if !done {
         return Err(bad("this server's clock cannot be controlled"));
@@ -156,8 +187,27 @@ fn clock(state: &State, input: &Value) -> Answer {
 fn add_fault(state: &State, input: &Value) -> Answer {
     let text = |m: &str| input.get(m).and_then(Value::as_str).map(str::to_owned);
     let operation = text("operation").ok_or_else(|| bad("operation is required"))?;
-    if sluice_wire::kinesis().operation(&operation).is_none() {
+    let model = sluice_wire::kinesis();
+    let Some(shape) = model.operation(&operation).and_then(|o| o.input.clone()) else {
         return Err(bad(format!("{operation} is not a Kinesis operation")));
+    };
+    // A filter the operation's requests cannot carry would never match.
+    let members = model.member_names(&shape);
+    let names_a_stream = ["StreamName", "StreamARN", "ConsumerARN"]
+        .iter()
+        .any(|m| members.contains(m));
+    let names_a_shard = ["ShardId", "ShardToSplit", "ShardToMerge"]
+        .iter()
+        .any(|m| members.contains(m));
+    if text("streamName").is_some() && !names_a_stream {
+        return Err(bad(format!(
+            "{operation} requests do not name a stream: drop streamName"
+        )));
+    }
+    if text("shardId").is_some() && !names_a_shard {
+        return Err(bad(format!(
+            "{operation} requests do not name a shard: drop shardId (POST /_sluice/throttle throttles a shard's reads and writes)"
+        )));
     }
     let error = match text("error") {
         None => None,
@@ -193,8 +243,19 @@ fn add_fault(state: &State, input: &Value) -> Answer {
 
 fn throttle(state: &State, input: &Value) -> Answer {
     let text = |m: &str| input.get(m).and_then(Value::as_str);
-    let (Some(stream), Some(shard)) = (text("streamName"), text("shardId")) else {
-        return Err(bad("streamName and shardId are required"));
+    // A stream name, or a stream ARN.
+    let stream = text("streamName").map(|given| match given.find(":stream/") {
+        Some(i) => given[i + 8..]
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned(),
+        None => given.to_owned(),
+    });
+    let (Some(stream), Some(shard)) = (stream.as_deref(), text("shardId")) else {
+        return Err(bad(
+            "streamName (a name or an ARN) and shardId are required",
+        ));
     };
     let for_ms = input
         .get("forMs")

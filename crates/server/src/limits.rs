@@ -300,6 +300,14 @@ impl Throttles {
             .insert(log_id, until_ms);
     }
 
+    /// Lifts every test-control throttle (a reset).
+    pub fn unblock_all(&self) {
+        self.blocked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
     /// Whether any shard is blocked (so that even unlimited calls must look).
     pub fn any_blocked(&self) -> bool {
         !self

@@ -282,6 +282,7 @@ impl State {
             gone
         };
         self.subscriptions.stop_every();
+        self.throttles.unblock_all();
         for shard in gone.iter().flat_map(|s| &s.shards) {
             self.log.delete_shard(ShardLogId(shard.log_id))?;
         }

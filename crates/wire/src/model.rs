@@ -181,6 +181,16 @@ impl ApiModel {
     pub fn shape(&self, name: &str) -> Option<&Shape> {
         self.shapes.get(name)
     }
+
+    /// The member names of a structure shape (none for other shapes).
+    pub fn member_names(&self, shape: &str) -> Vec<&str> {
+        match self.shape(shape) {
+            Some(Shape::Structure { members, .. }) => {
+                members.iter().map(|(m, _)| m.as_str()).collect()
+            }
+            _ => Vec::new(),
+        }
+    }
 }
 
 #[cfg(test)]
