@@ -42,6 +42,8 @@ struct Fault {
 #[derive(Debug, Default)]
 pub struct Faults {
     list: Mutex<Vec<Fault>>,
+    /// How many wait: every request asks whether any do, without a lock.
+    waiting: std::sync::atomic::AtomicUsize,
 }
 
 impl Faults {
@@ -50,11 +52,25 @@ impl Faults {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.lock().is_empty()
+        self.waiting.load(std::sync::atomic::Ordering::Relaxed) == 0
     }
 
     pub fn clear(&self) {
-        self.lock().clear();
+        let mut list = self.lock();
+        list.clear();
+        self.counted(&list);
+    }
+
+    fn add(&self, fault: Fault) -> usize {
+        let mut list = self.lock();
+        list.push(fault);
+        self.counted(&list);
+        list.len()
+    }
+
+    fn counted(&self, list: &[Fault]) {
+        self.waiting
+            .store(list.len(), std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The fault this call meets, counted down: (latency, error).
@@ -75,6 +91,7 @@ impl Faults {
         let out = (fault.latency_ms, fault.error.clone());
         if fault.remaining == 0 {
             list.remove(i);
+            self.counted(&list);
         }
         Some(out)
     }
@@ -226,11 +243,10 @@ fn add_fault(state: &State, input: &Value) -> Answer {
     if count == 0 {
         return Err(bad("count must be at least 1"));
     }
-    let mut list = state.faults.lock();
-    if list.len() >= FAULTS_MAX {
+    if state.faults.lock().len() >= FAULTS_MAX {
         return Err(bad(format!("at most {FAULTS_MAX} faults can wait at once")));
     }
-    list.push(Fault {
+    let waiting = state.faults.add(Fault {
         operation,
         stream: text("streamName"),
         shard: text("shardId"),
@@ -238,7 +254,7 @@ fn add_fault(state: &State, input: &Value) -> Answer {
         latency_ms: latency_ms.min(60_000),
         error,
     });
-    Ok(json!({"faults": list.len()}))
+    Ok(json!({"faults": waiting}))
 }
 
 fn throttle(state: &State, input: &Value) -> Answer {
@@ -289,7 +305,8 @@ mod tests {
     fn faults_match_in_order_and_count_down() {
         let faults = Faults::default();
         let err = |n: &str| Some(AwsError::new(ErrorCode::from_name(n).unwrap(), "x"));
-        faults.lock().push(Fault {
+        assert!(faults.is_empty());
+        faults.add(Fault {
             operation: "PutRecord".into(),
             stream: Some("a".into()),
             shard: None,

@@ -373,6 +373,21 @@ pub struct Reader {
     pub log: Arc<ShardLog>,
 }
 
+impl Reader {
+    /// The shard is gone (retention removed it, or the stream went).
+    fn shard_gone(&self) -> AwsError {
+        AwsError::new(
+            ErrorCode::ResourceNotFoundException,
+            format!(
+                "Shard {} in stream {} under account {} does not exist",
+                sluice_meta::shard_id(self.shard_index),
+                self.stream,
+                self.account
+            ),
+        )
+    }
+}
+
 /// Why the stream or consumer can no longer be read, if so.
 fn still_readable(state: &State, r: &Reader) -> Result<(), AwsError> {
     let now = state.now_ms();
@@ -388,15 +403,7 @@ fn still_readable(state: &State, r: &Reader) -> Result<(), AwsError> {
         ));
     };
     if stream.shard(r.shard_index).is_none() {
-        return Err(AwsError::new(
-            ErrorCode::ResourceNotFoundException,
-            format!(
-                "Shard {} in stream {} under account {} does not exist",
-                sluice_meta::shard_id(r.shard_index),
-                r.stream,
-                r.account
-            ),
-        ));
+        return Err(r.shard_gone());
     }
     let consumer = stream
         .consumer(&r.consumer, now)
@@ -442,15 +449,7 @@ fn step(
             },
         )
         .map_err(|e| match e {
-            sluice_log::ReadError::Deleted => AwsError::new(
-                ErrorCode::ResourceNotFoundException,
-                format!(
-                    "Shard {} in stream {} under account {} does not exist",
-                    sluice_meta::shard_id(r.shard_index),
-                    r.stream,
-                    r.account
-                ),
-            ),
+            sluice_log::ReadError::Deleted => r.shard_gone(),
             other => failure(&other),
         })?;
     let children = if batch.end_of_shard {
