@@ -1,8 +1,8 @@
 use std::io;
 use std::path::PathBuf;
 
-use crate::frame::FrameError;
 use crate::segment::SegmentHeaderError;
+use crate::Damage;
 
 /// Why an append (or close) was refused. Nothing of a refused batch is visible,
 /// except after `Io`/`Poisoned` where the batch may or may not have reached disk.
@@ -30,6 +30,10 @@ pub enum AppendError {
     Poisoned,
     #[error("the log is shutting down")]
     ShutDown,
+    /// Damaged data was found in the shard log; it takes no appends until
+    /// repaired (`sluice ctl repair`).
+    #[error("the shard log is quarantined: {0}")]
+    Quarantined(Damage),
     #[error("log offsets are exhausted for this shard")]
     OffsetsExhausted,
     #[error("I/O error: {0}")]
@@ -43,12 +47,10 @@ pub enum ReadError {
     InvalidPosition,
     #[error("the shard log was deleted")]
     Deleted,
-    #[error("corrupt frame in {segment} at offset {offset}: {reason}")]
-    Corrupt {
-        segment: PathBuf,
-        offset: u64,
-        reason: FrameError,
-    },
+    /// The read reached damaged data: what lies before it can be read, what
+    /// lies from it on cannot until the shard log is repaired.
+    #[error("the shard log is quarantined: {0}")]
+    Quarantined(Damage),
     #[error("I/O error: {0}")]
     Io(#[from] io::Error),
 }

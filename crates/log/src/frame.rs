@@ -4,7 +4,7 @@
 //! frame header (32 bytes, little-endian)
 //!   0  u32 magic "SLFR" (0x5246_4c53 as LE bytes 53 4c 46 52)
 //!   4  u32 header_crc32c   CRC32C of bytes 8..32, seeded with the segment's frame salt
-//!   8  u8  kind            1 = records, 2 = close
+//!   8  u8  kind            1 = records, 2 = close, 3 = skip (damage marked by `sluice ctl repair`)
 //!   9  u8  reserved (0)
 //!  10  u16 record_count
 //!  12  u32 payload_len
@@ -19,7 +19,7 @@ use bytes::Bytes;
 
 pub const FRAME_HEADER_LEN: usize = 32;
 pub const RECORD_HEADER_LEN: usize = 8;
-const FRAME_MAGIC: [u8; 4] = *b"SLFR";
+pub const FRAME_MAGIC: [u8; 4] = *b"SLFR";
 /// Largest payload one frame may carry. PutRecords' 10 MiB request limit fits
 /// with room to spare; the limit bounds every read allocation.
 pub const FRAME_PAYLOAD_MAX_BYTES: usize = 64 << 20;
@@ -30,6 +30,9 @@ pub const FRAME_RECORDS_MAX: usize = u16::MAX as usize;
 pub enum FrameKind {
     Records = 1,
     Close = 2,
+    /// Covers bytes that failed their checksums; written only by repair
+    /// (`inspect::repair`), skipped by readers. Its payload is whatever was there.
+    Skip = 3,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +98,7 @@ impl FrameHeader {
         let kind = match b[8] {
             1 => FrameKind::Records,
             2 => FrameKind::Close,
+            3 => FrameKind::Skip,
             other => return Err(FrameError::UnknownKind(other)),
         };
         let payload_len = u32::from_le_bytes(b[12..16].try_into().unwrap());

@@ -1,15 +1,37 @@
-//! Offline inspection of a data directory: `sluice ctl check` and `ctl dump`.
+//! Offline inspection of a data directory: `sluice ctl check`, `ctl dump` and
+//! `ctl repair`.
 //!
-//! Reads files directly (never through a running [`crate::Log`]) and never writes.
+//! Reads files directly (never through a running [`crate::Log`]); only
+//! [`repair`] writes, and only when asked.
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::frame::{self, FrameKind};
+use crate::frame::{self, FrameHeader, FrameKind, FRAME_HEADER_LEN, FRAME_PAYLOAD_MAX_BYTES};
 use crate::segment::{self, FrameScanner, Scan, SegmentHeader, SEGMENT_HEADER_LEN};
-use crate::storage::{OsStorage, Storage};
+use crate::storage::{OsStorage, Storage, StorageFile};
 use crate::{sequence, ShardLogId};
+
+/// The storage engine's directory inside `dir`: `dir` itself if it holds
+/// `shards/`, else `dir/log` when `dir` is a server's data directory (it holds
+/// `catalog.json` or `log/`). Anything else is refused, so that a wrong path
+/// never passes a check for want of files to check.
+pub fn log_root(dir: &Path) -> io::Result<PathBuf> {
+    if dir.join("shards").is_dir() {
+        return Ok(dir.to_path_buf());
+    }
+    if dir.join("log").is_dir() || dir.join("catalog.json").is_file() {
+        return Ok(dir.join("log"));
+    }
+    Err(io::Error::new(
+        io::ErrorKind::NotFound,
+        format!(
+            "{} is not a Sluice data directory (it holds no catalog.json, log/ or shards/)",
+            dir.display()
+        ),
+    ))
+}
 
 /// What `check` found in one segment file.
 #[derive(Debug, Clone)]
@@ -21,9 +43,14 @@ pub struct SegmentReport {
     pub bytes: u64,
     /// The first problem, if any.
     pub problem: Option<String>,
-    /// The newest segment of its shard log: a problem there is a torn tail that
-    /// the next open cuts off; anywhere else it is corruption.
+    /// The newest segment of its shard log.
     pub newest: bool,
+    /// The problem is a torn tail (bad bytes at the end of the newest
+    /// segment with no valid frame after them), which the next open cuts off.
+    /// Any other problem is damage: the server quarantines the shard log.
+    pub torn: bool,
+    /// Bytes marked skipped by an earlier repair.
+    pub skipped_bytes: u64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -37,22 +64,24 @@ impl CheckReport {
     pub fn corruptions(&self) -> impl Iterator<Item = &SegmentReport> {
         self.segments
             .iter()
-            .filter(|s| s.problem.is_some() && !s.newest)
+            .filter(|s| s.problem.is_some() && !s.torn)
     }
 
     pub fn torn_tails(&self) -> impl Iterator<Item = &SegmentReport> {
         self.segments
             .iter()
-            .filter(|s| s.problem.is_some() && s.newest)
+            .filter(|s| s.problem.is_some() && s.torn)
     }
 }
 
-/// Verifies every frame of every segment under the data directory `root`.
+/// Verifies every frame of every segment under the log directory `root`
+/// (see [`log_root`]).
 pub fn check(root: &Path) -> io::Result<CheckReport> {
+    let storage = OsStorage;
     let mut report = CheckReport::default();
-    for (_, dir) in shard_dirs(root)? {
+    for (_, dir) in shard_dirs(&storage, root)? {
         report.shards += 1;
-        let bases = segment_bases(&dir)?;
+        let bases = segment_bases(&storage, &dir)?;
         let mut expected_base: Option<(u64, u64)> = None; // (epoch, base)
         for (i, &base) in bases.iter().enumerate() {
             let mut seg = SegmentReport {
@@ -63,9 +92,12 @@ pub fn check(root: &Path) -> io::Result<CheckReport> {
                 bytes: 0,
                 problem: None,
                 newest: i + 1 == bases.len(),
+                torn: false,
+                skipped_bytes: 0,
             };
+            let newest = seg.newest;
             let mut closed = false;
-            let end = visit_segment(&seg.path.clone(), &mut |event| match event {
+            let end = visit_segment(&storage, &seg.path.clone(), &mut |event| match event {
                 Visit::Header(h) => {
                     if let Some((epoch, want)) = expected_base {
                         if h.epoch != epoch || h.base_offset != want {
@@ -80,20 +112,36 @@ pub fn check(root: &Path) -> io::Result<CheckReport> {
                     kind,
                     records,
                     bytes,
+                    frame_len,
                     ..
                 } => {
-                    if closed {
-                        seg.problem
-                            .get_or_insert("a frame follows the close frame".into());
+                    if closed && seg.problem.is_none() {
+                        // Opening cuts off what follows a close frame in the newest segment.
+                        seg.torn = newest;
+                        seg.problem = Some("a frame follows the close frame".into());
                     }
                     closed |= kind == FrameKind::Close;
                     seg.frames += 1;
                     seg.records += records.len() as u64;
                     seg.bytes += bytes;
+                    if kind == FrameKind::Skip {
+                        seg.skipped_bytes += frame_len;
+                    }
                 }
-                Visit::Bad { offset, reason } => {
-                    seg.problem
-                        .get_or_insert(format!("offset {offset}: {reason}"));
+                Visit::Bad {
+                    offset,
+                    reason,
+                    valid_after,
+                } => {
+                    if seg.problem.is_none() {
+                        // Only the newest segment can be torn by a crash, and
+                        // only where nothing valid follows.
+                        seg.torn = newest && !valid_after;
+                        seg.problem = Some(match valid_after {
+                            true => format!("offset {offset}: {reason}; valid frames follow"),
+                            false => format!("offset {offset}: {reason}"),
+                        });
+                    }
                 }
             })?;
             if let Some((epoch, end)) = end {
@@ -107,13 +155,14 @@ pub fn check(root: &Path) -> io::Result<CheckReport> {
 
 /// Prints every shard log, segment, frame and record under `root`.
 pub fn dump(root: &Path, out: &mut dyn Write, preview_bytes: usize) -> io::Result<()> {
-    for (id, dir) in shard_dirs(root)? {
+    let storage = OsStorage;
+    for (id, dir) in shard_dirs(&storage, root)? {
         writeln!(out, "shard log {id} ({})", dir.display())?;
-        for base in segment_bases(&dir)? {
+        for base in segment_bases(&storage, &dir)? {
             let path = segment::segment_path(&dir, base);
             let mut epoch = 0;
             let mut failed = None;
-            visit_segment(&path, &mut |event| {
+            visit_segment(&storage, &path, &mut |event| {
                 let line = match event {
                     Visit::Header(h) => {
                         epoch = h.epoch;
@@ -131,6 +180,7 @@ pub fn dump(root: &Path, out: &mut dyn Write, preview_bytes: usize) -> io::Resul
                         timestamp_ms,
                         records,
                         bytes,
+                        ..
                     } => {
                         let mut s = format!(
                             "    frame offset {offset} {kind:?} timestamp_ms {timestamp_ms} records {} bytes {bytes}",
@@ -155,8 +205,17 @@ pub fn dump(root: &Path, out: &mut dyn Write, preview_bytes: usize) -> io::Resul
                         }
                         s
                     }
-                    Visit::Bad { offset, reason } => {
-                        format!("    INVALID at offset {offset}: {reason}")
+                    Visit::Bad {
+                        offset,
+                        reason,
+                        valid_after,
+                    } => {
+                        let after = if valid_after {
+                            " (valid frames follow)"
+                        } else {
+                            ""
+                        };
+                        format!("    INVALID at offset {offset}: {reason}{after}")
                     }
                 };
                 if let Err(e) = writeln!(out, "{line}") {
@@ -179,22 +238,36 @@ enum Visit<'a> {
         timestamp_ms: u64,
         records: &'a [frame::StoredRecord],
         bytes: u64,
+        frame_len: u64,
     },
+    /// The scan stops here; `valid_after`: a valid frame follows in the segment.
     Bad {
         offset: u64,
         reason: String,
+        valid_after: bool,
     },
 }
 
 /// Walks one segment; returns (epoch, logical end) when its header is valid.
-fn visit_segment(path: &Path, visit: &mut dyn FnMut(Visit<'_>)) -> io::Result<Option<(u64, u64)>> {
-    let file = OsStorage.open_file(path)?;
+fn visit_segment(
+    storage: &dyn Storage,
+    path: &Path,
+    visit: &mut dyn FnMut(Visit<'_>),
+) -> io::Result<Option<(u64, u64)>> {
+    let file = storage.open_file(path)?;
     let header = match SegmentHeader::read_from(&*file)? {
         Ok(h) => h,
         Err(reason) => {
+            let interrupted = file.len()? <= SEGMENT_HEADER_LEN as u64;
             visit(Visit::Bad {
                 offset: 0,
-                reason: format!("segment header: {reason}"),
+                reason: match interrupted {
+                    true => format!(
+                        "segment header: {reason} (an interrupted roll: the segment holds nothing)"
+                    ),
+                    false => format!("segment header: {reason}"),
+                },
+                valid_after: !interrupted,
             });
             return Ok(None);
         }
@@ -208,6 +281,7 @@ fn visit_segment(path: &Path, visit: &mut dyn FnMut(Visit<'_>)) -> io::Result<Op
                 "segment header: base offset {} out of range",
                 header.base_offset
             ),
+            valid_after: true,
         });
         return Ok(None);
     }
@@ -216,16 +290,31 @@ fn visit_segment(path: &Path, visit: &mut dyn FnMut(Visit<'_>)) -> io::Result<Op
         .saturating_add(len.saturating_sub(SEGMENT_HEADER_LEN as u64));
     let mut scanner =
         FrameScanner::new(Arc::clone(&file), &header, header.base_offset, end, 4 << 20);
+    let bad = |offset: u64, reason: String, visit: &mut dyn FnMut(Visit<'_>)| {
+        let after = offset + FRAME_HEADER_LEN as u64;
+        let valid_after = segment::find_next_frame(&file, &header, after, end)?.is_some();
+        visit(Visit::Bad {
+            offset,
+            reason,
+            valid_after,
+        });
+        io::Result::Ok(())
+    };
     loop {
         match scanner.next()? {
             Scan::End => break,
             Scan::Bad { offset, reason } => {
-                visit(Visit::Bad {
-                    offset,
-                    reason: reason.to_string(),
-                });
+                bad(offset, reason.to_string(), visit)?;
                 break;
             }
+            Scan::Frame(f) if f.header.kind == FrameKind::Skip => visit(Visit::Frame {
+                offset: f.offset,
+                kind: f.header.kind,
+                timestamp_ms: f.header.timestamp_ms,
+                records: &[],
+                bytes: 0,
+                frame_len: f.header.frame_len(),
+            }),
             Scan::Frame(f) => match frame::decode_records(&f.header, &f.payload) {
                 Ok(records) => visit(Visit::Frame {
                     offset: f.offset,
@@ -233,12 +322,10 @@ fn visit_segment(path: &Path, visit: &mut dyn FnMut(Visit<'_>)) -> io::Result<Op
                     timestamp_ms: f.header.timestamp_ms,
                     bytes: records.iter().map(|r| r.data.len() as u64).sum(),
                     records: &records,
+                    frame_len: f.header.frame_len(),
                 }),
                 Err(reason) => {
-                    visit(Visit::Bad {
-                        offset: f.offset,
-                        reason: reason.to_string(),
-                    });
+                    bad(f.offset, reason.to_string(), visit)?;
                     break;
                 }
             },
@@ -247,23 +334,214 @@ fn visit_segment(path: &Path, visit: &mut dyn FnMut(Visit<'_>)) -> io::Result<Op
     Ok(Some((header.epoch, end)))
 }
 
-fn shard_dirs(root: &Path) -> io::Result<Vec<(ShardLogId, PathBuf)>> {
-    let shards = root.join("shards");
-    // A data directory whose first open was interrupted has no shards/ yet.
-    if root.is_dir() && !shards.exists() {
-        return Ok(Vec::new());
+/// One stretch of damage that [`repair`] marked skipped (or cut, for a torn tail).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Repaired {
+    pub shard: ShardLogId,
+    /// The first sequence number position the damage covered.
+    pub from_sequence: u128,
+    /// The position after it: the next valid frame (or the next segment).
+    pub to_sequence: u128,
+    pub bytes: u64,
+    pub what: String,
+}
+
+/// What [`repair`] did.
+#[derive(Debug, Clone, Default)]
+pub struct RepairReport {
+    pub shards: usize,
+    pub repaired: Vec<Repaired>,
+}
+
+/// Repairs the shard logs under the log directory `root` (see [`log_root`])
+/// so that they open unquarantined, keeping every valid frame: a segment
+/// header that one changed byte damaged is mended (its checksum tells which);
+/// damaged bytes followed by valid frames are covered by *skip* frames, which
+/// readers pass over (the records in them are lost; every other record keeps
+/// its sequence number); a torn tail of a newest segment is cut, as opening
+/// would. A header that cannot be mended makes its whole segment skipped.
+/// Run it only on a stopped server's data directory.
+pub fn repair(storage: &dyn Storage, root: &Path) -> io::Result<RepairReport> {
+    let mut report = RepairReport::default();
+    for (id, dir) in shard_dirs(storage, root)? {
+        report.shards += 1;
+        if storage
+            .list_dir(&dir)?
+            .iter()
+            .any(|n| n == crate::shard_log::DELETED_MARKER)
+        {
+            continue;
+        }
+        let bases = segment_bases(storage, &dir)?;
+        let mut headers = Vec::with_capacity(bases.len());
+        for &base in &bases {
+            let file = storage.open_file(&segment::segment_path(&dir, base))?;
+            let mut b = [0u8; SEGMENT_HEADER_LEN];
+            let n = file.read_full_at(&mut b, 0)?;
+            headers.push((base, file, b, n));
+        }
+        let epoch = headers
+            .iter()
+            .find_map(|(_, _, b, n)| SegmentHeader::decode(&b[..*n]).ok().map(|h| h.epoch))
+            .or_else(|| {
+                headers
+                    .iter()
+                    .find_map(|(base, _, b, n)| SegmentHeader::mend(&b[..*n], *base, None))
+                    .map(|h| h.epoch)
+            });
+        let Some(epoch) = epoch else { continue };
+        // The newest timestamp seen so far: the floor for a header rebuilt
+        // from nothing (it bounds the segments before from above).
+        let mut floor = 0;
+        let count = headers.len();
+        for (i, (base, file, b, n)) in headers.into_iter().enumerate() {
+            let newest = i + 1 == count;
+            let len = file.len()?;
+            if newest && len <= SEGMENT_HEADER_LEN as u64 && SegmentHeader::decode(&b[..n]).is_err()
+            {
+                continue; // an interrupted roll: opening removes it
+            }
+            let end = base + len.saturating_sub(SEGMENT_HEADER_LEN as u64);
+            let mut note = |from: u64, to: u64, what: String| {
+                report.repaired.push(Repaired {
+                    shard: id,
+                    from_sequence: sequence(epoch, from, 0),
+                    to_sequence: sequence(epoch, to, 0),
+                    bytes: to - from,
+                    what,
+                })
+            };
+            let header = match SegmentHeader::decode(&b[..n]) {
+                Ok(h) => h,
+                Err(reason) => match SegmentHeader::mend(&b[..n], base, Some(epoch)) {
+                    Some(h) => {
+                        file.write_all_at(&h.encode(), 0)?;
+                        note(base, base, format!("segment header mended ({reason})"));
+                        h
+                    }
+                    None => {
+                        // The salt is lost: nothing in the segment can be verified.
+                        let h = SegmentHeader {
+                            epoch,
+                            base_offset: base,
+                            timestamp_floor_ms: floor,
+                            frame_salt: fastrand::u32(..),
+                        };
+                        file.write_all_at(&h.encode(), 0)?;
+                        write_skip(&*file, &h, base, end, floor)?;
+                        file.sync_data()?;
+                        note(base, end, format!("segment header beyond mending ({reason}): the whole segment is skipped"));
+                        continue;
+                    }
+                },
+            };
+            let mut last_ts = floor.max(header.timestamp_floor_ms);
+            let mut scanner = FrameScanner::new(file.clone(), &header, base, end, 4 << 20);
+            loop {
+                match scanner.next()? {
+                    Scan::End => break,
+                    Scan::Frame(f) => last_ts = last_ts.max(f.header.timestamp_ms),
+                    Scan::Bad { offset, reason } => {
+                        let after = offset + FRAME_HEADER_LEN as u64;
+                        match segment::find_next_frame(&file, &header, after, end)? {
+                            None if newest => {
+                                file.set_len(segment::file_position(base, offset))?;
+                                note(offset, end, format!("torn tail cut ({reason})"));
+                                break;
+                            }
+                            None => {
+                                write_skip(&*file, &header, offset, end, last_ts)?;
+                                note(
+                                    offset,
+                                    end,
+                                    format!("skipped to the end of the segment ({reason})"),
+                                );
+                                break;
+                            }
+                            Some(resume) => {
+                                write_skip(&*file, &header, offset, resume, last_ts)?;
+                                note(offset, resume, format!("skipped ({reason})"));
+                                scanner =
+                                    FrameScanner::new(file.clone(), &header, resume, end, 4 << 20);
+                            }
+                        }
+                    }
+                }
+            }
+            file.sync_data()?;
+            floor = last_ts;
+        }
     }
-    let mut dirs: Vec<_> = OsStorage
-        .list_dir(&shards)?
-        .into_iter()
-        .filter_map(|n| ShardLogId::parse_dir_name(&n).map(|id| (id, shards.join(n))))
-        .collect();
+    Ok(report)
+}
+
+/// Covers `[from, to)` of a segment with skip frames whose payload is what
+/// is there now (at least one frame header's worth of bytes).
+fn write_skip(
+    file: &dyn StorageFile,
+    header: &SegmentHeader,
+    mut from: u64,
+    to: u64,
+    timestamp_ms: u64,
+) -> io::Result<()> {
+    let header_len = FRAME_HEADER_LEN as u64;
+    if to - from < header_len {
+        return Err(io::Error::other(format!(
+            "{} damaged bytes at offset {from} are too few to mark",
+            to - from
+        )));
+    }
+    while from < to {
+        let mut len = (to - from).min(header_len + FRAME_PAYLOAD_MAX_BYTES as u64);
+        // Leave the rest long enough for a frame of its own.
+        if to - from - len != 0 && to - from - len < header_len {
+            len -= header_len;
+        }
+        let mut payload = vec![0u8; (len - header_len) as usize];
+        let n = file.read_full_at(
+            &mut payload,
+            segment::file_position(header.base_offset, from + header_len),
+        )?;
+        payload.truncate(n);
+        payload.resize((len - header_len) as usize, 0);
+        let skip = FrameHeader {
+            kind: FrameKind::Skip,
+            record_count: 0,
+            payload_len: payload.len() as u32,
+            timestamp_ms,
+            payload_crc: crc32c::crc32c(&payload),
+        };
+        let position = segment::file_position(header.base_offset, from);
+        file.write_all_at(&skip.encode(header.frame_salt), position)?;
+        if n < payload.len() {
+            file.write_all_at(&payload[n..], position + header_len + n as u64)?;
+        }
+        from += len;
+    }
+    Ok(())
+}
+
+fn shard_dirs(storage: &dyn Storage, root: &Path) -> io::Result<Vec<(ShardLogId, PathBuf)>> {
+    let shards = root.join("shards");
+    let mut dirs: Vec<_> = match storage.list_dir(&shards) {
+        Ok(names) => names,
+        // A data directory whose first open was interrupted has no shards/ yet.
+        Err(e) if e.kind() == io::ErrorKind::NotFound && storage.list_dir(root).is_ok() => {
+            Vec::new()
+        }
+        // A server's data directory that has no log/ yet: nothing stored.
+        Err(e) if e.kind() == io::ErrorKind::NotFound && root.ends_with("log") => Vec::new(),
+        Err(e) => return Err(e),
+    }
+    .into_iter()
+    .filter_map(|n| ShardLogId::parse_dir_name(&n).map(|id| (id, shards.join(n))))
+    .collect();
     dirs.sort();
     Ok(dirs)
 }
 
-fn segment_bases(dir: &Path) -> io::Result<Vec<u64>> {
-    let mut bases: Vec<u64> = OsStorage
+fn segment_bases(storage: &dyn Storage, dir: &Path) -> io::Result<Vec<u64>> {
+    let mut bases: Vec<u64> = storage
         .list_dir(dir)?
         .iter()
         .filter_map(|n| segment::parse_segment_file_name(n))

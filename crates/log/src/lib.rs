@@ -28,16 +28,21 @@
 //!
 //! # Failures
 //! A batch is one checksummed frame: after a crash it is wholly present or wholly
-//! absent. Opening a shard log cuts off a torn or corrupt tail of its newest
-//! segment (older segments are fsynced when sealed) and fsyncs what remains, so
-//! that nothing a killed process left in the page cache is shown before it is
-//! durable. A failed write or fsync
+//! absent. Opening a shard log cuts off a torn tail of its newest segment (bad
+//! bytes with no valid frame after them; older segments are fsynced when
+//! sealed) and fsyncs what remains, so that nothing a killed process left in the
+//! page cache is shown before it is durable. Bad bytes with a valid frame after
+//! them are damage, never cut: the shard log is quarantined ([`Damage`]),
+//! readable up to it, refusing reads past it ([`ReadError::Quarantined`]) and
+//! appends, until [`inspect::repair`] marks the damage skipped. A failed fsync
 //! poisons the shard log: appends fail with [`AppendError::Poisoned`] until the
 //! process restarts and recovery re-reads what is really on disk; a poisoned
-//! shard log never makes another byte visible. Reads verify both checksums of
-//! every frame and never return a corrupt record. Frame header checksums are
-//! seeded with a random per-segment salt, so bytes inside a record cannot pass
-//! for a frame when a caller names an arbitrary sequence number.
+//! shard log never makes another byte visible. A failed write (a full disk)
+//! is taken back (the file is truncated to where the frame began) and only
+//! that append fails. Reads verify both checksums of every frame and never
+//! return a corrupt record. Frame header checksums are seeded with a random
+//! per-segment salt, so bytes inside a record cannot pass for a frame when a
+//! caller names an arbitrary sequence number.
 //!
 //! # Retention
 //! [`ShardLog::trim_before`] deletes whole segments older than a cutoff and hides
@@ -65,8 +70,8 @@ pub use frame::{AppendRecord, FrameError, FRAME_PAYLOAD_MAX_BYTES, FRAME_RECORDS
 pub use log::Log;
 pub use segment::{SegmentHeaderError, FORMAT_VERSION};
 pub use shard_log::{
-    AppendReceipt, Cursor, ReadBatch, ReadLimits, Record, ShardInfo, ShardLog, StartingPosition,
-    PARTITION_KEY_MAX_BYTES,
+    AppendReceipt, Cursor, Damage, ReadBatch, ReadLimits, Record, ShardInfo, ShardLog,
+    StartingPosition, PARTITION_KEY_MAX_BYTES,
 };
 pub use sim::SimStorage;
 pub use storage::{OsStorage, Storage, StorageFile};

@@ -84,9 +84,28 @@ impl Log {
             return Err(CreateError::AlreadyExists);
         }
         let dir = self.shared.shards_dir.join(id.dir_name());
-        let log = Arc::new(ShardLog::create(self.shared.clone(), id, dir, epoch)?);
-        shards.insert(id, log.clone());
-        Ok(log)
+        let storage = &self.shared.storage;
+        // A directory that no shard log owns is what a failed create or delete
+        // left behind: nothing in it was ever acknowledged. Clear it first.
+        if storage.list_dir(&dir).is_ok() {
+            storage.remove_dir_all(&dir)?;
+            storage.sync_dir(&self.shared.shards_dir)?;
+        }
+        match ShardLog::create(self.shared.clone(), id, dir.clone(), epoch) {
+            Ok(log) => {
+                let log = Arc::new(log);
+                shards.insert(id, log.clone());
+                Ok(log)
+            }
+            Err(e) => {
+                // Leave nothing behind (a full disk, no descriptors left): the
+                // next create of this id starts clean even if this fails too.
+                if storage.remove_dir_all(&dir).is_ok() {
+                    let _ = storage.sync_dir(&self.shared.shards_dir);
+                }
+                Err(e)
+            }
+        }
     }
 
     pub fn shard(&self, id: ShardLogId) -> Option<Arc<ShardLog>> {
@@ -122,6 +141,11 @@ impl Log {
     /// Group-commit rounds run so far.
     pub fn sync_rounds(&self) -> u64 {
         self.shared.syncer.rounds()
+    }
+
+    /// The most segment files the pool holds open.
+    pub fn open_files_max(&self) -> usize {
+        self.shared.options.open_files_max
     }
 
     /// Files the pool holds open now.

@@ -19,7 +19,9 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::frame::{FrameError, FrameHeader, FRAME_HEADER_LEN, FRAME_PAYLOAD_MAX_BYTES};
+use crate::frame::{
+    FrameError, FrameHeader, FRAME_HEADER_LEN, FRAME_MAGIC, FRAME_PAYLOAD_MAX_BYTES,
+};
 use crate::storage::StorageFile;
 
 pub const SEGMENT_HEADER_LEN: usize = 48;
@@ -84,6 +86,37 @@ impl SegmentHeader {
         })
     }
 
+    /// A header that fails its checksum, mended if one byte of it changed:
+    /// every single-byte substitution in bytes 0..44 is tried against the
+    /// stored checksum; if none fits and the fields are sane (magic, version,
+    /// `base_offset` as named, `epoch` if known), the checksum field itself
+    /// was hit. `None` if neither holds.
+    pub fn mend(b: &[u8], base_offset: u64, epoch: Option<u64>) -> Option<Self> {
+        let b: [u8; SEGMENT_HEADER_LEN] = b.get(..SEGMENT_HEADER_LEN)?.try_into().ok()?;
+        let fits = |h: &Self| h.base_offset == base_offset && epoch.is_none_or(|e| e == h.epoch);
+        if let Ok(h) = Self::decode(&b) {
+            return fits(&h).then_some(h);
+        }
+        for i in 0..44 {
+            for v in 0..=255u8 {
+                if v == b[i] {
+                    continue;
+                }
+                let mut c = b;
+                c[i] = v;
+                if let Ok(h) = Self::decode(&c) {
+                    if fits(&h) {
+                        return Some(h);
+                    }
+                }
+            }
+        }
+        let mut c = b;
+        let crc = crc32c::crc32c(&c[..44]);
+        c[44..48].copy_from_slice(&crc.to_le_bytes());
+        Self::decode(&c).ok().filter(|h| fits(h) && h.epoch >= 1)
+    }
+
     pub fn read_from(file: &dyn StorageFile) -> std::io::Result<Result<Self, SegmentHeaderError>> {
         let mut b = [0u8; SEGMENT_HEADER_LEN];
         let n = file.read_full_at(&mut b, 0)?;
@@ -131,6 +164,54 @@ pub enum Scan {
         offset: u64,
         reason: FrameError,
     },
+}
+
+/// The offset of the first valid frame (both checksums verify) that starts at
+/// or after `from` and ends by `end`, searched byte by byte.
+///
+/// This is how damage is told from a torn tail: a crash can only tear the end
+/// of what was written, so bad bytes with a valid frame somewhere after them
+/// are corruption of data that was once whole. Header checksums are seeded
+/// with the segment's random salt, so record data cannot pass for a frame.
+pub fn find_next_frame(
+    file: &Arc<dyn StorageFile>,
+    header: &SegmentHeader,
+    from: u64,
+    end: u64,
+) -> std::io::Result<Option<u64>> {
+    const CHUNK: usize = 1 << 20;
+    let mut buf = vec![0u8; CHUNK + FRAME_HEADER_LEN];
+    let mut pos = from;
+    while pos + FRAME_HEADER_LEN as u64 <= end {
+        let want = ((end - pos) as usize).min(buf.len());
+        let n = file.read_full_at(&mut buf[..want], file_position(header.base_offset, pos))?;
+        if n < FRAME_HEADER_LEN {
+            break;
+        }
+        let b = &buf[..n];
+        // Candidates start at 0..=last; each needs a whole header in `b`.
+        let last = n - FRAME_HEADER_LEN;
+        let mut i = 0;
+        while i <= last {
+            let Some(found) = b[i..last + 4].windows(4).position(|w| w == FRAME_MAGIC) else {
+                break;
+            };
+            let at = i + found;
+            if FrameHeader::decode(&b[at..], header.frame_salt).is_ok() {
+                let candidate = pos + at as u64;
+                let mut scanner = FrameScanner::new(file.clone(), header, candidate, end, 4096);
+                if let Scan::Frame(_) = scanner.next()? {
+                    return Ok(Some(candidate));
+                }
+            }
+            i = at + 1;
+        }
+        if n < want {
+            break;
+        }
+        pos += (last + 1) as u64;
+    }
+    Ok(None)
 }
 
 /// Reads frames of one segment in order, in chunks, verifying both checksums.

@@ -12,7 +12,9 @@ use crate::error::{AppendError, CreateError, IoContext, OpenError, ReadError};
 use crate::frame::{self, AppendRecord, FrameHeader, FrameKind, FRAME_HEADER_LEN};
 use crate::frame::{FRAME_PAYLOAD_MAX_BYTES, FRAME_RECORDS_MAX};
 use crate::log::Shared;
-use crate::segment::{self, FrameScanner, Scan, SegmentHeader, SEGMENT_HEADER_LEN};
+use crate::segment::{
+    self, FrameScanner, Scan, SegmentHeader, SegmentHeaderError, SEGMENT_HEADER_LEN,
+};
 use crate::storage::StorageFile;
 use crate::syncer::{PendingSync, ShardProgress};
 use crate::{
@@ -77,6 +79,50 @@ impl ReadBatch {
     }
 }
 
+/// Bytes of a shard log that fail their checksums although data follows them:
+/// corruption, not a torn tail. The shard log is *quarantined*: readable up
+/// to `offset`, refused from there on, and closed to appends, until
+/// `sluice ctl repair` (`inspect::repair`) marks the damage skipped or
+/// retention deletes the segment that holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damage {
+    pub epoch: u64,
+    /// Logical offset of the first damaged byte: a frame boundary, or the base
+    /// of a segment whose header is damaged.
+    pub offset: u64,
+    /// Where the next valid frame after the damage starts, if one was found
+    /// in the same segment; `None`: the damage runs to the end of its segment.
+    pub resume: Option<u64>,
+    pub reason: String,
+}
+
+impl Damage {
+    /// The sequence number the damage starts at (records before it read fine).
+    pub fn first_sequence(&self) -> u128 {
+        sequence(self.epoch, self.offset, 0)
+    }
+
+    /// The sequence number of the next readable frame after the damage, if known.
+    pub fn resume_sequence(&self) -> Option<u128> {
+        self.resume.map(|r| sequence(self.epoch, r, 0))
+    }
+}
+
+impl std::fmt::Display for Damage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "data from sequence number {}",
+            sluice_model::SequenceNumber(self.first_sequence())
+        )?;
+        match self.resume_sequence() {
+            Some(r) => write!(f, " up to {}", sluice_model::SequenceNumber(r))?,
+            None => f.write_str(" to the end of its segment")?,
+        }
+        write!(f, " fails its checksums ({})", self.reason)
+    }
+}
+
 /// What an acknowledged append was given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendReceipt {
@@ -109,6 +155,8 @@ pub struct ShardInfo {
     pub segment_count: usize,
     pub stored_bytes: u64,
     pub poisoned: bool,
+    /// Set while the shard log is quarantined.
+    pub damage: Option<Damage>,
 }
 
 #[derive(Debug)]
@@ -133,6 +181,8 @@ struct ShardState {
     closed_at: Option<u64>,
     trim_before_ms: u64,
     deleted: bool,
+    /// The earliest damage found (at open, by a read, or by `verify`).
+    damage: Option<Damage>,
 }
 
 /// What the log keeps in memory per segment: its header.
@@ -146,6 +196,8 @@ struct Located {
     segment_end: u64,
     visible_end: u64,
     trim_before_ms: u64,
+    /// Where damage starts, if the shard log is quarantined.
+    damage_from: Option<u64>,
 }
 
 impl ShardLog {
@@ -252,9 +304,15 @@ impl ShardLog {
             );
             let base = active.base_offset;
             let file = self.segment_file(base)?;
-            if let Err(e) = file.write_all_at(&frame, segment::file_position(base, offset)) {
-                // The file may now hold part of the frame: nothing more may follow it.
-                self.poison();
+            let position = segment::file_position(base, offset);
+            if let Err(e) = file.write_all_at(&frame, position) {
+                // Nothing of the frame was acknowledged or shown to a reader:
+                // take back whatever part of it reached the file (a disk that
+                // filled up mid-write), and the shard log goes on as before. If
+                // even that fails, part of a frame may stay: poison.
+                if file.set_len(position).is_err() {
+                    self.poison();
+                }
                 return Err(AppendError::Io(e));
             }
             st.written_end = offset + frame_len;
@@ -362,7 +420,10 @@ impl ShardLog {
                 };
                 let mut walker = Walker::new(self, start, 1 << 20);
                 while let Some((frame, _)) = walker.next()? {
-                    if frame.header.kind == FrameKind::Close || frame.header.timestamp_ms >= ts {
+                    let kind = frame.header.kind;
+                    if kind == FrameKind::Close
+                        || (kind == FrameKind::Records && frame.header.timestamp_ms >= ts)
+                    {
                         return at(frame.offset);
                     }
                 }
@@ -399,8 +460,16 @@ impl ShardLog {
         let mut end_of_shard = false;
         'frames: loop {
             walker.set_chunk_bytes(read_ahead(bytes, records.len()));
-            let Some((frame, trim_before_ms)) = walker.next()? else {
-                break;
+            let (frame, trim_before_ms) = match walker.next() {
+                Ok(Some(next)) => next,
+                Ok(None) => break,
+                // What comes before the damage is handed out; the next read
+                // starts at the damage and is refused.
+                Err(ReadError::Quarantined(_)) if !records.is_empty() => {
+                    index = 0;
+                    break;
+                }
+                Err(e) => return Err(e),
             };
             if walker.jumped {
                 index = 0;
@@ -412,20 +481,29 @@ impl ShardLog {
                     walker.offset = frame.offset;
                     break;
                 }
+                FrameKind::Skip => {
+                    index = 0;
+                    continue;
+                }
                 FrameKind::Records if frame.header.timestamp_ms < trim_before_ms => {
                     index = 0;
                     continue;
                 }
                 FrameKind::Records => {}
             }
-            let stored =
-                frame::decode_records(&frame.header, &frame.payload).map_err(|reason| {
-                    ReadError::Corrupt {
-                        segment: self.dir.clone(),
-                        offset: frame.offset,
-                        reason,
+            let stored = match frame::decode_records(&frame.header, &frame.payload) {
+                Ok(stored) => stored,
+                Err(reason) => {
+                    let (segment, _) = self.segment_of(frame.offset)?;
+                    let e = self.quarantine(&segment, frame.offset, reason.to_string());
+                    if records.is_empty() {
+                        return Err(e);
                     }
-                })?;
+                    walker.offset = frame.offset;
+                    index = 0;
+                    break;
+                }
+            };
             if usize::from(index) >= stored.len() {
                 return Err(ReadError::InvalidPosition);
             }
@@ -476,15 +554,19 @@ impl ShardLog {
         let active = *st.segments.back().unwrap();
         let active_has_frames = st.written_end > active.base_offset;
         let writable = st.closed_at.is_none() && !self.progress.poisoned.load(Ordering::SeqCst);
+        let writable = writable && st.damage.is_none();
+        let mut result = Ok(());
         if writable && active_has_frames && st.last_timestamp_ms < cutoff_ms {
-            // Everything is expired: start a fresh segment so the old one can go.
-            self.roll(&mut st).map_err(|e| match e {
-                AppendError::Io(e) => e,
-                other => io::Error::other(other.to_string()),
-            })?;
+            // Everything is expired: start a fresh segment so the old one can
+            // go. If that fails (a full disk), the older segments still go.
+            if let Err(e) = self.roll(&mut st) {
+                result = Err(match e {
+                    AppendError::Io(e) => e,
+                    other => io::Error::other(other.to_string()),
+                });
+            }
         }
         let mut removed = 0;
-        let mut result = Ok(());
         while st.segments.len() > 1 && st.segments[1].timestamp_floor_ms < cutoff_ms {
             let old = st.segments[0].base_offset;
             let path = segment::segment_path(&self.dir, old);
@@ -497,9 +579,85 @@ impl ShardLog {
             removed += 1;
         }
         if removed > 0 {
+            // Retention took the damaged bytes away: nothing is quarantined any more.
+            let horizon = st.segments[0].base_offset;
+            if st.damage.as_ref().is_some_and(|d| d.offset < horizon) {
+                st.damage = None;
+            }
             self.shared.storage.sync_dir(&self.dir)?;
         }
         result.map(|()| removed)
+    }
+
+    /// Reads every frame still on disk (those behind the trim point too) and
+    /// verifies its checksums; quarantines the shard log at the first damage,
+    /// which it returns. Opening checks only the newest segment's frames: the
+    /// server runs this over every shard log after it starts.
+    pub fn verify(&self) -> Result<Option<Damage>, ReadError> {
+        let start = self.lock_readable()?.segments[0].base_offset;
+        let mut walker = Walker::new(self, start, 1 << 20);
+        loop {
+            match walker.next() {
+                Ok(Some(_)) => {}
+                Ok(None) => return Ok(None),
+                Err(ReadError::Quarantined(damage)) => return Ok(Some(damage)),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The damage that quarantines this shard log, if any.
+    pub fn damage(&self) -> Option<Damage> {
+        self.lock().damage.clone()
+    }
+
+    fn quarantined(&self) -> ReadError {
+        match self.damage() {
+            Some(d) => ReadError::Quarantined(d),
+            // Retention removed the damage meanwhile: the reader tries again.
+            None => ReadError::InvalidPosition,
+        }
+    }
+
+    /// The segment holding `offset` and where its bytes end (the next
+    /// segment's base, or the written end).
+    fn segment_of(&self, offset: u64) -> Result<(SegmentHeader, u64), ReadError> {
+        let st = self.lock_readable()?;
+        let i = st
+            .segments
+            .partition_point(|s| s.base_offset <= offset)
+            .max(1)
+            - 1;
+        let end = st
+            .segments
+            .get(i + 1)
+            .map_or(st.written_end, |s| s.base_offset);
+        Ok((st.segments[i], end))
+    }
+
+    /// Records damage found at `offset` of `segment` (the earliest found
+    /// wins) and returns the error that refuses reading it.
+    fn quarantine(&self, segment: &SegmentHeader, offset: u64, reason: String) -> ReadError {
+        let end = match self.segment_of(offset) {
+            Ok((_, end)) => end,
+            Err(e) => return e,
+        };
+        let resume = self
+            .segment_file(segment.base_offset)
+            .and_then(|file| {
+                segment::find_next_frame(&file, segment, offset + FRAME_HEADER_LEN as u64, end)
+            })
+            .unwrap_or(None);
+        let mut st = self.lock();
+        if st.damage.as_ref().is_none_or(|d| offset < d.offset) {
+            st.damage = Some(Damage {
+                epoch: self.epoch,
+                offset,
+                resume,
+                reason,
+            });
+        }
+        ReadError::Quarantined(st.damage.clone().unwrap())
     }
 
     pub fn info(&self) -> ShardInfo {
@@ -515,6 +673,7 @@ impl ShardLog {
             segment_count: st.segments.len(),
             stored_bytes: st.written_end - horizon,
             poisoned: self.progress.poisoned.load(Ordering::SeqCst),
+            damage: st.damage.clone(),
         }
     }
 
@@ -567,15 +726,23 @@ impl ShardLog {
         // Fails if the directory exists (for example a delete that could not finish).
         shared.storage.create_dir(&dir)?;
         let log = Self::new(shared, id, dir, epoch);
-        let header = log.create_segment(0, 0)?;
-        log.lock().segments.push_back(header);
-        log.shared.storage.sync_dir(&log.shared.shards_dir)?;
+        let made = log.create_segment(0, 0).and_then(|header| {
+            log.lock().segments.push_back(header);
+            log.shared.storage.sync_dir(&log.shared.shards_dir)
+        });
+        if let Err(e) = made {
+            log.shared.pool.remove((log.instance, 0));
+            return Err(e.into());
+        }
         Ok(log)
     }
 
-    /// Opens a shard directory; cuts off a torn tail. `None` if the directory
-    /// holds no acknowledged shard (an interrupted create or delete), which is
-    /// then removed.
+    /// Opens a shard directory; cuts off a torn tail of the newest segment
+    /// (bad bytes with no valid frame after them) and quarantines the shard
+    /// log on damage (bad bytes with valid frames after them, or a damaged
+    /// segment header), never cutting acknowledged data. `None` if the
+    /// directory holds no acknowledged shard (an interrupted create or
+    /// delete), which is then removed.
     pub(crate) fn recover(
         shared: Arc<Shared>,
         id: ShardLogId,
@@ -592,78 +759,192 @@ impl ShardLog {
             remove_shard_dir(&shared, &dir).at(&dir)?;
             return Ok(None);
         }
-        // Read the newest header first: a torn one is an interrupted roll or create.
-        let mut headers = Vec::with_capacity(bases.len());
+        // The newest segment first: a header that never became durable (an
+        // interrupted roll or create; the file holds nothing more) means no frames.
+        let mut newest = None;
         while let Some(&base) = bases.last() {
             let path = segment::segment_path(&dir, base);
             let file = storage.open_file(&path).at(&path)?;
             match SegmentHeader::read_from(&*file).at(&path)? {
-                Ok(h) => {
-                    headers.push((h, file));
-                    break;
-                }
-                // A header that never became durable: the segment holds no frames.
                 Err(_) if file.len().at(&path)? <= SEGMENT_HEADER_LEN as u64 => {
+                    // The only segment of a shard log that holds no records:
+                    // a whole header that one changed byte damaged (bit rot,
+                    // not an interrupted create) is rewritten, so that the
+                    // empty shard log is not taken for an unfinished one.
+                    if bases.len() == 1 {
+                        let mut b = [0u8; SEGMENT_HEADER_LEN];
+                        let n = file.read_full_at(&mut b, 0).at(&path)?;
+                        if let Some(h) = SegmentHeader::mend(&b[..n], base, None) {
+                            file.write_all_at(&h.encode(), 0).at(&path)?;
+                            file.sync_data().at(&path)?;
+                            newest = Some((base, file, Ok(h)));
+                            break;
+                        }
+                    }
                     storage.remove_file(&path).at(&path)?;
                     storage.sync_dir(&dir).at(&dir)?;
                     bases.pop();
                 }
-                Err(reason) => return Err(OpenError::CorruptSegmentHeader { path, reason }),
+                header => {
+                    newest = Some((base, file, header));
+                    break;
+                }
             }
         }
-        let Some((newest, newest_file)) = headers.pop() else {
+        let Some((newest_base, newest_file, newest_header)) = newest else {
             remove_shard_dir(&shared, &dir).at(&dir)?;
             return Ok(None);
         };
-        let epoch = newest.epoch;
-        let mut segments = VecDeque::with_capacity(bases.len());
+        let newest_path = segment::segment_path(&dir, newest_base);
+        let mut epoch = newest_header.as_ref().ok().map(|h| h.epoch);
+        let mut older = Vec::with_capacity(bases.len());
         for &base in &bases[..bases.len() - 1] {
             let path = segment::segment_path(&dir, base);
             let file = storage.open_file(&path).at(&path)?;
-            let header = SegmentHeader::read_from(&*file)
-                .at(&path)?
-                .map_err(|reason| OpenError::CorruptSegmentHeader {
-                    path: path.clone(),
-                    reason,
-                })?;
-            check_header(&path, &header, epoch, base)?;
-            segments.push_back(header);
+            let header = SegmentHeader::read_from(&*file).at(&path)?;
+            if let (Ok(h), None) = (&header, epoch) {
+                epoch = Some(h.epoch);
+            }
+            older.push((base, path, header));
         }
-        let newest_path = segment::segment_path(&dir, newest.base_offset);
-        check_header(&newest_path, &newest, epoch, *bases.last().unwrap())?;
-        segments.push_back(newest);
-
-        // Scan the active segment; keep the longest valid prefix.
-        let file_len = newest_file.len().at(&newest_path)?;
-        let logical_end = newest.base_offset + file_len.saturating_sub(SEGMENT_HEADER_LEN as u64);
-        let mut scanner = FrameScanner::new(
-            newest_file.clone(),
-            &newest,
-            newest.base_offset,
-            logical_end,
-            1 << 20,
-        );
-        let mut last_timestamp_ms = newest.timestamp_floor_ms;
-        let mut closed_at = None;
-        loop {
-            match scanner.next().at(&newest_path)? {
-                Scan::Frame(f) if closed_at.is_none() => {
-                    last_timestamp_ms = last_timestamp_ms.max(f.header.timestamp_ms);
-                    if f.header.kind == FrameKind::Close {
-                        closed_at = Some(f.offset);
+        let epoch = match epoch {
+            Some(epoch) => epoch,
+            // Every header is damaged: the newest one, mended, still tells the epoch.
+            None => {
+                let mut b = [0u8; SEGMENT_HEADER_LEN];
+                let n = newest_file.read_full_at(&mut b, 0).at(&newest_path)?;
+                match SegmentHeader::mend(&b[..n], newest_base, None) {
+                    Some(h) => h.epoch,
+                    None => {
+                        return Err(OpenError::CorruptSegmentHeader {
+                            path: newest_path,
+                            reason: newest_header.err().unwrap_or(SegmentHeaderError::Checksum),
+                        })
                     }
                 }
-                // Nothing may follow a close frame; anything that does is cut off.
-                Scan::Frame(_) | Scan::End | Scan::Bad { .. } => break,
+            }
+        };
+        // A damaged header hides its segment's salt: nothing in it can be
+        // verified, so the damage starts at its base. A stand-in header keeps
+        // the offsets; its floor is unknown, and the greatest one keeps
+        // retention from deleting the segment before it (a floor bounds the
+        // previous segment's timestamps from above).
+        let stand_in = |base: u64| SegmentHeader {
+            epoch,
+            base_offset: base,
+            timestamp_floor_ms: u64::MAX,
+            frame_salt: 0,
+        };
+        let last_floor = |segments: &VecDeque<SegmentHeader>| {
+            segments
+                .iter()
+                .rev()
+                .map(|s| s.timestamp_floor_ms)
+                .find(|&f| f != u64::MAX)
+                .unwrap_or(0)
+        };
+        let mut damage: Option<Damage> = None;
+        let mut segments = VecDeque::with_capacity(bases.len());
+        for (base, path, header) in older {
+            match header {
+                Ok(h) => {
+                    check_header(&path, &h, epoch, base)?;
+                    segments.push_back(h);
+                }
+                Err(reason) => {
+                    damage.get_or_insert(Damage {
+                        epoch,
+                        offset: base,
+                        resume: None,
+                        reason: format!("segment header: {reason}"),
+                    });
+                    segments.push_back(stand_in(base));
+                }
             }
         }
-        let good_end = match closed_at {
-            Some(at) => scanner.next_offset().min(at + FRAME_HEADER_LEN as u64),
-            None => scanner.next_offset(),
+        let file_len = newest_file.len().at(&newest_path)?;
+        let logical_end = newest_base + file_len.saturating_sub(SEGMENT_HEADER_LEN as u64);
+        let newest = match newest_header {
+            Ok(h) => {
+                check_header(&newest_path, &h, epoch, newest_base)?;
+                h
+            }
+            Err(reason) => {
+                damage.get_or_insert(Damage {
+                    epoch,
+                    offset: newest_base,
+                    resume: None,
+                    reason: format!("segment header: {reason}"),
+                });
+                stand_in(newest_base)
+            }
         };
-        let good_len = segment::file_position(newest.base_offset, good_end);
-        if good_len < file_len {
-            newest_file.set_len(good_len).at(&newest_path)?;
+        let mut last_timestamp_ms = match newest.timestamp_floor_ms {
+            u64::MAX => last_floor(&segments),
+            floor => floor,
+        };
+        segments.push_back(newest);
+
+        // Scan the newest segment's frames.
+        let mut closed_at = None;
+        // Damage in this segment: nothing in it is cut (repair decides).
+        let mut damaged_here = damage.as_ref().is_some_and(|d| d.offset == newest_base);
+        let mut good_end = if damaged_here {
+            logical_end
+        } else {
+            newest_base
+        };
+        if !damaged_here {
+            let mut scanner = FrameScanner::new(
+                newest_file.clone(),
+                &newest,
+                newest_base,
+                logical_end,
+                1 << 20,
+            );
+            loop {
+                match scanner.next().at(&newest_path)? {
+                    Scan::Frame(f) if closed_at.is_none() => {
+                        last_timestamp_ms = last_timestamp_ms.max(f.header.timestamp_ms);
+                        if f.header.kind == FrameKind::Close {
+                            closed_at = Some(f.offset);
+                        }
+                        good_end = scanner.next_offset();
+                    }
+                    // Nothing may follow a close frame; anything that does is cut off.
+                    Scan::Frame(_) | Scan::End => break,
+                    Scan::Bad { .. } if damaged_here || closed_at.is_some() => break,
+                    Scan::Bad { offset, reason } => {
+                        let after = offset + FRAME_HEADER_LEN as u64;
+                        let next =
+                            segment::find_next_frame(&newest_file, &newest, after, logical_end)
+                                .at(&newest_path)?;
+                        // No valid frame after the bad bytes: a torn tail, cut below.
+                        let Some(resume) = next else { break };
+                        damaged_here = true;
+                        damage.get_or_insert(Damage {
+                            epoch,
+                            offset,
+                            resume: Some(resume),
+                            reason: reason.to_string(),
+                        });
+                        // Follow the frames after the damage, to know the end.
+                        scanner = FrameScanner::new(
+                            newest_file.clone(),
+                            &newest,
+                            resume,
+                            logical_end,
+                            1 << 20,
+                        );
+                    }
+                }
+            }
+        }
+        if !damaged_here {
+            let good_len = segment::file_position(newest_base, good_end);
+            if good_len < file_len {
+                newest_file.set_len(good_len).at(&newest_path)?;
+            }
         }
         // What survived a process crash may still be only in the page cache:
         // make it durable before any reader can see it.
@@ -678,10 +959,11 @@ impl ShardLog {
             st.written_end = good_end;
             st.last_timestamp_ms = last_timestamp_ms;
             st.closed_at = closed_at;
+            st.damage = damage;
         }
         log.shared
             .pool
-            .replace((log.instance, newest.base_offset), newest_file);
+            .replace((log.instance, newest_base), newest_file);
         Ok(Some(log))
     }
 
@@ -725,6 +1007,7 @@ impl ShardLog {
                 closed_at: None,
                 trim_before_ms: 0,
                 deleted: false,
+                damage: None,
             }),
         }
     }
@@ -747,6 +1030,9 @@ impl ShardLog {
         }
         if self.progress.poisoned.load(Ordering::SeqCst) {
             return Err(AppendError::Poisoned);
+        }
+        if let Some(damage) = &st.damage {
+            return Err(AppendError::Quarantined(damage.clone()));
         }
         if let Some(at) = st.closed_at {
             return Err(AppendError::Closed {
@@ -789,18 +1075,28 @@ impl ShardLog {
     /// segment can ever have a torn tail) and starts a new one.
     fn roll(&self, st: &mut ShardState) -> Result<(), AppendError> {
         let base = st.segments.back().unwrap().base_offset;
-        let sealed = self.segment_file(base).and_then(|f| f.sync_data());
-        let created =
-            sealed.and_then(|()| self.create_segment(st.written_end, st.last_timestamp_ms));
-        match created {
+        if let Err(e) = self.segment_file(base).and_then(|f| f.sync_data()) {
+            // A failed fsync: what it covered may be lost.
+            self.poison();
+            return Err(AppendError::Io(e));
+        }
+        match self.create_segment(st.written_end, st.last_timestamp_ms) {
             // Visibility is left to the syncer, which still has the sealed
             // segment's writes pending and checks for poison before publishing.
             Ok(header) => {
                 st.segments.push_back(header);
                 Ok(())
             }
+            // Nothing was appended to the new segment (a full disk, say):
+            // remove what of it exists, so that the next append can roll again.
             Err(e) => {
-                self.poison();
+                let path = segment::segment_path(&self.dir, st.written_end);
+                self.shared.pool.remove((self.instance, st.written_end));
+                match self.shared.storage.remove_file(&path) {
+                    Ok(()) => {}
+                    Err(gone) if gone.kind() == io::ErrorKind::NotFound => {}
+                    Err(_) => self.poison(),
+                }
                 Err(AppendError::Io(e))
             }
         }
@@ -830,12 +1126,16 @@ impl ShardLog {
             .segments
             .get(i + 1)
             .map_or(st.written_end, |s| s.base_offset);
+        let damage_from = st.damage.as_ref().map(|d| d.offset);
         Ok(Located {
             offset,
             segment: st.segments[i],
-            segment_end: next_base.min(visible_end),
+            segment_end: next_base
+                .min(visible_end)
+                .min(damage_from.unwrap_or(u64::MAX)),
             visible_end,
             trim_before_ms: st.trim_before_ms,
+            damage_from,
         })
     }
 }
@@ -902,6 +1202,9 @@ impl<'a> Walker<'a> {
                     self.offset = loc.offset;
                     self.jumped = true;
                 }
+                if loc.damage_from.is_some_and(|d| self.offset >= d) {
+                    return Err(self.log.quarantined());
+                }
                 if self.offset >= loc.segment_end {
                     return Ok(None);
                 }
@@ -931,18 +1234,23 @@ impl<'a> Walker<'a> {
                 }
                 Scan::End => {
                     let at_visible_end = scanner.next_offset() >= loc.visible_end;
+                    let at_damage = loc.damage_from.is_some_and(|d| scanner.next_offset() >= d);
                     self.offset = scanner.next_offset();
                     self.scanner = None;
+                    if at_damage {
+                        return Err(self.log.quarantined());
+                    }
                     if at_visible_end {
                         return Ok(None);
                     }
                 }
                 Scan::Bad { offset, reason } => {
-                    return Err(ReadError::Corrupt {
-                        segment: segment::segment_path(&self.log.dir, loc.segment.base_offset),
-                        offset,
-                        reason,
-                    })
+                    // Everything here is durable and was whole when written
+                    // (torn tails are cut at open): this is damage.
+                    self.offset = offset;
+                    let segment = loc.segment;
+                    self.scanner = None;
+                    return Err(self.log.quarantine(&segment, offset, reason.to_string()));
                 }
             }
         }

@@ -93,7 +93,8 @@ impl SimStorage {
         self.faults.failing_syncs.store(n, Ordering::SeqCst);
     }
 
-    /// Makes the next `n` writes fail with an I/O error (nothing is written).
+    /// Makes the next `n` writes fail with ENOSPC after writing the first half
+    /// of their bytes, as a disk that fills up mid-write.
     pub fn fail_next_writes(&self, n: u32) {
         self.faults.failing_writes.store(n, Ordering::SeqCst);
     }
@@ -141,6 +142,38 @@ impl SimStorage {
         *durable = survivors;
         self.faults.failing_syncs.store(0, Ordering::SeqCst);
         self.faults.failing_writes.store(0, Ordering::SeqCst);
+    }
+
+    /// Flips the bits `xor` of the byte at `position` of a file, on disk and
+    /// in the page cache alike: bit rot or a bad sector, not a torn write.
+    /// False if there is no such file or byte.
+    pub fn garble(&self, path: &Path, position: u64, xor: u8) -> bool {
+        let state = self.state.lock().unwrap();
+        let Some(cell) = state.live.files.get(path) else {
+            return false;
+        };
+        let mut guard = cell.lock().unwrap();
+        let file = &mut *guard;
+        let at = position as usize;
+        let mut hit = false;
+        for image in [&mut file.live, &mut file.durable] {
+            if let Some(b) = image.get_mut(at) {
+                *b ^= xor;
+                hit = true;
+            }
+        }
+        hit
+    }
+
+    /// Every file (live view) and its length.
+    pub fn files(&self) -> Vec<(PathBuf, u64)> {
+        let state = self.state.lock().unwrap();
+        state
+            .live
+            .files
+            .iter()
+            .map(|(p, f)| (p.clone(), f.lock().unwrap().live.len() as u64))
+            .collect()
     }
 
     fn handle(&self, file: FileCell) -> Arc<dyn StorageFile> {
@@ -261,15 +294,17 @@ impl StorageFile for SimHandle {
     }
 
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        if take_one(&self.faults.failing_writes) {
-            return Err(injected("write"));
-        }
+        let failing = take_one(&self.faults.failing_writes);
+        let buf = if failing { &buf[..buf.len() / 2] } else { buf };
         let mut file = self.file.lock().unwrap();
         let end = offset as usize + buf.len();
         if file.live.len() < end {
             file.live.resize(end, 0);
         }
         file.live[offset as usize..end].copy_from_slice(buf);
+        if failing {
+            return Err(io::Error::from_raw_os_error(28)); // ENOSPC
+        }
         Ok(())
     }
 

@@ -310,21 +310,73 @@ fn a_failed_fsync_poisons_the_shard_until_reopen() {
     assert_eq!(all.last().unwrap(), b"after");
 }
 
+/// A write that fails before any fsync (a disk that fills up mid-write) was
+/// neither acknowledged nor shown: its bytes are taken back and the shard log
+/// goes on once there is room, with nothing half-written left behind.
 #[test]
-fn a_failed_write_poisons_the_shard() {
+fn a_failed_write_is_taken_back_and_the_shard_goes_on() {
     let storage = SimStorage::new(2);
     let clock = Arc::new(ManualClock::new(1));
-    let log = open(storage.clone(), "/data", LogOptions::default(), &clock);
+    let options = LogOptions {
+        segment_bytes: 200,
+        ..LogOptions::default()
+    };
+    let log = open(storage.clone(), "/data", options, &clock);
     let shard = log.create_shard(ShardLogId(1), 1).unwrap();
+    shard.append(&[rec(b"before")]).unwrap();
     storage.fail_next_writes(1);
-    assert!(matches!(
-        shard.append(&[rec(b"x")]),
-        Err(AppendError::Io(_))
-    ));
-    assert!(matches!(
-        shard.append(&[rec(b"y")]),
-        Err(AppendError::Poisoned)
-    ));
+    let full = shard.append(&[rec(&[7u8; 100])]);
+    assert!(
+        matches!(&full, Err(AppendError::Io(e)) if e.raw_os_error() == Some(28)),
+        "{full:?}"
+    );
+    assert!(!shard.info().poisoned);
+    // Space is back: appends go on, across segment rolls too.
+    for i in 0..5u8 {
+        shard.append(&[rec(&[i; 60])]).unwrap();
+    }
+    // A roll that cannot create its segment fails the append, not the shard.
+    storage.fail_next_writes(1);
+    let mut failed = 0;
+    for i in 0..5u8 {
+        if shard.append(&[rec(&[i; 60])]).is_err() {
+            failed += 1;
+        }
+    }
+    assert_eq!(failed, 1);
+    assert!(!shard.info().poisoned);
+    let want = |shard: &sluice_log::ShardLog| {
+        let all = shard
+            .read(shard.cursor(StartingPosition::TrimHorizon).unwrap(), ALL)
+            .unwrap();
+        assert_eq!(all.records.len(), 10);
+        assert_eq!(&all.records[0].data[..], b"before");
+        assert!(all.records[1..].iter().all(|r| r.data.len() == 60));
+    };
+    want(&shard);
+    drop((shard, log));
+    storage.crash();
+    let log = open(storage, "/data", options, &clock);
+    want(&log.shard(ShardLogId(1)).unwrap());
+}
+
+/// A create that fails part-way (a full disk) leaves nothing that stops the
+/// next create of the same id.
+#[test]
+fn a_failed_create_leaves_nothing_behind() {
+    let storage = SimStorage::new(3);
+    let clock = Arc::new(ManualClock::new(1));
+    let log = open(storage.clone(), "/data", LogOptions::default(), &clock);
+    storage.fail_next_writes(1);
+    assert!(log.create_shard(ShardLogId(7), 1).is_err());
+    assert!(log.shard(ShardLogId(7)).is_none());
+    let shard = log.create_shard(ShardLogId(7), 1).unwrap();
+    shard.append(&[rec(b"x")]).unwrap();
+    // A directory left by a failed create in an earlier life is cleared too.
+    storage
+        .create_dir(std::path::Path::new("/data/shards/0000000000000008"))
+        .unwrap();
+    log.create_shard(ShardLogId(8), 1).unwrap();
 }
 
 #[test]
@@ -363,7 +415,7 @@ fn a_torn_tail_is_cut_off_at_open() {
 }
 
 #[test]
-fn corruption_in_a_sealed_segment_is_reported_never_returned() {
+fn corruption_in_a_sealed_segment_quarantines_the_shard_and_repair_keeps_the_rest() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(1));
     let options = LogOptions {
@@ -372,8 +424,8 @@ fn corruption_in_a_sealed_segment_is_reported_never_returned() {
     };
     let log = os_log(&dir, options, &clock);
     let shard = log.create_shard(ShardLogId(1), 1).unwrap();
-    for _ in 0..10 {
-        shard.append(&[rec(&[9u8; 100])]).unwrap();
+    for i in 0..10u8 {
+        shard.append(&[rec(&[i; 100])]).unwrap();
     }
     let seg = dir
         .path()
@@ -382,11 +434,98 @@ fn corruption_in_a_sealed_segment_is_reported_never_returned() {
     let last = bytes.len() - 5;
     bytes[last] ^= 0xff;
     std::fs::write(&seg, &bytes).unwrap();
-    let err = shard.read(shard.cursor(StartingPosition::TrimHorizon).unwrap(), ALL);
-    // The first frames verify; the read stops with an error at the corrupt one.
-    assert!(matches!(err, Err(ReadError::Corrupt { .. })), "{err:?}");
+    // The frames before the damage are read; the read after is refused.
+    let start = shard.cursor(StartingPosition::TrimHorizon).unwrap();
+    let before = shard.read(start, ALL).unwrap();
+    assert!(!before.records.is_empty() && before.records.len() < 10);
+    let refused = shard.read(before.next, ALL);
+    let Err(ReadError::Quarantined(damage)) = refused else {
+        panic!("{refused:?}")
+    };
+    assert_eq!(damage.first_sequence(), before.next.0);
+    assert!(!damage.to_string().contains('/'), "no paths: {damage}");
+    assert!(shard.info().damage.is_some());
+    assert!(matches!(
+        shard.append(&[rec(b"more")]),
+        Err(AppendError::Quarantined(_))
+    ));
+    drop((shard, log));
     let report = sluice_log::inspect::check(dir.path()).unwrap();
     assert_eq!(report.corruptions().count(), 1);
+    // Opened again: quarantined still (verify finds it), until repaired.
+    let log = os_log(&dir, options, &clock);
+    let shard = log.shard(ShardLogId(1)).unwrap();
+    assert_eq!(shard.verify().unwrap(), Some(damage));
+    drop((shard, log));
+    let repaired = sluice_log::inspect::repair(&OsStorage, dir.path()).unwrap();
+    assert_eq!(repaired.repaired.len(), 1, "{repaired:?}");
+    let log = os_log(&dir, options, &clock);
+    let shard = log.shard(ShardLogId(1)).unwrap();
+    assert_eq!(shard.verify().unwrap(), None);
+    let all = shard
+        .read(shard.cursor(StartingPosition::TrimHorizon).unwrap(), ALL)
+        .unwrap();
+    // One frame (one record) was damaged; the nine others are all there.
+    let got = datas(&all);
+    assert_eq!(got.len(), 9);
+    let lost = (0..10u8).find(|i| !got.contains(&vec![*i; 100])).unwrap();
+    assert_eq!(usize::from(lost), before.records.len());
+    shard.append(&[rec(b"more")]).unwrap();
+    let report = sluice_log::inspect::check(dir.path()).unwrap();
+    assert_eq!(report.corruptions().count(), 0);
+}
+
+/// Bit rot in the middle of the newest segment: recovery used to cut it as a
+/// torn tail, losing every acknowledged record after it.
+#[test]
+fn bit_rot_in_the_newest_segment_is_quarantined_not_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1));
+    {
+        let log = os_log(&dir, LogOptions::default(), &clock);
+        let shard = log.create_shard(ShardLogId(1), 1).unwrap();
+        for i in 0..130u32 {
+            shard.append(&[rec(&i.to_le_bytes())]).unwrap();
+        }
+    }
+    let seg = dir
+        .path()
+        .join("shards/0000000000000001/00000000000000000000.seg");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x10;
+    std::fs::write(&seg, &bytes).unwrap();
+    let report = sluice_log::inspect::check(dir.path()).unwrap();
+    assert_eq!(report.torn_tails().count(), 0);
+    assert_eq!(report.corruptions().count(), 1);
+    {
+        let log = os_log(&dir, LogOptions::default(), &clock);
+        let shard = log.shard(ShardLogId(1)).unwrap();
+        let damage = shard.info().damage.expect("quarantined at open");
+        let before = shard
+            .read(shard.cursor(StartingPosition::TrimHorizon).unwrap(), ALL)
+            .unwrap();
+        assert!(
+            (60..70).contains(&before.records.len()),
+            "{}",
+            before.records.len()
+        );
+        assert!(matches!(
+            shard.read(before.next, ALL),
+            Err(ReadError::Quarantined(d)) if d == damage
+        ));
+        // Nothing was cut: the file is as it was.
+        assert_eq!(std::fs::metadata(&seg).unwrap().len(), bytes.len() as u64);
+    }
+    sluice_log::inspect::repair(&OsStorage, dir.path()).unwrap();
+    let log = os_log(&dir, LogOptions::default(), &clock);
+    let shard = log.shard(ShardLogId(1)).unwrap();
+    assert_eq!(shard.info().damage, None);
+    let all = shard
+        .read(shard.cursor(StartingPosition::TrimHorizon).unwrap(), ALL)
+        .unwrap();
+    assert_eq!(all.records.len(), 129, "all but the damaged record");
+    shard.append(&[rec(b"after")]).unwrap();
 }
 
 #[test]

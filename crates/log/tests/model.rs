@@ -1,13 +1,14 @@
 //! Property test: the log against a simple in-memory model, through appends,
-//! reads, trims, closes, clean reopens and crashes (SimStorage drops unsynced
-//! bytes and may tear the last write).
+//! reads, trims, closes, clean reopens, crashes (SimStorage drops unsynced
+//! bytes and may tear the last write) and bit rot (one byte of any segment
+//! garbled on disk, then `inspect::repair`).
 
 use std::sync::Arc;
 
 use proptest::prelude::*;
 use sluice_log::{
-    AppendError, AppendRecord, Durability, Log, LogOptions, ReadBatch, ReadLimits, ShardLogId,
-    SimStorage, StartingPosition,
+    AppendError, AppendRecord, Durability, Log, LogOptions, ReadBatch, ReadError, ReadLimits,
+    ShardLogId, SimStorage, StartingPosition,
 };
 use sluice_model::{Clock, ManualClock};
 
@@ -37,6 +38,14 @@ enum Op {
     Flush,
     Reopen,
     Crash,
+    /// Garble byte `at` (modulo its length) of segment file `file` (modulo
+    /// their count) of `shard`, reopen, then repair.
+    Garble {
+        shard: u64,
+        file: usize,
+        at: u64,
+        xor: u8,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -64,10 +73,12 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(shard, start, max_records, max_bytes)| Op::Read { shard, start, max_records, max_bytes }),
         2 => (1u64..200).prop_map(Op::AdvanceClock),
         1 => (shard.clone(), 0u64..1_500).prop_map(|(shard, age_ms)| Op::Trim { shard, age_ms }),
-        1 => shard.prop_map(|shard| Op::Close { shard }),
+        1 => shard.clone().prop_map(|shard| Op::Close { shard }),
         1 => Just(Op::Flush),
         1 => Just(Op::Reopen),
         2 => Just(Op::Crash),
+        1 => (shard, any::<usize>(), any::<u64>(), 1u8..=255)
+            .prop_map(|(shard, file, at, xor)| Op::Garble { shard, file, at, xor }),
     ]
 }
 
@@ -248,6 +259,129 @@ impl Harness {
                 self.storage.crash();
                 self.reopen();
                 self.check_after_crash();
+            }
+            Op::Garble {
+                shard,
+                file,
+                at,
+                xor,
+            } => self.garble(shard, file, at, xor),
+        }
+    }
+
+    /// Bit rot in a durable segment: the shard reads up to the damage and
+    /// refuses from there on (or, damage in the newest segment's last frame,
+    /// cuts it as a torn tail); after repair, every record but those of the
+    /// one damaged frame is back, with its sequence number.
+    fn garble(&mut self, shard: u64, file: usize, at: u64, xor: u8) {
+        assert!(self.log().flush());
+        self.log = None;
+        for m in &mut self.model {
+            m.durable = m.records.len();
+        }
+        let dir = format!("{ROOT}/shards/{}/", ShardLogId(shard).dir_name());
+        let mut segments: Vec<(std::path::PathBuf, u64)> = self
+            .storage
+            .files()
+            .into_iter()
+            .filter(|(p, _)| {
+                let p = p.to_string_lossy();
+                p.starts_with(&dir) && p.ends_with(".seg")
+            })
+            .collect();
+        segments.sort();
+        if let Some((path, len)) = segments.get(file % segments.len().max(1)) {
+            if *len > 0 {
+                assert!(self.storage.garble(path, at % len, xor));
+            }
+        }
+        self.reopen();
+        let id = ShardLogId(shard);
+        let unlimited = ReadLimits {
+            max_records: usize::MAX,
+            max_bytes: usize::MAX,
+        };
+        {
+            let s = self.log().shard(id).unwrap();
+            let m = &self.model[shard as usize];
+            let visible = m.visible();
+            let start = s.cursor(StartingPosition::TrimHorizon).unwrap();
+            let (got, refused) = match s.read(start, unlimited) {
+                Ok(batch) => {
+                    let rest = s.read(batch.next, unlimited);
+                    let refused = match rest {
+                        Ok(rest) => {
+                            assert!(rest.records.is_empty(), "a second read found more");
+                            false
+                        }
+                        Err(ReadError::Quarantined(_)) => true,
+                        Err(e) => panic!("unexpected read error {e}"),
+                    };
+                    (batch.records, refused)
+                }
+                Err(ReadError::Quarantined(_)) => (Vec::new(), true),
+                Err(e) => panic!("unexpected read error {e}"),
+            };
+            assert!(got.len() <= visible.len());
+            for (g, want) in got.iter().zip(&visible) {
+                assert_eq!(g.sequence, want.sequence, "not a prefix before the damage");
+                assert_eq!(&g.data[..], &want.data[..], "a damaged record was returned");
+            }
+            if refused {
+                assert!(s.info().damage.is_some(), "refused without quarantine");
+            }
+            if let Some(damage) = s.info().damage {
+                assert!(got
+                    .last()
+                    .is_none_or(|r| r.sequence < damage.first_sequence()));
+                let rec = AppendRecord {
+                    partition_key: b"k",
+                    data: b"x",
+                    flags: 0,
+                };
+                assert!(matches!(s.append(&[rec]), Err(AppendError::Quarantined(_))));
+            }
+        }
+        // Repair, offline, then every record that is not itself damaged is back.
+        self.log = None;
+        sluice_log::inspect::repair(&*self.storage, std::path::Path::new(ROOT)).unwrap();
+        self.reopen();
+        for shard in 0..SHARDS {
+            let s = self.log().shard(ShardLogId(shard)).unwrap();
+            assert_eq!(s.info().damage, None, "still quarantined after repair");
+            let got = s
+                .read(s.cursor(StartingPosition::TrimHorizon).unwrap(), unlimited)
+                .unwrap();
+            let m = &mut self.model[shard as usize];
+            let visible: Vec<ModelRecord> = m.visible().into_iter().cloned().collect();
+            let mut got_iter = got.records.iter().peekable();
+            let mut missing = Vec::new();
+            for want in &visible {
+                match got_iter.peek() {
+                    Some(g) if g.sequence == want.sequence => {
+                        assert_eq!(&g.data[..], &want.data[..], "record changed by repair");
+                        assert_eq!(&g.partition_key[..], &want.key[..]);
+                        got_iter.next();
+                    }
+                    _ => missing.push(want.sequence),
+                }
+            }
+            assert!(got_iter.next().is_none(), "records appeared from nowhere");
+            // Only the damaged frame's records (one batch) may be gone.
+            assert!(
+                missing.windows(2).all(|w| w[0] >> 16 == w[1] >> 16),
+                "records of more than one frame lost: {missing:?}"
+            );
+            let missing_frame = missing.first().map(|s| s >> 16);
+            m.records
+                .retain(|r| Some(r.sequence >> 16) != missing_frame);
+            m.durable = m.records.len();
+            let ending = s.info().ending_sequence;
+            if ending != m.ending {
+                // Only a damaged close frame (the newest's last) is cut.
+                assert_eq!(ending, None);
+                assert!(missing.is_empty());
+                m.ending = None;
             }
         }
     }
