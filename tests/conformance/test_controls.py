@@ -22,7 +22,12 @@ def controlled():
 
 def control(endpoint, method, path, body=None):
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(endpoint + "/_sluice/" + path, data=data, method=method)
+    req = urllib.request.Request(
+        endpoint + "/_sluice/" + path,
+        data=data,
+        method=method,
+        headers={"Content-Type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(req) as r:
             return r.status, json.loads(r.read())

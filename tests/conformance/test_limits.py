@@ -103,10 +103,16 @@ def frozen():
     with sluice("--test-controls", "--stream-creating-ms", "60000") as (_, endpoint):
         def advance(ms):
             body = json.dumps({"advanceMs": ms}).encode()
-            req = urllib.request.Request(endpoint + "/_sluice/clock", body, method="POST")
+            req = urllib.request.Request(
+                endpoint + "/_sluice/clock", body, method="POST",
+                headers={"Content-Type": "application/json"},
+            )
             urllib.request.urlopen(req).read()
 
-        req = urllib.request.Request(endpoint + "/_sluice/clock", b'{"freeze": true}', method="POST")
+        req = urllib.request.Request(
+            endpoint + "/_sluice/clock", b'{"freeze": true}', method="POST",
+            headers={"Content-Type": "application/json"},
+        )
         urllib.request.urlopen(req).read()
         yield endpoint, advance
 

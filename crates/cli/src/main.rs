@@ -190,6 +190,32 @@ struct ServeArgs {
     /// Under `aws` limits: GetRecords calls per shard per second [default: 5].
     #[arg(long, env = "SLUICE_SHARD_GET_RECORDS_PER_SECOND")]
     shard_get_records_per_second: Option<u64>,
+    /// Connections served at once; more wait in the listen backlog. Kept below
+    /// the open-file limit minus what storage needs [default: 4096].
+    #[arg(long, env = "SLUICE_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// A new connection must send a whole request head within this many
+    /// milliseconds, and any later head within this long of its first byte [default: 10000].
+    #[arg(long, env = "SLUICE_HEADER_TIMEOUT_MS")]
+    header_timeout_ms: Option<u64>,
+    /// Close a keep-alive connection idle this many milliseconds [default: 60000].
+    #[arg(long, env = "SLUICE_IDLE_TIMEOUT_MS")]
+    idle_timeout_ms: Option<u64>,
+    /// A request body may stall this many milliseconds; beyond it, it must
+    /// average --body-min-bytes-per-second [default: 10000].
+    #[arg(long, env = "SLUICE_BODY_TIMEOUT_MS")]
+    body_timeout_ms: Option<u64>,
+    /// The slowest a request body may arrive, on average [default: 65536].
+    #[arg(long, env = "SLUICE_BODY_MIN_BYTES_PER_SECOND")]
+    body_min_bytes_per_second: Option<u64>,
+    /// Bytes of request bodies held in memory at once, over all connections;
+    /// more wait for room [default: 268435456].
+    #[arg(long, env = "SLUICE_BODY_BYTES_IN_FLIGHT_MAX")]
+    body_bytes_in_flight_max: Option<usize>,
+    /// Size at which a shard's storage segment is sealed and a new one
+    /// started; retention deletes whole segments [default: 67108864].
+    #[arg(long, env = "SLUICE_SEGMENT_BYTES")]
+    segment_bytes: Option<u64>,
 }
 
 /// The `--config` file: the same settings as the flags.
@@ -218,6 +244,13 @@ struct FileConfig {
     on_demand_stream_limit: Option<u32>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    max_connections: Option<usize>,
+    header_timeout_ms: Option<u64>,
+    idle_timeout_ms: Option<u64>,
+    body_timeout_ms: Option<u64>,
+    body_min_bytes_per_second: Option<u64>,
+    body_bytes_in_flight_max: Option<usize>,
+    segment_bytes: Option<u64>,
 }
 
 /// `fsync = "sync"` or `fsync = 20` (milliseconds) in the file.
@@ -231,13 +264,24 @@ enum FsyncSetting {
 #[derive(Debug, Subcommand)]
 enum Ctl {
     /// Verify every segment of every shard log: headers, frame checksums, continuity.
-    /// Exits 1 if anything is corrupt (a torn tail, which the next open cuts off, is only reported).
+    /// Exits 1 if anything is damaged (bad bytes with valid data after them, which
+    /// the server quarantines); a torn tail (bad bytes at the very end of a shard's
+    /// newest segment, left by a crash), which the next start cuts off, is only reported.
     Check {
-        /// The data directory (the one given to `serve --data-dir`).
+        /// The data directory (the one given to `serve --data-dir`), or its `log/`.
+        dir: PathBuf,
+    },
+    /// Make damaged shard logs readable again, keeping every valid record: damaged
+    /// bytes are marked skipped (the records in them are lost; all others keep their
+    /// sequence numbers), a segment header hit by one changed byte is mended. Stop
+    /// the server first; run `ctl check` to see what is damaged.
+    Repair {
+        /// The data directory (the one given to `serve --data-dir`), or its `log/`.
         dir: PathBuf,
     },
     /// Print every shard log, segment, frame and record.
     Dump {
+        /// The data directory (the one given to `serve --data-dir`), or its `log/`.
         dir: PathBuf,
         /// How many bytes of each record's data to show, in hex.
         #[arg(long, default_value_t = 16)]
@@ -408,6 +452,34 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         },
         durability,
         tls,
+        max_connections: args
+            .max_connections
+            .or(file.max_connections)
+            .unwrap_or(defaults.max_connections),
+        header_timeout_ms: args
+            .header_timeout_ms
+            .or(file.header_timeout_ms)
+            .unwrap_or(defaults.header_timeout_ms),
+        idle_timeout_ms: args
+            .idle_timeout_ms
+            .or(file.idle_timeout_ms)
+            .unwrap_or(defaults.idle_timeout_ms),
+        body_timeout_ms: args
+            .body_timeout_ms
+            .or(file.body_timeout_ms)
+            .unwrap_or(defaults.body_timeout_ms),
+        body_min_bytes_per_second: args
+            .body_min_bytes_per_second
+            .or(file.body_min_bytes_per_second)
+            .unwrap_or(defaults.body_min_bytes_per_second),
+        body_bytes_in_flight_max: args
+            .body_bytes_in_flight_max
+            .or(file.body_bytes_in_flight_max)
+            .unwrap_or(defaults.body_bytes_in_flight_max),
+        segment_bytes: args
+            .segment_bytes
+            .or(file.segment_bytes)
+            .unwrap_or(defaults.segment_bytes),
         ..defaults
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -489,7 +561,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ctl {
             command: Ctl::Check { dir },
         } => {
-            let report = sluice_log::inspect::check(&dir)?;
+            let root = sluice_log::inspect::log_root(&dir)?;
+            let report = sluice_log::inspect::check(&root)?;
             let records: u64 = report.segments.iter().map(|s| s.records).sum();
             let bytes: u64 = report.segments.iter().map(|s| s.bytes).sum();
             println!(
@@ -501,7 +574,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             for s in report.torn_tails() {
                 println!(
-                    "torn tail (cut off at next open): {}: {}",
+                    "torn tail (left by a crash; cut off at the next start): {}: {}",
                     s.path.display(),
                     s.problem.as_deref().unwrap_or_default()
                 );
@@ -516,18 +589,44 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 );
             }
             if corrupt > 0 {
-                println!("{corrupt} corrupt segments");
+                println!(
+                    "{corrupt} damaged segments: the server quarantines their shards (readable up to the damage); `sluice ctl repair {}` skips the damage and keeps the rest",
+                    dir.display()
+                );
                 return Ok(ExitCode::from(1));
             }
             println!("ok");
             Ok(ExitCode::SUCCESS)
         }
         Command::Ctl {
+            command: Ctl::Repair { dir },
+        } => {
+            let root = sluice_log::inspect::log_root(&dir)?;
+            let report = sluice_log::inspect::repair(&sluice_log::OsStorage, &root)?;
+            for r in &report.repaired {
+                println!(
+                    "shard log {}: {} bytes from sequence number {} to {}: {}",
+                    r.shard,
+                    r.bytes,
+                    sluice_model::SequenceNumber(r.from_sequence),
+                    sluice_model::SequenceNumber(r.to_sequence),
+                    r.what
+                );
+            }
+            println!(
+                "{} shard logs, {} repairs",
+                report.shards,
+                report.repaired.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ctl {
             command: Ctl::Dump { dir, preview_bytes },
         } => {
+            let root = sluice_log::inspect::log_root(&dir)?;
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
-            sluice_log::inspect::dump(&dir, &mut out, preview_bytes)?;
+            sluice_log::inspect::dump(&root, &mut out, preview_bytes)?;
             out.flush()?;
             Ok(ExitCode::SUCCESS)
         }

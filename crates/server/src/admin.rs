@@ -23,6 +23,73 @@ use crate::state::State;
 
 pub const PREFIX: &str = "/_sluice/";
 
+/// Refuses a control request that a web page elsewhere could have made (a
+/// cross-site form post, a DNS-rebound name): the Host must be `localhost`
+/// or an IP address, an Origin (browsers send one with every cross-site
+/// request that can change something) must be this very host, and a POST
+/// must carry `Content-Type: application/json`, which no form and no
+/// request without a CORS preflight can send (the server answers no preflight).
+pub fn check_origin(parts: &hyper::http::request::Parts) -> Result<(), String> {
+    let header = |name: &str| {
+        parts
+            .headers
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    };
+    let host = header("host")
+        .or_else(|| parts.uri.authority().map(|a| a.to_string()))
+        .unwrap_or_default();
+    if !is_local_host(&host) {
+        return Err(format!(
+            "test controls answer only requests to localhost or an IP address, not to {:?}",
+            crate::sigv4::bounded(&host)
+        ));
+    }
+    if let Some(origin) = header("origin") {
+        let own = ["http://", "https://"]
+            .iter()
+            .any(|scheme| origin.strip_prefix(scheme) == Some(host.as_str()));
+        if !own {
+            return Err(format!(
+                "test controls refuse requests from another origin ({:?})",
+                crate::sigv4::bounded(&origin)
+            ));
+        }
+    }
+    if header("sec-fetch-site").is_some_and(|site| site == "cross-site" || site == "same-site") {
+        return Err("test controls refuse cross-site requests".to_owned());
+    }
+    if parts.method == hyper::Method::POST {
+        let json = header("content-type").is_some_and(|t| {
+            t.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+        });
+        if !json {
+            return Err(
+                "test controls take POST requests with Content-Type: application/json".to_owned(),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `localhost` or an IP address, with or without a port.
+fn is_local_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        // [v6]:port
+        Some(rest) => rest.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, port)| {
+            if port.bytes().all(|b| b.is_ascii_digit()) {
+                name
+            } else {
+                host
+            }
+        }),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
+}
+
 /// At most this many faults wait at once.
 const FAULTS_MAX: usize = 1_000;
 /// The clock moves at most this far in one advance (ten years).

@@ -385,6 +385,9 @@ pub(crate) fn subscribe_to_shard(state: &Ctx, input: &Value) -> Result<Subscript
         ReadError::InvalidPosition => {
             invalid_seq(str_of(&position, "SequenceNumber").unwrap_or_default())
         }
+        ReadError::Quarantined(damage) => {
+            crate::ops::quarantined(&state.account, &stream, shard_index, &damage)
+        }
         other => internal(other),
     })?;
     let claim = state

@@ -450,6 +450,10 @@ fn step(
         )
         .map_err(|e| match e {
             sluice_log::ReadError::Deleted => r.shard_gone(),
+            sluice_log::ReadError::Quarantined(damage) => {
+                let e = crate::ops::quarantined(&r.account, &r.stream, r.shard_index, &damage);
+                AwsError::new(ErrorCode::InternalFailureException, e.message)
+            }
             other => failure(&other),
         })?;
     let children = if batch.end_of_shard {

@@ -10,6 +10,7 @@ mod admin;
 mod autoscale;
 mod consumers;
 mod fanout;
+mod health;
 mod iterator;
 mod limits;
 mod ops;
@@ -60,6 +61,9 @@ pub struct Config {
     /// Largest request body accepted (PutRecords' 10 MiB of data, base64-encoded, fits).
     pub request_body_max_bytes: usize,
     pub durability: sluice_log::Durability,
+    /// A shard's storage segment is sealed once it reaches this size
+    /// (retention deletes whole segments).
+    pub segment_bytes: u64,
     /// What DescribeLimits reports (AWS's defaults).
     pub shard_limit: u32,
     pub on_demand_stream_limit: u32,
@@ -70,6 +74,21 @@ pub struct Config {
     pub credentials: std::collections::BTreeMap<String, Credential>,
     /// Serve TLS (ALPN h2 and http/1.1) with this certificate and key.
     pub tls: Option<TlsFiles>,
+    /// Most connections served at once; more wait in the listen backlog.
+    /// Also kept below the process's open-file limit (see [`connection_cap`]).
+    pub max_connections: usize,
+    /// A new connection must deliver its first request head within this
+    /// long, and any later head within this long of its first byte.
+    pub header_timeout_ms: u64,
+    /// A keep-alive connection with no request in flight is closed after this long.
+    pub idle_timeout_ms: u64,
+    /// A request body may stall this long; beyond it, it must arrive at
+    /// `body_min_bytes_per_second` on average.
+    pub body_timeout_ms: u64,
+    pub body_min_bytes_per_second: u64,
+    /// Bytes of request bodies held at once, across all connections (at
+    /// least `request_body_max_bytes`); further bodies wait for room.
+    pub body_bytes_in_flight_max: usize,
 }
 
 impl Default for Config {
@@ -89,13 +108,52 @@ impl Default for Config {
             test_controls: false,
             request_body_max_bytes: 16 << 20,
             durability: sluice_log::Durability::Sync,
+            segment_bytes: sluice_log::LogOptions::default().segment_bytes,
             shard_limit: 500,
             on_demand_stream_limit: 50,
             retention_check_ms: 10_000,
             credentials: std::collections::BTreeMap::new(),
             tls: None,
+            max_connections: 4096,
+            header_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            body_timeout_ms: 10_000,
+            body_min_bytes_per_second: 64 << 10,
+            body_bytes_in_flight_max: 256 << 20,
         }
     }
+}
+
+/// File descriptors kept free of connections: segment files, the catalog,
+/// the listener, TLS files.
+/// (256, or a quarter of a smaller limit).
+const DESCRIPTORS_KEPT: usize = 256;
+
+/// How many connections may be open at once: `configured`, but no more than
+/// the open-file limit leaves after what storage needs (so that a flood of
+/// idle sockets can never take the last descriptor a write needs).
+pub fn connection_cap(configured: usize, open_files_max: usize) -> usize {
+    let limit = open_file_limit().unwrap_or(1024);
+    let kept = DESCRIPTORS_KEPT.min(limit / 4);
+    let for_connections = limit.saturating_sub(open_files_max + kept);
+    configured.min(for_connections).max(1)
+}
+
+/// The process's soft limit on open files (`/proc/self/limits`, Linux).
+pub fn open_file_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    let soft = line.split_whitespace().nth(3)?;
+    match soft {
+        "unlimited" => Some(usize::MAX / 2),
+        n => n.parse().ok(),
+    }
+}
+
+/// One line on standard error for what an operator must know: damage found,
+/// a disk that filled up, a failure no caller was told the reason of.
+pub(crate) fn warn(message: impl std::fmt::Display) {
+    eprintln!("sluice: warning: {message}");
 }
 
 /// A configured access key's secret, and the account it acts as.
@@ -129,6 +187,9 @@ impl Config {
         self.account_id.clone()
     }
 }
+
+const ACCEPT_BACKOFF_MIN: std::time::Duration = std::time::Duration::from_millis(5);
+const ACCEPT_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A running server.
 #[derive(Debug)]
@@ -191,16 +252,43 @@ impl Server {
             Some(files) => Some(tls::acceptor(files)?),
             None => None,
         };
+        // Every frame of every shard log is verified once after start (opening
+        // reads only the newest segments): damage is logged and quarantined.
+        let verifying = state.clone();
+        let verify = tokio::task::spawn_blocking(move || {
+            verifying.verify_all();
+        });
         let serving = state.clone();
+        let cap = connection_cap(state.config.max_connections, state.log().open_files_max());
+        let slots = Arc::new(tokio::sync::Semaphore::new(cap));
         let task = tokio::spawn(async move {
             let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+            let mut backoff = ACCEPT_BACKOFF_MIN;
             loop {
+                // At the cap, stop accepting: new clients wait in the backlog
+                // until a connection ends (the timeouts make idle ones end).
+                let permit = tokio::select! {
+                    permit = slots.clone().acquire_owned() => permit.expect("never closed"),
+                    _ = stop.changed() => break,
+                };
                 tokio::select! {
-                    accepted = listener.accept() => {
-                        let Ok((stream, _)) = accepted else { continue };
-                        let _ = stream.set_nodelay(true);
-                        service::spawn_connection(stream, serving.clone(), tls.clone(), graceful.watcher());
-                    }
+                    accepted = listener.accept() => match accepted {
+                        Ok((stream, _)) => {
+                            backoff = ACCEPT_BACKOFF_MIN;
+                            let _ = stream.set_nodelay(true);
+                            service::spawn_connection(stream, serving.clone(), tls.clone(), graceful.watcher(), permit);
+                        }
+                        // Out of descriptors (or another accept failure): back
+                        // off instead of spinning; open connections go on.
+                        Err(e) => {
+                            serving.health.warn_limited("accept", format_args!("accepting a connection failed: {e}"));
+                            tokio::select! {
+                                () = tokio::time::sleep(backoff) => {}
+                                _ = stop.changed() => break,
+                            }
+                            backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                        }
+                    },
                     _ = stop.changed() => break,
                 }
             }
@@ -208,10 +296,13 @@ impl Server {
             let _ =
                 tokio::time::timeout(std::time::Duration::from_secs(10), graceful.shutdown()).await;
         });
+        let verify = tokio::spawn(async move {
+            let _ = verify.await;
+        });
         Ok(Self {
             addr,
             shutdown,
-            tasks: vec![task, retention, autoscaling],
+            tasks: vec![task, retention, autoscaling, verify],
             state,
         })
     }
@@ -229,6 +320,9 @@ impl Server {
     pub async fn stop(self) {
         // Event streams would hold their connections open for minutes.
         self.state.subscriptions.stop_all();
+        self.state
+            .stopping
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let _ = self.shutdown.send(true);
         for task in self.tasks {
             let _ = task.await;

@@ -142,10 +142,35 @@ pub(crate) fn err(code: ErrorCode, message: impl Into<String>) -> AwsError {
     AwsError::new(code, message)
 }
 
+/// An unexpected failure: the detail goes to the server's log, the caller
+/// gets AWS's words (never a path or an error of the host).
 pub(crate) fn internal(e: impl std::fmt::Display) -> AwsError {
+    crate::warn(format_args!("internal failure: {e}"));
+    err(ErrorCode::InternalFailure, "Internal service failure.")
+}
+
+/// A quarantined shard's refusal: which records are damaged, never where on
+/// disk (`sluice_log::Damage`).
+pub(crate) fn quarantined(
+    account: &str,
+    stream: &str,
+    shard: u32,
+    damage: &sluice_log::Damage,
+) -> AwsError {
+    let until = match damage.resume_sequence() {
+        Some(next) => format!(
+            " up to (not including) {}",
+            sluice_model::SequenceNumber(next)
+        ),
+        None => " to the end of a storage segment".to_owned(),
+    };
     err(
         ErrorCode::InternalFailure,
-        format!("Internal service failure: {e}"),
+        format!(
+            "Shard {} in stream {stream} under account {account} is quarantined: its records from sequence number {}{until} are damaged on disk. Records before them can be read; the operator can run `sluice ctl repair` to skip the damaged records and keep the rest.",
+            sluice_meta::shard_id(shard),
+            sluice_model::SequenceNumber(damage.first_sequence())
+        ),
     )
 }
 
@@ -476,7 +501,7 @@ fn delete_stream(state: &Ctx, input: &Value) -> OpResult {
             next.remove_policies_of(&state.arn(&name));
             Some(stream)
         };
-        state.commit(&mut catalog, next).map_err(internal)?;
+        state.commit_freeing(&mut catalog, next).map_err(internal)?;
         (arns, deleted)
     };
     for arn in &consumer_arns {
@@ -487,6 +512,9 @@ fn delete_stream(state: &Ctx, input: &Value) -> OpResult {
             .log()
             .delete_shard(sluice_log::ShardLogId(shard.log_id))
             .map_err(internal)?;
+    }
+    if deleted.is_some() {
+        state.ensure_reserve();
     }
     Ok(json!({}))
 }
@@ -1194,11 +1222,18 @@ fn append_groups(
                 flags,
             })
             .collect();
-        log.append(&batch).map_err(|e| match e {
-            sluice_log::AppendError::Deleted => AppendFailure::StreamGone,
-            sluice_log::AppendError::Closed { .. } => AppendFailure::Closed,
-            _ => AppendFailure::Internal,
-        })
+        match log.append(&batch) {
+            Ok(receipt) => {
+                state.health.append_succeeded();
+                Ok(receipt)
+            }
+            Err(sluice_log::AppendError::Deleted) => Err(AppendFailure::StreamGone),
+            Err(sluice_log::AppendError::Closed { .. }) => Err(AppendFailure::Closed),
+            Err(e) => {
+                state.health.append_failed(*log_id, &e);
+                Err(AppendFailure::Internal)
+            }
+        }
     };
     if groups.len() == 1 {
         return vec![append(&groups[0])];
@@ -1306,6 +1341,7 @@ fn get_shard_iterator(state: &Ctx, input: &Value) -> OpResult {
         ReadError::InvalidPosition => {
             invalid_seq(str_of(input, "StartingSequenceNumber").unwrap_or_default())
         }
+        ReadError::Quarantined(damage) => quarantined(&state.account, &name, shard, &damage),
         other => internal(other),
     })?;
     let iterator = ShardIterator {
@@ -1389,6 +1425,12 @@ fn get_records(state: &Ctx, input: &Value) -> Result<Output, AwsError> {
                 state,
                 &iterator.stream_name,
                 &sluice_meta::shard_id(iterator.shard_index),
+            ),
+            ReadError::Quarantined(damage) => quarantined(
+                &state.account,
+                &iterator.stream_name,
+                iterator.shard_index,
+                &damage,
             ),
             other => internal(other),
         })?;

@@ -1,13 +1,18 @@
 //! HTTP: one connection, routing, body limit, target, decoding, validation,
 //! and turning results and errors into AWS-shaped responses.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Either, Full, Limited};
-use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_TYPE};
+use bytes::{Bytes, BytesMut};
+use http_body_util::{BodyExt, Either, Full};
+use hyper::body::{Body as _, Incoming};
+use hyper::header::{HeaderValue, CONNECTION, CONTENT_TYPE};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -15,6 +20,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::Watcher;
 use sluice_wire::{cbor, kinesis, AwsError, ErrorCode};
 use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_rustls::TlsAcceptor;
 
 use crate::fanout::{self, EventBody};
@@ -30,14 +36,18 @@ type ResponseBody = Either<Full<Bytes>, EventBody>;
 
 /// Serves one connection on its own task: TLS first if configured, then
 /// HTTP/1.1 or HTTP/2 (h2c by preface, or h2 by ALPN), watched by `watcher` so
-/// that shutdown can drain it.
+/// that shutdown can drain it, and by a watchdog that closes it when it holds
+/// a slot without using it (see [`ConnWatch`]). `permit` is its slot under the
+/// connection cap, given back when the connection ends.
 pub fn spawn_connection(
     stream: TcpStream,
     state: Arc<State>,
     tls: Option<TlsAcceptor>,
     watcher: Watcher,
+    permit: OwnedSemaphorePermit,
 ) {
     tokio::spawn(async move {
+        let _permit = permit;
         match tls {
             None => serve(stream, state, watcher).await,
             Some(acceptor) => {
@@ -51,24 +61,250 @@ pub fn spawn_connection(
     });
 }
 
-const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 async fn serve<IO>(io: IO, state: Arc<State>, watcher: Watcher)
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     static BUILDER: OnceLock<auto::Builder<TokioExecutor>> = OnceLock::new();
-    let service = service_fn(move |req| handle(req, state.clone()));
+    let watch = Arc::new(ConnWatch::new());
+    let io = Watched {
+        inner: io,
+        watch: watch.clone(),
+    };
+    let header = Duration::from_millis(state.config.header_timeout_ms.max(1));
+    let idle = Duration::from_millis(state.config.idle_timeout_ms.max(1));
+    let requests = watch.clone();
+    let service = service_fn(move |req| handle(req, state.clone(), requests.clone()));
     let connection = BUILDER
         .get_or_init(|| auto::Builder::new(TokioExecutor::new()))
         .serve_connection(TokioIo::new(io), service);
-    let _ = watcher.watch(connection).await;
+    tokio::select! {
+        _ = watcher.watch(connection) => {}
+        // Dropping the connection closes it.
+        () = watchdog(&watch, header, idle) => {}
+    }
+}
+
+/// What a connection's watchdog knows: requests in flight (from the head's
+/// arrival until the response body is done) and, between requests, when the
+/// connection went idle and when the next request's first byte came.
+///
+/// Rules: a new connection must deliver a whole request head within the
+/// header timeout; between requests an idle connection is closed after the
+/// idle timeout; once a byte of the next request arrives, its head must be
+/// whole within the header timeout (so one byte a second holds nothing for
+/// long). Bodies have their own limits (`read_body`).
+#[derive(Debug)]
+pub struct ConnWatch {
+    origin: Instant,
+    in_flight: AtomicUsize,
+    served: AtomicBool,
+    idle_since_ms: AtomicU64,
+    head_started_ms: AtomicU64,
+}
+
+const NOT_STARTED: u64 = u64::MAX;
+
+impl ConnWatch {
+    fn new() -> Self {
+        Self {
+            origin: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            served: AtomicBool::new(false),
+            idle_since_ms: AtomicU64::new(0),
+            head_started_ms: AtomicU64::new(NOT_STARTED),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.origin.elapsed().as_millis() as u64
+    }
+
+    fn bytes_read(&self) {
+        if self.in_flight.load(Ordering::Relaxed) == 0
+            && self.head_started_ms.load(Ordering::Relaxed) == NOT_STARTED
+        {
+            self.head_started_ms.store(self.now_ms(), Ordering::Relaxed);
+        }
+    }
+
+    fn start_request(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        self.served.store(true, Ordering::Relaxed);
+        self.head_started_ms.store(NOT_STARTED, Ordering::Relaxed);
+        InFlight(self.clone())
+    }
+
+    /// When the watchdog must act, if nothing changes; `None` while a request
+    /// is in flight.
+    fn deadline_ms(&self, header: Duration, idle: Duration) -> Option<u64> {
+        if self.in_flight.load(Ordering::SeqCst) > 0 {
+            return None;
+        }
+        let header = header.as_millis() as u64;
+        Some(match self.head_started_ms.load(Ordering::Relaxed) {
+            NOT_STARTED if !self.served.load(Ordering::Relaxed) => header,
+            NOT_STARTED => self.idle_since_ms.load(Ordering::Relaxed) + idle.as_millis() as u64,
+            started => started + header,
+        })
+    }
+}
+
+/// A request in flight; dropped when its response body is done (or dropped).
+#[derive(Debug)]
+struct InFlight(Arc<ConnWatch>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let watch = &self.0;
+        watch.idle_since_ms.store(watch.now_ms(), Ordering::Relaxed);
+        watch.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Returns when the connection must be closed.
+async fn watchdog(watch: &ConnWatch, header: Duration, idle: Duration) {
+    loop {
+        let now = watch.now_ms();
+        match watch.deadline_ms(header, idle) {
+            Some(deadline) if now >= deadline => return,
+            Some(deadline) => tokio::time::sleep(Duration::from_millis(deadline - now)).await,
+            None => tokio::time::sleep(header).await,
+        }
+    }
+}
+
+/// The connection's I/O, noting for the watchdog when bytes arrive.
+struct Watched<IO> {
+    inner: IO,
+    watch: Arc<ConnWatch>,
+}
+
+impl<IO: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Watched<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.watch.bytes_read();
+        }
+        polled
+    }
+}
+
+impl<IO: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// A response body that keeps its request counted as in flight until it is
+/// done.
+pub struct Counted<B> {
+    body: B,
+    _in_flight: InFlight,
+}
+
+impl<B: hyper::body::Body + Unpin> hyper::body::Body for Counted<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 async fn handle(
     req: Request<Incoming>,
     state: Arc<State>,
-) -> Result<Response<ResponseBody>, Infallible> {
+    watch: Arc<ConnWatch>,
+) -> Result<Response<Counted<ResponseBody>>, Infallible> {
+    let in_flight = watch.start_request();
+    let http1 = req.version() < hyper::Version::HTTP_2;
+    let (response, unread) = respond(req, state.clone()).await;
+    let mut response = response.map(|body| Counted {
+        body,
+        _in_flight: in_flight,
+    });
+    // Answered before the body was read: read a small one (with the body
+    // limits), so that the connection stays usable; else say it closes, so
+    // that the client does not send its next request into a dead connection.
+    let reusable = match unread {
+        Leftover::Nothing => true,
+        Leftover::Unread(body) => {
+            let small = body
+                .size_hint()
+                .upper()
+                .is_some_and(|n| n <= DRAIN_MAX_BYTES);
+            small && read_body(body, &state, DRAIN_MAX_BYTES).await.is_ok()
+        }
+        Leftover::Broken => false,
+    };
+    if !reusable && http1 {
+        response
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    Ok(response)
+}
+
+/// Bodies of requests answered before reading them are read (and dropped)
+/// up to this size, to keep their connection.
+const DRAIN_MAX_BYTES: u64 = 64 << 10;
+
+/// What is left of a request's body once it is answered.
+enum Leftover {
+    /// It was read whole.
+    Nothing,
+    /// It was not read.
+    Unread(Incoming),
+    /// Reading it failed part-way (too large, stalled, broken): the
+    /// connection cannot carry another request.
+    Broken,
+}
+
+/// The response, and what is left of the request body.
+async fn respond(req: Request<Incoming>, state: Arc<State>) -> (Response<ResponseBody>, Leftover) {
     let request_id = format!("{:032x}", fastrand::u128(..));
     // Answer in the encoding the client used.
     let cbor = req
@@ -76,15 +312,16 @@ async fn handle(
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("cbor"));
-    let (status, body) = match route(req, state, cbor).await {
+    let (routed, unread) = route(req, state, cbor).await;
+    let (status, body) = match routed {
         Ok(Reply::Body(body)) => (StatusCode::OK, body),
-        Ok(Reply::Text(text)) => {
-            let mut response =
-                Response::new(Either::Left(Full::new(Bytes::from_static(text.as_bytes()))));
+        Ok(Reply::Text(status, text)) => {
+            let mut response = Response::new(Either::Left(Full::new(Bytes::from(text))));
+            *response.status_mut() = status;
             response
                 .headers_mut()
                 .insert("x-amzn-RequestId", header(&request_id));
-            return Ok(response);
+            return (response, unread);
         }
         Ok(Reply::Control(status, body)) => {
             let mut response = Response::new(Either::Left(Full::new(body)));
@@ -92,7 +329,7 @@ async fn handle(
             response
                 .headers_mut()
                 .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            return Ok(response);
+            return (response, unread);
         }
         Ok(Reply::Events(events)) => {
             let mut response = Response::new(Either::Right(events));
@@ -103,7 +340,7 @@ async fn handle(
             response
                 .headers_mut()
                 .insert("x-amzn-RequestId", header(&request_id));
-            return Ok(response);
+            return (response, unread);
         }
         Err(e) => (
             StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST),
@@ -127,7 +364,7 @@ async fn handle(
     response
         .headers_mut()
         .insert("x-amzn-RequestId", header(&request_id));
-    Ok(response)
+    (response, unread)
 }
 
 fn header(value: &str) -> HeaderValue {
@@ -137,7 +374,8 @@ fn header(value: &str) -> HeaderValue {
 enum Reply {
     /// An operation's output, encoded.
     Body(Bytes),
-    Text(&'static str),
+    /// Plain text (`/health`).
+    Text(StatusCode, String),
     /// A test control's answer: status and JSON.
     Control(u16, Bytes),
     /// SubscribeToShard's event stream.
@@ -150,46 +388,47 @@ enum Done {
     Subscription(fanout::Subscription),
 }
 
-async fn route(req: Request<Incoming>, state: Arc<State>, cbor: bool) -> Result<Reply, AwsError> {
-    if req.method() == Method::GET && req.uri().path() == "/health" {
-        return Ok(Reply::Text("ok"));
-    }
-    if state.config.test_controls && req.uri().path().starts_with(crate::admin::PREFIX) {
-        return Ok(control(req, state).await);
-    }
-    if req.method() != Method::POST || req.uri().path() != "/" {
-        return Err(AwsError::new(ErrorCode::UnknownOperationException, ""));
-    }
+type Routed = (Result<Reply, AwsError>, Leftover);
+
+async fn route(req: Request<Incoming>, state: Arc<State>, cbor: bool) -> Routed {
     let (parts, body) = req.into_parts();
+    if parts.method == Method::GET && parts.uri.path() == "/health" {
+        return (Ok(health(&state)), Leftover::Unread(body));
+    }
+    if state.config.test_controls && parts.uri.path().starts_with(crate::admin::PREFIX) {
+        return control(parts, body, state).await;
+    }
+    if parts.method != Method::POST || parts.uri.path() != "/" {
+        let e = AwsError::new(ErrorCode::UnknownOperationException, "");
+        return (Err(e), Leftover::Unread(body));
+    }
     let target = parts
         .headers
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok());
-    let operation = sluice_wire::target::parse(kinesis(), target)?;
-    let limit = state.config.request_body_max_bytes;
-    let body = match Limited::new(body, limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            return Err(AwsError::new(
-                ErrorCode::RequestEntityTooLargeException,
-                format!("Request body exceeds {limit} bytes"),
-            ))
-        }
-        // The client went away or sent a broken body: nothing was done.
-        Err(e) => {
-            return Err(AwsError::new(
-                ErrorCode::SerializationException,
-                e.to_string(),
-            ))
-        }
+    let operation = match sluice_wire::target::parse(kinesis(), target) {
+        Ok(operation) => operation.to_owned(),
+        Err(e) => return (Err(e), Leftover::Unread(body)),
+    };
+    // Who is calling, from the headers alone: with credentials configured, a
+    // caller that cannot be right is refused before its body is read.
+    let (account, pending) = match authenticate_head(&parts, &state) {
+        Ok(found) => found,
+        Err(e) => return (Err(e), Leftover::Unread(body)),
+    };
+    let limit = state.config.request_body_max_bytes as u64;
+    let (body, budget) = match read_body(body, &state, limit).await {
+        Ok(read) => read,
+        Err(e) => return (Err(e), Leftover::Broken),
     };
     // Signature checks, decoding, validation, the operation (which may wait on
     // fsyncs) and encoding are CPU or blocking work: keep them off the async
     // workers that drive connections.
-    let operation = operation.to_owned();
     let events_state = state.clone();
     let run = move || -> Result<Done, AwsError> {
-        let account = authenticate(&parts, &body, &state)?;
+        // The body's memory stays counted until the operation is done with it.
+        let _budget = budget;
+        authenticate_body(&parts, &body, pending)?;
         if !cbor && operation == "PutRecords" && state.faults.is_empty() {
             if let Some(request) = sluice_wire::fast::decode_put_records(&body) {
                 return ops::put_records_fast(&state, account, &request)
@@ -244,7 +483,7 @@ async fn route(req: Request<Incoming>, state: Arc<State>, cbor: bool) -> Result<
             },
         ))
     };
-    match tokio::task::spawn_blocking(run).await {
+    let outcome = match tokio::task::spawn_blocking(run).await {
         Ok(Ok(Done::Body(body))) => Ok(Reply::Body(body)),
         Ok(Ok(Done::Subscription(sub))) => Ok(Reply::Events(fanout::start(events_state, sub))),
         Ok(Err(e)) => Err(e),
@@ -252,24 +491,133 @@ async fn route(req: Request<Incoming>, state: Arc<State>, cbor: bool) -> Result<
             ErrorCode::InternalFailure,
             "Internal service failure.",
         )),
+    };
+    (outcome, Leftover::Nothing)
+}
+
+/// `GET /health`: `ok`, or 503 with what is wrong (a full disk, poisoned or
+/// quarantined shards).
+fn health(state: &State) -> Reply {
+    let problems = state.problems();
+    if problems.is_empty() {
+        return Reply::Text(StatusCode::OK, "ok".to_owned());
     }
+    let body = serde_json::json!({"status": "degraded", "problems": problems});
+    Reply::Text(StatusCode::SERVICE_UNAVAILABLE, body.to_string())
+}
+
+/// Reads a request body within the server's limits: at most `limit` bytes;
+/// no pause longer than the body timeout, and on average at least the
+/// minimum rate beyond it; and all bodies being read or worked on together
+/// within the in-flight budget (a request waits for room, within the same
+/// deadline). Returns the body and its share of the budget.
+async fn read_body(
+    mut body: Incoming,
+    state: &State,
+    limit: u64,
+) -> Result<(Bytes, OwnedSemaphorePermit), AwsError> {
+    let too_large = || {
+        AwsError::new(
+            ErrorCode::RequestEntityTooLargeException,
+            format!("Request body exceeds {limit} bytes"),
+        )
+    };
+    let config = &state.config;
+    let start = tokio::time::Instant::now();
+    let grace = Duration::from_millis(config.body_timeout_ms.max(1));
+    let rate = config.body_min_bytes_per_second.max(1) as f64;
+    let deadline = |received: u64| start + grace + Duration::from_secs_f64(received as f64 / rate);
+    let timed_out = |received: u64| {
+        AwsError::new(
+            ErrorCode::SerializationException,
+            format!(
+                "The request body stalled: {received} bytes arrived in {} ms.",
+                start.elapsed().as_millis()
+            ),
+        )
+    };
+    let budget = state.body_budget.clone();
+    let declared = body.size_hint().exact();
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    // A declared length is reserved whole, so that no two bodies hold half
+    // of the budget each while waiting for the rest.
+    let reserve = |n: u64| {
+        let budget = budget.clone();
+        async move {
+            let n = u32::try_from(n.max(1)).unwrap_or(u32::MAX);
+            budget.acquire_many_owned(n).await.expect("never closed")
+        }
+    };
+    let mut permit =
+        match tokio::time::timeout_at(deadline(0), reserve(declared.unwrap_or(0))).await {
+            Ok(permit) => permit,
+            Err(_) => return Err(timed_out(0)),
+        };
+    let mut held = u64::from(permit.num_permits() as u32);
+    let mut buf = BytesMut::with_capacity(declared.unwrap_or(0) as usize);
+    loop {
+        let received = buf.len() as u64;
+        let frame = match tokio::time::timeout_at(deadline(received), body.frame()).await {
+            Err(_) => return Err(timed_out(received)),
+            Ok(None) => break,
+            // The client went away or sent a broken body: nothing was done.
+            Ok(Some(Err(e))) => {
+                return Err(AwsError::new(
+                    ErrorCode::SerializationException,
+                    e.to_string(),
+                ))
+            }
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        let total = received + data.len() as u64;
+        if total > limit {
+            return Err(too_large());
+        }
+        if total > held {
+            let more = tokio::time::timeout_at(deadline(received), reserve(total - held)).await;
+            match more {
+                Ok(more) => {
+                    held += u64::from(more.num_permits() as u32);
+                    permit.merge(more);
+                }
+                Err(_) => return Err(timed_out(received)),
+            }
+        }
+        buf.extend_from_slice(&data);
+    }
+    Ok((buf.freeze(), permit))
 }
 
 /// A test control (`--test-controls`): plain JSON in and out, on the
-/// blocking pool.
-async fn control(req: Request<Incoming>, state: Arc<State>) -> Reply {
-    let method = req.method().as_str().to_owned();
-    let path = req.uri().path().to_owned();
-    let body = match Limited::new(req.into_body(), 1 << 20).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) => return control_reply(Err((400, e.to_string()))),
+/// blocking pool. Only from the server's own origin (a web page elsewhere
+/// must not reset a developer's streams): the Host must be an address or
+/// `localhost`, an Origin must be that host, and a POST must say JSON (which
+/// a cross-site form or a no-preflight fetch cannot).
+async fn control(parts: hyper::http::request::Parts, body: Incoming, state: Arc<State>) -> Routed {
+    if let Err(message) = crate::admin::check_origin(&parts) {
+        return (
+            Ok(control_reply(Err((403, message)))),
+            Leftover::Unread(body),
+        );
+    }
+    let method = parts.method.as_str().to_owned();
+    let path = parts.uri.path().to_owned();
+    let body = match read_body(body, &state, 1 << 20).await {
+        Ok((body, _)) => body,
+        Err(e) => return (Ok(control_reply(Err((400, e.message)))), Leftover::Broken),
     };
     let run = move || crate::admin::handle(&state, &method, &path, &body);
-    control_reply(
+    let reply = control_reply(
         tokio::task::spawn_blocking(run)
             .await
             .unwrap_or_else(|_| Err((500, "the control failed".to_owned()))),
-    )
+    );
+    (Ok(reply), Leftover::Nothing)
 }
 
 fn control_reply(answer: Result<serde_json::Value, (u16, String)>) -> Reply {
@@ -283,41 +631,31 @@ fn control_reply(answer: Result<serde_json::Value, (u16, String)>) -> Reply {
     )
 }
 
-/// Every request must be SigV4-signed; with credentials configured, correctly.
-/// Returns the account the caller acts as.
-fn authenticate(
+/// What is left to check of a signature once the body is in.
+enum PendingAuth {
+    /// Nothing (no credentials configured).
+    None,
+    /// The signature was verified against the `x-amz-content-sha256` the
+    /// client sent; the body must hash to it.
+    BodyHash,
+    /// The signature covers the body's hash: verify it with this secret.
+    Verify(Box<(sigv4::Signature, String)>),
+}
+
+/// The headers of every request must carry a well-formed SigV4 signature;
+/// with credentials configured, all that can be checked without the body is
+/// checked here (the key, the scope, the time, and the signature itself when
+/// the client sent the payload's hash). Returns the caller's account.
+fn authenticate_head(
     parts: &hyper::http::request::Parts,
-    body: &[u8],
     state: &State,
-) -> Result<String, AwsError> {
-    let mut headers: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
-    for (name, value) in &parts.headers {
-        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
-        headers
-            .entry(name.as_str().to_owned())
-            .and_modify(|v| {
-                v.push(',');
-                v.push_str(&value);
-            })
-            .or_insert(value);
-    }
-    // HTTP/2 carries the host in :authority.
-    if let Some(authority) = parts.uri.authority() {
-        headers
-            .entry("host".to_owned())
-            .or_insert_with(|| authority.to_string());
-    }
-    let request = sigv4::RequestParts {
-        method: parts.method.as_str(),
-        path: parts.uri.path(),
-        query: parts.uri.query(),
-        headers: &headers,
-        body,
-    };
+) -> Result<(String, PendingAuth), AwsError> {
+    let headers = header_map(parts);
+    let request = request_parts(parts, &headers, &[]);
     let signature = sigv4::parse(&request)?;
     let account = state.config.account_for(&signature.access_key);
     if state.config.credentials.is_empty() {
-        return Ok(account);
+        return Ok((account, PendingAuth::None));
     }
     let credential = state
         .config
@@ -329,7 +667,7 @@ fn authenticate(
                 "The security token included in the request is invalid.",
             )
         })?;
-    sigv4::check_scope(&request, &signature, state.now_ms())?;
+    sigv4::check_scope(&signature, state.now_ms())?;
     // A signature for another service or region is not one for this server.
     if signature.service != "kinesis" {
         return Err(AwsError::new(
@@ -342,15 +680,92 @@ fn authenticate(
             ErrorCode::InvalidSignatureException,
             format!(
                 "Credential should be scoped to a valid region, not '{}'.",
-                signature.region
+                sigv4::bounded(&signature.region)
             ),
         ));
     }
-    if !sigv4::verify(&request, &signature, &credential.secret) {
-        return Err(AwsError::new(
-            ErrorCode::InvalidSignatureException,
-            "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details.",
-        ));
+    if headers.contains_key("x-amz-content-sha256") {
+        if !sigv4::verify(&request, &signature, &credential.secret) {
+            return Err(mismatch());
+        }
+        return Ok((account, PendingAuth::BodyHash));
     }
-    Ok(account)
+    Ok((
+        account,
+        PendingAuth::Verify(Box::new((signature, credential.secret.clone()))),
+    ))
+}
+
+fn mismatch() -> AwsError {
+    AwsError::new(
+        ErrorCode::InvalidSignatureException,
+        "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details.",
+    )
+}
+
+/// The checks that need the body (see [`authenticate_head`]).
+fn authenticate_body(
+    parts: &hyper::http::request::Parts,
+    body: &[u8],
+    pending: PendingAuth,
+) -> Result<(), AwsError> {
+    match pending {
+        PendingAuth::None => Ok(()),
+        PendingAuth::BodyHash => {
+            let headers = header_map(parts);
+            if sigv4::payload_hash_matches(&request_parts(parts, &headers, body)) {
+                Ok(())
+            } else {
+                Err(AwsError::new(
+                    ErrorCode::InvalidSignatureException,
+                    "The provided 'x-amz-content-sha256' header does not match what was computed.",
+                ))
+            }
+        }
+        PendingAuth::Verify(check) => {
+            let (signature, secret) = *check;
+            let headers = header_map(parts);
+            if sigv4::verify(&request_parts(parts, &headers, body), &signature, &secret) {
+                Ok(())
+            } else {
+                Err(mismatch())
+            }
+        }
+    }
+}
+
+/// Lowercase names; repeated headers joined with ","; HTTP/2's
+/// `:authority` as `host`.
+fn header_map(parts: &hyper::http::request::Parts) -> BTreeMap<String, String> {
+    let mut headers: BTreeMap<String, String> = BTreeMap::new();
+    for (name, value) in &parts.headers {
+        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        headers
+            .entry(name.as_str().to_owned())
+            .and_modify(|v| {
+                v.push(',');
+                v.push_str(&value);
+            })
+            .or_insert(value);
+    }
+    if let Some(authority) = parts.uri.authority() {
+        headers
+            .entry("host".to_owned())
+            .or_insert_with(|| authority.to_string());
+    }
+    headers
+}
+
+fn request_parts<'a>(
+    parts: &'a hyper::http::request::Parts,
+    headers: &'a BTreeMap<String, String>,
+    body: &'a [u8],
+) -> sigv4::RequestParts<'a> {
+    sigv4::RequestParts {
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        query: parts.uri.query(),
+        headers,
+        body,
+    }
 }

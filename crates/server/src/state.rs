@@ -3,6 +3,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use sluice_log::{Log, LogOptions, OsStorage, ShardLog, ShardLogId};
@@ -47,11 +48,22 @@ pub struct State {
     pub throttles: crate::limits::Throttles,
     /// Faults injected by the test controls.
     pub faults: crate::admin::Faults,
+    /// What `/health` reports beyond the shards' own state.
+    pub health: crate::health::Health,
+    /// Room for request bodies, in bytes (`Config::body_bytes_in_flight_max`).
+    pub body_budget: Arc<tokio::sync::Semaphore>,
+    /// Set when the server stops: background work ends early.
+    pub stopping: std::sync::atomic::AtomicBool,
     /// Held (flock) while this state lives: one process per data directory.
     _lock: std::fs::File,
 }
 
 const CATALOG_FILE: &str = "catalog.json";
+/// Space set aside so that deleting streams works on a full disk (the
+/// catalog must be written to delete anything): see [`State::commit_freeing`].
+const RESERVE_FILE: &str = "reserve";
+/// The reserve is at least this large, and at least twice the catalog.
+const RESERVE_MIN_BYTES: u64 = 4 << 20;
 
 /// A stream's account and name, and some of its shards (index, log id):
 /// closed shards whose ending sequence number is not recorded yet, or
@@ -92,10 +104,18 @@ impl State {
             Err(e) => return Err(io_at(&catalog_path)(e)),
         };
         let iterator_key = load_or_create_key(&dir.join(KEY_FILE))?;
+        // Segment files held open: a quarter of the open-file limit at most,
+        // so that connections and the rest always find descriptors.
+        let limit = crate::open_file_limit().unwrap_or(1024);
         let options = LogOptions {
             durability: config.durability,
-            ..LogOptions::default()
+            segment_bytes: config.segment_bytes.max(4096),
+            open_files_max: LogOptions::default().open_files_max.min(limit / 4).max(16),
         };
+        let body_budget = config
+            .body_bytes_in_flight_max
+            .max(config.request_body_max_bytes)
+            .min(tokio::sync::Semaphore::MAX_PERMITS);
         let log = Log::open(Arc::new(OsStorage), dir.join("log"), options, clock.clone())?;
         if catalog_missing && !log.shard_ids().is_empty() {
             return Err(StateError::MissingCatalog(catalog_path));
@@ -120,13 +140,152 @@ impl State {
             autoscaler: crate::autoscale::Autoscaler::default(),
             throttles: crate::limits::Throttles::default(),
             faults: crate::admin::Faults::default(),
+            health: crate::health::Health::default(),
+            body_budget: Arc::new(tokio::sync::Semaphore::new(body_budget)),
+            stopping: std::sync::atomic::AtomicBool::new(false),
             _lock: lock,
         };
-        state.finish_pending_closes().map_err(io_at(&dir))?;
+        for problem in state.shard_problems() {
+            crate::warn(problem);
+        }
+        // A close frame that damage took away (the newest segment's last
+        // frame is cut as a torn tail) goes back at the same offset, so the
+        // recorded ending sequence number holds again.
+        for log_id in state.closed_in_catalog() {
+            if let Some(log) = state.shard_log(log_id) {
+                if log.info().ending_sequence.is_none() && log.info().damage.is_none() {
+                    if let Err(e) = log.close() {
+                        crate::warn(format_args!("closing shard log {log_id:016x}: {e}"));
+                    }
+                }
+            }
+        }
+        // Housekeeping that fails here (a full disk) is retried periodically;
+        // the server starts anyway so that streams can be deleted.
+        if let Err(e) = state.finish_pending_closes() {
+            crate::warn(format_args!("finishing closes at start: {e}"));
+        }
         // The log keeps its trim point in memory only: re-apply retention first.
-        state.apply_retention().map_err(io_at(&dir))?;
-        state.sweep_deleted().map_err(io_at(&dir))?;
+        if let Err(e) = state.apply_retention() {
+            crate::warn(format_args!("applying retention at start: {e}"));
+        }
+        if let Err(e) = state.sweep_deleted() {
+            crate::warn(format_args!("removing deleted streams at start: {e}"));
+        }
+        state.ensure_reserve();
         Ok(state)
+    }
+
+    /// Shard logs of closed shards, by the catalog.
+    fn closed_in_catalog(&self) -> Vec<u64> {
+        self.catalog()
+            .streams()
+            .flat_map(|s| {
+                s.shards
+                    .iter()
+                    .filter(|sh| {
+                        sh.closed
+                            .as_ref()
+                            .is_some_and(|c| c.ending_sequence.is_some())
+                    })
+                    .map(|sh| sh.log_id)
+            })
+            .collect()
+    }
+
+    /// Poisoned and quarantined shards, named as callers know them.
+    pub fn shard_problems(&self) -> Vec<String> {
+        let shards: Vec<(String, String, u32, u64)> = self
+            .catalog()
+            .streams()
+            .flat_map(|s| {
+                s.shards
+                    .iter()
+                    .map(|sh| (s.account.clone(), s.name.clone(), sh.index, sh.log_id))
+            })
+            .collect();
+        let mut problems = Vec::new();
+        for (account, stream, index, log_id) in shards {
+            let Some(log) = self.shard_log(log_id) else {
+                continue;
+            };
+            let info = log.info();
+            let shard = sluice_meta::shard_id(index);
+            if info.poisoned {
+                problems.push(format!(
+                    "shard {shard} of stream {stream} under account {account} refuses writes after a failed fsync; restart the server to recover it"
+                ));
+            }
+            if let Some(damage) = info.damage {
+                problems.push(format!(
+                    "shard {shard} of stream {stream} under account {account} is quarantined: {damage}; stop the server and run `sluice ctl repair` on its data directory"
+                ));
+            }
+        }
+        problems
+    }
+
+    /// Bytes of request bodies held now (read, or reserved for reading).
+    pub fn body_bytes_held(&self) -> usize {
+        let max = self
+            .config
+            .body_bytes_in_flight_max
+            .max(self.config.request_body_max_bytes)
+            .min(tokio::sync::Semaphore::MAX_PERMITS);
+        max - self.body_budget.available_permits()
+    }
+
+    /// Everything `/health` reports; empty when all is well.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = self.health.problems();
+        problems.extend(self.shard_problems());
+        problems
+    }
+
+    /// Verifies every frame of every shard log (opening checks only the
+    /// newest segments), quarantining and reporting damage: run in the
+    /// background after start. Returns how many shard logs are damaged.
+    pub fn verify_all(&self) -> usize {
+        let mut damaged = 0;
+        for id in self.log.shard_ids() {
+            if self.stopping.load(Ordering::Relaxed) {
+                break;
+            }
+            let Some(log) = self.log.shard(id) else {
+                continue;
+            };
+            let known = log.damage().is_some();
+            match log.verify() {
+                Ok(Some(damage)) => {
+                    damaged += 1;
+                    if !known {
+                        crate::warn(format_args!(
+                            "shard log {id} is quarantined: {damage}{}",
+                            self.shard_name(id.0)
+                                .map(|n| format!(" ({n})"))
+                                .unwrap_or_default()
+                        ));
+                    }
+                }
+                Ok(None) | Err(sluice_log::ReadError::Deleted) => {}
+                Err(e) => crate::warn(format_args!("verifying shard log {id}: {e}")),
+            }
+        }
+        damaged
+    }
+
+    /// "shard S of stream N under account A" for a shard log id.
+    fn shard_name(&self, log_id: u64) -> Option<String> {
+        self.catalog().streams().find_map(|s| {
+            s.shards.iter().find(|sh| sh.log_id == log_id).map(|sh| {
+                format!(
+                    "shard {} of stream {} under account {}",
+                    sluice_meta::shard_id(sh.index),
+                    s.name,
+                    s.account
+                )
+            })
+        })
     }
 
     /// Closes the shard logs of shards that a split or merge closed, and
@@ -142,9 +301,17 @@ impl State {
         let mut endings = Vec::new();
         for &(index, log_id) in closed {
             if let Some(log) = self.shard_log(log_id) {
-                let ending = log.close().map_err(std::io::Error::other)?;
-                endings.push((index, ending));
+                match log.close() {
+                    Ok(ending) => endings.push((index, ending)),
+                    // Damaged data takes no close frame until repaired; the
+                    // other shards close, and this one stays pending.
+                    Err(sluice_log::AppendError::Quarantined(_)) => {}
+                    Err(e) => return Err(std::io::Error::other(e)),
+                }
             }
+        }
+        if endings.is_empty() {
+            return Ok(());
         }
         let mut catalog = self.catalog();
         let mut next = catalog.clone();
@@ -199,12 +366,13 @@ impl State {
             for stream in &gone {
                 next.remove_policies_of(&self.stream_arn(&stream.account, &stream.name));
             }
-            self.commit(&mut catalog, next)?;
+            self.commit_freeing(&mut catalog, next)?;
             gone
         };
         for shard in gone.iter().flat_map(|s| &s.shards) {
             self.log.delete_shard(ShardLogId(shard.log_id))?;
         }
+        self.ensure_reserve();
         Ok(())
     }
 
@@ -214,6 +382,24 @@ impl State {
     /// next start deletes).
     pub fn apply_retention(&self) -> std::io::Result<()> {
         let now = self.now_ms();
+        // The trim points first: readers must never see expired records, even
+        // when what follows fails (a full disk).
+        let cutoffs: Vec<(u64, u64)> = self
+            .catalog()
+            .streams()
+            .flat_map(|s| {
+                let cutoff = s.retention_cutoff_ms(now);
+                s.shards.iter().map(move |sh| (sh.log_id, cutoff))
+            })
+            .collect();
+        let mut result = Ok(());
+        for (log_id, cutoff) in cutoffs {
+            if let Some(log) = self.shard_log(log_id) {
+                if let Err(e) = log.trim_before(cutoff) {
+                    result = result.and(Err(e));
+                }
+            }
+        }
         let expired: Vec<u64> = {
             let mut catalog = self.catalog();
             let gone: Vec<StreamShards> = catalog
@@ -235,30 +421,20 @@ impl State {
                         expired.extend(shards.iter().map(|g| g.1));
                     }
                 }
-                self.commit(&mut catalog, next)?;
+                self.commit_freeing(&mut catalog, next)?;
                 expired
             }
         };
-        for log_id in expired {
-            self.log.delete_shard(ShardLogId(log_id))?;
+        for log_id in &expired {
+            self.log.delete_shard(ShardLogId(*log_id))?;
+        }
+        if !expired.is_empty() {
+            self.ensure_reserve();
         }
         // Forget the throughput buckets of shards that are gone.
         self.throttles
             .retain(|id| self.log.shard(ShardLogId(id)).is_some(), now);
-        let cutoffs: Vec<(u64, u64)> = self
-            .catalog()
-            .streams()
-            .flat_map(|s| {
-                let cutoff = s.retention_cutoff_ms(now);
-                s.shards.iter().map(move |sh| (sh.log_id, cutoff))
-            })
-            .collect();
-        for (log_id, cutoff) in cutoffs {
-            if let Some(log) = self.shard_log(log_id) {
-                log.trim_before(cutoff)?;
-            }
-        }
-        Ok(())
+        result
     }
 
     /// Everything the clock makes due: deleted streams and consumers go,
@@ -278,7 +454,7 @@ impl State {
             let mut catalog = self.catalog();
             let mut next = catalog.clone();
             let gone = next.take_streams();
-            self.commit(&mut catalog, next)?;
+            self.commit_freeing(&mut catalog, next)?;
             gone
         };
         self.subscriptions.stop_every();
@@ -286,6 +462,7 @@ impl State {
         for shard in gone.iter().flat_map(|s| &s.shards) {
             self.log.delete_shard(ShardLogId(shard.log_id))?;
         }
+        self.ensure_reserve();
         Ok(gone.len())
     }
 
@@ -308,6 +485,62 @@ impl State {
     /// the rename, `current` stays as it was; once the rename is done, `current`
     /// becomes `next` even if the directory fsync then fails (the error is
     /// still returned, since the change may not survive a power loss).
+    /// [`State::commit`] for a change that frees space (deleting streams or
+    /// expired shards): on a full disk it gives up the reserve file, so that
+    /// space can always be freed through the API.
+    pub fn commit_freeing(&self, current: &mut Catalog, next: Catalog) -> std::io::Result<()> {
+        match self.commit(current, next.clone()) {
+            Err(e) if is_disk_full(&e) => {
+                let reserve = self.config.data_dir.join(RESERVE_FILE);
+                match std::fs::remove_file(&reserve) {
+                    Ok(()) => {
+                        self.health.reserve_missing.store(true, Ordering::Relaxed);
+                        crate::warn("the disk is full: the reserve was given up to delete streams");
+                        self.commit(current, next)
+                    }
+                    Err(_) => Err(e),
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// Sets the reserve aside if it is missing (at start, and after space
+    /// was freed): max(4 MiB, twice the catalog) of zeros, fsynced.
+    pub fn ensure_reserve(&self) {
+        let path = self.config.data_dir.join(RESERVE_FILE);
+        let want = RESERVE_MIN_BYTES.max(2 * self.catalog().snapshot().len() as u64);
+        if std::fs::metadata(&path).is_ok_and(|m| m.len() >= want) {
+            self.health.reserve_missing.store(false, Ordering::Relaxed);
+            return;
+        }
+        let tmp = path.with_extension("tmp");
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::File::create(&tmp)?;
+            let zeros = vec![0u8; 64 << 10];
+            let mut written = 0;
+            while written < want {
+                let n = zeros.len().min((want - written) as usize);
+                f.write_all(&zeros[..n])?;
+                written += n as u64;
+            }
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            std::fs::File::open(&self.config.data_dir)?.sync_all()
+        };
+        match write() {
+            Ok(()) => self.health.reserve_missing.store(false, Ordering::Relaxed),
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                if !self.health.reserve_missing.swap(true, Ordering::Relaxed) {
+                    crate::warn(format_args!(
+                        "cannot set aside {want} bytes for deleting streams on a full disk: {e}"
+                    ));
+                }
+            }
+        }
+    }
+
     pub fn commit(&self, current: &mut Catalog, next: Catalog) -> std::io::Result<()> {
         let dir = &self.config.data_dir;
         let tmp = dir.join(format!("{CATALOG_FILE}.tmp"));
@@ -341,6 +574,11 @@ impl State {
     pub fn flush(&self) {
         self.log.flush();
     }
+}
+
+/// ENOSPC or EDQUOT.
+pub fn is_disk_full(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::StorageFull || e.raw_os_error() == Some(122)
 }
 
 /// The iterator key survives restarts so that iterators handed out stay valid.

@@ -117,6 +117,9 @@ impl ErrorCode {
     }
 }
 
+/// The longest error message, in bytes (AWS's are a few hundred at most).
+pub const MESSAGE_MAX_BYTES: usize = 1024;
+
 /// An error as the client will see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AwsError {
@@ -125,11 +128,19 @@ pub struct AwsError {
 }
 
 impl AwsError {
+    /// Messages longer than [`MESSAGE_MAX_BYTES`] are cut, so that no input
+    /// a message repeats can make an answer large.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
+        let mut message = message.into();
+        if message.len() > MESSAGE_MAX_BYTES {
+            let mut end = MESSAGE_MAX_BYTES;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+            message.push_str("...");
         }
+        Self { code, message }
     }
 
     pub fn status(&self) -> u16 {
