@@ -138,6 +138,16 @@ def test_bit_rot_quarantines_the_shard_and_repair_keeps_the_rest(tmp_path, where
         with pytest.raises(ClientError) as put:
             k.put_record(StreamName="rot", PartitionKey="k", Data=b"refused")
         assert put.value.response["Error"]["Code"] == "InternalFailure"
+        # A checkpoint past the damage gets the same clear refusal.
+        with pytest.raises(ClientError) as at:
+            k.get_shard_iterator(
+                StreamName="rot", ShardId="shardId-000000000000",
+                ShardIteratorType="AT_SEQUENCE_NUMBER", StartingSequenceNumber=seqs[len(got) + 1],
+            )
+        assert "quarantined" in at.value.response["Error"]["Message"]
+        # Repair refuses to run under a live server.
+        busy = ctl("repair", data)
+        assert busy.returncode == 2 and "in use" in busy.stderr, busy.stderr
 
     repair = ctl("repair", data)
     assert repair.returncode == 0, repair.stdout + repair.stderr

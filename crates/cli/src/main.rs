@@ -602,6 +602,24 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             command: Ctl::Repair { dir },
         } => {
             let root = sluice_log::inspect::log_root(&dir)?;
+            // The server's lock: repairing under a running server would race its appends.
+            let lock_path = [dir.join("LOCK"), root.join("..").join("LOCK")]
+                .into_iter()
+                .find(|p| p.exists());
+            let _lock = match lock_path {
+                Some(path) => {
+                    let file = std::fs::OpenOptions::new().write(true).open(&path)?;
+                    match file.try_lock() {
+                        Ok(()) => Some(file),
+                        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+                            "{} is in use by a running Sluice server: stop it first",
+                            dir.display()
+                        ),
+                        Err(std::fs::TryLockError::Error(e)) => return Err(e.into()),
+                    }
+                }
+                None => None,
+            };
             let report = sluice_log::inspect::repair(&sluice_log::OsStorage, &root)?;
             for r in &report.repaired {
                 println!(

@@ -8,7 +8,9 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::frame::{self, FrameHeader, FrameKind, FRAME_HEADER_LEN, FRAME_PAYLOAD_MAX_BYTES};
+use crate::frame::{
+    self, FrameHeader, FrameKind, FRAME_HEADER_LEN, FRAME_MAGIC, FRAME_PAYLOAD_MAX_BYTES,
+};
 use crate::segment::{self, FrameScanner, Scan, SegmentHeader, SEGMENT_HEADER_LEN};
 use crate::storage::{OsStorage, Storage, StorageFile};
 use crate::{sequence, ShardLogId};
@@ -393,86 +395,182 @@ pub fn repair(storage: &dyn Storage, root: &Path) -> io::Result<RepairReport> {
         // The newest timestamp seen so far: the floor for a header rebuilt
         // from nothing (it bounds the segments before from above).
         let mut floor = 0;
-        let count = headers.len();
+        let bases: Vec<u64> = headers.iter().map(|h| h.0).collect();
         for (i, (base, file, b, n)) in headers.into_iter().enumerate() {
-            let newest = i + 1 == count;
-            let len = file.len()?;
-            if newest && len <= SEGMENT_HEADER_LEN as u64 && SegmentHeader::decode(&b[..n]).is_err()
-            {
-                continue; // an interrupted roll: opening removes it
+            let next_base = bases.get(i + 1).copied();
+            let mut notes = Vec::new();
+            let outcome = repair_segment(
+                &*file,
+                &file,
+                base,
+                next_base,
+                epoch,
+                &b[..n],
+                &mut floor,
+                &mut notes,
+            );
+            if let Err(e) = outcome {
+                notes.push((base, base, format!("could not repair this segment: {e}")));
             }
-            let end = base + len.saturating_sub(SEGMENT_HEADER_LEN as u64);
-            let mut note = |from: u64, to: u64, what: String| {
+            for (from, to, what) in notes {
                 report.repaired.push(Repaired {
                     shard: id,
                     from_sequence: sequence(epoch, from, 0),
                     to_sequence: sequence(epoch, to, 0),
                     bytes: to - from,
                     what,
-                })
-            };
-            let header = match SegmentHeader::decode(&b[..n]) {
-                Ok(h) => h,
-                Err(reason) => match SegmentHeader::mend(&b[..n], base, Some(epoch)) {
-                    Some(h) => {
-                        file.write_all_at(&h.encode(), 0)?;
-                        note(base, base, format!("segment header mended ({reason})"));
-                        h
-                    }
-                    None => {
-                        // The salt is lost: nothing in the segment can be verified.
-                        let h = SegmentHeader {
-                            epoch,
-                            base_offset: base,
-                            timestamp_floor_ms: floor,
-                            frame_salt: fastrand::u32(..),
-                        };
-                        file.write_all_at(&h.encode(), 0)?;
-                        write_skip(&*file, &h, base, end, floor)?;
-                        file.sync_data()?;
-                        note(base, end, format!("segment header beyond mending ({reason}): the whole segment is skipped"));
-                        continue;
-                    }
-                },
-            };
-            let mut last_ts = floor.max(header.timestamp_floor_ms);
-            let mut scanner = FrameScanner::new(file.clone(), &header, base, end, 4 << 20);
-            loop {
-                match scanner.next()? {
-                    Scan::End => break,
-                    Scan::Frame(f) => last_ts = last_ts.max(f.header.timestamp_ms),
-                    Scan::Bad { offset, reason } => {
-                        let after = offset + FRAME_HEADER_LEN as u64;
-                        match segment::find_next_frame(&file, &header, after, end)? {
-                            None if newest => {
-                                file.set_len(segment::file_position(base, offset))?;
-                                note(offset, end, format!("torn tail cut ({reason})"));
-                                break;
-                            }
-                            None => {
-                                write_skip(&*file, &header, offset, end, last_ts)?;
-                                note(
-                                    offset,
-                                    end,
-                                    format!("skipped to the end of the segment ({reason})"),
-                                );
-                                break;
-                            }
-                            Some(resume) => {
-                                write_skip(&*file, &header, offset, resume, last_ts)?;
-                                note(offset, resume, format!("skipped ({reason})"));
-                                scanner =
-                                    FrameScanner::new(file.clone(), &header, resume, end, 4 << 20);
-                            }
-                        }
-                    }
-                }
+                });
             }
-            file.sync_data()?;
-            floor = last_ts;
         }
     }
     Ok(report)
+}
+
+/// A repair done to one segment: (from offset, to offset, what).
+type Note = (u64, u64, String);
+
+/// Repairs one segment (see [`repair`]); `floor` carries the newest
+/// timestamp seen so far from segment to segment.
+#[allow(clippy::too_many_arguments)]
+fn repair_segment(
+    file: &dyn StorageFile,
+    shared: &Arc<dyn StorageFile>,
+    base: u64,
+    next_base: Option<u64>,
+    epoch: u64,
+    header_bytes: &[u8],
+    floor: &mut u64,
+    notes: &mut Vec<Note>,
+) -> io::Result<()> {
+    let newest = next_base.is_none();
+    let len = file.len()?;
+    if newest && len <= SEGMENT_HEADER_LEN as u64 && SegmentHeader::decode(header_bytes).is_err() {
+        return Ok(()); // an interrupted roll: opening removes it
+    }
+    // A sealed segment ends where the next begins: a file cut short is
+    // padded (the padding is then skipped), one too long is cut back (no
+    // reader sees past the next segment's base).
+    let end = match next_base {
+        Some(next) => {
+            let want = segment::file_position(base, next);
+            if len != want {
+                file.set_len(want)?;
+                notes.push((
+                    base,
+                    next,
+                    format!("segment file was {len} bytes, not {want}: set to its length"),
+                ));
+            }
+            next
+        }
+        None => base + len.saturating_sub(SEGMENT_HEADER_LEN as u64),
+    };
+    let mut first = [0u8; FRAME_HEADER_LEN];
+    let got = file.read_full_at(&mut first, SEGMENT_HEADER_LEN as u64)?;
+    let first = (got == FRAME_HEADER_LEN).then_some(first);
+    let header = match SegmentHeader::decode(header_bytes) {
+        Ok(h) => h,
+        Err(reason) => {
+            let mended = SegmentHeader::mend_one_byte(header_bytes, base, Some(epoch))
+                .map(|h| (h, "mended"))
+                .or_else(|| {
+                    SegmentHeader::resum(header_bytes, base, Some(epoch))
+                        .filter(|h| salt_fits(shared, h, end))
+                        .map(|h| (h, "given a new checksum"))
+                })
+                .or_else(|| {
+                    let salt = first.as_ref().and_then(|f| segment::solve_salt(f))?;
+                    let h = SegmentHeader {
+                        epoch,
+                        base_offset: base,
+                        timestamp_floor_ms: *floor,
+                        frame_salt: salt,
+                    };
+                    salt_fits(shared, &h, end)
+                        .then_some((h, "rebuilt, its salt solved from the first frame"))
+                });
+            match mended {
+                Some((h, how)) => {
+                    file.write_all_at(&h.encode(), 0)?;
+                    notes.push((base, base, format!("segment header {how} ({reason})")));
+                    h
+                }
+                None => {
+                    // The salt is lost: nothing in the segment can be verified.
+                    let h = SegmentHeader {
+                        epoch,
+                        base_offset: base,
+                        timestamp_floor_ms: *floor,
+                        frame_salt: fastrand::u32(..),
+                    };
+                    file.write_all_at(&h.encode(), 0)?;
+                    if end > base {
+                        write_skip(file, &h, base, end, *floor)?;
+                    }
+                    file.sync_data()?;
+                    notes.push((base, end, format!("segment header beyond mending ({reason}): the whole segment is skipped")));
+                    return Ok(());
+                }
+            }
+        }
+    };
+    let mut last_ts = (*floor).max(header.timestamp_floor_ms);
+    let mut scanner = FrameScanner::new(shared.clone(), &header, base, end, 4 << 20);
+    loop {
+        match scanner.next()? {
+            Scan::End => break,
+            Scan::Frame(f) => last_ts = last_ts.max(f.header.timestamp_ms),
+            Scan::Bad { offset, reason } => {
+                let after = offset + FRAME_HEADER_LEN as u64;
+                match segment::find_next_frame(shared, &header, after, end)? {
+                    None if newest => {
+                        file.set_len(segment::file_position(base, offset))?;
+                        notes.push((offset, end, format!("torn tail cut ({reason})")));
+                        break;
+                    }
+                    None => {
+                        write_skip(file, &header, offset, end, last_ts)?;
+                        notes.push((
+                            offset,
+                            end,
+                            format!("skipped to the end of the segment ({reason})"),
+                        ));
+                        break;
+                    }
+                    Some(resume) => {
+                        write_skip(file, &header, offset, resume, last_ts)?;
+                        notes.push((offset, resume, format!("skipped ({reason})")));
+                        scanner = FrameScanner::new(shared.clone(), &header, resume, end, 4 << 20);
+                    }
+                }
+            }
+        }
+    }
+    file.sync_data()?;
+    *floor = last_ts;
+    Ok(())
+}
+
+/// Whether `header`'s salt is the segment's: its first frame verifies whole,
+/// and so does the header of the frame after it, if any (a header mended from
+/// several damaged bytes, or a salt solved from a damaged frame, fails this).
+fn salt_fits(file: &Arc<dyn StorageFile>, header: &SegmentHeader, end: u64) -> bool {
+    let base = header.base_offset;
+    if end <= base {
+        return true; // nothing to verify, nothing to lose
+    }
+    let mut scanner = FrameScanner::new(file.clone(), header, base, end, 1 << 20);
+    match scanner.next() {
+        Ok(Scan::Frame(_)) => {}
+        _ => return false,
+    }
+    let next = scanner.next_offset();
+    if next >= end {
+        return true;
+    }
+    let mut b = [0u8; FRAME_HEADER_LEN];
+    file.read_full_at(&mut b, segment::file_position(base, next))
+        .is_ok_and(|n| n == FRAME_HEADER_LEN && FrameHeader::decode(&b, header.frame_salt).is_ok())
 }
 
 /// Covers `[from, to)` of a segment with skip frames whose payload is what
@@ -504,6 +602,13 @@ fn write_skip(
         )?;
         payload.truncate(n);
         payload.resize((len - header_len) as usize, 0);
+        // Stale frame headers inside (a frame whose payload was damaged) must
+        // not pass for positions: break their magic.
+        let mut i = 0;
+        while let Some(at) = payload[i..].windows(4).position(|w| w == FRAME_MAGIC) {
+            payload[i + at..i + at + 4].fill(0);
+            i += at + 4;
+        }
         let skip = FrameHeader {
             kind: FrameKind::Skip,
             record_count: 0,
@@ -513,9 +618,7 @@ fn write_skip(
         };
         let position = segment::file_position(header.base_offset, from);
         file.write_all_at(&skip.encode(header.frame_salt), position)?;
-        if n < payload.len() {
-            file.write_all_at(&payload[n..], position + header_len + n as u64)?;
-        }
+        file.write_all_at(&payload, position + header_len)?;
         from += len;
     }
     Ok(())

@@ -92,6 +92,12 @@ impl SegmentHeader {
     /// `base_offset` as named, `epoch` if known), the checksum field itself
     /// was hit. `None` if neither holds.
     pub fn mend(b: &[u8], base_offset: u64, epoch: Option<u64>) -> Option<Self> {
+        Self::mend_one_byte(b, base_offset, epoch).or_else(|| Self::resum(b, base_offset, epoch))
+    }
+
+    /// The header as it was before one byte of bytes 0..44 changed, found by
+    /// the stored checksum (a false match has odds of about 1 in 400,000).
+    pub fn mend_one_byte(b: &[u8], base_offset: u64, epoch: Option<u64>) -> Option<Self> {
         let b: [u8; SEGMENT_HEADER_LEN] = b.get(..SEGMENT_HEADER_LEN)?.try_into().ok()?;
         let fits = |h: &Self| h.base_offset == base_offset && epoch.is_none_or(|e| e == h.epoch);
         if let Ok(h) = Self::decode(&b) {
@@ -111,6 +117,15 @@ impl SegmentHeader {
                 }
             }
         }
+        None
+    }
+
+    /// The header with its checksum recomputed, if its fields look sane: right
+    /// when only the checksum field was hit, wrong when several bytes were
+    /// (check the salt against a frame before trusting it).
+    pub fn resum(b: &[u8], base_offset: u64, epoch: Option<u64>) -> Option<Self> {
+        let b: [u8; SEGMENT_HEADER_LEN] = b.get(..SEGMENT_HEADER_LEN)?.try_into().ok()?;
+        let fits = |h: &Self| h.base_offset == base_offset && epoch.is_none_or(|e| e == h.epoch);
         let mut c = b;
         let crc = crc32c::crc32c(&c[..44]);
         c[44..48].copy_from_slice(&crc.to_le_bytes());
@@ -212,6 +227,47 @@ pub fn find_next_frame(
         pos += (last + 1) as u64;
     }
     Ok(None)
+}
+
+/// The salt a frame header's checksum was seeded with: CRC32C is affine in
+/// its starting value, so the 32 unknown bits follow from the stored checksum
+/// by Gaussian elimination over GF(2). `None` if the header's magic is wrong
+/// or no salt makes it verify.
+pub fn solve_salt(frame_header: &[u8]) -> Option<u32> {
+    let b = frame_header.get(..FRAME_HEADER_LEN)?;
+    if b[0..4] != FRAME_MAGIC {
+        return None;
+    }
+    let data = &b[8..FRAME_HEADER_LEN];
+    let target = u32::from_le_bytes(b[4..8].try_into().unwrap());
+    let c0 = crc32c::crc32c_append(0, data);
+    let columns: Vec<u32> = (0..32)
+        .map(|i| crc32c::crc32c_append(1 << i, data) ^ c0)
+        .collect();
+    let rhs = target ^ c0;
+    // Row j: which salt bits feed output bit j, and what bit j must be.
+    let mut rows: Vec<(u32, u32)> = (0..32)
+        .map(|j| {
+            let mask = (0..32).fold(0u32, |m, i| m | ((columns[i] >> j & 1) << i));
+            (mask, rhs >> j & 1)
+        })
+        .collect();
+    for col in 0..32 {
+        let pivot = (col..32).find(|&r| rows[r].0 >> col & 1 == 1)?;
+        rows.swap(col, pivot);
+        let (mask, bit) = rows[col];
+        for (r, row) in rows.iter_mut().enumerate() {
+            if r != col && row.0 >> col & 1 == 1 {
+                row.0 ^= mask;
+                row.1 ^= bit;
+            }
+        }
+    }
+    let salt = rows
+        .iter()
+        .enumerate()
+        .fold(0u32, |s, (i, row)| s | (row.1 << i));
+    FrameHeader::decode(b, salt).is_ok().then_some(salt)
 }
 
 /// Reads frames of one segment in order, in chunks, verifying both checksums.
@@ -339,6 +395,26 @@ mod tests {
             SegmentHeader::decode(&b[..10]),
             Err(SegmentHeaderError::Truncated)
         );
+    }
+
+    #[test]
+    fn a_salt_is_solved_from_a_frame_header() {
+        use crate::frame::{seal_frame, FrameKind};
+        for salt in [0u32, 1, 0xdead_beef, u32::MAX, 0x8000_0000] {
+            let mut frame = vec![0u8; FRAME_HEADER_LEN + 5];
+            let crc = crc32c::crc32c(&frame[FRAME_HEADER_LEN..]);
+            seal_frame(
+                &mut frame,
+                salt,
+                FrameKind::Records,
+                1,
+                1_700_000_000_000,
+                crc,
+            );
+            assert_eq!(solve_salt(&frame), Some(salt));
+            frame[20] ^= 1;
+            assert!(solve_salt(&frame).is_none_or(|s| s != salt));
+        }
     }
 
     #[test]

@@ -344,11 +344,24 @@ impl ShardLog {
 
     /// Finds where a reader starts.
     pub fn cursor(&self, start: StartingPosition) -> Result<Cursor, ReadError> {
-        let (horizon, visible_end, closed_at) = {
+        let (horizon, visible_end, closed_at, damage_from) = {
             let st = self.lock_readable()?;
             let visible_end = self.progress.visible_end.load(Ordering::SeqCst);
-            (st.segments[0].base_offset, visible_end, st.closed_at)
+            let damage_from = st.damage.as_ref().map(|d| d.offset);
+            (
+                st.segments[0].base_offset,
+                visible_end,
+                st.closed_at,
+                damage_from,
+            )
         };
+        // A position at or past damage is refused as such, not as unknown.
+        if let StartingPosition::AtSequence(seq) | StartingPosition::AfterSequence(seq) = start {
+            let (epoch, offset, _) = split_sequence(seq.wrapping_add(1));
+            if epoch == self.epoch && damage_from.is_some_and(|d| offset >= d) {
+                return Err(self.quarantined());
+            }
+        }
         let at = |offset: u64| Ok(Cursor(sequence(self.epoch, offset, 0)));
         let latest = closed_at
             .filter(|c| *c < visible_end)
@@ -593,11 +606,13 @@ impl ShardLog {
     /// verifies its checksums; quarantines the shard log at the first damage,
     /// which it returns. Opening checks only the newest segment's frames: the
     /// server runs this over every shard log after it starts.
-    pub fn verify(&self) -> Result<Option<Damage>, ReadError> {
+    /// `stop` is asked between frames: true ends the walk early (as clean).
+    pub fn verify(&self, stop: &dyn Fn() -> bool) -> Result<Option<Damage>, ReadError> {
         let start = self.lock_readable()?.segments[0].base_offset;
         let mut walker = Walker::new(self, start, 1 << 20);
         loop {
             match walker.next() {
+                Ok(Some(_)) if stop() => return Ok(None),
                 Ok(Some(_)) => {}
                 Ok(None) => return Ok(None),
                 Err(ReadError::Quarantined(damage)) => return Ok(Some(damage)),
@@ -864,6 +879,7 @@ impl ShardLog {
         }
         let file_len = newest_file.len().at(&newest_path)?;
         let logical_end = newest_base + file_len.saturating_sub(SEGMENT_HEADER_LEN as u64);
+        let newest_header_damaged = newest_header.is_err();
         let newest = match newest_header {
             Ok(h) => {
                 check_header(&newest_path, &h, epoch, newest_base)?;
@@ -888,7 +904,8 @@ impl ShardLog {
         // Scan the newest segment's frames.
         let mut closed_at = None;
         // Damage in this segment: nothing in it is cut (repair decides).
-        let mut damaged_here = damage.as_ref().is_some_and(|d| d.offset == newest_base);
+        // A stand-in header is never scanned: its salt is not the segment's.
+        let mut damaged_here = newest_header_damaged;
         let mut good_end = if damaged_here {
             logical_end
         } else {
@@ -1092,10 +1109,15 @@ impl ShardLog {
             Err(e) => {
                 let path = segment::segment_path(&self.dir, st.written_end);
                 self.shared.pool.remove((self.instance, st.written_end));
-                match self.shared.storage.remove_file(&path) {
-                    Ok(()) => {}
-                    Err(gone) if gone.kind() == io::ErrorKind::NotFound => {}
-                    Err(_) => self.poison(),
+                // Durably gone, or a crash could bring it back and hide what
+                // is appended to the previous segment meanwhile.
+                let removed = match self.shared.storage.remove_file(&path) {
+                    Ok(()) => self.shared.storage.sync_dir(&self.dir),
+                    Err(gone) if gone.kind() == io::ErrorKind::NotFound => Ok(()),
+                    Err(e) => Err(e),
+                };
+                if removed.is_err() {
+                    self.poison();
                 }
                 Err(AppendError::Io(e))
             }

@@ -130,6 +130,14 @@ impl ConnWatch {
         }
     }
 
+    /// A response still going out (a slow reader of a large answer) keeps
+    /// the connection from counting as idle.
+    fn bytes_written(&self) {
+        if self.in_flight.load(Ordering::Relaxed) == 0 {
+            self.idle_since_ms.store(self.now_ms(), Ordering::Relaxed);
+        }
+    }
+
     fn start_request(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         self.served.store(true, Ordering::Relaxed);
@@ -203,7 +211,11 @@ impl<IO: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<IO> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.watch.bytes_written();
+        }
+        polled
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -219,7 +231,11 @@ impl<IO: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<IO> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.watch.bytes_written();
+        }
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -271,16 +287,20 @@ async fn handle(
     // that the client does not send its next request into a dead connection.
     let reusable = match unread {
         Leftover::Nothing => true,
-        Leftover::Unread(body) => {
+        Leftover::Unread(body) if body.is_end_stream() => true,
+        Leftover::Unread(mut body) => {
             let small = body
                 .size_hint()
                 .upper()
                 .is_some_and(|n| n <= DRAIN_MAX_BYTES);
-            small && read_body(body, &state, DRAIN_MAX_BYTES).await.is_ok()
+            small && drain(&mut body, &state, DRAIN_MAX_BYTES).await
         }
         Leftover::Broken => false,
     };
-    if !reusable && http1 {
+    // A caller refused for its credentials keeps no connection (and no slot
+    // under the cap) open.
+    let refused = response.status() == StatusCode::FORBIDDEN;
+    if (!reusable || refused) && http1 {
         response
             .headers_mut()
             .insert(CONNECTION, HeaderValue::from_static("close"));
@@ -291,6 +311,30 @@ async fn handle(
 /// Bodies of requests answered before reading them are read (and dropped)
 /// up to this size, to keep their connection.
 const DRAIN_MAX_BYTES: u64 = 64 << 10;
+
+/// Reads and drops at most `max` more bytes of a body, within the body
+/// limits (a stall limit and a minimum rate) but outside the in-flight budget:
+/// nothing is kept. True if the body ended in time. This lets a client that
+/// is still sending read the answer it was given early.
+async fn drain(body: &mut Incoming, state: &State, max: u64) -> bool {
+    let start = tokio::time::Instant::now();
+    let grace = Duration::from_millis(state.config.body_timeout_ms.max(1));
+    let rate = state.config.body_min_bytes_per_second.max(1) as f64;
+    let mut seen = 0u64;
+    loop {
+        let deadline = start + grace + Duration::from_secs_f64(seen as f64 / rate);
+        match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(None) => return true,
+            Ok(Some(Ok(frame))) => {
+                seen += frame.data_ref().map_or(0, |d| d.len() as u64);
+                if seen > max {
+                    return false;
+                }
+            }
+            Ok(Some(Err(_))) | Err(_) => return false,
+        }
+    }
+}
 
 /// What is left of a request's body once it is answered.
 enum Leftover {
@@ -538,7 +582,12 @@ async fn read_body(
     };
     let budget = state.body_budget.clone();
     let declared = body.size_hint().exact();
-    if declared.is_some_and(|n| n > limit) {
+    // Too large: the body is read and dropped (up to twice the limit, within
+    // the body limits), so that the client gets to read the 413.
+    if let Some(declared) = declared.filter(|&n| n > limit) {
+        if declared <= limit.saturating_mul(2) {
+            drain(&mut body, state, declared).await;
+        }
         return Err(too_large());
     }
     // A declared length is reserved whole, so that no two bodies hold half
@@ -550,10 +599,17 @@ async fn read_body(
             budget.acquire_many_owned(n).await.expect("never closed")
         }
     };
+    // No room in time: the server is busy, which a client may retry.
+    let busy = || {
+        AwsError::new(
+            ErrorCode::InternalFailure,
+            "The server is busy receiving other requests. Retry later.",
+        )
+    };
     let mut permit =
         match tokio::time::timeout_at(deadline(0), reserve(declared.unwrap_or(0))).await {
             Ok(permit) => permit,
-            Err(_) => return Err(timed_out(0)),
+            Err(_) => return Err(busy()),
         };
     let mut held = u64::from(permit.num_permits() as u32);
     let mut buf = BytesMut::with_capacity(declared.unwrap_or(0) as usize);
@@ -576,6 +632,8 @@ async fn read_body(
         };
         let total = received + data.len() as u64;
         if total > limit {
+            drop(permit);
+            drain(&mut body, state, limit).await;
             return Err(too_large());
         }
         if total > held {
@@ -585,7 +643,7 @@ async fn read_body(
                     held += u64::from(more.num_permits() as u32);
                     permit.merge(more);
                 }
-                Err(_) => return Err(timed_out(received)),
+                Err(_) => return Err(busy()),
             }
         }
         buf.extend_from_slice(&data);

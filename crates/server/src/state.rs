@@ -255,7 +255,7 @@ impl State {
                 continue;
             };
             let known = log.damage().is_some();
-            match log.verify() {
+            match log.verify(&|| self.stopping.load(Ordering::Relaxed)) {
                 Ok(Some(damage)) => {
                     damaged += 1;
                     if !known {
