@@ -12,16 +12,22 @@ from botocore.config import Config
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
+BINARY = os.environ.get("SLUICE_BIN", str(ROOT / "target" / "debug" / "sluice"))
+
+
 @contextlib.contextmanager
-def sluice(*args):
-    """A `sluice serve` process on a free port with its own data directory:
-    (process, endpoint)."""
-    binary = os.environ.get("SLUICE_BIN", str(ROOT / "target" / "debug" / "sluice"))
-    with tempfile.TemporaryDirectory() as data_dir:
+def sluice(*args, data_dir=None, stderr=None, preexec_fn=None):
+    """A `sluice serve` process on a free port: (process, endpoint). Its data
+    directory is `data_dir`, or a temporary one of its own."""
+    with contextlib.ExitStack() as stack:
+        if data_dir is None:
+            data_dir = stack.enter_context(tempfile.TemporaryDirectory())
         proc = subprocess.Popen(
-            [binary, "serve", "--listen", "127.0.0.1:0", "--data-dir", data_dir, *args],
+            [BINARY, "serve", "--listen", "127.0.0.1:0", "--data-dir", str(data_dir), *args],
             stdout=subprocess.PIPE,
+            stderr=stderr,
             text=True,
+            preexec_fn=preexec_fn,
         )
         line = proc.stdout.readline()
         assert line.startswith("sluice listening on "), line

@@ -16,28 +16,17 @@ import urllib.request
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import ROOT, client
-
-BINARY = os.environ.get("SLUICE_BIN", str(ROOT / "target" / "debug" / "sluice"))
-
+from conftest import BINARY, client, sluice
 
 @contextlib.contextmanager
 def serve(data_dir, *args, preexec_fn=None):
-    proc = subprocess.Popen(
-        [BINARY, "serve", "--listen", "127.0.0.1:0", "--data-dir", str(data_dir),
-         "--limits", "off", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=preexec_fn,
-    )
-    line = proc.stdout.readline()
-    assert line.startswith("sluice listening on "), line
-    try:
-        yield proc, "http://" + line.split()[-1]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    """`sluice serve` on `data_dir` (kept across restarts), limits off, its
+    standard error piped for the test to read."""
+    with sluice(
+        "--limits", "off", *args,
+        data_dir=data_dir, stderr=subprocess.PIPE, preexec_fn=preexec_fn,
+    ) as server:
+        yield server
 
 
 def ctl(*args):
@@ -138,6 +127,12 @@ def test_bit_rot_quarantines_the_shard_and_repair_keeps_the_rest(tmp_path, where
         with pytest.raises(ClientError) as put:
             k.put_record(StreamName="rot", PartitionKey="k", Data=b"refused")
         assert put.value.response["Error"]["Code"] == "InternalFailure"
+        assert "quarantined" in put.value.response["Error"]["Message"]
+        batch = k.put_records(StreamName="rot", Records=[{"PartitionKey": "k", "Data": b"x"}])
+        assert batch["FailedRecordCount"] == 1
+        assert "quarantined" in batch["Records"][0]["ErrorMessage"]
+        status, _ = health(endpoint)
+        assert status == 503
         # A checkpoint past the damage gets the same clear refusal.
         with pytest.raises(ClientError) as at:
             k.get_shard_iterator(

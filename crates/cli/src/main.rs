@@ -623,7 +623,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let report = sluice_log::inspect::repair(&sluice_log::OsStorage, &root)?;
             for r in &report.repaired {
                 println!(
-                    "shard log {}: {} bytes from sequence number {} to {}: {}",
+                    "shard log {}: {} bytes from sequence number {} up to (not including) {}: {}",
                     r.shard,
                     r.bytes,
                     sluice_model::SequenceNumber(r.from_sequence),

@@ -20,6 +20,12 @@ use crate::{sequence, ShardLogId};
 /// `catalog.json` or `log/`). Anything else is refused, so that a wrong path
 /// never passes a check for want of files to check.
 pub fn log_root(dir: &Path) -> io::Result<PathBuf> {
+    if !dir.exists() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{} does not exist", dir.display()),
+        ));
+    }
     if dir.join("shards").is_dir() {
         return Ok(dir.to_path_buf());
     }
@@ -139,9 +145,17 @@ pub fn check(root: &Path) -> io::Result<CheckReport> {
                         // Only the newest segment can be torn by a crash, and
                         // only where nothing valid follows.
                         seg.torn = newest && !valid_after;
+                        let at = match offset {
+                            // Header problems are reported at offset 0 of the file.
+                            0 if reason.starts_with("segment header") => "the header".to_owned(),
+                            _ => format!(
+                                "log offset {offset} (byte {} of this file)",
+                                segment::file_position(base, offset)
+                            ),
+                        };
                         seg.problem = Some(match valid_after {
-                            true => format!("offset {offset}: {reason}; valid frames follow"),
-                            false => format!("offset {offset}: {reason}"),
+                            true => format!("{at}: {reason}; valid frames follow (not counted)"),
+                            false => format!("{at}: {reason}"),
                         });
                     }
                 }
@@ -399,16 +413,13 @@ pub fn repair(storage: &dyn Storage, root: &Path) -> io::Result<RepairReport> {
         for (i, (base, file, b, n)) in headers.into_iter().enumerate() {
             let next_base = bases.get(i + 1).copied();
             let mut notes = Vec::new();
-            let outcome = repair_segment(
-                &*file,
-                &file,
+            let segment = Segment {
+                file: &file,
                 base,
                 next_base,
                 epoch,
-                &b[..n],
-                &mut floor,
-                &mut notes,
-            );
+            };
+            let outcome = repair_segment(&segment, &b[..n], &mut floor, &mut notes);
             if let Err(e) = outcome {
                 notes.push((base, base, format!("could not repair this segment: {e}")));
             }
@@ -429,19 +440,30 @@ pub fn repair(storage: &dyn Storage, root: &Path) -> io::Result<RepairReport> {
 /// A repair done to one segment: (from offset, to offset, what).
 type Note = (u64, u64, String);
 
-/// Repairs one segment (see [`repair`]); `floor` carries the newest
-/// timestamp seen so far from segment to segment.
-#[allow(clippy::too_many_arguments)]
-fn repair_segment(
-    file: &dyn StorageFile,
-    shared: &Arc<dyn StorageFile>,
+/// One segment file being repaired, and where it sits in its shard log.
+struct Segment<'a> {
+    file: &'a Arc<dyn StorageFile>,
     base: u64,
+    /// The next segment's base; `None` for the newest segment.
     next_base: Option<u64>,
     epoch: u64,
+}
+
+/// Repairs one segment (see [`repair`]); `floor` carries the newest
+/// timestamp seen so far from segment to segment.
+fn repair_segment(
+    segment: &Segment<'_>,
     header_bytes: &[u8],
     floor: &mut u64,
     notes: &mut Vec<Note>,
 ) -> io::Result<()> {
+    let &Segment {
+        file: shared,
+        base,
+        next_base,
+        epoch,
+    } = segment;
+    let file: &dyn StorageFile = &**shared;
     let newest = next_base.is_none();
     let len = file.len()?;
     if newest && len <= SEGMENT_HEADER_LEN as u64 && SegmentHeader::decode(header_bytes).is_err() {

@@ -116,7 +116,11 @@ impl std::fmt::Display for Damage {
             sluice_model::SequenceNumber(self.first_sequence())
         )?;
         match self.resume_sequence() {
-            Some(r) => write!(f, " up to {}", sluice_model::SequenceNumber(r))?,
+            Some(r) => write!(
+                f,
+                " up to (not including) {}",
+                sluice_model::SequenceNumber(r)
+            )?,
             None => f.write_str(" to the end of its segment")?,
         }
         write!(f, " fails its checksums ({})", self.reason)

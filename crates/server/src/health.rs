@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// The same warning at most this often; the ones held back are counted.
@@ -19,7 +19,6 @@ pub struct Health {
     last_write_error: Mutex<Option<String>>,
     /// The space kept for deletions (`State`'s reserve file) is in use.
     pub(crate) reserve_missing: AtomicBool,
-    warned: Mutex<HashMap<&'static str, (Instant, u64)>>,
 }
 
 impl Health {
@@ -66,30 +65,39 @@ impl Health {
         problems
     }
 
-    /// Warns at most once a second per `key`, saying how many were held back.
+    /// See [`warn_limited`].
     pub fn warn_limited(&self, key: &'static str, message: impl std::fmt::Display) {
-        let now = Instant::now();
-        let held_back = {
-            let mut warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());
-            match warned.get_mut(key) {
-                Some(entry) if now.duration_since(entry.0) < WARN_EVERY => {
-                    entry.1 += 1;
-                    return;
-                }
-                Some(entry) => {
-                    let held_back = entry.1;
-                    *entry = (now, 0);
-                    held_back
-                }
-                None => {
-                    warned.insert(key, (now, 0));
-                    0
-                }
+        warn_limited(key, message);
+    }
+}
+
+/// Warns at most once a second per `key`, saying how many were held back.
+pub fn warn_limited(key: &'static str, message: impl std::fmt::Display) {
+    static WARNED: OnceLock<Mutex<HashMap<&'static str, (Instant, u64)>>> = OnceLock::new();
+    let now = Instant::now();
+    let held_back = {
+        let mut warned = WARNED
+            .get_or_init(Mutex::default)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match warned.get_mut(key) {
+            Some(entry) if now.duration_since(entry.0) < WARN_EVERY => {
+                entry.1 += 1;
+                return;
             }
-        };
-        match held_back {
-            0 => crate::warn(message),
-            n => crate::warn(format_args!("{message} ({n} more like it held back)")),
+            Some(entry) => {
+                let held_back = entry.1;
+                *entry = (now, 0);
+                held_back
+            }
+            None => {
+                warned.insert(key, (now, 0));
+                0
+            }
         }
+    };
+    match held_back {
+        0 => crate::warn(message),
+        n => crate::warn(format_args!("{message} ({n} more like it held back)")),
     }
 }

@@ -145,7 +145,7 @@ pub(crate) fn err(code: ErrorCode, message: impl Into<String>) -> AwsError {
 /// An unexpected failure: the detail goes to the server's log, the caller
 /// gets AWS's words (never a path or an error of the host).
 pub(crate) fn internal(e: impl std::fmt::Display) -> AwsError {
-    crate::warn(format_args!("internal failure: {e}"));
+    crate::health::warn_limited("internal", format_args!("internal failure: {e}"));
     err(ErrorCode::InternalFailure, "Internal service failure.")
 }
 
@@ -157,7 +157,25 @@ pub(crate) fn quarantined(
     shard: u32,
     damage: &sluice_log::Damage,
 ) -> AwsError {
-    let until = match damage.resume_sequence() {
+    quarantined_range(
+        account,
+        stream,
+        shard,
+        damage.first_sequence(),
+        damage.resume_sequence(),
+    )
+}
+
+/// [`quarantined`] from the damaged range: its first sequence number, and
+/// the first one after it, if known.
+fn quarantined_range(
+    account: &str,
+    stream: &str,
+    shard: u32,
+    from: u128,
+    until: Option<u128>,
+) -> AwsError {
+    let until = match until {
         Some(next) => format!(
             " up to (not including) {}",
             sluice_model::SequenceNumber(next)
@@ -169,7 +187,7 @@ pub(crate) fn quarantined(
         format!(
             "Shard {} in stream {stream} under account {account} is quarantined: its records from sequence number {}{until} are damaged on disk. Records before them can be read; the operator can run `sluice ctl repair` to skip the damaged records and keep the rest.",
             sluice_meta::shard_id(shard),
-            sluice_model::SequenceNumber(damage.first_sequence())
+            sluice_model::SequenceNumber(from)
         ),
     )
 }
@@ -994,6 +1012,9 @@ fn put_record(state: &Ctx, input: &Value) -> OpResult {
         Ok(done) => done,
         Err(PutFailure::Throttled(shard)) => return Err(rate_exceeded(state, &name, shard)),
         Err(PutFailure::Internal) => return Err(internal("the append failed")),
+        Err(PutFailure::Quarantined { shard, from, until }) => {
+            return Err(quarantined_range(&state.account, &name, shard, from, until))
+        }
     };
     Ok(json!({
         "ShardId": sluice_meta::shard_id(shard),
@@ -1053,6 +1074,12 @@ pub(crate) enum PutFailure {
     Internal,
     /// The shard (by index) is over its write limit.
     Throttled(u32),
+    /// The shard (by index) is quarantined: damaged from `from` (up to `until`).
+    Quarantined {
+        shard: u32,
+        from: u128,
+        until: Option<u128>,
+    },
 }
 
 /// AWS's ProvisionedThroughputExceededException for one shard.
@@ -1074,6 +1101,10 @@ fn put_failure(state: &Ctx, stream: &str, failure: PutFailure) -> (&'static str,
         PutFailure::Throttled(shard) => (
             "ProvisionedThroughputExceededException",
             rate_exceeded(state, stream, shard).message,
+        ),
+        PutFailure::Quarantined { shard, from, until } => (
+            "InternalFailure",
+            quarantined_range(&state.account, stream, shard, from, until).message,
         ),
     }
 }
@@ -1172,6 +1203,15 @@ pub(crate) fn put_entries(
                 }
                 Err(AppendFailure::Closed) => pending.extend(indexes),
                 Err(AppendFailure::StreamGone) => return Err(not_found(state, name)),
+                Err(AppendFailure::Quarantined { from, until }) => {
+                    for &i in indexes {
+                        results[i] = Err(PutFailure::Quarantined {
+                            shard: shard_of[i],
+                            from: *from,
+                            until: *until,
+                        });
+                    }
+                }
                 Err(AppendFailure::Internal) => {}
             }
         }
@@ -1198,6 +1238,11 @@ enum AppendFailure {
     Closed,
     /// The stream was deleted while the request ran.
     StreamGone,
+    /// Damage on disk: from this sequence number (up to that one).
+    Quarantined {
+        from: u128,
+        until: Option<u128>,
+    },
     Internal,
 }
 
@@ -1229,6 +1274,10 @@ fn append_groups(
             }
             Err(sluice_log::AppendError::Deleted) => Err(AppendFailure::StreamGone),
             Err(sluice_log::AppendError::Closed { .. }) => Err(AppendFailure::Closed),
+            Err(sluice_log::AppendError::Quarantined(damage)) => Err(AppendFailure::Quarantined {
+                from: damage.first_sequence(),
+                until: damage.resume_sequence(),
+            }),
             Err(e) => {
                 state.health.append_failed(*log_id, &e);
                 Err(AppendFailure::Internal)

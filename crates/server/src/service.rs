@@ -359,9 +359,12 @@ async fn respond(req: Request<Incoming>, state: Arc<State>) -> (Response<Respons
     let (routed, unread) = route(req, state, cbor).await;
     let (status, body) = match routed {
         Ok(Reply::Body(body)) => (StatusCode::OK, body),
-        Ok(Reply::Text(status, text)) => {
+        Ok(Reply::Text(status, text, content_type)) => {
             let mut response = Response::new(Either::Left(Full::new(Bytes::from(text))));
             *response.status_mut() = status;
+            response
+                .headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
             response
                 .headers_mut()
                 .insert("x-amzn-RequestId", header(&request_id));
@@ -418,8 +421,8 @@ fn header(value: &str) -> HeaderValue {
 enum Reply {
     /// An operation's output, encoded.
     Body(Bytes),
-    /// Plain text (`/health`).
-    Text(StatusCode, String),
+    /// `/health`: status, body and its content type.
+    Text(StatusCode, String, &'static str),
     /// A test control's answer: status and JSON.
     Control(u16, Bytes),
     /// SubscribeToShard's event stream.
@@ -544,10 +547,14 @@ async fn route(req: Request<Incoming>, state: Arc<State>, cbor: bool) -> Routed 
 fn health(state: &State) -> Reply {
     let problems = state.problems();
     if problems.is_empty() {
-        return Reply::Text(StatusCode::OK, "ok".to_owned());
+        return Reply::Text(StatusCode::OK, "ok".to_owned(), "text/plain");
     }
     let body = serde_json::json!({"status": "degraded", "problems": problems});
-    Reply::Text(StatusCode::SERVICE_UNAVAILABLE, body.to_string())
+    Reply::Text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        body.to_string(),
+        "application/json",
+    )
 }
 
 /// Reads a request body within the server's limits: at most `limit` bytes;

@@ -259,11 +259,11 @@ impl State {
                 Ok(Some(damage)) => {
                     damaged += 1;
                     if !known {
+                        let name = self
+                            .shard_name(id.0)
+                            .unwrap_or_else(|| format!("shard log {id}"));
                         crate::warn(format_args!(
-                            "shard log {id} is quarantined: {damage}{}",
-                            self.shard_name(id.0)
-                                .map(|n| format!(" ({n})"))
-                                .unwrap_or_default()
+                            "{name} is quarantined: {damage}; stop the server and run `sluice ctl repair` on its data directory"
                         ));
                     }
                 }
