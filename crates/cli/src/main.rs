@@ -602,24 +602,26 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             command: Ctl::Repair { dir },
         } => {
             let root = sluice_log::inspect::log_root(&dir)?;
-            // The server's lock: repairing under a running server would race its appends.
-            let lock_path = [dir.join("LOCK"), root.join("..").join("LOCK")]
-                .into_iter()
-                .find(|p| p.exists());
-            let _lock = match lock_path {
-                Some(path) => {
-                    let file = std::fs::OpenOptions::new().write(true).open(&path)?;
-                    match file.try_lock() {
-                        Ok(()) => Some(file),
-                        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
-                            "{} is in use by a running Sluice server: stop it first",
-                            dir.display()
-                        ),
-                        Err(std::fs::TryLockError::Error(e)) => return Err(e.into()),
-                    }
-                }
-                None => None,
+            // The server's lock, held throughout: repairing under a running
+            // server would race its appends, and no server starts meanwhile.
+            let data_dir = if root.ends_with("log") {
+                root.parent().unwrap_or(&root).to_path_buf()
+            } else {
+                root.clone()
             };
+            let lock = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(data_dir.join("LOCK"))?;
+            match lock.try_lock() {
+                Ok(()) => {}
+                Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+                    "{} is in use by a running Sluice server: stop it first",
+                    dir.display()
+                ),
+                Err(std::fs::TryLockError::Error(e)) => return Err(e.into()),
+            }
             let report = sluice_log::inspect::repair(&sluice_log::OsStorage, &root)?;
             for r in &report.repaired {
                 println!(
@@ -636,6 +638,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 report.shards,
                 report.repaired.len()
             );
+            if report.failed > 0 {
+                println!("{} could not be repaired (see above)", report.failed);
+                return Ok(ExitCode::from(1));
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Ctl {

@@ -367,6 +367,8 @@ pub struct Repaired {
 pub struct RepairReport {
     pub shards: usize,
     pub repaired: Vec<Repaired>,
+    /// Segments (or shard logs) that could not be repaired.
+    pub failed: usize,
 }
 
 /// Repairs the shard logs under the log directory `root` (see [`log_root`])
@@ -389,29 +391,40 @@ pub fn repair(storage: &dyn Storage, root: &Path) -> io::Result<RepairReport> {
             continue;
         }
         let bases = segment_bases(storage, &dir)?;
+        // Headers first (files opened one at a time: a shard may have many).
         let mut headers = Vec::with_capacity(bases.len());
         for &base in &bases {
             let file = storage.open_file(&segment::segment_path(&dir, base))?;
             let mut b = [0u8; SEGMENT_HEADER_LEN];
             let n = file.read_full_at(&mut b, 0)?;
-            headers.push((base, file, b, n));
+            headers.push((base, b, n));
         }
         let epoch = headers
             .iter()
-            .find_map(|(_, _, b, n)| SegmentHeader::decode(&b[..*n]).ok().map(|h| h.epoch))
+            .find_map(|(_, b, n)| SegmentHeader::decode(&b[..*n]).ok().map(|h| h.epoch))
             .or_else(|| {
                 headers
                     .iter()
-                    .find_map(|(base, _, b, n)| SegmentHeader::mend(&b[..*n], *base, None))
+                    .find_map(|(base, b, n)| SegmentHeader::mend(&b[..*n], *base, None))
                     .map(|h| h.epoch)
             });
-        let Some(epoch) = epoch else { continue };
+        let Some(epoch) = epoch else {
+            report.failed += 1;
+            report.repaired.push(Repaired {
+                shard: id,
+                from_sequence: 0,
+                to_sequence: 0,
+                bytes: 0,
+                what: "no segment header tells the shard log's epoch: left as it is".into(),
+            });
+            continue;
+        };
         // The newest timestamp seen so far: the floor for a header rebuilt
         // from nothing (it bounds the segments before from above).
         let mut floor = 0;
-        let bases: Vec<u64> = headers.iter().map(|h| h.0).collect();
-        for (i, (base, file, b, n)) in headers.into_iter().enumerate() {
+        for (i, (base, b, n)) in headers.into_iter().enumerate() {
             let next_base = bases.get(i + 1).copied();
+            let file = storage.open_file(&segment::segment_path(&dir, base))?;
             let mut notes = Vec::new();
             let segment = Segment {
                 file: &file,
@@ -421,6 +434,7 @@ pub fn repair(storage: &dyn Storage, root: &Path) -> io::Result<RepairReport> {
             };
             let outcome = repair_segment(&segment, &b[..n], &mut floor, &mut notes);
             if let Err(e) = outcome {
+                report.failed += 1;
                 notes.push((base, base, format!("could not repair this segment: {e}")));
             }
             for (from, to, what) in notes {
@@ -477,9 +491,16 @@ fn repair_segment(
             let want = segment::file_position(base, next);
             if len != want {
                 file.set_len(want)?;
+                let had = base + len.saturating_sub(SEGMENT_HEADER_LEN as u64);
+                // Bytes past the next segment's base were never readable.
+                let (from, to) = if len < want {
+                    (had, next)
+                } else {
+                    (next, next)
+                };
                 notes.push((
-                    base,
-                    next,
+                    from,
+                    to,
                     format!("segment file was {len} bytes, not {want}: set to its length"),
                 ));
             }
@@ -496,11 +517,16 @@ fn repair_segment(
             let mended = SegmentHeader::mend_one_byte(header_bytes, base, Some(epoch))
                 .map(|h| (h, "mended"))
                 .or_else(|| {
-                    SegmentHeader::resum(header_bytes, base, Some(epoch))
-                        .filter(|h| salt_fits(shared, h, end))
-                        .map(|h| (h, "given a new checksum"))
+                    // Several bytes were hit: trust the salt only once a frame
+                    // verifies with it, and not the floor at all (the
+                    // previous segment's newest timestamp is the floor).
+                    let mut h = SegmentHeader::resum(header_bytes, base, Some(epoch))?;
+                    h.timestamp_floor_ms = *floor;
+                    salt_fits(shared, &h, end, 1).then_some((h, "given a new checksum"))
                 })
                 .or_else(|| {
+                    // A solved salt makes the first frame's header verify by
+                    // construction: a second frame must confirm it.
                     let salt = first.as_ref().and_then(|f| segment::solve_salt(f))?;
                     let h = SegmentHeader {
                         epoch,
@@ -508,7 +534,7 @@ fn repair_segment(
                         timestamp_floor_ms: *floor,
                         frame_salt: salt,
                     };
-                    salt_fits(shared, &h, end)
+                    salt_fits(shared, &h, end, 2)
                         .then_some((h, "rebuilt, its salt solved from the first frame"))
                 });
             match mended {
@@ -526,7 +552,10 @@ fn repair_segment(
                         frame_salt: fastrand::u32(..),
                     };
                     file.write_all_at(&h.encode(), 0)?;
-                    if end > base {
+                    if newest && end - base < FRAME_HEADER_LEN as u64 {
+                        // Too short for a frame: a torn tail, cut.
+                        file.set_len(SEGMENT_HEADER_LEN as u64)?;
+                    } else if end > base {
                         write_skip(file, &h, base, end, *floor)?;
                     }
                     file.sync_data()?;
@@ -573,26 +602,15 @@ fn repair_segment(
     Ok(())
 }
 
-/// Whether `header`'s salt is the segment's: its first frame verifies whole,
-/// and so does the header of the frame after it, if any (a header mended from
-/// several damaged bytes, or a salt solved from a damaged frame, fails this).
-fn salt_fits(file: &Arc<dyn StorageFile>, header: &SegmentHeader, end: u64) -> bool {
+/// Whether `header`'s salt is the segment's: its first `frames` frames (1 or
+/// 2) verify whole. An empty segment has nothing to verify and nothing to lose.
+fn salt_fits(file: &Arc<dyn StorageFile>, header: &SegmentHeader, end: u64, frames: usize) -> bool {
     let base = header.base_offset;
     if end <= base {
-        return true; // nothing to verify, nothing to lose
-    }
-    let mut scanner = FrameScanner::new(file.clone(), header, base, end, 1 << 20);
-    match scanner.next() {
-        Ok(Scan::Frame(_)) => {}
-        _ => return false,
-    }
-    let next = scanner.next_offset();
-    if next >= end {
         return true;
     }
-    let mut b = [0u8; FRAME_HEADER_LEN];
-    file.read_full_at(&mut b, segment::file_position(base, next))
-        .is_ok_and(|n| n == FRAME_HEADER_LEN && FrameHeader::decode(&b, header.frame_salt).is_ok())
+    let mut scanner = FrameScanner::new(file.clone(), header, base, end, 1 << 20);
+    (0..frames).all(|_| matches!(scanner.next(), Ok(Scan::Frame(_))))
 }
 
 /// Covers `[from, to)` of a segment with skip frames whose payload is what

@@ -68,7 +68,7 @@ where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     static BUILDER: OnceLock<auto::Builder<TokioExecutor>> = OnceLock::new();
-    let watch = Arc::new(ConnWatch::new());
+    let watch = Arc::new(ConnWatch::new(state.config.body_min_bytes_per_second));
     let io = Watched {
         inner: io,
         watch: watch.clone(),
@@ -103,13 +103,16 @@ pub struct ConnWatch {
     served: AtomicBool,
     idle_since_ms: AtomicU64,
     head_started_ms: AtomicU64,
+    /// Bytes a second an answer must at least go out at, once queued.
+    min_write_rate: u64,
 }
 
 const NOT_STARTED: u64 = u64::MAX;
 
 impl ConnWatch {
-    fn new() -> Self {
+    fn new(min_write_rate: u64) -> Self {
         Self {
+            min_write_rate: min_write_rate.max(1),
             origin: Instant::now(),
             in_flight: AtomicUsize::new(0),
             served: AtomicBool::new(false),
@@ -130,11 +133,19 @@ impl ConnWatch {
         }
     }
 
-    /// A response still going out (a slow reader of a large answer) keeps
-    /// the connection from counting as idle.
-    fn bytes_written(&self) {
+    /// An answer still going out (a slow reader of a large one) keeps the
+    /// connection from counting as idle, at the minimum rate: each `n` bytes
+    /// written move the idle clock on by `n / min_write_rate` (never past
+    /// now), so a reader slower than that still reaches the idle timeout.
+    fn bytes_written(&self, n: usize) {
         if self.in_flight.load(Ordering::Relaxed) == 0 {
-            self.idle_since_ms.store(self.now_ms(), Ordering::Relaxed);
+            let credit = (n as u64).saturating_mul(1000) / self.min_write_rate;
+            let now = self.now_ms();
+            let _ =
+                self.idle_since_ms
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |since| {
+                        Some(since.saturating_add(credit).min(now))
+                    });
         }
     }
 
@@ -212,8 +223,8 @@ impl<IO: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<IO> {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.watch.bytes_written();
+        if let Poll::Ready(Ok(n)) = polled {
+            self.watch.bytes_written(n);
         }
         polled
     }
@@ -232,8 +243,8 @@ impl<IO: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<IO> {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.watch.bytes_written();
+        if let Poll::Ready(Ok(n)) = polled {
+            self.watch.bytes_written(n);
         }
         polled
     }
@@ -288,6 +299,8 @@ async fn handle(
     let reusable = match unread {
         Leftover::Nothing => true,
         Leftover::Unread(body) if body.is_end_stream() => true,
+        // HTTP/2 resets the stream; the connection stays usable.
+        Leftover::Unread(_) if !http1 => true,
         Leftover::Unread(mut body) => {
             let small = body
                 .size_hint()
@@ -639,7 +652,8 @@ async fn read_body(
         };
         let total = received + data.len() as u64;
         if total > limit {
-            drop(permit);
+            // Nothing read is kept while the rest is dropped.
+            drop((permit, buf, data));
             drain(&mut body, state, limit).await;
             return Err(too_large());
         }
