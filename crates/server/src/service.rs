@@ -330,13 +330,10 @@ const DRAIN_MAX_BYTES: u64 = 64 << 10;
 /// nothing is kept. True if the body ended in time. This lets a client that
 /// is still sending read the answer it was given early.
 async fn drain(body: &mut Incoming, state: &State, max: u64) -> bool {
-    let start = tokio::time::Instant::now();
-    let grace = Duration::from_millis(state.config.body_timeout_ms.max(1));
-    let rate = state.config.body_min_bytes_per_second.max(1) as f64;
+    let clock = BodyClock::start(state);
     let mut seen = 0u64;
     loop {
-        let deadline = start + grace + Duration::from_secs_f64(seen as f64 / rate);
-        match tokio::time::timeout_at(deadline, body.frame()).await {
+        match tokio::time::timeout_at(clock.deadline(seen), body.frame()).await {
             Ok(None) => return true,
             Ok(Some(Ok(frame))) => {
                 seen += frame.data_ref().map_or(0, |d| d.len() as u64);
@@ -346,6 +343,29 @@ async fn drain(body: &mut Incoming, state: &State, max: u64) -> bool {
             }
             Ok(Some(Err(_))) | Err(_) => return false,
         }
+    }
+}
+
+/// When the next piece of a body must have arrived: the body timeout from
+/// the start, plus the time the bytes received so far may take at the
+/// minimum rate.
+struct BodyClock {
+    start: tokio::time::Instant,
+    grace: Duration,
+    bytes_per_second: f64,
+}
+
+impl BodyClock {
+    fn start(state: &State) -> Self {
+        Self {
+            start: tokio::time::Instant::now(),
+            grace: Duration::from_millis(state.config.body_timeout_ms.max(1)),
+            bytes_per_second: state.config.body_min_bytes_per_second.max(1) as f64,
+        }
+    }
+
+    fn deadline(&self, received: u64) -> tokio::time::Instant {
+        self.start + self.grace + Duration::from_secs_f64(received as f64 / self.bytes_per_second)
     }
 }
 
@@ -586,17 +606,14 @@ async fn read_body(
             format!("Request body exceeds {limit} bytes"),
         )
     };
-    let config = &state.config;
-    let start = tokio::time::Instant::now();
-    let grace = Duration::from_millis(config.body_timeout_ms.max(1));
-    let rate = config.body_min_bytes_per_second.max(1) as f64;
-    let deadline = |received: u64| start + grace + Duration::from_secs_f64(received as f64 / rate);
+    let clock = BodyClock::start(state);
+    let deadline = |received: u64| clock.deadline(received);
     let timed_out = |received: u64| {
         AwsError::new(
             ErrorCode::SerializationException,
             format!(
                 "The request body stalled: {received} bytes arrived in {} ms.",
-                start.elapsed().as_millis()
+                clock.start.elapsed().as_millis()
             ),
         )
     };
@@ -715,10 +732,11 @@ enum PendingAuth {
     /// Nothing (no credentials configured).
     None,
     /// The signature was verified against the `x-amz-content-sha256` the
-    /// client sent; the body must hash to it.
-    BodyHash,
-    /// The signature covers the body's hash: verify it with this secret.
-    Verify(Box<(sigv4::Signature, String)>),
+    /// client sent (the headers); the body must hash to it.
+    BodyHash(BTreeMap<String, String>),
+    /// The signature covers the body's hash: verify it with this secret (and
+    /// the headers, as read before the body).
+    Verify(Box<(sigv4::Signature, String, BTreeMap<String, String>)>),
 }
 
 /// The headers of every request must carry a well-formed SigV4 signature;
@@ -767,11 +785,12 @@ fn authenticate_head(
         if !sigv4::verify(&request, &signature, &credential.secret) {
             return Err(mismatch());
         }
-        return Ok((account, PendingAuth::BodyHash));
+        return Ok((account, PendingAuth::BodyHash(headers)));
     }
+    let secret = credential.secret.clone();
     Ok((
         account,
-        PendingAuth::Verify(Box::new((signature, credential.secret.clone()))),
+        PendingAuth::Verify(Box::new((signature, secret, headers))),
     ))
 }
 
@@ -790,8 +809,7 @@ fn authenticate_body(
 ) -> Result<(), AwsError> {
     match pending {
         PendingAuth::None => Ok(()),
-        PendingAuth::BodyHash => {
-            let headers = header_map(parts);
+        PendingAuth::BodyHash(headers) => {
             if sigv4::payload_hash_matches(&request_parts(parts, &headers, body)) {
                 Ok(())
             } else {
@@ -802,8 +820,7 @@ fn authenticate_body(
             }
         }
         PendingAuth::Verify(check) => {
-            let (signature, secret) = *check;
-            let headers = header_map(parts);
+            let (signature, secret, headers) = *check;
             if sigv4::verify(&request_parts(parts, &headers, body), &signature, &secret) {
                 Ok(())
             } else {

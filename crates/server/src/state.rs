@@ -52,6 +52,7 @@ pub struct State {
     pub health: crate::health::Health,
     /// Room for request bodies, in bytes (`Config::body_bytes_in_flight_max`).
     pub body_budget: Arc<tokio::sync::Semaphore>,
+    body_budget_bytes: usize,
     /// Set when the server stops: background work ends early.
     pub stopping: std::sync::atomic::AtomicBool,
     /// Held (flock) while this state lives: one process per data directory.
@@ -142,6 +143,7 @@ impl State {
             faults: crate::admin::Faults::default(),
             health: crate::health::Health::default(),
             body_budget: Arc::new(tokio::sync::Semaphore::new(body_budget)),
+            body_budget_bytes: body_budget,
             stopping: std::sync::atomic::AtomicBool::new(false),
             _lock: lock,
         };
@@ -195,44 +197,46 @@ impl State {
 
     /// Poisoned and quarantined shards, named as callers know them.
     pub fn shard_problems(&self) -> Vec<String> {
-        let shards: Vec<(String, String, u32, u64)> = self
-            .catalog()
-            .streams()
-            .flat_map(|s| {
-                s.shards
-                    .iter()
-                    .map(|sh| (s.account.clone(), s.name.clone(), sh.index, sh.log_id))
-            })
-            .collect();
         let mut problems = Vec::new();
-        for (account, stream, index, log_id) in shards {
+        for (name, log_id) in self.named_shards() {
             let Some(log) = self.shard_log(log_id) else {
                 continue;
             };
             let info = log.info();
-            let shard = sluice_meta::shard_id(index);
             if info.poisoned {
                 problems.push(format!(
-                    "shard {shard} of stream {stream} under account {account} refuses writes after a failed fsync; restart the server to recover it"
+                    "{name} refuses writes after a failed fsync; restart the server to recover it"
                 ));
             }
             if let Some(damage) = info.damage {
-                problems.push(format!(
-                    "shard {shard} of stream {stream} under account {account} is quarantined: {damage}; stop the server and run `sluice ctl repair` on its data directory"
-                ));
+                problems.push(quarantine_problem(&name, &damage));
             }
         }
         problems
     }
 
+    /// "shard S of stream N under account A" and the shard log id, for every
+    /// shard in the catalog.
+    fn named_shards(&self) -> Vec<(String, u64)> {
+        self.catalog()
+            .streams()
+            .flat_map(|s| {
+                s.shards.iter().map(|sh| {
+                    let name = format!(
+                        "shard {} of stream {} under account {}",
+                        sluice_meta::shard_id(sh.index),
+                        s.name,
+                        s.account
+                    );
+                    (name, sh.log_id)
+                })
+            })
+            .collect()
+    }
+
     /// Bytes of request bodies held now (read, or reserved for reading).
     pub fn body_bytes_held(&self) -> usize {
-        let max = self
-            .config
-            .body_bytes_in_flight_max
-            .max(self.config.request_body_max_bytes)
-            .min(tokio::sync::Semaphore::MAX_PERMITS);
-        max - self.body_budget.available_permits()
+        self.body_budget_bytes - self.body_budget.available_permits()
     }
 
     /// Everything `/health` reports; empty when all is well.
@@ -260,11 +264,11 @@ impl State {
                     damaged += 1;
                     if !known {
                         let name = self
-                            .shard_name(id.0)
-                            .unwrap_or_else(|| format!("shard log {id}"));
-                        crate::warn(format_args!(
-                            "{name} is quarantined: {damage}; stop the server and run `sluice ctl repair` on its data directory"
-                        ));
+                            .named_shards()
+                            .into_iter()
+                            .find(|(_, log_id)| *log_id == id.0)
+                            .map_or_else(|| format!("shard log {id}"), |(name, _)| name);
+                        crate::warn(quarantine_problem(&name, &damage));
                     }
                 }
                 Ok(None) | Err(sluice_log::ReadError::Deleted) => {}
@@ -272,20 +276,6 @@ impl State {
             }
         }
         damaged
-    }
-
-    /// "shard S of stream N under account A" for a shard log id.
-    fn shard_name(&self, log_id: u64) -> Option<String> {
-        self.catalog().streams().find_map(|s| {
-            s.shards.iter().find(|sh| sh.log_id == log_id).map(|sh| {
-                format!(
-                    "shard {} of stream {} under account {}",
-                    sluice_meta::shard_id(sh.index),
-                    s.name,
-                    s.account
-                )
-            })
-        })
     }
 
     /// Closes the shard logs of shards that a split or merge closed, and
@@ -574,6 +564,13 @@ impl State {
     pub fn flush(&self) {
         self.log.flush();
     }
+}
+
+/// How a quarantined shard is reported (start-up log, `/health`).
+fn quarantine_problem(name: &str, damage: &sluice_log::Damage) -> String {
+    format!(
+        "{name} is quarantined: {damage}; stop the server and run `sluice ctl repair` on its data directory"
+    )
 }
 
 /// ENOSPC or EDQUOT.
