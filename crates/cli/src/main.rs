@@ -622,7 +622,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ),
                 Err(std::fs::TryLockError::Error(e)) => return Err(e.into()),
             }
-            let report = sluice_log::inspect::repair(&sluice_log::OsStorage, &root)?;
+            let report =
+                sluice_log::inspect::repair(std::sync::Arc::new(sluice_log::OsStorage), &root)?;
             for r in &report.repaired {
                 println!(
                     "shard log {}: {} bytes from sequence number {} up to (not including) {}: {}",

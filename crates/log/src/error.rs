@@ -66,6 +66,11 @@ pub enum OpenError {
     ForeignSegment { path: PathBuf, detail: String },
     #[error("I/O error on {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
+    #[error("the journal in {path} cannot be used: {detail}")]
+    Journal { path: PathBuf, detail: String },
+    /// An acknowledged journal entry fails its checksums: never cut silently.
+    #[error("the journal is damaged: {0}. Entries after the checkpoint were acknowledged; they are not cut without an operator's say (`sluice ctl repair --cut-journal`)")]
+    JournalDamaged(Box<crate::JournalDamage>),
 }
 
 #[derive(Debug, thiserror::Error)]

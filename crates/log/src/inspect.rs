@@ -11,6 +11,7 @@ use std::sync::Arc;
 use crate::frame::{
     self, FrameHeader, FrameKind, FRAME_HEADER_LEN, FRAME_MAGIC, FRAME_PAYLOAD_MAX_BYTES,
 };
+use crate::journal::Journal;
 use crate::segment::{self, FrameScanner, Scan, SegmentHeader, SEGMENT_HEADER_LEN};
 use crate::storage::{OsStorage, Storage, StorageFile};
 use crate::{sequence, ShardLogId};
@@ -83,11 +84,36 @@ impl CheckReport {
 }
 
 /// Verifies every frame of every segment under the log directory `root`
-/// (see [`log_root`]).
+/// (see [`log_root`]), and the journal's entries after its checkpoint. The
+/// newest segment of a shard log is verified up to where the checkpoint
+/// says it ends: what follows is replayed from the journal at the next open.
 pub fn check(root: &Path) -> io::Result<CheckReport> {
     let storage = OsStorage;
     let mut report = CheckReport::default();
-    for (_, dir) in shard_dirs(&storage, root)? {
+    let journal_dir = root.join("journal");
+    let mut checkpointed: std::collections::HashMap<u64, (u64, u32, u64)> = Default::default();
+    if journal_dir.is_dir() {
+        let journal = Journal::open(Arc::new(OsStorage), journal_dir.clone(), 1 << 20)?;
+        if let Some(cp) = journal.read_checkpoint()? {
+            for e in &cp.entries {
+                checkpointed.insert(e.shard, (e.segment_base, e.segment_salt, e.end));
+            }
+            if let Err(damage) = journal.replay(cp.replay_from)? {
+                report.segments.push(SegmentReport {
+                    path: damage.file.clone(),
+                    base_offset: 0,
+                    frames: 0,
+                    records: 0,
+                    bytes: 0,
+                    problem: Some(format!("journal damage: {damage}")),
+                    newest: false,
+                    torn: false,
+                    skipped_bytes: 0,
+                });
+            }
+        }
+    }
+    for (id, dir) in shard_dirs(&storage, root)? {
         report.shards += 1;
         let bases = segment_bases(&storage, &dir)?;
         let mut expected_base: Option<(u64, u64)> = None; // (epoch, base)
@@ -105,61 +131,77 @@ pub fn check(root: &Path) -> io::Result<CheckReport> {
             };
             let newest = seg.newest;
             let mut closed = false;
-            let end = visit_segment(&storage, &seg.path.clone(), &mut |event| match event {
-                Visit::Header(h) => {
-                    if let Some((epoch, want)) = expected_base {
-                        if h.epoch != epoch || h.base_offset != want {
-                            seg.problem.get_or_insert(format!(
+            // The newest segment: up to its checkpointed end, if the directory has a journal.
+            let until = match (newest, checkpointed.get(&id.0)) {
+                (false, _) => None,
+                (true, Some(&(cp_base, _, end))) if cp_base == base => Some(end),
+                (true, _) if !checkpointed.is_empty() => Some(base),
+                (true, _) => None,
+            };
+            let end = visit_segment(
+                &storage,
+                &seg.path.clone(),
+                until,
+                &mut |event| match event {
+                    Visit::Header(h) => {
+                        if let Some((epoch, want)) = expected_base {
+                            if h.epoch != epoch || h.base_offset != want {
+                                seg.problem.get_or_insert(format!(
                                 "header says epoch {} base {}; expected epoch {epoch} base {want}",
                                 h.epoch, h.base_offset
                             ));
+                            }
                         }
                     }
-                }
-                Visit::Frame {
-                    kind,
-                    records,
-                    bytes,
-                    frame_len,
-                    ..
-                } => {
-                    if closed && seg.problem.is_none() {
-                        // Opening cuts off what follows a close frame in the newest segment.
-                        seg.torn = newest;
-                        seg.problem = Some("a frame follows the close frame".into());
+                    Visit::Frame {
+                        kind,
+                        records,
+                        bytes,
+                        frame_len,
+                        ..
+                    } => {
+                        if closed && seg.problem.is_none() {
+                            // Opening cuts off what follows a close frame in the newest segment.
+                            seg.torn = newest;
+                            seg.problem = Some("a frame follows the close frame".into());
+                        }
+                        closed |= kind == FrameKind::Close;
+                        seg.frames += 1;
+                        seg.records += records.len() as u64;
+                        seg.bytes += bytes;
+                        if kind == FrameKind::Skip {
+                            seg.skipped_bytes += frame_len;
+                        }
                     }
-                    closed |= kind == FrameKind::Close;
-                    seg.frames += 1;
-                    seg.records += records.len() as u64;
-                    seg.bytes += bytes;
-                    if kind == FrameKind::Skip {
-                        seg.skipped_bytes += frame_len;
+                    Visit::Bad {
+                        offset,
+                        reason,
+                        valid_after,
+                    } => {
+                        if seg.problem.is_none() {
+                            // Only the newest segment can be torn by a crash, and
+                            // only where nothing valid follows.
+                            seg.torn = newest && !valid_after;
+                            let at = match offset {
+                                // Header problems are reported at offset 0 of the file.
+                                0 if reason.starts_with("segment header") => {
+                                    "the header".to_owned()
+                                }
+                                _ => format!(
+                                    "log offset {offset} (byte {} of this file)",
+                                    segment::file_position(base, offset)
+                                ),
+                            };
+                            seg.problem = Some(match valid_after {
+                                true => {
+                                    format!("{at}: {reason}; valid frames follow (not counted)")
+                                }
+                                false => format!("{at}: {reason}"),
+                            });
+                        }
                     }
-                }
-                Visit::Bad {
-                    offset,
-                    reason,
-                    valid_after,
-                } => {
-                    if seg.problem.is_none() {
-                        // Only the newest segment can be torn by a crash, and
-                        // only where nothing valid follows.
-                        seg.torn = newest && !valid_after;
-                        let at = match offset {
-                            // Header problems are reported at offset 0 of the file.
-                            0 if reason.starts_with("segment header") => "the header".to_owned(),
-                            _ => format!(
-                                "log offset {offset} (byte {} of this file)",
-                                segment::file_position(base, offset)
-                            ),
-                        };
-                        seg.problem = Some(match valid_after {
-                            true => format!("{at}: {reason}; valid frames follow (not counted)"),
-                            false => format!("{at}: {reason}"),
-                        });
-                    }
-                }
-            })?;
+                },
+            )?;
             if let Some((epoch, end)) = end {
                 expected_base = Some((epoch, end));
             }
@@ -178,7 +220,7 @@ pub fn dump(root: &Path, out: &mut dyn Write, preview_bytes: usize) -> io::Resul
             let path = segment::segment_path(&dir, base);
             let mut epoch = 0;
             let mut failed = None;
-            visit_segment(&storage, &path, &mut |event| {
+            visit_segment(&storage, &path, None, &mut |event| {
                 let line = match event {
                     Visit::Header(h) => {
                         epoch = h.epoch;
@@ -268,6 +310,7 @@ enum Visit<'a> {
 fn visit_segment(
     storage: &dyn Storage,
     path: &Path,
+    until: Option<u64>,
     visit: &mut dyn FnMut(Visit<'_>),
 ) -> io::Result<Option<(u64, u64)>> {
     let file = storage.open_file(path)?;
@@ -304,6 +347,7 @@ fn visit_segment(
     let end = header
         .base_offset
         .saturating_add(len.saturating_sub(SEGMENT_HEADER_LEN as u64));
+    let end = until.map_or(end, |u| end.min(u.max(header.base_offset)));
     let mut scanner =
         FrameScanner::new(Arc::clone(&file), &header, header.base_offset, end, 4 << 20);
     let bad = |offset: u64, reason: String, visit: &mut dyn FnMut(Visit<'_>)| {
@@ -379,7 +423,9 @@ pub struct RepairReport {
 /// its sequence number); a torn tail of a newest segment is cut, as opening
 /// would. A header that cannot be mended makes its whole segment skipped.
 /// Run it only on a stopped server's data directory.
-pub fn repair(storage: &dyn Storage, root: &Path) -> io::Result<RepairReport> {
+pub fn repair(storage: Arc<dyn Storage>, root: &Path) -> io::Result<RepairReport> {
+    settle_journal(&storage, root)?;
+    let storage = &*storage;
     let mut report = RepairReport::default();
     for (id, dir) in shard_dirs(storage, root)? {
         report.shards += 1;
@@ -449,6 +495,41 @@ pub fn repair(storage: &dyn Storage, root: &Path) -> io::Result<RepairReport> {
         }
     }
     Ok(report)
+}
+
+/// Replays the journal into the segments (by opening the log once) and then
+/// removes it, so that the segments alone hold everything and repair works
+/// on them as on format 1. The next open scans the newest segments and
+/// starts a new journal and checkpoint.
+fn settle_journal(storage: &Arc<dyn Storage>, root: &Path) -> io::Result<()> {
+    let journal_dir = root.join("journal");
+    if storage.list_dir(&journal_dir).is_err() {
+        return Ok(());
+    }
+    let options = crate::LogOptions {
+        journal_spares: false,
+        checkpoint_interval_ms: 0,
+        checkpoint_bytes: u64::MAX,
+        ..crate::LogOptions::default()
+    };
+    let log = crate::Log::open(
+        storage.clone(),
+        root,
+        options,
+        Arc::new(sluice_model::SystemClock),
+    )
+    .map_err(|e| io::Error::other(e.to_string()))?;
+    drop(log);
+    // Journal files first: with the checkpoint still there, a crash here
+    // leaves a journal with nothing to replay, which is valid.
+    let mut names = storage.list_dir(&journal_dir)?;
+    names.sort_by_key(|n| n.starts_with("checkpoint"));
+    for name in names {
+        storage.remove_file(&journal_dir.join(name))?;
+    }
+    storage.sync_dir(&journal_dir)?;
+    storage.remove_dir_all(&journal_dir)?;
+    storage.sync_dir(root)
 }
 
 /// A repair done to one segment: (from offset, to offset, what).

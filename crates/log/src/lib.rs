@@ -57,6 +57,7 @@
 mod error;
 mod frame;
 pub mod inspect;
+mod journal;
 mod log;
 mod pool;
 mod segment;
@@ -67,7 +68,8 @@ mod syncer;
 
 pub use error::{AppendError, CreateError, OpenError, ReadError};
 pub use frame::{AppendRecord, FrameError, FRAME_PAYLOAD_MAX_BYTES, FRAME_RECORDS_MAX};
-pub use log::Log;
+pub use journal::JournalDamage;
+pub use log::{Log, OpenReport};
 pub use segment::{SegmentHeaderError, FORMAT_VERSION};
 pub use shard_log::{
     AppendReceipt, Cursor, Damage, ReadBatch, ReadLimits, Record, ShardInfo, ShardLog,
@@ -117,6 +119,15 @@ pub struct LogOptions {
     pub durability: Durability,
     /// Most segment files held open at once (handles in use may add to it).
     pub open_files_max: usize,
+    /// Size of each journal file (zero-filled when made; a larger one is
+    /// made for a frame that does not fit).
+    pub journal_file_bytes: u64,
+    /// A checkpoint starts once this much journal was written since the last.
+    pub checkpoint_bytes: u64,
+    /// ... or once this long passed with anything written; 0: never by time.
+    pub checkpoint_interval_ms: u64,
+    /// Make spare journal files in the background, ahead of need.
+    pub journal_spares: bool,
 }
 
 impl Default for LogOptions {
@@ -125,6 +136,10 @@ impl Default for LogOptions {
             segment_bytes: 64 << 20,
             durability: Durability::Sync,
             open_files_max: 1024,
+            journal_file_bytes: 64 << 20,
+            checkpoint_bytes: 128 << 20,
+            checkpoint_interval_ms: 5_000,
+            journal_spares: true,
         }
     }
 }

@@ -1,18 +1,24 @@
 //! The set of shard logs under one data directory, and what they share: the
-//! storage, the file pool, the group-commit syncer and the clock.
+//! storage, the file pool, the journal, the group-commit syncer, the
+//! checkpointer and the clock.
 
 use std::collections::HashMap;
+use std::io;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use sluice_model::Clock;
 
 use crate::error::{CreateError, IoContext, OpenError};
+use crate::journal::{CheckpointEntry, Journal};
 use crate::pool::FilePool;
-use crate::shard_log::ShardLog;
-use crate::storage::Storage;
+use crate::shard_log::{append_prepared, Prepared, Replayed, ShardLog};
+use crate::storage::{Storage, StorageFile};
 use crate::syncer::Syncer;
-use crate::{Durability, LogOptions, ShardLogId};
+use crate::{AppendError, AppendReceipt, AppendRecord, Durability, LogOptions, ShardLogId};
 
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -21,17 +27,44 @@ pub(crate) struct Shared {
     pub options: LogOptions,
     pub clock: Arc<dyn Clock>,
     pub pool: FilePool,
+    pub journal: Arc<Journal>,
     pub syncer: Syncer,
+    pub shards: RwLock<HashMap<ShardLogId, Arc<ShardLog>>>,
+    /// One checkpoint at a time.
+    checkpoint_lock: Mutex<()>,
+    checkpoints: AtomicU64,
 }
 
 /// All shard logs of one data directory.
 ///
-/// Dropping the `Log` stops the sync thread without a final fsync (what a crash
-/// would do); call [`Log::flush`] first for a clean shutdown in interval mode.
+/// Dropping the `Log` stops the sync and checkpoint threads without a final
+/// fsync (what a crash would do); call [`Log::flush`] first for a clean
+/// shutdown in interval mode.
 #[derive(Debug)]
 pub struct Log {
     shared: Arc<Shared>,
-    shards: RwLock<HashMap<ShardLogId, Arc<ShardLog>>>,
+    background: Background,
+}
+
+/// The checkpointer thread: makes spare journal files ahead of need and
+/// checkpoints when enough journal has accumulated or enough time passed.
+#[derive(Debug)]
+struct Background {
+    wake: Arc<(Mutex<bool>, Condvar)>,
+    stop: Arc<AtomicBool>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// What opening a log found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OpenReport {
+    /// The directory was of format 1 (no journal) and was migrated.
+    pub migrated_from_v1: bool,
+    /// Journal entries and bytes replayed into segments.
+    pub replayed_entries: u64,
+    pub replayed_bytes: u64,
+    /// Segment files fsynced after replay.
+    pub segments_synced: u64,
 }
 
 impl Log {
@@ -42,44 +75,200 @@ impl Log {
         options: LogOptions,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, OpenError> {
+        Self::open_with_report(storage, root, options, clock).map(|(log, _)| log)
+    }
+
+    /// [`Log::open`], also saying what recovery did.
+    pub fn open_with_report(
+        storage: Arc<dyn Storage>,
+        root: impl Into<PathBuf>,
+        options: LogOptions,
+        clock: Arc<dyn Clock>,
+    ) -> Result<(Self, OpenReport), OpenError> {
         let root = root.into();
         let shards_dir = root.join("shards");
+        let journal_dir = root.join("journal");
         storage.create_dir_all(&shards_dir).at(&shards_dir)?;
-        for dir in [root.parent().unwrap_or(&root), &root, &shards_dir] {
+        let journal = Journal::open(
+            storage.clone(),
+            journal_dir.clone(),
+            options.journal_file_bytes,
+        )
+        .at(&journal_dir)?;
+        for dir in [
+            root.parent().unwrap_or(&root),
+            &root,
+            &shards_dir,
+            &journal_dir,
+        ] {
             if !dir.as_os_str().is_empty() {
                 storage.sync_dir(dir).at(dir)?;
             }
         }
+        let checkpoint = journal.read_checkpoint().at(&journal_dir)?;
+        if checkpoint.is_none() && journal.has_files_in_use() {
+            return Err(OpenError::Journal {
+                path: journal_dir,
+                detail: "journal files are in use but no checkpoint says where replay starts (was a checkpoint file deleted?)".into(),
+            });
+        }
         let mut names = storage.list_dir(&shards_dir).at(&shards_dir)?;
         names.sort();
+        let journal = Arc::new(journal);
         let shared = Arc::new(Shared {
             pool: FilePool::new(storage.clone(), options.open_files_max),
-            syncer: Syncer::start(options.durability),
+            syncer: Syncer::start(options.durability, journal.clone()),
+            journal,
             storage,
             shards_dir,
             options,
             clock,
+            shards: RwLock::new(HashMap::new()),
+            checkpoint_lock: Mutex::new(()),
+            checkpoints: AtomicU64::new(0),
         });
+        let mut report = OpenReport {
+            migrated_from_v1: checkpoint.is_none() && !names.is_empty(),
+            ..OpenReport::default()
+        };
+        // Without a checkpoint (format 1, or a new directory) every shard
+        // log is recovered by scanning its newest segment, as format 1 did.
+        let scan = checkpoint.is_none();
         let mut shards = HashMap::new();
         for name in names {
             let Some(id) = ShardLogId::parse_dir_name(&name) else {
                 continue;
             };
             let dir = shared.shards_dir.join(&name);
-            if let Some(log) = ShardLog::recover(shared.clone(), id, dir)? {
+            if let Some(log) = ShardLog::recover(shared.clone(), id, dir, scan)? {
                 shards.insert(id, Arc::new(log));
             }
         }
-        Ok(Self {
-            shared,
-            shards: RwLock::new(shards),
-        })
+        let journal_path = shared.journal.dir().to_path_buf();
+        let replay = shared
+            .journal
+            .replay(checkpoint.as_ref().map_or(0, |c| c.replay_from))
+            .at(&journal_path)?
+            .map_err(|damage| OpenError::JournalDamaged(Box::new(damage)))?;
+        if let Some(cp) = &checkpoint {
+            let mut replayed: HashMap<ShardLogId, Replayed> = HashMap::new();
+            for e in &replay.entries {
+                let id = ShardLogId(e.shard);
+                let Some(log) = shards.get(&id) else { continue };
+                let Some(header) = log
+                    .replay_entry(e.segment_base, e.segment_salt, e.offset, &e.body)
+                    .at(&journal_path)?
+                else {
+                    continue;
+                };
+                let r = replayed.entry(id).or_default();
+                r.last_base = e.segment_base;
+                r.last_end = e.offset + header.frame_len();
+                r.closed_at = (header.kind == crate::frame::FrameKind::Close).then_some(e.offset);
+                r.max_timestamp_ms = r.max_timestamp_ms.max(header.timestamp_ms);
+                if !r.touched.contains(&e.segment_base) {
+                    r.touched.push(e.segment_base);
+                }
+            }
+            report.replayed_entries = replay.entries.len() as u64;
+            report.replayed_bytes = replay.bytes;
+            drop(replay);
+            let by_shard: HashMap<u64, &CheckpointEntry> =
+                cp.entries.iter().map(|e| (e.shard, e)).collect();
+            let mut to_sync: Vec<Arc<dyn StorageFile>> = Vec::new();
+            for (id, log) in &shards {
+                let r = replayed.get(id);
+                if let Some(file) = log
+                    .finish_replay(by_shard.get(&id.0).copied(), r)
+                    .at(&shared.shards_dir)?
+                {
+                    to_sync.push(file);
+                }
+                // Sealed segments that replay wrote into.
+                for &base in r.map_or(&[][..], |r| &r.touched[..]) {
+                    if let Some(file) = log.sealed_segment_file(base).at(&shared.shards_dir)? {
+                        to_sync.push(file);
+                    }
+                }
+            }
+            report.segments_synced = to_sync.len() as u64;
+            sync_all(&to_sync).at(&shared.shards_dir)?;
+        }
+        *shared.shards.write().unwrap() = shards;
+        // A fresh journal chain, and a checkpoint that starts replay there:
+        // everything recovered is in the segments, durably.
+        let start = shared.journal.begin().at(&journal_path)?;
+        write_checkpoint(&shared, start).at(&journal_path)?;
+        shared.journal.trim(start).at(&journal_path)?;
+        let background = Background::start(shared.clone());
+        Ok((Self { shared, background }, report))
+    }
+
+    /// Appends one batch to each of several shard logs of this log (each
+    /// shard log at most once): all frames go into the journal with one
+    /// write and share one group-commit round. Results in order.
+    pub fn append_many(
+        &self,
+        batches: &[(&ShardLog, &[AppendRecord<'_>])],
+    ) -> Vec<Result<AppendReceipt, AppendError>> {
+        let mut results: Vec<Option<Result<AppendReceipt, AppendError>>> =
+            (0..batches.len()).map(|_| None).collect();
+        let mut items = Vec::with_capacity(batches.len());
+        let mut positions = Vec::with_capacity(batches.len());
+        for (i, (log, records)) in batches.iter().enumerate() {
+            match Prepared::records(records) {
+                Ok(p) => {
+                    items.push((*log, p));
+                    positions.push(i);
+                }
+                Err(e) => results[i] = Some(Err(e)),
+            }
+        }
+        let outcomes = append_prepared(&self.shared, &mut items, false);
+        for ((i, outcome), (log, _)) in positions.into_iter().zip(outcomes).zip(&items) {
+            let count = batches[i].1.len() as u16;
+            results[i] = Some(outcome.map(|(offset, timestamp_ms)| AppendReceipt {
+                epoch: log.epoch(),
+                offset,
+                record_count: count,
+                arrival_timestamp_ms: timestamp_ms,
+            }));
+        }
+        results.into_iter().map(|r| r.unwrap()).collect()
+    }
+
+    /// Checkpoints now: fsyncs every segment written since the last
+    /// checkpoint, records where each shard log ends, and lets go of the
+    /// journal before that point.
+    pub fn checkpoint(&self) -> io::Result<()> {
+        checkpoint(&self.shared)
+    }
+
+    /// Checkpoints completed since the log was opened.
+    pub fn checkpoints(&self) -> u64 {
+        self.shared.checkpoints.load(Ordering::Relaxed)
+    }
+
+    /// Journal bytes written since the last checkpoint.
+    pub fn journal_bytes_pending(&self) -> u64 {
+        self.shared.journal.bytes_since_checkpoint()
+    }
+
+    /// Journal files on disk (in use and spare).
+    pub fn journal_files(&self) -> usize {
+        self.shared.journal.file_count()
+    }
+
+    /// True once a journal write or fsync failed: every shard log refuses
+    /// appends until the process restarts.
+    pub fn is_poisoned(&self) -> bool {
+        self.shared.journal.is_poisoned()
     }
 
     /// Creates an empty shard log. Its sequence numbers all start with `epoch`
     /// (at least 1): give a child shard a greater epoch than its parents.
     pub fn create_shard(&self, id: ShardLogId, epoch: u64) -> Result<Arc<ShardLog>, CreateError> {
-        let mut shards = self.shards.write().unwrap();
+        let mut shards = self.shared.shards.write().unwrap();
         if shards.contains_key(&id) {
             return Err(CreateError::AlreadyExists);
         }
@@ -109,11 +298,11 @@ impl Log {
     }
 
     pub fn shard(&self, id: ShardLogId) -> Option<Arc<ShardLog>> {
-        self.shards.read().unwrap().get(&id).cloned()
+        self.shared.shards.read().unwrap().get(&id).cloned()
     }
 
     pub fn shard_ids(&self) -> Vec<ShardLogId> {
-        let mut ids: Vec<_> = self.shards.read().unwrap().keys().copied().collect();
+        let mut ids: Vec<_> = self.shared.shards.read().unwrap().keys().copied().collect();
         ids.sort();
         ids
     }
@@ -121,7 +310,7 @@ impl Log {
     /// Deletes a shard log and its files; false if there was none.
     pub fn delete_shard(&self, id: ShardLogId) -> std::io::Result<bool> {
         // Hold the map while the files go, so that no create of the same id runs meanwhile.
-        let mut shards = self.shards.write().unwrap();
+        let mut shards = self.shared.shards.write().unwrap();
         let Some(log) = shards.remove(&id) else {
             return Ok(false);
         };
@@ -156,6 +345,164 @@ impl Log {
 
 impl Drop for Log {
     fn drop(&mut self) {
+        self.background.stop();
         self.shared.syncer.stop();
+        // Shard logs point back at what they share: let go of them.
+        self.shared.shards.write().unwrap().clear();
+    }
+}
+
+/// Writes a checkpoint of every shard log with replay starting at `replay_from`.
+fn write_checkpoint(shared: &Shared, replay_from: u64) -> io::Result<()> {
+    let logs: Vec<Arc<ShardLog>> = shared.shards.read().unwrap().values().cloned().collect();
+    let mut entries = Vec::with_capacity(logs.len());
+    for log in &logs {
+        if let Some((entry, _)) = log.checkpoint_entry()? {
+            entries.push(entry);
+        }
+    }
+    entries.sort_by_key(|e| e.shard);
+    shared.journal.write_checkpoint(replay_from, &entries)?;
+    shared.checkpoints.fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}
+
+fn checkpoint(shared: &Shared) -> io::Result<()> {
+    let _one = shared.checkpoint_lock.lock().unwrap();
+    if shared.journal.is_poisoned() {
+        return Err(io::Error::other("the journal is poisoned"));
+    }
+    // Everything journaled before this point is in its segment already: a
+    // frame is written to its segment before its journal entry, under the
+    // shard's lock, which the snapshot below takes.
+    let replay_from = shared.journal.written_lsn();
+    let logs: Vec<Arc<ShardLog>> = shared.shards.read().unwrap().values().cloned().collect();
+    let mut entries = Vec::with_capacity(logs.len());
+    let mut dirty: Vec<(Arc<ShardLog>, Arc<dyn StorageFile>)> = Vec::new();
+    for log in &logs {
+        if let Some((entry, file)) = log.checkpoint_entry()? {
+            entries.push(entry);
+            if let Some(file) = file {
+                dirty.push((log.clone(), file));
+            }
+        }
+    }
+    let files: Vec<Arc<dyn StorageFile>> = dirty.iter().map(|(_, f)| f.clone()).collect();
+    if let Err(e) = sync_all(&files) {
+        // The kernel may have dropped what it failed to write: the journal
+        // still holds it, but nothing more may become visible.
+        shared.journal.poison();
+        for (log, _) in &dirty {
+            log.mark_dirty();
+        }
+        return Err(e);
+    }
+    entries.sort_by_key(|e| e.shard);
+    if let Err(e) = shared.journal.write_checkpoint(replay_from, &entries) {
+        for (log, _) in &dirty {
+            log.mark_dirty();
+        }
+        return Err(e);
+    }
+    shared.checkpoints.fetch_add(1, Ordering::Relaxed);
+    shared.journal.trim(replay_from)
+}
+
+/// Most fsyncs issued at once (they overlap in the kernel).
+const SYNC_WORKERS_MAX: usize = 8;
+
+/// Fsyncs every file, several at once; the first error, if any.
+fn sync_all(files: &[Arc<dyn StorageFile>]) -> io::Result<()> {
+    if let [file] = files {
+        return file.sync_data();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failed: Mutex<Option<io::Error>> = Mutex::new(None);
+    std::thread::scope(|scope| {
+        for _ in 0..files.len().min(SYNC_WORKERS_MAX) {
+            scope.spawn(|| {
+                while let Some(file) = files.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    if let Err(e) = file.sync_data() {
+                        failed.lock().unwrap().get_or_insert(e);
+                    }
+                }
+            });
+        }
+    });
+    match failed.into_inner().unwrap() {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+impl Background {
+    fn start(shared: Arc<Shared>) -> Self {
+        let wake = Arc::new((Mutex::new(false), Condvar::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (w, st) = (wake.clone(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name("sluice-log-checkpoint".into())
+            .spawn(move || background_loop(&shared, &w, &st))
+            .expect("spawn the log checkpoint thread");
+        Self {
+            wake,
+            stop,
+            thread: Mutex::new(Some(thread)),
+        }
+    }
+
+    fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        *self.wake.0.lock().unwrap() = true;
+        self.wake.1.notify_all();
+        if let Some(t) = self.thread.lock().unwrap().take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// How long after failing to make a spare journal file the next try waits.
+const SPARE_RETRY: Duration = Duration::from_secs(60);
+
+/// How often the checkpointer looks at the journal.
+const BACKGROUND_TICK: Duration = Duration::from_millis(50);
+
+fn background_loop(shared: &Shared, wake: &(Mutex<bool>, Condvar), stop: &AtomicBool) {
+    let options = shared.options;
+    let mut last = Instant::now();
+    let mut failures = 0u32;
+    let mut spare_retry_at = Instant::now();
+    while !stop.load(Ordering::SeqCst) {
+        {
+            let guard = wake.0.lock().unwrap();
+            let (mut guard, _) = wake.1.wait_timeout(guard, BACKGROUND_TICK).unwrap();
+            *guard = false;
+        }
+        if stop.load(Ordering::SeqCst) || shared.journal.is_poisoned() {
+            continue;
+        }
+        if options.journal_spares
+            && Instant::now() >= spare_retry_at
+            && shared.journal.prepare_spare().is_err()
+        {
+            // A full disk: writes make a (smaller) file when they need one,
+            // or fail; the spare is tried again much later, so that zeros
+            // written and taken back do not keep the disk full meanwhile.
+            spare_retry_at = Instant::now() + SPARE_RETRY;
+        }
+        let pending = shared.journal.bytes_since_checkpoint();
+        let by_bytes = pending >= options.checkpoint_bytes;
+        let by_time = options.checkpoint_interval_ms > 0
+            && pending > 0
+            && last.elapsed() >= Duration::from_millis(options.checkpoint_interval_ms);
+        // After a failure, back off (at most about 5 s) before trying again.
+        let backoff = BACKGROUND_TICK * (1 << failures.min(7));
+        if (by_bytes || by_time) && last.elapsed() >= backoff.min(Duration::from_secs(5)) {
+            match checkpoint(shared) {
+                Ok(()) => failures = 0,
+                Err(_) => failures += 1,
+            }
+            last = Instant::now();
+        }
     }
 }

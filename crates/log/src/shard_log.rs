@@ -185,6 +185,10 @@ struct ShardState {
     closed_at: Option<u64>,
     trim_before_ms: u64,
     deleted: bool,
+    /// Written since the last checkpoint fsynced the active segment.
+    dirty: bool,
+    /// At recovery: the newest segment's header is damaged (its salt unknown).
+    newest_header_damaged: bool,
     /// The earliest damage found (at open, by a read, or by `verify`).
     damage: Option<Damage>,
 }
@@ -217,36 +221,11 @@ impl ShardLog {
     ///
     /// Returns once the batch is acknowledged in the log's [`Durability`] mode.
     pub fn append(&self, records: &[AppendRecord<'_>]) -> Result<AppendReceipt, AppendError> {
-        if records.is_empty() {
-            return Err(AppendError::EmptyBatch);
-        }
-        if records.len() > FRAME_RECORDS_MAX {
-            return Err(AppendError::TooManyRecords {
-                count: records.len(),
-                max: FRAME_RECORDS_MAX,
-            });
-        }
-        let mut bytes = 0usize;
-        for (index, r) in records.iter().enumerate() {
-            if r.partition_key.len() > PARTITION_KEY_MAX_BYTES {
-                return Err(AppendError::PartitionKeyTooLong {
-                    index,
-                    len: r.partition_key.len(),
-                    max: PARTITION_KEY_MAX_BYTES,
-                });
-            }
-            bytes = bytes
-                .saturating_add(frame::RECORD_HEADER_LEN + r.partition_key.len() + r.data.len());
-        }
-        if bytes > FRAME_PAYLOAD_MAX_BYTES {
-            return Err(AppendError::BatchTooLarge {
-                bytes,
-                max: FRAME_PAYLOAD_MAX_BYTES,
-            });
-        }
-        let frame = frame::encode_records(records);
-        let (offset, timestamp_ms) =
-            self.append_frame(FrameKind::Records, records.len() as u16, frame, false)?;
+        let prepared = Prepared::records(records)?;
+        let mut items = [(self, prepared)];
+        let (offset, timestamp_ms) = append_prepared(&self.shared, &mut items, false)
+            .pop()
+            .unwrap()?;
         Ok(AppendReceipt {
             epoch: self.epoch,
             offset,
@@ -258,8 +237,11 @@ impl ShardLog {
     /// Closes the log for appends, durably; returns the ending sequence number
     /// (greater than that of every record). Closing again returns the same number.
     pub fn close(&self) -> Result<u128, AppendError> {
-        let frame = vec![0u8; FRAME_HEADER_LEN];
-        match self.append_frame(FrameKind::Close, 0, frame, true) {
+        let mut items = [(self, Prepared::close())];
+        match append_prepared(&self.shared, &mut items, true)
+            .pop()
+            .unwrap()
+        {
             Ok((offset, _)) => Ok(sequence(self.epoch, offset, 0)),
             // Closed already, possibly by a call still waiting for its fsync:
             // answer only once that close is durable too.
@@ -267,7 +249,9 @@ impl ShardLog {
                 if !self.shared.syncer.flush() {
                     return Err(AppendError::ShutDown);
                 }
-                if self.progress.poisoned.load(Ordering::SeqCst) {
+                if self.progress.poisoned.load(Ordering::SeqCst)
+                    || self.shared.journal.is_poisoned()
+                {
                     return Err(AppendError::Poisoned);
                 }
                 Ok(ending_sequence)
@@ -276,74 +260,75 @@ impl ShardLog {
         }
     }
 
-    fn append_frame(
+    /// Writes a prepared frame into the active segment (rolling first if it
+    /// would not fit); the caller journals it and registers it.
+    fn write_segment(
         &self,
-        kind: FrameKind,
-        record_count: u16,
-        mut frame: Vec<u8>,
-        urgent: bool,
-    ) -> Result<(u64, u64), AppendError> {
-        let payload_crc = crc32c::crc32c(&frame[FRAME_HEADER_LEN..]);
-        let (offset, timestamp_ms, ticket) = {
-            let mut st = self.lock();
-            self.check_writable(&st)?;
-            let timestamp_ms = self.shared.clock.now_ms().max(st.last_timestamp_ms);
-            let frame_len = frame.len() as u64;
-            if st.written_end + frame_len >= OFFSET_LIMIT {
-                return Err(AppendError::OffsetsExhausted);
-            }
-            let active_len = st.written_end - st.segments.back().unwrap().base_offset;
-            if active_len > 0 && active_len + frame_len > self.shared.options.segment_bytes {
-                self.roll(&mut st)?;
-            }
-            let offset = st.written_end;
-            let active = *st.segments.back().unwrap();
-            frame::seal_frame(
-                &mut frame,
-                active.frame_salt,
-                kind,
-                record_count,
-                timestamp_ms,
-                payload_crc,
-            );
-            let base = active.base_offset;
-            let file = self.segment_file(base)?;
-            let position = segment::file_position(base, offset);
-            if let Err(e) = file.write_all_at(&frame, position) {
-                // Nothing of the frame was acknowledged or shown to a reader:
-                // take back whatever part of it reached the file (a disk that
-                // filled up mid-write), and the shard log goes on as before. If
-                // even that fails, part of a frame may stay: poison.
-                if file.set_len(position).is_err() {
-                    self.poison();
-                }
-                return Err(AppendError::Io(e));
-            }
-            st.written_end = offset + frame_len;
-            st.last_timestamp_ms = timestamp_ms;
-            if kind == FrameKind::Close {
-                st.closed_at = Some(offset);
-            }
-            let ticket = self.shared.syncer.register(PendingSync {
-                shard: self.progress.clone(),
-                file,
-                end: st.written_end,
-            });
-            if let Durability::Interval { .. } = self.shared.options.durability {
-                self.progress.publish(st.written_end);
-            }
-            (offset, timestamp_ms, ticket)
-        };
-        let must_wait = urgent || self.shared.options.durability == Durability::Sync;
-        if must_wait {
-            if !self.shared.syncer.wait(ticket, urgent) {
-                return Err(AppendError::ShutDown);
-            }
-            if self.progress.poisoned.load(Ordering::SeqCst) {
-                return Err(AppendError::Poisoned);
-            }
+        st: &mut ShardState,
+        p: &mut Prepared,
+    ) -> Result<(Undo, u64, u64), AppendError> {
+        self.check_writable(st)?;
+        if self.shared.journal.is_poisoned() {
+            return Err(AppendError::Poisoned);
         }
-        Ok((offset, timestamp_ms))
+        let timestamp_ms = self.shared.clock.now_ms().max(st.last_timestamp_ms);
+        let frame_len = p.frame.len() as u64;
+        if st.written_end + frame_len >= OFFSET_LIMIT {
+            return Err(AppendError::OffsetsExhausted);
+        }
+        let active_len = st.written_end - st.segments.back().unwrap().base_offset;
+        if active_len > 0 && active_len + frame_len > self.shared.options.segment_bytes {
+            self.roll(st)?;
+        }
+        let offset = st.written_end;
+        let active = *st.segments.back().unwrap();
+        frame::seal_frame(
+            &mut p.frame,
+            active.frame_salt,
+            p.kind,
+            p.record_count,
+            timestamp_ms,
+            p.payload_crc,
+        );
+        let base = active.base_offset;
+        let file = self.segment_file(base)?;
+        let position = segment::file_position(base, offset);
+        if let Err(e) = file.write_all_at(&p.frame, position) {
+            // Nothing of the frame was acknowledged or shown to a reader:
+            // take back whatever part of it reached the file (a disk that
+            // filled up mid-write), and the shard log goes on as before. If
+            // even that fails, part of a frame may stay: poison.
+            if file.set_len(position).is_err() {
+                self.poison();
+            }
+            return Err(AppendError::Io(e));
+        }
+        let undo = Undo {
+            position,
+            base,
+            file,
+            written_end: st.written_end,
+            last_timestamp_ms: st.last_timestamp_ms,
+            closed_at: st.closed_at,
+        };
+        st.written_end = offset + frame_len;
+        st.last_timestamp_ms = timestamp_ms;
+        st.dirty = true;
+        if p.kind == FrameKind::Close {
+            st.closed_at = Some(offset);
+        }
+        Ok((undo, offset, timestamp_ms))
+    }
+
+    /// Takes back a frame whose journal write failed.
+    fn undo_write(&self, st: &mut ShardState, u: Undo) {
+        if u.file.set_len(u.position).is_err() {
+            self.poison();
+        }
+        debug_assert_eq!(st.segments.back().unwrap().base_offset, u.base);
+        st.written_end = u.written_end;
+        st.last_timestamp_ms = u.last_timestamp_ms;
+        st.closed_at = u.closed_at;
     }
 
     /// Finds where a reader starts.
@@ -766,6 +751,7 @@ impl ShardLog {
         shared: Arc<Shared>,
         id: ShardLogId,
         dir: PathBuf,
+        scan: bool,
     ) -> Result<Option<Self>, OpenError> {
         let storage = shared.storage.clone();
         let names = storage.list_dir(&dir).at(&dir)?;
@@ -904,6 +890,22 @@ impl ShardLog {
             floor => floor,
         };
         segments.push_back(newest);
+        if !scan {
+            // The journal decides where this shard log ends: see `finish_replay`.
+            let log = Self::new(shared, id, dir, epoch);
+            {
+                let mut st = log.lock();
+                st.segments = segments;
+                st.written_end = logical_end;
+                st.last_timestamp_ms = last_timestamp_ms;
+                st.damage = damage;
+                st.newest_header_damaged = newest_header_damaged;
+            }
+            log.shared
+                .pool
+                .replace((log.instance, newest_base), newest_file);
+            return Ok(Some(log));
+        }
 
         // Scan the newest segment's frames.
         let mut closed_at = None;
@@ -988,6 +990,162 @@ impl ShardLog {
         Ok(Some(log))
     }
 
+    /// Writes a journal entry's frame back into its segment, if the segment
+    /// (same base, same salt) still exists; returns what the frame was.
+    pub(crate) fn replay_entry(
+        &self,
+        segment_base: u64,
+        segment_salt: u32,
+        offset: u64,
+        body: &[u8],
+    ) -> io::Result<Option<FrameHeader>> {
+        let st = self.lock();
+        let Some(segment) = st
+            .segments
+            .iter()
+            .find(|s| s.base_offset == segment_base && s.frame_salt == segment_salt)
+        else {
+            return Ok(None);
+        };
+        let Ok(header) = FrameHeader::decode(body, segment.frame_salt) else {
+            return Ok(None);
+        };
+        if offset < segment_base || header.frame_len() != body.len() as u64 {
+            return Ok(None);
+        }
+        let file = self.segment_file(segment_base)?;
+        file.write_all_at(body, segment::file_position(segment_base, offset))?;
+        Ok(Some(header))
+    }
+
+    /// Settles where this shard log ends after the journal was replayed: at
+    /// the last replayed frame of its newest segment, else where the
+    /// checkpoint put it, else (a segment made after the checkpoint, with
+    /// nothing journaled) empty. Bytes past that end were never acknowledged
+    /// and are cut. Returns the newest segment's file if it changed.
+    pub(crate) fn finish_replay(
+        &self,
+        checkpoint: Option<&crate::journal::CheckpointEntry>,
+        replayed: Option<&Replayed>,
+    ) -> io::Result<Option<Arc<dyn StorageFile>>> {
+        let mut st = self.lock();
+        let newest = *st.segments.back().unwrap();
+        let mut last_ts = st.last_timestamp_ms;
+        if let Some(cp) = checkpoint {
+            // This shard log's (its segment is here, or was a later one that
+            // vanished: see below), not an earlier one's under the same id.
+            if cp.segment_base > newest.base_offset
+                || st
+                    .segments
+                    .iter()
+                    .any(|s| s.base_offset == cp.segment_base && s.frame_salt == cp.segment_salt)
+            {
+                last_ts = last_ts.max(cp.last_timestamp_ms);
+            }
+        }
+        if let Some(r) = replayed {
+            last_ts = last_ts.max(r.max_timestamp_ms);
+        }
+        st.last_timestamp_ms = last_ts;
+        if st.newest_header_damaged {
+            // Nothing in it can be verified or cut: the damage says so.
+            return Ok(None);
+        }
+        let cp_here = checkpoint.filter(|cp| {
+            cp.segment_base == newest.base_offset && cp.segment_salt == newest.frame_salt
+        });
+        let replayed_here = replayed.is_some_and(|r| r.touched.contains(&newest.base_offset));
+        let file = self.segment_file(newest.base_offset)?;
+        // Replay may have written past where the file ended when opened.
+        let file_end = newest.base_offset + file.len()?.saturating_sub(SEGMENT_HEADER_LEN as u64);
+        let (end, closed_at) = match replayed.filter(|r| r.last_base == newest.base_offset) {
+            Some(r) => (r.last_end, r.closed_at.filter(|&c| c >= newest.base_offset)),
+            None => match (cp_here, checkpoint) {
+                (Some(cp), _) => (cp.end, cp.closed_at),
+                // The checkpoint's segment came after this one and is gone
+                // (it held nothing: an empty segment whose header rotted):
+                // this one was sealed, fsynced whole when the next began.
+                (None, Some(cp)) if cp.segment_base > newest.base_offset => (file_end, None),
+                // Made after the checkpoint, and nothing in it was journaled.
+                _ => (newest.base_offset, None),
+            },
+        };
+        let mut changed = replayed_here;
+        if file_end > end {
+            file.set_len(segment::file_position(newest.base_offset, end))?;
+            changed = true;
+        } else if file_end < end {
+            // The checkpoint vouched for bytes the file no longer has.
+            st.damage.get_or_insert(Damage {
+                epoch: self.epoch,
+                offset: file_end,
+                resume: None,
+                reason: format!(
+                    "the segment ends at {file_end}, short of its checkpointed end {end}"
+                ),
+            });
+        }
+        st.written_end = end;
+        st.closed_at = closed_at;
+        self.progress.durable_end.store(end, Ordering::SeqCst);
+        self.progress.visible_end.store(end, Ordering::SeqCst);
+        Ok(changed.then_some(file))
+    }
+
+    /// What a checkpoint records of this shard log (and the active
+    /// segment's file if written since the last checkpoint, to fsync).
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn checkpoint_entry(
+        &self,
+    ) -> io::Result<
+        Option<(
+            crate::journal::CheckpointEntry,
+            Option<Arc<dyn StorageFile>>,
+        )>,
+    > {
+        let mut st = self.lock();
+        if st.deleted {
+            return Ok(None);
+        }
+        let newest = *st.segments.back().unwrap();
+        let entry = crate::journal::CheckpointEntry {
+            shard: self.id.0,
+            segment_base: newest.base_offset,
+            segment_salt: newest.frame_salt,
+            end: st.written_end,
+            closed_at: st.closed_at,
+            last_timestamp_ms: st.last_timestamp_ms,
+        };
+        let file = if st.dirty {
+            let f = self.segment_file(newest.base_offset)?;
+            st.dirty = false;
+            Some(f)
+        } else {
+            None
+        };
+        Ok(Some((entry, file)))
+    }
+
+    /// The file of segment `base` unless it is the newest (or gone).
+    pub(crate) fn sealed_segment_file(
+        &self,
+        base: u64,
+    ) -> io::Result<Option<Arc<dyn StorageFile>>> {
+        let st = self.lock();
+        if st.segments.back().is_some_and(|s| s.base_offset == base)
+            || !st.segments.iter().any(|s| s.base_offset == base)
+        {
+            return Ok(None);
+        }
+        drop(st);
+        self.segment_file(base).map(Some)
+    }
+
+    /// Marks the active segment written again (its checkpoint fsync failed).
+    pub(crate) fn mark_dirty(&self) {
+        self.lock().dirty = true;
+    }
+
     /// Removes every file; the shard log refuses all further use.
     pub(crate) fn delete(&self) -> io::Result<()> {
         let mut st = self.lock();
@@ -1028,6 +1186,8 @@ impl ShardLog {
                 closed_at: None,
                 trim_before_ms: 0,
                 deleted: false,
+                dirty: false,
+                newest_header_damaged: false,
                 damage: None,
             }),
         }
@@ -1164,6 +1324,211 @@ impl ShardLog {
             damage_from,
         })
     }
+}
+
+/// What replay wrote into one shard log.
+#[derive(Debug, Default)]
+pub(crate) struct Replayed {
+    /// Base of the segment of the last replayed frame, and where it ends.
+    pub last_base: u64,
+    pub last_end: u64,
+    /// Set if the last replayed frame closes the shard log.
+    pub closed_at: Option<u64>,
+    pub max_timestamp_ms: u64,
+    /// Segments written into.
+    pub touched: Vec<u64>,
+}
+
+/// A frame ready to append: encoded, its header sealed under the shard's lock.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    kind: FrameKind,
+    record_count: u16,
+    frame: Vec<u8>,
+    payload_crc: u32,
+}
+
+impl Prepared {
+    pub(crate) fn records(records: &[AppendRecord<'_>]) -> Result<Self, AppendError> {
+        if records.is_empty() {
+            return Err(AppendError::EmptyBatch);
+        }
+        if records.len() > FRAME_RECORDS_MAX {
+            return Err(AppendError::TooManyRecords {
+                count: records.len(),
+                max: FRAME_RECORDS_MAX,
+            });
+        }
+        let mut bytes = 0usize;
+        for (index, r) in records.iter().enumerate() {
+            if r.partition_key.len() > PARTITION_KEY_MAX_BYTES {
+                return Err(AppendError::PartitionKeyTooLong {
+                    index,
+                    len: r.partition_key.len(),
+                    max: PARTITION_KEY_MAX_BYTES,
+                });
+            }
+            bytes = bytes
+                .saturating_add(frame::RECORD_HEADER_LEN + r.partition_key.len() + r.data.len());
+        }
+        if bytes > FRAME_PAYLOAD_MAX_BYTES {
+            return Err(AppendError::BatchTooLarge {
+                bytes,
+                max: FRAME_PAYLOAD_MAX_BYTES,
+            });
+        }
+        let frame = frame::encode_records(records);
+        Ok(Self {
+            kind: FrameKind::Records,
+            record_count: records.len() as u16,
+            payload_crc: crc32c::crc32c(&frame[FRAME_HEADER_LEN..]),
+            frame,
+        })
+    }
+
+    pub(crate) fn close() -> Self {
+        Self {
+            kind: FrameKind::Close,
+            record_count: 0,
+            frame: vec![0u8; FRAME_HEADER_LEN],
+            payload_crc: crc32c::crc32c(&[]),
+        }
+    }
+}
+
+/// What one shard's part of a batched append changed, to take it back if
+/// the journal write fails.
+struct Undo {
+    position: u64,
+    base: u64,
+    file: Arc<dyn StorageFile>,
+    written_end: u64,
+    last_timestamp_ms: u64,
+    closed_at: Option<u64>,
+}
+
+/// Appends one frame to each shard log (distinct shard logs of one `Log`):
+/// each frame goes into its segment, all of them into the journal with one
+/// write, and the call waits for one group-commit round (in sync mode, or if
+/// `urgent`). Returns (offset, timestamp) per item, in order.
+pub(crate) fn append_prepared(
+    shared: &Shared,
+    items: &mut [(&ShardLog, Prepared)],
+    urgent: bool,
+) -> Vec<Result<(u64, u64), AppendError>> {
+    let mut results: Vec<Result<(u64, u64), AppendError>> = (0..items.len())
+        .map(|_| Err(AppendError::ShutDown))
+        .collect();
+    // Locks are taken in id order, so that concurrent batches never deadlock.
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    order.sort_by_key(|&i| items[i].0.id);
+    if order
+        .windows(2)
+        .any(|w| items[w[0]].0.id == items[w[1]].0.id)
+    {
+        // The same shard twice: one frame after the other, each on its own.
+        for (i, (log, p)) in items.iter_mut().enumerate() {
+            let one = std::mem::replace(p, Prepared::close());
+            let mut single = [(*log, one)];
+            results[i] = append_prepared(shared, &mut single, urgent).pop().unwrap();
+        }
+        return results;
+    }
+    let mut guards: Vec<Option<MutexGuard<'_, ShardState>>> =
+        (0..items.len()).map(|_| None).collect();
+    for &i in &order {
+        guards[i] = Some(items[i].0.lock());
+    }
+    let mut undo: Vec<Option<Undo>> = (0..items.len()).map(|_| None).collect();
+    for &i in &order {
+        let (log, prepared) = &mut items[i];
+        let st = guards[i].as_mut().unwrap();
+        match log.write_segment(st, prepared) {
+            Ok((u, offset, ts)) => {
+                undo[i] = Some(u);
+                results[i] = Ok((offset, ts));
+            }
+            Err(e) => results[i] = Err(e),
+        }
+    }
+    let entries: Vec<crate::journal::Entry<'_>> = order
+        .iter()
+        .filter_map(|&i| {
+            let u = undo[i].as_ref()?;
+            let (log, prepared) = &items[i];
+            let st = guards[i].as_ref().unwrap();
+            let segment = st.segments.back().unwrap();
+            Some(crate::journal::Entry {
+                shard: log.id.0,
+                segment_base: u.base,
+                segment_salt: segment.frame_salt,
+                offset: u.written_end,
+                body: &prepared.frame,
+            })
+        })
+        .collect();
+    let mut ticket = None;
+    if !entries.is_empty() {
+        let written = shared.journal.write(&entries);
+        drop(entries);
+        match written {
+            Ok(_) => {
+                for &i in &order {
+                    if undo[i].is_none() {
+                        continue;
+                    }
+                    let log = items[i].0;
+                    let st = guards[i].as_ref().unwrap();
+                    let t = shared.syncer.register(PendingSync {
+                        shard: log.progress.clone(),
+                        end: st.written_end,
+                    });
+                    ticket = Some(ticket.map_or(t, |m: u64| m.max(t)));
+                    if let Durability::Interval { .. } = shared.options.durability {
+                        log.progress.publish(st.written_end);
+                    }
+                }
+            }
+            Err(e) => {
+                // Nothing of these frames was acknowledged or shown: take them
+                // back from their segments, as if never written.
+                let kind = e.kind();
+                let text = e.to_string();
+                for &i in &order {
+                    let Some(u) = undo[i].take() else { continue };
+                    let log = items[i].0;
+                    let st = guards[i].as_mut().unwrap();
+                    log.undo_write(st, u);
+                    results[i] = Err(if shared.journal.is_poisoned() {
+                        AppendError::Poisoned
+                    } else {
+                        AppendError::Io(io::Error::new(kind, text.clone()))
+                    });
+                }
+            }
+        }
+    }
+    drop(guards);
+    let Some(ticket) = ticket else {
+        return results;
+    };
+    let must_wait = urgent || shared.options.durability == Durability::Sync;
+    if must_wait {
+        let synced = shared.syncer.wait(ticket, urgent);
+        for (i, result) in results.iter_mut().enumerate() {
+            if result.is_err() {
+                continue;
+            }
+            if !synced {
+                *result = Err(AppendError::ShutDown);
+            } else if items[i].0.progress.poisoned.load(Ordering::SeqCst)
+                || shared.journal.is_poisoned()
+            {
+                *result = Err(AppendError::Poisoned);
+            }
+        }
+    }
+    results
 }
 
 fn check_header(

@@ -3,9 +3,10 @@
 //! Every file keeps a *live* image (what the page cache holds) and a *durable*
 //! image (what `fdatasync` has pushed to disk); every directory entry is durable
 //! only after `sync_dir` of its parent. [`SimStorage::crash`] throws the live
-//! state away: each file keeps its durable bytes plus a random prefix of the bytes
-//! written after its last sync (a torn write), sometimes with the last surviving
-//! byte garbled. Syncs and writes can be made to fail; a failed sync loses the
+//! state away: each file keeps its durable bytes plus any subset of the
+//! 512-byte sectors written after its last sync (writes reach the disk out of
+//! order), with a length between the two, sometimes with a byte of a kept
+//! sector garbled. Syncs and writes can be made to fail; a failed sync loses the
 //! bytes it did not write, as Linux may.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -120,16 +121,7 @@ impl SimStorage {
         };
         for (path, file) in durable.files.iter().filter(|(p, _)| reachable(p)) {
             let file = file.lock().unwrap();
-            let mut kept = file.durable.clone();
-            let (l, d) = (&file.live, &file.durable);
-            if l.len() > d.len() && l.starts_with(d) {
-                let extra = rng.usize(0..=l.len() - d.len());
-                kept.extend_from_slice(&l[d.len()..d.len() + extra]);
-                if extra > 0 && rng.u8(0..4) == 0 {
-                    let last = kept.len() - 1;
-                    kept[last] ^= 0x5a;
-                }
-            }
+            let kept = torn_image(rng, &file.live, &file.durable);
             let fresh = SimFile {
                 live: kept.clone(),
                 durable: kept,
@@ -182,6 +174,52 @@ impl SimStorage {
             faults: self.faults.clone(),
         })
     }
+}
+
+/// Bytes the disk may hold after power loss: the durable image, with each
+/// 512-byte sector written since the last sync kept or lost independently
+/// (the disk and the page cache reorder writes), the file's length anywhere
+/// between its durable and its live length, and sometimes one byte of a
+/// kept sector garbled (a sector torn mid-write).
+fn torn_image(rng: &mut fastrand::Rng, live: &[u8], durable: &[u8]) -> Vec<u8> {
+    const SECTOR: usize = 512;
+    let (lo, hi) = if live.len() >= durable.len() {
+        (durable.len(), live.len())
+    } else {
+        (live.len(), durable.len())
+    };
+    let len = rng.usize(lo..=hi);
+    let at = |image: &[u8], i: usize| image.get(i).copied().unwrap_or(0);
+    let mut kept = vec![0u8; len];
+    let mut fresh_sectors = Vec::new();
+    for start in (0..len).step_by(SECTOR) {
+        let end = (start + SECTOR).min(len);
+        let differs = (start..end).any(|i| at(live, i) != at(durable, i));
+        let take_live = differs && rng.bool();
+        for (i, b) in kept[start..end].iter_mut().enumerate() {
+            *b = if take_live {
+                at(live, start + i)
+            } else {
+                at(durable, start + i)
+            };
+        }
+        if take_live {
+            fresh_sectors.push(start);
+        }
+    }
+    // Sectors are written whole or not at all, but a sector being written
+    // may hold garbage where its new bytes were going (never where its
+    // bytes did not change).
+    if !fresh_sectors.is_empty() && rng.u8(0..4) == 0 {
+        let start = fresh_sectors[rng.usize(0..fresh_sectors.len())];
+        let changed: Vec<usize> = (start..(start + SECTOR).min(len))
+            .filter(|&i| at(live, i) != at(durable, i))
+            .collect();
+        if !changed.is_empty() {
+            kept[changed[rng.usize(0..changed.len())]] ^= 0x5a;
+        }
+    }
+    kept
 }
 
 fn parent(path: &Path) -> PathBuf {
@@ -313,8 +351,10 @@ impl StorageFile for SimHandle {
         if take_one(&self.faults.failing_syncs) {
             // Linux reports a writeback error once and may drop the dirty pages:
             // the unsynced bytes are gone, and a later fsync "succeeds".
-            let synced = file.durable.len().min(file.live.len());
-            file.live[synced..].fill(0);
+            let len = file.live.len();
+            let mut reverted = file.durable.clone();
+            reverted.resize(len, 0);
+            file.live = reverted;
             return Err(injected("fsync"));
         }
         file.durable = file.live.clone();

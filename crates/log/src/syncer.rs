@@ -1,8 +1,8 @@
-//! Group commit: one thread fsyncs every file that appends have dirtied, for all
-//! shards at once, and wakes the appenders whose writes that round covered.
+//! Group commit: one thread fsyncs the journal for all shards at once, and
+//! wakes the appenders whose writes that round covered.
 //!
-//! An append registers `(shard, file, end offset)` and gets a ticket: the number
-//! of the round that will include it. Rounds run back to back while there is
+//! An append writes its frames into the journal, then registers `(shard, end
+//! offset)` and gets a ticket: the number of the round that will include it. Rounds run back to back while there is
 //! work, so every append that arrives during a round's fsyncs shares the next one.
 //! In interval mode rounds run every `fsync_interval_ms` instead (or at once when
 //! someone needs a durable point, such as closing a shard).
@@ -13,7 +13,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::storage::StorageFile;
+use crate::journal::Journal;
 use crate::Durability;
 
 /// The parts of a shard log that the syncer updates.
@@ -23,7 +23,8 @@ pub struct ShardProgress {
     pub durable_end: AtomicU64,
     /// Logical offset up to which readers may read.
     pub visible_end: AtomicU64,
-    /// Set by a failed write or fsync; the shard refuses writes until reopened.
+    /// Set by a failed write or fsync (of the shard or of the journal); the
+    /// shard refuses writes until reopened.
     pub poisoned: AtomicBool,
     /// Bumped whenever `visible_end` moves, for readers that wait for data.
     pub changes: Mutex<u64>,
@@ -44,7 +45,6 @@ impl ShardProgress {
 #[derive(Debug)]
 pub struct PendingSync {
     pub shard: Arc<ShardProgress>,
-    pub file: Arc<dyn StorageFile>,
     pub end: u64,
 }
 
@@ -57,6 +57,7 @@ pub struct Syncer {
 #[derive(Debug)]
 struct Inner {
     durability: Durability,
+    journal: Arc<Journal>,
     state: Mutex<State>,
     work: Condvar,
     done: Condvar,
@@ -65,8 +66,8 @@ struct Inner {
 
 #[derive(Debug, Default)]
 struct State {
-    /// One entry per dirty file (keyed by handle identity), holding the
-    /// furthest end written: bounded by the number of files, not of appends.
+    /// One entry per shard written to (keyed by its progress), holding the
+    /// furthest end written: bounded by the number of shards, not of appends.
     pending: HashMap<usize, PendingSync>,
     next_round: u64,
     completed_round: u64,
@@ -74,13 +75,11 @@ struct State {
     stop: bool,
 }
 
-/// Most fsyncs issued at once in one round (they overlap in the kernel).
-const SYNC_WORKERS_MAX: usize = 8;
-
 impl Syncer {
-    pub fn start(durability: Durability) -> Self {
+    pub fn start(durability: Durability, journal: Arc<Journal>) -> Self {
         let inner = Arc::new(Inner {
             durability,
+            journal,
             state: Mutex::new(State {
                 next_round: 1,
                 ..State::default()
@@ -104,7 +103,7 @@ impl Syncer {
     pub fn register(&self, pending: PendingSync) -> u64 {
         let mut state = self.inner.state.lock().unwrap();
         let was_idle = state.pending.is_empty();
-        match state.pending.entry(file_key(&pending.file)) {
+        match state.pending.entry(Arc::as_ptr(&pending.shard) as usize) {
             std::collections::hash_map::Entry::Occupied(mut e) => {
                 let entry = e.get_mut();
                 entry.end = entry.end.max(pending.end);
@@ -214,67 +213,21 @@ impl Inner {
     }
 
     fn sync_batch(&self, batch: Vec<PendingSync>) {
-        // One fsync per distinct file, however many appends dirtied it.
-        let mut files: HashMap<usize, Arc<dyn StorageFile>> = HashMap::new();
-        for p in &batch {
-            files
-                .entry(file_key(&p.file))
-                .or_insert_with(|| p.file.clone());
-        }
-        let files: Vec<_> = files.into_iter().collect();
-        let failed = sync_all(&files);
-        let mut ends: HashMap<usize, (Arc<ShardProgress>, u64, bool)> = HashMap::new();
+        // One fsync of the journal, however many shards the round touched.
+        let failed = self.journal.sync().is_err();
         for p in batch {
-            let file_failed = failed.contains(&file_key(&p.file));
-            let entry = ends
-                .entry(Arc::as_ptr(&p.shard) as usize)
-                .or_insert_with(|| (p.shard.clone(), 0, false));
-            entry.1 = entry.1.max(p.end);
-            entry.2 |= file_failed;
-        }
-        for (shard, end, failed) in ends.into_values() {
+            let shard = p.shard;
             // Once poisoned, never publish again: a later fsync may "succeed"
             // after the kernel dropped the pages an earlier one failed to write.
-            if failed || shard.poisoned.load(Ordering::SeqCst) {
+            if failed || self.journal.is_poisoned() || shard.poisoned.load(Ordering::SeqCst) {
                 shard.poisoned.store(true, Ordering::SeqCst);
                 shard.publish(0);
                 continue;
             }
-            shard.durable_end.fetch_max(end, Ordering::SeqCst);
+            shard.durable_end.fetch_max(p.end, Ordering::SeqCst);
             if matches!(self.durability, Durability::Sync) {
-                shard.publish(end);
+                shard.publish(p.end);
             }
         }
     }
-}
-
-/// Identity of an open file handle (the address of its allocation).
-fn file_key(file: &Arc<dyn StorageFile>) -> usize {
-    Arc::as_ptr(file) as *const () as usize
-}
-
-/// Fsyncs every file, several at once so the kernel can overlap them; returns
-/// the keys of the files whose fsync failed.
-fn sync_all(files: &[(usize, Arc<dyn StorageFile>)]) -> Vec<usize> {
-    if let [(key, file)] = files {
-        return if file.sync_data().is_err() {
-            vec![*key]
-        } else {
-            vec![]
-        };
-    }
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let failed = Mutex::new(Vec::new());
-    std::thread::scope(|scope| {
-        for _ in 0..files.len().min(SYNC_WORKERS_MAX) {
-            scope.spawn(|| {
-                while let Some((key, file)) = files.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    if file.sync_data().is_err() {
-                        failed.lock().unwrap().push(*key);
-                    }
-                }
-            });
-        }
-    });
-    failed.into_inner().unwrap()
 }

@@ -1246,28 +1246,47 @@ enum AppendFailure {
     Internal,
 }
 
-/// Most threads one PutRecords uses to append to its shards at once.
-const APPEND_WORKERS_MAX: usize = 8;
-
-/// Appends each group (shard log id, request indexes) as one batch, a few
-/// shards at a time; outcomes in the order of `groups`.
+/// Appends each group (shard log id, request indexes) as one batch, all in
+/// one call to the log: one journal write and one group-commit round for
+/// the whole request, however many shards it touches. Outcomes in the
+/// order of `groups`.
 fn append_groups(
     state: &Ctx,
     groups: &[(u64, Vec<usize>)],
     entries: &[PutEntry<'_>],
     flags: u8,
 ) -> Vec<Result<sluice_log::AppendReceipt, AppendFailure>> {
-    let append = |(log_id, indexes): &(u64, Vec<usize>)| {
-        let log = state.shard_log(*log_id).ok_or(AppendFailure::StreamGone)?;
-        let batch: Vec<AppendRecord<'_>> = indexes
-            .iter()
-            .map(|&i| AppendRecord {
-                partition_key: entries[i].key.as_bytes(),
-                data: &entries[i].data,
-                flags,
-            })
-            .collect();
-        match log.append(&batch) {
+    let mut outcomes: Vec<Option<Result<sluice_log::AppendReceipt, AppendFailure>>> =
+        (0..groups.len()).map(|_| None).collect();
+    let mut logs = Vec::with_capacity(groups.len());
+    let mut batches: Vec<Vec<AppendRecord<'_>>> = Vec::with_capacity(groups.len());
+    let mut at = Vec::with_capacity(groups.len());
+    for (i, (log_id, indexes)) in groups.iter().enumerate() {
+        let Some(log) = state.shard_log(*log_id) else {
+            outcomes[i] = Some(Err(AppendFailure::StreamGone));
+            continue;
+        };
+        logs.push(log);
+        batches.push(
+            indexes
+                .iter()
+                .map(|&i| AppendRecord {
+                    partition_key: entries[i].key.as_bytes(),
+                    data: &entries[i].data,
+                    flags,
+                })
+                .collect(),
+        );
+        at.push(i);
+    }
+    let pairs: Vec<(&sluice_log::ShardLog, &[AppendRecord<'_>])> = logs
+        .iter()
+        .zip(&batches)
+        .map(|(log, batch)| (&**log, &batch[..]))
+        .collect();
+    let results = state.log().append_many(&pairs);
+    for ((i, result), log) in at.into_iter().zip(results).zip(&logs) {
+        outcomes[i] = Some(match result {
             Ok(receipt) => {
                 state.health.append_succeeded();
                 Ok(receipt)
@@ -1279,32 +1298,12 @@ fn append_groups(
                 until: damage.resume_sequence(),
             }),
             Err(e) => {
-                state.health.append_failed(*log_id, &e);
+                state.health.append_failed(log.id().0, &e);
                 Err(AppendFailure::Internal)
             }
-        }
-    };
-    if groups.len() == 1 {
-        return vec![append(&groups[0])];
+        });
     }
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let outcomes = std::sync::Mutex::new((0..groups.len()).map(|_| None).collect::<Vec<_>>());
-    let work = || loop {
-        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let Some(group) = groups.get(i) else { break };
-        let outcome = append(group);
-        outcomes.lock().unwrap()[i] = Some(outcome);
-    };
-    std::thread::scope(|scope| {
-        for _ in 1..groups.len().min(APPEND_WORKERS_MAX) {
-            // If a thread cannot be had, the others (and this one) do its share.
-            let _ = std::thread::Builder::new().spawn_scoped(scope, work);
-        }
-        work();
-    });
     outcomes
-        .into_inner()
-        .unwrap()
         .into_iter()
         .map(|o| o.unwrap_or(Err(AppendFailure::Internal)))
         .collect()

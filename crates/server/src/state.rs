@@ -112,6 +112,7 @@ impl State {
             durability: config.durability,
             segment_bytes: config.segment_bytes.max(4096),
             open_files_max: LogOptions::default().open_files_max.min(limit / 4).max(16),
+            ..LogOptions::default()
         };
         let body_budget = config
             .body_bytes_in_flight_max
@@ -561,8 +562,13 @@ impl State {
         )
     }
 
+    /// At shutdown: everything acknowledged made durable, then a checkpoint,
+    /// so that the next start has no journal to replay.
     pub fn flush(&self) {
         self.log.flush();
+        if let Err(e) = self.log.checkpoint() {
+            crate::warn(format_args!("checkpoint at shutdown: {e}"));
+        }
     }
 }
 

@@ -35,6 +35,7 @@ fn main() {
         segment_bytes: 64 << 10,
         durability,
         open_files_max: 8,
+        ..LogOptions::default()
     };
     let log = Arc::new(
         Log::open(Arc::new(OsStorage), dir, options, Arc::new(SystemClock)).expect("open"),
