@@ -1,8 +1,13 @@
-//! Sluice's storage engine: one durable, segmented, append-only log per shard.
+//! Sluice's storage engine: one durable, segmented, append-only log per shard,
+//! behind one journal that all shards share.
 //!
 //! A [`Log`] owns a data directory holding one directory per [`ShardLog`]; each
 //! shard log is a sequence of segment files holding checksummed frames, one
-//! frame per appended batch (see `docs/storage-format.md`).
+//! frame per appended batch. Every frame is also written to the journal, which
+//! is what a group-commit round fsyncs: one `fdatasync` per round however many
+//! shards it touched. Checkpoints fsync the segments in the background and let
+//! go of the journal before them; after a crash the journal is replayed into
+//! the segments (see `docs/storage-format.md`).
 //!
 //! # Sequence numbers
 //! A record's sequence number is `epoch << 64 | frame_offset << 16 | index`:
@@ -14,9 +19,10 @@
 //!
 //! # What "acknowledged" means
 //! - [`Durability::Sync`] (the default): `append` returns only after the frame and
-//!   everything before it in that shard log are fsynced (`fdatasync`). Appends that
+//!   everything before it are durable in the journal (`fdatasync`). Appends that
 //!   arrive while a group-commit round is running share the next round, across all
-//!   shard logs. Readers see a frame only once it is durable, so no reader ever sees
+//!   shard logs; [`Log::append_many`] appends to many shard logs with one journal
+//!   write. Readers see a frame only once it is durable, so no reader ever sees
 //!   a record that a crash could take back.
 //! - [`Durability::Interval`]: `append` returns once the frame is written to the
 //!   operating system (it survives the process being killed, not a power loss);
@@ -28,16 +34,18 @@
 //!
 //! # Failures
 //! A batch is one checksummed frame: after a crash it is wholly present or wholly
-//! absent. Opening a shard log cuts off a torn tail of its newest segment (bad
-//! bytes with no valid frame after them; older segments are fsynced when
-//! sealed) and fsyncs what remains, so that nothing a killed process left in the
-//! page cache is shown before it is durable. Bad bytes with a valid frame after
+//! absent. Opening replays the journal from the last checkpoint and cuts each
+//! shard log's newest segment where the checkpoint and the journal say it ends
+//! (a torn journal tail, with no later entry proving it durable, ends the
+//! journal; a proven-durable entry that fails its checksums refuses the open),
+//! and fsyncs what it wrote, so that nothing a killed process left in the page
+//! cache is shown before it is durable. Bad bytes with a valid frame after
 //! them are damage, never cut: the shard log is quarantined ([`Damage`]),
 //! readable up to it, refusing reads past it ([`ReadError::Quarantined`]) and
 //! appends, until [`inspect::repair`] marks the damage skipped. A failed fsync
-//! poisons the shard log: appends fail with [`AppendError::Poisoned`] until the
-//! process restarts and recovery re-reads what is really on disk; a poisoned
-//! shard log never makes another byte visible. A failed write (a full disk)
+//! of the journal poisons every shard log: appends fail with
+//! [`AppendError::Poisoned`] until the process restarts and recovery re-reads
+//! what is really on disk; nothing poisoned makes another byte visible. A failed write (a full disk)
 //! is taken back (the file is truncated to where the frame began) and only
 //! that append fails. Reads verify both checksums of every frame and never
 //! return a corrupt record. Frame header checksums are seeded with a random
