@@ -55,9 +55,18 @@ before(async () => {
   });
 });
 
-after(() => {
+// Stops a server and waits for it to exit (a clean stop writes a checkpoint
+// into its data directory: removing the directory before it exits races it).
+async function stop(proc) {
+  if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
+  const exited = new Promise((resolve) => proc.once("exit", resolve));
+  proc.kill("SIGTERM");
+  await exited;
+}
+
+after(async () => {
   client?.destroy();
-  server?.kill("SIGTERM");
+  await stop(server);
   rmSync(dataDir, { recursive: true, force: true });
 });
 
@@ -182,7 +191,7 @@ test("signatures are verified when credentials are configured", async () => {
     await assert.rejects(make("AKIDNOPE", "good-secret").send(new ListStreamsCommand({})), (e) => e.name === "UnrecognizedClientException");
     good.destroy();
   } finally {
-    secured.kill("SIGTERM");
+    await stop(secured);
     rmSync(dir, { recursive: true, force: true });
   }
 });
@@ -339,7 +348,7 @@ test("AWS's per-shard limits: throttled entries, and the SDK's retries recover",
     once.destroy();
     retrying.destroy();
   } finally {
-    limited.kill("SIGTERM");
+    await stop(limited);
     rmSync(dir, { recursive: true, force: true });
   }
 });

@@ -572,6 +572,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 records,
                 bytes
             );
+            if report.journal_entries > 0 {
+                println!(
+                    "journal: {} frames ({} bytes) written since the last checkpoint, replayed into their segments at the next start (not counted above)",
+                    report.journal_entries, report.journal_bytes
+                );
+            }
             for s in report.torn_tails() {
                 println!(
                     "torn tail (left by a crash; cut off at the next start): {}: {}",

@@ -66,6 +66,10 @@ pub struct SegmentReport {
 pub struct CheckReport {
     pub shards: usize,
     pub segments: Vec<SegmentReport>,
+    /// Frames (and bytes) in the journal since the last checkpoint: the next
+    /// start replays them into their segments.
+    pub journal_entries: u64,
+    pub journal_bytes: u64,
 }
 
 impl CheckReport {
@@ -98,7 +102,12 @@ pub fn check(root: &Path) -> io::Result<CheckReport> {
             for e in &cp.entries {
                 checkpointed.insert(e.shard, (e.segment_base, e.segment_salt, e.end));
             }
-            if let Err(damage) = journal.replay(cp.replay_from)? {
+            let replayed = journal.replay(cp.replay_from)?;
+            if let Ok(r) = &replayed {
+                report.journal_entries = r.entries.len() as u64;
+                report.journal_bytes = r.bytes;
+            }
+            if let Err(damage) = replayed {
                 report.segments.push(SegmentReport {
                     path: damage.file.clone(),
                     base_offset: 0,

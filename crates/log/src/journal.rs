@@ -154,7 +154,7 @@ pub(crate) struct Journal {
     sync_lock: Mutex<()>,
 }
 
-fn is_disk_full(e: &io::Error) -> bool {
+pub(crate) fn is_disk_full(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::StorageFull || e.raw_os_error() == Some(28)
 }
 
@@ -713,7 +713,12 @@ impl Journal {
     pub fn prepare_spare(&self) -> io::Result<bool> {
         let index = {
             let mut st = self.state.lock().unwrap();
-            if !st.spares.is_empty() {
+            // Needed soon only once the current file is half used.
+            let half_used = st
+                .chain
+                .last()
+                .is_some_and(|f| st.write_lsn.saturating_sub(f.start) >= f.len / 2);
+            if !st.spares.is_empty() || !half_used {
                 return Ok(false);
             }
             let i = st.next_index;

@@ -136,6 +136,9 @@ pub struct LogOptions {
     pub checkpoint_interval_ms: u64,
     /// Make spare journal files in the background, ahead of need.
     pub journal_spares: bool,
+    /// Frames held in memory, written to the journal but not yet to their
+    /// segments, at most (about; see `docs/storage-format.md`).
+    pub pending_bytes_max: u64,
 }
 
 impl Default for LogOptions {
@@ -148,6 +151,7 @@ impl Default for LogOptions {
             checkpoint_bytes: 128 << 20,
             checkpoint_interval_ms: 5_000,
             journal_spares: true,
+            pending_bytes_max: 64 << 20,
         }
     }
 }

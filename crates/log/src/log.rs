@@ -33,6 +33,18 @@ pub(crate) struct Shared {
     /// One checkpoint at a time.
     checkpoint_lock: Mutex<()>,
     checkpoints: AtomicU64,
+    /// Bytes of frames written to the journal but not yet to their segments.
+    pub pending_bytes: AtomicU64,
+    /// A segment write found the disk full; appends flush first until one succeeds.
+    pub disk_full: AtomicBool,
+}
+
+impl Shared {
+    /// Unflushed frames the log holds at most (beyond it, appends flush
+    /// their own shard's frames first, and the checkpointer flushes all).
+    pub fn pending_bytes_max(&self) -> u64 {
+        self.options.pending_bytes_max
+    }
 }
 
 /// All shard logs of one data directory.
@@ -126,6 +138,8 @@ impl Log {
             shards: RwLock::new(HashMap::new()),
             checkpoint_lock: Mutex::new(()),
             checkpoints: AtomicU64::new(0),
+            pending_bytes: AtomicU64::new(0),
+            disk_full: AtomicBool::new(false),
         });
         let mut report = OpenReport {
             migrated_from_v1: checkpoint.is_none() && !names.is_empty(),
@@ -134,22 +148,31 @@ impl Log {
         // Without a checkpoint (format 1, or a new directory) every shard
         // log is recovered by scanning its newest segment, as format 1 did.
         let scan = checkpoint.is_none();
-        let mut shards = HashMap::new();
-        for name in names {
-            let Some(id) = ShardLogId::parse_dir_name(&name) else {
-                continue;
-            };
-            let dir = shared.shards_dir.join(&name);
-            if let Some(log) = ShardLog::recover(shared.clone(), id, dir, scan)? {
-                shards.insert(id, Arc::new(log));
-            }
-        }
         let journal_path = shared.journal.dir().to_path_buf();
         let replay = shared
             .journal
             .replay(checkpoint.as_ref().map_or(0, |c| c.replay_from))
             .at(&journal_path)?
             .map_err(|damage| OpenError::JournalDamaged(Box::new(damage)))?;
+        // The segments each shard log has frames for in the journal.
+        let mut journaled: HashMap<u64, Vec<u64>> = HashMap::new();
+        for e in &replay.entries {
+            let bases = journaled.entry(e.shard).or_default();
+            if !bases.contains(&e.segment_base) {
+                bases.push(e.segment_base);
+            }
+        }
+        let mut shards = HashMap::new();
+        for name in names {
+            let Some(id) = ShardLogId::parse_dir_name(&name) else {
+                continue;
+            };
+            let dir = shared.shards_dir.join(&name);
+            let bases = journaled.get(&id.0).map_or(&[][..], |b| &b[..]);
+            if let Some(log) = ShardLog::recover(shared.clone(), id, dir, scan, bases)? {
+                shards.insert(id, Arc::new(log));
+            }
+        }
         if let Some(cp) = &checkpoint {
             let mut replayed: HashMap<ShardLogId, Replayed> = HashMap::new();
             for e in &replay.entries {
@@ -247,6 +270,11 @@ impl Log {
     /// Checkpoints completed since the log was opened.
     pub fn checkpoints(&self) -> u64 {
         self.shared.checkpoints.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of frames not yet written to their segments (the journal holds them).
+    pub fn pending_bytes(&self) -> u64 {
+        self.shared.pending_bytes.load(Ordering::Relaxed)
     }
 
     /// Journal bytes written since the last checkpoint.
@@ -405,6 +433,8 @@ fn checkpoint(shared: &Shared) -> io::Result<()> {
         return Err(e);
     }
     shared.checkpoints.fetch_add(1, Ordering::Relaxed);
+    // Every segment took its frames: the disk has room again (if it was full).
+    shared.disk_full.store(false, Ordering::Relaxed);
     shared.journal.trim(replay_from)
 }
 
@@ -490,14 +520,25 @@ fn background_loop(shared: &Shared, wake: &(Mutex<bool>, Condvar), stop: &Atomic
             // written and taken back do not keep the disk full meanwhile.
             spare_retry_at = Instant::now() + SPARE_RETRY;
         }
+        // Too much written behind: flush every shard's frames to its segment.
+        if shared.pending_bytes.load(Ordering::Relaxed) > shared.pending_bytes_max() / 2 {
+            let logs: Vec<Arc<ShardLog>> =
+                shared.shards.read().unwrap().values().cloned().collect();
+            for log in logs {
+                let _ = log.flush();
+            }
+        }
         let pending = shared.journal.bytes_since_checkpoint();
         let by_bytes = pending >= options.checkpoint_bytes;
+        // A full disk: try again soon, so that appends resume once there is room.
+        let by_disk = shared.disk_full.load(Ordering::Relaxed) && pending > 0;
         let by_time = options.checkpoint_interval_ms > 0
             && pending > 0
             && last.elapsed() >= Duration::from_millis(options.checkpoint_interval_ms);
         // After a failure, back off (at most about 5 s) before trying again.
         let backoff = BACKGROUND_TICK * (1 << failures.min(7));
-        if (by_bytes || by_time) && last.elapsed() >= backoff.min(Duration::from_secs(5)) {
+        if (by_bytes || by_time || by_disk) && last.elapsed() >= backoff.min(Duration::from_secs(5))
+        {
             match checkpoint(shared) {
                 Ok(()) => failures = 0,
                 Err(_) => failures += 1,

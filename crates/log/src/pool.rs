@@ -5,7 +5,7 @@
 //! and a handle in use (by a reader, or by the syncer until its fsync is done)
 //! stays open until its user drops it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -25,7 +25,23 @@ pub struct FilePool {
 #[derive(Debug, Default)]
 struct PoolInner {
     files: HashMap<FileKey, (Arc<dyn StorageFile>, u64)>,
+    /// The same entries by last use, oldest first: eviction is O(log n), not
+    /// a scan (ten thousand shards written round-robin miss on every write).
+    by_use: BTreeMap<u64, FileKey>,
     tick: u64,
+}
+
+impl PoolInner {
+    /// Marks `key` (present) used now.
+    fn touch(&mut self, key: FileKey) {
+        self.tick += 1;
+        let tick = self.tick;
+        if let Some(entry) = self.files.get_mut(&key) {
+            self.by_use.remove(&entry.1);
+            entry.1 = tick;
+            self.by_use.insert(tick, key);
+        }
+    }
 }
 
 impl FilePool {
@@ -59,33 +75,33 @@ impl FilePool {
         replace: bool,
     ) -> Arc<dyn StorageFile> {
         let mut inner = self.inner.lock().unwrap();
-        inner.tick += 1;
-        let tick = inner.tick;
-        let entry = inner
-            .files
-            .entry(key)
-            .or_insert_with(|| (file.clone(), tick));
-        if replace {
-            entry.0 = file;
-        }
-        entry.1 = tick;
-        let file = entry.0.clone();
-        if inner.files.len() > self.capacity {
-            let victim = inner
-                .files
-                .iter()
-                .filter(|(k, _)| **k != key)
-                .min_by_key(|(_, (_, t))| *t)
-                .map(|(k, _)| *k);
-            if let Some(victim) = victim {
-                inner.files.remove(&victim);
+        if let Some(entry) = inner.files.get_mut(&key) {
+            if replace {
+                entry.0 = file;
             }
+        } else {
+            inner.tick += 1;
+            let tick = inner.tick;
+            inner.files.insert(key, (file, tick));
+            inner.by_use.insert(tick, key);
+        }
+        // The newest entry now: eviction below never takes it (capacity >= 1).
+        inner.touch(key);
+        let file = inner.files[&key].0.clone();
+        while inner.files.len() > self.capacity {
+            let Some((_, victim)) = inner.by_use.pop_first() else {
+                break;
+            };
+            inner.files.remove(&victim);
         }
         file
     }
 
     pub fn remove(&self, key: FileKey) {
-        self.inner.lock().unwrap().files.remove(&key);
+        let mut inner = self.inner.lock().unwrap();
+        if let Some((_, tick)) = inner.files.remove(&key) {
+            inner.by_use.remove(&tick);
+        }
     }
 
     pub fn open_count(&self) -> usize {
@@ -94,11 +110,47 @@ impl FilePool {
 
     fn lookup(&self, key: FileKey) -> Option<Arc<dyn StorageFile>> {
         let mut inner = self.inner.lock().unwrap();
-        inner.tick += 1;
-        let tick = inner.tick;
-        inner.files.get_mut(&key).map(|(file, t)| {
-            *t = tick;
-            file.clone()
-        })
+        let file = inner.files.get(&key)?.0.clone();
+        inner.touch(key);
+        Some(file)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SimStorage;
+
+    #[test]
+    fn the_least_recently_used_file_goes_first() {
+        let storage = SimStorage::new(1);
+        storage.create_dir_all(Path::new("/d")).unwrap();
+        for i in 0..4 {
+            storage
+                .create_file(&Path::new("/d").join(i.to_string()))
+                .unwrap();
+        }
+        let pool = FilePool::new(storage, 2);
+        let path = |i: u64| Path::new("/d").join(i.to_string());
+        pool.get((1, 0), &path(0)).unwrap();
+        pool.get((1, 1), &path(1)).unwrap();
+        // 0 used again: 1 is now the oldest.
+        pool.get((1, 0), &path(0)).unwrap();
+        pool.get((1, 2), &path(2)).unwrap();
+        assert_eq!(pool.open_count(), 2);
+        assert!(pool.lookup((1, 0)).is_some());
+        assert!(pool.lookup((1, 1)).is_none());
+        assert!(pool.lookup((1, 2)).is_some());
+        pool.remove((1, 0));
+        pool.replace((1, 3), storage_file(&path(3)));
+        assert_eq!(pool.open_count(), 2);
+        let inner = pool.inner.lock().unwrap();
+        assert_eq!(inner.by_use.len(), inner.files.len());
+    }
+
+    fn storage_file(path: &Path) -> Arc<dyn StorageFile> {
+        let storage = SimStorage::new(2);
+        storage.create_dir_all(path.parent().unwrap()).unwrap();
+        storage.create_file(path).unwrap()
     }
 }

@@ -187,6 +187,13 @@ struct ShardState {
     deleted: bool,
     /// Written since the last checkpoint fsynced the active segment.
     dirty: bool,
+    /// Frames of the active segment not yet written to its file: the bytes
+    /// `[flushed_end, written_end)`. The journal holds them durably; they
+    /// reach the segment file in one write when this grows past
+    /// `PENDING_FLUSH_BYTES`, when a reader needs them, at a roll and at a
+    /// checkpoint.
+    pending: Vec<u8>,
+    flushed_end: u64,
     /// At recovery: the newest segment's header is damaged (its salt unknown).
     newest_header_damaged: bool,
     /// The earliest damage found (at open, by a read, or by `verify`).
@@ -291,39 +298,58 @@ impl ShardLog {
             p.payload_crc,
         );
         let base = active.base_offset;
-        let file = self.segment_file(base)?;
-        let position = segment::file_position(base, offset);
-        if let Err(e) = file.write_all_at(&p.frame, position) {
-            // Nothing of the frame was acknowledged or shown to a reader:
-            // take back whatever part of it reached the file (a disk that
-            // filled up mid-write), and the shard log goes on as before. If
-            // even that fails, part of a frame may stay: poison.
-            if file.set_len(position).is_err() {
-                self.poison();
-            }
-            return Err(AppendError::Io(e));
+        // Written behind: into memory now, into the file in one write later.
+        // Flushed first when it would grow too big, when the log holds too
+        // much unflushed, or when the disk was found full (so that a full
+        // disk fails appends, and they go on once the flush succeeds).
+        if !st.pending.is_empty()
+            && (st.pending.len() + p.frame.len() > PENDING_FLUSH_BYTES
+                || self.shared.pending_bytes.load(Ordering::Relaxed)
+                    > self.shared.pending_bytes_max()
+                || self.shared.disk_full.load(Ordering::Relaxed))
+        {
+            self.flush_pending(st)?;
         }
         let undo = Undo {
-            position,
+            pending_len: st.pending.len(),
             base,
-            file,
             written_end: st.written_end,
             last_timestamp_ms: st.last_timestamp_ms,
             closed_at: st.closed_at,
         };
+        st.pending.extend_from_slice(&p.frame);
+        self.shared
+            .pending_bytes
+            .fetch_add(frame_len, Ordering::Relaxed);
         st.written_end = offset + frame_len;
         st.last_timestamp_ms = timestamp_ms;
         st.dirty = true;
         if p.kind == FrameKind::Close {
             st.closed_at = Some(offset);
         }
+        // The disk was found full: write through, so that an append whose
+        // frame cannot reach its segment fails instead of piling up.
+        if self.shared.disk_full.load(Ordering::Relaxed) {
+            if let Err(e) = self.flush_pending(st) {
+                self.undo_write(st, undo);
+                return Err(AppendError::Io(e));
+            }
+        }
         Ok((undo, offset, timestamp_ms))
     }
 
-    /// Takes back a frame whose journal write failed.
+    /// Takes back a frame whose journal (or write-through) write failed.
     fn undo_write(&self, st: &mut ShardState, u: Undo) {
-        if u.file.set_len(u.position).is_err() {
-            self.poison();
+        if st.flushed_end > u.written_end {
+            // Written through already: the file's bytes past the frame's
+            // start are never read (nor kept by recovery) and are written over.
+            st.flushed_end = u.written_end;
+        } else {
+            let taken = (st.pending.len() - u.pending_len) as u64;
+            st.pending.truncate(u.pending_len);
+            self.shared
+                .pending_bytes
+                .fetch_sub(taken, Ordering::Relaxed);
         }
         debug_assert_eq!(st.segments.back().unwrap().base_offset, u.base);
         st.written_end = u.written_end;
@@ -626,7 +652,8 @@ impl ShardLog {
     /// The segment holding `offset` and where its bytes end (the next
     /// segment's base, or the written end).
     fn segment_of(&self, offset: u64) -> Result<(SegmentHeader, u64), ReadError> {
-        let st = self.lock_readable()?;
+        let mut st = self.lock_readable()?;
+        self.flush_pending(&mut st)?;
         let i = st
             .segments
             .partition_point(|s| s.base_offset <= offset)
@@ -752,6 +779,7 @@ impl ShardLog {
         id: ShardLogId,
         dir: PathBuf,
         scan: bool,
+        journaled: &[u64],
     ) -> Result<Option<Self>, OpenError> {
         let storage = shared.storage.clone();
         let names = storage.list_dir(&dir).at(&dir)?;
@@ -771,7 +799,12 @@ impl ShardLog {
             let path = segment::segment_path(&dir, base);
             let file = storage.open_file(&path).at(&path)?;
             match SegmentHeader::read_from(&*file).at(&path)? {
-                Err(_) if file.len().at(&path)? <= SEGMENT_HEADER_LEN as u64 => {
+                // Frames for it in the journal: its header was durable once
+                // (frames are journaled only after it is), so this is rot.
+                Err(_)
+                    if file.len().at(&path)? <= SEGMENT_HEADER_LEN as u64
+                        && !journaled.contains(&base) =>
+                {
                     // The only segment of a shard log that holds no records:
                     // a whole header that one changed byte damaged (bit rot,
                     // not an interrupted create) is rewritten, so that the
@@ -897,6 +930,7 @@ impl ShardLog {
                 let mut st = log.lock();
                 st.segments = segments;
                 st.written_end = logical_end;
+                st.flushed_end = logical_end;
                 st.last_timestamp_ms = last_timestamp_ms;
                 st.damage = damage;
                 st.newest_header_damaged = newest_header_damaged;
@@ -980,6 +1014,7 @@ impl ShardLog {
             let mut st = log.lock();
             st.segments = segments;
             st.written_end = good_end;
+            st.flushed_end = good_end;
             st.last_timestamp_ms = last_timestamp_ms;
             st.closed_at = closed_at;
             st.damage = damage;
@@ -1000,14 +1035,16 @@ impl ShardLog {
         body: &[u8],
     ) -> io::Result<Option<FrameHeader>> {
         let st = self.lock();
-        let Some(segment) = st
-            .segments
-            .iter()
-            .find(|s| s.base_offset == segment_base && s.frame_salt == segment_salt)
-        else {
+        // A segment whose header is damaged stands in with salt 0: its salt is
+        // unknown, so entries for its base are taken as its own (the header
+        // stays damaged, and the shard log quarantined, until repair).
+        let ours = st.segments.iter().any(|s| {
+            s.base_offset == segment_base && (s.frame_salt == segment_salt || is_stand_in(s))
+        });
+        if !ours {
             return Ok(None);
-        };
-        let Ok(header) = FrameHeader::decode(body, segment.frame_salt) else {
+        }
+        let Ok(header) = FrameHeader::decode(body, segment_salt) else {
             return Ok(None);
         };
         if offset < segment_base || header.frame_len() != body.len() as u64 {
@@ -1048,8 +1085,16 @@ impl ShardLog {
         }
         st.last_timestamp_ms = last_ts;
         if st.newest_header_damaged {
-            // Nothing in it can be verified or cut: the damage says so.
-            return Ok(None);
+            // Nothing in it can be verified or cut (the damage says so): it
+            // ends where its file does, replayed frames included.
+            let file = self.segment_file(newest.base_offset)?;
+            let end = newest.base_offset + file.len()?.saturating_sub(SEGMENT_HEADER_LEN as u64);
+            st.written_end = end;
+            st.flushed_end = end;
+            self.progress.durable_end.store(end, Ordering::SeqCst);
+            self.progress.visible_end.store(end, Ordering::SeqCst);
+            let replayed_here = replayed.is_some_and(|r| r.touched.contains(&newest.base_offset));
+            return Ok(replayed_here.then_some(file));
         }
         let cp_here = checkpoint.filter(|cp| {
             cp.segment_base == newest.base_offset && cp.segment_salt == newest.frame_salt
@@ -1086,6 +1131,7 @@ impl ShardLog {
             });
         }
         st.written_end = end;
+        st.flushed_end = end;
         st.closed_at = closed_at;
         self.progress.durable_end.store(end, Ordering::SeqCst);
         self.progress.visible_end.store(end, Ordering::SeqCst);
@@ -1107,6 +1153,7 @@ impl ShardLog {
         if st.deleted {
             return Ok(None);
         }
+        self.flush_pending(&mut st)?;
         let newest = *st.segments.back().unwrap();
         let entry = crate::journal::CheckpointEntry {
             shard: self.id.0,
@@ -1153,6 +1200,10 @@ impl ShardLog {
             return Ok(());
         }
         st.deleted = true;
+        let dropped = std::mem::take(&mut st.pending).len() as u64;
+        self.shared
+            .pending_bytes
+            .fetch_sub(dropped, Ordering::Relaxed);
         for seg in &st.segments {
             self.shared.pool.remove((self.instance, seg.base_offset));
         }
@@ -1187,6 +1238,8 @@ impl ShardLog {
                 trim_before_ms: 0,
                 deleted: false,
                 dirty: false,
+                pending: Vec::new(),
+                flushed_end: 0,
                 newest_header_damaged: false,
                 damage: None,
             }),
@@ -1228,6 +1281,43 @@ impl ShardLog {
         self.progress.publish(0);
     }
 
+    /// Writes the pending frames into the active segment's file. On failure
+    /// they stay pending (the journal has them): a later flush writes them
+    /// again, over whatever part reached the file.
+    fn flush_pending(&self, st: &mut ShardState) -> io::Result<()> {
+        if st.pending.is_empty() {
+            return Ok(());
+        }
+        let base = st.segments.back().unwrap().base_offset;
+        let written = self.segment_file(base).and_then(|file| {
+            file.write_all_at(&st.pending, segment::file_position(base, st.flushed_end))
+        });
+        if let Err(e) = written {
+            if crate::journal::is_disk_full(&e) {
+                self.shared.disk_full.store(true, Ordering::Relaxed);
+            }
+            return Err(e);
+        }
+        self.shared
+            .pending_bytes
+            .fetch_sub(st.pending.len() as u64, Ordering::Relaxed);
+        st.flushed_end = st.written_end;
+        st.pending.clear();
+        if st.pending.capacity() > 2 * PENDING_FLUSH_BYTES {
+            st.pending = Vec::new();
+        }
+        Ok(())
+    }
+
+    /// Flushes pending frames (for the checkpointer, when too much is pending).
+    pub(crate) fn flush(&self) -> io::Result<()> {
+        let mut st = self.lock();
+        if st.deleted {
+            return Ok(());
+        }
+        self.flush_pending(&mut st)
+    }
+
     fn segment_file(&self, base: u64) -> io::Result<Arc<dyn StorageFile>> {
         self.shared.pool.get(
             (self.instance, base),
@@ -1255,6 +1345,7 @@ impl ShardLog {
     /// Seals the active segment (made durable first, so that only the newest
     /// segment can ever have a torn tail) and starts a new one.
     fn roll(&self, st: &mut ShardState) -> Result<(), AppendError> {
+        self.flush_pending(st)?;
         let base = st.segments.back().unwrap().base_offset;
         if let Err(e) = self.segment_file(base).and_then(|f| f.sync_data()) {
             // A failed fsync: what it covered may be lost.
@@ -1304,8 +1395,11 @@ impl ShardLog {
 
     /// The segment holding `offset`, or the horizon if `offset` was trimmed.
     fn locate(&self, offset: u64) -> Result<Located, ReadError> {
-        let st = self.lock_readable()?;
+        let mut st = self.lock_readable()?;
         let visible_end = self.progress.visible_end.load(Ordering::SeqCst);
+        if visible_end > st.flushed_end {
+            self.flush_pending(&mut st)?;
+        }
         let offset = offset.max(st.segments[0].base_offset);
         let i = st.segments.partition_point(|s| s.base_offset <= offset) - 1;
         let next_base = st
@@ -1396,12 +1490,14 @@ impl Prepared {
     }
 }
 
+/// A shard log's pending frames are written to its segment once they pass this.
+const PENDING_FLUSH_BYTES: usize = 256 << 10;
+
 /// What one shard's part of a batched append changed, to take it back if
 /// the journal write fails.
 struct Undo {
-    position: u64,
+    pending_len: usize,
     base: u64,
-    file: Arc<dyn StorageFile>,
     written_end: u64,
     last_timestamp_ms: u64,
     closed_at: Option<u64>,
@@ -1490,6 +1586,9 @@ pub(crate) fn append_prepared(
                 }
             }
             Err(e) => {
+                if crate::journal::is_disk_full(&e) {
+                    shared.disk_full.store(true, Ordering::Relaxed);
+                }
                 // Nothing of these frames was acknowledged or shown: take them
                 // back from their segments, as if never written.
                 let kind = e.kind();
@@ -1529,6 +1628,11 @@ pub(crate) fn append_prepared(
         }
     }
     results
+}
+
+/// The header recovery puts in place of a damaged one (see `recover`).
+fn is_stand_in(h: &SegmentHeader) -> bool {
+    h.frame_salt == 0 && h.timestamp_floor_ms == u64::MAX
 }
 
 fn check_header(

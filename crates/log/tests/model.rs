@@ -603,6 +603,8 @@ fn run(seed: u64, segment_bytes: u64, durability: Durability, ops: &[Op]) {
         checkpoint_bytes: u64::MAX,
         checkpoint_interval_ms: 0,
         journal_spares: false,
+        // Little written behind, so that appends flush now and then too.
+        pending_bytes_max: 2048,
     };
     let mut h = Harness::new(seed, options);
     for op in ops {

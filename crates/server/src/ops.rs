@@ -1157,8 +1157,9 @@ pub(crate) fn put_entries(
         with_named_stream(state, name, |stream| {
             check_not_deleting(state, stream)?;
             on_demand = stream.mode == StreamMode::OnDemand;
+            let open = stream.open_shards_by_hash_key();
             for &i in &pending {
-                let s = stream.shard_for_hash_key(entries[i].hash);
+                let s = sluice_meta::route(&open, entries[i].hash);
                 shard_of[i] = s.index;
                 by_shard.entry(s.log_id).or_default().push(i);
             }

@@ -105,13 +105,15 @@ impl State {
             Err(e) => return Err(io_at(&catalog_path)(e)),
         };
         let iterator_key = load_or_create_key(&dir.join(KEY_FILE))?;
-        // Segment files held open: a quarter of the open-file limit at most,
-        // so that connections and the rest always find descriptors.
+        // Segment files held open: half of the open-file limit (up to 64k),
+        // so that connections and the rest always find descriptors, and a
+        // write round-robin over thousands of shards does not reopen a file
+        // per write.
         let limit = crate::open_file_limit().unwrap_or(1024);
         let options = LogOptions {
             durability: config.durability,
             segment_bytes: config.segment_bytes.max(4096),
-            open_files_max: LogOptions::default().open_files_max.min(limit / 4).max(16),
+            open_files_max: (limit / 2).clamp(16, 65_536),
             ..LogOptions::default()
         };
         let body_budget = config
