@@ -11,6 +11,7 @@
 #   bench/compare.sh                      # every peer, 10 s per workload
 #   DURATION=3 PEERS="sluice kinesalite" bench/compare.sh
 #   STORE_SECONDS=600 bench/compare.sh    # let workload 7 run longer
+#   SWEEP_SHARDS="4 512" bench/compare.sh # workload 8's shard counts
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -21,6 +22,7 @@ STORE_RECORDS=${STORE_RECORDS:-10000000}
 STORE_SECONDS=${STORE_SECONDS:-180}
 PEERS=${PEERS:-"sluice ferrokinesis kinesalite kinesis-mock"}
 WRITE_DOC=${WRITE_DOC:-1}
+SWEEP_SHARDS=${SWEEP_SHARDS:-"4 64 512 2048 10000"}
 mkdir -p "$CACHE" "$OUT"
 # Results of the peers run now are replaced; others' earlier results stay, so
 # that one peer can be rerun (PEERS=kinesalite) without losing the rest.
@@ -57,10 +59,10 @@ start() {
   case $peer in
     sluice)
       # No peer enforces AWS's per-shard limits; neither does Sluice here.
-      "$sluice" serve --listen "127.0.0.1:$port" --data-dir "$data/sluice" --limits off > "$OUT/$peer.log" 2>&1 &
+      "$sluice" serve --listen "127.0.0.1:$port" --data-dir "$data/sluice" --limits off --shard-limit 20000 > "$OUT/$peer.log" 2>&1 &
       ;;
     ferrokinesis)
-      "$CACHE/cargo/bin/ferrokinesis" --port "$port" --create-stream-ms 0 --delete-stream-ms 0 --shard-limit 1000 > "$OUT/$peer.log" 2>&1 &
+      "$CACHE/cargo/bin/ferrokinesis" --port "$port" --create-stream-ms 0 --delete-stream-ms 0 --shard-limit 20000 > "$OUT/$peer.log" 2>&1 &
       ;;
     kinesalite)
       node "$CACHE/npm/node_modules/kinesalite/cli.js" --port "$port" --createStreamMs 0 --deleteStreamMs 0 --shardLimit 1000 > "$OUT/$peer.log" 2>&1 &
@@ -114,6 +116,32 @@ PY
   rm -f "$OUT/$peer.$n.json.tmp"
 }
 
+# The disk's raw sequential fdatasync bandwidth (1 MiB writes, each followed
+# by fdatasync, for 3 s), on the file system the servers' data goes to: what
+# a durable store can take at most.
+echo "== raw fdatasync bandwidth"
+python3 - "$(mktemp -d)" > "$OUT/disk.json" <<'PY'
+import json, os, sys, time
+path = os.path.join(sys.argv[1], "raw")
+fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+block = os.urandom(1 << 20)
+# Preallocated and synced first, as the journal's files are.
+for _ in range(512):
+    os.write(fd, block)
+os.fsync(fd)
+os.lseek(fd, 0, 0)
+n, start = 0, time.monotonic()
+while time.monotonic() - start < 3 and n < 512:
+    os.write(fd, block)
+    os.fdatasync(fd)
+    n += 1
+elapsed = time.monotonic() - start
+os.close(fd)
+os.unlink(path)
+print(json.dumps({"mb_per_s": n * len(block) / elapsed / 1e6}))
+PY
+cat "$OUT/disk.json"
+
 for peer in $PEERS; do
   port=$(free_port)
   echo "== $peer on port $port"
@@ -128,14 +156,23 @@ for peer in $PEERS; do
     --consumer subscribe --duration "$DURATION" --delete
   workload "$peer" 7 "$port" --stream w7 --shards 4 --record-size 100 --batch 500 --concurrency 8 \
     --records "$STORE_RECORDS" --duration "$STORE_SECONDS"
+  for shards in $SWEEP_SHARDS; do
+    workload "$peer" "8-$shards" "$port" --stream "w8-$shards" --shards "$shards" --record-size 100 --batch 500 \
+      --keys 100000 --concurrency 8 --duration "$DURATION" --delete
+  done
+  workload "$peer" 9 "$port" --stream w9 --shards 512 --record-size 1024 --batch 500 --keys 100000 \
+    --concurrency 8 --duration "$DURATION" --delete
+  workload "$peer" 10 "$port" --stream w10 --shards 512 --record-size 100 --batch 100 --keys 100000 \
+    --concurrency 8 --rate 20000 --duration "$DURATION" --delete
   kill "$server_pid" 2>/dev/null || true
   wait "$server_pid" 2>/dev/null || true
 done
 
-python3 - "$OUT" "$WRITE_DOC" "$DURATION" "$STORE_SECONDS" <<'PY'
+python3 - "$OUT" "$WRITE_DOC" "$DURATION" "$STORE_SECONDS" "$SWEEP_SHARDS" <<'PY'
 import datetime, glob, json, os, platform, re, sys
 
 out, write_doc, duration, store_seconds = sys.argv[1], sys.argv[2] == "1", sys.argv[3], sys.argv[4]
+sweep = sys.argv[5].split()
 # Every peer with results, in a fixed order.
 peers = [p for p in ["sluice", "ferrokinesis", "kinesalite", "kinesis-mock"]
          if glob.glob(os.path.join(out, f"{p}.*.json"))]
@@ -182,6 +219,14 @@ def cell(peer, n):
     if n == 7:
         mib = r["server"]["rss_kib"] / 1024
         return f"{mib:.0f} MiB after {r['records_ok'] / 1e6:.2f} M records"
+    if str(n).startswith("8-"):
+        lat = r["put_latency_ms"]
+        return f"{fmt_rate(r['records_per_s'])} records/s, put p50 {lat['p50']:.1f} ms{errors(r)}{cpu(r)}"
+    if n == 9:
+        return f"{r['payload_mb_per_s']:.0f} MB/s{errors(r)}{cpu(r)}"
+    if n == 10:
+        lat = r["put_latency_ms"]
+        return f"{fmt_rate(r['records_per_s'])} records/s, put p50 {lat['p50']:.2f} ms, p99 {lat['p99']:.2f} ms{errors(r)}"
     return "?"
 
 rows = [
@@ -192,6 +237,11 @@ rows = [
     (5, "5. Put -> visible, polling reader (1 ms), 200 records/s"),
     (6, "6. Put -> pushed, SubscribeToShard, 200 records/s"),
     (7, "7. Server RSS after storing 100 B records"),
+] + [
+    (f"8-{n}", f"8. PutRecords 500 x 100 B, 100k keys, {n} shards") for n in sweep
+] + [
+    (9, "9. PutRecords 500 x 1 KiB, 100k keys, 512 shards"),
+    (10, "10. PutRecords 100 x 100 B at 20k records/s, 512 shards: put latency"),
 ]
 cpu_model = "unknown CPU"
 try:
@@ -202,11 +252,17 @@ try:
 except OSError:
     pass
 mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+try:
+    disk = json.load(open(os.path.join(out, "disk.json")))
+    disk_line = f"Raw sequential fdatasync bandwidth of the disk (1 MiB writes, fdatasync after each): {disk['mb_per_s']:.0f} MB/s."
+except (OSError, ValueError, KeyError):
+    disk_line = ""
 machine = f"{os.cpu_count()} cores ({cpu_model}), {mem_gib:.0f} GiB, {platform.system()} {platform.release()}"
 lines = [
     f"Measured {datetime.date.today().isoformat()} on {machine} by `bench/compare.sh`",
     f"({duration} s per workload; workload 7 stops at {store_seconds} s or 10 M records).",
     "Sluice acknowledges after fsync; the peers keep records in memory.",
+    disk_line,
     "",
     "| workload | " + " | ".join(peers) + " |",
     "|---|" + "---|" * len(peers),

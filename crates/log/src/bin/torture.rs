@@ -1,6 +1,8 @@
 //! Child process for the kill test (`tests/kill.rs`): appends verifiable
-//! records from several threads and prints `ACK` lines for acknowledged
-//! batches until it is killed.
+//! records from several threads (to one shard, or to several in one
+//! `append_many`) and prints `ACK` lines for acknowledged batches until it is
+//! killed. Small journal files, frequent checkpoints and little written
+//! behind, so that kills land in file switches, checkpoints and flushes.
 //!
 //! Usage: `sluice-log-torture DIR RUN_ID sync|interval SEED`
 //!
@@ -35,6 +37,10 @@ fn main() {
         segment_bytes: 64 << 10,
         durability,
         open_files_max: 8,
+        journal_file_bytes: 256 << 10,
+        checkpoint_bytes: 512 << 10,
+        checkpoint_interval_ms: 20,
+        pending_bytes_max: 128 << 10,
         ..LogOptions::default()
     };
     let log = Arc::new(
@@ -53,29 +59,67 @@ fn main() {
                 let mut rng = fastrand::Rng::with_seed(seed ^ (u64::from(thread) << 32));
                 let mut counter = 0u64;
                 loop {
-                    let shard = log.shard(ShardLogId(rng.u64(0..SHARDS))).unwrap();
-                    let count = rng.usize(1..40);
-                    let datas: Vec<Vec<u8>> = (0..count)
-                        .map(|i| record_data(run, thread, counter + i as u64, rng.usize(0..3000)))
-                        .collect();
-                    let batch: Vec<_> = datas
+                    // One shard, or two to all of them in one append_many.
+                    let mut ids: Vec<u64> = (0..SHARDS).collect();
+                    rng.shuffle(&mut ids);
+                    let n = if rng.bool() {
+                        1
+                    } else {
+                        rng.usize(2..=SHARDS as usize)
+                    };
+                    ids.truncate(n);
+                    // Counters in id order, the order the journal holds the
+                    // frames: a write cut short by the kill keeps a prefix.
+                    ids.sort_unstable();
+                    let shards: Vec<_> = ids
                         .iter()
-                        .map(|d| AppendRecord {
-                            partition_key: b"k",
-                            data: d,
-                            flags: 0,
+                        .map(|&id| log.shard(ShardLogId(id)).unwrap())
+                        .collect();
+                    let mut firsts = Vec::new();
+                    let mut datas: Vec<Vec<Vec<u8>>> = Vec::new();
+                    for _ in &shards {
+                        let count = rng.usize(1..40);
+                        firsts.push((counter, count));
+                        datas.push(
+                            (0..count)
+                                .map(|i| {
+                                    record_data(run, thread, counter + i as u64, rng.usize(0..3000))
+                                })
+                                .collect(),
+                        );
+                        counter += count as u64;
+                    }
+                    let batches: Vec<Vec<AppendRecord<'_>>> = datas
+                        .iter()
+                        .map(|ds| {
+                            ds.iter()
+                                .map(|d| AppendRecord {
+                                    partition_key: b"k",
+                                    data: d,
+                                    flags: 0,
+                                })
+                                .collect()
                         })
                         .collect();
-                    let receipt = shard.append(&batch).expect("append");
-                    let line = format!(
-                        "ACK {} {run} {thread} {counter} {count} {}\n",
-                        shard.id().0,
-                        receipt.sequence(0)
-                    );
+                    let pairs: Vec<(&sluice_log::ShardLog, &[AppendRecord<'_>])> = shards
+                        .iter()
+                        .zip(&batches)
+                        .map(|(s, b)| (&**s, &b[..]))
+                        .collect();
+                    let receipts = log.append_many(&pairs);
                     let mut out = std::io::stdout().lock();
-                    out.write_all(line.as_bytes()).unwrap();
+                    for ((shard, (first, count)), receipt) in
+                        shards.iter().zip(&firsts).zip(receipts)
+                    {
+                        let receipt = receipt.expect("append");
+                        let line = format!(
+                            "ACK {} {run} {thread} {first} {count} {}\n",
+                            shard.id().0,
+                            receipt.sequence(0)
+                        );
+                        out.write_all(line.as_bytes()).unwrap();
+                    }
                     out.flush().unwrap();
-                    counter += count as u64;
                 }
             })
         })
