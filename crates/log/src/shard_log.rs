@@ -712,8 +712,9 @@ impl ShardLog {
     /// (for readers that wait for new records instead of polling).
     pub fn wait_for_data(&self, cursor: Cursor, timeout: std::time::Duration) -> bool {
         let (_, offset, _) = split_sequence(cursor.0);
+        self.progress.sleepers.fetch_add(1, Ordering::SeqCst);
         let changes = self.progress.changes.lock().unwrap();
-        let (_guard, _) = self
+        let (guard, _) = self
             .progress
             .changed
             .wait_timeout_while(changes, timeout, |_| {
@@ -721,6 +722,8 @@ impl ShardLog {
                     && !self.progress.poisoned.load(Ordering::SeqCst)
             })
             .unwrap();
+        drop(guard);
+        self.progress.sleepers.fetch_sub(1, Ordering::SeqCst);
         self.progress.visible_end.load(Ordering::SeqCst) > offset
     }
 
@@ -1569,19 +1572,23 @@ pub(crate) fn append_prepared(
         drop(entries);
         match written {
             Ok(_) => {
-                for &i in &order {
-                    if undo[i].is_none() {
-                        continue;
-                    }
-                    let log = items[i].0;
-                    let st = guards[i].as_ref().unwrap();
-                    let t = shared.syncer.register(PendingSync {
-                        shard: log.progress.clone(),
-                        end: st.written_end,
-                    });
-                    ticket = Some(ticket.map_or(t, |m: u64| m.max(t)));
-                    if let Durability::Interval { .. } = shared.options.durability {
-                        log.progress.publish(st.written_end);
+                let written: Vec<usize> = order
+                    .iter()
+                    .copied()
+                    .filter(|&i| undo[i].is_some())
+                    .collect();
+                ticket = Some(
+                    shared
+                        .syncer
+                        .register_many(written.iter().map(|&i| PendingSync {
+                            shard: items[i].0.progress.clone(),
+                            end: guards[i].as_ref().unwrap().written_end,
+                        })),
+                );
+                if let Durability::Interval { .. } = shared.options.durability {
+                    for &i in &written {
+                        let end = guards[i].as_ref().unwrap().written_end;
+                        items[i].0.progress.publish(end);
                     }
                 }
             }

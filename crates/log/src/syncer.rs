@@ -29,6 +29,9 @@ pub struct ShardProgress {
     /// Bumped whenever `visible_end` moves, for readers that wait for data.
     pub changes: Mutex<u64>,
     pub changed: Condvar,
+    /// Threads blocked in `wait_for_data`: a publish with none skips the
+    /// lock and the wake-up (a round may publish to thousands of shards).
+    pub sleepers: std::sync::atomic::AtomicUsize,
     /// The same wake-up for async readers (fan-out subscriptions).
     pub appended: tokio::sync::Notify,
 }
@@ -36,8 +39,11 @@ pub struct ShardProgress {
 impl ShardProgress {
     pub fn publish(&self, visible_end: u64) {
         self.visible_end.fetch_max(visible_end, Ordering::SeqCst);
-        *self.changes.lock().unwrap() += 1;
-        self.changed.notify_all();
+        // A sleeper counted after this check reads the new end before it waits.
+        if self.sleepers.load(Ordering::SeqCst) > 0 {
+            *self.changes.lock().unwrap() += 1;
+            self.changed.notify_all();
+        }
         self.appended.notify_waiters();
     }
 }
@@ -99,17 +105,19 @@ impl Syncer {
         }
     }
 
-    /// Registers written bytes; returns the ticket to [`Syncer::wait`] on.
-    pub fn register(&self, pending: PendingSync) -> u64 {
+    /// Registers several shards' writes at once (one lock); returns the ticket.
+    pub fn register_many(&self, pending: impl IntoIterator<Item = PendingSync>) -> u64 {
         let mut state = self.inner.state.lock().unwrap();
         let was_idle = state.pending.is_empty();
-        match state.pending.entry(Arc::as_ptr(&pending.shard) as usize) {
-            std::collections::hash_map::Entry::Occupied(mut e) => {
-                let entry = e.get_mut();
-                entry.end = entry.end.max(pending.end);
-            }
-            std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(pending);
+        for p in pending {
+            match state.pending.entry(Arc::as_ptr(&p.shard) as usize) {
+                std::collections::hash_map::Entry::Occupied(mut e) => {
+                    let entry = e.get_mut();
+                    entry.end = entry.end.max(p.end);
+                }
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(p);
+                }
             }
         }
         if was_idle || matches!(self.inner.durability, Durability::Sync) {
