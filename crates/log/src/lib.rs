@@ -151,7 +151,7 @@ impl Default for LogOptions {
             checkpoint_bytes: 128 << 20,
             checkpoint_interval_ms: 5_000,
             journal_spares: true,
-            pending_bytes_max: 64 << 20,
+            pending_bytes_max: 32 << 20,
         }
     }
 }

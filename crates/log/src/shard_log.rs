@@ -1305,10 +1305,9 @@ impl ShardLog {
             .pending_bytes
             .fetch_sub(st.pending.len() as u64, Ordering::Relaxed);
         st.flushed_end = st.written_end;
-        st.pending.clear();
-        if st.pending.capacity() > 2 * PENDING_FLUSH_BYTES {
-            st.pending = Vec::new();
-        }
+        // Let the buffer go: ten thousand shards each keeping a flushed
+        // buffer's capacity would hold hundreds of MiB for nothing.
+        st.pending = Vec::new();
         Ok(())
     }
 
