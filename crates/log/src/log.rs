@@ -37,6 +37,8 @@ pub(crate) struct Shared {
     pub pending_bytes: AtomicU64,
     /// A segment write found the disk full; appends flush first until one succeeds.
     pub disk_full: AtomicBool,
+    /// Capacity of flushed buffers that shard logs keep for reuse.
+    pub pending_retained: AtomicU64,
 }
 
 impl Shared {
@@ -140,6 +142,7 @@ impl Log {
             checkpoints: AtomicU64::new(0),
             pending_bytes: AtomicU64::new(0),
             disk_full: AtomicBool::new(false),
+            pending_retained: AtomicU64::new(0),
         });
         let mut report = OpenReport {
             migrated_from_v1: checkpoint.is_none() && !names.is_empty(),

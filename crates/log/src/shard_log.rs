@@ -194,6 +194,8 @@ struct ShardState {
     /// checkpoint.
     pending: Vec<u8>,
     flushed_end: u64,
+    /// Capacity of `pending` counted in `Shared::pending_retained`.
+    pending_retained: u64,
     /// At recovery: the newest segment's header is damaged (its salt unknown).
     newest_header_damaged: bool,
     /// The earliest damage found (at open, by a read, or by `verify`).
@@ -1207,6 +1209,9 @@ impl ShardLog {
         self.shared
             .pending_bytes
             .fetch_sub(dropped, Ordering::Relaxed);
+        self.shared
+            .pending_retained
+            .fetch_sub(std::mem::take(&mut st.pending_retained), Ordering::Relaxed);
         for seg in &st.segments {
             self.shared.pool.remove((self.instance, seg.base_offset));
         }
@@ -1243,6 +1248,7 @@ impl ShardLog {
                 dirty: false,
                 pending: Vec::new(),
                 flushed_end: 0,
+                pending_retained: 0,
                 newest_header_damaged: false,
                 damage: None,
             }),
@@ -1307,7 +1313,25 @@ impl ShardLog {
         st.flushed_end = st.written_end;
         // Let the buffer go: ten thousand shards each keeping a flushed
         // buffer's capacity would hold hundreds of MiB for nothing.
-        st.pending = Vec::new();
+        st.pending.clear();
+        // Keep the buffer for the next frames while the log's kept buffers
+        // stay within budget (freeing and growing one per flush costs more
+        // memory in the allocator than it saves); let it go beyond that (ten
+        // thousand shards each keeping one would hold hundreds of MiB).
+        let retained = &self.shared.pending_retained;
+        retained.fetch_sub(st.pending_retained, Ordering::Relaxed);
+        let capacity = st.pending.capacity() as u64;
+        let kept = capacity <= 2 * PENDING_FLUSH_BYTES as u64
+            && retained.fetch_add(capacity, Ordering::Relaxed) + capacity <= PENDING_RETAINED_MAX;
+        if kept {
+            st.pending_retained = capacity;
+        } else {
+            if capacity <= 2 * PENDING_FLUSH_BYTES as u64 {
+                retained.fetch_sub(capacity, Ordering::Relaxed);
+            }
+            st.pending_retained = 0;
+            st.pending = Vec::new();
+        }
         Ok(())
     }
 
@@ -1494,6 +1518,8 @@ impl Prepared {
 
 /// A shard log's pending frames are written to its segment once they pass this.
 const PENDING_FLUSH_BYTES: usize = 256 << 10;
+/// Capacity of written-behind buffers kept for reuse across all shard logs.
+const PENDING_RETAINED_MAX: u64 = 16 << 20;
 
 /// What one shard's part of a batched append changed, to take it back if
 /// the journal write fails.
