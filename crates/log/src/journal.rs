@@ -122,7 +122,7 @@ struct JFile {
 
 impl JFile {
     fn end(&self) -> u64 {
-        self.start + self.len
+        self.start.saturating_add(self.len)
     }
 }
 
@@ -436,8 +436,15 @@ impl Journal {
             .map(|f| f.end())
             .max()
             .unwrap_or(0);
-        st.spares = all;
-        st.chain.clear();
+        // Files that hold entries stay in the chain (ahead of the fresh one)
+        // until the checkpoint naming the fresh start is durable: `trim`
+        // then lets them go. Reusing one before that could destroy what the
+        // previous checkpoint still needs.
+        let (mut used, spares): (Vec<JFile>, Vec<JFile>) =
+            all.into_iter().partition(|f| f.salt != 0);
+        used.sort_by_key(|f| f.start);
+        st.spares = spares;
+        st.chain = used;
         st.write_lsn = fresh_start;
         self.written_lsn.store(fresh_start, Ordering::SeqCst);
         self.synced_lsn.store(fresh_start, Ordering::SeqCst);
@@ -509,9 +516,17 @@ impl Journal {
                     self.poison();
                 }
                 st.write_lsn = begin_lsn;
-                // Files switched to during the failed call go back to the spares.
+                // Files switched to during the failed call go back to the
+                // spares, their headers wiped: a header left claiming a start
+                // could be taken for part of the chain by a later replay.
                 while st.chain.len() > begin_chain {
                     let mut f = st.chain.pop().unwrap();
+                    if f.file
+                        .write_all_at(&[0u8; FILE_HEADER_LEN as usize], 0)
+                        .is_err()
+                    {
+                        self.poison();
+                    }
                     f.salt = 0;
                     f.start = 0;
                     st.spares.push(f);
@@ -871,11 +886,10 @@ impl Journal {
         replay_from: u64,
         entries: &[CheckpointEntry],
     ) -> io::Result<()> {
-        let sequence = {
-            let mut st = self.state.lock().unwrap();
-            st.checkpoint_sequence += 1;
-            st.checkpoint_sequence
-        };
+        // The sequence (and so the slot) advances only once this one is
+        // durable: a failed write is retried into the same slot, never into
+        // the one holding the newest durable checkpoint.
+        let sequence = self.state.lock().unwrap().checkpoint_sequence + 1;
         let bytes = encode_checkpoint(&Checkpoint {
             sequence,
             replay_from,
@@ -895,7 +909,10 @@ impl Journal {
         if file.len()? > bytes.len() as u64 {
             file.set_len(bytes.len() as u64)?;
         }
-        file.sync_data()
+        file.sync_data()?;
+        let mut st = self.state.lock().unwrap();
+        st.checkpoint_sequence = st.checkpoint_sequence.max(sequence);
+        Ok(())
     }
 }
 
@@ -1115,6 +1132,74 @@ mod tests {
             c[i] ^= 0x10;
             assert!(decode_entry_header(&c, 77, 1000).is_none(), "byte {i}");
         }
+    }
+
+    fn sim_journal(storage: &Arc<crate::SimStorage>) -> Journal {
+        let storage: Arc<dyn Storage> = storage.clone();
+        let j = Journal::open(storage.clone(), PathBuf::from("/j"), 8192).unwrap();
+        // As `Log::open` does: the directory itself is durable.
+        storage.sync_dir(Path::new("/")).unwrap();
+        j
+    }
+
+    fn entry(body: &[u8]) -> Entry<'_> {
+        Entry {
+            shard: 1,
+            segment_base: 0,
+            segment_salt: 7,
+            offset: 0,
+            body,
+        }
+    }
+
+    /// Opening replays, starts a fresh chain and only then writes the
+    /// checkpoint naming it: a crash in between must leave the files the
+    /// previous checkpoint needs untouched.
+    #[test]
+    fn the_replayed_files_outlive_an_open_that_stops_before_its_checkpoint() {
+        let storage = crate::SimStorage::new(1);
+        let j = sim_journal(&storage);
+        j.replay(0).unwrap().unwrap();
+        let start = j.begin().unwrap();
+        j.write_checkpoint(start, &[]).unwrap();
+        j.write(&[entry(b"acknowledged")]).unwrap();
+        j.sync().unwrap();
+        drop(j);
+        // An open that replays and starts a fresh chain, then dies.
+        let j = sim_journal(&storage);
+        let cp = j.read_checkpoint().unwrap().unwrap();
+        assert_eq!(j.replay(cp.replay_from).unwrap().unwrap().entries.len(), 1);
+        j.begin().unwrap();
+        drop(j);
+        storage.crash();
+        let j = sim_journal(&storage);
+        let cp = j.read_checkpoint().unwrap().unwrap();
+        let replay = j.replay(cp.replay_from).unwrap().unwrap();
+        assert_eq!(
+            replay.entries.len(),
+            1,
+            "the entry is still there to replay"
+        );
+        assert_eq!(replay.entries[0].body, b"acknowledged");
+    }
+
+    /// A checkpoint write that fails is retried into the same slot, never
+    /// into the one holding the newest durable checkpoint.
+    #[test]
+    fn a_failed_checkpoint_write_never_touches_the_newest_durable_one() {
+        let storage = crate::SimStorage::new(2);
+        let j = sim_journal(&storage);
+        j.write_checkpoint(10, &[]).unwrap();
+        j.write_checkpoint(20, &[]).unwrap();
+        for _ in 0..2 {
+            storage.fail_next_writes(1);
+            assert!(j.write_checkpoint(30, &[]).is_err());
+        }
+        let cp = j.read_checkpoint().unwrap().unwrap();
+        assert_eq!((cp.sequence, cp.replay_from), (2, 20));
+        j.write_checkpoint(30, &[]).unwrap();
+        let cp = j.read_checkpoint().unwrap().unwrap();
+        assert_eq!((cp.sequence, cp.replay_from), (3, 30));
     }
 
     #[test]

@@ -403,18 +403,29 @@ fn checkpoint(shared: &Shared) -> io::Result<()> {
     if shared.journal.is_poisoned() {
         return Err(io::Error::other("the journal is poisoned"));
     }
-    // Everything journaled before this point is in its segment already: a
-    // frame is written to its segment before its journal entry, under the
-    // shard's lock, which the snapshot below takes.
+    // Everything journaled before this point is in its shard's pending
+    // buffer or segment already: a frame is added there before its journal
+    // entry is written, under the shard's lock, which the snapshot below
+    // takes (and writes the pending frames to the segment under).
     let replay_from = shared.journal.written_lsn();
     let logs: Vec<Arc<ShardLog>> = shared.shards.read().unwrap().values().cloned().collect();
     let mut entries = Vec::with_capacity(logs.len());
     let mut dirty: Vec<(Arc<ShardLog>, Arc<dyn StorageFile>)> = Vec::new();
     for log in &logs {
-        if let Some((entry, file)) = log.checkpoint_entry()? {
-            entries.push(entry);
-            if let Some(file) = file {
-                dirty.push((log.clone(), file));
+        match log.checkpoint_entry() {
+            Ok(Some((entry, file))) => {
+                entries.push(entry);
+                if let Some(file) = file {
+                    dirty.push((log.clone(), file));
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                // Those already taken were not fsynced: the next checkpoint must.
+                for (log, _) in &dirty {
+                    log.mark_dirty();
+                }
+                return Err(e);
             }
         }
     }

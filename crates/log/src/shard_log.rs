@@ -1121,6 +1121,9 @@ impl ShardLog {
             },
         };
         let mut changed = replayed_here;
+        // A checkpoint line is checksummed, not trusted blindly: never
+        // before the segment's base.
+        let end = end.max(newest.base_offset);
         if file_end > end {
             file.set_len(segment::file_position(newest.base_offset, end))?;
             changed = true;
