@@ -691,6 +691,12 @@ impl Journal {
     fn make_file(&self, st: &mut State, len: u64) -> io::Result<JFile> {
         let index = st.next_index;
         st.next_index += 1;
+        self.zero_filled(index, len)
+    }
+
+    /// Creates journal file `index`, `len` zero bytes, fsynced and durably
+    /// named; on failure (a full disk) leaves no half-made file behind.
+    fn zero_filled(&self, index: u64, len: u64) -> io::Result<JFile> {
         let path = self.dir.join(file_name(index));
         let made = (|| {
             let file = self.storage.create_file(&path)?;
@@ -714,7 +720,6 @@ impl Journal {
                 salt: 0,
             }),
             Err(e) => {
-                // A full disk: leave no half-made file behind.
                 if self.storage.remove_file(&path).is_ok() {
                     let _ = self.storage.sync_dir(&self.dir);
                 }
@@ -741,40 +746,10 @@ impl Journal {
             i
         };
         // Made without holding the lock: writers go on meanwhile. A spare
-        // never takes the disk's last free space: only the full size.
-        let path = self.dir.join(file_name(index));
-        let len = self.file_bytes;
-        let made = (|| {
-            let file = self.storage.create_file(&path)?;
-            let zeros = vec![0u8; ZERO_CHUNK];
-            let mut at = 0u64;
-            while at < len {
-                let n = (len - at).min(ZERO_CHUNK as u64) as usize;
-                file.write_all_at(&zeros[..n], at)?;
-                at += n as u64;
-            }
-            file.sync_data()?;
-            self.storage.sync_dir(&self.dir)?;
-            Ok(file)
-        })();
-        match made {
-            Ok(file) => {
-                self.state.lock().unwrap().spares.push(JFile {
-                    index,
-                    file,
-                    start: 0,
-                    len,
-                    salt: 0,
-                });
-                Ok(true)
-            }
-            Err(e) => {
-                if self.storage.remove_file(&path).is_ok() {
-                    let _ = self.storage.sync_dir(&self.dir);
-                }
-                Err(e)
-            }
-        }
+        // is only ever the full size (never halved to fit a nearly full disk).
+        let f = self.zero_filled(index, self.file_bytes)?;
+        self.state.lock().unwrap().spares.push(f);
+        Ok(true)
     }
 
     /// Fsyncs the journal up to what is written now; returns the LSN made
