@@ -210,7 +210,8 @@ def test_a_full_disk_fails_writes_clearly_and_recovers_without_a_restart(small_d
             ShardToSplit="shardId-000000000000",
             NewStartingHashKey=str(2**126),
         )
-        assert health(endpoint) == (200, "ok")
+        h = health(endpoint)
+        assert h == (200, "ok"), h[1]
         assert read_all(k, "keep") == [b"before", b"after"]
         print(f"recovered {recovered_s * 1000:.0f} ms after DeleteStream began")
     assert "No space left on device" in proc.stderr.read()

@@ -77,7 +77,7 @@ mod syncer;
 pub use error::{AppendError, CreateError, OpenError, ReadError};
 pub use frame::{AppendRecord, FrameError, FRAME_PAYLOAD_MAX_BYTES, FRAME_RECORDS_MAX};
 pub use journal::JournalDamage;
-pub use log::{Log, OpenReport};
+pub use log::{Log, OpenReport, Unsynced};
 pub use segment::{SegmentHeaderError, FORMAT_VERSION};
 pub use shard_log::{
     AppendReceipt, Cursor, Damage, ReadBatch, ReadLimits, Record, ShardInfo, ShardLog,

@@ -15,9 +15,9 @@ use sluice_model::Clock;
 use crate::error::{CreateError, IoContext, OpenError};
 use crate::journal::{CheckpointEntry, Journal};
 use crate::pool::FilePool;
-use crate::shard_log::{append_prepared, Prepared, Replayed, ShardLog};
+use crate::shard_log::{append_prepared_unsynced, settle, Prepared, Replayed, ShardLog};
 use crate::storage::{Storage, StorageFile};
-use crate::syncer::Syncer;
+use crate::syncer::{ShardProgress, Syncer};
 use crate::{AppendError, AppendReceipt, AppendRecord, Durability, LogOptions, ShardLogId};
 
 #[derive(Debug)]
@@ -46,6 +46,41 @@ impl Shared {
     /// their own shard's frames first, and the checkpointer flushes all).
     pub fn pending_bytes_max(&self) -> u64 {
         self.options.pending_bytes_max
+    }
+}
+
+/// Appends in the journal whose group-commit round has not been waited for
+/// (from [`Log::append_many_unsynced`]). Waiting settles the results: an
+/// append whose round failed (a poisoned journal or shard) or never came
+/// (shut down) turns into an error. Dropping it without waiting leaves the
+/// appends unacknowledged, which is always safe.
+#[must_use = "appends are not durable until waited for"]
+#[derive(Debug)]
+pub struct Unsynced {
+    shared: Arc<Shared>,
+    ticket: u64,
+    /// Per result: the shard whose append succeeded so far.
+    shards: Vec<Option<Arc<ShardProgress>>>,
+}
+
+impl Unsynced {
+    /// Blocks the thread until the round is done, then settles `results`
+    /// (those returned with this).
+    pub fn wait(self, results: &mut [Result<AppendReceipt, AppendError>]) {
+        let synced = self.shared.syncer.wait(self.ticket, false);
+        self.settle(synced, results);
+    }
+
+    /// The same, awaiting the round instead of blocking a thread.
+    pub async fn wait_async(self, results: &mut [Result<AppendReceipt, AppendError>]) {
+        let synced = self.shared.syncer.wait_async(self.ticket).await;
+        self.settle(synced, results);
+    }
+
+    fn settle(&self, synced: bool, results: &mut [Result<AppendReceipt, AppendError>]) {
+        settle(&self.shared, synced, results, |i| {
+            self.shards.get(i).and_then(|s| s.as_deref())
+        });
     }
 }
 
@@ -237,6 +272,21 @@ impl Log {
         &self,
         batches: &[(&ShardLog, &[AppendRecord<'_>])],
     ) -> Vec<Result<AppendReceipt, AppendError>> {
+        let (mut results, unsynced) = self.append_many_unsynced(batches);
+        if let Some(unsynced) = unsynced {
+            unsynced.wait(&mut results);
+        }
+        results
+    }
+
+    /// [`Log::append_many`] without the wait: the appends are in the journal
+    /// but not yet acknowledged. In sync mode the caller must wait on the
+    /// [`Unsynced`] (blocking or async) before taking any `Ok` as durable;
+    /// in interval mode, and when nothing was written, there is none.
+    pub fn append_many_unsynced(
+        &self,
+        batches: &[(&ShardLog, &[AppendRecord<'_>])],
+    ) -> (Vec<Result<AppendReceipt, AppendError>>, Option<Unsynced>) {
         let mut results: Vec<Option<Result<AppendReceipt, AppendError>>> =
             (0..batches.len()).map(|_| None).collect();
         let mut items = Vec::with_capacity(batches.len());
@@ -250,7 +300,13 @@ impl Log {
                 Err(e) => results[i] = Some(Err(e)),
             }
         }
-        let outcomes = append_prepared(&self.shared, &mut items, false);
+        let (outcomes, ticket) = append_prepared_unsynced(&self.shared, &mut items);
+        let mut shards: Vec<Option<Arc<ShardProgress>>> = vec![None; batches.len()];
+        for ((&i, outcome), (log, _)) in positions.iter().zip(&outcomes).zip(&items) {
+            if outcome.is_ok() {
+                shards[i] = Some(log.progress.clone());
+            }
+        }
         for ((i, outcome), (log, _)) in positions.into_iter().zip(outcomes).zip(&items) {
             let count = batches[i].1.len() as u16;
             results[i] = Some(outcome.map(|(offset, timestamp_ms)| AppendReceipt {
@@ -260,7 +316,15 @@ impl Log {
                 arrival_timestamp_ms: timestamp_ms,
             }));
         }
-        results.into_iter().map(|r| r.unwrap()).collect()
+        let results = results.into_iter().map(|r| r.unwrap()).collect();
+        let unsynced = ticket
+            .filter(|_| self.shared.options.durability == Durability::Sync)
+            .map(|ticket| Unsynced {
+                shared: self.shared.clone(),
+                ticket,
+                shards,
+            });
+        (results, unsynced)
     }
 
     /// Checkpoints now: fsyncs every segment written since the last

@@ -172,7 +172,7 @@ pub struct ShardLog {
     epoch: u64,
     dir: PathBuf,
     shared: Arc<Shared>,
-    progress: Arc<ShardProgress>,
+    pub(crate) progress: Arc<ShardProgress>,
     state: Mutex<ShardState>,
 }
 
@@ -1543,7 +1543,55 @@ pub(crate) fn append_prepared(
     items: &mut [(&ShardLog, Prepared)],
     urgent: bool,
 ) -> Vec<Result<(u64, u64), AppendError>> {
-    let mut results: Vec<Result<(u64, u64), AppendError>> = (0..items.len())
+    let (mut results, ticket) = append_prepared_unsynced(shared, items);
+    let Some(ticket) = ticket else {
+        return results;
+    };
+    if urgent || shared.options.durability == Durability::Sync {
+        let synced = shared.syncer.wait(ticket, urgent);
+        settle(shared, synced, &mut results, |i| {
+            Some(&*items[i].0.progress)
+        });
+    }
+    results
+}
+
+/// After the round that was to make appends durable: an append whose round
+/// never came (`synced` false: shut down) or whose shard or journal was
+/// poisoned fails; `progress(i)` is the shard of result `i` (None for one
+/// that never reached the journal).
+pub(crate) fn settle<'a, T>(
+    shared: &Shared,
+    synced: bool,
+    results: &mut [Result<T, AppendError>],
+    progress: impl Fn(usize) -> Option<&'a ShardProgress>,
+) {
+    for (i, result) in results.iter_mut().enumerate() {
+        if result.is_err() {
+            continue;
+        }
+        let Some(progress) = progress(i) else {
+            continue;
+        };
+        if !synced {
+            *result = Err(AppendError::ShutDown);
+        } else if progress.poisoned.load(Ordering::SeqCst) || shared.journal.is_poisoned() {
+            *result = Err(AppendError::Poisoned);
+        }
+    }
+}
+
+/// Where one append went: (offset, timestamp), or why it failed.
+type Appended = Result<(u64, u64), AppendError>;
+
+/// [`append_prepared`] up to the durable point: the results so far and the
+/// ticket of the group-commit round to wait for, if anything was written.
+/// In interval mode the frames are already visible.
+pub(crate) fn append_prepared_unsynced(
+    shared: &Shared,
+    items: &mut [(&ShardLog, Prepared)],
+) -> (Vec<Appended>, Option<u64>) {
+    let mut results: Vec<Appended> = (0..items.len())
         .map(|_| Err(AppendError::ShutDown))
         .collect();
     // Locks are taken in id order, so that concurrent batches never deadlock.
@@ -1554,12 +1602,15 @@ pub(crate) fn append_prepared(
         .any(|w| items[w[0]].0.id == items[w[1]].0.id)
     {
         // The same shard twice: one frame after the other, each on its own.
+        let mut last = None;
         for (i, (log, p)) in items.iter_mut().enumerate() {
             let one = std::mem::replace(p, Prepared::close());
             let mut single = [(*log, one)];
-            results[i] = append_prepared(shared, &mut single, urgent).pop().unwrap();
+            let (mut r, ticket) = append_prepared_unsynced(shared, &mut single);
+            results[i] = r.pop().unwrap();
+            last = last.max(ticket);
         }
-        return results;
+        return (results, last);
     }
     let mut guards: Vec<Option<MutexGuard<'_, ShardState>>> =
         (0..items.len()).map(|_| None).collect();
@@ -1643,26 +1694,7 @@ pub(crate) fn append_prepared(
         }
     }
     drop(guards);
-    let Some(ticket) = ticket else {
-        return results;
-    };
-    let must_wait = urgent || shared.options.durability == Durability::Sync;
-    if must_wait {
-        let synced = shared.syncer.wait(ticket, urgent);
-        for (i, result) in results.iter_mut().enumerate() {
-            if result.is_err() {
-                continue;
-            }
-            if !synced {
-                *result = Err(AppendError::ShutDown);
-            } else if items[i].0.progress.poisoned.load(Ordering::SeqCst)
-                || shared.journal.is_poisoned()
-            {
-                *result = Err(AppendError::Poisoned);
-            }
-        }
-    }
-    results
+    (results, ticket)
 }
 
 /// The header recovery puts in place of a damaged one (see `recover`).

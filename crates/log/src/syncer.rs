@@ -68,6 +68,11 @@ struct Inner {
     work: Condvar,
     done: Condvar,
     rounds: AtomicU64,
+    /// `State::completed_round` and `State::stop`, for async waiters, who
+    /// wait on `round_done` rather than on the condvar.
+    completed: AtomicU64,
+    stopped: AtomicBool,
+    round_done: tokio::sync::Notify,
 }
 
 #[derive(Debug, Default)]
@@ -93,6 +98,9 @@ impl Syncer {
             work: Condvar::new(),
             done: Condvar::new(),
             rounds: AtomicU64::new(0),
+            completed: AtomicU64::new(0),
+            stopped: AtomicBool::new(false),
+            round_done: tokio::sync::Notify::new(),
         });
         let worker = inner.clone();
         let thread = std::thread::Builder::new()
@@ -140,6 +148,24 @@ impl Syncer {
         state.completed_round >= ticket
     }
 
+    /// [`Syncer::wait`] for async callers: the task, not a thread, waits
+    /// (never urgent: rounds run back to back in sync mode).
+    pub async fn wait_async(&self, ticket: u64) -> bool {
+        loop {
+            let notified = self.inner.round_done.notified();
+            let mut notified = std::pin::pin!(notified);
+            // Registered before the check, so no round's wake-up is missed.
+            notified.as_mut().enable();
+            if self.inner.completed.load(Ordering::SeqCst) >= ticket {
+                return true;
+            }
+            if self.inner.stopped.load(Ordering::SeqCst) {
+                return false;
+            }
+            notified.await;
+        }
+    }
+
     /// Makes everything registered so far durable.
     pub fn flush(&self) -> bool {
         let ticket = self.inner.state.lock().unwrap().next_round;
@@ -154,8 +180,10 @@ impl Syncer {
     /// Stops the thread without syncing what is pending (a crash keeps it unsynced too).
     pub fn stop(&self) {
         self.inner.state.lock().unwrap().stop = true;
+        self.inner.stopped.store(true, Ordering::SeqCst);
         self.inner.work.notify_all();
         self.inner.done.notify_all();
+        self.inner.round_done.notify_waiters();
         if let Some(thread) = self.thread.lock().unwrap().take() {
             let _ = thread.join();
         }
@@ -216,7 +244,10 @@ impl Inner {
             self.rounds.fetch_add(1, Ordering::Relaxed);
             let mut state = self.state.lock().unwrap();
             state.completed_round = round;
+            self.completed.store(round, Ordering::SeqCst);
             self.done.notify_all();
+            drop(state);
+            self.round_done.notify_waiters();
         }
     }
 

@@ -322,6 +322,60 @@ fn a_failed_fsync_poisons_the_log_until_reopen() {
     assert_eq!(all.last().unwrap(), b"after");
 }
 
+/// Appends that do not wait: the journal has them, nothing is visible or
+/// acknowledged until the round is awaited (async, no thread waits), and a
+/// round whose fsync failed settles them as failures.
+#[test]
+fn unsynced_appends_settle_on_their_round() {
+    let storage = SimStorage::new(3);
+    let clock = Arc::new(ManualClock::new(1));
+    let options = LogOptions {
+        journal_spares: false,
+        checkpoint_interval_ms: 0,
+        ..LogOptions::default()
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let log = open(storage.clone(), "/data", options, &clock);
+    let a = log.create_shard(ShardLogId(1), 1).unwrap();
+    let b = log.create_shard(ShardLogId(2), 1).unwrap();
+    let read = |shard: &sluice_log::ShardLog| {
+        datas(
+            &shard
+                .read(shard.cursor(StartingPosition::TrimHorizon).unwrap(), ALL)
+                .unwrap(),
+        )
+    };
+
+    let (mut results, unsynced) =
+        log.append_many_unsynced(&[(&a, &[rec(b"a1")][..]), (&b, &[rec(b"b1")][..])]);
+    let unsynced = unsynced.expect("sync mode: a round to wait for");
+    assert!(results.iter().all(Result::is_ok));
+    runtime.block_on(unsynced.wait_async(&mut results));
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(read(&a), [b"a1".to_vec()]);
+    assert_eq!(read(&b), [b"b1".to_vec()]);
+
+    // The round's fsync fails: both appends fail, and stay invisible.
+    storage.fail_next_syncs(1);
+    let (mut results, unsynced) =
+        log.append_many_unsynced(&[(&a, &[rec(b"a2")][..]), (&b, &[rec(b"b2")][..])]);
+    assert!(
+        results.iter().all(Result::is_ok),
+        "provisional until the round"
+    );
+    runtime.block_on(unsynced.unwrap().wait_async(&mut results));
+    assert!(
+        results
+            .iter()
+            .all(|r| matches!(r, Err(AppendError::Poisoned))),
+        "{results:?}"
+    );
+    assert_eq!(read(&a), [b"a1".to_vec()]);
+    assert_eq!(read(&b), [b"b1".to_vec()]);
+}
+
 /// Segment writes happen behind the journal: one that fails (a disk that
 /// fills up mid-write) loses nothing, since the frames stay pending and the
 /// journal has them; while the disk is full, appends flush first and fail,

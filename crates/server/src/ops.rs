@@ -899,12 +899,119 @@ fn hash_of(partition_key: &str, explicit: Option<&str>) -> Result<u128, AwsError
     ))
 }
 
-/// PutRecords from the fast decoder (AWS JSON), answered in AWS JSON.
-pub fn put_records_fast(
+/// A PutRecord or PutRecords done up to the durable point: its records are
+/// in the journal, not yet acknowledged. [`PendingPut::finish`] awaits the
+/// group-commit round (no thread waits) and renders the answer.
+#[derive(Debug)]
+pub struct PendingPut {
+    account: String,
+    stream: String,
+    shape: PutShape,
+    outcome: PutOutcome,
+    durability: PutDurability,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PutShape {
+    /// PutRecord: one result, or the error.
+    Record,
+    /// PutRecords answered through the encoder (CBOR, or a general decode).
+    Records,
+    /// PutRecords from the fast decoder, answered in AWS JSON bytes.
+    RecordsFast,
+}
+
+impl PendingPut {
+    /// Awaits durability, then the answer.
+    pub async fn finish(mut self, state: &State) -> Result<Output, AwsError> {
+        let durability = std::mem::take(&mut self.durability);
+        durability.wait(state, &mut self.outcome).await;
+        self.render(state)
+    }
+
+    /// Blocks the thread until durable, then the answer.
+    fn finish_blocking(mut self, state: &State) -> Result<Output, AwsError> {
+        let durability = std::mem::take(&mut self.durability);
+        durability.wait_blocking(state, &mut self.outcome);
+        self.render(state)
+    }
+
+    fn render(self, state: &State) -> Result<Output, AwsError> {
+        let ctx = &Ctx {
+            state,
+            account: self.account,
+            cbor: false,
+        };
+        let name = &self.stream;
+        let put = &self.outcome;
+        match self.shape {
+            PutShape::Record => {
+                let (sequence, shard) = match put.results[0] {
+                    Ok(done) => done,
+                    Err(PutFailure::Throttled(shard)) => {
+                        return Err(rate_exceeded(ctx, name, shard))
+                    }
+                    Err(PutFailure::Internal) => return Err(internal("the append failed")),
+                    Err(PutFailure::Quarantined { shard, from, until }) => {
+                        return Err(quarantined_range(&ctx.account, name, shard, from, until))
+                    }
+                };
+                Ok(Output::Value(json!({
+                    "ShardId": sluice_meta::shard_id(shard),
+                    "SequenceNumber": SequenceNumber(sequence).to_string(),
+                    "EncryptionType": put.encryption,
+                })))
+            }
+            PutShape::Records => {
+                let records: Vec<Value> = put
+                    .results
+                    .iter()
+                    .map(|r| match r {
+                        Ok((seq, shard)) => {
+                            json!({"SequenceNumber": SequenceNumber(*seq).to_string(), "ShardId": sluice_meta::shard_id(*shard)})
+                        }
+                        Err(failure) => {
+                            let (code, message) = put_failure(ctx, name, *failure);
+                            json!({"ErrorCode": code, "ErrorMessage": message})
+                        }
+                    })
+                    .collect();
+                Ok(Output::Value(
+                    json!({"FailedRecordCount": put.failed, "Records": records, "EncryptionType": put.encryption}),
+                ))
+            }
+            PutShape::RecordsFast => Ok(Output::Json(render_put_records_fast(ctx, name, put))),
+        }
+    }
+}
+
+/// PutRecord or PutRecords from a decoded and validated request, up to the
+/// durable point.
+pub fn begin_put(
+    operation: &str,
+    input: &Value,
+    state: &State,
+    account: String,
+    cbor: bool,
+) -> Result<PendingPut, AwsError> {
+    let ctx = &Ctx {
+        state,
+        account,
+        cbor,
+    };
+    match operation {
+        "PutRecord" => put_record_begin(ctx, input),
+        "PutRecords" => put_records_begin(ctx, input),
+        _ => Err(internal("not a put")),
+    }
+}
+
+/// PutRecords from the fast decoder (AWS JSON), up to the durable point.
+pub fn begin_put_records_fast(
     state: &State,
     account: String,
     request: &sluice_wire::fast::PutRecordsRequest<'_>,
-) -> Result<Vec<u8>, AwsError> {
+) -> Result<PendingPut, AwsError> {
     let state = &Ctx {
         state,
         account,
@@ -921,11 +1028,22 @@ pub fn put_records_fast(
             })
         })
         .collect::<Result<Vec<_>, AwsError>>()?;
-    let put = put_entries(state, &request.stream_name, &entries)?;
+    let (outcome, durability) = put_entries_unsynced(state, &request.stream_name, &entries)?;
+    Ok(PendingPut {
+        account: state.account.clone(),
+        stream: request.stream_name.to_string(),
+        shape: PutShape::RecordsFast,
+        outcome,
+        durability,
+    })
+}
+
+/// A PutRecords answer in AWS JSON, written straight into bytes.
+fn render_put_records_fast(state: &Ctx, stream: &str, put: &PutOutcome) -> Vec<u8> {
     let failures: Vec<Option<(&'static str, String)>> = put
         .results
         .iter()
-        .map(|r| r.err().map(|f| put_failure(state, &request.stream_name, f)))
+        .map(|r| r.err().map(|f| put_failure(state, stream, f)))
         .collect();
     let shard_ids: BTreeMap<u32, String> = put
         .results
@@ -940,7 +1058,7 @@ pub fn put_records_fast(
         .flat_map(|r| SequenceNumber(r.map_or(0, |(seq, _)| seq)).to_ascii())
         .collect();
     let width = sluice_model::SEQUENCE_NUMBER_DIGITS;
-    let mut out = Vec::with_capacity(64 + entries.len() * 112);
+    let mut out = Vec::with_capacity(64 + put.results.len() * 112);
     sluice_wire::fast::write_put_records_output(
         put.failed,
         put.results
@@ -963,7 +1081,7 @@ pub fn put_records_fast(
         put.encryption,
         &mut out,
     );
-    Ok(out)
+    out
 }
 
 /// `path` names the member in the error; it is only built on failure.
@@ -985,6 +1103,13 @@ fn check_record_size(
 }
 
 fn put_record(state: &Ctx, input: &Value) -> OpResult {
+    match put_record_begin(state, input)?.finish_blocking(state)? {
+        Output::Value(v) => Ok(v),
+        Output::Json(_) => Err(internal("unexpected answer")),
+    }
+}
+
+fn put_record_begin(state: &Ctx, input: &Value) -> Result<PendingPut, AwsError> {
     let key = str_of(input, "PartitionKey").unwrap_or_default();
     let data = decode_data(input.get("Data"));
     if let Some(seq) = str_of(input, "SequenceNumberForOrdering") {
@@ -1007,23 +1132,24 @@ fn put_record(state: &Ctx, input: &Value) -> OpResult {
         data: data.into(),
         hash,
     };
-    let put = put_entries(state, &name, std::slice::from_ref(&entry))?;
-    let (sequence, shard) = match put.results[0] {
-        Ok(done) => done,
-        Err(PutFailure::Throttled(shard)) => return Err(rate_exceeded(state, &name, shard)),
-        Err(PutFailure::Internal) => return Err(internal("the append failed")),
-        Err(PutFailure::Quarantined { shard, from, until }) => {
-            return Err(quarantined_range(&state.account, &name, shard, from, until))
-        }
-    };
-    Ok(json!({
-        "ShardId": sluice_meta::shard_id(shard),
-        "SequenceNumber": SequenceNumber(sequence).to_string(),
-        "EncryptionType": put.encryption,
-    }))
+    let (outcome, durability) = put_entries_unsynced(state, &name, std::slice::from_ref(&entry))?;
+    Ok(PendingPut {
+        account: state.account.clone(),
+        stream: name,
+        shape: PutShape::Record,
+        outcome,
+        durability,
+    })
 }
 
 fn put_records(state: &Ctx, input: &Value) -> OpResult {
+    match put_records_begin(state, input)?.finish_blocking(state)? {
+        Output::Value(v) => Ok(v),
+        Output::Json(_) => Err(internal("unexpected answer")),
+    }
+}
+
+fn put_records_begin(state: &Ctx, input: &Value) -> Result<PendingPut, AwsError> {
     let name = stream_name(state, input)?;
     let items = input
         .get("Records")
@@ -1040,23 +1166,14 @@ fn put_records(state: &Ctx, input: &Value) -> OpResult {
             })
         })
         .collect::<Result<Vec<_>, AwsError>>()?;
-    let put = put_entries(state, &name, &entries)?;
-    let records: Vec<Value> = put
-        .results
-        .iter()
-        .map(|r| match r {
-            Ok((seq, shard)) => {
-                json!({"SequenceNumber": SequenceNumber(*seq).to_string(), "ShardId": sluice_meta::shard_id(*shard)})
-            }
-            Err(failure) => {
-                let (code, message) = put_failure(state, &name, *failure);
-                json!({"ErrorCode": code, "ErrorMessage": message})
-            }
-        })
-        .collect();
-    Ok(
-        json!({"FailedRecordCount": put.failed, "Records": records, "EncryptionType": put.encryption}),
-    )
+    let (outcome, durability) = put_entries_unsynced(state, &name, &entries)?;
+    Ok(PendingPut {
+        account: state.account.clone(),
+        stream: name,
+        shape: PutShape::Records,
+        outcome,
+        durability,
+    })
 }
 
 /// One record of a PutRecords (or PutRecord), decoded.
@@ -1120,11 +1237,13 @@ pub(crate) struct PutOutcome {
 
 /// PutRecords after decoding: checks sizes, routes each entry, appends one
 /// batch per shard (one frame and one fsync round each, shards in parallel).
-pub(crate) fn put_entries(
+/// The outcome is provisional until the [`PutDurability`] is waited for.
+pub(crate) fn put_entries_unsynced(
     state: &Ctx,
     name: &str,
     entries: &[PutEntry<'_>],
-) -> Result<PutOutcome, AwsError> {
+) -> Result<(PutOutcome, PutDurability), AwsError> {
+    let mut durability = PutDurability::default();
     let total: usize = entries.iter().map(|e| e.data.len() + e.key.len()).sum();
     if total > PUT_RECORDS_MAX_BYTES {
         return Err(err(
@@ -1185,7 +1304,8 @@ pub(crate) fn put_entries(
             by_shard.retain(|_, indexes| !indexes.is_empty());
         }
         let groups: Vec<(u64, Vec<usize>)> = by_shard.into_iter().collect();
-        let outcomes = append_groups(state, &groups, entries, flags);
+        let (outcomes, round) = append_groups(state, &groups, entries, flags);
+        durability.rounds.extend(round);
         pending.clear();
         for ((log_id, indexes), outcome) in groups.iter().zip(&outcomes) {
             match outcome {
@@ -1222,11 +1342,14 @@ pub(crate) fn put_entries(
         pending.sort_unstable();
     }
     let failed = results.iter().filter(|r| r.is_err()).count();
-    Ok(PutOutcome {
-        results,
-        failed,
-        encryption,
-    })
+    Ok((
+        PutOutcome {
+            results,
+            failed,
+            encryption,
+        },
+        durability,
+    ))
 }
 
 /// How often a put is routed again because resharding closed its shard.
@@ -1256,7 +1379,10 @@ fn append_groups(
     groups: &[(u64, Vec<usize>)],
     entries: &[PutEntry<'_>],
     flags: u8,
-) -> Vec<Result<sluice_log::AppendReceipt, AppendFailure>> {
+) -> (
+    Vec<Result<sluice_log::AppendReceipt, AppendFailure>>,
+    Option<RoundWait>,
+) {
     let mut outcomes: Vec<Option<Result<sluice_log::AppendReceipt, AppendFailure>>> =
         (0..groups.len()).map(|_| None).collect();
     let mut logs = Vec::with_capacity(groups.len());
@@ -1285,11 +1411,25 @@ fn append_groups(
         .zip(&batches)
         .map(|(log, batch)| (&**log, &batch[..]))
         .collect();
-    let results = state.log().append_many(&pairs);
+    let (results, unsynced) = state.log().append_many_unsynced(&pairs);
+    let round = unsynced.map(|unsynced| RoundWait {
+        unsynced,
+        appends: at
+            .iter()
+            .zip(&results)
+            .map(|(&i, result)| RoundAppend {
+                log_id: groups[i].0,
+                entries: groups[i].1.clone(),
+                receipt: result.as_ref().ok().copied(),
+            })
+            .collect(),
+    });
     for ((i, result), log) in at.into_iter().zip(results).zip(&logs) {
         outcomes[i] = Some(match result {
             Ok(receipt) => {
-                state.health.append_succeeded();
+                if round.is_none() {
+                    state.health.append_succeeded();
+                }
                 Ok(receipt)
             }
             Err(sluice_log::AppendError::Deleted) => Err(AppendFailure::StreamGone),
@@ -1304,10 +1444,87 @@ fn append_groups(
             }
         });
     }
-    outcomes
+    let outcomes = outcomes
         .into_iter()
         .map(|o| o.unwrap_or(Err(AppendFailure::Internal)))
+        .collect();
+    (outcomes, round)
+}
+
+/// The appends of a put that still wait for their group-commit rounds
+/// (one per routing attempt): until then, its `Ok` results are provisional.
+#[derive(Debug, Default)]
+#[must_use = "a put is not durable until waited for"]
+pub(crate) struct PutDurability {
+    rounds: Vec<RoundWait>,
+}
+
+/// One attempt's appends: per append, the shard log, the request entries in
+/// it, and its receipt if it reached the journal.
+#[derive(Debug)]
+struct RoundWait {
+    unsynced: sluice_log::Unsynced,
+    appends: Vec<RoundAppend>,
+}
+
+#[derive(Debug)]
+struct RoundAppend {
+    log_id: u64,
+    entries: Vec<usize>,
+    receipt: Option<sluice_log::AppendReceipt>,
+}
+
+type AppendResult = Result<sluice_log::AppendReceipt, sluice_log::AppendError>;
+
+impl PutDurability {
+    /// Blocks the thread until the put is durable (or failed); settles `outcome`.
+    pub(crate) fn wait_blocking(self, state: &State, outcome: &mut PutOutcome) {
+        for round in self.rounds {
+            let mut results = provisional(&round.appends);
+            round.unsynced.wait(&mut results);
+            settle_put(state, round.appends, results, outcome);
+        }
+    }
+
+    /// The same, awaiting the rounds: no thread waits.
+    pub(crate) async fn wait(self, state: &State, outcome: &mut PutOutcome) {
+        for round in self.rounds {
+            let mut results = provisional(&round.appends);
+            round.unsynced.wait_async(&mut results).await;
+            settle_put(state, round.appends, results, outcome);
+        }
+    }
+}
+
+/// The appends' results before their round, for the log to settle.
+fn provisional(appends: &[RoundAppend]) -> Vec<AppendResult> {
+    appends
+        .iter()
+        .map(|a| a.receipt.ok_or(sluice_log::AppendError::ShutDown))
         .collect()
+}
+
+/// An append whose round failed fails its entries (InternalFailure).
+fn settle_put(
+    state: &State,
+    appends: Vec<RoundAppend>,
+    results: Vec<AppendResult>,
+    outcome: &mut PutOutcome,
+) {
+    for (append, after) in appends.into_iter().zip(results) {
+        match (append.receipt, after) {
+            (Some(_), Ok(_)) => state.health.append_succeeded(),
+            (Some(_), Err(e)) => {
+                state.health.append_failed(append.log_id, &e);
+                for i in append.entries {
+                    outcome.results[i] = Err(PutFailure::Internal);
+                }
+            }
+            // Failed before the journal: counted when it happened.
+            (None, _) => {}
+        }
+    }
+    outcome.failed = outcome.results.iter().filter(|r| r.is_err()).count();
 }
 
 fn get_shard_iterator(state: &Ctx, input: &Value) -> OpResult {

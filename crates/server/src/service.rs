@@ -466,6 +466,26 @@ enum Reply {
 enum Done {
     Body(Bytes),
     Subscription(fanout::Subscription),
+    /// A put, in the journal: its answer once durable.
+    Put(ops::PendingPut),
+}
+
+/// Puts with bodies up to this size run on the connection's task (their
+/// CPU work is short); larger ones go to the blocking pool. Either way the
+/// wait for the fsync is async, so no thread waits on it.
+const INLINE_PUT_MAX_BYTES: usize = 64 << 10;
+
+/// An operation's output in the request's protocol.
+fn encode_output(output: ops::Output, cbor: bool, operation: &str) -> Bytes {
+    match output {
+        ops::Output::Json(bytes) => Bytes::from(bytes),
+        ops::Output::Value(value) if cbor => {
+            Bytes::from(cbor::encode_cbor_output(kinesis(), operation, &value))
+        }
+        ops::Output::Value(value) => {
+            Bytes::from(serde_json::to_vec(&value).expect("JSON values serialize"))
+        }
+    }
 }
 
 type Routed = (Result<Reply, AwsError>, Leftover);
@@ -505,14 +525,16 @@ async fn route(req: Request<Incoming>, state: Arc<State>, cbor: bool) -> Routed 
     // fsyncs) and encoding are CPU or blocking work: keep them off the async
     // workers that drive connections.
     let events_state = state.clone();
+    let is_put = operation == "PutRecords" || operation == "PutRecord";
+    let inline = is_put && body.len() <= INLINE_PUT_MAX_BYTES && state.faults.is_empty();
+    let op = operation.clone();
     let run = move || -> Result<Done, AwsError> {
         // The body's memory stays counted until the operation is done with it.
         let _budget = budget;
         authenticate_body(&parts, &body, pending)?;
         if !cbor && operation == "PutRecords" && state.faults.is_empty() {
             if let Some(request) = sluice_wire::fast::decode_put_records(&body) {
-                return ops::put_records_fast(&state, account, &request)
-                    .map(|out| Done::Body(Bytes::from(out)));
+                return ops::begin_put_records_fast(&state, account, &request).map(Done::Put);
             }
         }
         let input = if cbor {
@@ -551,21 +573,24 @@ async fn route(req: Request<Incoming>, state: Arc<State>, cbor: bool) -> Routed 
         if operation == "SubscribeToShard" {
             return ops::subscribe(&input, &state, account, cbor).map(Done::Subscription);
         }
-        Ok(Done::Body(
-            match ops::dispatch(&operation, &input, &state, account, cbor)? {
-                ops::Output::Json(bytes) => Bytes::from(bytes),
-                ops::Output::Value(value) if cbor => {
-                    Bytes::from(cbor::encode_cbor_output(kinesis(), &operation, &value))
-                }
-                ops::Output::Value(value) => {
-                    Bytes::from(serde_json::to_vec(&value).expect("JSON values serialize"))
-                }
-            },
-        ))
+        if operation == "PutRecord" || operation == "PutRecords" {
+            return ops::begin_put(&operation, &input, &state, account, cbor).map(Done::Put);
+        }
+        let output = ops::dispatch(&operation, &input, &state, account, cbor)?;
+        Ok(Done::Body(encode_output(output, cbor, &operation)))
     };
-    let outcome = match tokio::task::spawn_blocking(run).await {
+    let done = if inline {
+        Ok(run())
+    } else {
+        tokio::task::spawn_blocking(run).await
+    };
+    let outcome = match done {
         Ok(Ok(Done::Body(body))) => Ok(Reply::Body(body)),
         Ok(Ok(Done::Subscription(sub))) => Ok(Reply::Events(fanout::start(events_state, sub))),
+        Ok(Ok(Done::Put(put))) => put
+            .finish(&events_state)
+            .await
+            .map(|output| Reply::Body(encode_output(output, cbor, &op))),
         Ok(Err(e)) => Err(e),
         Err(_) => Err(AwsError::new(
             ErrorCode::InternalFailure,
