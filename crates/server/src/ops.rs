@@ -1271,7 +1271,9 @@ pub(crate) fn put_entries_unsynced(
     // entries are routed again to the children, so each record lands in
     // exactly one shard.
     for attempt in 0..RESHARD_RETRIES {
-        let mut by_shard: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
+        // (shard log, entry), sorted: each shard's entries in request order,
+        // in one flat list (no allocation per shard).
+        let mut routed: Vec<(u64, usize)> = Vec::with_capacity(pending.len());
         let mut on_demand = false;
         with_named_stream(state, name, |stream| {
             check_not_deleting(state, stream)?;
@@ -1280,34 +1282,37 @@ pub(crate) fn put_entries_unsynced(
             for &i in &pending {
                 let s = sluice_meta::route(&open, entries[i].hash);
                 shard_of[i] = s.index;
-                by_shard.entry(s.log_id).or_default().push(i);
+                routed.push((s.log_id, i));
             }
             Ok(())
         })?;
+        routed.sort_unstable();
         let limited = state.config.enforce_limits;
         if attempt == 0 && (limited || state.throttles.any_blocked()) {
             // Each record is admitted (or throttled) once, by the shard it
             // first routes to, in request order.
             let now = state.now_ms();
-            for (log_id, indexes) in by_shard.iter_mut() {
-                let blocked = state.throttles.is_blocked(*log_id, now);
-                let mut shard = state.throttles.shard(*log_id, state.config.capacity, now);
-                indexes.retain(|&i| {
+            let mut admitted = Vec::with_capacity(routed.len());
+            for run in routed.chunk_by(|a, b| a.0 == b.0) {
+                let log_id = run[0].0;
+                let blocked = state.throttles.is_blocked(log_id, now);
+                let mut shard = state.throttles.shard(log_id, state.config.capacity, now);
+                for &(_, i) in run {
                     let bytes = (entries[i].key.len() + entries[i].data.len()) as u64;
-                    let admitted = !blocked && (!limited || shard.admit_write(bytes));
-                    if !admitted {
+                    if !blocked && (!limited || shard.admit_write(bytes)) {
+                        admitted.push((log_id, i));
+                    } else {
                         results[i] = Err(PutFailure::Throttled(shard_of[i]));
                     }
-                    admitted
-                });
+                }
             }
-            by_shard.retain(|_, indexes| !indexes.is_empty());
+            routed = admitted;
         }
-        let groups: Vec<(u64, Vec<usize>)> = by_shard.into_iter().collect();
+        let groups = Groups::of(routed);
         let (outcomes, round) = append_groups(state, &groups, entries, flags);
-        durability.rounds.extend(round);
         pending.clear();
-        for ((log_id, indexes), outcome) in groups.iter().zip(&outcomes) {
+        for (g, outcome) in outcomes.iter().enumerate() {
+            let (log_id, indexes) = (groups.log_id(g), groups.entries(g));
             match outcome {
                 Ok(receipt) => {
                     for (n, &i) in indexes.iter().enumerate() {
@@ -1319,7 +1324,7 @@ pub(crate) fn put_entries_unsynced(
                             let bytes = entries[i].key.len() + entries[i].data.len();
                             load.add(1, bytes as u64, entries[i].hash, entries[i].hash);
                         }
-                        state.autoscaler.record(*log_id, load);
+                        state.autoscaler.record(log_id, load);
                     }
                 }
                 Err(AppendFailure::Closed) => pending.extend(indexes),
@@ -1336,6 +1341,10 @@ pub(crate) fn put_entries_unsynced(
                 Err(AppendFailure::Internal) => {}
             }
         }
+        if let Some(mut round) = round {
+            round.groups = groups;
+            durability.rounds.push(round);
+        }
         if pending.is_empty() {
             break;
         }
@@ -1350,6 +1359,45 @@ pub(crate) fn put_entries_unsynced(
         },
         durability,
     ))
+}
+
+/// A put's entries grouped by shard log: each group's entries (request
+/// indexes, in request order) are one run of a flat list.
+#[derive(Debug, Default)]
+struct Groups {
+    /// Entry indexes, group after group.
+    entries: Vec<usize>,
+    /// Per group: its shard log and where its run ends in `entries`.
+    groups: Vec<(u64, usize)>,
+}
+
+impl Groups {
+    /// From (shard log, entry) pairs sorted by shard log.
+    fn of(routed: Vec<(u64, usize)>) -> Self {
+        let mut groups: Vec<(u64, usize)> = Vec::new();
+        let mut entries = Vec::with_capacity(routed.len());
+        for (n, (log_id, i)) in routed.into_iter().enumerate() {
+            match groups.last_mut() {
+                Some(last) if last.0 == log_id => last.1 = n + 1,
+                _ => groups.push((log_id, n + 1)),
+            }
+            entries.push(i);
+        }
+        Self { entries, groups }
+    }
+
+    fn len(&self) -> usize {
+        self.groups.len()
+    }
+
+    fn log_id(&self, g: usize) -> u64 {
+        self.groups[g].0
+    }
+
+    fn entries(&self, g: usize) -> &[usize] {
+        let start = if g == 0 { 0 } else { self.groups[g - 1].1 };
+        &self.entries[start..self.groups[g].1]
+    }
 }
 
 /// How often a put is routed again because resharding closed its shard.
@@ -1373,10 +1421,11 @@ enum AppendFailure {
 /// Appends each group (shard log id, request indexes) as one batch, all in
 /// one call to the log: one journal write and one group-commit round for
 /// the whole request, however many shards it touches. Outcomes in the
-/// order of `groups`.
+/// order of the groups; the round (if any) gets the groups once the caller
+/// is done with them.
 fn append_groups(
     state: &Ctx,
-    groups: &[(u64, Vec<usize>)],
+    groups: &Groups,
     entries: &[PutEntry<'_>],
     flags: u8,
 ) -> (
@@ -1385,47 +1434,46 @@ fn append_groups(
 ) {
     let mut outcomes: Vec<Option<Result<sluice_log::AppendReceipt, AppendFailure>>> =
         (0..groups.len()).map(|_| None).collect();
+    // Every record in group order, so that each group's batch is a slice.
+    let records: Vec<AppendRecord<'_>> = groups
+        .entries
+        .iter()
+        .map(|&i| AppendRecord {
+            partition_key: entries[i].key.as_bytes(),
+            data: &entries[i].data,
+            flags,
+        })
+        .collect();
     let mut logs = Vec::with_capacity(groups.len());
-    let mut batches: Vec<Vec<AppendRecord<'_>>> = Vec::with_capacity(groups.len());
     let mut at = Vec::with_capacity(groups.len());
-    for (i, (log_id, indexes)) in groups.iter().enumerate() {
-        let Some(log) = state.shard_log(*log_id) else {
-            outcomes[i] = Some(Err(AppendFailure::StreamGone));
+    let mut start = 0;
+    for (g, &(log_id, end)) in groups.groups.iter().enumerate() {
+        let range = start..end;
+        start = end;
+        let Some(log) = state.shard_log(log_id) else {
+            outcomes[g] = Some(Err(AppendFailure::StreamGone));
             continue;
         };
-        logs.push(log);
-        batches.push(
-            indexes
-                .iter()
-                .map(|&i| AppendRecord {
-                    partition_key: entries[i].key.as_bytes(),
-                    data: &entries[i].data,
-                    flags,
-                })
-                .collect(),
-        );
-        at.push(i);
+        logs.push((log, range));
+        at.push(g);
     }
     let pairs: Vec<(&sluice_log::ShardLog, &[AppendRecord<'_>])> = logs
         .iter()
-        .zip(&batches)
-        .map(|(log, batch)| (&**log, &batch[..]))
+        .map(|(log, range)| (&**log, &records[range.clone()]))
         .collect();
     let (results, unsynced) = state.log().append_many_unsynced(&pairs);
+    drop(pairs);
     let round = unsynced.map(|unsynced| RoundWait {
         unsynced,
+        groups: Groups::default(),
         appends: at
             .iter()
             .zip(&results)
-            .map(|(&i, result)| RoundAppend {
-                log_id: groups[i].0,
-                entries: groups[i].1.clone(),
-                receipt: result.as_ref().ok().copied(),
-            })
+            .map(|(&g, result)| (g, result.as_ref().ok().copied()))
             .collect(),
     });
-    for ((i, result), log) in at.into_iter().zip(results).zip(&logs) {
-        outcomes[i] = Some(match result {
+    for ((g, result), (log, _)) in at.into_iter().zip(results).zip(&logs) {
+        outcomes[g] = Some(match result {
             Ok(receipt) => {
                 if round.is_none() {
                     state.health.append_succeeded();
@@ -1459,19 +1507,13 @@ pub(crate) struct PutDurability {
     rounds: Vec<RoundWait>,
 }
 
-/// One attempt's appends: per append, the shard log, the request entries in
-/// it, and its receipt if it reached the journal.
+/// One attempt's appends: its groups, and per append the group and its
+/// receipt if it reached the journal.
 #[derive(Debug)]
 struct RoundWait {
     unsynced: sluice_log::Unsynced,
-    appends: Vec<RoundAppend>,
-}
-
-#[derive(Debug)]
-struct RoundAppend {
-    log_id: u64,
-    entries: Vec<usize>,
-    receipt: Option<sluice_log::AppendReceipt>,
+    groups: Groups,
+    appends: Vec<(usize, Option<sluice_log::AppendReceipt>)>,
 }
 
 type AppendResult = Result<sluice_log::AppendReceipt, sluice_log::AppendError>;
@@ -1482,7 +1524,7 @@ impl PutDurability {
         for round in self.rounds {
             let mut results = provisional(&round.appends);
             round.unsynced.wait(&mut results);
-            settle_put(state, round.appends, results, outcome);
+            settle_put(state, &round.groups, &round.appends, results, outcome);
         }
     }
 
@@ -1491,32 +1533,33 @@ impl PutDurability {
         for round in self.rounds {
             let mut results = provisional(&round.appends);
             round.unsynced.wait_async(&mut results).await;
-            settle_put(state, round.appends, results, outcome);
+            settle_put(state, &round.groups, &round.appends, results, outcome);
         }
     }
 }
 
 /// The appends' results before their round, for the log to settle.
-fn provisional(appends: &[RoundAppend]) -> Vec<AppendResult> {
+fn provisional(appends: &[(usize, Option<sluice_log::AppendReceipt>)]) -> Vec<AppendResult> {
     appends
         .iter()
-        .map(|a| a.receipt.ok_or(sluice_log::AppendError::ShutDown))
+        .map(|a| a.1.ok_or(sluice_log::AppendError::ShutDown))
         .collect()
 }
 
 /// An append whose round failed fails its entries (InternalFailure).
 fn settle_put(
     state: &State,
-    appends: Vec<RoundAppend>,
+    groups: &Groups,
+    appends: &[(usize, Option<sluice_log::AppendReceipt>)],
     results: Vec<AppendResult>,
     outcome: &mut PutOutcome,
 ) {
-    for (append, after) in appends.into_iter().zip(results) {
-        match (append.receipt, after) {
+    for (&(g, before), after) in appends.iter().zip(results) {
+        match (before, after) {
             (Some(_), Ok(_)) => state.health.append_succeeded(),
             (Some(_), Err(e)) => {
-                state.health.append_failed(append.log_id, &e);
-                for i in append.entries {
+                state.health.append_failed(groups.log_id(g), &e);
+                for &i in groups.entries(g) {
                     outcome.results[i] = Err(PutFailure::Internal);
                 }
             }
