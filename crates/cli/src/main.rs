@@ -278,6 +278,13 @@ enum Ctl {
     Repair {
         /// The data directory (the one given to `serve --data-dir`), or its `log/`.
         dir: PathBuf,
+        /// If the journal is damaged (acknowledged entries fail their
+        /// checksums, which `ctl check` reports), cut it at the damage: the
+        /// records from there on, in every shard, are lost, and their
+        /// sequence numbers will be given to new records. Without it, repair
+        /// refuses a damaged journal.
+        #[arg(long)]
+        cut_journal: bool,
     },
     /// Print every shard log, segment, frame and record.
     Dump {
@@ -586,13 +593,24 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 );
             }
             let mut corrupt = 0;
+            let mut journal = false;
             for s in report.corruptions() {
-                corrupt += 1;
+                let problem = s.problem.as_deref().unwrap_or_default();
+                if problem.starts_with("journal damage") {
+                    journal = true;
+                } else {
+                    corrupt += 1;
+                }
+                println!("CORRUPT: {}: {problem}", s.path.display());
+            }
+            if journal {
                 println!(
-                    "CORRUPT: {}: {}",
-                    s.path.display(),
-                    s.problem.as_deref().unwrap_or_default()
+                    "the journal is damaged: the server refuses to start. Restore the file, or run `sluice ctl repair --cut-journal {}` to cut the journal at the damage (the records journaled from there on are lost, in every shard)",
+                    dir.display()
                 );
+            }
+            if journal && corrupt == 0 {
+                return Ok(ExitCode::from(1));
             }
             if corrupt > 0 {
                 println!(
@@ -605,7 +623,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Ctl {
-            command: Ctl::Repair { dir },
+            command: Ctl::Repair { dir, cut_journal },
         } => {
             let root = sluice_log::inspect::log_root(&dir)?;
             // The server's lock, held throughout: repairing under a running
@@ -628,8 +646,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ),
                 Err(std::fs::TryLockError::Error(e)) => return Err(e.into()),
             }
-            let report =
-                sluice_log::inspect::repair(std::sync::Arc::new(sluice_log::OsStorage), &root)?;
+            let report = sluice_log::inspect::repair(
+                std::sync::Arc::new(sluice_log::OsStorage),
+                &root,
+                cut_journal,
+            )?;
+            if let Some(cut) = &report.journal_cut {
+                println!(
+                    "journal cut at the damage: {cut}. The acknowledged records written from there on are lost, in every shard"
+                );
+            }
             for r in &report.repaired {
                 println!(
                     "shard log {}: {} bytes from sequence number {} up to (not including) {}: {}",

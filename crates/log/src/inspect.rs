@@ -102,7 +102,7 @@ pub fn check(root: &Path) -> io::Result<CheckReport> {
             for e in &cp.entries {
                 checkpointed.insert(e.shard, (e.segment_base, e.segment_salt, e.end));
             }
-            let replayed = journal.replay(cp.replay_from)?;
+            let replayed = journal.replay(cp.replay_from, false)?;
             if let Ok(r) = &replayed {
                 report.journal_entries = r.entries.len() as u64;
                 report.journal_bytes = r.bytes;
@@ -422,6 +422,9 @@ pub struct RepairReport {
     pub repaired: Vec<Repaired>,
     /// Segments (or shard logs) that could not be repaired.
     pub failed: usize,
+    /// The damaged journal was cut here (`cut_journal`): every entry from
+    /// it on was lost.
+    pub journal_cut: Option<crate::JournalDamage>,
 }
 
 /// Repairs the shard logs under the log directory `root` (see [`log_root`])
@@ -431,11 +434,21 @@ pub struct RepairReport {
 /// readers pass over (the records in them are lost; every other record keeps
 /// its sequence number); a torn tail of a newest segment is cut, as opening
 /// would. A header that cannot be mended makes its whole segment skipped.
+/// The journal is replayed into the segments first; a damaged journal
+/// (acknowledged entries that fail their checksums) is refused, or with
+/// `cut_journal` cut at the damage, losing the entries from there on.
 /// Run it only on a stopped server's data directory.
-pub fn repair(storage: Arc<dyn Storage>, root: &Path) -> io::Result<RepairReport> {
-    settle_journal(&storage, root)?;
+pub fn repair(
+    storage: Arc<dyn Storage>,
+    root: &Path,
+    cut_journal: bool,
+) -> io::Result<RepairReport> {
+    let journal_cut = settle_journal(&storage, root, cut_journal)?;
     let storage = &*storage;
-    let mut report = RepairReport::default();
+    let mut report = RepairReport {
+        journal_cut,
+        ..RepairReport::default()
+    };
     for (id, dir) in shard_dirs(storage, root)? {
         report.shards += 1;
         if storage
@@ -510,18 +523,23 @@ pub fn repair(storage: Arc<dyn Storage>, root: &Path) -> io::Result<RepairReport
 /// removes it, so that the segments alone hold everything and repair works
 /// on them as on format 1. The next open scans the newest segments and
 /// starts a new journal and checkpoint.
-fn settle_journal(storage: &Arc<dyn Storage>, root: &Path) -> io::Result<()> {
+fn settle_journal(
+    storage: &Arc<dyn Storage>,
+    root: &Path,
+    cut_journal: bool,
+) -> io::Result<Option<crate::JournalDamage>> {
     let journal_dir = root.join("journal");
     if storage.list_dir(&journal_dir).is_err() {
-        return Ok(());
+        return Ok(None);
     }
     let options = crate::LogOptions {
         journal_spares: false,
         checkpoint_interval_ms: 0,
         checkpoint_bytes: u64::MAX,
+        cut_damaged_journal: cut_journal,
         ..crate::LogOptions::default()
     };
-    let log = crate::Log::open(
+    let (log, opened) = crate::Log::open_with_report(
         storage.clone(),
         root,
         options,
@@ -538,7 +556,8 @@ fn settle_journal(storage: &Arc<dyn Storage>, root: &Path) -> io::Result<()> {
     }
     storage.sync_dir(&journal_dir)?;
     storage.remove_dir_all(&journal_dir)?;
-    storage.sync_dir(root)
+    storage.sync_dir(root)?;
+    Ok(opened.journal_cut)
 }
 
 /// A repair done to one segment: (from offset, to offset, what).

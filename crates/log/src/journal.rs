@@ -267,6 +267,9 @@ pub(crate) struct Replay {
     pub entries: Vec<ReadEntry>,
     /// Bytes of journal replayed.
     pub bytes: u64,
+    /// Damage that replay stopped at, when told to cut there: everything
+    /// from it on was dropped.
+    pub cut: Option<JournalDamage>,
 }
 
 impl Journal {
@@ -329,8 +332,14 @@ impl Journal {
     }
 
     /// Reads every entry from `replay_from` to the end of the journal, and
-    /// makes what was found the start of a fresh chain. Fails on damage.
-    pub fn replay(&self, replay_from: u64) -> io::Result<Result<Replay, JournalDamage>> {
+    /// makes what was found the start of a fresh chain. Fails on damage,
+    /// unless `cut_at_damage` (the operator's say): then replay ends at it,
+    /// as at a torn tail, and says where.
+    pub fn replay(
+        &self,
+        replay_from: u64,
+        cut_at_damage: bool,
+    ) -> io::Result<Result<Replay, JournalDamage>> {
         let mut st = self.state.lock().unwrap();
         let all = std::mem::take(&mut st.chain);
         // The chain: the file holding `replay_from`, then each file starting
@@ -362,6 +371,7 @@ impl Journal {
                 .map_or(0, |&i| all[i].start + FILE_HEADER_LEN),
         );
         let mut replayed = 0u64;
+        let mut cut = None;
         'files: for (n, &i) in chain_idx.iter().enumerate() {
             let f = &all[i];
             if lsn < f.start + FILE_HEADER_LEN {
@@ -413,15 +423,18 @@ impl Journal {
                         // durable past this point.
                         let later = chain_idx[n..].iter().map(|&j| &all[j]);
                         if let Some(proof) = find_durable_after(later, lsn)? {
-                            let file = self.dir.join(file_name(f.index));
-                            st.chain = all;
-                            return Ok(Err(JournalDamage {
-                                file,
+                            let damage = JournalDamage {
+                                file: self.dir.join(file_name(f.index)),
                                 position: pos,
                                 reason: format!(
                                     "{reason}, yet a later entry at LSN {proof} was written after the journal was durable past it"
                                 ),
-                            }));
+                            };
+                            if !cut_at_damage {
+                                st.chain = all;
+                                return Ok(Err(damage));
+                            }
+                            cut = Some(damage);
                         }
                         break 'files;
                     }
@@ -452,6 +465,7 @@ impl Journal {
         Ok(Ok(Replay {
             entries,
             bytes: replayed,
+            cut,
         }))
     }
 
@@ -1134,7 +1148,7 @@ mod tests {
     fn the_replayed_files_outlive_an_open_that_stops_before_its_checkpoint() {
         let storage = crate::SimStorage::new(1);
         let j = sim_journal(&storage);
-        j.replay(0).unwrap().unwrap();
+        j.replay(0, false).unwrap().unwrap();
         let start = j.begin().unwrap();
         j.write_checkpoint(start, &[]).unwrap();
         j.write(&[entry(b"acknowledged")]).unwrap();
@@ -1143,13 +1157,20 @@ mod tests {
         // An open that replays and starts a fresh chain, then dies.
         let j = sim_journal(&storage);
         let cp = j.read_checkpoint().unwrap().unwrap();
-        assert_eq!(j.replay(cp.replay_from).unwrap().unwrap().entries.len(), 1);
+        assert_eq!(
+            j.replay(cp.replay_from, false)
+                .unwrap()
+                .unwrap()
+                .entries
+                .len(),
+            1
+        );
         j.begin().unwrap();
         drop(j);
         storage.crash();
         let j = sim_journal(&storage);
         let cp = j.read_checkpoint().unwrap().unwrap();
-        let replay = j.replay(cp.replay_from).unwrap().unwrap();
+        let replay = j.replay(cp.replay_from, false).unwrap().unwrap();
         assert_eq!(
             replay.entries.len(),
             1,

@@ -139,6 +139,10 @@ pub struct LogOptions {
     /// Frames held in memory, written to the journal but not yet to their
     /// segments, at most (about; see `docs/storage-format.md`).
     pub pending_bytes_max: u64,
+    /// Open over a damaged journal by cutting it at the damage, losing the
+    /// acknowledged entries from there on (`sluice ctl repair --cut-journal`).
+    /// Off: opening refuses with [`OpenError::JournalDamaged`].
+    pub cut_damaged_journal: bool,
 }
 
 impl Default for LogOptions {
@@ -152,6 +156,7 @@ impl Default for LogOptions {
             checkpoint_interval_ms: 5_000,
             journal_spares: true,
             pending_bytes_max: 32 << 20,
+            cut_damaged_journal: false,
         }
     }
 }

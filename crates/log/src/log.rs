@@ -114,6 +114,9 @@ pub struct OpenReport {
     pub replayed_bytes: u64,
     /// Segment files fsynced after replay.
     pub segments_synced: u64,
+    /// The journal was damaged and, as `LogOptions::cut_damaged_journal`
+    /// allowed, cut there: every entry from this point on was dropped.
+    pub journal_cut: Option<crate::JournalDamage>,
 }
 
 impl Log {
@@ -189,7 +192,10 @@ impl Log {
         let journal_path = shared.journal.dir().to_path_buf();
         let replay = shared
             .journal
-            .replay(checkpoint.as_ref().map_or(0, |c| c.replay_from))
+            .replay(
+                checkpoint.as_ref().map_or(0, |c| c.replay_from),
+                shared.options.cut_damaged_journal,
+            )
             .at(&journal_path)?
             .map_err(|damage| OpenError::JournalDamaged(Box::new(damage)))?;
         // The segments each shard log has frames for in the journal.
@@ -231,6 +237,7 @@ impl Log {
                     r.touched.push(e.segment_base);
                 }
             }
+            report.journal_cut = replay.cut.clone();
             report.replayed_entries = replay.entries.len() as u64;
             report.replayed_bytes = replay.bytes;
             drop(replay);

@@ -533,10 +533,11 @@ fn a_torn_journal_tail_is_cut_off_at_open() {
 }
 
 /// A bad entry followed by one written after the journal was durable past
-/// it is damage, not a torn tail: opening refuses rather than cut
-/// acknowledged records.
+/// it is damage, not a torn tail: opening (and repair) refuses rather than
+/// cut acknowledged records, until the operator says to cut
+/// (`ctl repair --cut-journal`).
 #[test]
-fn a_damaged_journal_entry_refuses_to_open() {
+fn a_damaged_journal_entry_refuses_to_open_until_cut() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(1));
     {
@@ -561,6 +562,33 @@ fn a_damaged_journal_entry_refuses_to_open() {
     };
     assert!(matches!(e, sluice_log::OpenError::JournalDamaged(_)), "{e}");
     assert!(e.to_string().contains("journal is damaged"), "{e}");
+    assert!(e.to_string().contains("ctl repair --cut-journal"), "{e}");
+
+    // Repair refuses too, unless told to cut: then the journal ends at the
+    // damage, and what was before it is back (what came after is lost).
+    let refused = sluice_log::inspect::repair(Arc::new(OsStorage), dir.path(), false);
+    assert!(refused
+        .unwrap_err()
+        .to_string()
+        .contains("journal is damaged"));
+    let report = sluice_log::inspect::repair(Arc::new(OsStorage), dir.path(), true).unwrap();
+    let cut = report.journal_cut.as_ref().expect("the cut is reported");
+    assert!(cut.reason.contains("checksum"), "{cut}");
+    assert_eq!(report.failed, 0, "{report:?}");
+    let report = sluice_log::inspect::check(dir.path()).unwrap();
+    assert_eq!(report.corruptions().count(), 0, "{report:?}");
+    let log = os_log(&dir, LogOptions::default(), &clock);
+    let shard = log.shard(ShardLogId(1)).unwrap();
+    let read = |shard: &sluice_log::ShardLog| {
+        datas(
+            &shard
+                .read(shard.cursor(StartingPosition::TrimHorizon).unwrap(), ALL)
+                .unwrap(),
+        )
+    };
+    assert_eq!(read(&shard), [b"one".to_vec()]);
+    shard.append(&[rec(b"after")]).unwrap();
+    assert_eq!(read(&shard), [b"one".to_vec(), b"after".to_vec()]);
 }
 
 /// Segment bytes written after the last checkpoint are the journal's to
@@ -647,7 +675,7 @@ fn corruption_in_a_sealed_segment_quarantines_the_shard_and_repair_keeps_the_res
     let shard = log.shard(ShardLogId(1)).unwrap();
     assert_eq!(shard.verify(&|| false).unwrap(), Some(damage));
     drop((shard, log));
-    let repaired = sluice_log::inspect::repair(Arc::new(OsStorage), dir.path()).unwrap();
+    let repaired = sluice_log::inspect::repair(Arc::new(OsStorage), dir.path(), false).unwrap();
     assert_eq!(repaired.repaired.len(), 1, "{repaired:?}");
     let log = os_log(&dir, options, &clock);
     let shard = log.shard(ShardLogId(1)).unwrap();
@@ -710,7 +738,7 @@ fn bit_rot_in_the_newest_segment_is_quarantined_not_cut() {
         // Nothing was cut: the file is as it was.
         assert_eq!(std::fs::metadata(&seg).unwrap().len(), bytes.len() as u64);
     }
-    sluice_log::inspect::repair(Arc::new(OsStorage), dir.path()).unwrap();
+    sluice_log::inspect::repair(Arc::new(OsStorage), dir.path(), false).unwrap();
     let log = os_log(&dir, LogOptions::default(), &clock);
     let shard = log.shard(ShardLogId(1)).unwrap();
     assert_eq!(shard.info().damage, None);
@@ -947,7 +975,7 @@ fn repair_rebuilds_a_header_and_pads_a_segment_cut_short() {
             "the damaged header quarantines"
         );
     }
-    let report = sluice_log::inspect::repair(Arc::new(OsStorage), dir.path()).unwrap();
+    let report = sluice_log::inspect::repair(Arc::new(OsStorage), dir.path(), false).unwrap();
     assert!(
         report
             .repaired

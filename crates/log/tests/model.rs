@@ -384,7 +384,8 @@ impl Harness {
         }
         // Repair, offline, then every record that is not itself damaged is back.
         self.log = None;
-        sluice_log::inspect::repair(self.storage.clone(), std::path::Path::new(ROOT)).unwrap();
+        sluice_log::inspect::repair(self.storage.clone(), std::path::Path::new(ROOT), false)
+            .unwrap();
         self.reopen();
         for shard in 0..SHARDS {
             let s = self.log().shard(ShardLogId(shard)).unwrap();
@@ -605,6 +606,8 @@ fn run(seed: u64, segment_bytes: u64, durability: Durability, ops: &[Op]) {
         journal_spares: false,
         // Little written behind, so that appends flush now and then too.
         pending_bytes_max: 2048,
+        // Crashes tear the journal's tail only: damage is never to be cut.
+        cut_damaged_journal: false,
     };
     let mut h = Harness::new(seed, options);
     for op in ops {

@@ -16,21 +16,35 @@ use crate::Config;
 pub enum StateError {
     #[error("cannot listen: {0}")]
     Bind(std::io::Error),
-    #[error("data directory {path}: {source}")]
+    #[error("data directory {path}: {error}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
+    // Not marked as sources: the message says them already, and a chain
+    // printed with `{:#}` would say them twice.
     #[error("catalog: {0}")]
-    Catalog(#[from] sluice_meta::MetaError),
+    Catalog(sluice_meta::MetaError),
     #[error("storage: {0}")]
-    Log(#[from] sluice_log::OpenError),
+    Log(sluice_log::OpenError),
     #[error("data directory {0} is in use by another Sluice process")]
     InUse(PathBuf),
     #[error("TLS: {0}")]
     Tls(String),
     #[error("{0} is missing but the data directory holds shard logs; refusing to start rather than delete them")]
     MissingCatalog(PathBuf),
+}
+
+impl From<sluice_meta::MetaError> for StateError {
+    fn from(e: sluice_meta::MetaError) -> Self {
+        Self::Catalog(e)
+    }
+}
+
+impl From<sluice_log::OpenError> for StateError {
+    fn from(e: sluice_log::OpenError) -> Self {
+        Self::Log(e)
+    }
 }
 
 #[derive(Debug)]
@@ -73,9 +87,9 @@ type StreamShards = (String, String, Vec<(u32, u64)>);
 const KEY_FILE: &str = "iterator.key";
 
 fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
-    move |source| StateError::Io {
+    move |error| StateError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     }
 }
 
