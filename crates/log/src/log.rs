@@ -403,6 +403,13 @@ impl Log {
         self.shared.shards.read().unwrap().get(&id).cloned()
     }
 
+    /// [`Log::shard`] for many ids under one lock (a PutRecords may touch
+    /// hundreds of shards).
+    pub fn shards(&self, ids: impl IntoIterator<Item = ShardLogId>) -> Vec<Option<Arc<ShardLog>>> {
+        let shards = self.shared.shards.read().unwrap();
+        ids.into_iter().map(|id| shards.get(&id).cloned()).collect()
+    }
+
     pub fn shard_ids(&self) -> Vec<ShardLogId> {
         let mut ids: Vec<_> = self.shared.shards.read().unwrap().keys().copied().collect();
         ids.sort();

@@ -734,6 +734,17 @@ impl ShardLog {
     /// append itself (no polling).
     pub async fn data_after(&self, cursor: Cursor) {
         let (_, offset, _) = split_sequence(cursor.0);
+        // Counted before the check below, so that a publish either sees the
+        // count or stored its end before the check reads it; uncounted when
+        // done or dropped.
+        struct Counted<'a>(&'a std::sync::atomic::AtomicUsize);
+        impl Drop for Counted<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        self.progress.async_sleepers.fetch_add(1, Ordering::SeqCst);
+        let _counted = Counted(&self.progress.async_sleepers);
         loop {
             let notified = std::pin::pin!(self.progress.appended.notified());
             let mut notified = notified;

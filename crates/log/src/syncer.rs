@@ -32,8 +32,10 @@ pub struct ShardProgress {
     /// Threads blocked in `wait_for_data`: a publish with none skips the
     /// lock and the wake-up (a round may publish to thousands of shards).
     pub sleepers: std::sync::atomic::AtomicUsize,
-    /// The same wake-up for async readers (fan-out subscriptions).
+    /// The same wake-up for async readers (fan-out subscriptions), and how
+    /// many wait on it (the wake-up takes a lock: skipped when none do).
     pub appended: tokio::sync::Notify,
+    pub async_sleepers: std::sync::atomic::AtomicUsize,
 }
 
 impl ShardProgress {
@@ -44,7 +46,9 @@ impl ShardProgress {
             *self.changes.lock().unwrap() += 1;
             self.changed.notify_all();
         }
-        self.appended.notify_waiters();
+        if self.async_sleepers.load(Ordering::SeqCst) > 0 {
+            self.appended.notify_waiters();
+        }
     }
 }
 

@@ -1447,10 +1447,16 @@ fn append_groups(
     let mut logs = Vec::with_capacity(groups.len());
     let mut at = Vec::with_capacity(groups.len());
     let mut start = 0;
-    for (g, &(log_id, end)) in groups.groups.iter().enumerate() {
+    let found = state.log().shards(
+        groups
+            .groups
+            .iter()
+            .map(|&(id, _)| sluice_log::ShardLogId(id)),
+    );
+    for (g, (&(_, end), log)) in groups.groups.iter().zip(found).enumerate() {
         let range = start..end;
         start = end;
-        let Some(log) = state.shard_log(log_id) else {
+        let Some(log) = log else {
             outcomes[g] = Some(Err(AppendFailure::StreamGone));
             continue;
         };
