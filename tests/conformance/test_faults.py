@@ -1,6 +1,6 @@
 """Faults against the real binary, as an operator would meet them: bit rot in
 a shard's segments (quarantine, the start-up log, /health, `ctl check` and
-`ctl repair`), a full disk (a real tmpfs), and a flood of idle connections
+`ctl repair`) and in the journal (`ctl repair --cut-journal`), a full disk (a real tmpfs), and a flood of idle connections
 under a low open-file limit."""
 import contextlib
 import os
@@ -155,6 +155,51 @@ def test_bit_rot_quarantines_the_shard_and_repair_keeps_the_rest(tmp_path, where
         k.put_record(StreamName="rot", PartitionKey="k", Data=b"after")
         # Only the damaged record is gone; every other is back, in order.
         assert read_all(k, "rot") == records[: len(got)] + records[len(got) + 1:] + [b"after"]
+
+
+def test_a_damaged_journal_stops_the_server_until_an_operator_cuts_it(tmp_path):
+    data = tmp_path / "data"
+    with serve(data) as (proc, endpoint):
+        k = client(endpoint)
+        k.create_stream(StreamName="j", ShardCount=1)
+        for d in (b"first", b"second-second", b"third"):
+            k.put_record(StreamName="j", PartitionKey="k", Data=d)
+        # Killed at once: the journal holds all three (no checkpoint since).
+        proc.kill()
+        proc.wait()
+    # Rot in the middle entry: the third was written after the second was
+    # durable, so this is damage, not a torn tail.
+    held = [f for f in (data / "log" / "journal").glob("*.wal") if b"second-second" in f.read_bytes()]
+    assert len(held) == 1, held
+    at = held[0].read_bytes().rfind(b"second-second")
+    with open(held[0], "r+b") as f:
+        f.seek(at)
+        f.write(b"S")
+
+    started = subprocess.run(
+        [BINARY, "serve", "--listen", "127.0.0.1:0", "--data-dir", str(data)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert started.returncode != 0
+    assert "journal is damaged" in started.stderr and str(held[0]) in started.stderr
+    assert "ctl repair --cut-journal" in started.stderr
+    # Said once, not twice.
+    assert started.stderr.count("journal is damaged") == 1, started.stderr
+    check = ctl("check", data)
+    assert check.returncode == 1 and "--cut-journal" in check.stdout, check.stdout
+    refused = ctl("repair", data)
+    assert refused.returncode != 0 and "journal is damaged" in refused.stderr, refused
+    cut = ctl("repair", "--cut-journal", data)
+    assert cut.returncode == 0, cut.stderr
+    assert "journal cut at the damage" in cut.stdout, cut.stdout
+    assert ctl("check", data).returncode == 0
+
+    # What came before the damage is back; what followed it is lost.
+    with serve(data) as (_, endpoint):
+        k = client(endpoint)
+        assert read_all(k, "j") == [b"first"]
+        k.put_record(StreamName="j", PartitionKey="k", Data=b"after")
+        assert read_all(k, "j") == [b"first", b"after"]
 
 
 @pytest.fixture
