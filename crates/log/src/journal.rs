@@ -261,14 +261,23 @@ fn decode_entry_header(b: &[u8], salt: u32, lsn: u64) -> Option<EntryHeader> {
     })
 }
 
-/// What opening the journal found: entries to replay and where the journal ends.
+/// Every entry a walk found, in memory (tests).
 #[derive(Debug)]
+#[cfg(test)]
 pub(crate) struct Replay {
     pub entries: Vec<ReadEntry>,
-    /// Bytes of journal replayed.
+}
+
+/// What a walk of the journal found.
+#[derive(Debug, Default)]
+pub(crate) struct Walked {
+    /// Entries and bytes (headers included) walked.
+    pub entries: u64,
     pub bytes: u64,
-    /// Damage that replay stopped at, when told to cut there: everything
-    /// from it on was dropped.
+    /// Where the walk ended: the first LSN not walked.
+    pub end: u64,
+    /// Damage that the walk stopped at, when told to cut there: everything
+    /// from it on is to be dropped.
     pub cut: Option<JournalDamage>,
 }
 
@@ -331,17 +340,21 @@ impl Journal {
         self.state.lock().unwrap().chain.iter().any(|f| f.salt != 0)
     }
 
-    /// Reads every entry from `replay_from` to the end of the journal, and
-    /// makes what was found the start of a fresh chain. Fails on damage,
-    /// unless `cut_at_damage` (the operator's say): then replay ends at it,
-    /// as at a torn tail, and says where.
-    pub fn replay(
+    /// Walks the entries from `replay_from` along the chain to the journal's
+    /// end, handing each to `visit` in order (one at a time: the journal is
+    /// never held in memory). The end is a torn tail, or `stop_at` (an end an
+    /// earlier walk found). Damage fails the walk, unless `cut_at_damage`
+    /// (the operator's say): then the walk ends there, as at a torn tail,
+    /// and says where. Changes nothing; see [`Journal::start_fresh`].
+    pub fn walk(
         &self,
         replay_from: u64,
         cut_at_damage: bool,
-    ) -> io::Result<Result<Replay, JournalDamage>> {
-        let mut st = self.state.lock().unwrap();
-        let all = std::mem::take(&mut st.chain);
+        stop_at: Option<u64>,
+        visit: &mut dyn FnMut(ReadEntry) -> io::Result<()>,
+    ) -> io::Result<Result<Walked, JournalDamage>> {
+        let st = self.state.lock().unwrap();
+        let all = &st.chain;
         // The chain: the file holding `replay_from`, then each file starting
         // where the previous one ends.
         let by_start: HashMap<u64, usize> = all
@@ -364,14 +377,12 @@ impl Journal {
                 chain_idx.push(next);
             }
         }
-        let mut entries = Vec::new();
+        let mut walked = Walked::default();
         let mut lsn = replay_from.max(
             chain_idx
                 .first()
                 .map_or(0, |&i| all[i].start + FILE_HEADER_LEN),
         );
-        let mut replayed = 0u64;
-        let mut cut = None;
         'files: for (n, &i) in chain_idx.iter().enumerate() {
             let f = &all[i];
             if lsn < f.start + FILE_HEADER_LEN {
@@ -379,6 +390,9 @@ impl Journal {
             }
             let mut reader = ChunkReader::new(f.file.clone(), f.len);
             loop {
+                if stop_at.is_some_and(|end| lsn >= end) {
+                    break 'files;
+                }
                 let pos = lsn - f.start;
                 if pos + ENTRY_HEADER_LEN as u64 > f.len {
                     lsn = f.end();
@@ -408,17 +422,26 @@ impl Journal {
                 match outcome {
                     Ok((h, body)) => {
                         let len = ENTRY_HEADER_LEN as u64 + body.len() as u64;
-                        replayed += len;
-                        entries.push(ReadEntry {
+                        walked.entries += 1;
+                        walked.bytes += len;
+                        lsn += len;
+                        visit(ReadEntry {
                             shard: h.shard,
                             segment_base: h.segment_base,
                             segment_salt: h.segment_salt,
                             offset: h.offset,
                             body,
-                        });
-                        lsn += len;
+                        })?;
                     }
                     Err((pos, reason)) => {
+                        if stop_at.is_some() {
+                            // Before the end an earlier walk found: the bytes
+                            // changed between the walks.
+                            return Err(io::Error::other(format!(
+                                "{} at byte {pos}: {reason}, where an earlier read found a valid entry",
+                                self.dir.join(file_name(f.index)).display()
+                            )));
+                        }
                         // A torn tail unless a later entry says the journal was
                         // durable past this point.
                         let later = chain_idx[n..].iter().map(|&j| &all[j]);
@@ -431,18 +454,24 @@ impl Journal {
                                 ),
                             };
                             if !cut_at_damage {
-                                st.chain = all;
                                 return Ok(Err(damage));
                             }
-                            cut = Some(damage);
+                            walked.cut = Some(damage);
                         }
                         break 'files;
                     }
                 }
             }
         }
-        // A fresh chain starts after every file that has ever held entries,
-        // so that no stale file can be taken for part of it.
+        walked.end = lsn;
+        Ok(Ok(walked))
+    }
+
+    /// After replay: a fresh chain starts after every file that has ever
+    /// held entries, so that no stale file can be taken for part of it.
+    pub fn start_fresh(&self) {
+        let mut st = self.state.lock().unwrap();
+        let all = std::mem::take(&mut st.chain);
         let fresh_start = all
             .iter()
             .filter(|f| f.salt != 0)
@@ -462,11 +491,25 @@ impl Journal {
         self.written_lsn.store(fresh_start, Ordering::SeqCst);
         self.synced_lsn.store(fresh_start, Ordering::SeqCst);
         st.checkpointed_lsn = fresh_start;
-        Ok(Ok(Replay {
-            entries,
-            bytes: replayed,
-            cut,
-        }))
+    }
+
+    /// Walks the whole journal into memory, then starts fresh (tests).
+    #[cfg(test)]
+    pub fn replay(
+        &self,
+        replay_from: u64,
+        cut_at_damage: bool,
+    ) -> io::Result<Result<Replay, JournalDamage>> {
+        let mut entries = Vec::new();
+        let walked = self.walk(replay_from, cut_at_damage, None, &mut |e| {
+            entries.push(e);
+            Ok(())
+        })?;
+        if let Err(damage) = walked {
+            return Ok(Err(damage));
+        }
+        self.start_fresh();
+        Ok(Ok(Replay { entries }))
     }
 
     /// Makes the first file of the fresh chain, durably, so that a checkpoint
@@ -1139,6 +1182,63 @@ mod tests {
             offset: 0,
             body,
         }
+    }
+
+    /// Replay walks the journal twice; a second walk that meets other bytes
+    /// than the first before the end the first found fails, rather than
+    /// replay less than it promised.
+    #[test]
+    fn a_second_walk_that_finds_other_bytes_fails() {
+        let storage = crate::SimStorage::new(2);
+        let j = sim_journal(&storage);
+        j.replay(0, false).unwrap().unwrap();
+        let start = j.begin().unwrap();
+        j.write_checkpoint(start, &[]).unwrap();
+        j.write(&[entry(b"first-entry"), entry(b"second-entry")])
+            .unwrap();
+        j.sync().unwrap();
+        drop(j);
+        let j = sim_journal(&storage);
+        let cp = j.read_checkpoint().unwrap().unwrap();
+        let mut bodies = Vec::new();
+        let walked = j
+            .walk(cp.replay_from, false, None, &mut |e| {
+                bodies.push(e.body);
+                Ok(())
+            })
+            .unwrap()
+            .unwrap();
+        assert_eq!(bodies, [b"first-entry".to_vec(), b"second-entry".to_vec()]);
+        assert_eq!((walked.entries, walked.cut.is_none()), (2, true));
+        // The second walk stops at the same end, whatever follows it.
+        let mut again = 0;
+        j.walk(cp.replay_from, false, Some(walked.end), &mut |_| {
+            again += 1;
+            Ok(())
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!(again, 2);
+        // The first entry's body changes between the walks.
+        let (path, at) = storage
+            .files()
+            .into_iter()
+            .find_map(|(path, len)| {
+                let file = storage.open_file(&path).ok()?;
+                let mut bytes = vec![0u8; len as usize];
+                file.read_full_at(&mut bytes, 0).ok()?;
+                let at = bytes.windows(11).position(|w| w == b"first-entry")?;
+                Some((path, at as u64))
+            })
+            .expect("the entry is in a journal file");
+        assert!(storage.garble(&path, at, 0x01));
+        let failed = j.walk(cp.replay_from, false, Some(walked.end), &mut |_| Ok(()));
+        let e = failed.expect_err("other bytes than the first walk found");
+        assert!(
+            e.to_string()
+                .contains("an earlier read found a valid entry"),
+            "{e}"
+        );
     }
 
     /// Opening replays, starts a fresh chain and only then writes the

@@ -190,22 +190,23 @@ impl Log {
         // log is recovered by scanning its newest segment, as format 1 did.
         let scan = checkpoint.is_none();
         let journal_path = shared.journal.dir().to_path_buf();
-        let replay = shared
+        let replay_from = checkpoint.as_ref().map_or(0, |c| c.replay_from);
+        let cut = shared.options.cut_damaged_journal;
+        // Two walks of the journal, neither holding it in memory: the first
+        // finds its end and which segments it has frames for (recovery of
+        // each shard log needs that), the second writes the frames back.
+        let mut journaled: HashMap<u64, Vec<u64>> = HashMap::new();
+        let walked = shared
             .journal
-            .replay(
-                checkpoint.as_ref().map_or(0, |c| c.replay_from),
-                shared.options.cut_damaged_journal,
-            )
+            .walk(replay_from, cut, None, &mut |e| {
+                let bases = journaled.entry(e.shard).or_default();
+                if !bases.contains(&e.segment_base) {
+                    bases.push(e.segment_base);
+                }
+                Ok(())
+            })
             .at(&journal_path)?
             .map_err(|damage| OpenError::JournalDamaged(Box::new(damage)))?;
-        // The segments each shard log has frames for in the journal.
-        let mut journaled: HashMap<u64, Vec<u64>> = HashMap::new();
-        for e in &replay.entries {
-            let bases = journaled.entry(e.shard).or_default();
-            if !bases.contains(&e.segment_base) {
-                bases.push(e.segment_base);
-            }
-        }
         let mut shards = HashMap::new();
         for name in names {
             let Some(id) = ShardLogId::parse_dir_name(&name) else {
@@ -219,28 +220,35 @@ impl Log {
         }
         if let Some(cp) = &checkpoint {
             let mut replayed: HashMap<ShardLogId, Replayed> = HashMap::new();
-            for e in &replay.entries {
-                let id = ShardLogId(e.shard);
-                let Some(log) = shards.get(&id) else { continue };
-                let Some(header) = log
-                    .replay_entry(e.segment_base, e.segment_salt, e.offset, &e.body)
-                    .at(&journal_path)?
-                else {
-                    continue;
-                };
-                let r = replayed.entry(id).or_default();
-                r.last_base = e.segment_base;
-                r.last_end = e.offset + header.frame_len();
-                r.closed_at = (header.kind == crate::frame::FrameKind::Close).then_some(e.offset);
-                r.max_timestamp_ms = r.max_timestamp_ms.max(header.timestamp_ms);
-                if !r.touched.contains(&e.segment_base) {
-                    r.touched.push(e.segment_base);
-                }
-            }
-            report.journal_cut = replay.cut.clone();
-            report.replayed_entries = replay.entries.len() as u64;
-            report.replayed_bytes = replay.bytes;
-            drop(replay);
+            shared
+                .journal
+                .walk(replay_from, cut, Some(walked.end), &mut |e| {
+                    let id = ShardLogId(e.shard);
+                    let Some(log) = shards.get(&id) else {
+                        return Ok(());
+                    };
+                    let Some(header) =
+                        log.replay_entry(e.segment_base, e.segment_salt, e.offset, &e.body)?
+                    else {
+                        return Ok(());
+                    };
+                    let r = replayed.entry(id).or_default();
+                    r.last_base = e.segment_base;
+                    r.last_end = e.offset + header.frame_len();
+                    r.closed_at =
+                        (header.kind == crate::frame::FrameKind::Close).then_some(e.offset);
+                    r.max_timestamp_ms = r.max_timestamp_ms.max(header.timestamp_ms);
+                    if !r.touched.contains(&e.segment_base) {
+                        r.touched.push(e.segment_base);
+                    }
+                    Ok(())
+                })
+                .at(&journal_path)?
+                // Not damage: the first walk would have said so.
+                .map_err(|damage| OpenError::JournalDamaged(Box::new(damage)))?;
+            report.journal_cut = walked.cut.clone();
+            report.replayed_entries = walked.entries;
+            report.replayed_bytes = walked.bytes;
             let by_shard: HashMap<u64, &CheckpointEntry> =
                 cp.entries.iter().map(|e| (e.shard, e)).collect();
             let mut to_sync: Vec<Arc<dyn StorageFile>> = Vec::new();
@@ -265,6 +273,7 @@ impl Log {
         *shared.shards.write().unwrap() = shards;
         // A fresh journal chain, and a checkpoint that starts replay there:
         // everything recovered is in the segments, durably.
+        shared.journal.start_fresh();
         let start = shared.journal.begin().at(&journal_path)?;
         write_checkpoint(&shared, start).at(&journal_path)?;
         shared.journal.trim(start).at(&journal_path)?;
