@@ -94,8 +94,8 @@ fn route(operation: &str, input: &Value, state: &Ctx) -> OpResult {
         "DescribeStreamSummary" => describe_stream_summary(state, input),
         "ListStreams" => list_streams(state, input),
         "ListShards" => list_shards(state, input),
-        "PutRecord" => put_record(state, input),
-        "PutRecords" => put_records(state, input),
+        // Puts are begun with `begin_put` and awaited by the caller.
+        "PutRecord" | "PutRecords" => Err(internal("a put reached dispatch")),
         "GetShardIterator" => get_shard_iterator(state, input),
         "IncreaseStreamRetentionPeriod" => set_retention(state, input, true),
         "DecreaseStreamRetentionPeriod" => set_retention(state, input, false),
@@ -929,13 +929,6 @@ impl PendingPut {
         self.render(state)
     }
 
-    /// Blocks the thread until durable, then the answer.
-    fn finish_blocking(mut self, state: &State) -> Result<Output, AwsError> {
-        let durability = std::mem::take(&mut self.durability);
-        durability.wait_blocking(state, &mut self.outcome);
-        self.render(state)
-    }
-
     fn render(self, state: &State) -> Result<Output, AwsError> {
         let ctx = &Ctx {
             state,
@@ -1102,13 +1095,6 @@ fn check_record_size(
     Ok(())
 }
 
-fn put_record(state: &Ctx, input: &Value) -> OpResult {
-    match put_record_begin(state, input)?.finish_blocking(state)? {
-        Output::Value(v) => Ok(v),
-        Output::Json(_) => Err(internal("unexpected answer")),
-    }
-}
-
 fn put_record_begin(state: &Ctx, input: &Value) -> Result<PendingPut, AwsError> {
     let key = str_of(input, "PartitionKey").unwrap_or_default();
     let data = decode_data(input.get("Data"));
@@ -1140,13 +1126,6 @@ fn put_record_begin(state: &Ctx, input: &Value) -> Result<PendingPut, AwsError> 
         outcome,
         durability,
     })
-}
-
-fn put_records(state: &Ctx, input: &Value) -> OpResult {
-    match put_records_begin(state, input)?.finish_blocking(state)? {
-        Output::Value(v) => Ok(v),
-        Output::Json(_) => Err(internal("unexpected answer")),
-    }
 }
 
 fn put_records_begin(state: &Ctx, input: &Value) -> Result<PendingPut, AwsError> {
@@ -1525,16 +1504,7 @@ struct RoundWait {
 type AppendResult = Result<sluice_log::AppendReceipt, sluice_log::AppendError>;
 
 impl PutDurability {
-    /// Blocks the thread until the put is durable (or failed); settles `outcome`.
-    pub(crate) fn wait_blocking(self, state: &State, outcome: &mut PutOutcome) {
-        for round in self.rounds {
-            let mut results = provisional(&round.appends);
-            round.unsynced.wait(&mut results);
-            settle_put(state, &round.groups, &round.appends, results, outcome);
-        }
-    }
-
-    /// The same, awaiting the rounds: no thread waits.
+    /// Awaits the rounds (no thread waits) and settles `outcome`.
     pub(crate) async fn wait(self, state: &State, outcome: &mut PutOutcome) {
         for round in self.rounds {
             let mut results = provisional(&round.appends);

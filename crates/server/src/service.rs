@@ -521,9 +521,10 @@ async fn route(req: Request<Incoming>, state: Arc<State>, cbor: bool) -> Routed 
         Ok(read) => read,
         Err(e) => return (Err(e), Leftover::Broken),
     };
-    // Signature checks, decoding, validation, the operation (which may wait on
-    // fsyncs) and encoding are CPU or blocking work: keep them off the async
-    // workers that drive connections.
+    // Signature checks, decoding, validation, the operation and encoding are
+    // CPU or blocking work: kept off the async workers that drive
+    // connections, except small puts (short CPU work, then an async wait
+    // for their fsync round: no thread waits on it).
     let events_state = state.clone();
     let is_put = operation == "PutRecords" || operation == "PutRecord";
     let inline = is_put && body.len() <= INLINE_PUT_MAX_BYTES && state.faults.is_empty();
@@ -579,10 +580,11 @@ async fn route(req: Request<Incoming>, state: Arc<State>, cbor: bool) -> Routed 
         let output = ops::dispatch(&operation, &input, &state, account, cbor)?;
         Ok(Done::Body(encode_output(output, cbor, &operation)))
     };
+    // A panic is an InternalFailure either way, never a dropped connection.
     let done = if inline {
-        Ok(run())
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).map_err(|_| ())
     } else {
-        tokio::task::spawn_blocking(run).await
+        tokio::task::spawn_blocking(run).await.map_err(|_| ())
     };
     let outcome = match done {
         Ok(Ok(Done::Body(body))) => Ok(Reply::Body(body)),
