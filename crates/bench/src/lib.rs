@@ -227,7 +227,28 @@ impl Report {
         for (name, n) in &self.errors {
             out += &format!("  error {name}: {n}\n");
         }
+        for warning in self.warnings() {
+            out += &format!("warning: {warning}\n");
+        }
         out
+    }
+
+    /// What makes the figures mean something else than they seem to.
+    pub fn warnings(&self) -> Vec<String> {
+        let throttled: u64 = self
+            .errors
+            .iter()
+            .filter(|(name, _)| name.ends_with("ProvisionedThroughputExceededException"))
+            .map(|(_, n)| n)
+            .sum();
+        let attempted = self.records_ok + self.records_failed;
+        let mut warnings = Vec::new();
+        if attempted > 0 && throttled * 2 > attempted {
+            warnings.push(format!(
+                "{throttled} of {attempted} records were throttled by the shards' write limits (1 MiB/s and 1,000 records/s per shard, as AWS): this measured the limits, not the server. Start Sluice with `--limits off` to measure the server, or add shards"
+            ));
+        }
+        warnings
     }
 }
 
@@ -1070,6 +1091,37 @@ fn spawn_progress(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_mostly_throttled_run_says_so() {
+        let mut report = Report {
+            endpoint: "http://127.0.0.1:1".into(),
+            workload: Workload::default(),
+            elapsed_s: 1.0,
+            put_requests: 10,
+            get_requests: 0,
+            records_ok: 400,
+            records_failed: 600,
+            payload_bytes: 0,
+            records_per_s: 400.0,
+            payload_mb_per_s: 0.0,
+            put_latency_ms: None,
+            records_consumed: 0,
+            end_to_end_latency_ms: None,
+            read_back: None,
+            errors: BTreeMap::from([(
+                "PutRecords/ProvisionedThroughputExceededException".to_owned(),
+                600,
+            )]),
+        };
+        assert_eq!(report.warnings().len(), 1);
+        assert!(report.human().contains("--limits off"));
+        report.errors.insert(
+            "PutRecords/ProvisionedThroughputExceededException".to_owned(),
+            500,
+        );
+        assert!(report.warnings().is_empty(), "half is not most");
+    }
 
     #[test]
     fn stamps_round_trip() {

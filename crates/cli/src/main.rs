@@ -216,6 +216,12 @@ struct ServeArgs {
     /// started; retention deletes whole segments [default: 67108864].
     #[arg(long, env = "SLUICE_SEGMENT_BYTES")]
     segment_bytes: Option<u64>,
+    /// What the log on standard error shows: `error`, `warn`, `info`
+    /// (startup, recovery, scaling, problems), `debug` (also a line per
+    /// request: operation, stream, status, latency) or `trace`. RUST_LOG,
+    /// when set, filters in its own syntax unless this is given [default: info].
+    #[arg(long, env = "SLUICE_LOG_LEVEL", value_parser = ["off", "error", "warn", "info", "debug", "trace"])]
+    log_level: Option<String>,
 }
 
 /// The `--config` file: the same settings as the flags.
@@ -251,6 +257,7 @@ struct FileConfig {
     body_min_bytes_per_second: Option<u64>,
     body_bytes_in_flight_max: Option<usize>,
     segment_bytes: Option<u64>,
+    log_level: Option<String>,
 }
 
 /// `fsync = "sync"` or `fsync = 20` (milliseconds) in the file.
@@ -302,6 +309,15 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(code) => code,
+        // A reader that went away (`sluice ctl dump | head`) is not an error.
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
@@ -318,6 +334,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
         None => FileConfig::default(),
     };
+    init_logging(args.log_level.as_deref(), file.log_level.as_deref())?;
     let fsync = args.fsync.or(file.fsync.map(|f| match f {
         FsyncSetting::Text(t) => t,
         FsyncSetting::Millis(ms) => ms.to_string(),
@@ -508,9 +525,82 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             r = tokio::signal::ctrl_c() => r?,
             _ = term.recv() => {}
         }
+        tracing::info!("stopping: open requests finish, then a checkpoint");
         server.stop().await;
+        tracing::info!("stopped");
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Each shard log's stream and shard, from the catalog next to the log
+/// (`account/stream shardId-...`); empty if there is none.
+fn shard_names(
+    log_root: &std::path::Path,
+) -> anyhow::Result<std::collections::HashMap<u64, String>> {
+    // Only a data directory's `log/` has the catalog beside it.
+    let Some(data_dir) = log_root
+        .parent()
+        .filter(|_| log_root.file_name().is_some_and(|n| n == "log"))
+    else {
+        return Ok(Default::default());
+    };
+    let path = data_dir.join("catalog.json");
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Default::default()),
+        Err(e) => anyhow::bail!("cannot read {}: {e}", path.display()),
+    };
+    let catalog = sluice_meta::Catalog::from_snapshot_in(&bytes, "000000000000")
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok(catalog
+        .streams()
+        .flat_map(|stream| {
+            stream.shards.iter().map(move |shard| {
+                (
+                    shard.log_id,
+                    format!(
+                        "stream {} (account {}) {}",
+                        stream.name,
+                        stream.account,
+                        sluice_meta::shard_id(shard.index)
+                    ),
+                )
+            })
+        })
+        .collect())
+}
+
+/// Logs to standard error: `--log-level` (or SLUICE_LOG_LEVEL) if given, else
+/// RUST_LOG if set (its own syntax, per module), else the config file's
+/// `log_level`, else `info`. A level applies to Sluice's own modules; the
+/// libraries under it (hyper, h2) log their warnings only.
+fn init_logging(flag: Option<&str>, file: Option<&str>) -> anyhow::Result<()> {
+    use tracing_subscriber::EnvFilter;
+    let rust_log = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty());
+    let filter = match (flag, rust_log) {
+        (None, Some(rust_log)) => EnvFilter::try_new(&rust_log)
+            .map_err(|e| anyhow::anyhow!("RUST_LOG={rust_log:?}: {e}"))?,
+        (flag, _) => {
+            let level = flag.or(file).unwrap_or("info");
+            if !["off", "error", "warn", "info", "debug", "trace"].contains(&level) {
+                anyhow::bail!(
+                    "log_level {level:?}: expected off, error, warn, info, debug or trace"
+                );
+            }
+            let libraries = if level == "off" { "off" } else { "warn" };
+            EnvFilter::try_new(format!(
+                "{libraries},sluice={level},sluice_server={level},sluice_log={level},sluice_meta={level}"
+            ))?
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("starting the log: {e}"))
 }
 
 fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
@@ -555,6 +645,9 @@ fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let report = runtime.block_on(sluice_bench::run(target, workload))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
+        for warning in report.warnings() {
+            eprintln!("warning: {warning}");
+        }
     } else {
         print!("{}", report.human());
     }
@@ -570,27 +663,31 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let root = sluice_log::inspect::log_root(&dir)?;
             let report = sluice_log::inspect::check(&root)?;
+            let mut out = std::io::stdout().lock();
             let records: u64 = report.segments.iter().map(|s| s.records).sum();
             let bytes: u64 = report.segments.iter().map(|s| s.bytes).sum();
-            println!(
+            writeln!(
+                out,
                 "{} shard logs, {} segments, {} records, {} data bytes",
                 report.shards,
                 report.segments.len(),
                 records,
                 bytes
-            );
+            )?;
             if report.journal_entries > 0 {
-                println!(
+                writeln!(
+                    out,
                     "journal: {} frames ({} bytes) written since the last checkpoint, replayed into their segments at the next start (not counted above)",
                     report.journal_entries, report.journal_bytes
-                );
+                )?;
             }
             for s in report.torn_tails() {
-                println!(
+                writeln!(
+                    out,
                     "torn tail (left by a crash; cut off at the next start): {}: {}",
                     s.path.display(),
                     s.problem.as_deref().unwrap_or_default()
-                );
+                )?;
             }
             let mut corrupt = 0;
             let mut journal = false;
@@ -601,25 +698,27 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 } else {
                     corrupt += 1;
                 }
-                println!("CORRUPT: {}: {problem}", s.path.display());
+                writeln!(out, "CORRUPT: {}: {problem}", s.path.display())?;
             }
             if journal {
-                println!(
+                writeln!(
+                    out,
                     "the journal is damaged: the server refuses to start. Restore the file, or run `sluice ctl repair --cut-journal {}` to cut the journal at the damage (the records journaled from there on are lost, in every shard)",
                     dir.display()
-                );
+                )?;
             }
             if journal && corrupt == 0 {
                 return Ok(ExitCode::from(1));
             }
             if corrupt > 0 {
-                println!(
+                writeln!(
+                    out,
                     "{corrupt} damaged segments: the server quarantines their shards (readable up to the damage); `sluice ctl repair {}` skips the damage and keeps the rest",
                     dir.display()
-                );
+                )?;
                 return Ok(ExitCode::from(1));
             }
-            println!("ok");
+            writeln!(out, "ok")?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Ctl {
@@ -651,28 +750,32 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 &root,
                 cut_journal,
             )?;
+            let mut out = std::io::stdout().lock();
             if let Some(cut) = &report.journal_cut {
-                println!(
+                writeln!(
+                    out,
                     "journal cut at the damage: {cut}. The acknowledged records written from there on are lost, in every shard"
-                );
+                )?;
             }
             for r in &report.repaired {
-                println!(
+                writeln!(
+                    out,
                     "shard log {}: {} bytes from sequence number {} up to (not including) {}: {}",
                     r.shard,
                     r.bytes,
                     sluice_model::SequenceNumber(r.from_sequence),
                     sluice_model::SequenceNumber(r.to_sequence),
                     r.what
-                );
+                )?;
             }
-            println!(
+            writeln!(
+                out,
                 "{} shard logs, {} repairs",
                 report.shards,
                 report.repaired.len()
-            );
+            )?;
             if report.failed > 0 {
-                println!("{} could not be repaired (see above)", report.failed);
+                writeln!(out, "{} could not be repaired (see above)", report.failed)?;
                 return Ok(ExitCode::from(1));
             }
             Ok(ExitCode::SUCCESS)
@@ -683,7 +786,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let root = sluice_log::inspect::log_root(&dir)?;
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
-            sluice_log::inspect::dump(&root, &mut out, preview_bytes)?;
+            let names = shard_names(&root)?;
+            sluice_log::inspect::dump(&root, &mut out, preview_bytes, &names)?;
             out.flush()?;
             Ok(ExitCode::SUCCESS)
         }

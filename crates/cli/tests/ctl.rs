@@ -178,3 +178,119 @@ fn serve_reads_a_toml_config_and_flags_override_it() {
     assert_eq!(code, 2);
     assert!(out.contains("unknown field"), "{out}");
 }
+
+/// `sluice serve` on `data_dir`: the child and its address.
+fn serve(data_dir: &std::path::Path) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--limits", "off"])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("RUST_LOG", "off")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (child, line.trim().rsplit(' ').next().unwrap().to_owned())
+}
+
+/// One JSON 1.1 request; the status line and body.
+fn call(addr: &str, operation: &str, body: &str) -> String {
+    use std::io::{Read, Write as _};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Amz-Target: Kinesis_20131202.{operation}\r\nContent-Type: application/x-amz-json-1.1\r\nX-Amz-Date: 20260101T000000Z\r\nAuthorization: AWS4-HMAC-SHA256 Credential=AKID/20260101/us-east-1/kinesis/aws4_request, SignedHeaders=host, Signature=00\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{operation}: {out}");
+    out
+}
+
+#[test]
+fn dump_names_each_shard_logs_stream_and_shard() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, addr) = serve(dir.path());
+    call(
+        &addr,
+        "CreateStream",
+        r#"{"StreamName":"orders","ShardCount":2}"#,
+    );
+    call(
+        &addr,
+        "PutRecord",
+        r#"{"StreamName":"orders","PartitionKey":"k","Data":"aGk="}"#,
+    );
+    // SIGTERM: a clean stop, which checkpoints the journal into the segments.
+    Command::new("kill")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    child.wait().unwrap();
+    let (code, out) = sluice(&["ctl", "dump", dir.path().to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("stream orders (account 000000000000) shardId-000000000000"),
+        "{out}"
+    );
+    assert!(
+        out.contains("stream orders (account 000000000000) shardId-000000000001"),
+        "{out}"
+    );
+    assert!(out.contains("key \"k\" data_len 2"), "{out}");
+}
+
+#[test]
+fn dump_into_a_reader_that_goes_away_is_not_an_error() {
+    use std::io::{BufRead, BufReader, Read};
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(
+        Arc::new(OsStorage),
+        dir.path(),
+        LogOptions::default(),
+        Arc::new(ManualClock::new(1)),
+    )
+    .unwrap();
+    let shard = log.create_shard(ShardLogId(0), 1).unwrap();
+    // Far more than a pipe holds.
+    let records: Vec<AppendRecord<'_>> = (0..5_000)
+        .map(|_| AppendRecord {
+            partition_key: b"a-partition-key",
+            data: b"0123456789",
+            flags: 0,
+        })
+        .collect();
+    for _ in 0..4 {
+        shard.append(&records).unwrap();
+    }
+    log.checkpoint().unwrap();
+    drop(log);
+    // `sluice ctl dump DIR | head -1`.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["ctl", "dump", dir.path().to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("shard log "), "{first}");
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(status.success(), "{status:?}: {stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+}

@@ -221,10 +221,19 @@ pub fn check(root: &Path) -> io::Result<CheckReport> {
 }
 
 /// Prints every shard log, segment, frame and record under `root`.
-pub fn dump(root: &Path, out: &mut dyn Write, preview_bytes: usize) -> io::Result<()> {
+/// `names` says what each shard log is (its stream and shard), where known.
+pub fn dump(
+    root: &Path,
+    out: &mut dyn Write,
+    preview_bytes: usize,
+    names: &std::collections::HashMap<u64, String>,
+) -> io::Result<()> {
     let storage = OsStorage;
     for (id, dir) in shard_dirs(&storage, root)? {
-        writeln!(out, "shard log {id} ({})", dir.display())?;
+        match names.get(&id.0) {
+            Some(name) => writeln!(out, "shard log {id}: {name} ({})", dir.display())?,
+            None => writeln!(out, "shard log {id}: in no stream ({})", dir.display())?,
+        }
         for base in segment_bases(&storage, &dir)? {
             let path = segment::segment_path(&dir, base);
             let mut epoch = 0;

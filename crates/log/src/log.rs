@@ -39,6 +39,9 @@ pub(crate) struct Shared {
     pub disk_full: AtomicBool,
     /// Capacity of flushed buffers that shard logs keep for reuse.
     pub pending_retained: AtomicU64,
+    /// Bytes cut off newest segments at open (torn tails, unacknowledged
+    /// bytes past the replayed end).
+    pub recovery_cut_bytes: AtomicU64,
 }
 
 impl Shared {
@@ -117,6 +120,14 @@ pub struct OpenReport {
     /// The journal was damaged and, as `LogOptions::cut_damaged_journal`
     /// allowed, cut there: every entry from this point on was dropped.
     pub journal_cut: Option<crate::JournalDamage>,
+    /// Shard logs opened, and their segment files.
+    pub shard_logs: u64,
+    pub segments: u64,
+    /// Bytes cut off the end of newest segments: torn tails, or bytes past
+    /// what the journal and checkpoint vouch for (never acknowledged).
+    pub bytes_cut: u64,
+    /// Shard logs found damaged and quarantined.
+    pub quarantined: u64,
 }
 
 impl Log {
@@ -181,6 +192,7 @@ impl Log {
             pending_bytes: AtomicU64::new(0),
             disk_full: AtomicBool::new(false),
             pending_retained: AtomicU64::new(0),
+            recovery_cut_bytes: AtomicU64::new(0),
         });
         let mut report = OpenReport {
             migrated_from_v1: checkpoint.is_none() && !names.is_empty(),
@@ -270,6 +282,13 @@ impl Log {
             report.segments_synced = to_sync.len() as u64;
             sync_all(&to_sync).at(&shared.shards_dir)?;
         }
+        report.shard_logs = shards.len() as u64;
+        for log in shards.values() {
+            let info = log.info();
+            report.segments += info.segment_count as u64;
+            report.quarantined += u64::from(info.damage.is_some());
+        }
+        report.bytes_cut = shared.recovery_cut_bytes.load(Ordering::Relaxed);
         *shared.shards.write().unwrap() = shards;
         // A fresh journal chain, and a checkpoint that starts replay there:
         // everything recovered is in the segments, durably.
@@ -450,6 +469,11 @@ impl Log {
         self.shared.syncer.rounds()
     }
 
+    /// How long the group-commit rounds' journal fsyncs took.
+    pub fn fsync_times(&self) -> sluice_model::HistogramSnapshot {
+        self.shared.syncer.fsync_times()
+    }
+
     /// The most segment files the pool holds open.
     pub fn open_files_max(&self) -> usize {
         self.shared.options.open_files_max
@@ -595,6 +619,9 @@ impl Background {
 /// How long after failing to make a spare journal file the next try waits.
 const SPARE_RETRY: Duration = Duration::from_secs(60);
 
+/// Failed flushes are reported at most this often.
+const FLUSH_WARN_EVERY: Duration = Duration::from_secs(5);
+
 /// How often the checkpointer looks at the journal.
 const BACKGROUND_TICK: Duration = Duration::from_millis(50);
 
@@ -603,6 +630,7 @@ fn background_loop(shared: &Shared, wake: &(Mutex<bool>, Condvar), stop: &Atomic
     let mut last = Instant::now();
     let mut failures = 0u32;
     let mut spare_retry_at = Instant::now();
+    let mut last_flush_warning = None;
     while !stop.load(Ordering::SeqCst) {
         {
             let guard = wake.0.lock().unwrap();
@@ -612,21 +640,34 @@ fn background_loop(shared: &Shared, wake: &(Mutex<bool>, Condvar), stop: &Atomic
         if stop.load(Ordering::SeqCst) || shared.journal.is_poisoned() {
             continue;
         }
-        if options.journal_spares
-            && Instant::now() >= spare_retry_at
-            && shared.journal.prepare_spare().is_err()
-        {
-            // A full disk: writes make a (smaller) file when they need one,
-            // or fail; the spare is tried again much later, so that zeros
-            // written and taken back do not keep the disk full meanwhile.
-            spare_retry_at = Instant::now() + SPARE_RETRY;
+        if options.journal_spares && Instant::now() >= spare_retry_at {
+            if let Err(e) = shared.journal.prepare_spare() {
+                tracing::warn!("making a spare journal file failed (retried in a minute): {e}");
+                // A full disk: writes make a (smaller) file when they need one,
+                // or fail; the spare is tried again much later, so that zeros
+                // written and taken back do not keep the disk full meanwhile.
+                spare_retry_at = Instant::now() + SPARE_RETRY;
+            }
         }
         // Too much written behind: flush every shard's frames to its segment.
         if shared.pending_bytes.load(Ordering::Relaxed) > shared.pending_bytes_max() / 2 {
             let logs: Vec<Arc<ShardLog>> =
                 shared.shards.read().unwrap().values().cloned().collect();
+            let mut failed = None;
             for log in logs {
-                let _ = log.flush();
+                if let Err(e) = log.flush() {
+                    failed.get_or_insert((log.id(), e));
+                }
+            }
+            // At most one line per FLUSH_WARN_EVERY: a full disk fails every tick.
+            if let Some((id, e)) = failed {
+                if last_flush_warning.is_none_or(|at: Instant| at.elapsed() >= FLUSH_WARN_EVERY) {
+                    last_flush_warning = Some(Instant::now());
+                    tracing::warn!(
+                        "writing frames behind the journal failed (shard log {:016x}, and perhaps others): {e}",
+                        id.0
+                    );
+                }
             }
         }
         let pending = shared.journal.bytes_since_checkpoint();
@@ -642,7 +683,12 @@ fn background_loop(shared: &Shared, wake: &(Mutex<bool>, Condvar), stop: &Atomic
         {
             match checkpoint(shared) {
                 Ok(()) => failures = 0,
-                Err(_) => failures += 1,
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!(
+                        "a checkpoint failed (try {failures}, retried with backoff): {e}"
+                    );
+                }
             }
             last = Instant::now();
         }

@@ -1017,6 +1017,9 @@ impl ShardLog {
             let good_len = segment::file_position(newest_base, good_end);
             if good_len < file_len {
                 newest_file.set_len(good_len).at(&newest_path)?;
+                shared
+                    .recovery_cut_bytes
+                    .fetch_add(file_len - good_len, Ordering::Relaxed);
             }
         }
         // What survived a process crash may still be only in the page cache:
@@ -1137,6 +1140,9 @@ impl ShardLog {
         let end = end.max(newest.base_offset);
         if file_end > end {
             file.set_len(segment::file_position(newest.base_offset, end))?;
+            self.shared
+                .recovery_cut_bytes
+                .fetch_add(file_end - end, Ordering::Relaxed);
             changed = true;
         } else if file_end < end {
             // The checkpoint vouched for bytes the file no longer has.

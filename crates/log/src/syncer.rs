@@ -77,6 +77,8 @@ struct Inner {
     completed: AtomicU64,
     stopped: AtomicBool,
     round_done: tokio::sync::Notify,
+    /// How long each round's journal fsync took.
+    fsync_times: sluice_model::Histogram,
 }
 
 #[derive(Debug, Default)]
@@ -105,6 +107,7 @@ impl Syncer {
             completed: AtomicU64::new(0),
             stopped: AtomicBool::new(false),
             round_done: tokio::sync::Notify::new(),
+            fsync_times: sluice_model::Histogram::default(),
         });
         let worker = inner.clone();
         let thread = std::thread::Builder::new()
@@ -179,6 +182,11 @@ impl Syncer {
     /// Rounds completed so far (for tests and metrics).
     pub fn rounds(&self) -> u64 {
         self.inner.rounds.load(Ordering::Relaxed)
+    }
+
+    /// How long the rounds' journal fsyncs took.
+    pub fn fsync_times(&self) -> sluice_model::HistogramSnapshot {
+        self.inner.fsync_times.snapshot()
     }
 
     /// Stops the thread without syncing what is pending (a crash keeps it unsynced too).
@@ -257,7 +265,9 @@ impl Inner {
 
     fn sync_batch(&self, batch: Vec<PendingSync>) {
         // One fsync of the journal, however many shards the round touched.
+        let started = Instant::now();
         let failed = self.journal.sync().is_err();
+        self.fsync_times.record(started.elapsed());
         for p in batch {
             let shard = p.shard;
             // Once poisoned, never publish again: a later fsync may "succeed"

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -51,6 +51,8 @@ pub struct Stop {
     /// A newer subscription took this one's place.
     taken_over: AtomicBool,
     notify: Notify,
+    /// MillisBehindLatest of the last event sent (for `/metrics`).
+    pub millis_behind: AtomicU64,
 }
 
 impl Stop {
@@ -189,6 +191,26 @@ impl Subscriptions {
         for active in registry.active.values() {
             active.stop.stop();
         }
+    }
+
+    /// Per live subscription: consumer ARN, shard id, and its last event's
+    /// MillisBehindLatest.
+    pub fn lag(&self) -> Vec<(String, String, u64)> {
+        let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        let mut lag: Vec<(String, String, u64)> = registry
+            .active
+            .iter()
+            .filter(|(_, a)| !a.stop.is_stopped())
+            .map(|((arn, shard), a)| {
+                (
+                    arn.clone(),
+                    sluice_meta::shard_id(*shard),
+                    a.stop.millis_behind.load(Ordering::Relaxed),
+                )
+            })
+            .collect();
+        lag.sort_unstable();
+        lag
     }
 
     /// How many subscriptions are live.
@@ -504,6 +526,10 @@ async fn run(state: Arc<State>, sub: Subscription, tx: mpsc::Sender<Bytes>) {
     // ended (a reader that stops reading still ends on time).
     let send = |message: Bytes| {
         let (state, stop, tx) = (state.clone(), stop.clone(), tx.clone());
+        state
+            .metrics
+            .bytes_out
+            .fetch_add(message.len() as u64, Ordering::Relaxed);
         async move {
             unless_ended(&state, &stop, ends_at_ms, tx.send(message))
                 .await
@@ -560,6 +586,8 @@ async fn run(state: Arc<State>, sub: Subscription, tx: mpsc::Sender<Bytes>) {
             }
             let continuation =
                 (!batch.end_of_shard).then(|| sluice_log::position_before(batch.next));
+            stop.millis_behind
+                .store(batch.millis_behind_latest, Ordering::Relaxed);
             if !send(records_event(cbor, &batch, continuation, &children)).await {
                 return finish(&tx);
             }

@@ -13,6 +13,7 @@ mod fanout;
 mod health;
 mod iterator;
 mod limits;
+mod metrics;
 mod ops;
 mod service;
 mod sigv4;
@@ -150,10 +151,32 @@ pub fn open_file_limit() -> Option<usize> {
     }
 }
 
-/// One line on standard error for what an operator must know: damage found,
-/// a disk that filled up, a failure no caller was told the reason of.
+/// A warning in the log (standard error under `sluice serve`) for what an
+/// operator must know: damage found, a disk that filled up, a failure no
+/// caller was told the reason of.
 pub(crate) fn warn(message: impl std::fmt::Display) {
-    eprintln!("sluice: warning: {message}");
+    tracing::warn!("{message}");
+}
+
+/// What a server listening at `addr` with this configuration exposes to
+/// other machines: any caller's requests without credentials, and the test
+/// controls (which reset streams and freeze the clock).
+pub fn exposure_warnings(config: &Config, addr: SocketAddr) -> Vec<String> {
+    if addr.ip().is_loopback() {
+        return Vec::new();
+    }
+    let mut warnings = Vec::new();
+    if config.credentials.is_empty() {
+        warnings.push(format!(
+            "listening on {addr}, beyond loopback, with no credentials configured: any well-formed signature is accepted (see --credentials)"
+        ));
+    }
+    if config.test_controls {
+        warnings.push(format!(
+            "listening on {addr}, beyond loopback, with --test-controls: anyone who can connect can reset streams, inject faults and set the clock"
+        ));
+    }
+    warnings
 }
 
 /// A configured access key's secret, and the account it acts as.
@@ -223,9 +246,16 @@ impl Server {
                     _ = tokio::time::sleep(every) => {
                         let state = trimming.clone();
                         let _ = tokio::task::spawn_blocking(move || {
-                            let _ = state.sweep_deleted();
-                            let _ = state.finish_pending_closes();
-                            let _ = state.apply_retention();
+                            // Retried at the next check; said once a second at most.
+                            if let Err(e) = state.sweep_deleted() {
+                                health::warn_limited("sweep", format_args!("removing deleted streams failed: {e}"));
+                            }
+                            if let Err(e) = state.finish_pending_closes() {
+                                health::warn_limited("closes", format_args!("recording closed shards' ends failed: {e}"));
+                            }
+                            if let Err(e) = state.apply_retention() {
+                                health::warn_limited("retention", format_args!("applying retention failed: {e}"));
+                            }
                         })
                         .await;
                     }
@@ -242,7 +272,12 @@ impl Server {
                 tokio::select! {
                     _ = tokio::time::sleep(std::time::Duration::from_millis(250)) => {
                         let state = scaling.clone();
-                        let _ = tokio::task::spawn_blocking(move || state.autoscale()).await;
+                        let _ = tokio::task::spawn_blocking(move || {
+                            for line in state.autoscale() {
+                                tracing::info!("on-demand scaling: {line}");
+                            }
+                        })
+                        .await;
                     }
                     _ = scale_stop.changed() => break,
                 }
@@ -252,6 +287,9 @@ impl Server {
             Some(files) => Some(tls::acceptor(files)?),
             None => None,
         };
+        for warning in exposure_warnings(&state.config, addr) {
+            tracing::warn!("{warning}");
+        }
         // Every frame of every shard log is verified once after start (opening
         // reads only the newest segments): damage is logged and quarantined.
         let verifying = state.clone();
@@ -330,5 +368,33 @@ impl Server {
         // Flushing waits on fsync: not on an async worker.
         let state = self.state;
         let _ = tokio::task::spawn_blocking(move || state.flush()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listening_beyond_loopback_warns_of_what_it_exposes() {
+        let mut config = Config::default();
+        let loopback: SocketAddr = "127.0.0.1:4567".parse().unwrap();
+        let any: SocketAddr = "0.0.0.0:4567".parse().unwrap();
+        config.test_controls = true;
+        assert!(exposure_warnings(&config, loopback).is_empty());
+        assert!(exposure_warnings(&config, "[::1]:4567".parse().unwrap()).is_empty());
+        let warnings = exposure_warnings(&config, any);
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].contains("no credentials configured"));
+        assert!(warnings[1].contains("--test-controls"));
+        config.test_controls = false;
+        config.credentials.insert(
+            "AKID".into(),
+            Credential {
+                secret: "s".into(),
+                account_id: None,
+            },
+        );
+        assert!(exposure_warnings(&config, any).is_empty());
     }
 }

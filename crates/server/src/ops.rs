@@ -926,7 +926,34 @@ impl PendingPut {
     pub async fn finish(mut self, state: &State) -> Result<Output, AwsError> {
         let durability = std::mem::take(&mut self.durability);
         durability.wait(state, &mut self.outcome).await;
+        self.count(state);
         self.render(state)
+    }
+
+    /// Counts what the stream took in and refused (for `/metrics`).
+    fn count(&self, state: &State) {
+        let put = &self.outcome;
+        let throttled = if put.failed == 0 {
+            0
+        } else {
+            put.results
+                .iter()
+                .filter(|r| matches!(r, Err(PutFailure::Throttled(_))))
+                .count()
+        };
+        let counters = state.metrics.stream(&self.account, &self.stream);
+        counters.incoming_records.fetch_add(
+            (put.results.len() - put.failed) as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        counters
+            .incoming_bytes
+            .fetch_add(put.ok_bytes, std::sync::atomic::Ordering::Relaxed);
+        if throttled > 0 {
+            counters
+                .throttled_records
+                .fetch_add(throttled as u64, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     fn render(self, state: &State) -> Result<Output, AwsError> {
@@ -1085,14 +1112,34 @@ fn check_record_size(
     data: &[u8],
 ) -> Result<(), AwsError> {
     let max = stream.max_record_size_kib as usize * 1024;
-    if data.len() + key.len() > max {
+    if data.len() > max {
         let path = path();
         return Err(err(
             ErrorCode::ValidationException,
             format!("1 validation error detected: Value at '{path}' failed to satisfy constraint: Member must have length less than or equal to {max}"),
         ));
     }
+    if data.len() + key.len() > max {
+        // The data alone fits: say that the key is counted too.
+        let path = path();
+        return Err(err(
+            ErrorCode::ValidationException,
+            format!(
+                "1 validation error detected: Value at '{path}' failed to satisfy constraint: the data ({} bytes) and the partition key ({} bytes) together must be at most the stream's maximum record size, {max} bytes",
+                data.len(),
+                key.len()
+            ),
+        ));
+    }
     Ok(())
+}
+
+/// AWS's answer to a PutRecords over 10 MiB (data and partition keys).
+pub(crate) fn records_size_exceeded() -> AwsError {
+    err(
+        ErrorCode::InvalidArgumentException,
+        format!("Records size exceeds {PUT_RECORDS_MAX_BYTES} bytes limit"),
+    )
 }
 
 fn put_record_begin(state: &Ctx, input: &Value) -> Result<PendingPut, AwsError> {
@@ -1211,6 +1258,8 @@ fn put_failure(state: &Ctx, stream: &str, failure: PutFailure) -> (&'static str,
 pub(crate) struct PutOutcome {
     pub results: Vec<Result<(u128, u32), PutFailure>>,
     pub failed: usize,
+    /// Bytes (data and partition key) of the entries that succeeded.
+    pub ok_bytes: u64,
     pub encryption: &'static str,
 }
 
@@ -1225,10 +1274,7 @@ pub(crate) fn put_entries_unsynced(
     let mut durability = PutDurability::default();
     let total: usize = entries.iter().map(|e| e.data.len() + e.key.len()).sum();
     if total > PUT_RECORDS_MAX_BYTES {
-        return Err(err(
-            ErrorCode::InvalidArgumentException,
-            format!("Records size exceeds {PUT_RECORDS_MAX_BYTES} bytes limit"),
-        ));
+        return Err(records_size_exceeded());
     }
     let (flags, encryption) = with_named_stream(state, name, |stream| {
         check_not_deleting(state, stream)?;
@@ -1246,6 +1292,7 @@ pub(crate) fn put_entries_unsynced(
         vec![Err(PutFailure::Internal); entries.len()];
     let mut shard_of = vec![0u32; entries.len()];
     let mut pending: Vec<usize> = (0..entries.len()).collect();
+    let mut ok_bytes = 0u64;
     // A split or merge may close a shard between routing and appending; its
     // entries are routed again to the children, so each record lands in
     // exactly one shard.
@@ -1287,7 +1334,16 @@ pub(crate) fn put_entries_unsynced(
             }
             routed = admitted;
         }
-        let groups = Groups::of(routed);
+        let mut groups = Groups::of(routed);
+        groups.bytes = (0..groups.len())
+            .map(|g| {
+                groups
+                    .entries(g)
+                    .iter()
+                    .map(|&i| (entries[i].key.len() + entries[i].data.len()) as u64)
+                    .sum()
+            })
+            .collect();
         let (outcomes, round) = append_groups(state, &groups, entries, flags);
         pending.clear();
         for (g, outcome) in outcomes.iter().enumerate() {
@@ -1297,6 +1353,7 @@ pub(crate) fn put_entries_unsynced(
                     for (n, &i) in indexes.iter().enumerate() {
                         results[i] = Ok((receipt.sequence(n), shard_of[i]));
                     }
+                    ok_bytes += groups.bytes[g];
                     if on_demand {
                         let mut load = sluice_meta::scaling::Load::default();
                         for &i in indexes {
@@ -1334,6 +1391,7 @@ pub(crate) fn put_entries_unsynced(
         PutOutcome {
             results,
             failed,
+            ok_bytes,
             encryption,
         },
         durability,
@@ -1348,6 +1406,8 @@ struct Groups {
     entries: Vec<usize>,
     /// Per group: its shard log and where its run ends in `entries`.
     groups: Vec<(u64, usize)>,
+    /// Per group: bytes of its entries (data and partition keys).
+    bytes: Vec<u64>,
 }
 
 impl Groups {
@@ -1362,7 +1422,11 @@ impl Groups {
             }
             entries.push(i);
         }
-        Self { entries, groups }
+        Self {
+            entries,
+            groups,
+            bytes: Vec::new(),
+        }
     }
 
     fn len(&self) -> usize {
@@ -1535,6 +1599,7 @@ fn settle_put(
             (Some(_), Ok(_)) => state.health.append_succeeded(),
             (Some(_), Err(e)) => {
                 state.health.append_failed(groups.log_id(g), &e);
+                outcome.ok_bytes -= groups.bytes.get(g).copied().unwrap_or(0);
                 for &i in groups.entries(g) {
                     outcome.results[i] = Err(PutFailure::Internal);
                 }
@@ -2039,8 +2104,14 @@ pub fn autoscale(state: &State) -> Vec<String> {
             }
             Ok(all)
         });
-        if outcome.is_ok() {
-            done.append(&mut applied);
+        match outcome {
+            Ok(_) => done.append(&mut applied),
+            Err(e) if e.code != ErrorCode::InternalFailure => tracing::info!(
+                "on-demand scaling of stream {name} under account {} was refused (tried again next window): {}",
+                ctx.account,
+                e.message
+            ),
+            Err(_) => {}
         }
     }
     done

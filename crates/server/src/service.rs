@@ -48,6 +48,7 @@ pub fn spawn_connection(
 ) {
     tokio::spawn(async move {
         let _permit = permit;
+        let _open = OpenConnection::count(&state);
         match tls {
             None => serve(stream, state, watcher).await,
             Some(acceptor) => {
@@ -62,6 +63,32 @@ pub fn spawn_connection(
 }
 
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Counts a connection as open (for `/metrics`) while it lives.
+struct OpenConnection(Arc<State>);
+
+impl OpenConnection {
+    fn count(state: &Arc<State>) -> Self {
+        state
+            .metrics
+            .connections_open
+            .fetch_add(1, Ordering::Relaxed);
+        state
+            .metrics
+            .connections_total
+            .fetch_add(1, Ordering::Relaxed);
+        Self(state.clone())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0
+            .metrics
+            .connections_open
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 async fn serve<IO>(io: IO, state: Arc<State>, watcher: Watcher)
 where
@@ -287,8 +314,23 @@ async fn handle(
     watch: Arc<ConnWatch>,
 ) -> Result<Response<Counted<ResponseBody>>, Infallible> {
     let in_flight = watch.start_request();
+    let started = Instant::now();
     let http1 = req.version() < hyper::Version::HTTP_2;
-    let (response, unread) = respond(req, state.clone()).await;
+    let mut seen = Seen::default();
+    let (response, unread) = respond(req, state.clone(), &mut seen).await;
+    if let Some(op) = seen.operation {
+        let elapsed = started.elapsed();
+        let status = response.status().as_u16();
+        state.metrics.request(op, status, seen.throttled, elapsed);
+        tracing::debug!(
+            operation = state.metrics.op_name(op),
+            stream = seen.stream.as_deref().unwrap_or("-"),
+            status,
+            error = seen.error.unwrap_or("-"),
+            latency_us = elapsed.as_micros() as u64,
+            "request"
+        );
+    }
     let mut response = response.map(|body| Counted {
         body,
         _in_flight: in_flight,
@@ -380,8 +422,23 @@ enum Leftover {
     Broken,
 }
 
+/// What the request log and `/metrics` learn of an API request on its way.
+#[derive(Debug, Default)]
+struct Seen {
+    /// Set for API requests (not `/health`, `/metrics` or test controls).
+    operation: Option<crate::metrics::OpIndex>,
+    /// Only when the request log is on (debug).
+    stream: Option<String>,
+    error: Option<&'static str>,
+    throttled: bool,
+}
+
 /// The response, and what is left of the request body.
-async fn respond(req: Request<Incoming>, state: Arc<State>) -> (Response<ResponseBody>, Leftover) {
+async fn respond(
+    req: Request<Incoming>,
+    state: Arc<State>,
+    seen: &mut Seen,
+) -> (Response<ResponseBody>, Leftover) {
     let request_id = format!("{:032x}", fastrand::u128(..));
     // Answer in the encoding the client used.
     let cbor = req
@@ -389,7 +446,20 @@ async fn respond(req: Request<Incoming>, state: Arc<State>) -> (Response<Respons
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("cbor"));
-    let (routed, unread) = route(req, state, cbor).await;
+    let (routed, unread) = route(req, state.clone(), cbor, seen).await;
+    if let Err(e) = &routed {
+        seen.error = Some(e.code.name());
+        seen.throttled = matches!(
+            e.code,
+            ErrorCode::ProvisionedThroughputExceededException | ErrorCode::LimitExceededException
+        );
+        if e.status() >= 500 {
+            crate::health::warn_limited(
+                "internal",
+                format_args!("answered {}: {}", e.code.name(), e.message),
+            );
+        }
+    }
     let (status, body) = match routed {
         Ok(Reply::Body(body)) => (StatusCode::OK, body),
         Ok(Reply::Text(status, text, content_type)) => {
@@ -436,6 +506,10 @@ async fn respond(req: Request<Incoming>, state: Arc<State>) -> (Response<Respons
     } else {
         JSON_CONTENT_TYPE
     };
+    state
+        .metrics
+        .bytes_out
+        .fetch_add(body.len() as u64, Ordering::Relaxed);
     let mut response = Response::new(Either::Left(Full::new(body)));
     *response.status_mut() = status;
     response
@@ -490,15 +564,35 @@ fn encode_output(output: ops::Output, cbor: bool, operation: &str) -> Bytes {
 
 type Routed = (Result<Reply, AwsError>, Leftover);
 
-async fn route(req: Request<Incoming>, state: Arc<State>, cbor: bool) -> Routed {
+async fn route(req: Request<Incoming>, state: Arc<State>, cbor: bool, seen: &mut Seen) -> Routed {
     let (parts, body) = req.into_parts();
     if parts.method == Method::GET && parts.uri.path() == "/health" {
         return (Ok(health(&state)), Leftover::Unread(body));
     }
+    if parts.method == Method::GET && parts.uri.path() == "/metrics" {
+        let text = crate::metrics::render(&state.metrics, &state.gauges());
+        return (
+            Ok(Reply::Text(
+                StatusCode::OK,
+                text,
+                crate::metrics::CONTENT_TYPE,
+            )),
+            Leftover::Unread(body),
+        );
+    }
     if state.config.test_controls && parts.uri.path().starts_with(crate::admin::PREFIX) {
         return control(parts, body, state).await;
     }
+    seen.operation = Some(state.metrics.op(""));
     if parts.method != Method::POST || parts.uri.path() != "/" {
+        crate::health::warn_limited(
+            "unknown-target",
+            format_args!(
+                "answered UnknownOperationException to {} {}: the API is POST /",
+                parts.method,
+                parts.uri.path()
+            ),
+        );
         let e = AwsError::new(ErrorCode::UnknownOperationException, "");
         return (Err(e), Leftover::Unread(body));
     }
@@ -508,8 +602,19 @@ async fn route(req: Request<Incoming>, state: Arc<State>, cbor: bool) -> Routed 
         .and_then(|v| v.to_str().ok());
     let operation = match sluice_wire::target::parse(kinesis(), target) {
         Ok(operation) => operation.to_owned(),
-        Err(e) => return (Err(e), Leftover::Unread(body)),
+        Err(e) => {
+            crate::health::warn_limited(
+                "unknown-target",
+                format_args!(
+                    "answered {} to X-Amz-Target {:?}: not a Kinesis operation this server knows",
+                    e.code.name(),
+                    target.unwrap_or("(none)")
+                ),
+            );
+            return (Err(e), Leftover::Unread(body));
+        }
     };
+    seen.operation = Some(state.metrics.op(&operation));
     // Who is calling, from the headers alone: with credentials configured, a
     // caller that cannot be right is refused before its body is read.
     let (account, pending) = match authenticate_head(&parts, &state) {
@@ -519,8 +624,31 @@ async fn route(req: Request<Incoming>, state: Arc<State>, cbor: bool) -> Routed 
     let limit = state.config.request_body_max_bytes as u64;
     let (body, budget) = match read_body(body, &state, limit).await {
         Ok(read) => read,
+        // A PutRecords too large to read says what one too large to store
+        // says (the same limit, whatever the size).
+        Err(e)
+            if e.code == ErrorCode::RequestEntityTooLargeException && operation == "PutRecords" =>
+        {
+            return (Err(ops::records_size_exceeded()), Leftover::Broken)
+        }
         Err(e) => return (Err(e), Leftover::Broken),
     };
+    state
+        .metrics
+        .bytes_in
+        .fetch_add(body.len() as u64, Ordering::Relaxed);
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        // For the request log only: decoded again by the operation.
+        let input = if cbor {
+            cbor::decode_cbor_body(&body).ok()
+        } else {
+            sluice_wire::validate::decode_json_body(&body).ok()
+        };
+        seen.stream = input
+            .as_ref()
+            .and_then(crate::admin::stream_of)
+            .map(str::to_owned);
+    }
     // Signature checks, decoding, validation, the operation and encoding are
     // CPU or blocking work: kept off the async workers that drive
     // connections, except small puts (short CPU work, then an async wait

@@ -64,6 +64,8 @@ pub struct State {
     pub faults: crate::admin::Faults,
     /// What `/health` reports beyond the shards' own state.
     pub health: crate::health::Health,
+    /// What `/metrics` reports.
+    pub metrics: crate::metrics::Metrics,
     /// Room for request bodies, in bytes (`Config::body_bytes_in_flight_max`).
     pub body_budget: Arc<tokio::sync::Semaphore>,
     body_budget_bytes: usize,
@@ -134,7 +136,25 @@ impl State {
             .body_bytes_in_flight_max
             .max(config.request_body_max_bytes)
             .min(tokio::sync::Semaphore::MAX_PERMITS);
-        let log = Log::open(Arc::new(OsStorage), dir.join("log"), options, clock.clone())?;
+        let (log, report) =
+            Log::open_with_report(Arc::new(OsStorage), dir.join("log"), options, clock.clone())?;
+        tracing::info!(
+            "opened {}: {} streams; {} shard logs in {} segment files; replayed {} journal entries ({} bytes) into {} segments; cut {} unacknowledged bytes off segment ends; {} shard logs in quarantine{}{}",
+            dir.display(),
+            catalog.streams().count(),
+            report.shard_logs,
+            report.segments,
+            report.replayed_entries,
+            report.replayed_bytes,
+            report.segments_synced,
+            report.bytes_cut,
+            report.quarantined,
+            if report.migrated_from_v1 { "; migrated from format 1" } else { "" },
+            match &report.journal_cut {
+                Some(damage) => format!("; the damaged journal was cut at {damage}"),
+                None => String::new(),
+            },
+        );
         if catalog_missing && !log.shard_ids().is_empty() {
             return Err(StateError::MissingCatalog(catalog_path));
         }
@@ -159,6 +179,7 @@ impl State {
             throttles: crate::limits::Throttles::default(),
             faults: crate::admin::Faults::default(),
             health: crate::health::Health::default(),
+            metrics: crate::metrics::Metrics::default(),
             body_budget: Arc::new(tokio::sync::Semaphore::new(body_budget)),
             body_budget_bytes: body_budget,
             stopping: std::sync::atomic::AtomicBool::new(false),
@@ -257,6 +278,32 @@ impl State {
     }
 
     /// Everything `/health` reports; empty when all is well.
+    /// What `/metrics` reads at scrape time.
+    pub fn gauges(&self) -> crate::metrics::Gauges {
+        let now = self.now_ms();
+        let streams = self
+            .catalog()
+            .streams()
+            .map(|s| {
+                (
+                    s.account.clone(),
+                    s.name.clone(),
+                    crate::ops::status_name(s.status(now)),
+                    s.open_shards().count() as u64,
+                )
+            })
+            .collect();
+        crate::metrics::Gauges {
+            streams,
+            subscriptions: self.subscriptions.lag(),
+            fsync: Some(self.log.fsync_times()),
+            sync_rounds: self.log.sync_rounds(),
+            open_segment_files: self.log.open_files() as u64,
+            body_bytes_in_flight: self.body_bytes_held() as u64,
+            healthy: self.problems().is_empty(),
+        }
+    }
+
     pub fn problems(&self) -> Vec<String> {
         let mut problems = self.health.problems();
         problems.extend(self.shard_problems());

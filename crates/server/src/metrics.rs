@@ -1,0 +1,472 @@
+//! What `GET /metrics` reports, in Prometheus' text exposition format
+//! (version 0.0.4). Counters and histograms are atomics bumped on the request
+//! path (no lock, no label lookup by hashing); gauges (streams, open shards,
+//! subscriptions, connections) are read when scraped.
+//!
+//! The format is written here rather than through a registry crate: it is a
+//! few lines of text per family, and a registry would put a hashed label-set
+//! lookup on every request.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use sluice_model::{Histogram, HistogramSnapshot};
+
+/// The content type Prometheus expects of the text format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// HTTP statuses counted apart; any other counts as `other`.
+const STATUSES: [u16; 7] = [200, 400, 403, 404, 413, 500, 503];
+
+/// Requests of one operation.
+#[derive(Debug, Default)]
+struct OpMetrics {
+    /// By [`STATUSES`] index; the last slot is any other status.
+    statuses: [AtomicU64; STATUSES.len() + 1],
+    /// Answered ProvisionedThroughputExceededException or LimitExceededException.
+    throttled: AtomicU64,
+    latency: Histogram,
+}
+
+/// What one stream took in, as AWS's CloudWatch metrics of the same names
+/// count it: records and bytes (data plus partition key) acknowledged, and
+/// PutRecord(s) entries refused for the shard's write limit.
+#[derive(Debug, Default)]
+pub struct StreamCounters {
+    pub incoming_records: AtomicU64,
+    pub incoming_bytes: AtomicU64,
+    pub throttled_records: AtomicU64,
+}
+
+#[derive(Debug)]
+pub struct Metrics {
+    /// Operation names, sorted; one more slot in `ops` counts requests that
+    /// named no operation the server knows.
+    names: Vec<&'static str>,
+    ops: Vec<OpMetrics>,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub connections_open: AtomicI64,
+    pub connections_total: AtomicU64,
+    /// By account, then stream name.
+    streams: RwLock<HashMap<String, HashMap<String, Arc<StreamCounters>>>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let names = sluice_wire::kinesis().operation_names();
+        let ops = (0..=names.len()).map(|_| OpMetrics::default()).collect();
+        Self {
+            names,
+            ops,
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            connections_open: AtomicI64::new(0),
+            connections_total: AtomicU64::new(0),
+            streams: RwLock::default(),
+        }
+    }
+}
+
+/// A request's operation, as an index into [`Metrics`]' table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpIndex(usize);
+
+impl Metrics {
+    /// The operation's slot (unknown names share one).
+    pub fn op(&self, name: &str) -> OpIndex {
+        OpIndex(self.names.binary_search(&name).unwrap_or(self.names.len()))
+    }
+
+    pub fn op_name(&self, op: OpIndex) -> &'static str {
+        self.names.get(op.0).copied().unwrap_or("unknown")
+    }
+
+    /// Counts one answered request.
+    pub fn request(&self, op: OpIndex, status: u16, throttled: bool, latency: Duration) {
+        let m = &self.ops[op.0];
+        let slot = STATUSES
+            .iter()
+            .position(|&s| s == status)
+            .unwrap_or(STATUSES.len());
+        m.statuses[slot].fetch_add(1, Ordering::Relaxed);
+        if throttled {
+            m.throttled.fetch_add(1, Ordering::Relaxed);
+        }
+        m.latency.record(latency);
+    }
+
+    /// A stream's counters (made on first use).
+    pub fn stream(&self, account: &str, name: &str) -> Arc<StreamCounters> {
+        if let Some(c) = self
+            .streams
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(account)
+            .and_then(|s| s.get(name))
+        {
+            return c.clone();
+        }
+        self.streams
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(account.to_owned())
+            .or_default()
+            .entry(name.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    /// Forgets the counters of streams that are gone, so that a server
+    /// creating and deleting streams does not keep them all.
+    fn retain_streams(&self, live: &HashMap<(&str, &str), ()>) {
+        let mut streams = self.streams.write().unwrap_or_else(|p| p.into_inner());
+        for (account, by_name) in streams.iter_mut() {
+            by_name.retain(|name, _| live.contains_key(&(account.as_str(), name.as_str())));
+        }
+        streams.retain(|_, by_name| !by_name.is_empty());
+    }
+}
+
+/// Everything the scrape reads besides [`Metrics`] itself.
+#[derive(Debug, Default)]
+pub struct Gauges {
+    /// Per stream: account, name, status, open shards.
+    pub streams: Vec<(String, String, &'static str, u64)>,
+    /// Per live subscription: consumer ARN, shard id, MillisBehindLatest.
+    pub subscriptions: Vec<(String, String, u64)>,
+    pub fsync: Option<HistogramSnapshot>,
+    pub sync_rounds: u64,
+    pub open_segment_files: u64,
+    pub body_bytes_in_flight: u64,
+    pub healthy: bool,
+}
+
+/// Renders the scrape.
+pub fn render(metrics: &Metrics, gauges: &Gauges) -> String {
+    let mut out = String::with_capacity(16 << 10);
+    family(
+        &mut out,
+        "sluice_requests_total",
+        "counter",
+        "API requests answered, by operation and HTTP status.",
+    );
+    for (i, m) in metrics.ops.iter().enumerate() {
+        let op = metrics.op_name(OpIndex(i));
+        for (slot, n) in m.statuses.iter().enumerate() {
+            let n = n.load(Ordering::Relaxed);
+            if n == 0 {
+                continue;
+            }
+            let status = STATUSES
+                .get(slot)
+                .map_or_else(|| "other".to_owned(), u16::to_string);
+            let _ = writeln!(
+                out,
+                "sluice_requests_total{{operation=\"{op}\",status=\"{status}\"}} {n}"
+            );
+        }
+    }
+    family(
+        &mut out,
+        "sluice_throttled_requests_total",
+        "counter",
+        "Requests answered ProvisionedThroughputExceededException or LimitExceededException, by operation.",
+    );
+    for (i, m) in metrics.ops.iter().enumerate() {
+        let n = m.throttled.load(Ordering::Relaxed);
+        if n > 0 {
+            let op = metrics.op_name(OpIndex(i));
+            let _ = writeln!(
+                out,
+                "sluice_throttled_requests_total{{operation=\"{op}\"}} {n}"
+            );
+        }
+    }
+    family(
+        &mut out,
+        "sluice_request_duration_seconds",
+        "histogram",
+        "Time from a request's head to its answer (an event stream: to its first response), by operation.",
+    );
+    for (i, m) in metrics.ops.iter().enumerate() {
+        let snapshot = m.latency.snapshot();
+        if snapshot.count() > 0 {
+            let op = metrics.op_name(OpIndex(i));
+            histogram(
+                &mut out,
+                "sluice_request_duration_seconds",
+                &format!("operation=\"{op}\""),
+                &snapshot,
+            );
+        }
+    }
+    counter(
+        &mut out,
+        "sluice_request_bytes_total",
+        "Bytes of API request bodies read.",
+        metrics.bytes_in.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
+        "sluice_response_bytes_total",
+        "Bytes of API response bodies, event streams included.",
+        metrics.bytes_out.load(Ordering::Relaxed),
+    );
+    gauge(
+        &mut out,
+        "sluice_open_connections",
+        "Connections open now.",
+        metrics.connections_open.load(Ordering::Relaxed).max(0) as u64,
+    );
+    counter(
+        &mut out,
+        "sluice_connections_accepted_total",
+        "Connections accepted.",
+        metrics.connections_total.load(Ordering::Relaxed),
+    );
+    gauge(
+        &mut out,
+        "sluice_request_body_bytes_in_flight",
+        "Bytes of request bodies held now (within the in-flight budget).",
+        gauges.body_bytes_in_flight,
+    );
+    family(
+        &mut out,
+        "sluice_stream_open_shards",
+        "gauge",
+        "Open shards of each stream, by account, stream and status.",
+    );
+    for (account, name, status, open) in &gauges.streams {
+        let _ = writeln!(
+            out,
+            "sluice_stream_open_shards{{account=\"{}\",stream=\"{}\",status=\"{status}\"}} {open}",
+            escape(account),
+            escape(name)
+        );
+    }
+    let mut live = HashMap::new();
+    for (account, name, _, _) in &gauges.streams {
+        live.insert((account.as_str(), name.as_str()), ());
+    }
+    metrics.retain_streams(&live);
+    let streams = metrics.streams.read().unwrap_or_else(|p| p.into_inner());
+    let mut rows: Vec<(&str, &str, &StreamCounters)> = streams
+        .iter()
+        .flat_map(|(account, by_name)| {
+            by_name
+                .iter()
+                .map(move |(name, c)| (account.as_str(), name.as_str(), &**c))
+        })
+        .collect();
+    rows.sort_unstable_by_key(|r| (r.0, r.1));
+    for (metric, help, read) in [
+        (
+            "sluice_stream_incoming_records_total",
+            "Records acknowledged by PutRecord and PutRecords, by stream.",
+            (|c: &StreamCounters| c.incoming_records.load(Ordering::Relaxed))
+                as fn(&StreamCounters) -> u64,
+        ),
+        (
+            "sluice_stream_incoming_bytes_total",
+            "Bytes (data and partition key) of the records acknowledged, by stream.",
+            |c| c.incoming_bytes.load(Ordering::Relaxed),
+        ),
+        (
+            "sluice_stream_throttled_records_total",
+            "PutRecord and PutRecords entries refused for a shard's write limit, by stream.",
+            |c| c.throttled_records.load(Ordering::Relaxed),
+        ),
+    ] {
+        family(&mut out, metric, "counter", help);
+        for (account, name, c) in &rows {
+            let _ = writeln!(
+                out,
+                "{metric}{{account=\"{}\",stream=\"{}\"}} {}",
+                escape(account),
+                escape(name),
+                read(c)
+            );
+        }
+    }
+    drop(streams);
+    family(
+        &mut out,
+        "sluice_consumer_millis_behind_latest",
+        "gauge",
+        "Enhanced fan-out: how far each live subscription's last event was behind the shard's newest record, in milliseconds.",
+    );
+    for (consumer, shard, behind) in &gauges.subscriptions {
+        let _ = writeln!(
+            out,
+            "sluice_consumer_millis_behind_latest{{consumer_arn=\"{}\",shard_id=\"{shard}\"}} {behind}",
+            escape(consumer)
+        );
+    }
+    if let Some(fsync) = &gauges.fsync {
+        family(
+            &mut out,
+            "sluice_fsync_round_seconds",
+            "histogram",
+            "How long each group-commit round's journal fsync took.",
+        );
+        histogram(&mut out, "sluice_fsync_round_seconds", "", fsync);
+    }
+    counter(
+        &mut out,
+        "sluice_group_commit_rounds_total",
+        "Group-commit rounds run (each fsyncs the journal once).",
+        gauges.sync_rounds,
+    );
+    gauge(
+        &mut out,
+        "sluice_open_segment_files",
+        "Segment files the storage engine holds open.",
+        gauges.open_segment_files,
+    );
+    gauge(
+        &mut out,
+        "sluice_healthy",
+        "1 while GET /health answers ok, else 0.",
+        u64::from(gauges.healthy),
+    );
+    out
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn counter(out: &mut String, name: &str, help: &str, value: u64) {
+    family(out, name, "counter", help);
+    let _ = writeln!(out, "{name} {value}");
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, value: u64) {
+    family(out, name, "gauge", help);
+    let _ = writeln!(out, "{name} {value}");
+}
+
+fn histogram(out: &mut String, name: &str, labels: &str, h: &HistogramSnapshot) {
+    let sep = if labels.is_empty() { "" } else { "," };
+    for (bound, n) in h.cumulative() {
+        let le = if bound.is_infinite() {
+            "+Inf".to_owned()
+        } else {
+            bound.to_string()
+        };
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {n}");
+    }
+    let braces = if labels.is_empty() {
+        String::new()
+    } else {
+        format!("{{{labels}}}")
+    };
+    let _ = writeln!(out, "{name}_sum{braces} {}", h.sum_seconds);
+    let _ = writeln!(out, "{name}_count{braces} {}", h.count());
+}
+
+/// A label value as the text format wants it: backslash, quote and newline escaped.
+fn escape(value: &str) -> std::borrow::Cow<'_, str> {
+    if !value.contains(['\\', '"', '\n']) {
+        return value.into();
+    }
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+        .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_counted_by_operation_status_and_latency() {
+        let m = Metrics::default();
+        let put = m.op("PutRecord");
+        assert_eq!(m.op_name(put), "PutRecord");
+        assert_eq!(m.op_name(m.op("NoSuchThing")), "unknown");
+        m.request(put, 200, false, Duration::from_micros(700));
+        m.request(put, 200, false, Duration::from_millis(2));
+        m.request(put, 400, true, Duration::from_micros(50));
+        m.request(m.op("Nope"), 418, false, Duration::from_micros(50));
+        let text = render(&m, &Gauges::default());
+        assert!(text.contains("sluice_requests_total{operation=\"PutRecord\",status=\"200\"} 2\n"));
+        assert!(text.contains("sluice_requests_total{operation=\"PutRecord\",status=\"400\"} 1\n"));
+        assert!(text.contains("sluice_requests_total{operation=\"unknown\",status=\"other\"} 1\n"));
+        assert!(text.contains("sluice_throttled_requests_total{operation=\"PutRecord\"} 1\n"));
+        assert!(text.contains(
+            "sluice_request_duration_seconds_bucket{operation=\"PutRecord\",le=\"0.001\"} 2\n"
+        ));
+        assert!(text.contains(
+            "sluice_request_duration_seconds_bucket{operation=\"PutRecord\",le=\"+Inf\"} 3\n"
+        ));
+        assert!(text.contains("sluice_request_duration_seconds_count{operation=\"PutRecord\"} 3\n"));
+        // No series for operations never called.
+        assert!(!text.contains("operation=\"ListStreams\""));
+    }
+
+    #[test]
+    fn streams_that_are_gone_are_forgotten() {
+        let m = Metrics::default();
+        let a = m.stream("111111111111", "a");
+        a.incoming_records.fetch_add(5, Ordering::Relaxed);
+        m.stream("111111111111", "gone")
+            .incoming_bytes
+            .fetch_add(1, Ordering::Relaxed);
+        let gauges = Gauges {
+            streams: vec![("111111111111".into(), "a".into(), "ACTIVE", 2)],
+            ..Gauges::default()
+        };
+        let text = render(&m, &gauges);
+        assert!(text.contains(
+            "sluice_stream_incoming_records_total{account=\"111111111111\",stream=\"a\"} 5\n"
+        ));
+        assert!(text.contains(
+            "sluice_stream_open_shards{account=\"111111111111\",stream=\"a\",status=\"ACTIVE\"} 2\n"
+        ));
+        assert!(!text.contains("stream=\"gone\""));
+        assert!(Arc::ptr_eq(&a, &m.stream("111111111111", "a")));
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape("plain-name_1.x"), "plain-name_1.x");
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn every_family_is_announced_once_with_help_and_type() {
+        let m = Metrics::default();
+        m.request(m.op("ListStreams"), 200, false, Duration::from_millis(1));
+        let gauges = Gauges {
+            fsync: Some(Histogram::default().snapshot()),
+            ..Gauges::default()
+        };
+        let text = render(&m, &gauges);
+        let mut seen = std::collections::HashSet::new();
+        for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+            let name = line.split_whitespace().nth(2).unwrap();
+            assert!(seen.insert(name.to_owned()), "{name} announced twice");
+            assert!(text.contains(&format!("# HELP {name} ")));
+        }
+        // Every sample belongs to an announced family.
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let name = line.split(['{', ' ']).next().unwrap();
+            let base = name
+                .trim_end_matches("_bucket")
+                .trim_end_matches("_sum")
+                .trim_end_matches("_count");
+            assert!(
+                seen.contains(name) || seen.contains(base),
+                "{line}: no family"
+            );
+        }
+    }
+}
