@@ -41,15 +41,27 @@ def health(endpoint):
         return e.code, e.read().decode()
 
 
+_unread = {}
+
+
 def stderr_line_with(proc, needle):
     """The first line of the server's standard error that holds `needle`
-    (read as the server writes it; the timeout only stops a hang)."""
+    (read as the server writes it; the timeout only stops a hang). Reads the
+    pipe's descriptor itself: a buffered readline could take several lines
+    at once and leave select() waiting for more."""
+    fd = proc.stderr.fileno()
     seen = []
     while True:
-        ready, _, _ = select.select([proc.stderr], [], [], 60)
-        assert ready, f"no {needle!r} in {seen}"
-        line = proc.stderr.readline()
-        assert line, f"no {needle!r} in {seen}"
+        pending = _unread.setdefault(proc, b"")
+        while b"\n" not in pending:
+            ready, _, _ = select.select([fd], [], [], 60)
+            assert ready, f"no {needle!r} in {seen}"
+            chunk = os.read(fd, 65536)
+            assert chunk, f"no {needle!r} in {seen + [pending.decode()]}"
+            pending += chunk
+        line, _, pending = pending.partition(b"\n")
+        _unread[proc] = pending
+        line = line.decode() + "\n"
         if needle in line:
             return line
         seen.append(line)

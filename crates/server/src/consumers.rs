@@ -119,7 +119,7 @@ pub(crate) fn existing(state: &Ctx, arn: &str) -> Option<(String, String)> {
 /// TagResource (`add`) and UntagResource on a consumer ARN: at most 50 tags.
 pub(crate) fn tag(state: &Ctx, stream: &str, name: &str, input: &Value, add: bool) -> OpResult {
     let now = state.now_ms();
-    let mut catalog = state.catalog();
+    let mut catalog = state.catalog_mut();
     let mut next = catalog.clone();
     let consumer = next
         .stream_mut(&state.account, stream)
@@ -164,7 +164,7 @@ pub(crate) fn register_stream_consumer(state: &Ctx, input: &Value) -> OpResult {
         ));
     }
     let now = state.now_ms();
-    let mut catalog = state.catalog();
+    let mut catalog = state.catalog_mut();
     let s = catalog
         .stream(&state.account, &stream)
         .filter(|s| !s.is_gone(now))
@@ -216,7 +216,7 @@ pub(crate) fn deregister_stream_consumer(state: &Ctx, input: &Value) -> OpResult
     let arn = with_consumer(state, input, |s, c| Ok(consumer_arn(state, &s.name, c)))?;
     let (stream, name, _) = named_consumer(state, input)?;
     let now = state.now_ms();
-    let mut catalog = state.catalog();
+    let mut catalog = state.catalog_mut();
     let mut next = catalog.clone();
     next.stream_mut(&state.account, &stream)
         .and_then(|s| s.deregister_consumer(&name, now, state.config.consumer_deleting_ms))

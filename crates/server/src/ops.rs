@@ -402,7 +402,7 @@ fn create_stream(state: &Ctx, input: &Value) -> OpResult {
     };
     let now = state.now_ms();
     state.sweep_deleted().map_err(internal)?;
-    let mut catalog = state.catalog();
+    let mut catalog = state.catalog_mut();
     if mode == StreamMode::OnDemand {
         check_on_demand_limit(state, &catalog)?;
     }
@@ -488,7 +488,7 @@ fn delete_stream(state: &Ctx, input: &Value) -> OpResult {
     // The consumer check and the deletion under one lock: a consumer
     // registered in between cannot be deleted without EnforceConsumerDeletion.
     let (consumer_arns, deleted) = {
-        let mut catalog = state.catalog();
+        let mut catalog = state.catalog_mut();
         let stream = catalog
             .stream(&state.account, &name)
             .filter(|s| !s.is_gone(now))
@@ -1947,7 +1947,7 @@ fn reshard(
 ) -> OpResult {
     let now = state.now_ms();
     let reshard = {
-        let mut catalog = state.catalog();
+        let mut catalog = state.catalog_mut();
         let stream = catalog
             .stream(&state.account, name)
             .filter(|s| !s.is_gone(now))
@@ -2310,7 +2310,7 @@ fn update_stream_mode(state: &Ctx, input: &Value) -> OpResult {
     let (mode, warm) = mode_and_warm_throughput(input)?;
     let (now, updating_ms) = (state.now_ms(), state.config.stream_updating_ms);
     {
-        let mut catalog = state.catalog();
+        let mut catalog = state.catalog_mut();
         let stream = catalog
             .stream(&state.account, &name)
             .filter(|s| !s.is_gone(now))
@@ -2405,7 +2405,7 @@ fn mutate_stream<T>(
     name: &str,
     f: impl FnOnce(&mut Stream) -> Result<T, AwsError>,
 ) -> Result<T, AwsError> {
-    let mut catalog = state.catalog();
+    let mut catalog = state.catalog_mut();
     let mut next = catalog.clone();
     let stream = next
         .stream_mut(&state.account, name)
@@ -2421,7 +2421,7 @@ fn mutate_catalog<T>(
     state: &Ctx,
     f: impl FnOnce(&mut sluice_meta::Catalog) -> T,
 ) -> Result<T, AwsError> {
-    let mut catalog = state.catalog();
+    let mut catalog = state.catalog_mut();
     let mut next = catalog.clone();
     let out = f(&mut next);
     state.commit(&mut catalog, next).map_err(internal)?;

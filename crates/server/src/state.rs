@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use sluice_log::{Log, LogOptions, OsStorage, ShardLog, ShardLogId};
 use sluice_meta::Catalog;
@@ -51,7 +51,12 @@ impl From<sluice_log::OpenError> for StateError {
 pub struct State {
     pub config: Config,
     pub clock: Arc<dyn Clock>,
-    catalog: Mutex<Catalog>,
+    /// The catalog as last committed, for readers (the data plane): they
+    /// take a snapshot and never wait for a commit's fsyncs.
+    published: RwLock<Arc<Catalog>>,
+    /// The writers' copy: held by a control-plane change while it builds
+    /// and commits the next catalog (one change at a time).
+    writer: Mutex<Arc<Catalog>>,
     log: Log,
     iterator_key: [u8; 32],
     /// Live SubscribeToShard event streams.
@@ -73,6 +78,18 @@ pub struct State {
     pub stopping: std::sync::atomic::AtomicBool,
     /// Held (flock) while this state lives: one process per data directory.
     _lock: std::fs::File,
+}
+
+/// The catalog held for a change (see [`State::catalog_mut`]).
+#[derive(Debug)]
+pub struct CatalogWriter<'a>(MutexGuard<'a, Arc<Catalog>>);
+
+impl std::ops::Deref for CatalogWriter<'_> {
+    type Target = Catalog;
+
+    fn deref(&self) -> &Catalog {
+        &self.0
+    }
 }
 
 const CATALOG_FILE: &str = "catalog.json";
@@ -171,7 +188,8 @@ impl State {
         let state = Self {
             config,
             clock,
-            catalog: Mutex::new(catalog),
+            published: RwLock::new(Arc::new(catalog.clone())),
+            writer: Mutex::new(Arc::new(catalog)),
             log,
             iterator_key,
             subscriptions: crate::fanout::Subscriptions::default(),
@@ -367,7 +385,7 @@ impl State {
         if endings.is_empty() {
             return Ok(());
         }
-        let mut catalog = self.catalog();
+        let mut catalog = self.catalog_mut();
         let mut next = catalog.clone();
         for (index, ending) in endings {
             // The stream may have been deleted meanwhile: nothing to record.
@@ -411,7 +429,7 @@ impl State {
     pub fn sweep_deleted(&self) -> std::io::Result<()> {
         let now = self.now_ms();
         let gone = {
-            let mut catalog = self.catalog();
+            let mut catalog = self.catalog_mut();
             if !catalog.has_gone(now) {
                 return Ok(());
             }
@@ -455,7 +473,7 @@ impl State {
             }
         }
         let expired: Vec<u64> = {
-            let mut catalog = self.catalog();
+            let mut catalog = self.catalog_mut();
             let gone: Vec<StreamShards> = catalog
                 .streams()
                 .filter_map(|s| {
@@ -505,7 +523,7 @@ impl State {
     /// how many there were.
     pub fn reset(&self) -> std::io::Result<usize> {
         let gone = {
-            let mut catalog = self.catalog();
+            let mut catalog = self.catalog_mut();
             let mut next = catalog.clone();
             let gone = next.take_streams();
             self.commit_freeing(&mut catalog, next)?;
@@ -530,8 +548,19 @@ impl State {
         self.clock.now_ms()
     }
 
-    pub fn catalog(&self) -> MutexGuard<'_, Catalog> {
-        self.catalog.lock().unwrap_or_else(|p| p.into_inner())
+    /// The catalog as last committed: a snapshot to read (a change
+    /// committed meanwhile is not in it).
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.published
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The catalog, to change: held until dropped, so that changes happen
+    /// one at a time; [`State::commit`] makes the next one current.
+    pub fn catalog_mut(&self) -> CatalogWriter<'_> {
+        CatalogWriter(self.writer.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Replaces the catalog with `next`, durably: temp file, fsync, rename,
@@ -542,7 +571,11 @@ impl State {
     /// [`State::commit`] for a change that frees space (deleting streams or
     /// expired shards): on a full disk it gives up the reserve file, so that
     /// space can always be freed through the API.
-    pub fn commit_freeing(&self, current: &mut Catalog, next: Catalog) -> std::io::Result<()> {
+    pub fn commit_freeing(
+        &self,
+        current: &mut CatalogWriter<'_>,
+        next: Catalog,
+    ) -> std::io::Result<()> {
         match self.commit(current, next.clone()) {
             Err(e) if is_disk_full(&e) => {
                 let reserve = self.config.data_dir.join(RESERVE_FILE);
@@ -595,15 +628,24 @@ impl State {
         }
     }
 
-    pub fn commit(&self, current: &mut Catalog, next: Catalog) -> std::io::Result<()> {
+    /// Writes `next` durably and makes it the catalog: for the writer, and
+    /// (once durable) for readers. Readers never wait for the fsyncs: they
+    /// read the previous catalog meanwhile.
+    pub fn commit(&self, current: &mut CatalogWriter<'_>, next: Catalog) -> std::io::Result<()> {
         let dir = &self.config.data_dir;
         let tmp = dir.join(format!("{CATALOG_FILE}.tmp"));
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(&next.snapshot())?;
         f.sync_all()?;
         std::fs::rename(&tmp, dir.join(CATALOG_FILE))?;
-        *current = next;
-        std::fs::File::open(dir)?.sync_all()
+        // Published only once the rename is durable (or failed to be made
+        // so, when memory follows the file as before): a put acknowledged
+        // into a new stream must never outlive the stream's catalog entry.
+        let synced = std::fs::File::open(dir).and_then(|d| d.sync_all());
+        let next = Arc::new(next);
+        *current.0 = next.clone();
+        *self.published.write().unwrap_or_else(|p| p.into_inner()) = next;
+        synced
     }
 
     pub fn log(&self) -> &Log {
