@@ -67,14 +67,26 @@ impl Reply {
         if self.status == 200 {
             return None;
         }
-        let v: serde_json::Value = serde_json::from_slice(&self.body).unwrap_or_default();
-        let name = v["__type"]
-            .as_str()
-            .map(|t| t.rsplit('#').next().unwrap_or(t).to_owned())
+        #[derive(serde::Deserialize)]
+        struct Error {
+            #[serde(rename = "__type")]
+            kind: Option<String>,
+        }
+        // AWS JSON, or AWS CBOR for a CBOR request.
+        let kind = serde_json::from_slice::<Error>(&self.body)
+            .ok()
+            .or_else(|| ciborium::de::from_reader::<Error, _>(&self.body[..]).ok())
+            .and_then(|e| e.kind);
+        let name = kind
+            .map(|t| t.rsplit('#').next().unwrap_or(&t).to_owned())
             .unwrap_or_else(|| format!("HTTP {}", self.status));
         Some(name)
     }
 }
+
+/// The content types of AWS JSON 1.1 and AWS CBOR 1.1 bodies.
+pub const JSON: &str = "application/x-amz-json-1.1";
+pub const CBOR: &str = "application/x-amz-cbor-1.1";
 
 #[derive(Debug)]
 pub struct Client {
@@ -111,7 +123,17 @@ impl Client {
 
     /// Calls `operation` with a JSON body; errors only if no HTTP answer came.
     pub async fn call(&mut self, operation: &str, body: impl Into<Bytes>) -> anyhow::Result<Reply> {
-        let response = self.send(operation, body.into()).await?;
+        self.call_as(operation, body, JSON).await
+    }
+
+    /// [`Client::call`] with a body of this content type (AWS JSON or CBOR).
+    pub async fn call_as(
+        &mut self,
+        operation: &str,
+        body: impl Into<Bytes>,
+        content_type: &str,
+    ) -> anyhow::Result<Reply> {
+        let response = self.send(operation, body.into(), content_type).await?;
         let status = response.status().as_u16();
         let body = Limited::new(response.into_body(), RESPONSE_MAX_BYTES)
             .collect()
@@ -128,7 +150,7 @@ impl Client {
         operation: &str,
         body: impl Into<Bytes>,
     ) -> anyhow::Result<Result<hyper::body::Incoming, Reply>> {
-        let response = self.send(operation, body.into()).await?;
+        let response = self.send(operation, body.into(), JSON).await?;
         let status = response.status().as_u16();
         if status == 200 {
             return Ok(Ok(response.into_body()));
@@ -145,11 +167,12 @@ impl Client {
         &mut self,
         operation: &str,
         body: Bytes,
+        content_type: &str,
     ) -> anyhow::Result<hyper::Response<hyper::body::Incoming>> {
         let amz_target = format!("Kinesis_20131202.{operation}");
         let headers = [
             ("host", self.authority.as_str()),
-            ("content-type", "application/x-amz-json-1.1"),
+            ("content-type", content_type),
             ("x-amz-target", amz_target.as_str()),
         ];
         let params = aws_sigv4::sign::v4::SigningParams::builder()

@@ -72,6 +72,9 @@ pub struct Workload {
     pub poll_interval: Duration,
     #[serde(skip)]
     pub progress: bool,
+    /// Producers speak AWS CBOR 1.1 (as the Java SDK, KCL and KPL do)
+    /// instead of AWS JSON 1.1.
+    pub cbor: bool,
 }
 
 fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -97,6 +100,7 @@ impl Default for Workload {
             read_back: false,
             poll_interval: Duration::from_millis(200),
             progress: false,
+            cbor: false,
         }
     }
 }
@@ -575,6 +579,9 @@ fn request_body(
     data: &mut Vec<u8>,
     rng: &mut fastrand::Rng,
 ) -> bytes::Bytes {
+    if w.cbor {
+        return cbor_request_body(w, n, filler, data, rng);
+    }
     let engine = &base64::engine::general_purpose::STANDARD;
     let body = match w.producer {
         Producer::PutRecords => {
@@ -608,6 +615,54 @@ fn request_body(
         }
     };
     bytes::Bytes::from(body)
+}
+
+/// [`request_body`] in AWS CBOR: data as byte strings.
+fn cbor_request_body(
+    w: &Workload,
+    n: usize,
+    filler: &[u8],
+    data: &mut Vec<u8>,
+    rng: &mut fastrand::Rng,
+) -> bytes::Bytes {
+    use ciborium::value::Value as Cbor;
+    let text = |s: &str| Cbor::Text(s.to_owned());
+    let mut entry = |data: &mut Vec<u8>| {
+        record_data(filler, data);
+        vec![
+            (text("Data"), Cbor::Bytes(data.clone())),
+            (
+                text("PartitionKey"),
+                Cbor::Text(format!("k{}", rng.usize(..w.keys))),
+            ),
+        ]
+    };
+    let body = match w.producer {
+        Producer::PutRecords => Cbor::Map(vec![
+            (text("StreamName"), text(&w.stream)),
+            (
+                text("Records"),
+                Cbor::Array((0..n).map(|_| Cbor::Map(entry(data))).collect()),
+            ),
+        ]),
+        Producer::PutRecord => {
+            let mut members = vec![(text("StreamName"), text(&w.stream))];
+            members.extend(entry(data));
+            Cbor::Map(members)
+        }
+    };
+    let mut out = Vec::with_capacity(64 + n * (w.record_size + 48));
+    ciborium::ser::into_writer(&body, &mut out).expect("writing CBOR to a Vec");
+    bytes::Bytes::from(out)
+}
+
+/// An answer in the protocol of the request.
+fn decode_answer<T: serde::de::DeserializeOwned>(cbor: bool, body: &[u8]) -> Option<T> {
+    if cbor {
+        ciborium::de::from_reader(body).ok()
+    } else {
+        serde_json::from_slice(body).ok()
+    }
 }
 
 /// Only what is needed of a PutRecords answer; entries are read only on failure.
@@ -689,7 +744,12 @@ async fn produce(
             request_body(&w, n, &filler, &mut data, &mut rng)
         };
         let sent = Instant::now();
-        let reply = client.call(operation, body).await;
+        let content_type = if w.cbor {
+            crate::client::CBOR
+        } else {
+            crate::client::JSON
+        };
+        let reply = client.call_as(operation, body, content_type).await;
         tally.requests += 1;
         let reply = match reply {
             Ok(reply) => reply,
@@ -717,9 +777,9 @@ async fn produce(
             Producer::PutRecord => 0,
             Producer::PutRecords => {
                 let head: PutRecordsHead =
-                    serde_json::from_slice(&reply.body).unwrap_or(PutRecordsHead { failed: 0 });
+                    decode_answer(w.cbor, &reply.body).unwrap_or(PutRecordsHead { failed: 0 });
                 if head.failed > 0 {
-                    if let Ok(entries) = serde_json::from_slice::<PutRecordsEntries>(&reply.body) {
+                    if let Some(entries) = decode_answer::<PutRecordsEntries>(w.cbor, &reply.body) {
                         for code in entries.records.iter().filter_map(|e| e.error_code.as_ref()) {
                             tally.error(operation, code, 1);
                         }

@@ -102,6 +102,11 @@ struct BenchArgs {
     /// Print the report as JSON instead of text.
     #[arg(long)]
     json: bool,
+    /// What the producers speak: `json` (AWS JSON 1.1, as boto3, the CLI
+    /// and the JavaScript SDK) or `cbor` (AWS CBOR 1.1, as the Java SDK, KCL
+    /// and KPL). Everything else is JSON.
+    #[arg(long, default_value = "json", value_parser = ["json", "cbor"])]
+    protocol: String,
     /// No live progress bar.
     #[arg(long)]
     no_progress: bool,
@@ -636,6 +641,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
             _ => sluice_bench::Consumer::None,
         },
         read_back: args.read_back,
+        cbor: args.protocol == "cbor",
         poll_interval: std::time::Duration::from_millis(args.poll_interval_ms),
         progress: !args.no_progress && !args.json,
     };

@@ -23,7 +23,7 @@ use serde_json::json;
 use sluice_log::{Cursor, ReadBatch, ReadLimits, ShardLog};
 use sluice_meta::{ConsumerStatus, StreamStatus};
 use sluice_model::SequenceNumber;
-use sluice_wire::{cbor, kinesis, AwsError, ErrorCode};
+use sluice_wire::{cbor, AwsError, ErrorCode};
 use tokio::sync::{mpsc, Notify};
 
 use crate::state::State;
@@ -318,17 +318,17 @@ fn records_event(
 ) -> Bytes {
     let continuation = continuation.map(|c| SequenceNumber(c).to_string());
     let payload = if cbor {
-        let mut event = json!({
-            "Records": crate::ops::records_value(&batch.records),
-            "MillisBehindLatest": batch.millis_behind_latest,
-        });
-        if let Some(c) = &continuation {
-            event["ContinuationSequenceNumber"] = json!(c);
-        }
-        if !children.is_empty() {
-            event["ChildShards"] = children.iter().map(|c| c.to_value()).collect();
-        }
-        cbor::encode_cbor_shape(kinesis(), "SubscribeToShardEvent", &event)
+        let mut out = Vec::with_capacity(crate::ops::records_cbor_size(&batch.records) + 600);
+        crate::ops::write_records_cbor(
+            &batch.records,
+            batch.millis_behind_latest,
+            continuation
+                .as_deref()
+                .map(|c| ("ContinuationSequenceNumber", c)),
+            children,
+            &mut out,
+        );
+        out
     } else {
         let mut out = Vec::with_capacity(crate::ops::records_json_size(&batch.records) + 600);
         sluice_wire::fast::write_get_records_start(&mut out);

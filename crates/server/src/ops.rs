@@ -917,8 +917,9 @@ enum PutShape {
     Record,
     /// PutRecords answered through the encoder (CBOR, or a general decode).
     Records,
-    /// PutRecords from the fast decoder, answered in AWS JSON bytes.
-    RecordsFast,
+    /// PutRecords from a fast decoder, answered straight in AWS JSON (or,
+    /// `cbor`, AWS CBOR) bytes.
+    RecordsFast { cbor: bool },
 }
 
 impl PendingPut {
@@ -1000,7 +1001,9 @@ impl PendingPut {
                     json!({"FailedRecordCount": put.failed, "Records": records, "EncryptionType": put.encryption}),
                 ))
             }
-            PutShape::RecordsFast => Ok(Output::Json(render_put_records_fast(ctx, name, put))),
+            PutShape::RecordsFast { cbor } => {
+                Ok(Output::Json(render_put_records_fast(ctx, name, put, cbor)))
+            }
         }
     }
 }
@@ -1031,11 +1034,12 @@ pub fn begin_put_records_fast(
     state: &State,
     account: String,
     request: &sluice_wire::fast::PutRecordsRequest<'_>,
+    cbor: bool,
 ) -> Result<PendingPut, AwsError> {
     let state = &Ctx {
         state,
         account,
-        cbor: false,
+        cbor,
     };
     let entries = request
         .records
@@ -1052,14 +1056,14 @@ pub fn begin_put_records_fast(
     Ok(PendingPut {
         account: state.account.clone(),
         stream: request.stream_name.to_string(),
-        shape: PutShape::RecordsFast,
+        shape: PutShape::RecordsFast { cbor },
         outcome,
         durability,
     })
 }
 
-/// A PutRecords answer in AWS JSON, written straight into bytes.
-fn render_put_records_fast(state: &Ctx, stream: &str, put: &PutOutcome) -> Vec<u8> {
+/// A PutRecords answer in AWS JSON or CBOR, written straight into bytes.
+fn render_put_records_fast(state: &Ctx, stream: &str, put: &PutOutcome, cbor: bool) -> Vec<u8> {
     let failures: Vec<Option<(&'static str, String)>> = put
         .results
         .iter()
@@ -1079,28 +1083,34 @@ fn render_put_records_fast(state: &Ctx, stream: &str, put: &PutOutcome) -> Vec<u
         .collect();
     let width = sluice_model::SEQUENCE_NUMBER_DIGITS;
     let mut out = Vec::with_capacity(64 + put.results.len() * 112);
-    sluice_wire::fast::write_put_records_output(
-        put.failed,
-        put.results
-            .iter()
-            .enumerate()
-            .map(|(i, r)| match (r, &failures[i]) {
-                (Ok((_, shard)), _) => sluice_wire::fast::PutRecordsResult::Ok {
-                    sequence_number: std::str::from_utf8(&digits[i * width..(i + 1) * width])
-                        .expect("digits are ASCII"),
-                    shard_id: &shard_ids[shard],
-                },
-                (Err(_), failure) => {
-                    let (code, message) = failure.as_ref().expect("a failure for every Err");
-                    sluice_wire::fast::PutRecordsResult::Failed {
-                        error_code: code,
-                        error_message: message,
-                    }
+    let results = put
+        .results
+        .iter()
+        .enumerate()
+        .map(|(i, r)| match (r, &failures[i]) {
+            (Ok((_, shard)), _) => sluice_wire::fast::PutRecordsResult::Ok {
+                sequence_number: std::str::from_utf8(&digits[i * width..(i + 1) * width])
+                    .expect("digits are ASCII"),
+                shard_id: &shard_ids[shard],
+            },
+            (Err(_), failure) => {
+                let (code, message) = failure.as_ref().expect("a failure for every Err");
+                sluice_wire::fast::PutRecordsResult::Failed {
+                    error_code: code,
+                    error_message: message,
                 }
-            }),
-        put.encryption,
-        &mut out,
-    );
+            }
+        });
+    if cbor {
+        sluice_wire::fast_cbor::write_put_records_output_cbor(
+            put.failed,
+            results,
+            put.encryption,
+            &mut out,
+        );
+    } else {
+        sluice_wire::fast::write_put_records_output(put.failed, results, put.encryption, &mut out);
+    }
     out
 }
 
@@ -1823,15 +1833,62 @@ fn get_records(state: &Ctx, input: &Value) -> Result<Output, AwsError> {
         );
         return Ok(Output::Json(out));
     }
-    let records = records_value(&batch.records);
-    let mut out = json!({"Records": records, "MillisBehindLatest": batch.millis_behind_latest});
-    if let Some(next) = next {
-        out["NextShardIterator"] = json!(next);
-    }
-    if batch.end_of_shard && !children.is_empty() {
-        out["ChildShards"] = children.iter().map(|c| c.to_value()).collect();
-    }
-    Ok(Output::Value(out))
+    // Straight to AWS CBOR, data as byte strings.
+    let mut out = Vec::with_capacity(records_cbor_size(&batch.records) + 600);
+    write_records_cbor(
+        &batch.records,
+        batch.millis_behind_latest,
+        next.as_deref().map(|n| ("NextShardIterator", n)),
+        &children,
+        &mut out,
+    );
+    Ok(Output::Json(out))
+}
+
+/// About how many bytes [`write_records_cbor`] writes.
+pub(crate) fn records_cbor_size(records: &[sluice_log::Record]) -> usize {
+    records
+        .iter()
+        .map(|r| r.data.len() + r.partition_key.len() + 140)
+        .sum()
+}
+
+/// A GetRecords answer or SubscribeToShardEvent in AWS CBOR (see
+/// `sluice_wire::fast_cbor::write_records_answer_cbor`).
+pub(crate) fn write_records_cbor(
+    records: &[sluice_log::Record],
+    millis_behind_latest: u64,
+    tail: Option<(&str, &str)>,
+    children: &[sluice_wire::fast::ChildShard],
+    out: &mut Vec<u8>,
+) {
+    let width = sluice_model::SEQUENCE_NUMBER_DIGITS;
+    let digits: Vec<u8> = records
+        .iter()
+        .flat_map(|r| SequenceNumber(r.sequence).to_ascii())
+        .collect();
+    let keys: Vec<std::borrow::Cow<'_, str>> = records
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.partition_key))
+        .collect();
+    let got = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| sluice_wire::fast::GotRecord {
+            sequence_number: std::str::from_utf8(&digits[i * width..(i + 1) * width])
+                .expect("digits are ASCII"),
+            arrival_timestamp_ms: r.arrival_timestamp_ms,
+            data: &r.data,
+            partition_key: &keys[i],
+            encrypted: r.flags & FLAG_ENCRYPTED != 0,
+        });
+    sluice_wire::fast_cbor::write_records_answer_cbor(
+        got,
+        millis_behind_latest,
+        tail,
+        children,
+        out,
+    );
 }
 
 /// About how many bytes [`write_records_json`] writes.
@@ -1858,26 +1915,6 @@ pub(crate) fn write_records_json(records: &[sluice_log::Record], out: &mut Vec<u
         };
         write_get_records_record(i == 0, &record, out);
     }
-}
-
-/// Records as a value (for the CBOR encoder).
-pub(crate) fn records_value(records: &[sluice_log::Record]) -> Vec<Value> {
-    let engine = &base64::engine::general_purpose::STANDARD;
-    records
-        .iter()
-        .map(|r| {
-            let mut v = json!({
-                "SequenceNumber": SequenceNumber(r.sequence).to_string(),
-                "ApproximateArrivalTimestamp": seconds(r.arrival_timestamp_ms),
-                "Data": engine.encode(&r.data),
-                "PartitionKey": String::from_utf8_lossy(&r.partition_key),
-            });
-            if r.flags & FLAG_ENCRYPTED != 0 {
-                v["EncryptionType"] = json!("KMS");
-            }
-            v
-        })
-        .collect()
 }
 
 /// What GetRecords reports at the end of a closed shard.

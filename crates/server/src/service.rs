@@ -661,9 +661,15 @@ async fn route(req: Request<Incoming>, state: Arc<State>, cbor: bool, seen: &mut
         // The body's memory stays counted until the operation is done with it.
         let _budget = budget;
         authenticate_body(&parts, &body, pending)?;
-        if !cbor && operation == "PutRecords" && state.faults.is_empty() {
-            if let Some(request) = sluice_wire::fast::decode_put_records(&body) {
-                return ops::begin_put_records_fast(&state, account, &request).map(Done::Put);
+        if operation == "PutRecords" && state.faults.is_empty() {
+            // Plainly valid requests skip the value tree (and, in CBOR, base64).
+            let fast = if cbor {
+                sluice_wire::fast_cbor::decode_put_records_cbor(&body)
+            } else {
+                sluice_wire::fast::decode_put_records(&body)
+            };
+            if let Some(request) = fast {
+                return ops::begin_put_records_fast(&state, account, &request, cbor).map(Done::Put);
             }
         }
         let input = if cbor {

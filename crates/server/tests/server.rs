@@ -402,6 +402,37 @@ fn cbor_requests_get_cbor_answers() {
     );
     assert_eq!(status, 200, "{put:?}");
     assert_eq!(get(&put, "SequenceNumber").as_text().unwrap().len(), 56);
+    // PutRecords as the Java SDK sends it: Data as byte strings.
+    let (status, puts) = call(
+        "PutRecords",
+        Cbor::Map(vec![
+            (text("StreamName"), text("c")),
+            (
+                text("Records"),
+                Cbor::Array(vec![
+                    Cbor::Map(vec![
+                        (text("Data"), Cbor::Bytes(vec![1, 2, 3])),
+                        (text("PartitionKey"), text("a")),
+                    ]),
+                    Cbor::Map(vec![
+                        (text("Data"), Cbor::Bytes(vec![])),
+                        (text("PartitionKey"), text("b")),
+                        (text("ExplicitHashKey"), text("0")),
+                    ]),
+                ]),
+            ),
+        ]),
+    );
+    assert_eq!(status, 200, "{puts:?}");
+    assert_eq!(get(&puts, "FailedRecordCount"), Cbor::Integer(0.into()));
+    assert_eq!(get(&puts, "EncryptionType"), text("NONE"));
+    let results = get(&puts, "Records");
+    let results = results.as_array().unwrap();
+    assert_eq!(results.len(), 2);
+    for r in results {
+        assert_eq!(get(r, "ShardId"), text("shardId-000000000000"));
+        assert_eq!(get(r, "SequenceNumber").as_text().unwrap().len(), 56);
+    }
     let (_, it) = call(
         "GetShardIterator",
         Cbor::Map(vec![
@@ -419,8 +450,14 @@ fn cbor_requests_get_cbor_answers() {
         Cbor::Map(vec![(text("ShardIterator"), get(&it, "ShardIterator"))]),
     );
     assert_eq!(status, 200);
-    let record = get(&got, "Records").as_array().unwrap()[0].clone();
+    let records = get(&got, "Records").as_array().unwrap().clone();
+    assert_eq!(records.len(), 3);
+    let record = records[0].clone();
     assert_eq!(get(&record, "Data"), Cbor::Bytes(payload));
+    assert_eq!(get(&records[1], "Data"), Cbor::Bytes(vec![1, 2, 3]));
+    assert_eq!(get(&records[2], "Data"), Cbor::Bytes(vec![]));
+    assert_eq!(get(&records[2], "PartitionKey"), text("b"));
+    assert!(matches!(get(&got, "NextShardIterator"), Cbor::Text(_)));
     assert!(matches!(
         get(&record, "ApproximateArrivalTimestamp"),
         Cbor::Tag(1, _)

@@ -125,15 +125,38 @@ fn string_ok(shape: &Shape, s: &str) -> bool {
 
 /// Decodes a PutRecords body if, and only if, it is plainly valid.
 pub fn decode_put_records(body: &[u8]) -> Option<PutRecordsRequest<'_>> {
-    let c = constraints()?;
     let raw: RawRequest<'_> = serde_json::from_slice(body).ok()?;
-    if !string_ok(c.stream_name, &raw.stream_name) {
+    let engine = &base64::engine::general_purpose::STANDARD;
+    let mut records = Vec::with_capacity(raw.records.len());
+    let encoded: usize = raw.records.iter().map(|e| e.data.len()).sum();
+    let mut data = Vec::with_capacity(encoded / 4 * 3 + 3);
+    for e in raw.records {
+        let start = data.len();
+        engine.decode_vec(e.data.as_bytes(), &mut data).ok()?;
+        records.push(PutRecordsEntry {
+            data: start..data.len(),
+            partition_key: e.partition_key,
+            explicit_hash_key: e.explicit_hash_key,
+        });
+    }
+    check_put_records(raw.stream_name, records, data)
+}
+
+/// A decoded PutRecords, if it meets the model's constraints (else `None`:
+/// the general path words the error).
+pub(crate) fn check_put_records<'a>(
+    stream_name: Cow<'a, str>,
+    records: Vec<PutRecordsEntry<'a>>,
+    data: Vec<u8>,
+) -> Option<PutRecordsRequest<'a>> {
+    let c = constraints()?;
+    if !string_ok(c.stream_name, &stream_name) {
         return None;
     }
     let Shape::List { min, max, .. } = c.records else {
         return None;
     };
-    if !within(raw.records.len() as u64, *min, *max) {
+    if !within(records.len() as u64, *min, *max) {
         return None;
     }
     let Shape::Blob {
@@ -143,14 +166,8 @@ pub fn decode_put_records(body: &[u8]) -> Option<PutRecordsRequest<'_>> {
     else {
         return None;
     };
-    let engine = &base64::engine::general_purpose::STANDARD;
-    let mut records = Vec::with_capacity(raw.records.len());
-    let encoded: usize = raw.records.iter().map(|e| e.data.len()).sum();
-    let mut data = Vec::with_capacity(encoded / 4 * 3 + 3);
-    for e in raw.records {
-        let start = data.len();
-        engine.decode_vec(e.data.as_bytes(), &mut data).ok()?;
-        if !within((data.len() - start) as u64, *data_min, *data_max)
+    for e in &records {
+        if !within(e.data.len() as u64, *data_min, *data_max)
             || !string_ok(c.partition_key, &e.partition_key)
             || !e
                 .explicit_hash_key
@@ -159,14 +176,9 @@ pub fn decode_put_records(body: &[u8]) -> Option<PutRecordsRequest<'_>> {
         {
             return None;
         }
-        records.push(PutRecordsEntry {
-            data: start..data.len(),
-            partition_key: e.partition_key,
-            explicit_hash_key: e.explicit_hash_key,
-        });
     }
     Some(PutRecordsRequest {
-        stream_name: raw.stream_name,
+        stream_name,
         records,
         data,
     })

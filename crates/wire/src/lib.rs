@@ -14,6 +14,7 @@
 pub mod cbor;
 pub mod error;
 pub mod fast;
+pub mod fast_cbor;
 pub mod model;
 pub mod target;
 pub mod validate;

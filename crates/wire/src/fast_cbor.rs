@@ -1,0 +1,470 @@
+//! The fast paths of [`crate::fast`] in AWS CBOR 1.1, what the Java SDKs
+//! (and so KCL and KPL) send: PutRecords requests decoded straight into typed
+//! records with their data as the bytes the client sent (no base64 on the
+//! way), and PutRecords, GetRecords and SubscribeToShardEvent answers written
+//! straight into CBOR with data as byte strings.
+//!
+//! As in JSON, the decoder only accepts plainly valid requests and otherwise
+//! leaves the request to the general path (which words the error); the
+//! writers produce the bytes the general encoder (`cbor::encode_cbor_output`
+//! over the JSON form) produces, which the tests pin.
+
+use std::borrow::Cow;
+
+use ciborium_ll::{Encoder, Header};
+use serde::de::{Deserializer, Visitor};
+use serde::Deserialize;
+
+use crate::fast::{
+    check_put_records, ChildShard, GotRecord, PutRecordsEntry, PutRecordsRequest, PutRecordsResult,
+};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRequest {
+    #[serde(rename = "StreamName")]
+    stream_name: String,
+    #[serde(rename = "Records")]
+    records: Vec<RawCborEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCborEntry {
+    #[serde(rename = "Data")]
+    data: Blob,
+    #[serde(rename = "PartitionKey")]
+    partition_key: String,
+    /// Absent is none; a null is left to the general path.
+    #[serde(rename = "ExplicitHashKey", default, deserialize_with = "present")]
+    explicit_hash_key: Option<String>,
+}
+
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    String::deserialize(d).map(Some)
+}
+
+/// A CBOR byte string (a text string is left to the general path).
+struct Blob(Vec<u8>);
+
+impl<'de> Deserialize<'de> for Blob {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Bytes;
+        impl Visitor<'_> for Bytes {
+            type Value = Blob;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a byte string")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Blob, E> {
+                Ok(Blob(v.to_vec()))
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Blob, E> {
+                Ok(Blob(v))
+            }
+            fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Blob, E> {
+                Err(E::custom("text where a byte string belongs"))
+            }
+        }
+        d.deserialize_bytes(Bytes)
+    }
+}
+
+/// Decodes a CBOR PutRecords body if, and only if, it is plainly valid.
+pub fn decode_put_records_cbor(body: &[u8]) -> Option<PutRecordsRequest<'static>> {
+    let raw: RawRequest = ciborium::de::from_reader(body).ok()?;
+    let total: usize = raw.records.iter().map(|e| e.data.0.len()).sum();
+    let mut data = Vec::with_capacity(total);
+    let entries = raw
+        .records
+        .into_iter()
+        .map(|e| {
+            let start = data.len();
+            data.extend_from_slice(&e.data.0);
+            PutRecordsEntry {
+                data: start..data.len(),
+                partition_key: Cow::Owned(e.partition_key),
+                explicit_hash_key: e.explicit_hash_key.map(Cow::Owned),
+            }
+        })
+        .collect();
+    check_put_records(Cow::Owned(raw.stream_name), entries, data)
+}
+
+/// The CBOR writer over a buffer (writing to a `Vec` cannot fail).
+struct Out<'a>(Encoder<&'a mut Vec<u8>>);
+
+impl<'a> Out<'a> {
+    fn new(out: &'a mut Vec<u8>) -> Self {
+        Self(Encoder::from(out))
+    }
+
+    fn push(&mut self, header: Header) {
+        self.0.push(header).expect("writing to a Vec");
+    }
+
+    fn map(&mut self, entries: usize) {
+        self.push(Header::Map(Some(entries)));
+    }
+
+    fn array(&mut self, items: usize) {
+        self.push(Header::Array(Some(items)));
+    }
+
+    fn text(&mut self, s: &str) {
+        self.0.text(s, None).expect("writing to a Vec");
+    }
+
+    fn bytes(&mut self, b: &[u8]) {
+        self.0.bytes(b, None).expect("writing to a Vec");
+    }
+
+    fn uint(&mut self, n: u64) {
+        self.push(Header::Positive(n));
+    }
+}
+
+/// A PutRecords answer: `FailedRecordCount`, `Records`, `EncryptionType`.
+pub fn write_put_records_output_cbor<'a>(
+    failed: usize,
+    results: impl ExactSizeIterator<Item = PutRecordsResult<'a>>,
+    encryption_type: &str,
+    out: &mut Vec<u8>,
+) {
+    let mut w = Out::new(out);
+    w.map(3);
+    w.text("FailedRecordCount");
+    w.uint(failed as u64);
+    w.text("Records");
+    w.array(results.len());
+    for r in results {
+        w.map(2);
+        match r {
+            PutRecordsResult::Ok {
+                sequence_number,
+                shard_id,
+            } => {
+                w.text("SequenceNumber");
+                w.text(sequence_number);
+                w.text("ShardId");
+                w.text(shard_id);
+            }
+            PutRecordsResult::Failed {
+                error_code,
+                error_message,
+            } => {
+                w.text("ErrorCode");
+                w.text(error_code);
+                w.text("ErrorMessage");
+                w.text(error_message);
+            }
+        }
+    }
+    w.text("EncryptionType");
+    w.text(encryption_type);
+}
+
+/// A GetRecords answer (`tail` is `NextShardIterator`) or a
+/// SubscribeToShardEvent (`ContinuationSequenceNumber`): the records, then
+/// `MillisBehindLatest`, the tail if any, and `ChildShards` if any.
+pub fn write_records_answer_cbor<'a>(
+    records: impl ExactSizeIterator<Item = GotRecord<'a>>,
+    millis_behind_latest: u64,
+    tail: Option<(&str, &str)>,
+    child_shards: &[ChildShard],
+    out: &mut Vec<u8>,
+) {
+    let mut w = Out::new(out);
+    w.map(2 + usize::from(tail.is_some()) + usize::from(!child_shards.is_empty()));
+    w.text("Records");
+    w.array(records.len());
+    for r in records {
+        w.map(4 + usize::from(r.encrypted));
+        w.text("SequenceNumber");
+        w.text(r.sequence_number);
+        w.text("ApproximateArrivalTimestamp");
+        // Tag 1: seconds since the epoch, as the general encoder writes the
+        // JSON form's number (a float: milliseconds / 1000).
+        w.push(Header::Tag(1));
+        w.push(Header::Float(r.arrival_timestamp_ms as f64 / 1000.0));
+        w.text("Data");
+        w.bytes(r.data);
+        w.text("PartitionKey");
+        w.text(r.partition_key);
+        if r.encrypted {
+            w.text("EncryptionType");
+            w.text("KMS");
+        }
+    }
+    w.text("MillisBehindLatest");
+    w.uint(millis_behind_latest);
+    if let Some((member, value)) = tail {
+        w.text(member);
+        w.text(value);
+    }
+    if !child_shards.is_empty() {
+        w.text("ChildShards");
+        w.array(child_shards.len());
+        for c in child_shards {
+            w.map(3);
+            w.text("ShardId");
+            w.text(&c.shard_id);
+            w.text("ParentShards");
+            w.array(c.parent_shards.len());
+            for p in &c.parent_shards {
+                w.text(p);
+            }
+            w.text("HashKeyRange");
+            w.map(2);
+            w.text("StartingHashKey");
+            w.text(&c.starting_hash_key);
+            w.text("EndingHashKey");
+            w.text(&c.ending_hash_key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+    use ciborium::value::Value as Cbor;
+    use proptest::prelude::*;
+    use serde_json::{json, Value};
+
+    use crate::cbor::{decode_cbor_body, encode_cbor_output, encode_cbor_shape};
+    use crate::fast::write_put_records_output;
+    use crate::kinesis;
+    use crate::validate::validate_input;
+
+    fn unhex(s: &str) -> Vec<u8> {
+        let s: String = s.split_whitespace().collect();
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    fn b64(data: &[u8]) -> String {
+        base64::engine::general_purpose::STANDARD.encode(data)
+    }
+
+    fn cbor(value: &Cbor) -> Vec<u8> {
+        let mut out = Vec::new();
+        ciborium::ser::into_writer(value, &mut out).unwrap();
+        out
+    }
+
+    /// A PutRecords as the Java SDK encodes it (RFC 8949 by hand): a map of
+    /// StreamName and Records, Data as byte strings.
+    #[test]
+    fn a_java_style_put_records_is_decoded_with_its_bytes() {
+        // {"StreamName": "s", "Records": [{"Data": h'0001ff', "PartitionKey": "pk"},
+        //   {"Data": h'', "PartitionKey": "q", "ExplicitHashKey": "7"}]}
+        let body = unhex(
+            "a2 6a 53747265616d4e616d65 61 73
+                67 5265636f726473 82
+                  a2 64 44617461 43 0001ff 6c 506172746974696f6e4b6579 62 706b
+                  a3 64 44617461 40 6c 506172746974696f6e4b6579 61 71
+                     6f 4578706c69636974486173684b6579 61 37",
+        );
+        let req = decode_put_records_cbor(&body).unwrap();
+        assert_eq!(req.stream_name, "s");
+        assert_eq!(req.data_of(&req.records[0]), [0, 1, 0xff]);
+        assert_eq!(req.records[0].partition_key, "pk");
+        assert_eq!(req.data_of(&req.records[1]), b"");
+        assert_eq!(req.records[1].explicit_hash_key.as_deref(), Some("7"));
+        // The general path reads the same.
+        let general = decode_cbor_body(&body).unwrap();
+        validate_input(kinesis(), "PutRecords", &general).unwrap();
+        assert_eq!(general["Records"][0]["Data"], "AAH/");
+        // Truncated: refused, whatever the cut.
+        for n in 0..body.len() {
+            assert!(decode_put_records_cbor(&body[..n]).is_none(), "cut at {n}");
+        }
+    }
+
+    #[test]
+    fn put_records_answers_are_the_general_encoders_bytes() {
+        let results = [
+            PutRecordsResult::Ok {
+                sequence_number: "49590338271490256608559692538361571095921575989136588898",
+                shard_id: "shardId-000000000000",
+            },
+            PutRecordsResult::Failed {
+                error_code: "ProvisionedThroughputExceededException",
+                error_message: "Rate exceeded for shard shardId-000000000001 in stream s under account 000000000000.",
+            },
+        ];
+        let mut json_out = Vec::new();
+        write_put_records_output(1, results.clone().into_iter(), "NONE", &mut json_out);
+        let general: Value = serde_json::from_slice(&json_out).unwrap();
+        let mut out = Vec::new();
+        write_put_records_output_cbor(1, results.into_iter(), "NONE", &mut out);
+        assert_eq!(out, encode_cbor_output(kinesis(), "PutRecords", &general));
+    }
+
+    fn got<'a>(data: &'a [u8], ms: u64, encrypted: bool) -> GotRecord<'a> {
+        GotRecord {
+            sequence_number: "49",
+            arrival_timestamp_ms: ms,
+            data,
+            partition_key: "k\u{e9}",
+            encrypted,
+        }
+    }
+
+    fn record_value(r: &GotRecord<'_>) -> Value {
+        let mut v = json!({
+            "SequenceNumber": r.sequence_number,
+            "ApproximateArrivalTimestamp": r.arrival_timestamp_ms as f64 / 1000.0,
+            "Data": b64(r.data),
+            "PartitionKey": r.partition_key,
+        });
+        if r.encrypted {
+            v["EncryptionType"] = json!("KMS");
+        }
+        v
+    }
+
+    #[test]
+    fn records_answers_are_the_general_encoders_bytes() {
+        // Timestamps whose seconds fit f16, f32 and only f64.
+        let records = [
+            got(b"", 0, false),
+            got(b"a", 1_700_000_000_000, true),
+            got(&[0xff, 0, 7], 1_700_000_000_123, false),
+            got(&[1; 300], 65_504_000, false),
+        ];
+        let child = ChildShard {
+            shard_id: "shardId-000000000002".into(),
+            parent_shards: vec!["shardId-000000000000".into(), "shardId-000000000001".into()],
+            starting_hash_key: "0".into(),
+            ending_hash_key: "9".into(),
+        };
+        let values: Vec<Value> = records.iter().map(record_value).collect();
+        // GetRecords, with an iterator.
+        let mut out = Vec::new();
+        write_records_answer_cbor(
+            records.iter().cloned(),
+            7,
+            Some(("NextShardIterator", "it")),
+            &[],
+            &mut out,
+        );
+        let general =
+            json!({"Records": values, "MillisBehindLatest": 7, "NextShardIterator": "it"});
+        assert_eq!(out, encode_cbor_output(kinesis(), "GetRecords", &general));
+        // The end of a closed shard: children, no iterator.
+        let mut out = Vec::new();
+        write_records_answer_cbor(
+            std::iter::empty(),
+            0,
+            None,
+            std::slice::from_ref(&child),
+            &mut out,
+        );
+        let general =
+            json!({"Records": [], "MillisBehindLatest": 0, "ChildShards": [child.to_value()]});
+        assert_eq!(out, encode_cbor_output(kinesis(), "GetRecords", &general));
+        // A SubscribeToShardEvent.
+        let mut out = Vec::new();
+        write_records_answer_cbor(
+            records.iter().cloned(),
+            3,
+            Some(("ContinuationSequenceNumber", "49")),
+            &[],
+            &mut out,
+        );
+        let general =
+            json!({"Records": values, "MillisBehindLatest": 3, "ContinuationSequenceNumber": "49"});
+        assert_eq!(
+            out,
+            encode_cbor_shape(kinesis(), "SubscribeToShardEvent", &general)
+        );
+    }
+
+    fn entry() -> impl Strategy<Value = Cbor> {
+        (
+            prop::collection::vec(any::<u8>(), 0..40),
+            prop_oneof![
+                Just(None),
+                Just(Some(Cbor::Null)),
+                Just(Some(Cbor::Text("aGk=".into()))),
+                Just(Some(Cbor::Integer(12.into()))),
+            ],
+            prop_oneof![
+                "[a-z]{1,4}".prop_map(Cbor::Text),
+                Just(Cbor::Text(String::new())),
+                Just(Cbor::Text("x".repeat(257))),
+                Just(Cbor::Text("\u{e9}".repeat(256))),
+                Just(Cbor::Null),
+                Just(Cbor::Bytes(b"k".to_vec())),
+            ],
+            prop_oneof![
+                Just(None),
+                Just(Some(Cbor::Null)),
+                "(0|[1-9][0-9]{0,40}|-1|01)".prop_map(|s| Some(Cbor::Text(s))),
+            ],
+            prop::bool::weighted(0.05),
+        )
+            .prop_map(|(data, data_override, key, hash, extra)| {
+                let mut e = vec![(
+                    Cbor::Text("Data".into()),
+                    data_override.unwrap_or(Cbor::Bytes(data)),
+                )];
+                e.push((Cbor::Text("PartitionKey".into()), key));
+                if let Some(h) = hash {
+                    e.push((Cbor::Text("ExplicitHashKey".into()), h));
+                }
+                if extra {
+                    e.push((Cbor::Text("Unknown".into()), Cbor::Integer(1.into())));
+                }
+                Cbor::Map(e)
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Whatever the fast decoder accepts, the general path accepts with
+        /// the same values; and it accepts every plainly valid request.
+        #[test]
+        fn fast_cbor_decoding_agrees_with_the_general_path(
+            name in prop_oneof!["[a-zA-Z0-9_.-]{1,10}", Just(String::new()), Just("a b".to_owned()), Just("x".repeat(129))],
+            records in prop::collection::vec(entry(), 0..6),
+        ) {
+            let body = cbor(&Cbor::Map(vec![
+                (Cbor::Text("StreamName".into()), Cbor::Text(name)),
+                (Cbor::Text("Records".into()), Cbor::Array(records)),
+            ]));
+            let general = decode_cbor_body(&body)
+                .and_then(|v| validate_input(kinesis(), "PutRecords", &v).map(|()| v));
+            match decode_put_records_cbor(&body) {
+                Some(fast) => {
+                    let v = general.expect("the general path accepts what the fast one does");
+                    prop_assert_eq!(v["StreamName"].as_str(), Some(&*fast.stream_name));
+                    let items = v["Records"].as_array().unwrap();
+                    prop_assert_eq!(items.len(), fast.records.len());
+                    for (item, e) in items.iter().zip(&fast.records) {
+                        let data = base64::engine::general_purpose::STANDARD
+                            .decode(item["Data"].as_str().unwrap())
+                            .unwrap();
+                        prop_assert_eq!(&data[..], fast.data_of(e));
+                        prop_assert_eq!(item["PartitionKey"].as_str(), Some(&*e.partition_key));
+                        prop_assert_eq!(item["ExplicitHashKey"].as_str(), e.explicit_hash_key.as_deref());
+                    }
+                }
+                None => {
+                    // Refused only when it has to be: every Data a byte
+                    // string, no nulls, no unknown members, and a valid
+                    // general decoding mean the fast path should take it.
+                    let json = decode_cbor_body(&body).map(|v| v.to_string()).unwrap_or_default();
+                    let unusual = json.contains("Unknown") || json.contains("null")
+                        || json.contains("\"aGk=\"") || json.contains("\"Data\":12")
+                        || json.contains("\"PartitionKey\":\"aw==\"");
+                    prop_assert!(unusual || general.is_err(), "refused a valid request: {}", json);
+                }
+            }
+        }
+    }
+}
