@@ -2400,20 +2400,24 @@ fn update_warm_throughput(state: &Ctx, input: &Value) -> OpResult {
     let name = stream_name(state, input)?;
     let mibps = u64_of(input, "WarmThroughputMiBps").unwrap_or(0);
     let mibps = u32::try_from(mibps).unwrap_or(u32::MAX);
-    let mode = with_named_stream(state, &name, |s| {
+    let check = |s: &Stream| {
         check_active(state, s)?;
-        Ok(s.mode)
-    })?;
-    if mode != StreamMode::OnDemand {
-        return Err(err(
-            ErrorCode::InvalidArgumentException,
-            format!(
-                "Warm throughput is only supported for streams in ON_DEMAND mode; stream {name} under account {} is PROVISIONED.",
-                state.account
-            ),
-        ));
-    }
+        if s.mode != StreamMode::OnDemand {
+            return Err(err(
+                ErrorCode::InvalidArgumentException,
+                format!(
+                    "Warm throughput is only supported for streams in ON_DEMAND mode; stream {name} under account {} is PROVISIONED.",
+                    state.account
+                ),
+            ));
+        }
+        Ok(())
+    };
+    with_named_stream(state, &name, |s| check(s))?;
+    // Again on the catalog being changed: a mode switch may have committed
+    // since.
     mutate_stream(state, &name, |s| {
+        check(s)?;
         s.warm_throughput_mibps = Some(mibps);
         Ok(())
     })?;
@@ -2668,6 +2672,9 @@ fn set_monitoring(state: &Ctx, input: &Value, enable: bool) -> OpResult {
 }
 
 fn put_resource_policy(state: &Ctx, input: &Value) -> OpResult {
+    // Checked with the writer lock held, so that no DeleteStream (which
+    // drops the stream's policies) commits between the check and the insert.
+    let mut catalog = state.catalog_mut();
     resource(state, input)?;
     let arn = str_of(input, "ResourceARN").unwrap_or_default().to_owned();
     let policy = str_of(input, "Policy").unwrap_or_default().to_owned();
@@ -2680,7 +2687,9 @@ fn put_resource_policy(state: &Ctx, input: &Value) -> OpResult {
             "Policy must be a JSON document.",
         ));
     }
-    mutate_catalog(state, |c| c.resource_policies.insert(arn, policy))?;
+    let mut next = catalog.clone();
+    next.resource_policies.insert(arn, policy);
+    state.commit(&mut catalog, next).map_err(internal)?;
     Ok(json!({}))
 }
 

@@ -638,13 +638,16 @@ impl State {
         f.write_all(&next.snapshot())?;
         f.sync_all()?;
         std::fs::rename(&tmp, dir.join(CATALOG_FILE))?;
-        // Published only once the rename is durable (or failed to be made
-        // so, when memory follows the file as before): a put acknowledged
-        // into a new stream must never outlive the stream's catalog entry.
+        // The writer's copy follows the file; readers see it only once the
+        // rename is durable: a put acknowledged into a new stream must never
+        // outlive the stream's catalog entry. (After a failed directory
+        // fsync the next commit that succeeds publishes both.)
         let synced = std::fs::File::open(dir).and_then(|d| d.sync_all());
         let next = Arc::new(next);
         *current.0 = next.clone();
-        *self.published.write().unwrap_or_else(|p| p.into_inner()) = next;
+        if synced.is_ok() {
+            *self.published.write().unwrap_or_else(|p| p.into_inner()) = next;
+        }
         synced
     }
 

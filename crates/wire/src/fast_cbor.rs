@@ -12,82 +12,112 @@
 use std::borrow::Cow;
 
 use ciborium_ll::{Encoder, Header};
-use serde::de::{Deserializer, Visitor};
-use serde::Deserialize;
 
 use crate::fast::{
     check_put_records, ChildShard, GotRecord, PutRecordsEntry, PutRecordsRequest, PutRecordsResult,
 };
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRequest {
-    #[serde(rename = "StreamName")]
-    stream_name: String,
-    #[serde(rename = "Records")]
-    records: Vec<RawCborEntry>,
+/// Reads CBOR items off a slice, accepting only the plain forms a PutRecords
+/// needs: definite-length text, byte strings, arrays and maps, no tags. Any
+/// other form (a tag, an indefinite length, a byte-string key, a float) is
+/// `None`: the general path decides, and words the error.
+struct Reader<'a> {
+    rest: &'a [u8],
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawCborEntry {
-    #[serde(rename = "Data")]
-    data: Blob,
-    #[serde(rename = "PartitionKey")]
-    partition_key: String,
-    /// Absent is none; a null is left to the general path.
-    #[serde(rename = "ExplicitHashKey", default, deserialize_with = "present")]
-    explicit_hash_key: Option<String>,
-}
+impl<'a> Reader<'a> {
+    /// The next item's major type and length (or value).
+    fn head(&mut self) -> Option<(u8, u64)> {
+        let (&first, rest) = self.rest.split_first()?;
+        let (major, info) = (first >> 5, first & 0x1f);
+        let (value, rest) = match info {
+            0..=23 => (u64::from(info), rest),
+            24 => (u64::from(*rest.first()?), rest.get(1..)?),
+            25 => (
+                u64::from(u16::from_be_bytes(rest.get(..2)?.try_into().ok()?)),
+                rest.get(2..)?,
+            ),
+            26 => (
+                u64::from(u32::from_be_bytes(rest.get(..4)?.try_into().ok()?)),
+                rest.get(4..)?,
+            ),
+            27 => (
+                u64::from_be_bytes(rest.get(..8)?.try_into().ok()?),
+                rest.get(8..)?,
+            ),
+            _ => return None,
+        };
+        self.rest = rest;
+        Some((major, value))
+    }
 
-fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    String::deserialize(d).map(Some)
-}
+    fn take(&mut self, len: u64) -> Option<&'a [u8]> {
+        let len = usize::try_from(len).ok()?;
+        let (taken, rest) = (self.rest.get(..len)?, self.rest.get(len..)?);
+        self.rest = rest;
+        Some(taken)
+    }
 
-/// A CBOR byte string (a text string is left to the general path).
-struct Blob(Vec<u8>);
-
-impl<'de> Deserialize<'de> for Blob {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Bytes;
-        impl Visitor<'_> for Bytes {
-            type Value = Blob;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a byte string")
-            }
-            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Blob, E> {
-                Ok(Blob(v.to_vec()))
-            }
-            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Blob, E> {
-                Ok(Blob(v))
-            }
-            fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Blob, E> {
-                Err(E::custom("text where a byte string belongs"))
-            }
+    fn text(&mut self) -> Option<&'a str> {
+        match self.head()? {
+            (3, len) => std::str::from_utf8(self.take(len)?).ok(),
+            _ => None,
         }
-        d.deserialize_bytes(Bytes)
+    }
+
+    fn bytes(&mut self) -> Option<&'a [u8]> {
+        match self.head()? {
+            (2, len) => self.take(len),
+            _ => None,
+        }
+    }
+
+    /// A map's or array's number of entries (`major` 5 or 4).
+    fn count(&mut self, major: u8) -> Option<usize> {
+        match self.head()? {
+            (m, n) if m == major => usize::try_from(n).ok(),
+            _ => None,
+        }
     }
 }
 
 /// Decodes a CBOR PutRecords body if, and only if, it is plainly valid.
-pub fn decode_put_records_cbor(body: &[u8]) -> Option<PutRecordsRequest<'static>> {
-    let raw: RawRequest = ciborium::de::from_reader(body).ok()?;
-    let total: usize = raw.records.iter().map(|e| e.data.0.len()).sum();
-    let mut data = Vec::with_capacity(total);
-    let entries = raw
-        .records
-        .into_iter()
-        .map(|e| {
-            let start = data.len();
-            data.extend_from_slice(&e.data.0);
-            PutRecordsEntry {
-                data: start..data.len(),
-                partition_key: Cow::Owned(e.partition_key),
-                explicit_hash_key: e.explicit_hash_key.map(Cow::Owned),
+pub fn decode_put_records_cbor(body: &[u8]) -> Option<PutRecordsRequest<'_>> {
+    let mut r = Reader { rest: body };
+    let mut stream_name = None;
+    let mut records = None;
+    let mut data = Vec::new();
+    for _ in 0..r.count(5)? {
+        match r.text()? {
+            "StreamName" if stream_name.is_none() => stream_name = Some(r.text()?),
+            "Records" if records.is_none() => {
+                let n = r.count(4)?;
+                // Each entry takes at least a few bytes: a bogus count
+                // cannot make this allocate more than the body.
+                let mut entries = Vec::with_capacity(n.min(body.len() / 4));
+                for _ in 0..n {
+                    let (mut got_data, mut key, mut hash) = (None, None, None);
+                    for _ in 0..r.count(5)? {
+                        match r.text()? {
+                            "Data" if got_data.is_none() => got_data = Some(r.bytes()?),
+                            "PartitionKey" if key.is_none() => key = Some(r.text()?),
+                            "ExplicitHashKey" if hash.is_none() => hash = Some(r.text()?),
+                            _ => return None,
+                        }
+                    }
+                    let start = data.len();
+                    data.extend_from_slice(got_data?);
+                    entries.push(PutRecordsEntry {
+                        data: start..data.len(),
+                        partition_key: Cow::Borrowed(key?),
+                        explicit_hash_key: hash.map(Cow::Borrowed),
+                    });
+                }
+                records = Some(entries);
             }
-        })
-        .collect();
-    check_put_records(Cow::Owned(raw.stream_name), entries, data)
+            _ => return None,
+        }
+    }
+    check_put_records(Cow::Borrowed(stream_name?), records?, data)
 }
 
 /// The CBOR writer over a buffer (writing to a `Vec` cannot fail).
@@ -277,6 +307,15 @@ mod tests {
         let general = decode_cbor_body(&body).unwrap();
         validate_input(kinesis(), "PutRecords", &general).unwrap();
         assert_eq!(general["Records"][0]["Data"], "AAH/");
+        // A byte-string key, a tag (here tag 1 on the stream name) and an
+        // indefinite-length map are left to the general path.
+        let bytes_key = unhex("a1 4a 53747265616d4e616d65 61 73");
+        assert!(decode_put_records_cbor(&bytes_key).is_none());
+        assert!(decode_cbor_body(&bytes_key).is_err());
+        let tagged = unhex("a2 6a 53747265616d4e616d65 c1 61 73 67 5265636f726473 80");
+        assert!(decode_put_records_cbor(&tagged).is_none());
+        assert!(decode_cbor_body(&tagged).is_err());
+        assert!(decode_put_records_cbor(&unhex("bf ff")).is_none());
         // Truncated: refused, whatever the cut.
         for n in 0..body.len() {
             assert!(decode_put_records_cbor(&body[..n]).is_none(), "cut at {n}");
@@ -385,12 +424,17 @@ mod tests {
 
     fn entry() -> impl Strategy<Value = Cbor> {
         (
-            prop::collection::vec(any::<u8>(), 0..40),
+            prop_oneof![
+                9 => prop::collection::vec(any::<u8>(), 0..40),
+                1 => prop::collection::vec(any::<u8>(), 4097..6000),
+            ],
             prop_oneof![
                 Just(None),
                 Just(Some(Cbor::Null)),
                 Just(Some(Cbor::Text("aGk=".into()))),
                 Just(Some(Cbor::Integer(12.into()))),
+                Just(Some(Cbor::Tag(24, Box::new(Cbor::Bytes(b"x".to_vec()))))),
+                Just(Some(Cbor::Tag(2, Box::new(Cbor::Bytes(vec![1, 2]))))),
             ],
             prop_oneof![
                 "[a-z]{1,4}".prop_map(Cbor::Text),
@@ -399,6 +443,7 @@ mod tests {
                 Just(Cbor::Text("\u{e9}".repeat(256))),
                 Just(Cbor::Null),
                 Just(Cbor::Bytes(b"k".to_vec())),
+                Just(Cbor::Tag(32, Box::new(Cbor::Text("k".into())))),
             ],
             prop_oneof![
                 Just(None),
@@ -406,13 +451,20 @@ mod tests {
                 "(0|[1-9][0-9]{0,40}|-1|01)".prop_map(|s| Some(Cbor::Text(s))),
             ],
             prop::bool::weighted(0.05),
+            prop::bool::weighted(0.05),
         )
-            .prop_map(|(data, data_override, key, hash, extra)| {
+            .prop_map(|(data, data_override, key, hash, extra, bytes_key)| {
                 let mut e = vec![(
                     Cbor::Text("Data".into()),
                     data_override.unwrap_or(Cbor::Bytes(data)),
                 )];
-                e.push((Cbor::Text("PartitionKey".into()), key));
+                // A byte-string key, which the general path refuses.
+                let key_name = if bytes_key {
+                    Cbor::Bytes(b"PartitionKey".to_vec())
+                } else {
+                    Cbor::Text("PartitionKey".into())
+                };
+                e.push((key_name, key));
                 if let Some(h) = hash {
                     e.push((Cbor::Text("ExplicitHashKey".into()), h));
                 }
@@ -423,6 +475,17 @@ mod tests {
             })
     }
 
+    /// Whether a tag is anywhere in `v` (the fast decoder leaves tagged
+    /// values to the general path).
+    fn has_tag(v: &Cbor) -> bool {
+        match v {
+            Cbor::Tag(..) => true,
+            Cbor::Array(items) => items.iter().any(has_tag),
+            Cbor::Map(entries) => entries.iter().any(|(k, v)| has_tag(k) || has_tag(v)),
+            _ => false,
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(512))]
 
@@ -430,13 +493,21 @@ mod tests {
         /// the same values; and it accepts every plainly valid request.
         #[test]
         fn fast_cbor_decoding_agrees_with_the_general_path(
+            tagged_name in prop::bool::weighted(0.05),
             name in prop_oneof!["[a-zA-Z0-9_.-]{1,10}", Just(String::new()), Just("a b".to_owned()), Just("x".repeat(129))],
             records in prop::collection::vec(entry(), 0..6),
         ) {
-            let body = cbor(&Cbor::Map(vec![
-                (Cbor::Text("StreamName".into()), Cbor::Text(name)),
+            let name = if tagged_name {
+                Cbor::Tag(1, Box::new(Cbor::Text(name)))
+            } else {
+                Cbor::Text(name)
+            };
+            let request = Cbor::Map(vec![
+                (Cbor::Text("StreamName".into()), name),
                 (Cbor::Text("Records".into()), Cbor::Array(records)),
-            ]));
+            ]);
+            let tagged = has_tag(&request);
+            let body = cbor(&request);
             let general = decode_cbor_body(&body)
                 .and_then(|v| validate_input(kinesis(), "PutRecords", &v).map(|()| v));
             match decode_put_records_cbor(&body) {
@@ -459,7 +530,7 @@ mod tests {
                     // string, no nulls, no unknown members, and a valid
                     // general decoding mean the fast path should take it.
                     let json = decode_cbor_body(&body).map(|v| v.to_string()).unwrap_or_default();
-                    let unusual = json.contains("Unknown") || json.contains("null")
+                    let unusual = tagged || json.contains("Unknown") || json.contains("null")
                         || json.contains("\"aGk=\"") || json.contains("\"Data\":12")
                         || json.contains("\"PartitionKey\":\"aw==\"");
                     prop_assert!(unusual || general.is_err(), "refused a valid request: {}", json);
