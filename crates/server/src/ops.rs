@@ -1152,6 +1152,43 @@ pub(crate) fn records_size_exceeded() -> AwsError {
     )
 }
 
+/// PutRecord from a fast decoder (a one-record request, plainly valid):
+/// the general path's checks in its order, without the value tree.
+pub fn begin_put_record_fast(
+    state: &State,
+    account: String,
+    request: &sluice_wire::fast::PutRecordsRequest<'_>,
+    cbor: bool,
+) -> Result<PendingPut, AwsError> {
+    let state = &Ctx {
+        state,
+        account,
+        cbor,
+    };
+    let record = &request.records[0];
+    let key: &str = &record.partition_key;
+    let data = request.data_of(record);
+    let hash = hash_of(key, record.explicit_hash_key.as_deref())?;
+    let name: &str = &request.stream_name;
+    with_named_stream(state, name, |stream| {
+        check_not_deleting(state, stream)?;
+        check_record_size(stream, || "data".to_owned(), key, data)
+    })?;
+    let entry = PutEntry {
+        key,
+        data: data.into(),
+        hash,
+    };
+    let (outcome, durability) = put_entries_unsynced(state, name, std::slice::from_ref(&entry))?;
+    Ok(PendingPut {
+        account: state.account.clone(),
+        stream: name.to_owned(),
+        shape: PutShape::Record,
+        outcome,
+        durability,
+    })
+}
+
 fn put_record_begin(state: &Ctx, input: &Value) -> Result<PendingPut, AwsError> {
     let key = str_of(input, "PartitionKey").unwrap_or_default();
     let data = decode_data(input.get("Data"));

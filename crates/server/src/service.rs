@@ -672,6 +672,16 @@ async fn route(req: Request<Incoming>, state: Arc<State>, cbor: bool, seen: &mut
                 return ops::begin_put_records_fast(&state, account, &request, cbor).map(Done::Put);
             }
         }
+        if operation == "PutRecord" && state.faults.is_empty() {
+            let fast = if cbor {
+                sluice_wire::fast_cbor::decode_put_record_cbor(&body)
+            } else {
+                sluice_wire::fast::decode_put_record(&body)
+            };
+            if let Some(request) = fast {
+                return ops::begin_put_record_fast(&state, account, &request, cbor).map(Done::Put);
+            }
+        }
         let input = if cbor {
             cbor::decode_cbor_body(&body)?
         } else {

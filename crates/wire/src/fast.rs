@@ -142,6 +142,37 @@ pub fn decode_put_records(body: &[u8]) -> Option<PutRecordsRequest<'_>> {
     check_put_records(raw.stream_name, records, data)
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPutRecord<'a> {
+    #[serde(rename = "StreamName", borrow)]
+    stream_name: Cow<'a, str>,
+    #[serde(rename = "Data", borrow)]
+    data: Cow<'a, str>,
+    #[serde(rename = "PartitionKey", borrow)]
+    partition_key: Cow<'a, str>,
+    #[serde(rename = "ExplicitHashKey", borrow, default)]
+    explicit_hash_key: Option<Cow<'a, str>>,
+}
+
+/// Decodes a PutRecord body (StreamName, Data, PartitionKey and perhaps
+/// ExplicitHashKey; anything else goes to the general path) if, and only
+/// if, it is plainly valid: as a PutRecords of its one record, whose
+/// members have the same shapes in the model.
+pub fn decode_put_record(body: &[u8]) -> Option<PutRecordsRequest<'_>> {
+    let raw: RawPutRecord<'_> = serde_json::from_slice(body).ok()?;
+    let mut data = Vec::with_capacity(raw.data.len() / 4 * 3 + 3);
+    base64::engine::general_purpose::STANDARD
+        .decode_vec(raw.data.as_bytes(), &mut data)
+        .ok()?;
+    let entry = PutRecordsEntry {
+        data: 0..data.len(),
+        partition_key: raw.partition_key,
+        explicit_hash_key: raw.explicit_hash_key,
+    };
+    check_put_records(raw.stream_name, vec![entry], data)
+}
+
 /// A decoded PutRecords, if it meets the model's constraints (else `None`:
 /// the general path words the error).
 pub(crate) fn check_put_records<'a>(
@@ -532,6 +563,41 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// PutRecord: whatever the fast decoder accepts, the general path
+        /// accepts with the same values; and it takes every plain request.
+        #[test]
+        fn fast_put_record_agrees_with_the_general_path(
+            name in prop_oneof!["[a-zA-Z0-9_.-]{1,10}", Just(String::new()), Just("a b".to_owned())],
+            record in entry(),
+            ordering in prop::bool::weighted(0.05),
+        ) {
+            let mut body = record.as_object().unwrap().clone();
+            body.insert("StreamName".into(), json!(name));
+            if ordering {
+                body.insert("SequenceNumberForOrdering".into(), json!("1"));
+            }
+            let body = Value::Object(body).to_string();
+            let general = decode_json_body(body.as_bytes())
+                .and_then(|v| validate_input(kinesis(), "PutRecord", &v).map(|()| v));
+            match decode_put_record(body.as_bytes()) {
+                Some(fast) => {
+                    let v = general.expect("the general path accepts what the fast one does");
+                    prop_assert_eq!(v["StreamName"].as_str(), Some(&*fast.stream_name));
+                    let e = &fast.records[0];
+                    let data = base64::engine::general_purpose::STANDARD
+                        .decode(v["Data"].as_str().unwrap())
+                        .unwrap();
+                    prop_assert_eq!(&data[..], fast.data_of(e));
+                    prop_assert_eq!(v["PartitionKey"].as_str(), Some(&*e.partition_key));
+                    prop_assert_eq!(v["ExplicitHashKey"].as_str(), e.explicit_hash_key.as_deref());
+                }
+                None => {
+                    let plain = !body.contains("Unknown") && !body.contains("null") && !ordering;
+                    prop_assert!(!(plain && general.is_ok()), "refused a valid request: {}", body);
+                }
+            }
+        }
 
         /// Whatever the fast decoder accepts, the general path accepts with
         /// the same values; and it accepts every plainly valid request.

@@ -80,6 +80,28 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Decodes a CBOR PutRecord body like [`crate::fast::decode_put_record`].
+pub fn decode_put_record_cbor(body: &[u8]) -> Option<PutRecordsRequest<'_>> {
+    let mut r = Reader { rest: body };
+    let (mut name, mut got_data, mut key, mut hash) = (None, None, None, None);
+    for _ in 0..r.count(5)? {
+        match r.text()? {
+            "StreamName" if name.is_none() => name = Some(r.text()?),
+            "Data" if got_data.is_none() => got_data = Some(r.bytes()?),
+            "PartitionKey" if key.is_none() => key = Some(r.text()?),
+            "ExplicitHashKey" if hash.is_none() => hash = Some(r.text()?),
+            _ => return None,
+        }
+    }
+    let data = got_data?.to_vec();
+    let entry = PutRecordsEntry {
+        data: 0..data.len(),
+        partition_key: Cow::Borrowed(key?),
+        explicit_hash_key: hash.map(Cow::Borrowed),
+    };
+    check_put_records(Cow::Borrowed(name?), vec![entry], data)
+}
+
 /// Decodes a CBOR PutRecords body if, and only if, it is plainly valid.
 pub fn decode_put_records_cbor(body: &[u8]) -> Option<PutRecordsRequest<'_>> {
     let mut r = Reader { rest: body };
@@ -488,6 +510,42 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// PutRecord in CBOR: the same agreement.
+        #[test]
+        fn fast_cbor_put_record_agrees_with_the_general_path(
+            name in prop_oneof!["[a-zA-Z0-9_.-]{1,10}", Just(String::new()), Just("a b".to_owned())],
+            record in entry(),
+        ) {
+            let Cbor::Map(mut members) = record else { unreachable!() };
+            members.insert(0, (Cbor::Text("StreamName".into()), Cbor::Text(name)));
+            let request = Cbor::Map(members);
+            let tagged = has_tag(&request);
+            let body = cbor(&request);
+            let general = decode_cbor_body(&body)
+                .and_then(|v| validate_input(kinesis(), "PutRecord", &v).map(|()| v));
+            match decode_put_record_cbor(&body) {
+                Some(fast) => {
+                    let v = general.expect("the general path accepts what the fast one does");
+                    prop_assert_eq!(v["StreamName"].as_str(), Some(&*fast.stream_name));
+                    let e = &fast.records[0];
+                    let data = base64::engine::general_purpose::STANDARD
+                        .decode(v["Data"].as_str().unwrap())
+                        .unwrap();
+                    prop_assert_eq!(&data[..], fast.data_of(e));
+                    prop_assert_eq!(v["PartitionKey"].as_str(), Some(&*e.partition_key));
+                    prop_assert_eq!(v["ExplicitHashKey"].as_str(), e.explicit_hash_key.as_deref());
+                }
+                None => {
+                    let json = decode_cbor_body(&body).map(|v| v.to_string()).unwrap_or_default();
+                    let unusual = tagged || json.contains("Unknown") || json.contains("null")
+                        || json.contains("\"aGk=\"") || json.contains("\"Data\":12")
+                        || json.contains("\"PartitionKey\":\"aw==\"")
+                        || json.contains("\"PartitionKey\":\"PartitionKey\"");
+                    prop_assert!(unusual || general.is_err(), "refused a valid request: {}", json);
+                }
+            }
+        }
 
         /// Whatever the fast decoder accepts, the general path accepts with
         /// the same values; and it accepts every plainly valid request.
