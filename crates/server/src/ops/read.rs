@@ -1,0 +1,318 @@
+//! GetShardIterator and GetRecords: iterators, reads within the limits, and
+//! the answers written straight into AWS JSON or CBOR (shared with
+//! SubscribeToShard's events).
+
+use super::*;
+pub(super) fn get_shard_iterator(state: &Ctx, input: &Value) -> OpResult {
+    let shard_text = str_of(input, "ShardId").unwrap_or_default();
+    let kind = str_of(input, "ShardIteratorType").unwrap_or_default();
+    let name = stream_name(state, input)?;
+    let (shard, log_id, created_ms) = {
+        let catalog = state.catalog();
+        let stream = catalog
+            .stream(&state.account, &name)
+            .ok_or_else(|| not_found(state, &name))?;
+        let shard = parse_shard_id(shard_text)
+            .and_then(|i| stream.shard(i))
+            .ok_or_else(|| {
+                err(
+                    ErrorCode::ResourceNotFoundException,
+                    format!(
+                        "Shard {shard_text} in stream {name} under account {} does not exist",
+                        state.account
+                    ),
+                )
+            })?;
+        check_not_deleting(state, stream)?;
+        (shard.index, shard.log_id, stream.created_ms)
+    };
+    let now = state.now_ms();
+    if state.throttles.is_blocked(log_id, now)
+        || (state.config.enforce_limits
+            && !state
+                .throttles
+                .shard(log_id, state.config.capacity, now)
+                .admit_iterator())
+    {
+        return Err(rate_exceeded(state, &name, shard));
+    }
+    let invalid_seq = |seq: &str| {
+        err(
+            ErrorCode::InvalidArgumentException,
+            format!(
+                "StartingSequenceNumber {seq} used in GetShardIterator on shard {shard_text} in stream {name} under account {} is invalid.",
+                state.account
+            ),
+        )
+    };
+    let sequence = |required_by: &str| -> Result<u128, AwsError> {
+        let seq = str_of(input, "StartingSequenceNumber").ok_or_else(|| {
+            err(
+                ErrorCode::InvalidArgumentException,
+                format!(
+                    "StartingSequenceNumber must be provided for ShardIteratorType {required_by}"
+                ),
+            )
+        })?;
+        seq.parse::<SequenceNumber>()
+            .map(|s| s.0)
+            .map_err(|_| invalid_seq(seq))
+    };
+    let position = match kind {
+        "TRIM_HORIZON" => StartingPosition::TrimHorizon,
+        "LATEST" => StartingPosition::Latest,
+        "AT_SEQUENCE_NUMBER" => StartingPosition::AtSequence(sequence(kind)?),
+        "AFTER_SEQUENCE_NUMBER" => StartingPosition::AfterSequence(sequence(kind)?),
+        _ => {
+            let ts = input
+                .get("Timestamp")
+                .and_then(Value::as_f64)
+                .ok_or_else(|| {
+                    err(
+                        ErrorCode::InvalidArgumentException,
+                        "Timestamp must be provided for ShardIteratorType AT_TIMESTAMP",
+                    )
+                })?;
+            StartingPosition::AtTimestamp((ts.max(0.0) * 1000.0) as u64)
+        }
+    };
+    let log = state
+        .shard_log(log_id)
+        .ok_or_else(|| internal("shard log missing"))?;
+    let cursor = log.cursor(position).map_err(|e| match e {
+        ReadError::InvalidPosition => {
+            invalid_seq(str_of(input, "StartingSequenceNumber").unwrap_or_default())
+        }
+        ReadError::Quarantined(damage) => quarantined(&state.account, &name, shard, &damage),
+        other => internal(other),
+    })?;
+    let iterator = ShardIterator {
+        issued_ms: state.now_ms(),
+        stream_created_ms: created_ms,
+        shard_index: shard,
+        cursor,
+        account: state.account.clone(),
+        stream_name: name,
+    };
+    Ok(json!({"ShardIterator": iterator.encode(state.iterator_key())}))
+}
+
+pub(super) fn get_records(state: &Ctx, input: &Value) -> Result<Output, AwsError> {
+    let text = str_of(input, "ShardIterator").unwrap_or_default();
+    let limit = u64_of(input, "Limit").unwrap_or(10_000) as usize;
+    // An iterator issued to another account is not one for this caller.
+    let iterator = ShardIterator::decode(text, state.iterator_key())
+        .filter(|it| it.account == state.account)
+        .ok_or_else(|| {
+            err(
+                ErrorCode::InvalidArgumentException,
+                "Invalid ShardIterator.",
+            )
+        })?;
+    let now = state.now_ms();
+    if now.saturating_sub(iterator.issued_ms) > ITERATOR_LIFETIME_MS {
+        return Err(err(
+            ErrorCode::ExpiredIteratorException,
+            format!(
+                "Iterator expired. The iterator was created at time {} while right now it is {} which is further in the future than the tolerated delay of {ITERATOR_LIFETIME_MS} milliseconds.",
+                iterator.issued_ms, now
+            ),
+        ));
+    }
+    let log_id = {
+        let catalog = state.catalog();
+        let stream = catalog
+            .stream(&state.account, &iterator.stream_name)
+            .filter(|s| s.created_ms == iterator.stream_created_ms)
+            .ok_or_else(|| not_found(state, &iterator.stream_name))?;
+        check_not_deleting(state, stream)?;
+        let shard = stream.shard(iterator.shard_index).ok_or_else(|| {
+            // Retention removed it.
+            shard_not_found(
+                state,
+                &iterator.stream_name,
+                &sluice_meta::shard_id(iterator.shard_index),
+            )
+        })?;
+        shard.log_id
+    };
+    let log = state
+        .shard_log(log_id)
+        .ok_or_else(|| not_found(state, &iterator.stream_name))?;
+    let limited = state.config.enforce_limits;
+    if state.throttles.is_blocked(log_id, now)
+        || (limited
+            && !state
+                .throttles
+                .shard(log_id, state.config.capacity, now)
+                .admit_read())
+    {
+        return Err(rate_exceeded(
+            state,
+            &iterator.stream_name,
+            iterator.shard_index,
+        ));
+    }
+    let batch = log
+        .read(
+            iterator.cursor,
+            ReadLimits {
+                max_records: limit,
+                max_bytes: GET_RECORDS_MAX_BYTES,
+            },
+        )
+        .map_err(|e| match e {
+            // Retention removed the shard (or the stream went) meanwhile.
+            ReadError::Deleted => shard_not_found(
+                state,
+                &iterator.stream_name,
+                &sluice_meta::shard_id(iterator.shard_index),
+            ),
+            ReadError::Quarantined(damage) => quarantined(
+                &state.account,
+                &iterator.stream_name,
+                iterator.shard_index,
+                &damage,
+            ),
+            other => internal(other),
+        })?;
+    if limited {
+        state
+            .throttles
+            .shard(log_id, state.config.capacity, now)
+            .charge_read(batch.bytes() as u64);
+    }
+    // Children are looked up after the read: a reshard commits them before it
+    // closes the parent, so a read that reached the end finds them.
+    let children = if batch.end_of_shard {
+        let catalog = state.catalog();
+        catalog
+            .stream(&state.account, &iterator.stream_name)
+            .map(|s| child_shards(s, iterator.shard_index))
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let next = (!batch.end_of_shard).then(|| {
+        ShardIterator {
+            issued_ms: now,
+            cursor: batch.next,
+            ..iterator
+        }
+        .encode(state.iterator_key())
+    });
+    if !state.cbor {
+        // Straight to AWS JSON: no value tree for up to 10 MiB of records.
+        use sluice_wire::fast::{write_get_records_end, write_get_records_start};
+        let mut out = Vec::with_capacity(records_json_size(&batch.records) + 600);
+        write_get_records_start(&mut out);
+        write_records_json(&batch.records, &mut out);
+        write_get_records_end(
+            batch.millis_behind_latest,
+            next.as_deref(),
+            &children,
+            &mut out,
+        );
+        return Ok(Output::Json(out));
+    }
+    // Straight to AWS CBOR, data as byte strings.
+    let mut out = Vec::with_capacity(records_cbor_size(&batch.records) + 600);
+    write_records_cbor(
+        &batch.records,
+        batch.millis_behind_latest,
+        next.as_deref().map(|n| ("NextShardIterator", n)),
+        &children,
+        &mut out,
+    );
+    Ok(Output::Json(out))
+}
+
+/// About how many bytes [`write_records_cbor`] writes.
+pub(crate) fn records_cbor_size(records: &[sluice_log::Record]) -> usize {
+    records
+        .iter()
+        .map(|r| r.data.len() + r.partition_key.len() + 140)
+        .sum()
+}
+
+/// A GetRecords answer or SubscribeToShardEvent in AWS CBOR (see
+/// `sluice_wire::fast_cbor::write_records_answer_cbor`).
+pub(crate) fn write_records_cbor(
+    records: &[sluice_log::Record],
+    millis_behind_latest: u64,
+    tail: Option<(&str, &str)>,
+    children: &[sluice_wire::fast::ChildShard],
+    out: &mut Vec<u8>,
+) {
+    let width = sluice_model::SEQUENCE_NUMBER_DIGITS;
+    let digits: Vec<u8> = records
+        .iter()
+        .flat_map(|r| SequenceNumber(r.sequence).to_ascii())
+        .collect();
+    let keys: Vec<std::borrow::Cow<'_, str>> = records
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.partition_key))
+        .collect();
+    let got = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| sluice_wire::fast::GotRecord {
+            sequence_number: std::str::from_utf8(&digits[i * width..(i + 1) * width])
+                .expect("digits are ASCII"),
+            arrival_timestamp_ms: r.arrival_timestamp_ms,
+            data: &r.data,
+            partition_key: &keys[i],
+            encrypted: r.flags & FLAG_ENCRYPTED != 0,
+        });
+    sluice_wire::fast_cbor::write_records_answer_cbor(
+        got,
+        millis_behind_latest,
+        tail,
+        children,
+        out,
+    );
+}
+
+/// About how many bytes [`write_records_json`] writes.
+pub(crate) fn records_json_size(records: &[sluice_log::Record]) -> usize {
+    records
+        .iter()
+        .map(|r| r.data.len() / 3 * 4 + r.partition_key.len() * 2 + 160)
+        .sum()
+}
+
+/// Records as AWS JSON array items, comma-separated (GetRecords and
+/// SubscribeToShardEvent).
+pub(crate) fn write_records_json(records: &[sluice_log::Record], out: &mut Vec<u8>) {
+    use sluice_wire::fast::{write_get_records_record, GotRecord};
+    for (i, r) in records.iter().enumerate() {
+        let sequence = SequenceNumber(r.sequence).to_ascii();
+        let key = String::from_utf8_lossy(&r.partition_key);
+        let record = GotRecord {
+            sequence_number: std::str::from_utf8(&sequence).expect("digits are ASCII"),
+            arrival_timestamp_ms: r.arrival_timestamp_ms,
+            data: &r.data,
+            partition_key: &key,
+            encrypted: r.flags & FLAG_ENCRYPTED != 0,
+        };
+        write_get_records_record(i == 0, &record, out);
+    }
+}
+
+/// What GetRecords reports at the end of a closed shard.
+pub(crate) fn child_shards(stream: &Stream, index: u32) -> Vec<sluice_wire::fast::ChildShard> {
+    stream
+        .children_of(index)
+        .map(|c| sluice_wire::fast::ChildShard {
+            shard_id: c.shard_id(),
+            parent_shards: c
+                .parent
+                .into_iter()
+                .chain(c.adjacent_parent)
+                .map(sluice_meta::shard_id)
+                .collect(),
+            starting_hash_key: c.starting_hash_key.to_string(),
+            ending_hash_key: c.ending_hash_key.to_string(),
+        })
+        .collect()
+}
