@@ -307,9 +307,25 @@ pub fn begin_put_record_fast(
     };
     let record = &request.records[0];
     let key: &str = &record.partition_key;
-    let data = request.data_of(record);
     let hash = hash_of(key, record.explicit_hash_key.as_deref())?;
-    let name: &str = &request.stream_name;
+    put_one(
+        state,
+        &request.stream_name,
+        key,
+        request.data_of(record),
+        hash,
+    )
+}
+
+/// PutRecord after decoding and the hash key: the stream, the record's
+/// size (worded for PutRecord), then the append.
+fn put_one(
+    state: &Ctx,
+    name: &str,
+    key: &str,
+    data: &[u8],
+    hash: u128,
+) -> Result<PendingPut, AwsError> {
     with_named_stream(state, name, |stream| {
         check_not_deleting(state, stream)?;
         check_record_size(stream, || "data".to_owned(), key, data)
@@ -343,23 +359,7 @@ pub(super) fn put_record_begin(state: &Ctx, input: &Value) -> Result<PendingPut,
     }
     let hash = hash_key(input)?;
     let name = stream_name(state, input)?;
-    with_named_stream(state, &name, |stream| {
-        check_not_deleting(state, stream)?;
-        check_record_size(stream, || "data".to_owned(), key, &data)
-    })?;
-    let entry = PutEntry {
-        key,
-        data: data.into(),
-        hash,
-    };
-    let (outcome, durability) = put_entries_unsynced(state, &name, std::slice::from_ref(&entry))?;
-    Ok(PendingPut {
-        account: state.account.clone(),
-        stream: name,
-        shape: PutShape::Record,
-        outcome,
-        durability,
-    })
+    put_one(state, &name, key, &data, hash)
 }
 
 pub(super) fn put_records_begin(state: &Ctx, input: &Value) -> Result<PendingPut, AwsError> {
