@@ -16,7 +16,9 @@ use anyhow::{bail, Context};
 use base64::Engine;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use sluice_aws::kinesis::views::{PutRecordsErrorCodes, PutRecordsFailedCount, RecordsPage};
+use sluice_aws::kinesis::{self as k};
+use sluice_aws::types::Blob;
 
 pub use client::{Client, Reply, Target};
 
@@ -425,7 +427,10 @@ pub async fn run(target: Target, mut workload: Workload) -> anyhow::Result<Repor
         let reply = control
             .call(
                 "DeregisterStreamConsumer",
-                json!({"ConsumerARN": arn}).to_string().into_bytes(),
+                json_body(&k::DeregisterStreamConsumerInput {
+                    consumer_arn: Some(arn),
+                    ..Default::default()
+                }),
             )
             .await?;
         if let Some(name) = reply.error_name() {
@@ -439,9 +444,10 @@ pub async fn run(target: Target, mut workload: Workload) -> anyhow::Result<Repor
         None
     };
     if workload.delete {
-        let body = json!({"StreamName": workload.stream})
-            .to_string()
-            .into_bytes();
+        let body = json_body(&k::DeleteStreamInput {
+            stream_name: Some(workload.stream.clone()),
+            ..Default::default()
+        });
         let reply = control.call("DeleteStream", body).await?;
         if let Some(name) = reply.error_name() {
             tally.error("DeleteStream", &name, 1);
@@ -467,15 +473,18 @@ pub async fn run(target: Target, mut workload: Workload) -> anyhow::Result<Repor
     })
 }
 
+/// A request in AWS JSON.
+fn json_body<T: Serialize>(input: &T) -> Vec<u8> {
+    serde_json::to_vec(input).expect("typed requests serialize")
+}
+
 /// Calls `operation`; an error answer becomes an error naming its exception.
-async fn call_ok(
+async fn call_ok<I: Serialize, O: serde::de::DeserializeOwned>(
     client: &mut Client,
     operation: &str,
-    body: serde_json::Value,
-) -> anyhow::Result<serde_json::Value> {
-    let reply = client
-        .call(operation, body.to_string().into_bytes())
-        .await?;
+    input: &I,
+) -> anyhow::Result<O> {
+    let reply = client.call(operation, json_body(input)).await?;
     if let Some(name) = reply.error_name() {
         bail!(
             "{operation}: {name}: {}",
@@ -487,10 +496,12 @@ async fn call_ok(
 
 /// Creates the stream unless it exists, then waits until it is ACTIVE.
 async fn ensure_stream(client: &mut Client, stream: &str, shards: u32) -> anyhow::Result<()> {
-    let body = json!({"StreamName": stream, "ShardCount": shards});
-    let reply = client
-        .call("CreateStream", body.to_string().into_bytes())
-        .await?;
+    let body = json_body(&k::CreateStreamInput {
+        stream_name: stream.to_owned(),
+        shard_count: Some(i64::from(shards)),
+        ..Default::default()
+    });
+    let reply = client.call("CreateStream", body).await?;
     match reply.error_name().as_deref() {
         None | Some("ResourceInUseException") => {}
         Some(other) => bail!(
@@ -500,13 +511,16 @@ async fn ensure_stream(client: &mut Client, stream: &str, shards: u32) -> anyhow
     }
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let summary = call_ok(
+        let summary: k::DescribeStreamSummaryOutput = call_ok(
             client,
             "DescribeStreamSummary",
-            json!({"StreamName": stream}),
+            &k::DescribeStreamSummaryInput {
+                stream_name: Some(stream.to_owned()),
+                ..Default::default()
+            },
         )
         .await?;
-        if summary["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE" {
+        if summary.stream_description_summary.stream_status == k::StreamStatus::Active {
             return Ok(());
         }
         if Instant::now() > deadline {
@@ -518,43 +532,52 @@ async fn ensure_stream(client: &mut Client, stream: &str, shards: u32) -> anyhow
 
 async fn list_shards(client: &mut Client, stream: &str) -> anyhow::Result<Vec<String>> {
     let mut shards = Vec::new();
-    let mut body = json!({"StreamName": stream});
+    let mut body = k::ListShardsInput {
+        stream_name: Some(stream.to_owned()),
+        ..Default::default()
+    };
     loop {
-        let page = call_ok(client, "ListShards", body).await?;
-        for s in page["Shards"].as_array().into_iter().flatten() {
-            // Open shards only: a closed one has an EndingSequenceNumber.
-            if s["SequenceNumberRange"]["EndingSequenceNumber"].is_null() {
-                if let Some(id) = s["ShardId"].as_str() {
-                    shards.push(id.to_owned());
-                }
+        let page: k::ListShardsOutput = call_ok(client, "ListShards", &body).await?;
+        for s in page.shards.into_iter().flatten() {
+            // Open shards only: a closed one has an ending sequence number.
+            if s.sequence_number_range.ending_sequence_number.is_none() {
+                shards.push(s.shard_id);
             }
         }
-        match page["NextToken"].as_str() {
-            Some(token) => body = json!({"NextToken": token}),
+        match page.next_token {
+            Some(token) => {
+                body = k::ListShardsInput {
+                    next_token: Some(token),
+                    ..Default::default()
+                }
+            }
             None => return Ok(shards),
         }
     }
 }
 
 async fn shard_iterator(client: &mut Client, stream: &str, shard: &str) -> anyhow::Result<String> {
-    iterator_at(client, stream, shard, "LATEST").await
+    iterator_at(client, stream, shard, k::ShardIteratorType::Latest).await
 }
 
 async fn iterator_at(
     client: &mut Client,
     stream: &str,
     shard: &str,
-    kind: &str,
+    kind: k::ShardIteratorType,
 ) -> anyhow::Result<String> {
-    let out = call_ok(
+    let out: k::GetShardIteratorOutput = call_ok(
         client,
         "GetShardIterator",
-        json!({"StreamName": stream, "ShardId": shard, "ShardIteratorType": kind}),
+        &k::GetShardIteratorInput {
+            stream_name: Some(stream.to_owned()),
+            shard_id: shard.to_owned(),
+            shard_iterator_type: kind,
+            ..Default::default()
+        },
     )
     .await?;
-    out["ShardIterator"]
-        .as_str()
-        .map(str::to_owned)
+    out.shard_iterator
         .context("GetShardIterator returned no iterator")
 }
 
@@ -571,7 +594,8 @@ fn record_data(filler: &[u8], out: &mut Vec<u8>) {
 /// Distinct request bodies a producer cycles through when records need no stamp.
 const POOL_SIZE: usize = 8;
 
-/// One PutRecords (n records) or PutRecord body.
+/// One PutRecords (n records) or PutRecord body, in AWS JSON or (with
+/// `cbor`) AWS CBOR, where data travels as byte strings.
 fn request_body(
     w: &Workload,
     n: usize,
@@ -579,81 +603,53 @@ fn request_body(
     data: &mut Vec<u8>,
     rng: &mut fastrand::Rng,
 ) -> bytes::Bytes {
-    if w.cbor {
-        return cbor_request_body(w, n, filler, data, rng);
-    }
-    let engine = &base64::engine::general_purpose::STANDARD;
+    let mut entry = || {
+        record_data(filler, data);
+        (Blob(data.clone()), format!("k{}", rng.usize(..w.keys)))
+    };
+    let stream_name = Some(w.stream.clone());
     let body = match w.producer {
-        Producer::PutRecords => {
-            let mut body = Vec::with_capacity(64 + n * (w.record_size * 4 / 3 + 48));
-            body.extend_from_slice(b"{\"StreamName\":");
-            body.extend_from_slice(json!(w.stream).to_string().as_bytes());
-            body.extend_from_slice(b",\"Records\":[");
-            for i in 0..n {
-                if i > 0 {
-                    body.push(b',');
-                }
-                record_data(filler, data);
-                body.extend_from_slice(b"{\"Data\":\"");
-                body.extend_from_slice(engine.encode(&*data).as_bytes());
-                body.extend_from_slice(
-                    format!("\",\"PartitionKey\":\"k{}\"}}", rng.usize(..w.keys)).as_bytes(),
-                );
-            }
-            body.extend_from_slice(b"]}");
-            body
-        }
+        Producer::PutRecords => encode_request(
+            w.cbor,
+            &k::PutRecordsInput {
+                records: (0..n)
+                    .map(|_| {
+                        let (data, partition_key) = entry();
+                        k::PutRecordsRequestEntry {
+                            data,
+                            partition_key,
+                            explicit_hash_key: None,
+                        }
+                    })
+                    .collect(),
+                stream_name,
+                ..Default::default()
+            },
+        ),
         Producer::PutRecord => {
-            record_data(filler, data);
-            json!({
-                "StreamName": w.stream,
-                "Data": engine.encode(&*data),
-                "PartitionKey": format!("k{}", rng.usize(..w.keys)),
-            })
-            .to_string()
-            .into_bytes()
+            let (data, partition_key) = entry();
+            encode_request(
+                w.cbor,
+                &k::PutRecordInput {
+                    stream_name,
+                    data,
+                    partition_key,
+                    ..Default::default()
+                },
+            )
         }
     };
     bytes::Bytes::from(body)
 }
 
-/// [`request_body`] in AWS CBOR: data as byte strings.
-fn cbor_request_body(
-    w: &Workload,
-    n: usize,
-    filler: &[u8],
-    data: &mut Vec<u8>,
-    rng: &mut fastrand::Rng,
-) -> bytes::Bytes {
-    use ciborium::value::Value as Cbor;
-    let text = |s: &str| Cbor::Text(s.to_owned());
-    let mut entry = |data: &mut Vec<u8>| {
-        record_data(filler, data);
-        vec![
-            (text("Data"), Cbor::Bytes(data.clone())),
-            (
-                text("PartitionKey"),
-                Cbor::Text(format!("k{}", rng.usize(..w.keys))),
-            ),
-        ]
-    };
-    let body = match w.producer {
-        Producer::PutRecords => Cbor::Map(vec![
-            (text("StreamName"), text(&w.stream)),
-            (
-                text("Records"),
-                Cbor::Array((0..n).map(|_| Cbor::Map(entry(data))).collect()),
-            ),
-        ]),
-        Producer::PutRecord => {
-            let mut members = vec![(text("StreamName"), text(&w.stream))];
-            members.extend(entry(data));
-            Cbor::Map(members)
-        }
-    };
-    let mut out = Vec::with_capacity(64 + n * (w.record_size + 48));
-    ciborium::ser::into_writer(&body, &mut out).expect("writing CBOR to a Vec");
-    bytes::Bytes::from(out)
+fn encode_request<T: Serialize>(cbor: bool, input: &T) -> Vec<u8> {
+    if cbor {
+        let mut out = Vec::new();
+        ciborium::ser::into_writer(input, &mut out).expect("writing CBOR to a Vec");
+        out
+    } else {
+        json_body(input)
+    }
 }
 
 /// An answer in the protocol of the request.
@@ -663,25 +659,6 @@ fn decode_answer<T: serde::de::DeserializeOwned>(cbor: bool, body: &[u8]) -> Opt
     } else {
         serde_json::from_slice(body).ok()
     }
-}
-
-/// Only what is needed of a PutRecords answer; entries are read only on failure.
-#[derive(Deserialize)]
-struct PutRecordsHead {
-    #[serde(rename = "FailedRecordCount", default)]
-    failed: u64,
-}
-
-#[derive(Deserialize)]
-struct PutRecordsEntries {
-    #[serde(rename = "Records")]
-    records: Vec<PutRecordsEntry>,
-}
-
-#[derive(Deserialize)]
-struct PutRecordsEntry {
-    #[serde(rename = "ErrorCode")]
-    error_code: Option<String>,
 }
 
 async fn produce(
@@ -776,17 +753,20 @@ async fn produce(
         let failed = match w.producer {
             Producer::PutRecord => 0,
             Producer::PutRecords => {
-                let head: PutRecordsHead =
-                    decode_answer(w.cbor, &reply.body).unwrap_or(PutRecordsHead { failed: 0 });
-                if head.failed > 0 {
-                    if let Some(entries) = decode_answer::<PutRecordsEntries>(w.cbor, &reply.body) {
+                // Entries are read only on failure.
+                let failed = decode_answer::<PutRecordsFailedCount>(w.cbor, &reply.body)
+                    .map_or(0, |head| head.failed_record_count);
+                if failed > 0 {
+                    if let Some(entries) =
+                        decode_answer::<PutRecordsErrorCodes>(w.cbor, &reply.body)
+                    {
                         for code in entries.records.iter().filter_map(|e| e.error_code.as_ref()) {
                             tally.error(operation, code, 1);
                         }
                     }
-                    live.errors.fetch_add(head.failed, Ordering::Relaxed);
+                    live.errors.fetch_add(failed, Ordering::Relaxed);
                 }
-                head.failed.min(n as u64)
+                failed.min(n as u64)
             }
         };
         let ok = n as u64 - failed;
@@ -796,22 +776,6 @@ async fn produce(
         live.records_ok.fetch_add(ok, Ordering::Relaxed);
     }
     tally
-}
-
-#[derive(Deserialize)]
-struct GetRecordsOut {
-    #[serde(rename = "Records", default)]
-    records: Vec<GotRecord>,
-    #[serde(rename = "NextShardIterator")]
-    next: Option<String>,
-    #[serde(rename = "MillisBehindLatest", default)]
-    behind_ms: u64,
-}
-
-#[derive(Deserialize)]
-struct GotRecord {
-    #[serde(rename = "Data")]
-    data: String,
 }
 
 /// Reads each shard from TRIM_HORIZON until it is caught up.
@@ -824,11 +788,14 @@ async fn read_back(
     let started = Instant::now();
     let (mut records, mut bytes, mut requests) = (0u64, 0u64, 0u64);
     for shard in shards {
-        let mut iterator = iterator_at(client, stream, shard, "TRIM_HORIZON").await?;
+        let mut iterator =
+            iterator_at(client, stream, shard, k::ShardIteratorType::TrimHorizon).await?;
         loop {
-            let body = json!({"ShardIterator": iterator, "Limit": 10000})
-                .to_string()
-                .into_bytes();
+            let body = json_body(&k::GetRecordsInput {
+                shard_iterator: iterator.clone(),
+                limit: Some(10_000),
+                ..Default::default()
+            });
             let reply = client.call("GetRecords", body).await?;
             requests += 1;
             if let Some(name) = reply.error_name() {
@@ -839,7 +806,7 @@ async fn read_back(
                 }
                 bail!("GetRecords: {name}");
             }
-            let out: GetRecordsOut = serde_json::from_slice(&reply.body)?;
+            let out: RecordsPage = serde_json::from_slice(&reply.body)?;
             records += out.records.len() as u64;
             bytes += out
                 .records
@@ -849,8 +816,10 @@ async fn read_back(
                     (r.data.len() / 4 * 3 - pad) as u64
                 })
                 .sum::<u64>();
-            match out.next {
-                Some(next) if !(out.records.is_empty() && out.behind_ms == 0) => iterator = next,
+            match out.next_shard_iterator {
+                Some(next) if !(out.records.is_empty() && out.millis_behind_latest == 0) => {
+                    iterator = next
+                }
                 _ => break,
             }
         }
@@ -881,7 +850,10 @@ async fn poll(
     let mut drain_deadline = None;
     let engine = &base64::engine::general_purpose::STANDARD;
     loop {
-        let body = json!({"ShardIterator": iterator}).to_string().into_bytes();
+        let body = json_body(&k::GetRecordsInput {
+            shard_iterator: iterator.clone(),
+            ..Default::default()
+        });
         let reply = match client.call("GetRecords", body).await {
             Ok(r) => r,
             Err(_) => {
@@ -901,7 +873,7 @@ async fn poll(
             // Throttled (AWS: 5 calls a second per shard): back off.
             tokio::time::sleep(interval.max(Duration::from_millis(200))).await;
         } else {
-            let Ok(out) = serde_json::from_slice::<GetRecordsOut>(&reply.body) else {
+            let Ok(out) = serde_json::from_slice::<RecordsPage>(&reply.body) else {
                 tally.error("GetRecords", "UnreadableAnswer", 1);
                 break;
             };
@@ -915,8 +887,8 @@ async fn poll(
             consumed += out.records.len() as u64;
             live.consumed
                 .fetch_add(out.records.len() as u64, Ordering::Relaxed);
-            caught_up = out.records.is_empty() && out.behind_ms == 0;
-            match out.next {
+            caught_up = out.records.is_empty() && out.millis_behind_latest == 0;
+            match out.next_shard_iterator {
                 Some(next) => iterator = next,
                 None => break,
             }
@@ -933,50 +905,44 @@ async fn poll(
 
 /// Registers this run's consumer and waits until it is ACTIVE; its ARN.
 async fn register_consumer(client: &mut Client, stream: &str) -> anyhow::Result<String> {
-    let summary = call_ok(
+    let summary: k::DescribeStreamSummaryOutput = call_ok(
         client,
         "DescribeStreamSummary",
-        json!({"StreamName": stream}),
+        &k::DescribeStreamSummaryInput {
+            stream_name: Some(stream.to_owned()),
+            ..Default::default()
+        },
     )
     .await?;
-    let stream_arn = summary["StreamDescriptionSummary"]["StreamARN"]
-        .as_str()
-        .context("DescribeStreamSummary without a StreamARN")?
-        .to_owned();
+    let stream_arn = summary.stream_description_summary.stream_arn;
     let name = format!("sluice-bench-{}", std::process::id());
-    let out = call_ok(
+    let out: k::RegisterStreamConsumerOutput = call_ok(
         client,
         "RegisterStreamConsumer",
-        json!({"StreamARN": stream_arn, "ConsumerName": name}),
+        &k::RegisterStreamConsumerInput {
+            stream_arn,
+            consumer_name: name,
+            ..Default::default()
+        },
     )
     .await?;
-    let arn = out["Consumer"]["ConsumerARN"]
-        .as_str()
-        .context("RegisterStreamConsumer without a ConsumerARN")?
-        .to_owned();
+    let arn = out.consumer.consumer_arn;
     for _ in 0..600 {
-        let d = call_ok(
+        let d: k::DescribeStreamConsumerOutput = call_ok(
             client,
             "DescribeStreamConsumer",
-            json!({"ConsumerARN": arn}),
+            &k::DescribeStreamConsumerInput {
+                consumer_arn: Some(arn.clone()),
+                ..Default::default()
+            },
         )
         .await?;
-        if d["ConsumerDescription"]["ConsumerStatus"] == "ACTIVE" {
+        if d.consumer_description.consumer_status == k::ConsumerStatus::Active {
             return Ok(arn);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     bail!("consumer {arn} did not become ACTIVE within 60 s")
-}
-
-#[derive(Deserialize)]
-struct SubscribeEvent {
-    #[serde(rename = "Records", default)]
-    records: Vec<GotRecord>,
-    #[serde(rename = "ContinuationSequenceNumber")]
-    continuation: Option<String>,
-    #[serde(rename = "MillisBehindLatest", default)]
-    behind_ms: u64,
 }
 
 /// One shard's SubscribeToShard consumer: put -> event latency from the
@@ -994,15 +960,19 @@ async fn subscribe(
     let mut latency = histogram();
     let mut consumed = 0u64;
     let mut drain_deadline = None;
-    let mut position = json!({"Type": "LATEST"});
+    let mut position = k::StartingPosition {
+        r#type: k::ShardIteratorType::Latest,
+        ..Default::default()
+    };
     let engine = &base64::engine::general_purpose::STANDARD;
     'subscriptions: loop {
-        let body =
-            json!({"ConsumerARN": consumer_arn, "ShardId": shard, "StartingPosition": position});
-        let mut events = match client
-            .call_streaming("SubscribeToShard", body.to_string().into_bytes())
-            .await
-        {
+        let body = json_body(&k::SubscribeToShardInput {
+            consumer_arn: consumer_arn.clone(),
+            shard_id: shard.clone(),
+            starting_position: position.clone(),
+            ..Default::default()
+        });
+        let mut events = match client.call_streaming("SubscribeToShard", body).await {
             Ok(Ok(events)) => events,
             Ok(Err(reply)) => {
                 let name = reply.error_name().unwrap_or_default();
@@ -1068,11 +1038,11 @@ async fn subscribe(
                 live.errors.fetch_add(1, Ordering::Relaxed);
                 break 'subscriptions;
             }
-            if header(":event-type") != "SubscribeToShardEvent" {
+            if header(":event-type") != k::SUBSCRIBE_TO_SHARD_EVENT {
                 continue;
             }
             let seen = now_us();
-            let Ok(event) = serde_json::from_slice::<SubscribeEvent>(message.payload()) else {
+            let Ok(event) = serde_json::from_slice::<RecordsPage>(message.payload()) else {
                 tally.error("SubscribeToShard", "UnreadableEvent", 1);
                 break 'subscriptions;
             };
@@ -1085,12 +1055,18 @@ async fn subscribe(
             consumed += event.records.len() as u64;
             live.consumed
                 .fetch_add(event.records.len() as u64, Ordering::Relaxed);
-            match event.continuation {
-                Some(c) => position = json!({"Type": "AFTER_SEQUENCE_NUMBER", "SequenceNumber": c}),
+            match event.continuation_sequence_number {
+                Some(c) => {
+                    position = k::StartingPosition {
+                        r#type: k::ShardIteratorType::AfterSequenceNumber,
+                        sequence_number: Some(c),
+                        timestamp: None,
+                    }
+                }
                 // The end of a closed shard.
                 None => break 'subscriptions,
             }
-            if drained(&live, &mut drain_deadline, event.behind_ms == 0) {
+            if drained(&live, &mut drain_deadline, event.millis_behind_latest == 0) {
                 break 'subscriptions;
             }
         }
@@ -1151,6 +1127,51 @@ fn spawn_progress(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The producers' bodies take the server's fast decoders, in both
+    /// protocols (a body they refuse would measure the general path).
+    #[test]
+    fn producer_bodies_are_what_the_fast_decoders_take() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        let mut data = Vec::new();
+        let filler = vec![b'x'; 100];
+        for cbor in [false, true] {
+            for producer in [Producer::PutRecords, Producer::PutRecord] {
+                let w = Workload {
+                    stream: "bench".into(),
+                    producer,
+                    cbor,
+                    ..Workload::default()
+                };
+                let n = if producer == Producer::PutRecords {
+                    500
+                } else {
+                    1
+                };
+                let body = request_body(&w, n, &filler, &mut data, &mut rng);
+                let decoded = match (cbor, producer) {
+                    (false, Producer::PutRecords) => sluice_aws::fast::decode_put_records(&body),
+                    (false, Producer::PutRecord) => sluice_aws::fast::decode_put_record(&body),
+                    (true, Producer::PutRecords) => {
+                        sluice_aws::fast_cbor::decode_put_records_cbor(&body)
+                    }
+                    (true, Producer::PutRecord) => {
+                        sluice_aws::fast_cbor::decode_put_record_cbor(&body)
+                    }
+                };
+                let decoded = decoded.unwrap_or_else(|| panic!("{producer:?} cbor={cbor}"));
+                assert_eq!(decoded.records.len(), n);
+                assert_eq!(&*decoded.stream_name, "bench");
+                let got = decoded.data_of(&decoded.records[0]);
+                assert_eq!(got.len(), filler.len());
+                assert_eq!(
+                    got[STAMP_LEN..],
+                    filler[STAMP_LEN..],
+                    "the stamp, then the filler"
+                );
+            }
+        }
+    }
 
     #[test]
     fn a_mostly_throttled_run_says_so() {

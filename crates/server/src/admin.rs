@@ -17,7 +17,7 @@
 use std::sync::Mutex;
 
 use serde_json::{json, Value};
-use sluice_wire::{AwsError, ErrorCode};
+use sluice_aws::{AwsError, ErrorCode};
 
 use crate::state::State;
 
@@ -42,7 +42,7 @@ pub fn check_origin(parts: &hyper::http::request::Parts) -> Result<(), String> {
     if !is_local_host(&host) {
         return Err(format!(
             "test controls answer only requests to localhost or an IP address, not to {:?}",
-            crate::sigv4::bounded(&host)
+            sluice_aws::sigv4::bounded(&host)
         ));
     }
     if let Some(origin) = header("origin") {
@@ -52,7 +52,7 @@ pub fn check_origin(parts: &hyper::http::request::Parts) -> Result<(), String> {
         if !own {
             return Err(format!(
                 "test controls refuse requests from another origin ({:?})",
-                crate::sigv4::bounded(&origin)
+                sluice_aws::sigv4::bounded(&origin)
             ));
         }
     }
@@ -164,26 +164,6 @@ impl Faults {
     }
 }
 
-/// The stream a request names: StreamName, or the stream in StreamARN or
-/// ConsumerARN.
-pub fn stream_of(input: &Value) -> Option<&str> {
-    if let Some(name) = input.get("StreamName").and_then(Value::as_str) {
-        return Some(name);
-    }
-    ["StreamARN", "ConsumerARN"].iter().find_map(|m| {
-        let arn = input.get(*m)?.as_str()?;
-        let rest = &arn[arn.find(":stream/")? + 8..];
-        Some(rest.split('/').next().unwrap_or(rest))
-    })
-}
-
-/// The shard a request names (ShardId, or the shard a split or merge names).
-pub fn shard_of(input: &Value) -> Option<&str> {
-    ["ShardId", "ShardToSplit", "ShardToMerge"]
-        .iter()
-        .find_map(|m| input.get(*m)?.as_str())
-}
-
 type Answer = Result<Value, (u16, String)>;
 
 fn bad(message: impl Into<String>) -> (u16, String) {
@@ -271,18 +251,12 @@ fn clock(state: &State, input: &Value) -> Answer {
 fn add_fault(state: &State, input: &Value) -> Answer {
     let text = |m: &str| input.get(m).and_then(Value::as_str).map(str::to_owned);
     let operation = text("operation").ok_or_else(|| bad("operation is required"))?;
-    let model = sluice_wire::kinesis();
-    let Some(shape) = model.operation(&operation).and_then(|o| o.input.clone()) else {
+    if sluice_aws::kinesis().operation(&operation).is_none() {
         return Err(bad(format!("{operation} is not a Kinesis operation")));
-    };
+    }
     // A filter the operation's requests cannot carry would never match.
-    let members = model.member_names(&shape);
-    let names_a_stream = ["StreamName", "StreamARN", "ConsumerARN"]
-        .iter()
-        .any(|m| members.contains(m));
-    let names_a_shard = ["ShardId", "ShardToSplit", "ShardToMerge"]
-        .iter()
-        .any(|m| members.contains(m));
+    let names_a_stream = sluice_aws::kinesis::names_a_stream(&operation);
+    let names_a_shard = sluice_aws::kinesis::names_a_shard(&operation);
     if text("streamName").is_some() && !names_a_stream {
         return Err(bad(format!(
             "{operation} requests do not name a stream: drop streamName"
@@ -396,25 +370,5 @@ mod tests {
             "used up"
         );
         assert!(faults.is_empty());
-    }
-
-    #[test]
-    fn streams_and_shards_named_by_a_request() {
-        assert_eq!(stream_of(&json!({"StreamName": "s"})), Some("s"));
-        assert_eq!(
-            stream_of(&json!({"StreamARN": "arn:aws:kinesis:us-east-1:000000000000:stream/t"})),
-            Some("t")
-        );
-        assert_eq!(
-            stream_of(
-                &json!({"ConsumerARN": "arn:aws:kinesis:us-east-1:000000000000:stream/u/consumer/c:1"})
-            ),
-            Some("u")
-        );
-        assert_eq!(stream_of(&json!({})), None);
-        assert_eq!(
-            shard_of(&json!({"ShardToSplit": "shardId-000000000001"})),
-            Some("shardId-000000000001")
-        );
     }
 }

@@ -2,23 +2,24 @@
 //! Deregister, Describe, ListStreamConsumers), and SubscribeToShard's checks
 //! before its event stream starts (the stream itself is `fanout`).
 
-use serde_json::{json, Value};
-use sluice_log::{ReadError, StartingPosition};
+use std::collections::BTreeMap;
+
+use sluice_aws::kinesis as k;
+use sluice_aws::{AwsError, ErrorCode};
+use sluice_log::ReadError;
 use sluice_meta::{parse_shard_id, Consumer, ConsumerStatus, MetaError, Stream, StreamStatus};
-use sluice_model::SequenceNumber;
-use sluice_wire::{AwsError, ErrorCode};
 
 use crate::fanout::Subscription;
 use crate::ops::{
-    check_not_deleting, decode_token, encode_token, err, internal, not_found, seconds, status_name,
-    str_of, stream_name, tag_map, u64_of, with_named_stream, Ctx, OpResult,
+    check_not_deleting, count, decode_token, encode_token, err, internal, not_found, seconds,
+    starting_position, status_name, stream_name, with_named_stream, Ctx, PositionWords, StreamRef,
 };
 
-fn consumer_status_name(status: ConsumerStatus) -> &'static str {
+fn consumer_status(status: ConsumerStatus) -> k::ConsumerStatus {
     match status {
-        ConsumerStatus::Creating => "CREATING",
-        ConsumerStatus::Active => "ACTIVE",
-        ConsumerStatus::Deleting => "DELETING",
+        ConsumerStatus::Creating => k::ConsumerStatus::Creating,
+        ConsumerStatus::Active => k::ConsumerStatus::Active,
+        ConsumerStatus::Deleting => k::ConsumerStatus::Deleting,
     }
 }
 
@@ -27,13 +28,13 @@ pub(crate) fn consumer_arn(state: &Ctx, stream: &str, consumer: &Consumer) -> St
 }
 
 /// The `Consumer` shape (RegisterStreamConsumer, ListStreamConsumers).
-fn consumer_json(state: &Ctx, stream: &str, consumer: &Consumer) -> Value {
-    json!({
-        "ConsumerName": consumer.name,
-        "ConsumerARN": consumer_arn(state, stream, consumer),
-        "ConsumerStatus": consumer_status_name(consumer.status(state.now_ms())),
-        "ConsumerCreationTimestamp": seconds(consumer.created_ms),
-    })
+fn consumer_out(state: &Ctx, stream: &str, consumer: &Consumer) -> k::Consumer {
+    k::Consumer {
+        consumer_name: consumer.name.clone(),
+        consumer_arn: consumer_arn(state, stream, consumer),
+        consumer_status: consumer_status(consumer.status(state.now_ms())),
+        consumer_creation_timestamp: seconds(consumer.created_ms),
+    }
 }
 
 fn consumer_not_found(state: &Ctx, stream: &str, consumer: &str) -> AwsError {
@@ -68,16 +69,31 @@ fn parse_consumer_arn(state: &Ctx, arn: &str) -> Result<(String, String, u64), A
         })
 }
 
-/// A consumer named either by its ARN, or by StreamARN and ConsumerName
-/// (Deregister and Describe take both forms): (stream name, consumer name,
-/// the ARN's creation second if an ARN named it).
-fn named_consumer(state: &Ctx, input: &Value) -> Result<(String, String, Option<u64>), AwsError> {
-    if let Some(arn) = str_of(input, "ConsumerARN") {
+/// How a request names a consumer: by its ARN, or by StreamARN and
+/// ConsumerName (Deregister and Describe take both forms).
+#[derive(Debug, Clone, Copy)]
+struct ConsumerRef<'a> {
+    consumer_arn: Option<&'a str>,
+    stream_arn: Option<&'a str>,
+    consumer_name: Option<&'a str>,
+}
+
+/// The consumer `input` names: (stream name, consumer name, the ARN's
+/// creation second if an ARN named it).
+fn named_consumer(
+    state: &Ctx,
+    input: ConsumerRef<'_>,
+) -> Result<(String, String, Option<u64>), AwsError> {
+    if let Some(arn) = input.consumer_arn {
         let (stream, name, secs) = parse_consumer_arn(state, arn)?;
         return Ok((stream, name, Some(secs)));
     }
-    match (str_of(input, "StreamARN"), str_of(input, "ConsumerName")) {
-        (Some(_), Some(name)) => Ok((stream_name(state, input)?, name.to_owned(), None)),
+    match (input.stream_arn, input.consumer_name) {
+        (Some(arn), Some(name)) => Ok((
+            stream_name(state, StreamRef::arn(arn))?,
+            name.to_owned(),
+            None,
+        )),
         _ => Err(err(
             ErrorCode::InvalidArgumentException,
             "Either ConsumerARN or both StreamARN and ConsumerName must be provided.",
@@ -89,7 +105,7 @@ fn named_consumer(state: &Ctx, input: &Value) -> Result<(String, String, Option<
 /// the consumer's own creation second: an older consumer's ARN names nothing).
 fn with_consumer<T>(
     state: &Ctx,
-    input: &Value,
+    input: ConsumerRef<'_>,
     f: impl FnOnce(&Stream, &Consumer) -> Result<T, AwsError>,
 ) -> Result<T, AwsError> {
     let (stream, name, secs) = named_consumer(state, input)?;
@@ -116,8 +132,13 @@ pub(crate) fn existing(state: &Ctx, arn: &str) -> Option<(String, String)> {
     Some((stream, name))
 }
 
-/// TagResource (`add`) and UntagResource on a consumer ARN: at most 50 tags.
-pub(crate) fn tag(state: &Ctx, stream: &str, name: &str, input: &Value, add: bool) -> OpResult {
+/// Changes a consumer's tags (TagResource and UntagResource on a consumer ARN).
+fn change_tags(
+    state: &Ctx,
+    stream: &str,
+    name: &str,
+    f: impl FnOnce(&mut Consumer) -> Result<(), AwsError>,
+) -> Result<(), AwsError> {
     let now = state.now_ms();
     let mut catalog = state.catalog_mut();
     let mut next = catalog.clone();
@@ -125,8 +146,18 @@ pub(crate) fn tag(state: &Ctx, stream: &str, name: &str, input: &Value, add: boo
         .stream_mut(&state.account, stream)
         .and_then(|s| s.consumer_mut(name, now))
         .map_err(|_| consumer_not_found(state, stream, name))?;
-    if add {
-        let tags = tag_map(input);
+    f(consumer)?;
+    state.commit(&mut catalog, next).map_err(internal)
+}
+
+/// TagResource on a consumer ARN: at most 50 tags.
+pub(crate) fn tag(
+    state: &Ctx,
+    stream: &str,
+    name: &str,
+    tags: &BTreeMap<String, String>,
+) -> Result<(), AwsError> {
+    change_tags(state, stream, name, |consumer| {
         let new_keys = tags
             .keys()
             .filter(|k| !consumer.tags.contains_key(*k))
@@ -140,20 +171,35 @@ pub(crate) fn tag(state: &Ctx, stream: &str, name: &str, input: &Value, add: boo
                 ),
             ));
         }
-        consumer.tags.extend(tags);
-    } else {
-        for key in crate::ops::string_list(input, "TagKeys") {
-            consumer.tags.remove(&key);
-        }
-    }
-    state.commit(&mut catalog, next).map_err(internal)?;
-    Ok(json!({}))
+        consumer
+            .tags
+            .extend(tags.iter().map(|(k, v)| (k.clone(), v.clone())));
+        Ok(())
+    })
 }
 
-pub(crate) fn register_stream_consumer(state: &Ctx, input: &Value) -> OpResult {
-    let stream = stream_name(state, input)?;
-    let name = str_of(input, "ConsumerName").unwrap_or_default().to_owned();
-    let tags = tag_map(input);
+/// UntagResource on a consumer ARN.
+pub(crate) fn untag(
+    state: &Ctx,
+    stream: &str,
+    name: &str,
+    keys: &[String],
+) -> Result<(), AwsError> {
+    change_tags(state, stream, name, |consumer| {
+        for key in keys {
+            consumer.tags.remove(key);
+        }
+        Ok(())
+    })
+}
+
+pub(crate) fn register_stream_consumer(
+    state: &Ctx,
+    input: k::RegisterStreamConsumerInput,
+) -> Result<k::RegisterStreamConsumerOutput, AwsError> {
+    let stream = stream_name(state, StreamRef::arn(&input.stream_arn))?;
+    let name = input.consumer_name;
+    let tags = input.tags.unwrap_or_default();
     if tags.len() > sluice_meta::TAGS_PER_STREAM_MAX {
         return Err(err(
             ErrorCode::InvalidArgumentException,
@@ -207,12 +253,22 @@ pub(crate) fn register_stream_consumer(state: &Ctx, input: &Value) -> OpResult {
     let s = next.stream_mut(&state.account, &stream).map_err(internal)?;
     let consumer = s.consumer_mut(&name, now).map_err(internal)?;
     consumer.tags = tags;
-    let out = json!({"Consumer": consumer_json(state, &stream, consumer)});
+    let out = k::RegisterStreamConsumerOutput {
+        consumer: consumer_out(state, &stream, consumer),
+    };
     state.commit(&mut catalog, next).map_err(internal)?;
     Ok(out)
 }
 
-pub(crate) fn deregister_stream_consumer(state: &Ctx, input: &Value) -> OpResult {
+pub(crate) fn deregister_stream_consumer(
+    state: &Ctx,
+    input: k::DeregisterStreamConsumerInput,
+) -> Result<(), AwsError> {
+    let input = ConsumerRef {
+        consumer_arn: input.consumer_arn.as_deref(),
+        stream_arn: input.stream_arn.as_deref(),
+        consumer_name: input.consumer_name.as_deref(),
+    };
     let arn = with_consumer(state, input, |s, c| Ok(consumer_arn(state, &s.name, c)))?;
     let (stream, name, _) = named_consumer(state, input)?;
     let now = state.now_ms();
@@ -226,26 +282,44 @@ pub(crate) fn deregister_stream_consumer(state: &Ctx, input: &Value) -> OpResult
     drop(catalog);
     // A consumer that is DELETING reads nothing: its subscriptions end now.
     state.subscriptions.stop_consumer(&arn);
-    Ok(json!({}))
+    Ok(())
 }
 
-pub(crate) fn describe_stream_consumer(state: &Ctx, input: &Value) -> OpResult {
+pub(crate) fn describe_stream_consumer(
+    state: &Ctx,
+    input: k::DescribeStreamConsumerInput,
+) -> Result<k::DescribeStreamConsumerOutput, AwsError> {
+    let input = ConsumerRef {
+        consumer_arn: input.consumer_arn.as_deref(),
+        stream_arn: input.stream_arn.as_deref(),
+        consumer_name: input.consumer_name.as_deref(),
+    };
     with_consumer(state, input, |s, c| {
-        let mut description = consumer_json(state, &s.name, c);
-        description["StreamARN"] = json!(state.arn(&s.name));
-        Ok(json!({"ConsumerDescription": description}))
+        let consumer = consumer_out(state, &s.name, c);
+        Ok(k::DescribeStreamConsumerOutput {
+            consumer_description: k::ConsumerDescription {
+                consumer_name: consumer.consumer_name,
+                consumer_arn: consumer.consumer_arn,
+                consumer_status: consumer.consumer_status,
+                consumer_creation_timestamp: consumer.consumer_creation_timestamp,
+                stream_arn: state.arn(&s.name),
+            },
+        })
     })
 }
 
-pub(crate) fn list_stream_consumers(state: &Ctx, input: &Value) -> OpResult {
-    let limit = u64_of(input, "MaxResults").unwrap_or(100) as usize;
-    let stream = stream_name(state, input)?;
+pub(crate) fn list_stream_consumers(
+    state: &Ctx,
+    input: k::ListStreamConsumersInput,
+) -> Result<k::ListStreamConsumersOutput, AwsError> {
+    let limit = count(input.max_results, 100);
+    let stream = stream_name(state, StreamRef::arn(&input.stream_arn))?;
     let now = state.now_ms();
     with_named_stream(state, &stream, |s| {
         // Listed by (registration time, name). The token names the stream
         // (by creation time too) and the last consumer returned; the next
         // page starts after it even if it was deregistered meanwhile.
-        let after: Option<(u64, String)> = match str_of(input, "NextToken") {
+        let after: Option<(u64, String)> = match input.next_token.as_deref() {
             None => None,
             Some(token) => {
                 let text = decode_token(state, token)?;
@@ -276,29 +350,39 @@ pub(crate) fn list_stream_consumers(state: &Ctx, input: &Value) -> OpResult {
         };
         let rest = &live[start..];
         let page = &rest[..rest.len().min(limit)];
-        let mut out = json!({
-            "Consumers": page.iter().map(|c| consumer_json(state, &s.name, c)).collect::<Vec<_>>(),
+        let next_token = page.last().filter(|_| rest.len() > page.len()).map(|last| {
+            encode_token(
+                state,
+                &format!("{}|{}|{}", s.created_ms, last.created_ms, last.name),
+            )
         });
-        if rest.len() > page.len() {
-            if let Some(last) = page.last() {
-                out["NextToken"] = json!(encode_token(
-                    state,
-                    &format!("{}|{}|{}", s.created_ms, last.created_ms, last.name)
-                ));
-            }
-        }
-        Ok(out)
+        Ok(k::ListStreamConsumersOutput {
+            consumers: Some(
+                page.iter()
+                    .map(|c| consumer_out(state, &s.name, c))
+                    .collect(),
+            ),
+            next_token,
+        })
     })
 }
 
 /// SubscribeToShard's checks, in AWS's order: the consumer exists and is
 /// ACTIVE, the shard exists, the starting position is valid, and no other
 /// subscription of this consumer to this shard started in the last 5 s.
-pub(crate) fn subscribe_to_shard(state: &Ctx, input: &Value) -> Result<Subscription, AwsError> {
-    let shard_text = str_of(input, "ShardId").unwrap_or_default().to_owned();
+pub(crate) fn subscribe_to_shard(
+    state: &Ctx,
+    input: k::SubscribeToShardInput,
+) -> Result<Subscription, AwsError> {
+    let shard_text = input.shard_id.as_str();
     let now = state.now_ms();
+    let named = ConsumerRef {
+        consumer_arn: Some(&input.consumer_arn),
+        stream_arn: None,
+        consumer_name: None,
+    };
     let (arn, stream, consumer, consumer_created_ms, shard_index, log_id, stream_created_ms) =
-        with_consumer(state, input, |s, c| {
+        with_consumer(state, named, |s, c| {
             check_not_deleting(state, s)?;
             // The canonical ARN keys the subscription (one per consumer and shard).
             let arn = consumer_arn(state, &s.name, c);
@@ -307,11 +391,11 @@ pub(crate) fn subscribe_to_shard(state: &Ctx, input: &Value) -> Result<Subscript
                     ErrorCode::ResourceInUseException,
                     format!(
                         "Consumer {arn} is not ACTIVE, instead in state {}.",
-                        consumer_status_name(c.status(now))
+                        consumer_status(c.status(now))
                     ),
                 ));
             }
-            let shard = parse_shard_id(&shard_text)
+            let shard = parse_shard_id(shard_text)
                 .and_then(|i| s.shard(i))
                 .ok_or_else(|| {
                     err(
@@ -332,8 +416,7 @@ pub(crate) fn subscribe_to_shard(state: &Ctx, input: &Value) -> Result<Subscript
                 s.created_ms,
             ))
         })?;
-    let position = input.get("StartingPosition").cloned().unwrap_or_default();
-    let kind = str_of(&position, "Type").unwrap_or_default();
+    let position = &input.starting_position;
     let invalid_seq = |seq: &str| {
         err(
             ErrorCode::InvalidArgumentException,
@@ -343,47 +426,19 @@ pub(crate) fn subscribe_to_shard(state: &Ctx, input: &Value) -> Result<Subscript
             ),
         )
     };
-    let sequence = || -> Result<u128, AwsError> {
-        let seq = str_of(&position, "SequenceNumber").ok_or_else(|| {
-            err(
-                ErrorCode::InvalidArgumentException,
-                format!("SequenceNumber must be provided for StartingPosition type {kind}"),
-            )
-        })?;
-        seq.parse::<SequenceNumber>()
-            .map(|s| s.0)
-            .map_err(|_| invalid_seq(seq))
-    };
-    let start = match kind {
-        "TRIM_HORIZON" => StartingPosition::TrimHorizon,
-        "LATEST" => StartingPosition::Latest,
-        "AT_SEQUENCE_NUMBER" => StartingPosition::AtSequence(sequence()?),
-        "AFTER_SEQUENCE_NUMBER" => StartingPosition::AfterSequence(sequence()?),
-        "AT_TIMESTAMP" => {
-            let ts = position
-                .get("Timestamp")
-                .and_then(Value::as_f64)
-                .ok_or_else(|| {
-                    err(
-                        ErrorCode::InvalidArgumentException,
-                        "Timestamp must be provided for StartingPosition type AT_TIMESTAMP",
-                    )
-                })?;
-            StartingPosition::AtTimestamp((ts.max(0.0) * 1000.0) as u64)
-        }
-        other => {
-            return Err(err(
-                ErrorCode::InvalidArgumentException,
-                format!("StartingPosition type {other} is not supported by SubscribeToShard."),
-            ))
-        }
-    };
+    let start = starting_position(
+        position.r#type,
+        position.sequence_number.as_deref(),
+        position.timestamp,
+        PositionWords::SUBSCRIBE_TO_SHARD,
+        invalid_seq,
+    )?;
     let log = state
         .shard_log(log_id)
         .ok_or_else(|| not_found(state, &stream))?;
     let cursor = log.cursor(start).map_err(|e| match e {
         ReadError::InvalidPosition => {
-            invalid_seq(str_of(&position, "SequenceNumber").unwrap_or_default())
+            invalid_seq(position.sequence_number.as_deref().unwrap_or_default())
         }
         ReadError::Quarantined(damage) => {
             crate::ops::quarantined(&state.account, &stream, shard_index, &damage)

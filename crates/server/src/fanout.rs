@@ -16,14 +16,12 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
 use bytes::Bytes;
 use hyper::body::{Body, Frame};
-use serde_json::json;
+use sluice_aws::{AwsError, ErrorCode};
 use sluice_log::{Cursor, ReadBatch, ReadLimits, ShardLog};
 use sluice_meta::{ConsumerStatus, StreamStatus};
 use sluice_model::SequenceNumber;
-use sluice_wire::{cbor, AwsError, ErrorCode};
 use tokio::sync::{mpsc, Notify};
 
 use crate::state::State;
@@ -261,51 +259,12 @@ pub fn start(state: Arc<State>, sub: Subscription) -> EventBody {
     EventBody { rx }
 }
 
-fn message(headers: &[(&'static str, &'static str)], payload: Vec<u8>) -> Bytes {
-    let mut message = Message::new(payload);
-    for (name, value) in headers {
-        message = message.add_header(Header::new(*name, HeaderValue::String((*value).into())));
-    }
-    let mut out = Vec::with_capacity(message.payload().len() + 128);
-    aws_smithy_eventstream::frame::write_message_to(&message, &mut out)
-        .expect("event headers are short and payloads far below 4 GiB");
-    Bytes::from(out)
-}
-
-fn content_type(cbor: bool) -> &'static str {
-    if cbor {
-        cbor::CBOR_CONTENT_TYPE
-    } else {
-        "application/json"
-    }
-}
-
 fn initial_response(cbor: bool) -> Bytes {
-    let payload = if cbor { vec![0xa0] } else { b"{}".to_vec() };
-    message(
-        &[
-            (":message-type", "event"),
-            (":event-type", "initial-response"),
-            (":content-type", content_type(cbor)),
-        ],
-        payload,
-    )
+    Bytes::from(sluice_aws::eventstream::initial_response(cbor))
 }
 
 fn exception(cbor: bool, error: &AwsError) -> Bytes {
-    let payload = if cbor {
-        cbor::encode_cbor_error(error)
-    } else {
-        serde_json::to_vec(&json!({"message": error.message})).expect("JSON values serialize")
-    };
-    message(
-        &[
-            (":message-type", "exception"),
-            (":exception-type", error.code.name()),
-            (":content-type", content_type(cbor)),
-        ],
-        payload,
-    )
+    Bytes::from(sluice_aws::eventstream::exception(cbor, error))
 }
 
 /// A SubscribeToShardEvent. `continuation` is absent at the end of a closed
@@ -314,7 +273,7 @@ fn records_event(
     cbor: bool,
     batch: &ReadBatch,
     continuation: Option<u128>,
-    children: &[sluice_wire::fast::ChildShard],
+    children: &[sluice_aws::fast::ChildShard],
 ) -> Bytes {
     let continuation = continuation.map(|c| SequenceNumber(c).to_string());
     let payload = if cbor {
@@ -324,16 +283,16 @@ fn records_event(
             batch.millis_behind_latest,
             continuation
                 .as_deref()
-                .map(|c| ("ContinuationSequenceNumber", c)),
+                .map(sluice_aws::fast_cbor::RecordsTail::ContinuationSequenceNumber),
             children,
             &mut out,
         );
         out
     } else {
         let mut out = Vec::with_capacity(crate::ops::records_json_size(&batch.records) + 600);
-        sluice_wire::fast::write_get_records_start(&mut out);
+        sluice_aws::fast::write_get_records_start(&mut out);
         crate::ops::write_records_json(&batch.records, &mut out);
-        sluice_wire::fast::write_subscribe_event_end(
+        sluice_aws::fast::write_subscribe_event_end(
             continuation.as_deref(),
             batch.millis_behind_latest,
             children,
@@ -341,14 +300,11 @@ fn records_event(
         );
         out
     };
-    message(
-        &[
-            (":message-type", "event"),
-            (":event-type", "SubscribeToShardEvent"),
-            (":content-type", content_type(cbor)),
-        ],
+    Bytes::from(sluice_aws::eventstream::event(
+        sluice_aws::kinesis::SUBSCRIBE_TO_SHARD_EVENT,
+        cbor,
         payload,
-    )
+    ))
 }
 
 /// AWS's per-consumer, per-shard read rate, on the injected clock.
@@ -450,7 +406,7 @@ fn step(
     state: &State,
     r: &Reader,
     cursor: Cursor,
-) -> Result<(ReadBatch, Vec<sluice_wire::fast::ChildShard>), AwsError> {
+) -> Result<(ReadBatch, Vec<sluice_aws::fast::ChildShard>), AwsError> {
     still_readable(state, r)?;
     let failure = |e: &dyn std::fmt::Display| {
         AwsError::new(

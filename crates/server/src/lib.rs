@@ -16,7 +16,6 @@ mod limits;
 mod metrics;
 mod ops;
 mod service;
-mod sigv4;
 mod state;
 mod tls;
 

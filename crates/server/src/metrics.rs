@@ -57,7 +57,7 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        let names = sluice_wire::kinesis().operation_names();
+        let names = sluice_aws::kinesis().operation_names();
         let ops = (0..=names.len()).map(|_| OpMetrics::default()).collect();
         Self {
             names,

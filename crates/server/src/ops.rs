@@ -1,4 +1,5 @@
-//! One function per Kinesis operation: validated JSON in, JSON out.
+//! One function per Kinesis operation: a typed request in (decoded and
+//! validated by `sluice_aws`), a typed answer out.
 //!
 //! Runs on the blocking pool (appends wait for fsync). Error names and wording
 //! follow AWS; where AWS's exact text is unknown the message says what is wrong.
@@ -7,11 +8,14 @@ use std::collections::BTreeMap;
 
 use base64::Engine;
 use md5::{Digest, Md5};
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
+use sluice_aws::kinesis::{self as k, Request};
+use sluice_aws::types::Timestamp;
+use sluice_aws::{AwsError, ErrorCode};
 use sluice_log::{AppendRecord, ReadError, ReadLimits, StartingPosition};
 use sluice_meta::{parse_shard_id, CreateStream, Shard, Stream, StreamMode, StreamStatus};
 use sluice_model::SequenceNumber;
-use sluice_wire::{AwsError, ErrorCode};
 
 use crate::consumers;
 use crate::iterator::{ShardIterator, ITERATOR_LIFETIME_MS};
@@ -21,10 +25,11 @@ mod put;
 pub(crate) use put::records_size_exceeded;
 use put::*;
 mod read;
-pub use put::{begin_put, begin_put_record_fast, begin_put_records_fast, PendingPut};
+pub use put::{begin_put_record_fast, begin_put_records_fast, PendingPut};
 use read::*;
 pub(crate) use read::{
-    child_shards, records_cbor_size, records_json_size, write_records_cbor, write_records_json,
+    child_shards, records_cbor_size, records_json_size, starting_position, write_records_cbor,
+    write_records_json, PositionWords,
 };
 
 pub(crate) type OpResult = Result<Value, AwsError>;
@@ -63,88 +68,143 @@ pub enum Output {
     Json(Vec<u8>),
 }
 
+/// What the server does with a request: an answer now, a put to await, or
+/// an event stream to start.
+#[derive(Debug)]
+pub enum Begun {
+    Answer(Output),
+    Put(PendingPut),
+    Subscription(crate::fanout::Subscription),
+}
+
 pub fn dispatch(
-    operation: &str,
-    input: &Value,
+    request: Request,
     state: &State,
     account: String,
     cbor: bool,
-) -> Result<Output, AwsError> {
+) -> Result<Begun, AwsError> {
     let state = &Ctx {
         state,
         account,
         cbor,
     };
-    if operation == "GetRecords" {
-        return get_records(state, input);
+    let answer = |value: Value| Ok(Begun::Answer(Output::Value(value)));
+    match request {
+        Request::GetRecords(input) => get_records(state, &input).map(Begun::Answer),
+        Request::PutRecord(input) => put_record_begin(state, input).map(Begun::Put),
+        Request::PutRecords(input) => put_records_begin(state, input).map(Begun::Put),
+        Request::SubscribeToShard(input) => {
+            consumers::subscribe_to_shard(state, input).map(Begun::Subscription)
+        }
+        other => answer(route(other, state)?),
     }
-    route(operation, input, state).map(Output::Value)
 }
 
-/// SubscribeToShard's checks; the event stream starts from what they return.
-pub fn subscribe(
-    input: &Value,
-    state: &State,
-    account: String,
-    cbor: bool,
-) -> Result<crate::fanout::Subscription, AwsError> {
-    let state = &Ctx {
-        state,
-        account,
-        cbor,
-    };
-    consumers::subscribe_to_shard(state, input)
+/// An answer in the JSON form the encoders take.
+pub(crate) fn typed<T: Serialize>(answer: T) -> Value {
+    serde_json::to_value(answer).expect("typed answers serialize")
 }
 
-fn route(operation: &str, input: &Value, state: &Ctx) -> OpResult {
-    match operation {
-        "CreateStream" => create_stream(state, input),
-        "DeleteStream" => delete_stream(state, input),
-        "DescribeStream" => describe_stream(state, input),
-        "DescribeStreamSummary" => describe_stream_summary(state, input),
-        "ListStreams" => list_streams(state, input),
-        "ListShards" => list_shards(state, input),
-        // Puts are begun with `begin_put` and awaited by the caller.
-        "PutRecord" | "PutRecords" => Err(internal("a put reached dispatch")),
-        "GetShardIterator" => get_shard_iterator(state, input),
-        "IncreaseStreamRetentionPeriod" => set_retention(state, input, true),
-        "DecreaseStreamRetentionPeriod" => set_retention(state, input, false),
-        "AddTagsToStream" => add_tags(state, input, stream_name(state, input)?),
-        "TagResource" => match resource(state, input)? {
-            Resource::Stream(name) => add_tags(state, input, name),
-            Resource::Consumer(stream, name) => consumers::tag(state, &stream, &name, input, true),
+/// The answer of an operation without output: `{}`.
+fn done(_: ()) -> Value {
+    Value::Object(serde_json::Map::new())
+}
+
+fn route(request: Request, state: &Ctx) -> OpResult {
+    use Request as R;
+    match request {
+        R::CreateStream(i) => create_stream(state, i).map(done),
+        R::DeleteStream(i) => delete_stream(state, i).map(done),
+        R::DescribeStream(i) => describe_stream(state, i).map(typed),
+        R::DescribeStreamSummary(i) => describe_stream_summary(state, i).map(typed),
+        R::ListStreams(i) => list_streams(state, i).map(typed),
+        R::ListShards(i) => list_shards(state, i).map(typed),
+        R::GetShardIterator(i) => get_shard_iterator(state, i).map(typed),
+        R::IncreaseStreamRetentionPeriod(i) => set_retention(
+            state,
+            StreamRef::new(&i.stream_name, &i.stream_arn),
+            i.retention_period_hours,
+            true,
+        )
+        .map(done),
+        R::DecreaseStreamRetentionPeriod(i) => set_retention(
+            state,
+            StreamRef::new(&i.stream_name, &i.stream_arn),
+            i.retention_period_hours,
+            false,
+        )
+        .map(done),
+        R::AddTagsToStream(i) => {
+            let name = stream_name(state, StreamRef::new(&i.stream_name, &i.stream_arn))?;
+            add_tags(state, &i.tags, name).map(done)
+        }
+        R::TagResource(i) => match resource(state, &i.resource_arn)? {
+            Resource::Stream(name) => add_tags(state, &i.tags, name).map(done),
+            Resource::Consumer(stream, name) => {
+                consumers::tag(state, &stream, &name, &i.tags).map(done)
+            }
         },
-        "RemoveTagsFromStream" => remove_tags(state, input, stream_name(state, input)?),
-        "UntagResource" => match resource(state, input)? {
-            Resource::Stream(name) => remove_tags(state, input, name),
-            Resource::Consumer(stream, name) => consumers::tag(state, &stream, &name, input, false),
+        R::RemoveTagsFromStream(i) => {
+            let name = stream_name(state, StreamRef::new(&i.stream_name, &i.stream_arn))?;
+            remove_tags(state, &i.tag_keys, name).map(done)
+        }
+        R::UntagResource(i) => match resource(state, &i.resource_arn)? {
+            Resource::Stream(name) => remove_tags(state, &i.tag_keys, name).map(done),
+            Resource::Consumer(stream, name) => {
+                consumers::untag(state, &stream, &name, &i.tag_keys).map(done)
+            }
         },
-        "ListTagsForStream" => list_tags_for_stream(state, input),
-        "ListTagsForResource" => list_tags_for_resource(state, input),
-        "UpdateMaxRecordSize" => update_max_record_size(state, input),
-        "DescribeLimits" => describe_limits(state),
-        "DescribeAccountSettings" => describe_account_settings(state),
-        "UpdateAccountSettings" => update_account_settings(state, input),
-        "EnableEnhancedMonitoring" => set_monitoring(state, input, true),
-        "DisableEnhancedMonitoring" => set_monitoring(state, input, false),
-        "PutResourcePolicy" => put_resource_policy(state, input),
-        "GetResourcePolicy" => get_resource_policy(state, input),
-        "DeleteResourcePolicy" => delete_resource_policy(state, input),
-        "SplitShard" => split_shard(state, input),
-        "MergeShards" => merge_shards(state, input),
-        "UpdateShardCount" => update_shard_count(state, input),
-        "UpdateStreamMode" => update_stream_mode(state, input),
-        "UpdateStreamWarmThroughput" => update_warm_throughput(state, input),
-        "StartStreamEncryption" => set_encryption(state, input, true),
-        "StopStreamEncryption" => set_encryption(state, input, false),
-        "RegisterStreamConsumer" => consumers::register_stream_consumer(state, input),
-        "DeregisterStreamConsumer" => consumers::deregister_stream_consumer(state, input),
-        "DescribeStreamConsumer" => consumers::describe_stream_consumer(state, input),
-        "ListStreamConsumers" => consumers::list_stream_consumers(state, input),
-        other => Err(AwsError::new(
-            ErrorCode::UnknownOperationException,
-            format!("Sluice does not implement {other} yet"),
-        )),
+        R::ListTagsForStream(i) => list_tags_for_stream(state, i).map(typed),
+        R::ListTagsForResource(i) => list_tags_for_resource(state, i).map(typed),
+        R::UpdateMaxRecordSize(i) => update_max_record_size(state, i).map(done),
+        R::DescribeLimits(_) => describe_limits(state).map(typed),
+        R::DescribeAccountSettings(_) => describe_account_settings(state).map(typed),
+        R::UpdateAccountSettings(i) => update_account_settings(state, i).map(typed),
+        R::EnableEnhancedMonitoring(i) => set_monitoring(
+            state,
+            StreamRef::new(&i.stream_name, &i.stream_arn),
+            &i.shard_level_metrics,
+            true,
+        )
+        .map(typed),
+        R::DisableEnhancedMonitoring(i) => set_monitoring(
+            state,
+            StreamRef::new(&i.stream_name, &i.stream_arn),
+            &i.shard_level_metrics,
+            false,
+        )
+        .map(typed),
+        R::PutResourcePolicy(i) => put_resource_policy(state, i).map(done),
+        R::GetResourcePolicy(i) => get_resource_policy(state, i).map(typed),
+        R::DeleteResourcePolicy(i) => delete_resource_policy(state, i).map(done),
+        R::SplitShard(i) => split_shard(state, i).map(done),
+        R::MergeShards(i) => merge_shards(state, i).map(done),
+        R::UpdateShardCount(i) => update_shard_count(state, i).map(typed),
+        R::UpdateStreamMode(i) => update_stream_mode(state, i).map(done),
+        R::UpdateStreamWarmThroughput(i) => update_warm_throughput(state, i).map(typed),
+        R::StartStreamEncryption(i) => set_encryption(
+            state,
+            StreamRef::new(&i.stream_name, &i.stream_arn),
+            i.encryption_type,
+            i.key_id,
+            true,
+        )
+        .map(done),
+        R::StopStreamEncryption(i) => set_encryption(
+            state,
+            StreamRef::new(&i.stream_name, &i.stream_arn),
+            i.encryption_type,
+            i.key_id,
+            false,
+        )
+        .map(done),
+        R::RegisterStreamConsumer(i) => consumers::register_stream_consumer(state, i).map(typed),
+        R::DeregisterStreamConsumer(i) => consumers::deregister_stream_consumer(state, i).map(done),
+        R::DescribeStreamConsumer(i) => consumers::describe_stream_consumer(state, i).map(typed),
+        R::ListStreamConsumers(i) => consumers::list_stream_consumers(state, i).map(typed),
+        R::GetRecords(_) | R::PutRecord(_) | R::PutRecords(_) | R::SubscribeToShard(_) => {
+            Err(internal("dispatch takes these"))
+        }
     }
 }
 
@@ -202,29 +262,20 @@ fn quarantined_range(
     )
 }
 
-pub(crate) fn str_of<'a>(input: &'a Value, member: &str) -> Option<&'a str> {
-    input.get(member).and_then(Value::as_str)
+/// A count (validated against the model's bounds) as a usize; past what
+/// usize holds, the most it holds.
+pub(crate) fn count(n: Option<i64>, default: usize) -> usize {
+    n.map_or(default, |n| usize::try_from(n.max(0)).unwrap_or(usize::MAX))
 }
 
-/// A list-of-strings member (absent: empty).
-pub(crate) fn string_list(input: &Value, member: &str) -> Vec<String> {
-    input
-        .get(member)
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
+/// A count (validated against the model's bounds) as a u32; past what u32
+/// holds, u32::MAX (so that limits refuse it rather than wrap it).
+pub(crate) fn count_u32(n: i64) -> u32 {
+    u32::try_from(n.max(0)).unwrap_or(u32::MAX)
 }
 
-pub(crate) fn u64_of(input: &Value, member: &str) -> Option<u64> {
-    input.get(member).and_then(Value::as_u64)
-}
-
-pub(crate) fn seconds(ms: u64) -> Value {
-    json!(ms as f64 / 1000.0)
+pub(crate) fn seconds(ms: u64) -> Timestamp {
+    Timestamp::from_millis(ms)
 }
 
 pub(crate) fn not_found(state: &Ctx, name: &str) -> AwsError {
@@ -234,9 +285,32 @@ pub(crate) fn not_found(state: &Ctx, name: &str) -> AwsError {
     )
 }
 
-/// The stream named by `StreamName` or `StreamARN`.
-pub(crate) fn stream_name(state: &Ctx, input: &Value) -> Result<String, AwsError> {
-    if let Some(arn) = str_of(input, "StreamARN") {
+/// How a request names its stream: by name, by ARN, or both.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StreamRef<'a> {
+    pub name: Option<&'a str>,
+    pub arn: Option<&'a str>,
+}
+
+impl<'a> StreamRef<'a> {
+    pub fn new(name: &'a Option<String>, arn: &'a Option<String>) -> Self {
+        Self {
+            name: name.as_deref(),
+            arn: arn.as_deref(),
+        }
+    }
+
+    pub fn arn(arn: &'a str) -> Self {
+        Self {
+            name: None,
+            arn: Some(arn),
+        }
+    }
+}
+
+/// The stream a request names by `StreamName` or `StreamARN`.
+pub(crate) fn stream_name(state: &Ctx, input: StreamRef<'_>) -> Result<String, AwsError> {
+    if let Some(arn) = input.arn {
         let prefix = format!(
             "arn:aws:kinesis:{}:{}:stream/",
             state.config.region, state.account
@@ -247,7 +321,7 @@ pub(crate) fn stream_name(state: &Ctx, input: &Value) -> Result<String, AwsError
                 format!("Stream {arn} not found."),
             )
         })?;
-        if let Some(given) = str_of(input, "StreamName") {
+        if let Some(given) = input.name {
             if given != name {
                 return Err(err(
                     ErrorCode::InvalidArgumentException,
@@ -257,19 +331,17 @@ pub(crate) fn stream_name(state: &Ctx, input: &Value) -> Result<String, AwsError
         }
         return Ok(name.to_owned());
     }
-    str_of(input, "StreamName")
-        .map(str::to_owned)
-        .ok_or_else(|| {
-            err(
-                ErrorCode::InvalidArgumentException,
-                "Either StreamName or StreamARN must be provided.",
-            )
-        })
+    input.name.map(str::to_owned).ok_or_else(|| {
+        err(
+            ErrorCode::InvalidArgumentException,
+            "Either StreamName or StreamARN must be provided.",
+        )
+    })
 }
 
 fn with_stream<T>(
     state: &Ctx,
-    input: &Value,
+    input: StreamRef<'_>,
     f: impl FnOnce(&Stream) -> Result<T, AwsError>,
 ) -> Result<T, AwsError> {
     with_named_stream(state, &stream_name(state, input)?, f)
@@ -314,58 +386,61 @@ fn check_active(state: &Ctx, stream: &Stream) -> Result<(), AwsError> {
     Ok(())
 }
 
-pub(crate) fn status_name(status: StreamStatus) -> &'static str {
+pub(crate) fn stream_status(status: StreamStatus) -> k::StreamStatus {
     match status {
-        StreamStatus::Creating => "CREATING",
-        StreamStatus::Active => "ACTIVE",
-        StreamStatus::Updating => "UPDATING",
-        StreamStatus::Deleting => "DELETING",
+        StreamStatus::Creating => k::StreamStatus::Creating,
+        StreamStatus::Active => k::StreamStatus::Active,
+        StreamStatus::Updating => k::StreamStatus::Updating,
+        StreamStatus::Deleting => k::StreamStatus::Deleting,
     }
 }
 
-fn mode_name(mode: StreamMode) -> &'static str {
-    match mode {
-        StreamMode::Provisioned => "PROVISIONED",
-        StreamMode::OnDemand => "ON_DEMAND",
-    }
+pub(crate) fn status_name(status: StreamStatus) -> &'static str {
+    stream_status(status).as_str()
 }
 
-fn shard_json(shard: &Shard) -> Value {
-    let mut v = json!({
-        "ShardId": shard.shard_id(),
-        "HashKeyRange": {
-            "StartingHashKey": shard.starting_hash_key.to_string(),
-            "EndingHashKey": shard.ending_hash_key.to_string(),
+fn mode_details(mode: StreamMode) -> Option<k::StreamModeDetails> {
+    Some(k::StreamModeDetails {
+        stream_mode: match mode {
+            StreamMode::Provisioned => k::StreamMode::Provisioned,
+            StreamMode::OnDemand => k::StreamMode::OnDemand,
         },
-        "SequenceNumberRange": {
-            "StartingSequenceNumber": SequenceNumber(u128::from(shard.epoch) << 64).to_string(),
+    })
+}
+
+fn shard_out(shard: &Shard) -> k::Shard {
+    k::Shard {
+        shard_id: shard.shard_id(),
+        parent_shard_id: shard.parent.map(sluice_meta::shard_id),
+        adjacent_parent_shard_id: shard.adjacent_parent.map(sluice_meta::shard_id),
+        hash_key_range: k::HashKeyRange {
+            starting_hash_key: shard.starting_hash_key.to_string(),
+            ending_hash_key: shard.ending_hash_key.to_string(),
         },
-    });
-    if let Some(end) = shard.closed.as_ref().and_then(|c| c.ending_sequence) {
-        v["SequenceNumberRange"]["EndingSequenceNumber"] = json!(SequenceNumber(end).to_string());
+        sequence_number_range: k::SequenceNumberRange {
+            starting_sequence_number: SequenceNumber(u128::from(shard.epoch) << 64).to_string(),
+            ending_sequence_number: shard
+                .closed
+                .as_ref()
+                .and_then(|c| c.ending_sequence)
+                .map(|end| SequenceNumber(end).to_string()),
+        },
     }
-    if let Some(p) = shard.parent {
-        v["ParentShardId"] = json!(sluice_meta::shard_id(p));
-    }
-    if let Some(p) = shard.adjacent_parent {
-        v["AdjacentParentShardId"] = json!(sluice_meta::shard_id(p));
-    }
-    v
 }
 
 // ---- streams ----
 
 /// StreamModeDetails and WarmThroughputMiBps, as CreateStream and
 /// UpdateStreamMode take them: warm throughput only with ON_DEMAND.
-fn mode_and_warm_throughput(input: &Value) -> Result<(StreamMode, Option<u32>), AwsError> {
-    let mode = match input
-        .pointer("/StreamModeDetails/StreamMode")
-        .and_then(Value::as_str)
-    {
-        Some("ON_DEMAND") => StreamMode::OnDemand,
+fn mode_and_warm_throughput(
+    details: Option<&k::StreamModeDetails>,
+    warm: Option<i64>,
+) -> Result<(StreamMode, Option<u32>), AwsError> {
+    let mode = match details.map(|d| d.stream_mode) {
+        Some(k::StreamMode::OnDemand) => StreamMode::OnDemand,
         _ => StreamMode::Provisioned,
     };
-    let warm = u64_of(input, "WarmThroughputMiBps").map(|w| u32::try_from(w).unwrap_or(u32::MAX));
+    let warm = warm.map(count_u32);
     if warm.is_some() && mode != StreamMode::OnDemand {
         return Err(err(
             ErrorCode::InvalidArgumentException,
@@ -375,13 +450,16 @@ fn mode_and_warm_throughput(input: &Value) -> Result<(StreamMode, Option<u32>), 
     Ok((mode, warm))
 }
 
-fn create_stream(state: &Ctx, input: &Value) -> OpResult {
-    let name = str_of(input, "StreamName").unwrap_or_default().to_owned();
-    let (mode, warm) = mode_and_warm_throughput(input)?;
-    let shard_count = match (mode, u64_of(input, "ShardCount")) {
+fn create_stream(state: &Ctx, input: k::CreateStreamInput) -> Result<(), AwsError> {
+    let name = input.stream_name;
+    let (mode, warm) = mode_and_warm_throughput(
+        input.stream_mode_details.as_ref(),
+        input.warm_throughput_mibps,
+    )?;
+    let shard_count = match (mode, input.shard_count) {
         // ON_DEMAND starts at 4 shards, or as many as the warm throughput needs.
         (StreamMode::OnDemand, _) => warm.map_or(4, |w| shards_for_mibps(w).max(4)),
-        (StreamMode::Provisioned, Some(n)) => u32::try_from(n).unwrap_or(u32::MAX),
+        (StreamMode::Provisioned, Some(n)) => count_u32(n),
         (StreamMode::Provisioned, None) => {
             return Err(err(
                 ErrorCode::InvalidArgumentException,
@@ -389,15 +467,7 @@ fn create_stream(state: &Ctx, input: &Value) -> OpResult {
             ))
         }
     };
-    let tags: BTreeMap<String, String> = input
-        .get("Tags")
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
-                .collect()
-        })
-        .unwrap_or_default();
+    let tags: BTreeMap<String, String> = input.tags.unwrap_or_default();
     if tags.len() > sluice_meta::TAGS_PER_STREAM_MAX {
         return Err(meta_error(state, sluice_meta::MetaError::TooManyTags(name)));
     }
@@ -406,7 +476,7 @@ fn create_stream(state: &Ctx, input: &Value) -> OpResult {
         name: name.clone(),
         shard_count,
         mode,
-        max_record_size_kib: u64_of(input, "MaxRecordSizeInKiB").unwrap_or(1024) as u32,
+        max_record_size_kib: input.max_record_size_in_kib.map_or(1024, count_u32),
         tags,
         creating_ms: state.config.stream_creating_ms,
     };
@@ -484,15 +554,12 @@ fn create_stream(state: &Ctx, input: &Value) -> OpResult {
         }
         return Err(internal(e));
     }
-    Ok(json!({}))
+    Ok(())
 }
 
-fn delete_stream(state: &Ctx, input: &Value) -> OpResult {
-    let name = stream_name(state, input)?;
-    let enforce = input
-        .get("EnforceConsumerDeletion")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
+fn delete_stream(state: &Ctx, input: k::DeleteStreamInput) -> Result<(), AwsError> {
+    let name = stream_name(state, StreamRef::new(&input.stream_name, &input.stream_arn))?;
+    let enforce = input.enforce_consumer_deletion.unwrap_or(false);
     let now = state.now_ms();
     let deleting_ms = state.config.stream_deleting_ms;
     // The consumer check and the deletion under one lock: a consumer
@@ -544,31 +611,36 @@ fn delete_stream(state: &Ctx, input: &Value) -> OpResult {
     if deleted.is_some() {
         state.ensure_reserve();
     }
-    Ok(json!({}))
+    Ok(())
 }
 
-fn summary_fields(state: &Ctx, stream: &Stream) -> Value {
-    let mut v = json!({
-        "StreamName": stream.name,
-        "StreamARN": state.arn(&stream.name),
-        "StreamStatus": status_name(stream.status(state.now_ms())),
-        "StreamModeDetails": {"StreamMode": mode_name(stream.mode)},
-        "RetentionPeriodHours": stream.retention_period_hours,
-        "StreamCreationTimestamp": seconds(stream.created_ms),
-        "EnhancedMonitoring": [{"ShardLevelMetrics": stream.shard_level_metrics}],
-        "EncryptionType": encryption_type(stream),
-    });
-    if let Some(key) = &stream.encryption_key_id {
-        v["KeyId"] = json!(key);
-    }
-    v
+/// The shard-level metrics a stream has on, as AWS lists them.
+fn metrics_of<'a>(names: impl IntoIterator<Item = &'a String>) -> Vec<k::MetricsName> {
+    names
+        .into_iter()
+        .filter_map(|n| k::MetricsName::parse(n))
+        .collect()
 }
 
-fn encryption_type(stream: &Stream) -> &'static str {
+fn enhanced_monitoring(stream: &Stream) -> Vec<k::EnhancedMetrics> {
+    vec![k::EnhancedMetrics {
+        shard_level_metrics: Some(metrics_of(&stream.shard_level_metrics)),
+    }]
+}
+
+fn retention_hours(stream: &Stream) -> i64 {
+    i64::from(stream.retention_period_hours)
+}
+
+fn int(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+pub(crate) fn encryption_type(stream: &Stream) -> k::EncryptionType {
     if stream.encryption_key_id.is_some() {
-        "KMS"
+        k::EncryptionType::Kms
     } else {
-        "NONE"
+        k::EncryptionType::None
     }
 }
 
@@ -583,43 +655,72 @@ fn record_flags(stream: &Stream) -> u8 {
     }
 }
 
-fn describe_stream_summary(state: &Ctx, input: &Value) -> OpResult {
-    with_stream(state, input, |stream| {
-        let mut summary = summary_fields(state, stream);
-        summary["OpenShardCount"] = json!(stream.open_shards().count());
-        summary["ConsumerCount"] = json!(stream.live_consumers(state.now_ms()).count());
-        summary["MaxRecordSizeInKiB"] = json!(stream.max_record_size_kib);
-        if let Some(warm) = warm_throughput_json(stream) {
-            summary["WarmThroughput"] = warm;
-        }
-        Ok(json!({"StreamDescriptionSummary": summary}))
+fn describe_stream_summary(
+    state: &Ctx,
+    input: k::DescribeStreamSummaryInput,
+) -> Result<k::DescribeStreamSummaryOutput, AwsError> {
+    let named = StreamRef::new(&input.stream_name, &input.stream_arn);
+    with_stream(state, named, |stream| {
+        Ok(k::DescribeStreamSummaryOutput {
+            stream_description_summary: k::StreamDescriptionSummary {
+                stream_name: stream.name.clone(),
+                stream_arn: state.arn(&stream.name),
+                stream_id: None,
+                stream_status: stream_status(stream.status(state.now_ms())),
+                stream_mode_details: mode_details(stream.mode),
+                retention_period_hours: retention_hours(stream),
+                stream_creation_timestamp: seconds(stream.created_ms),
+                enhanced_monitoring: enhanced_monitoring(stream),
+                encryption_type: Some(encryption_type(stream)),
+                key_id: stream.encryption_key_id.clone(),
+                open_shard_count: int(stream.open_shards().count()),
+                consumer_count: Some(int(stream.live_consumers(state.now_ms()).count())),
+                warm_throughput: warm_throughput(stream),
+                max_record_size_in_kib: Some(i64::from(stream.max_record_size_kib)),
+            },
+        })
     })
 }
 
-fn describe_stream(state: &Ctx, input: &Value) -> OpResult {
-    let limit = u64_of(input, "Limit").unwrap_or(100) as usize;
-    let after = exclusive_start_shard(input)?;
-    with_stream(state, input, |stream| {
+fn describe_stream(
+    state: &Ctx,
+    input: k::DescribeStreamInput,
+) -> Result<k::DescribeStreamOutput, AwsError> {
+    let limit = count(input.limit, 100);
+    let after = exclusive_start_shard(input.exclusive_start_shard_id.as_deref())?;
+    let named = StreamRef::new(&input.stream_name, &input.stream_arn);
+    with_stream(state, named, |stream| {
         let shards: Vec<&Shard> = stream
             .shards
             .iter()
             .filter(|s| after.is_none_or(|a| s.index > a))
             .collect();
-        let page: Vec<Value> = shards.iter().take(limit).map(|s| shard_json(s)).collect();
-        let mut description = summary_fields(state, stream);
-        description["Shards"] = json!(page);
-        description["HasMoreShards"] = json!(shards.len() > limit);
-        Ok(json!({"StreamDescription": description}))
+        Ok(k::DescribeStreamOutput {
+            stream_description: k::StreamDescription {
+                stream_name: stream.name.clone(),
+                stream_arn: state.arn(&stream.name),
+                stream_status: stream_status(stream.status(state.now_ms())),
+                stream_mode_details: mode_details(stream.mode),
+                shards: shards.iter().take(limit).map(|s| shard_out(s)).collect(),
+                has_more_shards: shards.len() > limit,
+                retention_period_hours: retention_hours(stream),
+                stream_creation_timestamp: seconds(stream.created_ms),
+                enhanced_monitoring: enhanced_monitoring(stream),
+                encryption_type: Some(encryption_type(stream)),
+                key_id: stream.encryption_key_id.clone(),
+            },
+        })
     })
 }
 
-fn list_streams(state: &Ctx, input: &Value) -> OpResult {
-    let limit = u64_of(input, "Limit").unwrap_or(100) as usize;
-    let token_start = str_of(input, "NextToken")
+fn list_streams(state: &Ctx, input: k::ListStreamsInput) -> Result<k::ListStreamsOutput, AwsError> {
+    let limit = count(input.limit, 100);
+    let token_start = input
+        .next_token
+        .as_deref()
         .map(|t| decode_token(state, t))
         .transpose()?;
-    let start =
-        token_start.or_else(|| str_of(input, "ExclusiveStartStreamName").map(str::to_owned));
+    let start = token_start.or(input.exclusive_start_stream_name);
     let catalog = state.catalog();
     let names: Vec<&str> = catalog
         .streams_of(&state.account)
@@ -628,34 +729,31 @@ fn list_streams(state: &Ctx, input: &Value) -> OpResult {
         .filter(|n| start.as_deref().is_none_or(|s| *n > s))
         .collect();
     let page = &names[..names.len().min(limit)];
-    let summaries: Vec<Value> = page
+    let summaries = page
         .iter()
         .filter_map(|n| catalog.stream(&state.account, n))
-        .map(|s| {
-            json!({
-                "StreamName": s.name,
-                "StreamARN": state.arn(&s.name),
-                "StreamStatus": status_name(s.status(state.now_ms())),
-                "StreamModeDetails": {"StreamMode": mode_name(s.mode)},
-                "StreamCreationTimestamp": seconds(s.created_ms),
-            })
+        .map(|s| k::StreamSummary {
+            stream_name: s.name.clone(),
+            stream_arn: state.arn(&s.name),
+            stream_status: stream_status(s.status(state.now_ms())),
+            stream_mode_details: mode_details(s.mode),
+            stream_creation_timestamp: Some(seconds(s.created_ms)),
         })
         .collect();
-    let mut out = json!({
-        "StreamNames": page,
-        "HasMoreStreams": names.len() > page.len(),
-        "StreamSummaries": summaries,
-    });
-    if names.len() > page.len() {
-        if let Some(last) = page.last() {
-            out["NextToken"] = json!(encode_token(state, last));
-        }
-    }
-    Ok(out)
+    let more = names.len() > page.len();
+    Ok(k::ListStreamsOutput {
+        stream_names: page.iter().map(|n| (*n).to_owned()).collect(),
+        has_more_streams: more,
+        next_token: page
+            .last()
+            .filter(|_| more)
+            .map(|last| encode_token(state, last)),
+        stream_summaries: Some(summaries),
+    })
 }
 
-fn exclusive_start_shard(input: &Value) -> Result<Option<u32>, AwsError> {
-    match str_of(input, "ExclusiveStartShardId") {
+fn exclusive_start_shard(id: Option<&str>) -> Result<Option<u32>, AwsError> {
+    match id {
         None => Ok(None),
         Some(id) => parse_shard_id(id).map(Some).ok_or_else(|| {
             err(
@@ -707,36 +805,42 @@ enum ShardFilter {
     FromTimestamp(u64),
 }
 
-fn shard_filter(input: &Value) -> Result<ShardFilter, AwsError> {
-    let Some(filter) = input.get("ShardFilter") else {
+fn shard_filter(filter: Option<&k::ShardFilter>) -> Result<ShardFilter, AwsError> {
+    use k::ShardFilterType as T;
+    let Some(filter) = filter else {
         return Ok(ShardFilter::All);
     };
-    let kind = str_of(filter, "Type").unwrap_or_default();
+    let kind = filter.r#type;
     let timestamp = || {
-        filter
-            .get("Timestamp")
-            .and_then(Value::as_f64)
-            .map(|t| (t.max(0.0) * 1000.0) as u64)
-            .ok_or_else(|| {
-                err(
-                    ErrorCode::InvalidArgumentException,
-                    format!("Timestamp must be provided for ShardFilter type {kind}."),
-                )
-            })
+        filter.timestamp.map(Timestamp::as_millis).ok_or_else(|| {
+            err(
+                ErrorCode::InvalidArgumentException,
+                format!("Timestamp must be provided for ShardFilter type {kind}."),
+            )
+        })
     };
-    let no_extra = |member: &str| {
-        if filter.get(member).is_some() {
+    let no_timestamp = || {
+        if filter.timestamp.is_some() {
             return Err(err(
                 ErrorCode::InvalidArgumentException,
-                format!("{member} must not be provided for ShardFilter type {kind}."),
+                format!("Timestamp must not be provided for ShardFilter type {kind}."),
+            ));
+        }
+        Ok(())
+    };
+    let no_shard_id = || {
+        if filter.shard_id.is_some() {
+            return Err(err(
+                ErrorCode::InvalidArgumentException,
+                format!("ShardId must not be provided for ShardFilter type {kind}."),
             ));
         }
         Ok(())
     };
     Ok(match kind {
-        "AFTER_SHARD_ID" => {
-            no_extra("Timestamp")?;
-            let id = str_of(filter, "ShardId").ok_or_else(|| {
+        T::AfterShardId => {
+            no_timestamp()?;
+            let id = filter.shard_id.as_deref().ok_or_else(|| {
                 err(
                     ErrorCode::InvalidArgumentException,
                     "ShardId must be provided for ShardFilter type AFTER_SHARD_ID.",
@@ -749,21 +853,21 @@ fn shard_filter(input: &Value) -> Result<ShardFilter, AwsError> {
                 )
             })?)
         }
-        "AT_TIMESTAMP" | "FROM_TIMESTAMP" => {
-            no_extra("ShardId")?;
+        T::AtTimestamp | T::FromTimestamp => {
+            no_shard_id()?;
             let ts = timestamp()?;
-            if kind == "AT_TIMESTAMP" {
+            if kind == T::AtTimestamp {
                 ShardFilter::AtTimestamp(ts)
             } else {
                 ShardFilter::FromTimestamp(ts)
             }
         }
-        _ => {
-            no_extra("ShardId")?;
-            no_extra("Timestamp")?;
+        T::AtLatest | T::AtTrimHorizon | T::FromTrimHorizon => {
+            no_shard_id()?;
+            no_timestamp()?;
             match kind {
-                "AT_LATEST" => ShardFilter::AtLatest,
-                "AT_TRIM_HORIZON" => ShardFilter::AtTrimHorizon,
+                T::AtLatest => ShardFilter::AtLatest,
+                T::AtTrimHorizon => ShardFilter::AtTrimHorizon,
                 _ => ShardFilter::FromTrimHorizon,
             }
         }
@@ -789,26 +893,29 @@ impl ShardFilter {
     }
 }
 
-fn list_shards(state: &Ctx, input: &Value) -> OpResult {
+fn list_shards(state: &Ctx, input: k::ListShardsInput) -> Result<k::ListShardsOutput, AwsError> {
     // AWS: "If you specify a value greater than 1000, at most 1000 results are returned."
-    let limit = u64_of(input, "MaxResults").unwrap_or(1000).min(1000) as usize;
+    let limit = count(input.max_results, 1000).min(1000);
     // The token carries the stream (name and creation time), the last shard
     // index returned, and the first page's ShardFilter: later pages may not
     // repeat the filter, and must keep applying it.
-    let (name, created, after, filter_json) = match str_of(input, "NextToken") {
+    let (name, created, after, filter) = match input.next_token.as_deref() {
         Some(token) => {
-            for member in [
-                "StreamName",
-                "StreamARN",
-                "ShardFilter",
-                "ExclusiveStartShardId",
-            ] {
-                if input.get(member).is_some() {
-                    return Err(err(
-                        ErrorCode::InvalidArgumentException,
-                        format!("NextToken and {member} cannot be provided together."),
-                    ));
-                }
+            let together =
+                |message: &'static str| Err(err(ErrorCode::InvalidArgumentException, message));
+            if input.stream_name.is_some() {
+                return together("NextToken and StreamName cannot be provided together.");
+            }
+            if input.stream_arn.is_some() {
+                return together("NextToken and StreamARN cannot be provided together.");
+            }
+            if input.shard_filter.is_some() {
+                return together("NextToken and ShardFilter cannot be provided together.");
+            }
+            if input.exclusive_start_shard_id.is_some() {
+                return together(
+                    "NextToken and ExclusiveStartShardId cannot be provided together.",
+                );
             }
             let text = decode_token(state, token)?;
             let invalid = || err(ErrorCode::InvalidArgumentException, "Invalid NextToken.");
@@ -820,21 +927,19 @@ fn list_shards(state: &Ctx, input: &Value) -> OpResult {
             };
             let created: u64 = created.parse().map_err(|_| invalid())?;
             let index: u32 = index.parse().map_err(|_| invalid())?;
-            let filter: Value = serde_json::from_str(filter).map_err(|_| invalid())?;
+            let filter: Option<k::ShardFilter> =
+                serde_json::from_str(filter).map_err(|_| invalid())?;
             (name.to_owned(), Some(created), Some(index), filter)
         }
         None => (
-            stream_name(state, input)?,
+            stream_name(state, StreamRef::new(&input.stream_name, &input.stream_arn))?,
             None,
-            exclusive_start_shard(input)?,
-            input.get("ShardFilter").cloned().unwrap_or(Value::Null),
+            exclusive_start_shard(input.exclusive_start_shard_id.as_deref())?,
+            input.shard_filter,
         ),
     };
-    let filter = if filter_json.is_null() {
-        ShardFilter::All
-    } else {
-        shard_filter(&json!({"ShardFilter": filter_json}))?
-    };
+    let filter_json = serde_json::to_string(&filter).expect("a filter serializes");
+    let filter = shard_filter(filter.as_ref())?;
     let catalog = state.catalog();
     let now = state.now_ms();
     let stream = catalog
@@ -865,16 +970,19 @@ fn list_shards(state: &Ctx, input: &Value) -> OpResult {
         })
         .collect();
     let page: Vec<&Shard> = shards.iter().take(limit).copied().collect();
-    let mut out = json!({"Shards": page.iter().map(|s| shard_json(s)).collect::<Vec<_>>()});
-    if shards.len() > page.len() {
-        if let Some(last) = page.last() {
-            out["NextToken"] = json!(encode_token(
+    let next_token = page
+        .last()
+        .filter(|_| shards.len() > page.len())
+        .map(|last| {
+            encode_token(
                 state,
-                &format!("{name}|{}|{}|{filter_json}", stream.created_ms, last.index)
-            ));
-        }
-    }
-    Ok(out)
+                &format!("{name}|{}|{}|{filter_json}", stream.created_ms, last.index),
+            )
+        });
+    Ok(k::ListShardsOutput {
+        shards: Some(page.iter().map(|s| shard_out(s)).collect()),
+        next_token,
+    })
 }
 
 // ---- records: PutRecord and PutRecords are in put.rs, the reads in read.rs ----
@@ -925,7 +1033,7 @@ fn reshard(
     added_open_shards: u64,
     require_active: bool,
     change: impl FnOnce(&mut sluice_meta::Catalog, u64, u64) -> Result<sluice_meta::Reshard, AwsError>,
-) -> OpResult {
+) -> Result<(), AwsError> {
     let now = state.now_ms();
     let reshard = {
         let mut catalog = state.catalog_mut();
@@ -979,8 +1087,7 @@ fn reshard(
     };
     state
         .finish_closes(&state.account, name, &reshard.closed)
-        .map_err(internal)?;
-    Ok(json!({}))
+        .map_err(internal)
 }
 
 /// Closes the on-demand measuring window if it is over and carries out what
@@ -1098,10 +1205,10 @@ pub fn autoscale(state: &State) -> Vec<String> {
     done
 }
 
-fn split_shard(state: &Ctx, input: &Value) -> OpResult {
-    let name = stream_name(state, input)?;
-    let shard_text = str_of(input, "ShardToSplit").unwrap_or_default();
-    let key_text = str_of(input, "NewStartingHashKey").unwrap_or_default();
+fn split_shard(state: &Ctx, input: k::SplitShardInput) -> Result<(), AwsError> {
+    let name = stream_name(state, StreamRef::new(&input.stream_name, &input.stream_arn))?;
+    let shard_text = input.shard_to_split.as_str();
+    let key_text = input.new_starting_hash_key.as_str();
     let index =
         parse_shard_id(shard_text).ok_or_else(|| shard_not_found(state, &name, shard_text))?;
     let new_start: u128 = key_text.parse().map_err(|_| {
@@ -1136,10 +1243,10 @@ fn split_shard(state: &Ctx, input: &Value) -> OpResult {
     })
 }
 
-fn merge_shards(state: &Ctx, input: &Value) -> OpResult {
-    let name = stream_name(state, input)?;
-    let first_text = str_of(input, "ShardToMerge").unwrap_or_default();
-    let second_text = str_of(input, "AdjacentShardToMerge").unwrap_or_default();
+fn merge_shards(state: &Ctx, input: k::MergeShardsInput) -> Result<(), AwsError> {
+    let name = stream_name(state, StreamRef::new(&input.stream_name, &input.stream_arn))?;
+    let first_text = input.shard_to_merge.as_str();
+    let second_text = input.adjacent_shard_to_merge.as_str();
     let first =
         parse_shard_id(first_text).ok_or_else(|| shard_not_found(state, &name, first_text))?;
     let second =
@@ -1177,10 +1284,12 @@ fn scaling_bounds(open: u32, target: u32) -> Result<(), AwsError> {
     Ok(())
 }
 
-fn update_shard_count(state: &Ctx, input: &Value) -> OpResult {
-    let name = stream_name(state, input)?;
-    let target = u64_of(input, "TargetShardCount").unwrap_or(0);
-    let target = u32::try_from(target).unwrap_or(u32::MAX);
+fn update_shard_count(
+    state: &Ctx,
+    input: k::UpdateShardCountInput,
+) -> Result<k::UpdateShardCountOutput, AwsError> {
+    let name = stream_name(state, StreamRef::new(&input.stream_name, &input.stream_arn))?;
+    let target = count_u32(input.target_shard_count);
     let (open, mode) = with_named_stream(state, &name, |stream| {
         Ok((stream.open_shards().count() as u32, stream.mode))
     })?;
@@ -1225,12 +1334,12 @@ fn update_shard_count(state: &Ctx, input: &Value) -> OpResult {
                 .map_err(|e| reshard_error(state, e))
         })?;
     }
-    Ok(json!({
-        "StreamName": name,
-        "CurrentShardCount": open,
-        "TargetShardCount": target,
-        "StreamARN": state.arn(&name),
-    }))
+    Ok(k::UpdateShardCountOutput {
+        stream_arn: Some(state.arn(&name)),
+        stream_name: Some(name),
+        current_shard_count: Some(i64::from(open)),
+        target_shard_count: Some(input.target_shard_count),
+    })
 }
 
 /// AWS: an account has at most 50 ON_DEMAND streams (DescribeLimits reports it).
@@ -1280,15 +1389,21 @@ fn prewarm(state: &Ctx, name: &str, mibps: u32, require_active: bool) -> Result<
     Ok(())
 }
 
-fn warm_throughput_json(stream: &Stream) -> Option<Value> {
+fn warm_throughput(stream: &Stream) -> Option<k::WarmThroughputObject> {
     stream
         .warm_throughput_mibps
-        .map(|target| json!({"TargetMiBps": target, "CurrentMiBps": stream.open_shards().count()}))
+        .map(|target| k::WarmThroughputObject {
+            target_mibps: Some(i64::from(target)),
+            current_mibps: Some(int(stream.open_shards().count())),
+        })
 }
 
-fn update_stream_mode(state: &Ctx, input: &Value) -> OpResult {
-    let name = stream_name(state, input)?;
-    let (mode, warm) = mode_and_warm_throughput(input)?;
+fn update_stream_mode(state: &Ctx, input: k::UpdateStreamModeInput) -> Result<(), AwsError> {
+    let name = stream_name(state, StreamRef::arn(&input.stream_arn))?;
+    let (mode, warm) = mode_and_warm_throughput(
+        Some(&input.stream_mode_details),
+        input.warm_throughput_mibps,
+    )?;
     let (now, updating_ms) = (state.now_ms(), state.config.stream_updating_ms);
     {
         let mut catalog = state.catalog_mut();
@@ -1298,7 +1413,7 @@ fn update_stream_mode(state: &Ctx, input: &Value) -> OpResult {
             .ok_or_else(|| not_found(state, &name))?;
         check_active(state, stream)?;
         if stream.mode == mode && warm.is_none() {
-            return Ok(json!({}));
+            return Ok(());
         }
         if mode == StreamMode::OnDemand && stream.mode != StreamMode::OnDemand {
             check_on_demand_limit(state, &catalog)?;
@@ -1337,13 +1452,15 @@ fn update_stream_mode(state: &Ctx, input: &Value) -> OpResult {
         // The stream is UPDATING for the mode change: pre-split regardless.
         prewarm(state, &name, mibps, false)?;
     }
-    Ok(json!({}))
+    Ok(())
 }
 
-fn update_warm_throughput(state: &Ctx, input: &Value) -> OpResult {
-    let name = stream_name(state, input)?;
-    let mibps = u64_of(input, "WarmThroughputMiBps").unwrap_or(0);
-    let mibps = u32::try_from(mibps).unwrap_or(u32::MAX);
+fn update_warm_throughput(
+    state: &Ctx,
+    input: k::UpdateStreamWarmThroughputInput,
+) -> Result<k::UpdateStreamWarmThroughputOutput, AwsError> {
+    let name = stream_name(state, StreamRef::new(&input.stream_name, &input.stream_arn))?;
+    let mibps = count_u32(input.warm_throughput_mibps);
     let check = |s: &Stream| {
         check_active(state, s)?;
         if s.mode != StreamMode::OnDemand {
@@ -1367,11 +1484,11 @@ fn update_warm_throughput(state: &Ctx, input: &Value) -> OpResult {
     })?;
     prewarm(state, &name, mibps, true)?;
     with_named_stream(state, &name, |s| {
-        Ok(json!({
-            "StreamARN": state.arn(&name),
-            "StreamName": name,
-            "WarmThroughput": warm_throughput_json(s),
-        }))
+        Ok(k::UpdateStreamWarmThroughputOutput {
+            stream_arn: Some(state.arn(&name)),
+            stream_name: Some(name.clone()),
+            warm_throughput: warm_throughput(s),
+        })
     })
 }
 
@@ -1420,8 +1537,7 @@ enum Resource {
     Consumer(String, String),
 }
 
-fn resource(state: &Ctx, input: &Value) -> Result<Resource, AwsError> {
-    let arn = str_of(input, "ResourceARN").unwrap_or_default();
+fn resource(state: &Ctx, arn: &str) -> Result<Resource, AwsError> {
     let prefix = format!(
         "arn:aws:kinesis:{}:{}:stream/",
         state.config.region, state.account
@@ -1444,13 +1560,14 @@ fn resource(state: &Ctx, input: &Value) -> Result<Resource, AwsError> {
     })
 }
 
-fn set_retention(state: &Ctx, input: &Value, increase: bool) -> OpResult {
-    let name = stream_name(state, input)?;
-    let hours = input
-        .get("RetentionPeriodHours")
-        .and_then(Value::as_i64)
-        .unwrap_or(0);
-    let hours = u32::try_from(hours.clamp(0, i64::from(u32::MAX))).unwrap_or(u32::MAX);
+fn set_retention(
+    state: &Ctx,
+    named: StreamRef<'_>,
+    hours: i64,
+    increase: bool,
+) -> Result<(), AwsError> {
+    let name = stream_name(state, named)?;
+    let hours = count_u32(hours);
     mutate_stream(state, &name, |stream| {
         check_active(state, stream)?;
         stream
@@ -1460,58 +1577,55 @@ fn set_retention(state: &Ctx, input: &Value, increase: bool) -> OpResult {
     if !increase {
         state.apply_retention().map_err(internal)?;
     }
-    Ok(json!({}))
+    Ok(())
 }
 
-pub(crate) fn tag_map(input: &Value) -> BTreeMap<String, String> {
-    input
-        .get("Tags")
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn add_tags(state: &Ctx, input: &Value, name: String) -> OpResult {
-    let tags = tag_map(input);
+fn add_tags(state: &Ctx, tags: &BTreeMap<String, String>, name: String) -> Result<(), AwsError> {
     mutate_stream(state, &name, |stream| {
-        stream.add_tags(&tags).map_err(|e| meta_error(state, e))
-    })?;
-    Ok(json!({}))
+        stream.add_tags(tags).map_err(|e| meta_error(state, e))
+    })
 }
 
-fn remove_tags(state: &Ctx, input: &Value, name: String) -> OpResult {
-    let keys: Vec<String> = string_list(input, "TagKeys");
+fn remove_tags(state: &Ctx, keys: &[String], name: String) -> Result<(), AwsError> {
     mutate_stream(state, &name, |stream| {
-        stream.remove_tags(&keys);
+        stream.remove_tags(keys);
         Ok(())
-    })?;
-    Ok(json!({}))
+    })
 }
 
-pub(crate) fn tag_list<'a>(tags: impl Iterator<Item = (&'a String, &'a String)>) -> Vec<Value> {
-    tags.map(|(k, v)| json!({"Key": k, "Value": v})).collect()
+pub(crate) fn tag_list<'a>(tags: impl Iterator<Item = (&'a String, &'a String)>) -> Vec<k::Tag> {
+    tags.map(|(key, value)| k::Tag {
+        key: key.clone(),
+        value: Some(value.clone()),
+    })
+    .collect()
 }
 
-fn list_tags_for_stream(state: &Ctx, input: &Value) -> OpResult {
-    let limit = u64_of(input, "Limit").unwrap_or(50) as usize;
-    let after = str_of(input, "ExclusiveStartTagKey");
-    with_stream(state, input, |stream| {
+fn list_tags_for_stream(
+    state: &Ctx,
+    input: k::ListTagsForStreamInput,
+) -> Result<k::ListTagsForStreamOutput, AwsError> {
+    let limit = count(input.limit, 50);
+    let after = input.exclusive_start_tag_key.as_deref();
+    let named = StreamRef::new(&input.stream_name, &input.stream_arn);
+    with_stream(state, named, |stream| {
         let tags: Vec<(&String, &String)> = stream
             .tags
             .iter()
             .filter(|(k, _)| after.is_none_or(|a| k.as_str() > a))
             .collect();
-        let page = tag_list(tags.iter().take(limit).copied());
-        Ok(json!({"Tags": page, "HasMoreTags": tags.len() > limit}))
+        Ok(k::ListTagsForStreamOutput {
+            tags: tag_list(tags.iter().take(limit).copied()),
+            has_more_tags: tags.len() > limit,
+        })
     })
 }
 
-fn list_tags_for_resource(state: &Ctx, input: &Value) -> OpResult {
-    let (stream, consumer) = match resource(state, input)? {
+fn list_tags_for_resource(
+    state: &Ctx,
+    input: k::ListTagsForResourceInput,
+) -> Result<k::ListTagsForResourceOutput, AwsError> {
+    let (stream, consumer) = match resource(state, &input.resource_arn)? {
         Resource::Stream(name) => (name, None),
         Resource::Consumer(stream, name) => (stream, Some(name)),
     };
@@ -1528,100 +1642,110 @@ fn list_tags_for_resource(state: &Ctx, input: &Value) -> OpResult {
                 .tags
         }
     };
-    Ok(json!({"Tags": tag_list(tags.iter())}))
+    Ok(k::ListTagsForResourceOutput {
+        tags: Some(tag_list(tags.iter())),
+    })
 }
 
-fn update_max_record_size(state: &Ctx, input: &Value) -> OpResult {
-    let name = stream_name(state, input)?;
-    let kib = u64_of(input, "MaxRecordSizeInKiB").unwrap_or(1024) as u32;
+fn update_max_record_size(state: &Ctx, input: k::UpdateMaxRecordSizeInput) -> Result<(), AwsError> {
+    let name = stream_name(state, StreamRef::new(&None, &input.stream_arn))?;
+    let kib = count_u32(input.max_record_size_in_kib);
     let (now, updating_ms) = (state.now_ms(), state.config.stream_updating_ms);
     mutate_stream(state, &name, |stream| {
         check_active(state, stream)?;
         stream.max_record_size_kib = kib;
         stream.start_update(now, updating_ms);
         Ok(())
-    })?;
-    Ok(json!({}))
+    })
 }
 
-fn describe_limits(state: &Ctx) -> OpResult {
+fn describe_limits(state: &Ctx) -> Result<k::DescribeLimitsOutput, AwsError> {
     let catalog = state.catalog();
     let on_demand = catalog
         .streams_of(&state.account)
         .filter(|s| s.mode == StreamMode::OnDemand)
         .count();
-    Ok(json!({
-        "ShardLimit": state.config.shard_limit,
-        "OpenShardCount": catalog.open_shard_count(&state.account),
-        "OnDemandStreamCount": on_demand,
-        "OnDemandStreamCountLimit": state.config.on_demand_stream_limit,
-    }))
+    let u32_count = i64::from;
+    Ok(k::DescribeLimitsOutput {
+        shard_limit: u32_count(state.config.shard_limit),
+        open_shard_count: int(catalog.open_shard_count(&state.account)),
+        on_demand_stream_count: int(on_demand),
+        on_demand_stream_count_limit: u32_count(state.config.on_demand_stream_limit),
+    })
 }
 
-fn commitment_json(state: &Ctx, c: &sluice_meta::Commitment) -> Value {
-    let status = match c.status(state.now_ms()) {
-        sluice_meta::CommitmentStatus::Enabled => "ENABLED",
-        sluice_meta::CommitmentStatus::Disabled => "DISABLED",
-        sluice_meta::CommitmentStatus::EnabledUntilEarliestAllowedEnd => {
-            "ENABLED_UNTIL_EARLIEST_ALLOWED_END"
-        }
-    };
-    let mut v = json!({"Status": status});
-    for (field, at) in [
-        ("StartedAt", c.started_at_ms),
-        ("EndedAt", c.ended_at_ms),
-        ("EarliestAllowedEndAt", c.earliest_allowed_end_ms),
-    ] {
-        if let Some(ms) = at {
-            v[field] = seconds(ms);
-        }
+fn commitment_out(
+    state: &Ctx,
+    c: &sluice_meta::Commitment,
+) -> k::MinimumThroughputBillingCommitmentOutput {
+    use k::MinimumThroughputBillingCommitmentOutputStatus as S;
+    k::MinimumThroughputBillingCommitmentOutput {
+        status: match c.status(state.now_ms()) {
+            sluice_meta::CommitmentStatus::Enabled => S::Enabled,
+            sluice_meta::CommitmentStatus::Disabled => S::Disabled,
+            sluice_meta::CommitmentStatus::EnabledUntilEarliestAllowedEnd => {
+                S::EnabledUntilEarliestAllowedEnd
+            }
+        },
+        started_at: c.started_at_ms.map(seconds),
+        ended_at: c.ended_at_ms.map(seconds),
+        earliest_allowed_end_at: c.earliest_allowed_end_ms.map(seconds),
     }
-    v
 }
 
-fn describe_account_settings(state: &Ctx) -> OpResult {
+fn describe_account_settings(state: &Ctx) -> Result<k::DescribeAccountSettingsOutput, AwsError> {
     let catalog = state.catalog();
-    Ok(
-        json!({"MinimumThroughputBillingCommitment": commitment_json(state, &catalog.commitment(&state.account))}),
-    )
+    Ok(k::DescribeAccountSettingsOutput {
+        minimum_throughput_billing_commitment: Some(commitment_out(
+            state,
+            &catalog.commitment(&state.account),
+        )),
+    })
 }
 
-fn update_account_settings(state: &Ctx, input: &Value) -> OpResult {
-    let enable = input
-        .pointer("/MinimumThroughputBillingCommitment/Status")
-        .and_then(Value::as_str)
-        == Some("ENABLED");
+fn update_account_settings(
+    state: &Ctx,
+    input: k::UpdateAccountSettingsInput,
+) -> Result<k::UpdateAccountSettingsOutput, AwsError> {
+    let enable = input.minimum_throughput_billing_commitment.status
+        == k::MinimumThroughputBillingCommitmentInputStatus::Enabled;
     let now = state.now_ms();
     let commitment = mutate_catalog(state, |c| {
         let commitment = c.commitments.entry(state.account.clone()).or_default();
         commitment.set(enable, now);
         commitment.clone()
     })?;
-    Ok(json!({"MinimumThroughputBillingCommitment": commitment_json(state, &commitment)}))
+    Ok(k::UpdateAccountSettingsOutput {
+        minimum_throughput_billing_commitment: Some(commitment_out(state, &commitment)),
+    })
 }
 
-fn set_monitoring(state: &Ctx, input: &Value, enable: bool) -> OpResult {
-    let name = stream_name(state, input)?;
-    let metrics: Vec<String> = string_list(input, "ShardLevelMetrics");
+fn set_monitoring(
+    state: &Ctx,
+    named: StreamRef<'_>,
+    metrics: &[k::MetricsName],
+    enable: bool,
+) -> Result<k::EnhancedMonitoringOutput, AwsError> {
+    let name = stream_name(state, named)?;
+    let metrics: Vec<String> = metrics.iter().map(|m| m.as_str().to_owned()).collect();
     let (before, after) = mutate_stream(state, &name, |stream| {
         check_active(state, stream)?;
         Ok(stream.set_metrics(&metrics, enable))
     })?;
-    Ok(json!({
-        "StreamName": name,
-        "StreamARN": state.arn(&name),
-        "CurrentShardLevelMetrics": before,
-        "DesiredShardLevelMetrics": after,
-    }))
+    Ok(k::EnhancedMonitoringOutput {
+        stream_arn: Some(state.arn(&name)),
+        stream_name: Some(name),
+        current_shard_level_metrics: Some(metrics_of(&before)),
+        desired_shard_level_metrics: Some(metrics_of(&after)),
+    })
 }
 
-fn put_resource_policy(state: &Ctx, input: &Value) -> OpResult {
+fn put_resource_policy(state: &Ctx, input: k::PutResourcePolicyInput) -> Result<(), AwsError> {
     // Checked with the writer lock held, so that no DeleteStream (which
     // drops the stream's policies) commits between the check and the insert.
     let mut catalog = state.catalog_mut();
-    resource(state, input)?;
-    let arn = str_of(input, "ResourceARN").unwrap_or_default().to_owned();
-    let policy = str_of(input, "Policy").unwrap_or_default().to_owned();
+    resource(state, &input.resource_arn)?;
+    let (arn, policy) = (input.resource_arn, input.policy);
     if serde_json::from_str::<Value>(&policy)
         .map(|v| !v.is_object())
         .unwrap_or(true)
@@ -1633,28 +1757,42 @@ fn put_resource_policy(state: &Ctx, input: &Value) -> OpResult {
     }
     let mut next = catalog.clone();
     next.resource_policies.insert(arn, policy);
-    state.commit(&mut catalog, next).map_err(internal)?;
-    Ok(json!({}))
+    state.commit(&mut catalog, next).map_err(internal)
 }
 
-fn get_resource_policy(state: &Ctx, input: &Value) -> OpResult {
-    resource(state, input)?;
-    let arn = str_of(input, "ResourceARN").unwrap_or_default();
-    let policy = state.catalog().resource_policies.get(arn).cloned();
-    Ok(json!({"Policy": policy.unwrap_or_else(|| "{}".to_owned())}))
+fn get_resource_policy(
+    state: &Ctx,
+    input: k::GetResourcePolicyInput,
+) -> Result<k::GetResourcePolicyOutput, AwsError> {
+    resource(state, &input.resource_arn)?;
+    let policy = state
+        .catalog()
+        .resource_policies
+        .get(&input.resource_arn)
+        .cloned();
+    Ok(k::GetResourcePolicyOutput {
+        policy: policy.unwrap_or_else(|| "{}".to_owned()),
+    })
 }
 
-fn delete_resource_policy(state: &Ctx, input: &Value) -> OpResult {
-    resource(state, input)?;
-    let arn = str_of(input, "ResourceARN").unwrap_or_default().to_owned();
-    mutate_catalog(state, |c| c.resource_policies.remove(&arn))?;
-    Ok(json!({}))
+fn delete_resource_policy(
+    state: &Ctx,
+    input: k::DeleteResourcePolicyInput,
+) -> Result<(), AwsError> {
+    resource(state, &input.resource_arn)?;
+    mutate_catalog(state, |c| c.resource_policies.remove(&input.resource_arn))?;
+    Ok(())
 }
 
-fn set_encryption(state: &Ctx, input: &Value, start: bool) -> OpResult {
-    let name = stream_name(state, input)?;
-    let key = str_of(input, "KeyId").unwrap_or_default().to_owned();
-    if str_of(input, "EncryptionType") != Some("KMS") {
+fn set_encryption(
+    state: &Ctx,
+    named: StreamRef<'_>,
+    kind: k::EncryptionType,
+    key: String,
+    start: bool,
+) -> Result<(), AwsError> {
+    let name = stream_name(state, named)?;
+    if kind != k::EncryptionType::Kms {
         return Err(err(
             ErrorCode::InvalidArgumentException,
             "EncryptionType must be KMS.",
@@ -1666,6 +1804,5 @@ fn set_encryption(state: &Ctx, input: &Value, start: bool) -> OpResult {
         stream.encryption_key_id = if start { Some(key) } else { None };
         stream.start_update(now, updating_ms);
         Ok(())
-    })?;
-    Ok(json!({}))
+    })
 }

@@ -18,18 +18,16 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::Watcher;
-use sluice_wire::{cbor, kinesis, AwsError, ErrorCode};
+use sluice_aws::{cbor, kinesis, sigv4, AwsError, ErrorCode, KINESIS};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_rustls::TlsAcceptor;
 
 use crate::fanout::{self, EventBody};
 use crate::ops;
-use crate::sigv4;
 use crate::state::State;
 
 const JSON_CONTENT_TYPE: &str = "application/x-amz-json-1.1";
-const EVENT_STREAM_CONTENT_TYPE: &str = "application/vnd.amazon.eventstream";
 
 /// A whole answer, or SubscribeToShard's event stream.
 type ResponseBody = Either<Full<Bytes>, EventBody>;
@@ -485,7 +483,7 @@ async fn respond(
             let mut response = Response::new(Either::Right(events));
             response.headers_mut().insert(
                 CONTENT_TYPE,
-                HeaderValue::from_static(EVENT_STREAM_CONTENT_TYPE),
+                HeaderValue::from_static(sluice_aws::eventstream::CONTENT_TYPE),
             );
             response
                 .headers_mut()
@@ -600,7 +598,7 @@ async fn route(req: Request<Incoming>, state: Arc<State>, cbor: bool, seen: &mut
         .headers
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok());
-    let operation = match sluice_wire::target::parse(kinesis(), target) {
+    let operation = match sluice_aws::target::parse(kinesis(), target) {
         Ok(operation) => operation.to_owned(),
         Err(e) => {
             crate::health::warn_limited(
@@ -642,11 +640,11 @@ async fn route(req: Request<Incoming>, state: Arc<State>, cbor: bool, seen: &mut
         let input = if cbor {
             cbor::decode_cbor_body(&body).ok()
         } else {
-            sluice_wire::validate::decode_json_body(&body).ok()
+            sluice_aws::validate::decode_json_body(&body).ok()
         };
         seen.stream = input
             .as_ref()
-            .and_then(crate::admin::stream_of)
+            .and_then(sluice_aws::kinesis::stream_of)
             .map(str::to_owned);
     }
     // Signature checks, decoding, validation, the operation and encoding are
@@ -664,9 +662,9 @@ async fn route(req: Request<Incoming>, state: Arc<State>, cbor: bool, seen: &mut
         if operation == "PutRecords" && state.faults.is_empty() {
             // Plainly valid requests skip the value tree (and, in CBOR, base64).
             let fast = if cbor {
-                sluice_wire::fast_cbor::decode_put_records_cbor(&body)
+                sluice_aws::fast_cbor::decode_put_records_cbor(&body)
             } else {
-                sluice_wire::fast::decode_put_records(&body)
+                sluice_aws::fast::decode_put_records(&body)
             };
             if let Some(request) = fast {
                 return ops::begin_put_records_fast(&state, account, &request, cbor).map(Done::Put);
@@ -674,9 +672,9 @@ async fn route(req: Request<Incoming>, state: Arc<State>, cbor: bool, seen: &mut
         }
         if operation == "PutRecord" && state.faults.is_empty() {
             let fast = if cbor {
-                sluice_wire::fast_cbor::decode_put_record_cbor(&body)
+                sluice_aws::fast_cbor::decode_put_record_cbor(&body)
             } else {
-                sluice_wire::fast::decode_put_record(&body)
+                sluice_aws::fast::decode_put_record(&body)
             };
             if let Some(request) = fast {
                 return ops::begin_put_record_fast(&state, account, &request, cbor).map(Done::Put);
@@ -685,11 +683,11 @@ async fn route(req: Request<Incoming>, state: Arc<State>, cbor: bool, seen: &mut
         let input = if cbor {
             cbor::decode_cbor_body(&body)?
         } else {
-            sluice_wire::validate::decode_json_body(&body)?
+            sluice_aws::validate::decode_json_body(&body)?
         };
-        sluice_wire::validate::validate_input(kinesis(), &operation, &input)?;
+        sluice_aws::validate::validate_input(kinesis(), &operation, &input)?;
         if state.config.enforce_limits {
-            let stream = crate::admin::stream_of(&input);
+            let stream = sluice_aws::kinesis::stream_of(&input);
             if !state
                 .throttles
                 .admit_call(&account, &operation, stream, state.now_ms())
@@ -704,8 +702,8 @@ async fn route(req: Request<Incoming>, state: Arc<State>, cbor: bool, seen: &mut
             }
         }
         if !state.faults.is_empty() {
-            let stream = crate::admin::stream_of(&input);
-            let shard = crate::admin::shard_of(&input);
+            let stream = sluice_aws::kinesis::stream_of(&input);
+            let shard = sluice_aws::kinesis::shard_of(&input);
             if let Some((latency_ms, error)) = state.faults.take(&operation, stream, shard) {
                 // Injected latency holds this blocking thread, as slow
                 // storage would.
@@ -715,14 +713,12 @@ async fn route(req: Request<Incoming>, state: Arc<State>, cbor: bool, seen: &mut
                 }
             }
         }
-        if operation == "SubscribeToShard" {
-            return ops::subscribe(&input, &state, account, cbor).map(Done::Subscription);
-        }
-        if operation == "PutRecord" || operation == "PutRecords" {
-            return ops::begin_put(&operation, &input, &state, account, cbor).map(Done::Put);
-        }
-        let output = ops::dispatch(&operation, &input, &state, account, cbor)?;
-        Ok(Done::Body(encode_output(output, cbor, &operation)))
+        let request = sluice_aws::kinesis::Request::decode(&operation, &input)?;
+        Ok(match ops::dispatch(request, &state, account, cbor)? {
+            ops::Begun::Answer(output) => Done::Body(encode_output(output, cbor, &operation)),
+            ops::Begun::Put(put) => Done::Put(put),
+            ops::Begun::Subscription(sub) => Done::Subscription(sub),
+        })
     };
     // A panic is an InternalFailure either way, never a dropped connection.
     let done = if inline {
@@ -937,11 +933,8 @@ fn authenticate_head(
         })?;
     sigv4::check_scope(&signature, state.now_ms())?;
     // A signature for another service or region is not one for this server.
-    if signature.service != "kinesis" {
-        return Err(AwsError::new(
-            ErrorCode::InvalidSignatureException,
-            "Credential should be scoped to correct service: 'kinesis'.",
-        ));
+    if signature.service != KINESIS.signing_name() {
+        return Err(KINESIS.wrong_service());
     }
     if signature.region != state.config.region {
         return Err(AwsError::new(

@@ -4,22 +4,7 @@
 
 use super::*;
 
-pub(super) fn decode_data(value: Option<&Value>) -> Vec<u8> {
-    // Validation already checked that this is base64.
-    value
-        .and_then(Value::as_str)
-        .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
-        .unwrap_or_default()
-}
-
 /// The hash key that routes a record: ExplicitHashKey, or MD5 of the partition key.
-pub(super) fn hash_key(entry: &Value) -> Result<u128, AwsError> {
-    hash_of(
-        str_of(entry, "PartitionKey").unwrap_or_default(),
-        str_of(entry, "ExplicitHashKey"),
-    )
-}
-
 pub(super) fn hash_of(partition_key: &str, explicit: Option<&str>) -> Result<u128, AwsError> {
     if let Some(explicit) = explicit {
         return explicit.parse::<u128>().map_err(|_| {
@@ -112,29 +97,37 @@ impl PendingPut {
                         return Err(quarantined_range(&ctx.account, name, shard, from, until))
                     }
                 };
-                Ok(Output::Value(json!({
-                    "ShardId": sluice_meta::shard_id(shard),
-                    "SequenceNumber": SequenceNumber(sequence).to_string(),
-                    "EncryptionType": put.encryption,
+                Ok(Output::Value(typed(k::PutRecordOutput {
+                    shard_id: sluice_meta::shard_id(shard),
+                    sequence_number: SequenceNumber(sequence).to_string(),
+                    encryption_type: Some(put.encryption),
                 })))
             }
             PutShape::Records => {
-                let records: Vec<Value> = put
+                let records = put
                     .results
                     .iter()
                     .map(|r| match r {
-                        Ok((seq, shard)) => {
-                            json!({"SequenceNumber": SequenceNumber(*seq).to_string(), "ShardId": sluice_meta::shard_id(*shard)})
-                        }
+                        Ok((seq, shard)) => k::PutRecordsResultEntry {
+                            sequence_number: Some(SequenceNumber(*seq).to_string()),
+                            shard_id: Some(sluice_meta::shard_id(*shard)),
+                            ..Default::default()
+                        },
                         Err(failure) => {
                             let (code, message) = put_failure(ctx, name, *failure);
-                            json!({"ErrorCode": code, "ErrorMessage": message})
+                            k::PutRecordsResultEntry {
+                                error_code: Some(code.to_owned()),
+                                error_message: Some(message),
+                                ..Default::default()
+                            }
                         }
                     })
                     .collect();
-                Ok(Output::Value(
-                    json!({"FailedRecordCount": put.failed, "Records": records, "EncryptionType": put.encryption}),
-                ))
+                Ok(Output::Value(typed(k::PutRecordsOutput {
+                    failed_record_count: Some(i64::try_from(put.failed).unwrap_or(i64::MAX)),
+                    records,
+                    encryption_type: Some(put.encryption),
+                })))
             }
             PutShape::RecordsFast { cbor } => {
                 Ok(Output::Json(render_put_records_fast(ctx, name, put, cbor)))
@@ -143,32 +136,11 @@ impl PendingPut {
     }
 }
 
-/// PutRecord or PutRecords from a decoded and validated request, up to the
-/// durable point.
-pub fn begin_put(
-    operation: &str,
-    input: &Value,
-    state: &State,
-    account: String,
-    cbor: bool,
-) -> Result<PendingPut, AwsError> {
-    let ctx = &Ctx {
-        state,
-        account,
-        cbor,
-    };
-    match operation {
-        "PutRecord" => put_record_begin(ctx, input),
-        "PutRecords" => put_records_begin(ctx, input),
-        _ => Err(internal("not a put")),
-    }
-}
-
 /// PutRecords from the fast decoder (AWS JSON), up to the durable point.
 pub fn begin_put_records_fast(
     state: &State,
     account: String,
-    request: &sluice_wire::fast::PutRecordsRequest<'_>,
+    request: &sluice_aws::fast::PutRecordsRequest<'_>,
     cbor: bool,
 ) -> Result<PendingPut, AwsError> {
     let state = &Ctx {
@@ -228,28 +200,33 @@ pub(super) fn render_put_records_fast(
         .iter()
         .enumerate()
         .map(|(i, r)| match (r, &failures[i]) {
-            (Ok((_, shard)), _) => sluice_wire::fast::PutRecordsResult::Ok {
+            (Ok((_, shard)), _) => sluice_aws::fast::PutRecordsResult::Ok {
                 sequence_number: std::str::from_utf8(&digits[i * width..(i + 1) * width])
                     .expect("digits are ASCII"),
                 shard_id: &shard_ids[shard],
             },
             (Err(_), failure) => {
                 let (code, message) = failure.as_ref().expect("a failure for every Err");
-                sluice_wire::fast::PutRecordsResult::Failed {
+                sluice_aws::fast::PutRecordsResult::Failed {
                     error_code: code,
                     error_message: message,
                 }
             }
         });
     if cbor {
-        sluice_wire::fast_cbor::write_put_records_output_cbor(
+        sluice_aws::fast_cbor::write_put_records_output_cbor(
             put.failed,
             results,
-            put.encryption,
+            put.encryption.as_str(),
             &mut out,
         );
     } else {
-        sluice_wire::fast::write_put_records_output(put.failed, results, put.encryption, &mut out);
+        sluice_aws::fast::write_put_records_output(
+            put.failed,
+            results,
+            put.encryption.as_str(),
+            &mut out,
+        );
     }
     out
 }
@@ -297,7 +274,7 @@ pub(crate) fn records_size_exceeded() -> AwsError {
 pub fn begin_put_record_fast(
     state: &State,
     account: String,
-    request: &sluice_wire::fast::PutRecordsRequest<'_>,
+    request: &sluice_aws::fast::PutRecordsRequest<'_>,
     cbor: bool,
 ) -> Result<PendingPut, AwsError> {
     let state = &Ctx {
@@ -345,10 +322,12 @@ fn put_one(
     })
 }
 
-pub(super) fn put_record_begin(state: &Ctx, input: &Value) -> Result<PendingPut, AwsError> {
-    let key = str_of(input, "PartitionKey").unwrap_or_default();
-    let data = decode_data(input.get("Data"));
-    if let Some(seq) = str_of(input, "SequenceNumberForOrdering") {
+pub(super) fn put_record_begin(
+    state: &Ctx,
+    input: k::PutRecordInput,
+) -> Result<PendingPut, AwsError> {
+    let key = input.partition_key.as_str();
+    if let Some(seq) = input.sequence_number_for_ordering.as_deref() {
         // Sequence numbers only ever grow, so any earlier number is satisfied.
         seq.parse::<SequenceNumber>().map_err(|_| {
             err(
@@ -357,25 +336,24 @@ pub(super) fn put_record_begin(state: &Ctx, input: &Value) -> Result<PendingPut,
             )
         })?;
     }
-    let hash = hash_key(input)?;
-    let name = stream_name(state, input)?;
-    put_one(state, &name, key, &data, hash)
+    let hash = hash_of(key, input.explicit_hash_key.as_deref())?;
+    let name = stream_name(state, StreamRef::new(&input.stream_name, &input.stream_arn))?;
+    put_one(state, &name, key, &input.data.0, hash)
 }
 
-pub(super) fn put_records_begin(state: &Ctx, input: &Value) -> Result<PendingPut, AwsError> {
-    let name = stream_name(state, input)?;
-    let items = input
-        .get("Records")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    let entries = items
+pub(super) fn put_records_begin(
+    state: &Ctx,
+    input: k::PutRecordsInput,
+) -> Result<PendingPut, AwsError> {
+    let name = stream_name(state, StreamRef::new(&input.stream_name, &input.stream_arn))?;
+    let entries = input
+        .records
         .iter()
         .map(|e| {
             Ok(PutEntry {
-                key: str_of(e, "PartitionKey").unwrap_or_default(),
-                data: decode_data(e.get("Data")).into(),
-                hash: hash_key(e)?,
+                key: &e.partition_key,
+                data: e.data.0.as_slice().into(),
+                hash: hash_of(&e.partition_key, e.explicit_hash_key.as_deref())?,
             })
         })
         .collect::<Result<Vec<_>, AwsError>>()?;
@@ -451,7 +429,7 @@ pub(crate) struct PutOutcome {
     pub failed: usize,
     /// Bytes (data and partition key) of the entries that succeeded.
     pub ok_bytes: u64,
-    pub encryption: &'static str,
+    pub encryption: k::EncryptionType,
 }
 
 /// PutRecords after decoding: checks sizes, routes each entry, appends one

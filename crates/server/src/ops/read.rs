@@ -3,10 +3,71 @@
 //! SubscribeToShard's events).
 
 use super::*;
-pub(super) fn get_shard_iterator(state: &Ctx, input: &Value) -> OpResult {
-    let shard_text = str_of(input, "ShardId").unwrap_or_default();
-    let kind = str_of(input, "ShardIteratorType").unwrap_or_default();
-    let name = stream_name(state, input)?;
+/// How an operation words a missing starting sequence number or timestamp.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PositionWords {
+    /// Followed by the type: no sequence number where the type needs one.
+    no_sequence: &'static str,
+    /// Followed by the type: no timestamp where the type needs one.
+    no_timestamp: &'static str,
+}
+
+impl PositionWords {
+    pub const GET_SHARD_ITERATOR: Self = Self {
+        no_sequence: "StartingSequenceNumber must be provided for ShardIteratorType",
+        no_timestamp: "Timestamp must be provided for ShardIteratorType",
+    };
+    pub const SUBSCRIBE_TO_SHARD: Self = Self {
+        no_sequence: "SequenceNumber must be provided for StartingPosition type",
+        no_timestamp: "Timestamp must be provided for StartingPosition type",
+    };
+}
+
+/// Where a read starts (GetShardIterator and SubscribeToShard): the type,
+/// with the sequence number or timestamp it needs. `invalid_seq` words a
+/// sequence number that is not one.
+pub(crate) fn starting_position(
+    kind: k::ShardIteratorType,
+    sequence: Option<&str>,
+    timestamp: Option<Timestamp>,
+    words: PositionWords,
+    invalid_seq: impl Fn(&str) -> AwsError,
+) -> Result<StartingPosition, AwsError> {
+    use k::ShardIteratorType as T;
+    let sequence = || -> Result<u128, AwsError> {
+        let seq = sequence.ok_or_else(|| {
+            err(
+                ErrorCode::InvalidArgumentException,
+                format!("{} {kind}", words.no_sequence),
+            )
+        })?;
+        seq.parse::<SequenceNumber>()
+            .map(|s| s.0)
+            .map_err(|_| invalid_seq(seq))
+    };
+    Ok(match kind {
+        T::TrimHorizon => StartingPosition::TrimHorizon,
+        T::Latest => StartingPosition::Latest,
+        T::AtSequenceNumber => StartingPosition::AtSequence(sequence()?),
+        T::AfterSequenceNumber => StartingPosition::AfterSequence(sequence()?),
+        T::AtTimestamp => {
+            let ts = timestamp.ok_or_else(|| {
+                err(
+                    ErrorCode::InvalidArgumentException,
+                    format!("{} {kind}", words.no_timestamp),
+                )
+            })?;
+            StartingPosition::AtTimestamp(ts.as_millis())
+        }
+    })
+}
+
+pub(super) fn get_shard_iterator(
+    state: &Ctx,
+    input: k::GetShardIteratorInput,
+) -> Result<k::GetShardIteratorOutput, AwsError> {
+    let shard_text = input.shard_id.as_str();
+    let name = stream_name(state, StreamRef::new(&input.stream_name, &input.stream_arn))?;
     let (shard, log_id, created_ms) = {
         let catalog = state.catalog();
         let stream = catalog
@@ -45,44 +106,23 @@ pub(super) fn get_shard_iterator(state: &Ctx, input: &Value) -> OpResult {
             ),
         )
     };
-    let sequence = |required_by: &str| -> Result<u128, AwsError> {
-        let seq = str_of(input, "StartingSequenceNumber").ok_or_else(|| {
-            err(
-                ErrorCode::InvalidArgumentException,
-                format!(
-                    "StartingSequenceNumber must be provided for ShardIteratorType {required_by}"
-                ),
-            )
-        })?;
-        seq.parse::<SequenceNumber>()
-            .map(|s| s.0)
-            .map_err(|_| invalid_seq(seq))
-    };
-    let position = match kind {
-        "TRIM_HORIZON" => StartingPosition::TrimHorizon,
-        "LATEST" => StartingPosition::Latest,
-        "AT_SEQUENCE_NUMBER" => StartingPosition::AtSequence(sequence(kind)?),
-        "AFTER_SEQUENCE_NUMBER" => StartingPosition::AfterSequence(sequence(kind)?),
-        _ => {
-            let ts = input
-                .get("Timestamp")
-                .and_then(Value::as_f64)
-                .ok_or_else(|| {
-                    err(
-                        ErrorCode::InvalidArgumentException,
-                        "Timestamp must be provided for ShardIteratorType AT_TIMESTAMP",
-                    )
-                })?;
-            StartingPosition::AtTimestamp((ts.max(0.0) * 1000.0) as u64)
-        }
-    };
+    let position = starting_position(
+        input.shard_iterator_type,
+        input.starting_sequence_number.as_deref(),
+        input.timestamp,
+        PositionWords::GET_SHARD_ITERATOR,
+        invalid_seq,
+    )?;
     let log = state
         .shard_log(log_id)
         .ok_or_else(|| internal("shard log missing"))?;
     let cursor = log.cursor(position).map_err(|e| match e {
-        ReadError::InvalidPosition => {
-            invalid_seq(str_of(input, "StartingSequenceNumber").unwrap_or_default())
-        }
+        ReadError::InvalidPosition => invalid_seq(
+            input
+                .starting_sequence_number
+                .as_deref()
+                .unwrap_or_default(),
+        ),
         ReadError::Quarantined(damage) => quarantined(&state.account, &name, shard, &damage),
         other => internal(other),
     })?;
@@ -94,12 +134,14 @@ pub(super) fn get_shard_iterator(state: &Ctx, input: &Value) -> OpResult {
         account: state.account.clone(),
         stream_name: name,
     };
-    Ok(json!({"ShardIterator": iterator.encode(state.iterator_key())}))
+    Ok(k::GetShardIteratorOutput {
+        shard_iterator: Some(iterator.encode(state.iterator_key())),
+    })
 }
 
-pub(super) fn get_records(state: &Ctx, input: &Value) -> Result<Output, AwsError> {
-    let text = str_of(input, "ShardIterator").unwrap_or_default();
-    let limit = u64_of(input, "Limit").unwrap_or(10_000) as usize;
+pub(super) fn get_records(state: &Ctx, input: &k::GetRecordsInput) -> Result<Output, AwsError> {
+    let text = input.shard_iterator.as_str();
+    let limit = count(input.limit, 10_000);
     // An iterator issued to another account is not one for this caller.
     let iterator = ShardIterator::decode(text, state.iterator_key())
         .filter(|it| it.account == state.account)
@@ -203,7 +245,7 @@ pub(super) fn get_records(state: &Ctx, input: &Value) -> Result<Output, AwsError
     });
     if !state.cbor {
         // Straight to AWS JSON: no value tree for up to 10 MiB of records.
-        use sluice_wire::fast::{write_get_records_end, write_get_records_start};
+        use sluice_aws::fast::{write_get_records_end, write_get_records_start};
         let mut out = Vec::with_capacity(records_json_size(&batch.records) + 600);
         write_get_records_start(&mut out);
         write_records_json(&batch.records, &mut out);
@@ -220,7 +262,8 @@ pub(super) fn get_records(state: &Ctx, input: &Value) -> Result<Output, AwsError
     write_records_cbor(
         &batch.records,
         batch.millis_behind_latest,
-        next.as_deref().map(|n| ("NextShardIterator", n)),
+        next.as_deref()
+            .map(sluice_aws::fast_cbor::RecordsTail::NextShardIterator),
         &children,
         &mut out,
     );
@@ -236,12 +279,12 @@ pub(crate) fn records_cbor_size(records: &[sluice_log::Record]) -> usize {
 }
 
 /// A GetRecords answer or SubscribeToShardEvent in AWS CBOR (see
-/// `sluice_wire::fast_cbor::write_records_answer_cbor`).
+/// `sluice_aws::fast_cbor::write_records_answer_cbor`).
 pub(crate) fn write_records_cbor(
     records: &[sluice_log::Record],
     millis_behind_latest: u64,
-    tail: Option<(&str, &str)>,
-    children: &[sluice_wire::fast::ChildShard],
+    tail: Option<sluice_aws::fast_cbor::RecordsTail<'_>>,
+    children: &[sluice_aws::fast::ChildShard],
     out: &mut Vec<u8>,
 ) {
     let width = sluice_model::SEQUENCE_NUMBER_DIGITS;
@@ -256,7 +299,7 @@ pub(crate) fn write_records_cbor(
     let got = records
         .iter()
         .enumerate()
-        .map(|(i, r)| sluice_wire::fast::GotRecord {
+        .map(|(i, r)| sluice_aws::fast::GotRecord {
             sequence_number: std::str::from_utf8(&digits[i * width..(i + 1) * width])
                 .expect("digits are ASCII"),
             arrival_timestamp_ms: r.arrival_timestamp_ms,
@@ -264,7 +307,7 @@ pub(crate) fn write_records_cbor(
             partition_key: &keys[i],
             encrypted: r.flags & FLAG_ENCRYPTED != 0,
         });
-    sluice_wire::fast_cbor::write_records_answer_cbor(
+    sluice_aws::fast_cbor::write_records_answer_cbor(
         got,
         millis_behind_latest,
         tail,
@@ -284,7 +327,7 @@ pub(crate) fn records_json_size(records: &[sluice_log::Record]) -> usize {
 /// Records as AWS JSON array items, comma-separated (GetRecords and
 /// SubscribeToShardEvent).
 pub(crate) fn write_records_json(records: &[sluice_log::Record], out: &mut Vec<u8>) {
-    use sluice_wire::fast::{write_get_records_record, GotRecord};
+    use sluice_aws::fast::{write_get_records_record, GotRecord};
     for (i, r) in records.iter().enumerate() {
         let sequence = SequenceNumber(r.sequence).to_ascii();
         let key = String::from_utf8_lossy(&r.partition_key);
@@ -300,10 +343,10 @@ pub(crate) fn write_records_json(records: &[sluice_log::Record], out: &mut Vec<u
 }
 
 /// What GetRecords reports at the end of a closed shard.
-pub(crate) fn child_shards(stream: &Stream, index: u32) -> Vec<sluice_wire::fast::ChildShard> {
+pub(crate) fn child_shards(stream: &Stream, index: u32) -> Vec<sluice_aws::fast::ChildShard> {
     stream
         .children_of(index)
-        .map(|c| sluice_wire::fast::ChildShard {
+        .map(|c| sluice_aws::fast::ChildShard {
             shard_id: c.shard_id(),
             parent_shards: c
                 .parent

@@ -11,9 +11,9 @@
 
 use std::collections::BTreeMap;
 
+use crate::{AwsError, ErrorCode};
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
-use sluice_wire::{AwsError, ErrorCode};
 
 const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 

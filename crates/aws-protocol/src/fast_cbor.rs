@@ -215,13 +215,21 @@ pub fn write_put_records_output_cbor<'a>(
     w.text(encryption_type);
 }
 
-/// A GetRecords answer (`tail` is `NextShardIterator`) or a
-/// SubscribeToShardEvent (`ContinuationSequenceNumber`): the records, then
+/// What follows the records of a [`write_records_answer_cbor`] answer.
+#[derive(Debug, Clone, Copy)]
+pub enum RecordsTail<'a> {
+    /// GetRecords: the `NextShardIterator`.
+    NextShardIterator(&'a str),
+    /// A SubscribeToShardEvent: the `ContinuationSequenceNumber`.
+    ContinuationSequenceNumber(&'a str),
+}
+
+/// A GetRecords answer or a SubscribeToShardEvent: the records, then
 /// `MillisBehindLatest`, the tail if any, and `ChildShards` if any.
 pub fn write_records_answer_cbor<'a>(
     records: impl ExactSizeIterator<Item = GotRecord<'a>>,
     millis_behind_latest: u64,
-    tail: Option<(&str, &str)>,
+    tail: Option<RecordsTail<'_>>,
     child_shards: &[ChildShard],
     out: &mut Vec<u8>,
 ) {
@@ -249,9 +257,16 @@ pub fn write_records_answer_cbor<'a>(
     }
     w.text("MillisBehindLatest");
     w.uint(millis_behind_latest);
-    if let Some((member, value)) = tail {
-        w.text(member);
-        w.text(value);
+    match tail {
+        Some(RecordsTail::NextShardIterator(value)) => {
+            w.text("NextShardIterator");
+            w.text(value);
+        }
+        Some(RecordsTail::ContinuationSequenceNumber(value)) => {
+            w.text("ContinuationSequenceNumber");
+            w.text(value);
+        }
+        None => {}
     }
     if !child_shards.is_empty() {
         w.text("ChildShards");
@@ -408,7 +423,7 @@ mod tests {
         write_records_answer_cbor(
             records.iter().cloned(),
             7,
-            Some(("NextShardIterator", "it")),
+            Some(RecordsTail::NextShardIterator("it")),
             &[],
             &mut out,
         );
@@ -432,7 +447,7 @@ mod tests {
         write_records_answer_cbor(
             records.iter().cloned(),
             3,
-            Some(("ContinuationSequenceNumber", "49")),
+            Some(RecordsTail::ContinuationSequenceNumber("49")),
             &[],
             &mut out,
         );

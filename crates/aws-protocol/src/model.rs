@@ -18,9 +18,23 @@ pub fn kinesis() -> &'static ApiModel {
     })
 }
 
+/// How a service's requests travel (botocore's `metadata.protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// AWS JSON 1.1: `POST /`, the operation in `X-Amz-Target` (Kinesis,
+    /// Firehose, Kinesis Analytics); AWS CBOR 1.1 is its binary twin.
+    Json,
+    /// REST-JSON: the operation by method and path (Kinesis Video).
+    RestJson,
+}
+
 #[derive(Debug)]
 pub struct ApiModel {
-    target_prefix: String,
+    protocol: Protocol,
+    /// The name SigV4 scopes a signature to (`signingName`, else `endpointPrefix`).
+    signing_name: String,
+    /// AWS JSON's `X-Amz-Target` prefix; REST-JSON services have none.
+    target_prefix: Option<String>,
     operations: HashMap<String, Operation>,
     shapes: HashMap<String, Shape>,
 }
@@ -72,10 +86,21 @@ pub enum Shape {
 impl ApiModel {
     pub fn parse(json: &str) -> Result<Self, String> {
         let doc: Value = serde_json::from_str(json).map_err(|e| e.to_string())?;
-        let target_prefix = doc["metadata"]["targetPrefix"]
+        let metadata = &doc["metadata"];
+        let protocol = match metadata["protocol"].as_str() {
+            Some("json") => Protocol::Json,
+            Some("rest-json") => Protocol::RestJson,
+            other => return Err(format!("unsupported protocol {other:?}")),
+        };
+        let signing_name = metadata["signingName"]
             .as_str()
-            .ok_or("metadata.targetPrefix missing")?
+            .or(metadata["endpointPrefix"].as_str())
+            .ok_or("metadata names no signing name or endpoint prefix")?
             .to_owned();
+        let target_prefix = metadata["targetPrefix"].as_str().map(str::to_owned);
+        if protocol == Protocol::Json && target_prefix.is_none() {
+            return Err("an AWS JSON model without metadata.targetPrefix".to_owned());
+        }
         let shape_name = |v: &Value| v["shape"].as_str().map(str::to_owned);
         let mut operations = HashMap::new();
         for (name, op) in doc["operations"].as_object().ok_or("operations missing")? {
@@ -158,14 +183,26 @@ impl ApiModel {
             shapes.insert(name.clone(), shape);
         }
         Ok(Self {
+            protocol,
+            signing_name,
             target_prefix,
             operations,
             shapes,
         })
     }
 
+    /// AWS JSON's `X-Amz-Target` prefix ("" for REST-JSON services).
     pub fn target_prefix(&self) -> &str {
-        &self.target_prefix
+        self.target_prefix.as_deref().unwrap_or_default()
+    }
+
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
+    /// The service name a SigV4 credential scope must carry.
+    pub fn signing_name(&self) -> &str {
+        &self.signing_name
     }
 
     pub fn operation(&self, name: &str) -> Option<&Operation> {
@@ -200,6 +237,8 @@ mod tests {
         let m = super::kinesis();
         assert_eq!(m.operation_names().len(), 39);
         assert_eq!(m.target_prefix(), "Kinesis_20131202");
+        assert_eq!(m.signing_name(), "kinesis");
+        assert_eq!(m.protocol(), super::Protocol::Json);
         let put = m.operation("PutRecords").unwrap();
         assert_eq!(put.input.as_deref(), Some("PutRecordsInput"));
         assert!(put

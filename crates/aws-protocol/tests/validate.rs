@@ -1,8 +1,8 @@
 //! Validation messages, pinned against AWS's wording, for the model's constraints.
 
 use serde_json::json;
-use sluice_wire::validate::{decode_json_body, validate_input};
-use sluice_wire::{kinesis, ErrorCode};
+use sluice_aws::validate::{decode_json_body, validate_input};
+use sluice_aws::{kinesis, ErrorCode};
 
 fn check(op: &str, input: serde_json::Value) -> Result<(), (ErrorCode, String)> {
     validate_input(kinesis(), op, &input).map_err(|e| (e.code, e.message))
@@ -148,7 +148,7 @@ fn wrong_types_and_bad_bodies_are_serialization_errors() {
 #[test]
 fn every_operation_reports_its_required_members() {
     let spec: serde_json::Value =
-        serde_json::from_str(sluice_wire::model::KINESIS_MODEL_JSON).unwrap();
+        serde_json::from_str(sluice_aws::model::KINESIS_MODEL_JSON).unwrap();
     let model = kinesis();
     for name in model.operation_names() {
         let input = &spec["operations"][name]["input"]["shape"];

@@ -1,0 +1,76 @@
+//! A service, described once: its model (operations, shapes, errors, the
+//! signing name and how requests travel) and which operations answer with an
+//! event stream rather than one buffered body. The server routes, signs and
+//! encodes from this; Firehose, Kinesis Analytics and Kinesis Video plug in
+//! with a model of their own and their handlers.
+
+use crate::model::{ApiModel, Protocol};
+
+#[derive(Debug)]
+pub struct Service {
+    /// The service's name in logs and messages.
+    pub name: &'static str,
+    /// Its botocore model, parsed once.
+    pub model: fn() -> &'static ApiModel,
+    /// Operations whose answer is an `application/vnd.amazon.eventstream`
+    /// body, written as events arrive.
+    pub streaming: &'static [&'static str],
+}
+
+impl Service {
+    pub fn model(&self) -> &'static ApiModel {
+        (self.model)()
+    }
+
+    /// The service name a SigV4 credential scope must carry.
+    pub fn signing_name(&self) -> &'static str {
+        self.model().signing_name()
+    }
+
+    pub fn protocol(&self) -> Protocol {
+        self.model().protocol()
+    }
+
+    /// Whether `operation` answers with an event stream.
+    pub fn is_streaming(&self, operation: &str) -> bool {
+        self.streaming.contains(&operation)
+    }
+
+    /// The error a signature scoped to another service gets, in AWS's words.
+    pub fn wrong_service(&self) -> crate::AwsError {
+        crate::AwsError::new(
+            crate::ErrorCode::InvalidSignatureException,
+            format!(
+                "Credential should be scoped to correct service: '{}'.",
+                self.signing_name()
+            ),
+        )
+    }
+}
+
+/// Amazon Kinesis Data Streams.
+pub static KINESIS: Service = Service {
+    name: "Kinesis",
+    model: crate::model::kinesis,
+    streaming: &["SubscribeToShard"],
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinesis_is_described_by_its_model() {
+        assert_eq!(KINESIS.signing_name(), "kinesis");
+        assert_eq!(KINESIS.protocol(), Protocol::Json);
+        assert!(KINESIS.is_streaming("SubscribeToShard"));
+        assert!(!KINESIS.is_streaming("GetRecords"));
+        for op in KINESIS.streaming {
+            assert!(KINESIS.model().operation(op).is_some(), "{op}");
+        }
+        assert_eq!(
+            KINESIS.wrong_service().message,
+            "Credential should be scoped to correct service: 'kinesis'."
+        );
+    }
+}
