@@ -1,20 +1,15 @@
-//! Sluice's Kinesis API server: accepts AWS JSON 1.1 requests over HTTP/1.1 and
-//! HTTP/2 (h2c with prior knowledge) on one port and answers them from the
-//! catalog (`sluice-meta`) and the storage engine (`sluice-log`).
+//! Sluice's Kinesis API server: accepts AWS JSON 1.1 and CBOR requests over
+//! HTTP/1.1 and HTTP/2 (h2c with prior knowledge) on one port and answers
+//! them from the engine (`sluice-streams`).
 //!
-//! Layers: [`Server`] (listener, connections) -> `service` (routing, body limit,
-//! target, decoding, validation, error mapping) -> `ops` (one function per
-//! operation) -> [`State`] (catalog, shard logs, clock, iterator key).
+//! Layers: [`Server`] (listener, connections) -> `service` (routing, body
+//! limit, SigV4, decoding and validation by `sluice-aws`, limits, encoding)
+//! -> `sluice_streams::ops` (one function per operation, typed) ->
+//! `sluice_streams::Engine` (catalog, shard logs, clock, iterator key).
 
 mod admin;
-mod autoscale;
-mod consumers;
-mod fanout;
-mod health;
-mod iterator;
-mod limits;
+mod events;
 mod metrics;
-mod ops;
 mod service;
 mod state;
 mod tls;
@@ -27,7 +22,7 @@ use sluice_model::Clock;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-pub use limits::ShardCapacity;
+pub use sluice_streams::ShardCapacity;
 pub use state::{State, StateError};
 pub use tls::TlsFiles;
 
@@ -139,23 +134,7 @@ pub fn connection_cap(configured: usize, open_files_max: usize) -> usize {
     configured.min(for_connections).max(1)
 }
 
-/// The process's soft limit on open files (`/proc/self/limits`, Linux).
-pub fn open_file_limit() -> Option<usize> {
-    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
-    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
-    let soft = line.split_whitespace().nth(3)?;
-    match soft {
-        "unlimited" => Some(usize::MAX / 2),
-        n => n.parse().ok(),
-    }
-}
-
-/// A warning in the log (standard error under `sluice serve`) for what an
-/// operator must know: damage found, a disk that filled up, a failure no
-/// caller was told the reason of.
-pub(crate) fn warn(message: impl std::fmt::Display) {
-    tracing::warn!("{message}");
-}
+pub use sluice_streams::open_file_limit;
 
 /// What a server listening at `addr` with this configuration exposes to
 /// other machines: any caller's requests without credentials, and the test
@@ -191,6 +170,26 @@ pub fn is_account_id(text: &str) -> bool {
 }
 
 impl Config {
+    /// What the engine is told of this configuration.
+    pub fn engine(&self) -> sluice_streams::Config {
+        sluice_streams::Config {
+            data_dir: self.data_dir.clone(),
+            region: self.region.clone(),
+            account_id: self.account_id.clone(),
+            stream_creating_ms: self.stream_creating_ms,
+            stream_updating_ms: self.stream_updating_ms,
+            stream_deleting_ms: self.stream_deleting_ms,
+            consumer_creating_ms: self.consumer_creating_ms,
+            consumer_deleting_ms: self.consumer_deleting_ms,
+            enforce_limits: self.enforce_limits,
+            capacity: self.capacity,
+            durability: self.durability,
+            segment_bytes: self.segment_bytes,
+            shard_limit: self.shard_limit,
+            on_demand_stream_limit: self.on_demand_stream_limit,
+        }
+    }
+
     /// The account a request signed with `access_key` acts as: the account
     /// configured for the key; else the key itself when it is 12 digits (as
     /// LocalStack does, so tests can pick an account per client); else the
@@ -247,13 +246,13 @@ impl Server {
                         let _ = tokio::task::spawn_blocking(move || {
                             // Retried at the next check; said once a second at most.
                             if let Err(e) = state.sweep_deleted() {
-                                health::warn_limited("sweep", format_args!("removing deleted streams failed: {e}"));
+                                sluice_streams::health::warn_limited("sweep", format_args!("removing deleted streams failed: {e}"));
                             }
                             if let Err(e) = state.finish_pending_closes() {
-                                health::warn_limited("closes", format_args!("recording closed shards' ends failed: {e}"));
+                                sluice_streams::health::warn_limited("closes", format_args!("recording closed shards' ends failed: {e}"));
                             }
                             if let Err(e) = state.apply_retention() {
-                                health::warn_limited("retention", format_args!("applying retention failed: {e}"));
+                                sluice_streams::health::warn_limited("retention", format_args!("applying retention failed: {e}"));
                             }
                         })
                         .await;

@@ -7,10 +7,9 @@
 //! few lines of text per family, and a registry would put a hashed label-set
 //! lookup on every request.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+
 use std::time::Duration;
 
 use sluice_model::{Histogram, HistogramSnapshot};
@@ -31,16 +30,6 @@ struct OpMetrics {
     latency: Histogram,
 }
 
-/// What one stream took in, as AWS's CloudWatch metrics of the same names
-/// count it: records and bytes (data plus partition key) acknowledged, and
-/// PutRecord(s) entries refused for the shard's write limit.
-#[derive(Debug, Default)]
-pub struct StreamCounters {
-    pub incoming_records: AtomicU64,
-    pub incoming_bytes: AtomicU64,
-    pub throttled_records: AtomicU64,
-}
-
 #[derive(Debug)]
 pub struct Metrics {
     /// Operation names, sorted; one more slot in `ops` counts requests that
@@ -51,8 +40,6 @@ pub struct Metrics {
     pub bytes_out: AtomicU64,
     pub connections_open: AtomicI64,
     pub connections_total: AtomicU64,
-    /// By account, then stream name.
-    streams: RwLock<HashMap<String, HashMap<String, Arc<StreamCounters>>>>,
 }
 
 impl Default for Metrics {
@@ -66,7 +53,6 @@ impl Default for Metrics {
             bytes_out: AtomicU64::new(0),
             connections_open: AtomicI64::new(0),
             connections_total: AtomicU64::new(0),
-            streams: RwLock::default(),
         }
     }
 }
@@ -98,37 +84,6 @@ impl Metrics {
         }
         m.latency.record(latency);
     }
-
-    /// A stream's counters (made on first use).
-    pub fn stream(&self, account: &str, name: &str) -> Arc<StreamCounters> {
-        if let Some(c) = self
-            .streams
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(account)
-            .and_then(|s| s.get(name))
-        {
-            return c.clone();
-        }
-        self.streams
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(account.to_owned())
-            .or_default()
-            .entry(name.to_owned())
-            .or_default()
-            .clone()
-    }
-
-    /// Forgets the counters of streams that are gone, so that a server
-    /// creating and deleting streams does not keep them all.
-    fn retain_streams(&self, live: &HashMap<(&str, &str), ()>) {
-        let mut streams = self.streams.write().unwrap_or_else(|p| p.into_inner());
-        for (account, by_name) in streams.iter_mut() {
-            by_name.retain(|name, _| live.contains_key(&(account.as_str(), name.as_str())));
-        }
-        streams.retain(|_, by_name| !by_name.is_empty());
-    }
 }
 
 /// Everything the scrape reads besides [`Metrics`] itself.
@@ -136,6 +91,8 @@ impl Metrics {
 pub struct Gauges {
     /// Per stream: account, name, status, open shards.
     pub streams: Vec<(String, String, &'static str, u64)>,
+    /// Per stream: what it took in (`sluice_streams::stats`), sorted.
+    pub stream_counts: Vec<sluice_streams::stats::StreamCounts>,
     /// Per live subscription: consumer ARN, shard id, MillisBehindLatest.
     pub subscriptions: Vec<(String, String, u64)>,
     pub fsync: Option<HistogramSnapshot>,
@@ -248,51 +205,35 @@ pub fn render(metrics: &Metrics, gauges: &Gauges) -> String {
             escape(name)
         );
     }
-    let mut live = HashMap::new();
-    for (account, name, _, _) in &gauges.streams {
-        live.insert((account.as_str(), name.as_str()), ());
-    }
-    metrics.retain_streams(&live);
-    let streams = metrics.streams.read().unwrap_or_else(|p| p.into_inner());
-    let mut rows: Vec<(&str, &str, &StreamCounters)> = streams
-        .iter()
-        .flat_map(|(account, by_name)| {
-            by_name
-                .iter()
-                .map(move |(name, c)| (account.as_str(), name.as_str(), &**c))
-        })
-        .collect();
-    rows.sort_unstable_by_key(|r| (r.0, r.1));
+    type Read = fn(&sluice_streams::stats::StreamCounts) -> u64;
     for (metric, help, read) in [
         (
             "sluice_stream_incoming_records_total",
             "Records acknowledged by PutRecord and PutRecords, by stream.",
-            (|c: &StreamCounters| c.incoming_records.load(Ordering::Relaxed))
-                as fn(&StreamCounters) -> u64,
+            (|c| c.incoming_records) as Read,
         ),
         (
             "sluice_stream_incoming_bytes_total",
             "Bytes (data and partition key) of the records acknowledged, by stream.",
-            |c| c.incoming_bytes.load(Ordering::Relaxed),
+            |c| c.incoming_bytes,
         ),
         (
             "sluice_stream_throttled_records_total",
             "PutRecord and PutRecords entries refused for a shard's write limit, by stream.",
-            |c| c.throttled_records.load(Ordering::Relaxed),
+            |c| c.throttled_records,
         ),
     ] {
         family(&mut out, metric, "counter", help);
-        for (account, name, c) in &rows {
+        for c in &gauges.stream_counts {
             let _ = writeln!(
                 out,
                 "{metric}{{account=\"{}\",stream=\"{}\"}} {}",
-                escape(account),
-                escape(name),
+                escape(&c.account),
+                escape(&c.stream),
                 read(c)
             );
         }
     }
-    drop(streams);
     family(
         &mut out,
         "sluice_consumer_millis_behind_latest",
@@ -413,15 +354,17 @@ mod tests {
     }
 
     #[test]
-    fn streams_that_are_gone_are_forgotten() {
+    fn streams_are_reported_with_their_counts() {
         let m = Metrics::default();
-        let a = m.stream("111111111111", "a");
-        a.incoming_records.fetch_add(5, Ordering::Relaxed);
-        m.stream("111111111111", "gone")
-            .incoming_bytes
-            .fetch_add(1, Ordering::Relaxed);
         let gauges = Gauges {
             streams: vec![("111111111111".into(), "a".into(), "ACTIVE", 2)],
+            stream_counts: vec![sluice_streams::stats::StreamCounts {
+                account: "111111111111".into(),
+                stream: "a".into(),
+                incoming_records: 5,
+                incoming_bytes: 0,
+                throttled_records: 0,
+            }],
             ..Gauges::default()
         };
         let text = render(&m, &gauges);
@@ -431,8 +374,6 @@ mod tests {
         assert!(text.contains(
             "sluice_stream_open_shards{account=\"111111111111\",stream=\"a\",status=\"ACTIVE\"} 2\n"
         ));
-        assert!(!text.contains("stream=\"gone\""));
-        assert!(Arc::ptr_eq(&a, &m.stream("111111111111", "a")));
     }
 
     #[test]

@@ -23,9 +23,9 @@ use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_rustls::TlsAcceptor;
 
-use crate::fanout::{self, EventBody};
-use crate::ops;
+use crate::events::{self, EventBody};
 use crate::state::State;
+use sluice_streams::ops;
 
 const JSON_CONTENT_TYPE: &str = "application/x-amz-json-1.1";
 
@@ -452,7 +452,7 @@ async fn respond(
             ErrorCode::ProvisionedThroughputExceededException | ErrorCode::LimitExceededException
         );
         if e.status() >= 500 {
-            crate::health::warn_limited(
+            sluice_streams::health::warn_limited(
                 "internal",
                 format_args!("answered {}: {}", e.code.name(), e.message),
             );
@@ -537,7 +537,7 @@ enum Reply {
 /// What the blocking part of a request produced.
 enum Done {
     Body(Bytes),
-    Subscription(fanout::Subscription),
+    Subscription(sluice_streams::fanout::Subscription),
     /// A put, in the journal: its answer once durable.
     Put(ops::PendingPut),
 }
@@ -583,7 +583,7 @@ async fn route(req: Request<Incoming>, state: Arc<State>, cbor: bool, seen: &mut
     }
     seen.operation = Some(state.metrics.op(""));
     if parts.method != Method::POST || parts.uri.path() != "/" {
-        crate::health::warn_limited(
+        sluice_streams::health::warn_limited(
             "unknown-target",
             format_args!(
                 "answered UnknownOperationException to {} {}: the API is POST /",
@@ -601,7 +601,7 @@ async fn route(req: Request<Incoming>, state: Arc<State>, cbor: bool, seen: &mut
     let operation = match sluice_aws::target::parse(kinesis(), target) {
         Ok(operation) => operation.to_owned(),
         Err(e) => {
-            crate::health::warn_limited(
+            sluice_streams::health::warn_limited(
                 "unknown-target",
                 format_args!(
                     "answered {} to X-Amz-Target {:?}: not a Kinesis operation this server knows",
@@ -728,7 +728,7 @@ async fn route(req: Request<Incoming>, state: Arc<State>, cbor: bool, seen: &mut
     };
     let outcome = match done {
         Ok(Ok(Done::Body(body))) => Ok(Reply::Body(body)),
-        Ok(Ok(Done::Subscription(sub))) => Ok(Reply::Events(fanout::start(events_state, sub))),
+        Ok(Ok(Done::Subscription(sub))) => Ok(Reply::Events(events::start(events_state, sub))),
         Ok(Ok(Done::Put(put))) => put
             .finish(&events_state)
             .await

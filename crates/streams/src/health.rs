@@ -17,7 +17,7 @@ pub struct Health {
     /// has succeeded since.
     write_failing: AtomicBool,
     last_write_error: Mutex<Option<String>>,
-    /// The space kept for deletions (`State`'s reserve file) is in use.
+    /// The space kept for deletions (`Engine`'s reserve file) is in use.
     pub(crate) reserve_missing: AtomicBool,
 }
 

@@ -9,22 +9,18 @@
 //! subscriptions are bounded by consumers x shards (one per pair).
 
 use std::collections::HashMap;
-use std::convert::Infallible;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use hyper::body::{Body, Frame};
 use sluice_aws::{AwsError, ErrorCode};
 use sluice_log::{Cursor, ReadBatch, ReadLimits, ShardLog};
 use sluice_meta::{ConsumerStatus, StreamStatus};
 use sluice_model::SequenceNumber;
 use tokio::sync::{mpsc, Notify};
 
-use crate::state::State;
+use crate::engine::Engine;
 
 /// AWS: a subscription lasts 5 minutes.
 pub const SUBSCRIPTION_LIFETIME_MS: u64 = 5 * 60 * 1000;
@@ -129,7 +125,7 @@ impl Subscriptions {
     /// the pair's last successful call (as AWS does, whether or not that
     /// subscription still runs); after that an older subscription is told to
     /// end and the new one takes its place.
-    pub fn claim(&self, consumer_arn: &str, shard: u32, now_ms: u64) -> Result<Claim, ()> {
+    pub(crate) fn claim(&self, consumer_arn: &str, shard: u32, now_ms: u64) -> Result<Claim, ()> {
         let mut registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
         if registry.closed {
             return Err(());
@@ -234,29 +230,12 @@ pub struct Subscription {
     pub cbor: bool,
 }
 
-/// The response body: the event-stream messages the task sends.
-#[derive(Debug)]
-pub struct EventBody {
-    rx: mpsc::Receiver<Bytes>,
-}
-
-impl Body for EventBody {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.rx.poll_recv(cx).map(|m| m.map(|b| Ok(Frame::data(b))))
-    }
-}
-
-/// Starts pushing events for `sub`; the body ends when the subscription does.
-pub fn start(state: Arc<State>, sub: Subscription) -> EventBody {
+/// Starts pushing events for `sub` into a channel of one (the response
+/// body drains it); the channel closes when the subscription ends.
+pub fn start(state: Arc<Engine>, sub: Subscription) -> mpsc::Receiver<Bytes> {
     let (tx, rx) = mpsc::channel(1);
     tokio::spawn(run(state, sub, tx));
-    EventBody { rx }
+    rx
 }
 
 fn initial_response(cbor: bool) -> Bytes {
@@ -367,7 +346,7 @@ impl Reader {
 }
 
 /// Why the stream or consumer can no longer be read, if so.
-fn still_readable(state: &State, r: &Reader) -> Result<(), AwsError> {
+fn still_readable(state: &Engine, r: &Reader) -> Result<(), AwsError> {
     let now = state.now_ms();
     let catalog = state.catalog();
     let stream = catalog
@@ -403,7 +382,7 @@ fn still_readable(state: &State, r: &Reader) -> Result<(), AwsError> {
 /// the end of a closed shard its children (looked up after the read: a
 /// reshard commits them before it closes the parent).
 fn step(
-    state: &State,
+    state: &Engine,
     r: &Reader,
     cursor: Cursor,
 ) -> Result<(ReadBatch, Vec<sluice_aws::fast::ChildShard>), AwsError> {
@@ -449,7 +428,7 @@ fn step(
 /// Waits for `f`, unless the subscription is told to stop or its end (on the
 /// server's clock, checked every HOUSEKEEPING) comes first: None then.
 async fn unless_ended<F: std::future::Future>(
-    state: &State,
+    state: &Engine,
     stop: &Stop,
     ends_at_ms: u64,
     f: F,
@@ -468,7 +447,7 @@ async fn unless_ended<F: std::future::Future>(
     }
 }
 
-async fn run(state: Arc<State>, sub: Subscription, tx: mpsc::Sender<Bytes>) {
+async fn run(state: Arc<Engine>, sub: Subscription, tx: mpsc::Sender<Bytes>) {
     let Subscription {
         claim,
         reader,
@@ -482,10 +461,6 @@ async fn run(state: Arc<State>, sub: Subscription, tx: mpsc::Sender<Bytes>) {
     // ended (a reader that stops reading still ends on time).
     let send = |message: Bytes| {
         let (state, stop, tx) = (state.clone(), stop.clone(), tx.clone());
-        state
-            .metrics
-            .bytes_out
-            .fetch_add(message.len() as u64, Ordering::Relaxed);
         async move {
             unless_ended(&state, &stop, ends_at_ms, tx.send(message))
                 .await

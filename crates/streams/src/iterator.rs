@@ -7,7 +7,7 @@
 //! the same name is refused (the creation time differs), and so is one used by
 //! another account.
 
-use base64::Engine;
+use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use sluice_log::Cursor;

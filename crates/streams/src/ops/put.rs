@@ -44,7 +44,7 @@ pub(super) enum PutShape {
 
 impl PendingPut {
     /// Awaits durability, then the answer.
-    pub async fn finish(mut self, state: &State) -> Result<Output, AwsError> {
+    pub async fn finish(mut self, state: &Engine) -> Result<Output, AwsError> {
         let durability = std::mem::take(&mut self.durability);
         durability.wait(state, &mut self.outcome).await;
         self.count(state);
@@ -52,7 +52,7 @@ impl PendingPut {
     }
 
     /// Counts what the stream took in and refused (for `/metrics`).
-    fn count(&self, state: &State) {
+    fn count(&self, state: &Engine) {
         let put = &self.outcome;
         let throttled = if put.failed == 0 {
             0
@@ -62,7 +62,7 @@ impl PendingPut {
                 .filter(|r| matches!(r, Err(PutFailure::Throttled(_))))
                 .count()
         };
-        let counters = state.metrics.stream(&self.account, &self.stream);
+        let counters = state.stats.stream(&self.account, &self.stream);
         counters.incoming_records.fetch_add(
             (put.results.len() - put.failed) as u64,
             std::sync::atomic::Ordering::Relaxed,
@@ -77,7 +77,7 @@ impl PendingPut {
         }
     }
 
-    fn render(self, state: &State) -> Result<Output, AwsError> {
+    fn render(self, state: &Engine) -> Result<Output, AwsError> {
         let ctx = &Ctx {
             state,
             account: self.account,
@@ -138,7 +138,7 @@ impl PendingPut {
 
 /// PutRecords from the fast decoder (AWS JSON), up to the durable point.
 pub fn begin_put_records_fast(
-    state: &State,
+    state: &Engine,
     account: String,
     request: &sluice_aws::fast::PutRecordsRequest<'_>,
     cbor: bool,
@@ -262,7 +262,7 @@ pub(super) fn check_record_size(
 }
 
 /// AWS's answer to a PutRecords over 10 MiB (data and partition keys).
-pub(crate) fn records_size_exceeded() -> AwsError {
+pub fn records_size_exceeded() -> AwsError {
     err(
         ErrorCode::InvalidArgumentException,
         format!("Records size exceeds {PUT_RECORDS_MAX_BYTES} bytes limit"),
@@ -272,7 +272,7 @@ pub(crate) fn records_size_exceeded() -> AwsError {
 /// PutRecord from a fast decoder (a one-record request, plainly valid):
 /// the general path's checks in its order, without the value tree.
 pub fn begin_put_record_fast(
-    state: &State,
+    state: &Engine,
     account: String,
     request: &sluice_aws::fast::PutRecordsRequest<'_>,
     cbor: bool,
@@ -738,7 +738,7 @@ pub(super) type AppendResult = Result<sluice_log::AppendReceipt, sluice_log::App
 
 impl PutDurability {
     /// Awaits the rounds (no thread waits) and settles `outcome`.
-    pub(crate) async fn wait(self, state: &State, outcome: &mut PutOutcome) {
+    pub(crate) async fn wait(self, state: &Engine, outcome: &mut PutOutcome) {
         for round in self.rounds {
             let mut results = provisional(&round.appends);
             round.unsynced.wait_async(&mut results).await;
@@ -759,7 +759,7 @@ pub(super) fn provisional(
 
 /// An append whose round failed fails its entries (InternalFailure).
 pub(super) fn settle_put(
-    state: &State,
+    state: &Engine,
     groups: &Groups,
     appends: &[(usize, Option<sluice_log::AppendReceipt>)],
     results: Vec<AppendResult>,

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use base64::Engine;
+use base64::Engine as _;
 use md5::{Digest, Md5};
 use serde::Serialize;
 use serde_json::Value;
@@ -18,11 +18,11 @@ use sluice_meta::{parse_shard_id, CreateStream, Shard, Stream, StreamMode, Strea
 use sluice_model::SequenceNumber;
 
 use crate::consumers;
+use crate::engine::Engine;
 use crate::iterator::{ShardIterator, ITERATOR_LIFETIME_MS};
-use crate::state::State;
 
 mod put;
-pub(crate) use put::records_size_exceeded;
+pub use put::records_size_exceeded;
 use put::*;
 mod read;
 pub use put::{begin_put_record_fast, begin_put_records_fast, PendingPut};
@@ -40,16 +40,16 @@ const GET_RECORDS_MAX_BYTES: usize = 10 << 20;
 const PUT_RECORDS_MAX_BYTES: usize = 10 << 20;
 
 /// One request: the server's state and the caller's account.
-pub struct Ctx<'a> {
-    state: &'a State,
+pub(crate) struct Ctx<'a> {
+    state: &'a Engine,
     pub(crate) account: String,
     /// The request came as CBOR (the answer must go back as CBOR).
     pub(crate) cbor: bool,
 }
 
 impl std::ops::Deref for Ctx<'_> {
-    type Target = State;
-    fn deref(&self) -> &State {
+    type Target = Engine;
+    fn deref(&self) -> &Engine {
         self.state
     }
 }
@@ -79,7 +79,7 @@ pub enum Begun {
 
 pub fn dispatch(
     request: Request,
-    state: &State,
+    state: &Engine,
     account: String,
     cbor: bool,
 ) -> Result<Begun, AwsError> {
@@ -395,7 +395,7 @@ pub(crate) fn stream_status(status: StreamStatus) -> k::StreamStatus {
     }
 }
 
-pub(crate) fn status_name(status: StreamStatus) -> &'static str {
+pub fn status_name(status: StreamStatus) -> &'static str {
     stream_status(status).as_str()
 }
 
@@ -1094,7 +1094,7 @@ fn reshard(
 /// the scaling policy (`sluice_meta::scaling`) asks for. Returns what it did,
 /// one line per split or merge. Run every few hundred milliseconds by the
 /// server, and by tests after they move the clock.
-pub fn autoscale(state: &State) -> Vec<String> {
+pub fn autoscale(state: &Engine) -> Vec<String> {
     use sluice_meta::scaling::Action;
     let mut scalers = state.autoscaler.scalers();
     let now = state.now_ms();

@@ -1,0 +1,671 @@
+//! The engine's state: the catalog (persisted as a snapshot file), the shard
+//! logs, the clock and the key that authenticates shard iterators, and what
+//! lives beside them (subscriptions, throughput buckets, scaling, health).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use sluice_log::{Log, LogOptions, OsStorage, ShardLog, ShardLogId};
+use sluice_meta::Catalog;
+use sluice_model::Clock;
+
+use crate::Config;
+
+/// Why a data directory could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("data directory {path}: {error}")]
+    Io {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    // Not marked as sources: the message says them already, and a chain
+    // printed with `{:#}` would say them twice.
+    #[error("catalog: {0}")]
+    Catalog(sluice_meta::MetaError),
+    #[error("storage: {0}")]
+    Log(sluice_log::OpenError),
+    #[error("data directory {0} is in use by another Sluice process")]
+    InUse(PathBuf),
+    #[error("{0} is missing but the data directory holds shard logs; refusing to start rather than delete them")]
+    MissingCatalog(PathBuf),
+}
+
+impl From<sluice_meta::MetaError> for OpenError {
+    fn from(e: sluice_meta::MetaError) -> Self {
+        Self::Catalog(e)
+    }
+}
+
+impl From<sluice_log::OpenError> for OpenError {
+    fn from(e: sluice_log::OpenError) -> Self {
+        Self::Log(e)
+    }
+}
+
+#[derive(Debug)]
+pub struct Engine {
+    pub config: Config,
+    pub clock: Arc<dyn Clock>,
+    /// The catalog as last committed, for readers (the data plane): they
+    /// take a snapshot and never wait for a commit's fsyncs.
+    published: RwLock<Arc<Catalog>>,
+    /// The writers' copy: held by a control-plane change while it builds
+    /// and commits the next catalog (one change at a time).
+    writer: Mutex<Arc<Catalog>>,
+    log: Log,
+    iterator_key: [u8; 32],
+    /// Live SubscribeToShard event streams.
+    pub subscriptions: crate::fanout::Subscriptions,
+    /// On-demand streams' load, and the scaling policy's memory.
+    pub autoscaler: crate::autoscale::Autoscaler,
+    /// Per-shard throughput buckets (the `aws` limits profile).
+    pub throttles: crate::limits::Throttles,
+    /// What `/health` reports beyond the shards' own state.
+    pub health: crate::health::Health,
+    /// What each stream took in and refused.
+    pub stats: crate::stats::Stats,
+    /// Set when the server stops: background work ends early.
+    pub stopping: std::sync::atomic::AtomicBool,
+    /// Held (flock) while this state lives: one process per data directory.
+    _lock: std::fs::File,
+}
+
+/// The catalog held for a change (see [`Engine::catalog_mut`]).
+#[derive(Debug)]
+pub struct CatalogWriter<'a>(MutexGuard<'a, Arc<Catalog>>);
+
+impl std::ops::Deref for CatalogWriter<'_> {
+    type Target = Catalog;
+
+    fn deref(&self) -> &Catalog {
+        &self.0
+    }
+}
+
+const CATALOG_FILE: &str = "catalog.json";
+/// Space set aside so that deleting streams works on a full disk (the
+/// catalog must be written to delete anything): see [`Engine::commit_freeing`].
+const RESERVE_FILE: &str = "reserve";
+/// The reserve is at least this large, and at least twice the catalog.
+const RESERVE_MIN_BYTES: u64 = 4 << 20;
+
+/// A stream's account and name, and some of its shards (index, log id):
+/// closed shards whose ending sequence number is not recorded yet, or
+/// shards whose records all expired.
+type StreamShards = (String, String, Vec<(u32, u64)>);
+const KEY_FILE: &str = "iterator.key";
+
+fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> OpenError + '_ {
+    move |error| OpenError::Io {
+        path: path.to_path_buf(),
+        error,
+    }
+}
+
+impl Engine {
+    pub fn open(config: Config, clock: Arc<dyn Clock>) -> Result<Self, OpenError> {
+        let dir = config.data_dir.clone();
+        std::fs::create_dir_all(&dir).map_err(io_at(&dir))?;
+        let lock_path = dir.join("LOCK");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_at(&lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(OpenError::InUse(dir)),
+            Err(std::fs::TryLockError::Error(e)) => return Err(io_at(&lock_path)(e)),
+        }
+        let catalog_path = dir.join(CATALOG_FILE);
+        let (catalog, catalog_missing) = match std::fs::read(&catalog_path) {
+            Ok(bytes) => (
+                Catalog::from_snapshot_in(&bytes, &config.account_id)?,
+                false,
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (Catalog::new(), true),
+            Err(e) => return Err(io_at(&catalog_path)(e)),
+        };
+        let iterator_key = load_or_create_key(&dir.join(KEY_FILE))?;
+        // Segment files held open: half of the open-file limit (up to 64k),
+        // so that connections and the rest always find descriptors, and a
+        // write round-robin over thousands of shards does not reopen a file
+        // per write.
+        let limit = crate::open_file_limit().unwrap_or(1024);
+        let options = LogOptions {
+            durability: config.durability,
+            segment_bytes: config.segment_bytes.max(4096),
+            open_files_max: (limit / 2).clamp(16, 65_536),
+            ..LogOptions::default()
+        };
+        let (log, report) =
+            Log::open_with_report(Arc::new(OsStorage), dir.join("log"), options, clock.clone())?;
+        tracing::info!(
+            "opened {}: {} streams; {} shard logs in {} segment files; replayed {} journal entries ({} bytes) into {} segments; cut {} unacknowledged bytes off segment ends; {} shard logs in quarantine{}{}",
+            dir.display(),
+            catalog.streams().count(),
+            report.shard_logs,
+            report.segments,
+            report.replayed_entries,
+            report.replayed_bytes,
+            report.segments_synced,
+            report.bytes_cut,
+            report.quarantined,
+            if report.migrated_from_v1 { "; migrated from format 1" } else { "" },
+            match &report.journal_cut {
+                Some(damage) => format!("; the damaged journal was cut at {damage}"),
+                None => String::new(),
+            },
+        );
+        if catalog_missing && !log.shard_ids().is_empty() {
+            return Err(OpenError::MissingCatalog(catalog_path));
+        }
+        // Shard logs whose stream is gone (a crash between the two deletes) go now.
+        let live: std::collections::HashSet<u64> = catalog
+            .streams()
+            .flat_map(|s| s.shards.iter().map(|sh| sh.log_id))
+            .collect();
+        for id in log.shard_ids() {
+            if !live.contains(&id.0) {
+                log.delete_shard(id).map_err(io_at(&dir))?;
+            }
+        }
+        let state = Self {
+            config,
+            clock,
+            published: RwLock::new(Arc::new(catalog.clone())),
+            writer: Mutex::new(Arc::new(catalog)),
+            log,
+            iterator_key,
+            subscriptions: crate::fanout::Subscriptions::default(),
+            autoscaler: crate::autoscale::Autoscaler::default(),
+            throttles: crate::limits::Throttles::default(),
+            health: crate::health::Health::default(),
+            stats: crate::stats::Stats::default(),
+            stopping: std::sync::atomic::AtomicBool::new(false),
+            _lock: lock,
+        };
+        for problem in state.shard_problems() {
+            crate::warn(problem);
+        }
+        // A close frame that damage took away (the newest segment's last
+        // frame is cut as a torn tail) goes back at the same offset, so the
+        // recorded ending sequence number holds again.
+        for log_id in state.closed_in_catalog() {
+            if let Some(log) = state.shard_log(log_id) {
+                if log.info().ending_sequence.is_none() && log.info().damage.is_none() {
+                    if let Err(e) = log.close() {
+                        crate::warn(format_args!("closing shard log {log_id:016x}: {e}"));
+                    }
+                }
+            }
+        }
+        // Housekeeping that fails here (a full disk) is retried periodically;
+        // the server starts anyway so that streams can be deleted.
+        if let Err(e) = state.finish_pending_closes() {
+            crate::warn(format_args!("finishing closes at start: {e}"));
+        }
+        // The log keeps its trim point in memory only: re-apply retention first.
+        if let Err(e) = state.apply_retention() {
+            crate::warn(format_args!("applying retention at start: {e}"));
+        }
+        if let Err(e) = state.sweep_deleted() {
+            crate::warn(format_args!("removing deleted streams at start: {e}"));
+        }
+        state.ensure_reserve();
+        Ok(state)
+    }
+
+    /// Shard logs of closed shards, by the catalog.
+    fn closed_in_catalog(&self) -> Vec<u64> {
+        self.catalog()
+            .streams()
+            .flat_map(|s| {
+                s.shards
+                    .iter()
+                    .filter(|sh| {
+                        sh.closed
+                            .as_ref()
+                            .is_some_and(|c| c.ending_sequence.is_some())
+                    })
+                    .map(|sh| sh.log_id)
+            })
+            .collect()
+    }
+
+    /// Poisoned and quarantined shards, named as callers know them.
+    pub fn shard_problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        for (name, log_id) in self.named_shards() {
+            let Some(log) = self.shard_log(log_id) else {
+                continue;
+            };
+            let info = log.info();
+            if info.poisoned {
+                problems.push(format!(
+                    "{name} refuses writes after a failed fsync; restart the server to recover it"
+                ));
+            }
+            if let Some(damage) = info.damage {
+                problems.push(quarantine_problem(&name, &damage));
+            }
+        }
+        problems
+    }
+
+    /// "shard S of stream N under account A" and the shard log id, for every
+    /// shard in the catalog.
+    fn named_shards(&self) -> Vec<(String, u64)> {
+        self.catalog()
+            .streams()
+            .flat_map(|s| {
+                s.shards.iter().map(|sh| {
+                    let name = format!(
+                        "shard {} of stream {} under account {}",
+                        sluice_meta::shard_id(sh.index),
+                        s.name,
+                        s.account
+                    );
+                    (name, sh.log_id)
+                })
+            })
+            .collect()
+    }
+
+    /// Everything `/health` reports; empty when all is well.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = self.health.problems();
+        problems.extend(self.shard_problems());
+        problems
+    }
+
+    /// Verifies every frame of every shard log (opening checks only the
+    /// newest segments), quarantining and reporting damage: run in the
+    /// background after start. Returns how many shard logs are damaged.
+    pub fn verify_all(&self) -> usize {
+        let mut damaged = 0;
+        for id in self.log.shard_ids() {
+            if self.stopping.load(Ordering::Relaxed) {
+                break;
+            }
+            let Some(log) = self.log.shard(id) else {
+                continue;
+            };
+            let known = log.damage().is_some();
+            match log.verify(&|| self.stopping.load(Ordering::Relaxed)) {
+                Ok(Some(damage)) => {
+                    damaged += 1;
+                    if !known {
+                        let name = self
+                            .named_shards()
+                            .into_iter()
+                            .find(|(_, log_id)| *log_id == id.0)
+                            .map_or_else(|| format!("shard log {id}"), |(name, _)| name);
+                        crate::warn(quarantine_problem(&name, &damage));
+                    }
+                }
+                Ok(None) | Err(sluice_log::ReadError::Deleted) => {}
+                Err(e) => crate::warn(format_args!("verifying shard log {id}: {e}")),
+            }
+        }
+        damaged
+    }
+
+    /// Closes the shard logs of shards that a split or merge closed, and
+    /// records their ending sequence numbers in the catalog. Closing a log
+    /// again returns the same number, so this also finishes a reshard that a
+    /// crash interrupted.
+    pub fn finish_closes(
+        &self,
+        account: &str,
+        name: &str,
+        closed: &[(u32, u64)],
+    ) -> std::io::Result<()> {
+        let mut endings = Vec::new();
+        for &(index, log_id) in closed {
+            if let Some(log) = self.shard_log(log_id) {
+                match log.close() {
+                    Ok(ending) => endings.push((index, ending)),
+                    // Damaged data takes no close frame until repaired; the
+                    // other shards close, and this one stays pending.
+                    Err(sluice_log::AppendError::Quarantined(_)) => {}
+                    Err(e) => return Err(std::io::Error::other(e)),
+                }
+            }
+        }
+        if endings.is_empty() {
+            return Ok(());
+        }
+        let mut catalog = self.catalog_mut();
+        let mut next = catalog.clone();
+        for (index, ending) in endings {
+            // The stream may have been deleted meanwhile: nothing to record.
+            let _ = next.set_ending_sequence(account, name, index, ending);
+        }
+        self.commit(&mut catalog, next)
+    }
+
+    /// Finishes the closes of every reshard that did not get to record its
+    /// parents' ending sequence numbers (a crash, or a failed close or
+    /// commit): at start, and from the periodic housekeeping.
+    pub fn finish_pending_closes(&self) -> std::io::Result<()> {
+        for (account, name, closing) in self.unfinished_closes() {
+            self.finish_closes(&account, &name, &closing)?;
+        }
+        Ok(())
+    }
+
+    /// Closed shards whose ending sequence number is not recorded (a crash
+    /// during a reshard): by stream, the shards to finish closing.
+    fn unfinished_closes(&self) -> Vec<StreamShards> {
+        self.catalog()
+            .streams()
+            .filter_map(|s| {
+                let closing: Vec<(u32, u64)> = s
+                    .shards
+                    .iter()
+                    .filter(|sh| {
+                        sh.closed
+                            .as_ref()
+                            .is_some_and(|c| c.ending_sequence.is_none())
+                    })
+                    .map(|sh| (sh.index, sh.log_id))
+                    .collect();
+                (!closing.is_empty()).then(|| (s.account.clone(), s.name.clone(), closing))
+            })
+            .collect()
+    }
+
+    /// Removes the streams whose DELETING time is over, and their shard logs.
+    pub fn sweep_deleted(&self) -> std::io::Result<()> {
+        let now = self.now_ms();
+        let gone = {
+            let mut catalog = self.catalog_mut();
+            if !catalog.has_gone(now) {
+                return Ok(());
+            }
+            let mut next = catalog.clone();
+            let gone = next.sweep(now);
+            for stream in &gone {
+                next.remove_policies_of(&self.stream_arn(&stream.account, &stream.name));
+            }
+            self.commit_freeing(&mut catalog, next)?;
+            gone
+        };
+        for shard in gone.iter().flat_map(|s| &s.shards) {
+            self.log.delete_shard(ShardLogId(shard.log_id))?;
+        }
+        self.ensure_reserve();
+        Ok(())
+    }
+
+    /// Trims every shard log to its stream's retention period, and removes
+    /// closed shards whose records have all expired (catalog first, then
+    /// their logs; a crash in between leaves logs no stream names, which the
+    /// next start deletes).
+    pub fn apply_retention(&self) -> std::io::Result<()> {
+        let now = self.now_ms();
+        // The trim points first: readers must never see expired records, even
+        // when what follows fails (a full disk).
+        let cutoffs: Vec<(u64, u64)> = self
+            .catalog()
+            .streams()
+            .flat_map(|s| {
+                let cutoff = s.retention_cutoff_ms(now);
+                s.shards.iter().map(move |sh| (sh.log_id, cutoff))
+            })
+            .collect();
+        let mut result = Ok(());
+        for (log_id, cutoff) in cutoffs {
+            if let Some(log) = self.shard_log(log_id) {
+                if let Err(e) = log.trim_before(cutoff) {
+                    result = result.and(Err(e));
+                }
+            }
+        }
+        let expired: Vec<u64> = {
+            let mut catalog = self.catalog_mut();
+            let gone: Vec<StreamShards> = catalog
+                .streams()
+                .filter_map(|s| {
+                    let gone = s.expired_closed_shards(s.retention_cutoff_ms(now));
+                    (!gone.is_empty()).then(|| (s.account.clone(), s.name.clone(), gone))
+                })
+                .collect();
+            if gone.is_empty() {
+                Vec::new()
+            } else {
+                let mut next = catalog.clone();
+                let mut expired = Vec::new();
+                for (account, name, shards) in gone {
+                    if let Ok(stream) = next.stream_mut(&account, &name) {
+                        let indexes: Vec<u32> = shards.iter().map(|g| g.0).collect();
+                        stream.remove_shards(&indexes);
+                        expired.extend(shards.iter().map(|g| g.1));
+                    }
+                }
+                self.commit_freeing(&mut catalog, next)?;
+                expired
+            }
+        };
+        for log_id in &expired {
+            self.log.delete_shard(ShardLogId(*log_id))?;
+        }
+        if !expired.is_empty() {
+            self.ensure_reserve();
+        }
+        // Forget the throughput buckets of shards that are gone.
+        self.throttles
+            .retain(|id| self.log.shard(ShardLogId(id)).is_some(), now);
+        result
+    }
+
+    /// Everything the clock makes due: deleted streams and consumers go,
+    /// unfinished closes finish, retention trims, on-demand streams scale.
+    /// Periodic, and at once when a test moves the virtual clock.
+    pub fn housekeeping(&self) {
+        let _ = self.sweep_deleted();
+        let _ = self.finish_pending_closes();
+        let _ = self.apply_retention();
+        self.autoscale();
+    }
+
+    /// Deletes every stream of every account at once (a test control);
+    /// how many there were.
+    pub fn reset(&self) -> std::io::Result<usize> {
+        let gone = {
+            let mut catalog = self.catalog_mut();
+            let mut next = catalog.clone();
+            let gone = next.take_streams();
+            self.commit_freeing(&mut catalog, next)?;
+            gone
+        };
+        self.subscriptions.stop_every();
+        self.throttles.unblock_all();
+        for shard in gone.iter().flat_map(|s| &s.shards) {
+            self.log.delete_shard(ShardLogId(shard.log_id))?;
+        }
+        self.ensure_reserve();
+        Ok(gone.len())
+    }
+
+    /// Lets ON_DEMAND streams follow their load if a measuring window is
+    /// over (see `sluice_meta::scaling`); what it split and merged.
+    pub fn autoscale(&self) -> Vec<String> {
+        crate::ops::autoscale(self)
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    /// The catalog as last committed: a snapshot to read (a change
+    /// committed meanwhile is not in it).
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.published
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The catalog, to change: held until dropped, so that changes happen
+    /// one at a time; [`Engine::commit`] makes the next one current.
+    pub fn catalog_mut(&self) -> CatalogWriter<'_> {
+        CatalogWriter(self.writer.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Replaces the catalog with `next`, durably: temp file, fsync, rename,
+    /// fsync the directory. Memory follows the file: if anything fails before
+    /// the rename, `current` stays as it was; once the rename is done, `current`
+    /// becomes `next` even if the directory fsync then fails (the error is
+    /// still returned, since the change may not survive a power loss).
+    /// [`Engine::commit`] for a change that frees space (deleting streams or
+    /// expired shards): on a full disk it gives up the reserve file, so that
+    /// space can always be freed through the API.
+    pub fn commit_freeing(
+        &self,
+        current: &mut CatalogWriter<'_>,
+        next: Catalog,
+    ) -> std::io::Result<()> {
+        match self.commit(current, next.clone()) {
+            Err(e) if is_disk_full(&e) => {
+                let reserve = self.config.data_dir.join(RESERVE_FILE);
+                match std::fs::remove_file(&reserve) {
+                    Ok(()) => {
+                        self.health.reserve_missing.store(true, Ordering::Relaxed);
+                        crate::warn("the disk is full: the reserve was given up to delete streams");
+                        self.commit(current, next)
+                    }
+                    Err(_) => Err(e),
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// Sets the reserve aside if it is missing (at start, and after space
+    /// was freed): max(4 MiB, twice the catalog) of zeros, fsynced.
+    pub fn ensure_reserve(&self) {
+        let path = self.config.data_dir.join(RESERVE_FILE);
+        let want = RESERVE_MIN_BYTES.max(2 * self.catalog().snapshot().len() as u64);
+        if std::fs::metadata(&path).is_ok_and(|m| m.len() >= want) {
+            self.health.reserve_missing.store(false, Ordering::Relaxed);
+            return;
+        }
+        let tmp = path.with_extension("tmp");
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::File::create(&tmp)?;
+            let zeros = vec![0u8; 64 << 10];
+            let mut written = 0;
+            while written < want {
+                let n = zeros.len().min((want - written) as usize);
+                f.write_all(&zeros[..n])?;
+                written += n as u64;
+            }
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            std::fs::File::open(&self.config.data_dir)?.sync_all()
+        };
+        match write() {
+            Ok(()) => self.health.reserve_missing.store(false, Ordering::Relaxed),
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                if !self.health.reserve_missing.swap(true, Ordering::Relaxed) {
+                    crate::warn(format_args!(
+                        "cannot set aside {want} bytes for deleting streams on a full disk: {e}"
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Writes `next` durably and makes it the catalog: for the writer, and
+    /// (once durable) for readers. Readers never wait for the fsyncs: they
+    /// read the previous catalog meanwhile.
+    pub fn commit(&self, current: &mut CatalogWriter<'_>, next: Catalog) -> std::io::Result<()> {
+        let dir = &self.config.data_dir;
+        let tmp = dir.join(format!("{CATALOG_FILE}.tmp"));
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&next.snapshot())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, dir.join(CATALOG_FILE))?;
+        // The writer's copy follows the file; readers see it only once the
+        // rename is durable: a put acknowledged into a new stream must never
+        // outlive the stream's catalog entry. (After a failed directory
+        // fsync the next commit that succeeds publishes both.)
+        let synced = std::fs::File::open(dir).and_then(|d| d.sync_all());
+        let next = Arc::new(next);
+        *current.0 = next.clone();
+        if synced.is_ok() {
+            *self.published.write().unwrap_or_else(|p| p.into_inner()) = next;
+        }
+        synced
+    }
+
+    pub fn log(&self) -> &Log {
+        &self.log
+    }
+
+    pub fn shard_log(&self, log_id: u64) -> Option<Arc<ShardLog>> {
+        self.log.shard(ShardLogId(log_id))
+    }
+
+    pub fn iterator_key(&self) -> &[u8; 32] {
+        &self.iterator_key
+    }
+
+    pub fn stream_arn(&self, account: &str, name: &str) -> String {
+        format!(
+            "arn:aws:kinesis:{}:{account}:stream/{name}",
+            self.config.region
+        )
+    }
+
+    /// At shutdown: everything acknowledged made durable, then a checkpoint,
+    /// so that the next start has no journal to replay.
+    pub fn flush(&self) {
+        self.log.flush();
+        if let Err(e) = self.log.checkpoint() {
+            crate::warn(format_args!("checkpoint at shutdown: {e}"));
+        }
+    }
+}
+
+/// How a quarantined shard is reported (start-up log, `/health`).
+fn quarantine_problem(name: &str, damage: &sluice_log::Damage) -> String {
+    format!(
+        "{name} is quarantined: {damage}; stop the server and run `sluice ctl repair` on its data directory"
+    )
+}
+
+/// ENOSPC or EDQUOT.
+pub fn is_disk_full(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::StorageFull || e.raw_os_error() == Some(122)
+}
+
+/// The iterator key survives restarts so that iterators handed out stay valid.
+fn load_or_create_key(path: &Path) -> Result<[u8; 32], OpenError> {
+    if let Ok(bytes) = std::fs::read(path) {
+        if let Ok(key) = <[u8; 32]>::try_from(bytes.as_slice()) {
+            return Ok(key);
+        }
+    }
+    let mut key = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut key))
+        .map_err(io_at(Path::new("/dev/urandom")))?;
+    let tmp = path.with_extension("tmp");
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&key)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all()
+    };
+    write().map_err(io_at(path))?;
+    Ok(key)
+}
