@@ -256,7 +256,49 @@ fn request_enum(
         writeln!(out, "            Self::{name}(_) => \"{name}\",").unwrap();
     }
     writeln!(out, "        }}\n    }}\n}}").unwrap();
+    response_enum(out, &ops);
     Ok(())
+}
+
+/// `Response`: one variant per operation, with its output if it has one.
+fn response_enum(out: &mut String, ops: &BTreeMap<&str, (Option<&str>, Option<&str>)>) {
+    writeln!(
+        out,
+        "\n/// An answer of any operation, typed (operations without output answer `{{}}`).\n#[derive(Debug, Clone, PartialEq)]\npub enum Response {{"
+    )
+    .unwrap();
+    for (name, (_, output)) in ops {
+        match output {
+            Some(output) => writeln!(out, "    {name}({output}),").unwrap(),
+            None => writeln!(out, "    {name},").unwrap(),
+        }
+    }
+    writeln!(
+        out,
+        "}}\n\nimpl Response {{\n    /// The operation's name.\n    pub fn operation(&self) -> &'static str {{\n        match self {{"
+    )
+    .unwrap();
+    for (name, (_, output)) in ops {
+        let pattern = if output.is_some() { "(_)" } else { "" };
+        writeln!(out, "            Self::{name}{pattern} => \"{name}\",").unwrap();
+    }
+    writeln!(
+        out,
+        "        }}\n    }}\n\n    /// The JSON form the encoders take.\n    pub fn to_value(&self) -> serde_json::Value {{\n        fn value<T: Serialize>(output: &T) -> serde_json::Value {{\n            serde_json::to_value(output).expect(\"typed answers serialize\")\n        }}\n        match self {{"
+    )
+    .unwrap();
+    for (name, (_, output)) in ops {
+        if output.is_some() {
+            writeln!(out, "            Self::{name}(output) => value(output),").unwrap();
+        } else {
+            writeln!(
+                out,
+                "            Self::{name} => serde_json::Value::Object(serde_json::Map::new()),"
+            )
+            .unwrap();
+        }
+    }
+    writeln!(out, "        }}\n    }}\n}}").unwrap();
 }
 
 /// `StreamARN` -> `stream_arn`, `MaxRecordSizeInKiB` -> `max_record_size_in_kib`.

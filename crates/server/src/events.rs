@@ -1,5 +1,6 @@
-//! SubscribeToShard's response body: the event-stream messages the engine's
-//! subscription task sends (`sluice_streams::fanout`), counted as bytes out.
+//! SubscribeToShard's response body: the events the engine's subscription
+//! task sends (`sluice_streams::fanout`), encoded as event-stream messages
+//! when the connection takes them, counted as bytes out.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -15,8 +16,10 @@ use crate::state::State;
 
 #[derive(Debug)]
 pub struct EventBody {
-    rx: mpsc::Receiver<Bytes>,
+    rx: mpsc::Receiver<sluice_streams::fanout::Event>,
     state: Arc<State>,
+    /// The request came as CBOR: payloads are CBOR too.
+    cbor: bool,
 }
 
 impl Body for EventBody {
@@ -27,8 +30,10 @@ impl Body for EventBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let cbor = self.cbor;
         self.rx.poll_recv(cx).map(|m| {
-            m.map(|b| {
+            m.map(|event| {
+                let b = crate::encode::event(event, cbor);
                 self.state
                     .metrics
                     .bytes_out
@@ -40,7 +45,11 @@ impl Body for EventBody {
 }
 
 /// Starts pushing events for `sub`; the body ends when the subscription does.
-pub fn start(state: Arc<State>, sub: sluice_streams::fanout::Subscription) -> EventBody {
+pub fn start(
+    state: Arc<State>,
+    sub: sluice_streams::fanout::Subscription,
+    cbor: bool,
+) -> EventBody {
     let rx = sluice_streams::fanout::start(state.engine.clone(), sub);
-    EventBody { rx, state }
+    EventBody { rx, state, cbor }
 }

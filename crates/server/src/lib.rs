@@ -8,6 +8,7 @@
 //! `sluice_streams::Engine` (catalog, shard logs, clock, iterator key).
 
 mod admin;
+mod encode;
 mod events;
 mod metrics;
 mod service;

@@ -23,6 +23,7 @@ use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_rustls::TlsAcceptor;
 
+use crate::encode;
 use crate::events::{self, EventBody};
 use crate::state::State;
 use sluice_streams::ops;
@@ -547,19 +548,6 @@ enum Done {
 /// wait for the fsync is async, so no thread waits on it.
 const INLINE_PUT_MAX_BYTES: usize = 64 << 10;
 
-/// An operation's output in the request's protocol.
-fn encode_output(output: ops::Output, cbor: bool, operation: &str) -> Bytes {
-    match output {
-        ops::Output::Json(bytes) => Bytes::from(bytes),
-        ops::Output::Value(value) if cbor => {
-            Bytes::from(cbor::encode_cbor_output(kinesis(), operation, &value))
-        }
-        ops::Output::Value(value) => {
-            Bytes::from(serde_json::to_vec(&value).expect("JSON values serialize"))
-        }
-    }
-}
-
 type Routed = (Result<Reply, AwsError>, Leftover);
 
 async fn route(req: Request<Incoming>, state: Arc<State>, cbor: bool, seen: &mut Seen) -> Routed {
@@ -654,7 +642,6 @@ async fn route(req: Request<Incoming>, state: Arc<State>, cbor: bool, seen: &mut
     let events_state = state.clone();
     let is_put = operation == "PutRecords" || operation == "PutRecord";
     let inline = is_put && body.len() <= INLINE_PUT_MAX_BYTES && state.faults.is_empty();
-    let op = operation.clone();
     let run = move || -> Result<Done, AwsError> {
         // The body's memory stays counted until the operation is done with it.
         let _budget = budget;
@@ -667,7 +654,7 @@ async fn route(req: Request<Incoming>, state: Arc<State>, cbor: bool, seen: &mut
                 sluice_aws::fast::decode_put_records(&body)
             };
             if let Some(request) = fast {
-                return ops::begin_put_records_fast(&state, account, &request, cbor).map(Done::Put);
+                return ops::begin_put_records_fast(&state, account, &request).map(Done::Put);
             }
         }
         if operation == "PutRecord" && state.faults.is_empty() {
@@ -677,7 +664,7 @@ async fn route(req: Request<Incoming>, state: Arc<State>, cbor: bool, seen: &mut
                 sluice_aws::fast::decode_put_record(&body)
             };
             if let Some(request) = fast {
-                return ops::begin_put_record_fast(&state, account, &request, cbor).map(Done::Put);
+                return ops::begin_put_record_fast(&state, account, &request).map(Done::Put);
             }
         }
         let input = if cbor {
@@ -714,8 +701,9 @@ async fn route(req: Request<Incoming>, state: Arc<State>, cbor: bool, seen: &mut
             }
         }
         let request = sluice_aws::kinesis::Request::decode(&operation, &input)?;
-        Ok(match ops::dispatch(request, &state, account, cbor)? {
-            ops::Begun::Answer(output) => Done::Body(encode_output(output, cbor, &operation)),
+        Ok(match ops::dispatch(request, &state, account)? {
+            ops::Begun::Answer(answer) => Done::Body(encode::response(&answer, cbor)),
+            ops::Begun::Records(records) => Done::Body(encode::records(&records, cbor)),
             ops::Begun::Put(put) => Done::Put(put),
             ops::Begun::Subscription(sub) => Done::Subscription(sub),
         })
@@ -728,11 +716,13 @@ async fn route(req: Request<Incoming>, state: Arc<State>, cbor: bool, seen: &mut
     };
     let outcome = match done {
         Ok(Ok(Done::Body(body))) => Ok(Reply::Body(body)),
-        Ok(Ok(Done::Subscription(sub))) => Ok(Reply::Events(events::start(events_state, sub))),
+        Ok(Ok(Done::Subscription(sub))) => {
+            Ok(Reply::Events(events::start(events_state, sub, cbor)))
+        }
         Ok(Ok(Done::Put(put))) => put
             .finish(&events_state)
             .await
-            .map(|output| Reply::Body(encode_output(output, cbor, &op))),
+            .map(|answer| Reply::Body(encode::put(&answer, cbor))),
         Ok(Err(e)) => Err(e),
         Err(_) => Err(AwsError::new(
             ErrorCode::InternalFailure,

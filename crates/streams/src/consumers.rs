@@ -470,6 +470,5 @@ pub(crate) fn subscribe_to_shard(
         },
         cursor,
         ends_at_ms: now.saturating_add(crate::fanout::SUBSCRIPTION_LIFETIME_MS),
-        cbor: state.cbor,
     })
 }

@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use sluice_aws::{AwsError, ErrorCode};
 use sluice_log::{Cursor, ReadBatch, ReadLimits, ShardLog};
 use sluice_meta::{ConsumerStatus, StreamStatus};
@@ -226,64 +225,32 @@ pub struct Subscription {
     pub reader: Reader,
     pub cursor: Cursor,
     pub ends_at_ms: u64,
-    /// The request came as CBOR: event payloads are CBOR too.
-    pub cbor: bool,
+}
+
+/// What a subscription sends, in order: the initial response, records
+/// events (perhaps empty: heartbeats), and perhaps an error that ends it.
+/// The caller encodes them (`application/vnd.amazon.eventstream`).
+#[derive(Debug)]
+pub enum Event {
+    Initial,
+    /// A SubscribeToShardEvent.
+    Records {
+        records: Vec<sluice_log::Record>,
+        millis_behind_latest: u64,
+        /// Where a next subscription starts; absent at the end of a closed
+        /// shard, where `child_shards` say where to go on.
+        continuation_sequence_number: Option<String>,
+        child_shards: Vec<sluice_aws::fast::ChildShard>,
+    },
+    Error(AwsError),
 }
 
 /// Starts pushing events for `sub` into a channel of one (the response
 /// body drains it); the channel closes when the subscription ends.
-pub fn start(state: Arc<Engine>, sub: Subscription) -> mpsc::Receiver<Bytes> {
+pub fn start(state: Arc<Engine>, sub: Subscription) -> mpsc::Receiver<Event> {
     let (tx, rx) = mpsc::channel(1);
     tokio::spawn(run(state, sub, tx));
     rx
-}
-
-fn initial_response(cbor: bool) -> Bytes {
-    Bytes::from(sluice_aws::eventstream::initial_response(cbor))
-}
-
-fn exception(cbor: bool, error: &AwsError) -> Bytes {
-    Bytes::from(sluice_aws::eventstream::exception(cbor, error))
-}
-
-/// A SubscribeToShardEvent. `continuation` is absent at the end of a closed
-/// shard (where `children` say where to go on), as AWS sends it.
-fn records_event(
-    cbor: bool,
-    batch: &ReadBatch,
-    continuation: Option<u128>,
-    children: &[sluice_aws::fast::ChildShard],
-) -> Bytes {
-    let continuation = continuation.map(|c| SequenceNumber(c).to_string());
-    let payload = if cbor {
-        let mut out = Vec::with_capacity(crate::ops::records_cbor_size(&batch.records) + 600);
-        crate::ops::write_records_cbor(
-            &batch.records,
-            batch.millis_behind_latest,
-            continuation
-                .as_deref()
-                .map(sluice_aws::fast_cbor::RecordsTail::ContinuationSequenceNumber),
-            children,
-            &mut out,
-        );
-        out
-    } else {
-        let mut out = Vec::with_capacity(crate::ops::records_json_size(&batch.records) + 600);
-        sluice_aws::fast::write_get_records_start(&mut out);
-        crate::ops::write_records_json(&batch.records, &mut out);
-        sluice_aws::fast::write_subscribe_event_end(
-            continuation.as_deref(),
-            batch.millis_behind_latest,
-            children,
-            &mut out,
-        );
-        out
-    };
-    Bytes::from(sluice_aws::eventstream::event(
-        sluice_aws::kinesis::SUBSCRIBE_TO_SHARD_EVENT,
-        cbor,
-        payload,
-    ))
 }
 
 /// AWS's per-consumer, per-shard read rate, on the injected clock.
@@ -447,19 +414,18 @@ async fn unless_ended<F: std::future::Future>(
     }
 }
 
-async fn run(state: Arc<Engine>, sub: Subscription, tx: mpsc::Sender<Bytes>) {
+async fn run(state: Arc<Engine>, sub: Subscription, tx: mpsc::Sender<Event>) {
     let Subscription {
         claim,
         reader,
         mut cursor,
         ends_at_ms,
-        cbor,
     } = sub;
     let stop = claim.stop.clone();
     let reader = Arc::new(reader);
     // Sends one message; false when the subscriber left or the subscription
     // ended (a reader that stops reading still ends on time).
-    let send = |message: Bytes| {
+    let send = |message: Event| {
         let (state, stop, tx) = (state.clone(), stop.clone(), tx.clone());
         async move {
             unless_ended(&state, &stop, ends_at_ms, tx.send(message))
@@ -467,7 +433,7 @@ async fn run(state: Arc<Engine>, sub: Subscription, tx: mpsc::Sender<Bytes>) {
                 .is_some_and(|sent| sent.is_ok())
         }
     };
-    let finish = |tx: &mpsc::Sender<Bytes>| {
+    let finish = |tx: &mpsc::Sender<Event>| {
         // Taken over: the older stream fails with ResourceInUseException, as
         // AWS describes (if the subscriber has room for it).
         if stop.taken_over.load(Ordering::SeqCst) {
@@ -481,10 +447,10 @@ async fn run(state: Arc<Engine>, sub: Subscription, tx: mpsc::Sender<Bytes>) {
                     reader.consumer
                 ),
             );
-            let _ = tx.try_send(exception(cbor, &e));
+            let _ = tx.try_send(Event::Error(e));
         }
     };
-    if !send(initial_response(cbor)).await {
+    if !send(Event::Initial).await {
         return finish(&tx);
     }
     let limited = state.config.enforce_limits;
@@ -499,13 +465,15 @@ async fn run(state: Arc<Engine>, sub: Subscription, tx: mpsc::Sender<Bytes>) {
         let (batch, children) = match stepped {
             Ok(Ok(done)) => done,
             Ok(Err(e)) => {
-                send(exception(cbor, &e)).await;
+                send(Event::Error(e)).await;
                 return;
             }
             Err(_) => return,
         };
         let due = last_event.is_none_or(|at| at.elapsed() >= HEARTBEAT);
-        if !batch.records.is_empty() || batch.end_of_shard || due {
+        let (caught_up, end_of_shard, next) =
+            (batch.records.is_empty(), batch.end_of_shard, batch.next);
+        if !caught_up || end_of_shard || due {
             if limited {
                 while let Err(wait) = bucket.take(state.now_ms(), batch.bytes()) {
                     let waited =
@@ -519,16 +487,22 @@ async fn run(state: Arc<Engine>, sub: Subscription, tx: mpsc::Sender<Bytes>) {
                 (!batch.end_of_shard).then(|| sluice_log::position_before(batch.next));
             stop.millis_behind
                 .store(batch.millis_behind_latest, Ordering::Relaxed);
-            if !send(records_event(cbor, &batch, continuation, &children)).await {
+            let event = Event::Records {
+                records: batch.records,
+                millis_behind_latest: batch.millis_behind_latest,
+                continuation_sequence_number: continuation.map(|c| SequenceNumber(c).to_string()),
+                child_shards: children,
+            };
+            if !send(event).await {
                 return finish(&tx);
             }
             last_event = Some(tokio::time::Instant::now());
         }
-        cursor = batch.next;
-        if batch.end_of_shard {
+        cursor = next;
+        if end_of_shard {
             return;
         }
-        if batch.records.is_empty() {
+        if caught_up {
             // Caught up: wait for an append (or a poisoned shard, which the
             // next step reports), the subscriber leaving, the end, or the
             // next heartbeat. Housekeeping wakes check only the end.

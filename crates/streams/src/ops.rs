@@ -8,9 +8,8 @@ use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use md5::{Digest, Md5};
-use serde::Serialize;
 use serde_json::Value;
-use sluice_aws::kinesis::{self as k, Request};
+use sluice_aws::kinesis::{self as k, Request, Response};
 use sluice_aws::types::Timestamp;
 use sluice_aws::{AwsError, ErrorCode};
 use sluice_log::{AppendRecord, ReadError, ReadLimits, StartingPosition};
@@ -25,26 +24,23 @@ mod put;
 pub use put::records_size_exceeded;
 use put::*;
 mod read;
-pub use put::{begin_put_record_fast, begin_put_records_fast, PendingPut};
-use read::*;
-pub(crate) use read::{
-    child_shards, records_cbor_size, records_json_size, starting_position, write_records_cbor,
-    write_records_json, PositionWords,
+pub use put::{
+    begin_put_record_fast, begin_put_records_fast, EntryError, PendingPut, PutAnswer,
+    PutRecordsAnswer,
 };
-
-pub(crate) type OpResult = Result<Value, AwsError>;
+use read::*;
+pub(crate) use read::{child_shards, starting_position, PositionWords};
+pub use read::{is_encrypted, Records};
 
 /// GetRecords returns at most this much data per call (AWS: 10 MiB).
 const GET_RECORDS_MAX_BYTES: usize = 10 << 20;
 /// PutRecords carries at most this much data and partition key per call (AWS: 10 MiB).
 const PUT_RECORDS_MAX_BYTES: usize = 10 << 20;
 
-/// One request: the server's state and the caller's account.
+/// One request: the engine and the caller's account.
 pub(crate) struct Ctx<'a> {
     state: &'a Engine,
     pub(crate) account: String,
-    /// The request came as CBOR (the answer must go back as CBOR).
-    pub(crate) cbor: bool,
 }
 
 impl std::ops::Deref for Ctx<'_> {
@@ -60,128 +56,128 @@ impl Ctx<'_> {
     }
 }
 
-/// An operation's answer: a value for the encoder, or AWS JSON already
-/// written (GetRecords, when the request was JSON).
-#[derive(Debug)]
-pub enum Output {
-    Value(Value),
-    Json(Vec<u8>),
-}
-
 /// What the server does with a request: an answer now, a put to await, or
 /// an event stream to start.
 #[derive(Debug)]
 pub enum Begun {
-    Answer(Output),
+    /// A typed answer.
+    Answer(Response),
+    /// GetRecords' records, for the caller to encode (no value tree for up
+    /// to 10 MiB of them).
+    Records(Records),
+    /// A put, up to the durable point: await [`PendingPut::finish`].
     Put(PendingPut),
+    /// SubscribeToShard's checks passed: start [`crate::fanout::start`].
     Subscription(crate::fanout::Subscription),
 }
 
-pub fn dispatch(
-    request: Request,
-    state: &Engine,
-    account: String,
-    cbor: bool,
-) -> Result<Begun, AwsError> {
-    let state = &Ctx {
-        state,
-        account,
-        cbor,
-    };
-    let answer = |value: Value| Ok(Begun::Answer(Output::Value(value)));
+/// Runs `request` for `account`.
+pub fn dispatch(request: Request, state: &Engine, account: String) -> Result<Begun, AwsError> {
+    let state = &Ctx { state, account };
     match request {
-        Request::GetRecords(input) => get_records(state, &input).map(Begun::Answer),
+        Request::GetRecords(input) => get_records(state, &input).map(Begun::Records),
         Request::PutRecord(input) => put_record_begin(state, input).map(Begun::Put),
         Request::PutRecords(input) => put_records_begin(state, input).map(Begun::Put),
         Request::SubscribeToShard(input) => {
             consumers::subscribe_to_shard(state, input).map(Begun::Subscription)
         }
-        other => answer(route(other, state)?),
+        other => route(other, state).map(Begun::Answer),
     }
 }
 
-/// An answer in the JSON form the encoders take.
-pub(crate) fn typed<T: Serialize>(answer: T) -> Value {
-    serde_json::to_value(answer).expect("typed answers serialize")
-}
-
-/// The answer of an operation without output: `{}`.
-fn done(_: ()) -> Value {
-    Value::Object(serde_json::Map::new())
-}
-
-fn route(request: Request, state: &Ctx) -> OpResult {
+fn route(request: Request, state: &Ctx) -> Result<Response, AwsError> {
     use Request as R;
     match request {
-        R::CreateStream(i) => create_stream(state, i).map(done),
-        R::DeleteStream(i) => delete_stream(state, i).map(done),
-        R::DescribeStream(i) => describe_stream(state, i).map(typed),
-        R::DescribeStreamSummary(i) => describe_stream_summary(state, i).map(typed),
-        R::ListStreams(i) => list_streams(state, i).map(typed),
-        R::ListShards(i) => list_shards(state, i).map(typed),
-        R::GetShardIterator(i) => get_shard_iterator(state, i).map(typed),
+        R::CreateStream(i) => create_stream(state, i).map(|()| Response::CreateStream),
+        R::DeleteStream(i) => delete_stream(state, i).map(|()| Response::DeleteStream),
+        R::DescribeStream(i) => describe_stream(state, i).map(Response::DescribeStream),
+        R::DescribeStreamSummary(i) => {
+            describe_stream_summary(state, i).map(Response::DescribeStreamSummary)
+        }
+        R::ListStreams(i) => list_streams(state, i).map(Response::ListStreams),
+        R::ListShards(i) => list_shards(state, i).map(Response::ListShards),
+        R::GetShardIterator(i) => get_shard_iterator(state, i).map(Response::GetShardIterator),
         R::IncreaseStreamRetentionPeriod(i) => set_retention(
             state,
             StreamRef::new(&i.stream_name, &i.stream_arn),
             i.retention_period_hours,
             true,
         )
-        .map(done),
+        .map(|()| Response::IncreaseStreamRetentionPeriod),
         R::DecreaseStreamRetentionPeriod(i) => set_retention(
             state,
             StreamRef::new(&i.stream_name, &i.stream_arn),
             i.retention_period_hours,
             false,
         )
-        .map(done),
+        .map(|()| Response::DecreaseStreamRetentionPeriod),
         R::AddTagsToStream(i) => {
             let name = stream_name(state, StreamRef::new(&i.stream_name, &i.stream_arn))?;
-            add_tags(state, &i.tags, name).map(done)
+            add_tags(state, &i.tags, name).map(|()| Response::AddTagsToStream)
         }
         R::TagResource(i) => match resource(state, &i.resource_arn)? {
-            Resource::Stream(name) => add_tags(state, &i.tags, name).map(done),
+            Resource::Stream(name) => {
+                add_tags(state, &i.tags, name).map(|()| Response::TagResource)
+            }
             Resource::Consumer(stream, name) => {
-                consumers::tag(state, &stream, &name, &i.tags).map(done)
+                consumers::tag(state, &stream, &name, &i.tags).map(|()| Response::TagResource)
             }
         },
         R::RemoveTagsFromStream(i) => {
             let name = stream_name(state, StreamRef::new(&i.stream_name, &i.stream_arn))?;
-            remove_tags(state, &i.tag_keys, name).map(done)
+            remove_tags(state, &i.tag_keys, name).map(|()| Response::RemoveTagsFromStream)
         }
         R::UntagResource(i) => match resource(state, &i.resource_arn)? {
-            Resource::Stream(name) => remove_tags(state, &i.tag_keys, name).map(done),
+            Resource::Stream(name) => {
+                remove_tags(state, &i.tag_keys, name).map(|()| Response::UntagResource)
+            }
             Resource::Consumer(stream, name) => {
-                consumers::untag(state, &stream, &name, &i.tag_keys).map(done)
+                consumers::untag(state, &stream, &name, &i.tag_keys)
+                    .map(|()| Response::UntagResource)
             }
         },
-        R::ListTagsForStream(i) => list_tags_for_stream(state, i).map(typed),
-        R::ListTagsForResource(i) => list_tags_for_resource(state, i).map(typed),
-        R::UpdateMaxRecordSize(i) => update_max_record_size(state, i).map(done),
-        R::DescribeLimits(_) => describe_limits(state).map(typed),
-        R::DescribeAccountSettings(_) => describe_account_settings(state).map(typed),
-        R::UpdateAccountSettings(i) => update_account_settings(state, i).map(typed),
+        R::ListTagsForStream(i) => list_tags_for_stream(state, i).map(Response::ListTagsForStream),
+        R::ListTagsForResource(i) => {
+            list_tags_for_resource(state, i).map(Response::ListTagsForResource)
+        }
+        R::UpdateMaxRecordSize(i) => {
+            update_max_record_size(state, i).map(|()| Response::UpdateMaxRecordSize)
+        }
+        R::DescribeLimits(_) => describe_limits(state).map(Response::DescribeLimits),
+        R::DescribeAccountSettings(_) => {
+            describe_account_settings(state).map(Response::DescribeAccountSettings)
+        }
+        R::UpdateAccountSettings(i) => {
+            update_account_settings(state, i).map(Response::UpdateAccountSettings)
+        }
         R::EnableEnhancedMonitoring(i) => set_monitoring(
             state,
             StreamRef::new(&i.stream_name, &i.stream_arn),
             &i.shard_level_metrics,
             true,
         )
-        .map(typed),
+        .map(Response::EnableEnhancedMonitoring),
         R::DisableEnhancedMonitoring(i) => set_monitoring(
             state,
             StreamRef::new(&i.stream_name, &i.stream_arn),
             &i.shard_level_metrics,
             false,
         )
-        .map(typed),
-        R::PutResourcePolicy(i) => put_resource_policy(state, i).map(done),
-        R::GetResourcePolicy(i) => get_resource_policy(state, i).map(typed),
-        R::DeleteResourcePolicy(i) => delete_resource_policy(state, i).map(done),
-        R::SplitShard(i) => split_shard(state, i).map(done),
-        R::MergeShards(i) => merge_shards(state, i).map(done),
-        R::UpdateShardCount(i) => update_shard_count(state, i).map(typed),
-        R::UpdateStreamMode(i) => update_stream_mode(state, i).map(done),
-        R::UpdateStreamWarmThroughput(i) => update_warm_throughput(state, i).map(typed),
+        .map(Response::DisableEnhancedMonitoring),
+        R::PutResourcePolicy(i) => {
+            put_resource_policy(state, i).map(|()| Response::PutResourcePolicy)
+        }
+        R::GetResourcePolicy(i) => get_resource_policy(state, i).map(Response::GetResourcePolicy),
+        R::DeleteResourcePolicy(i) => {
+            delete_resource_policy(state, i).map(|()| Response::DeleteResourcePolicy)
+        }
+        R::SplitShard(i) => split_shard(state, i).map(|()| Response::SplitShard),
+        R::MergeShards(i) => merge_shards(state, i).map(|()| Response::MergeShards),
+        R::UpdateShardCount(i) => update_shard_count(state, i).map(Response::UpdateShardCount),
+        R::UpdateStreamMode(i) => update_stream_mode(state, i).map(|()| Response::UpdateStreamMode),
+        R::UpdateStreamWarmThroughput(i) => {
+            update_warm_throughput(state, i).map(Response::UpdateStreamWarmThroughput)
+        }
         R::StartStreamEncryption(i) => set_encryption(
             state,
             StreamRef::new(&i.stream_name, &i.stream_arn),
@@ -189,7 +185,7 @@ fn route(request: Request, state: &Ctx) -> OpResult {
             i.key_id,
             true,
         )
-        .map(done),
+        .map(|()| Response::StartStreamEncryption),
         R::StopStreamEncryption(i) => set_encryption(
             state,
             StreamRef::new(&i.stream_name, &i.stream_arn),
@@ -197,11 +193,18 @@ fn route(request: Request, state: &Ctx) -> OpResult {
             i.key_id,
             false,
         )
-        .map(done),
-        R::RegisterStreamConsumer(i) => consumers::register_stream_consumer(state, i).map(typed),
-        R::DeregisterStreamConsumer(i) => consumers::deregister_stream_consumer(state, i).map(done),
-        R::DescribeStreamConsumer(i) => consumers::describe_stream_consumer(state, i).map(typed),
-        R::ListStreamConsumers(i) => consumers::list_stream_consumers(state, i).map(typed),
+        .map(|()| Response::StopStreamEncryption),
+        R::RegisterStreamConsumer(i) => {
+            consumers::register_stream_consumer(state, i).map(Response::RegisterStreamConsumer)
+        }
+        R::DeregisterStreamConsumer(i) => consumers::deregister_stream_consumer(state, i)
+            .map(|()| Response::DeregisterStreamConsumer),
+        R::DescribeStreamConsumer(i) => {
+            consumers::describe_stream_consumer(state, i).map(Response::DescribeStreamConsumer)
+        }
+        R::ListStreamConsumers(i) => {
+            consumers::list_stream_consumers(state, i).map(Response::ListStreamConsumers)
+        }
         R::GetRecords(_) | R::PutRecord(_) | R::PutRecords(_) | R::SubscribeToShard(_) => {
             Err(internal("dispatch takes these"))
         }
@@ -1123,11 +1126,7 @@ pub fn autoscale(state: &Engine) -> Vec<String> {
     };
     let mut done = Vec::new();
     for (account, name, created_ms, actions) in decisions {
-        let ctx = Ctx {
-            state,
-            account,
-            cbor: false,
-        };
+        let ctx = Ctx { state, account };
         let splits = actions
             .iter()
             .filter(|a| matches!(a, Action::Split { .. }))

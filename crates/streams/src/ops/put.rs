@@ -35,16 +35,37 @@ pub struct PendingPut {
 pub(super) enum PutShape {
     /// PutRecord: one result, or the error.
     Record,
-    /// PutRecords answered through the encoder (CBOR, or a general decode).
+    /// PutRecords: a result per entry.
     Records,
-    /// PutRecords from a fast decoder, answered straight in AWS JSON (or,
-    /// `cbor`, AWS CBOR) bytes.
-    RecordsFast { cbor: bool },
+}
+
+/// What a put answers once durable.
+#[derive(Debug)]
+pub enum PutAnswer {
+    Record(k::PutRecordOutput),
+    Records(PutRecordsAnswer),
+}
+
+/// PutRecords' answer, for the caller to encode (straight into bytes: no
+/// value tree for 500 entries).
+#[derive(Debug)]
+pub struct PutRecordsAnswer {
+    pub failed: usize,
+    /// Per entry, in request order.
+    pub results: Vec<Result<(u128, u32), EntryError>>,
+    pub encryption: k::EncryptionType,
+}
+
+/// Why one PutRecords entry failed: its ErrorCode and ErrorMessage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryError {
+    pub code: &'static str,
+    pub message: String,
 }
 
 impl PendingPut {
     /// Awaits durability, then the answer.
-    pub async fn finish(mut self, state: &Engine) -> Result<Output, AwsError> {
+    pub async fn finish(mut self, state: &Engine) -> Result<PutAnswer, AwsError> {
         let durability = std::mem::take(&mut self.durability);
         durability.wait(state, &mut self.outcome).await;
         self.count(state);
@@ -77,11 +98,10 @@ impl PendingPut {
         }
     }
 
-    fn render(self, state: &Engine) -> Result<Output, AwsError> {
+    fn render(self, state: &Engine) -> Result<PutAnswer, AwsError> {
         let ctx = &Ctx {
             state,
             account: self.account,
-            cbor: false,
         };
         let name = &self.stream;
         let put = &self.outcome;
@@ -97,41 +117,26 @@ impl PendingPut {
                         return Err(quarantined_range(&ctx.account, name, shard, from, until))
                     }
                 };
-                Ok(Output::Value(typed(k::PutRecordOutput {
+                Ok(PutAnswer::Record(k::PutRecordOutput {
                     shard_id: sluice_meta::shard_id(shard),
                     sequence_number: SequenceNumber(sequence).to_string(),
                     encryption_type: Some(put.encryption),
-                })))
+                }))
             }
-            PutShape::Records => {
-                let records = put
+            PutShape::Records => Ok(PutAnswer::Records(PutRecordsAnswer {
+                failed: put.failed,
+                results: put
                     .results
                     .iter()
-                    .map(|r| match r {
-                        Ok((seq, shard)) => k::PutRecordsResultEntry {
-                            sequence_number: Some(SequenceNumber(*seq).to_string()),
-                            shard_id: Some(sluice_meta::shard_id(*shard)),
-                            ..Default::default()
-                        },
-                        Err(failure) => {
-                            let (code, message) = put_failure(ctx, name, *failure);
-                            k::PutRecordsResultEntry {
-                                error_code: Some(code.to_owned()),
-                                error_message: Some(message),
-                                ..Default::default()
-                            }
-                        }
+                    .map(|r| {
+                        r.map_err(|failure| {
+                            let (code, message) = put_failure(ctx, name, failure);
+                            EntryError { code, message }
+                        })
                     })
-                    .collect();
-                Ok(Output::Value(typed(k::PutRecordsOutput {
-                    failed_record_count: Some(i64::try_from(put.failed).unwrap_or(i64::MAX)),
-                    records,
-                    encryption_type: Some(put.encryption),
-                })))
-            }
-            PutShape::RecordsFast { cbor } => {
-                Ok(Output::Json(render_put_records_fast(ctx, name, put, cbor)))
-            }
+                    .collect(),
+                encryption: put.encryption,
+            })),
         }
     }
 }
@@ -141,13 +146,8 @@ pub fn begin_put_records_fast(
     state: &Engine,
     account: String,
     request: &sluice_aws::fast::PutRecordsRequest<'_>,
-    cbor: bool,
 ) -> Result<PendingPut, AwsError> {
-    let state = &Ctx {
-        state,
-        account,
-        cbor,
-    };
+    let state = &Ctx { state, account };
     let entries = request
         .records
         .iter()
@@ -163,72 +163,10 @@ pub fn begin_put_records_fast(
     Ok(PendingPut {
         account: state.account.clone(),
         stream: request.stream_name.to_string(),
-        shape: PutShape::RecordsFast { cbor },
+        shape: PutShape::Records,
         outcome,
         durability,
     })
-}
-
-/// A PutRecords answer in AWS JSON or CBOR, written straight into bytes.
-pub(super) fn render_put_records_fast(
-    state: &Ctx,
-    stream: &str,
-    put: &PutOutcome,
-    cbor: bool,
-) -> Vec<u8> {
-    let failures: Vec<Option<(&'static str, String)>> = put
-        .results
-        .iter()
-        .map(|r| r.err().map(|f| put_failure(state, stream, f)))
-        .collect();
-    let shard_ids: BTreeMap<u32, String> = put
-        .results
-        .iter()
-        .flatten()
-        .map(|(_, shard)| (*shard, sluice_meta::shard_id(*shard)))
-        .collect();
-    // Every sequence number rendered into one buffer, 56 digits each.
-    let digits: Vec<u8> = put
-        .results
-        .iter()
-        .flat_map(|r| SequenceNumber(r.map_or(0, |(seq, _)| seq)).to_ascii())
-        .collect();
-    let width = sluice_model::SEQUENCE_NUMBER_DIGITS;
-    let mut out = Vec::with_capacity(64 + put.results.len() * 112);
-    let results = put
-        .results
-        .iter()
-        .enumerate()
-        .map(|(i, r)| match (r, &failures[i]) {
-            (Ok((_, shard)), _) => sluice_aws::fast::PutRecordsResult::Ok {
-                sequence_number: std::str::from_utf8(&digits[i * width..(i + 1) * width])
-                    .expect("digits are ASCII"),
-                shard_id: &shard_ids[shard],
-            },
-            (Err(_), failure) => {
-                let (code, message) = failure.as_ref().expect("a failure for every Err");
-                sluice_aws::fast::PutRecordsResult::Failed {
-                    error_code: code,
-                    error_message: message,
-                }
-            }
-        });
-    if cbor {
-        sluice_aws::fast_cbor::write_put_records_output_cbor(
-            put.failed,
-            results,
-            put.encryption.as_str(),
-            &mut out,
-        );
-    } else {
-        sluice_aws::fast::write_put_records_output(
-            put.failed,
-            results,
-            put.encryption.as_str(),
-            &mut out,
-        );
-    }
-    out
 }
 
 /// `path` names the member in the error; it is only built on failure.
@@ -275,13 +213,8 @@ pub fn begin_put_record_fast(
     state: &Engine,
     account: String,
     request: &sluice_aws::fast::PutRecordsRequest<'_>,
-    cbor: bool,
 ) -> Result<PendingPut, AwsError> {
-    let state = &Ctx {
-        state,
-        account,
-        cbor,
-    };
+    let state = &Ctx { state, account };
     let record = &request.records[0];
     let key: &str = &record.partition_key;
     let hash = hash_of(key, record.explicit_hash_key.as_deref())?;

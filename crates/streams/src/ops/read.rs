@@ -139,7 +139,20 @@ pub(super) fn get_shard_iterator(
     })
 }
 
-pub(super) fn get_records(state: &Ctx, input: &k::GetRecordsInput) -> Result<Output, AwsError> {
+/// What GetRecords answers: the records as stored (the caller encodes them,
+/// with no value tree for up to 10 MiB), how far behind the shard's newest
+/// record they are, and where to go on.
+#[derive(Debug)]
+pub struct Records {
+    pub records: Vec<sluice_log::Record>,
+    pub millis_behind_latest: u64,
+    /// Absent at the end of a closed shard.
+    pub next_shard_iterator: Option<String>,
+    /// At the end of a closed shard: its children.
+    pub child_shards: Vec<sluice_aws::fast::ChildShard>,
+}
+
+pub(super) fn get_records(state: &Ctx, input: &k::GetRecordsInput) -> Result<Records, AwsError> {
     let text = input.shard_iterator.as_str();
     let limit = count(input.limit, 10_000);
     // An iterator issued to another account is not one for this caller.
@@ -243,103 +256,17 @@ pub(super) fn get_records(state: &Ctx, input: &k::GetRecordsInput) -> Result<Out
         }
         .encode(state.iterator_key())
     });
-    if !state.cbor {
-        // Straight to AWS JSON: no value tree for up to 10 MiB of records.
-        use sluice_aws::fast::{write_get_records_end, write_get_records_start};
-        let mut out = Vec::with_capacity(records_json_size(&batch.records) + 600);
-        write_get_records_start(&mut out);
-        write_records_json(&batch.records, &mut out);
-        write_get_records_end(
-            batch.millis_behind_latest,
-            next.as_deref(),
-            &children,
-            &mut out,
-        );
-        return Ok(Output::Json(out));
-    }
-    // Straight to AWS CBOR, data as byte strings.
-    let mut out = Vec::with_capacity(records_cbor_size(&batch.records) + 600);
-    write_records_cbor(
-        &batch.records,
-        batch.millis_behind_latest,
-        next.as_deref()
-            .map(sluice_aws::fast_cbor::RecordsTail::NextShardIterator),
-        &children,
-        &mut out,
-    );
-    Ok(Output::Json(out))
+    Ok(Records {
+        records: batch.records,
+        millis_behind_latest: batch.millis_behind_latest,
+        next_shard_iterator: next,
+        child_shards: children,
+    })
 }
 
-/// About how many bytes [`write_records_cbor`] writes.
-pub(crate) fn records_cbor_size(records: &[sluice_log::Record]) -> usize {
-    records
-        .iter()
-        .map(|r| r.data.len() + r.partition_key.len() + 140)
-        .sum()
-}
-
-/// A GetRecords answer or SubscribeToShardEvent in AWS CBOR (see
-/// `sluice_aws::fast_cbor::write_records_answer_cbor`).
-pub(crate) fn write_records_cbor(
-    records: &[sluice_log::Record],
-    millis_behind_latest: u64,
-    tail: Option<sluice_aws::fast_cbor::RecordsTail<'_>>,
-    children: &[sluice_aws::fast::ChildShard],
-    out: &mut Vec<u8>,
-) {
-    let width = sluice_model::SEQUENCE_NUMBER_DIGITS;
-    let digits: Vec<u8> = records
-        .iter()
-        .flat_map(|r| SequenceNumber(r.sequence).to_ascii())
-        .collect();
-    let keys: Vec<std::borrow::Cow<'_, str>> = records
-        .iter()
-        .map(|r| String::from_utf8_lossy(&r.partition_key))
-        .collect();
-    let got = records
-        .iter()
-        .enumerate()
-        .map(|(i, r)| sluice_aws::fast::GotRecord {
-            sequence_number: std::str::from_utf8(&digits[i * width..(i + 1) * width])
-                .expect("digits are ASCII"),
-            arrival_timestamp_ms: r.arrival_timestamp_ms,
-            data: &r.data,
-            partition_key: &keys[i],
-            encrypted: r.flags & FLAG_ENCRYPTED != 0,
-        });
-    sluice_aws::fast_cbor::write_records_answer_cbor(
-        got,
-        millis_behind_latest,
-        tail,
-        children,
-        out,
-    );
-}
-
-/// About how many bytes [`write_records_json`] writes.
-pub(crate) fn records_json_size(records: &[sluice_log::Record]) -> usize {
-    records
-        .iter()
-        .map(|r| r.data.len() / 3 * 4 + r.partition_key.len() * 2 + 160)
-        .sum()
-}
-
-/// Records as AWS JSON array items, comma-separated (GetRecords and
-/// SubscribeToShardEvent).
-pub(crate) fn write_records_json(records: &[sluice_log::Record], out: &mut Vec<u8>) {
-    use sluice_aws::fast::{write_get_records_record, GotRecord};
-    for (i, r) in records.iter().enumerate() {
-        let sequence = SequenceNumber(r.sequence).to_ascii();
-        let key = String::from_utf8_lossy(&r.partition_key);
-        let record = GotRecord {
-            sequence_number: std::str::from_utf8(&sequence).expect("digits are ASCII"),
-            arrival_timestamp_ms: r.arrival_timestamp_ms,
-            data: &r.data,
-            partition_key: &key,
-            encrypted: r.flags & FLAG_ENCRYPTED != 0,
-        };
-        write_get_records_record(i == 0, &record, out);
-    }
+/// Whether a record was written while its stream's encryption was on.
+pub fn is_encrypted(record: &sluice_log::Record) -> bool {
+    record.flags & FLAG_ENCRYPTED != 0
 }
 
 /// What GetRecords reports at the end of a closed shard.
