@@ -302,6 +302,25 @@ impl Storage for SimStorage {
         Ok(())
     }
 
+    /// The file's contents move to `to` in the live view; the durable view
+    /// keeps the old entries until the directory is synced.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut state = self.state.lock().unwrap();
+        if !state.live.dirs.contains(&parent(to)) {
+            return Err(not_found(&parent(to)));
+        }
+        if state.live.dirs.contains(to) {
+            return Err(io::Error::new(io::ErrorKind::IsADirectory, "a directory"));
+        }
+        let cell = state
+            .live
+            .files
+            .remove(from)
+            .ok_or_else(|| not_found(from))?;
+        state.live.files.insert(to.to_path_buf(), cell);
+        Ok(())
+    }
+
     /// Makes the live set of entries directly inside `path` durable.
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         let mut state = self.state.lock().unwrap();

@@ -21,7 +21,10 @@ pub trait Storage: Send + Sync + std::fmt::Debug + 'static {
     fn open_file(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>>;
     fn remove_file(&self, path: &Path) -> io::Result<()>;
     fn remove_dir_all(&self, path: &Path) -> io::Result<()>;
-    /// Makes the directory's entries (creations, removals) durable.
+    /// Renames a file, replacing any file at `to`, all at once (POSIX
+    /// `rename`); durable once the directory is synced.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Makes the directory's entries (creations, removals, renames) durable.
     fn sync_dir(&self, path: &Path) -> io::Result<()>;
 }
 
@@ -93,6 +96,10 @@ impl Storage for OsStorage {
 
     fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
         fs::remove_dir_all(path)
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        fs::rename(from, to)
     }
 
     fn sync_dir(&self, path: &Path) -> io::Result<()> {

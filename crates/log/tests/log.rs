@@ -993,3 +993,41 @@ fn repair_rebuilds_a_header_and_pads_a_segment_cut_short() {
     assert_eq!(all.records.len(), 11, "{report:?}");
     shard.append(&[rec(b"after")]).unwrap();
 }
+
+/// A rename replaces a file all at once, and is durable only once its
+/// directory is synced: before, a crash finds the old file whole.
+#[test]
+fn a_rename_survives_a_crash_only_once_its_directory_is_synced() {
+    let storage = SimStorage::new(3);
+    let dir = std::path::Path::new("/d");
+    storage.create_dir_all(dir).unwrap();
+    storage.sync_dir(std::path::Path::new("/")).unwrap();
+    let write = |name: &str, bytes: &[u8]| {
+        let f = storage.create_file(&dir.join(name)).unwrap();
+        f.write_all_at(bytes, 0).unwrap();
+        f.sync_data().unwrap();
+    };
+    let read = |name: &str| {
+        let f = storage.open_file(&dir.join(name)).unwrap();
+        let mut buf = vec![0u8; f.len().unwrap() as usize];
+        f.read_full_at(&mut buf, 0).unwrap();
+        buf
+    };
+    write("a", b"old");
+    storage.sync_dir(dir).unwrap();
+    write("a.tmp", b"new!");
+    storage.rename(&dir.join("a.tmp"), &dir.join("a")).unwrap();
+    assert_eq!(read("a"), b"new!");
+    assert!(storage.open_file(&dir.join("a.tmp")).is_err());
+    storage.crash();
+    assert_eq!(read("a"), b"old", "the rename was not durable yet");
+    write("a.tmp", b"new!");
+    storage.rename(&dir.join("a.tmp"), &dir.join("a")).unwrap();
+    storage.sync_dir(dir).unwrap();
+    storage.crash();
+    assert_eq!(read("a"), b"new!");
+    assert!(storage.open_file(&dir.join("a.tmp")).is_err());
+    assert!(storage
+        .rename(&dir.join("missing"), &dir.join("a"))
+        .is_err());
+}

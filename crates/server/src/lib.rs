@@ -186,6 +186,7 @@ impl Config {
             capacity: self.capacity,
             durability: self.durability,
             segment_bytes: self.segment_bytes,
+            journal_file_bytes: sluice_streams::Config::default().journal_file_bytes,
             shard_limit: self.shard_limit,
             on_demand_stream_limit: self.on_demand_stream_limit,
         }

@@ -2,15 +2,15 @@
 //! logs, the clock and the key that authenticates shard iterators, and what
 //! lives beside them (subscriptions, throughput buckets, scaling, health).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
-use sluice_log::{Log, LogOptions, OsStorage, ShardLog, ShardLogId};
+use sluice_log::{Log, LogOptions, OsStorage, ShardLog, ShardLogId, Storage};
 use sluice_meta::Catalog;
 use sluice_model::Clock;
 
+use crate::store::{CatalogStore, FileCatalogStore, CATALOG_FILE};
 use crate::Config;
 
 /// Why a data directory could not be opened.
@@ -56,6 +56,10 @@ pub struct Engine {
     /// and commits the next catalog (one change at a time).
     writer: Mutex<Arc<Catalog>>,
     log: Log,
+    /// The disk, for the catalog, the reserve and the iterator key (the
+    /// log's own files go through it too).
+    storage: Arc<dyn Storage>,
+    store: Box<dyn CatalogStore>,
     iterator_key: [u8; 32],
     /// Live SubscribeToShard event streams.
     pub subscriptions: crate::fanout::Subscriptions,
@@ -85,7 +89,6 @@ impl std::ops::Deref for CatalogWriter<'_> {
     }
 }
 
-const CATALOG_FILE: &str = "catalog.json";
 /// Space set aside so that deleting streams works on a full disk (the
 /// catalog must be written to delete anything): see [`Engine::commit_freeing`].
 const RESERVE_FILE: &str = "reserve";
@@ -106,9 +109,31 @@ fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> OpenError + '_ {
 }
 
 impl Engine {
+    /// Opens the data directory on the real file system.
     pub fn open(config: Config, clock: Arc<dyn Clock>) -> Result<Self, OpenError> {
+        Self::open_with(config, clock, Arc::new(OsStorage))
+    }
+
+    /// Opens the data directory with its files on `storage` (a simulated
+    /// disk in crash tests; the lock file is always the real one, at the
+    /// same path).
+    pub fn open_with(
+        config: Config,
+        clock: Arc<dyn Clock>,
+        storage: Arc<dyn Storage>,
+    ) -> Result<Self, OpenError> {
         let dir = config.data_dir.clone();
         std::fs::create_dir_all(&dir).map_err(io_at(&dir))?;
+        storage.create_dir_all(&dir).map_err(io_at(&dir))?;
+        // The directory's own entry (and its parents', if just made) must
+        // survive a crash too, or everything in it goes with it. Best
+        // effort above the data directory: a parent we cannot open is not
+        // ours to sync.
+        for ancestor in dir.ancestors().skip(1) {
+            if !ancestor.as_os_str().is_empty() {
+                let _ = storage.sync_dir(ancestor);
+            }
+        }
         let lock_path = dir.join("LOCK");
         let lock = std::fs::OpenOptions::new()
             .create(true)
@@ -122,15 +147,16 @@ impl Engine {
             Err(std::fs::TryLockError::Error(e)) => return Err(io_at(&lock_path)(e)),
         }
         let catalog_path = dir.join(CATALOG_FILE);
-        let (catalog, catalog_missing) = match std::fs::read(&catalog_path) {
-            Ok(bytes) => (
+        let store: Box<dyn CatalogStore> =
+            Box::new(FileCatalogStore::new(storage.clone(), dir.clone()));
+        let (catalog, catalog_missing) = match store.load().map_err(io_at(&catalog_path))? {
+            Some(bytes) => (
                 Catalog::from_snapshot_in(&bytes, &config.account_id)?,
                 false,
             ),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (Catalog::new(), true),
-            Err(e) => return Err(io_at(&catalog_path)(e)),
+            None => (Catalog::new(), true),
         };
-        let iterator_key = load_or_create_key(&dir.join(KEY_FILE))?;
+        let iterator_key = load_or_create_key(&*storage, &dir.join(KEY_FILE))?;
         // Segment files held open: half of the open-file limit (up to 64k),
         // so that connections and the rest always find descriptors, and a
         // write round-robin over thousands of shards does not reopen a file
@@ -139,11 +165,12 @@ impl Engine {
         let options = LogOptions {
             durability: config.durability,
             segment_bytes: config.segment_bytes.max(4096),
+            journal_file_bytes: config.journal_file_bytes,
             open_files_max: (limit / 2).clamp(16, 65_536),
             ..LogOptions::default()
         };
         let (log, report) =
-            Log::open_with_report(Arc::new(OsStorage), dir.join("log"), options, clock.clone())?;
+            Log::open_with_report(storage.clone(), dir.join("log"), options, clock.clone())?;
         tracing::info!(
             "opened {}: {} streams; {} shard logs in {} segment files; replayed {} journal entries ({} bytes) into {} segments; cut {} unacknowledged bytes off segment ends; {} shard logs in quarantine{}{}",
             dir.display(),
@@ -164,6 +191,14 @@ impl Engine {
         if catalog_missing && !log.shard_ids().is_empty() {
             return Err(OpenError::MissingCatalog(catalog_path));
         }
+        if catalog_missing {
+            // A new data directory gets its (empty) catalog at once: from
+            // here on, shard logs without a catalog mean it was lost, never
+            // that the first stream's creation was cut short.
+            store
+                .save(&catalog.snapshot())
+                .map_err(|e| io_at(&catalog_path)(e.error))?;
+        }
         // Shard logs whose stream is gone (a crash between the two deletes) go now.
         let live: std::collections::HashSet<u64> = catalog
             .streams()
@@ -180,6 +215,8 @@ impl Engine {
             published: RwLock::new(Arc::new(catalog.clone())),
             writer: Mutex::new(Arc::new(catalog)),
             log,
+            storage,
+            store,
             iterator_key,
             subscriptions: crate::fanout::Subscriptions::default(),
             autoscaler: crate::autoscale::Autoscaler::default(),
@@ -534,7 +571,7 @@ impl Engine {
         match self.commit(current, next.clone()) {
             Err(e) if is_disk_full(&e) => {
                 let reserve = self.config.data_dir.join(RESERVE_FILE);
-                match std::fs::remove_file(&reserve) {
+                match self.storage.remove_file(&reserve) {
                     Ok(()) => {
                         self.health.reserve_missing.store(true, Ordering::Relaxed);
                         crate::warn("the disk is full: the reserve was given up to delete streams");
@@ -550,30 +587,37 @@ impl Engine {
     /// Sets the reserve aside if it is missing (at start, and after space
     /// was freed): max(4 MiB, twice the catalog) of zeros, fsynced.
     pub fn ensure_reserve(&self) {
-        let path = self.config.data_dir.join(RESERVE_FILE);
+        let dir = &self.config.data_dir;
+        let path = dir.join(RESERVE_FILE);
         let want = RESERVE_MIN_BYTES.max(2 * self.catalog().snapshot().len() as u64);
-        if std::fs::metadata(&path).is_ok_and(|m| m.len() >= want) {
+        let storage = &*self.storage;
+        if storage
+            .open_file(&path)
+            .and_then(|f| f.len())
+            .is_ok_and(|len| len >= want)
+        {
             self.health.reserve_missing.store(false, Ordering::Relaxed);
             return;
         }
         let tmp = path.with_extension("tmp");
         let write = || -> std::io::Result<()> {
-            let mut f = std::fs::File::create(&tmp)?;
+            let _ = storage.remove_file(&tmp);
+            let f = storage.create_file(&tmp)?;
             let zeros = vec![0u8; 64 << 10];
             let mut written = 0;
             while written < want {
                 let n = zeros.len().min((want - written) as usize);
-                f.write_all(&zeros[..n])?;
+                f.write_all_at(&zeros[..n], written)?;
                 written += n as u64;
             }
-            f.sync_all()?;
-            std::fs::rename(&tmp, &path)?;
-            std::fs::File::open(&self.config.data_dir)?.sync_all()
+            f.sync_data()?;
+            storage.rename(&tmp, &path)?;
+            storage.sync_dir(dir)
         };
         match write() {
             Ok(()) => self.health.reserve_missing.store(false, Ordering::Relaxed),
             Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
+                let _ = storage.remove_file(&tmp);
                 if !self.health.reserve_missing.swap(true, Ordering::Relaxed) {
                     crate::warn(format_args!(
                         "cannot set aside {want} bytes for deleting streams on a full disk: {e}"
@@ -587,23 +631,22 @@ impl Engine {
     /// (once durable) for readers. Readers never wait for the fsyncs: they
     /// read the previous catalog meanwhile.
     pub fn commit(&self, current: &mut CatalogWriter<'_>, next: Catalog) -> std::io::Result<()> {
-        let dir = &self.config.data_dir;
-        let tmp = dir.join(format!("{CATALOG_FILE}.tmp"));
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&next.snapshot())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, dir.join(CATALOG_FILE))?;
-        // The writer's copy follows the file; readers see it only once the
-        // rename is durable: a put acknowledged into a new stream must never
-        // outlive the stream's catalog entry. (After a failed directory
-        // fsync the next commit that succeeds publishes both.)
-        let synced = std::fs::File::open(dir).and_then(|d| d.sync_all());
+        // The writer's copy follows the store; readers see it only once it
+        // is durable: a put acknowledged into a new stream must never
+        // outlive the stream's catalog entry. (After a save that replaced
+        // the snapshot but could not make it durable, the next commit that
+        // succeeds publishes both.)
+        let saved = self.store.save(&next.snapshot());
+        let replaced = saved.as_ref().map_or_else(|e| e.replaced, |()| true);
+        if !replaced {
+            return saved.map_err(|e| e.error);
+        }
         let next = Arc::new(next);
         *current.0 = next.clone();
-        if synced.is_ok() {
+        if saved.is_ok() {
             *self.published.write().unwrap_or_else(|p| p.into_inner()) = next;
         }
-        synced
+        saved.map_err(|e| e.error)
     }
 
     pub fn log(&self) -> &Log {
@@ -648,9 +691,10 @@ pub fn is_disk_full(e: &std::io::Error) -> bool {
 }
 
 /// The iterator key survives restarts so that iterators handed out stay valid.
-fn load_or_create_key(path: &Path) -> Result<[u8; 32], OpenError> {
-    if let Ok(bytes) = std::fs::read(path) {
-        if let Ok(key) = <[u8; 32]>::try_from(bytes.as_slice()) {
+fn load_or_create_key(storage: &dyn Storage, path: &Path) -> Result<[u8; 32], OpenError> {
+    if let Ok(file) = storage.open_file(path) {
+        let mut key = [0u8; 32];
+        if file.len().ok() == Some(32) && file.read_full_at(&mut key, 0).ok() == Some(32) {
             return Ok(key);
         }
     }
@@ -660,11 +704,12 @@ fn load_or_create_key(path: &Path) -> Result<[u8; 32], OpenError> {
         .map_err(io_at(Path::new("/dev/urandom")))?;
     let tmp = path.with_extension("tmp");
     let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&key)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all()
+        let _ = storage.remove_file(&tmp);
+        let f = storage.create_file(&tmp)?;
+        f.write_all_at(&key, 0)?;
+        f.sync_data()?;
+        storage.rename(&tmp, path)?;
+        storage.sync_dir(path.parent().unwrap_or(Path::new(".")))
     };
     write().map_err(io_at(path))?;
     Ok(key)

@@ -17,6 +17,7 @@ mod iterator;
 pub mod limits;
 pub mod ops;
 pub mod stats;
+pub mod store;
 
 use std::path::PathBuf;
 
@@ -50,6 +51,8 @@ pub struct Config {
     /// A shard's storage segment is sealed once it reaches this size
     /// (retention deletes whole segments).
     pub segment_bytes: u64,
+    /// Each journal file's size (zero-filled ahead of use).
+    pub journal_file_bytes: u64,
     /// What DescribeLimits reports (AWS's defaults).
     pub shard_limit: u32,
     pub on_demand_stream_limit: u32,
@@ -70,6 +73,7 @@ impl Default for Config {
             capacity: ShardCapacity::default(),
             durability: sluice_log::Durability::Sync,
             segment_bytes: sluice_log::LogOptions::default().segment_bytes,
+            journal_file_bytes: sluice_log::LogOptions::default().journal_file_bytes,
             shard_limit: 500,
             on_demand_stream_limit: 50,
         }
