@@ -156,11 +156,7 @@ pub fn shard_id(index: u32) -> String {
 
 /// Parses `shardId-000000000007` (AWS also accepts the bare number's suffix form).
 pub fn parse_shard_id(id: &str) -> Option<u32> {
-    let digits = id.strip_prefix("shardId-").unwrap_or(id);
-    if digits.is_empty() || digits.len() > 12 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok()
+    sluice_model::ShardId::parse(id).ok().map(|s| s.0)
 }
 
 /// An enhanced fan-out consumer registered with a stream.

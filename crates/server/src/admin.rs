@@ -301,13 +301,9 @@ fn add_fault(state: &State, input: &Value) -> Answer {
 fn throttle(state: &State, input: &Value) -> Answer {
     let text = |m: &str| input.get(m).and_then(Value::as_str);
     // A stream name, or a stream ARN.
-    let stream = text("streamName").map(|given| match given.find(":stream/") {
-        Some(i) => given[i + 8..]
-            .split('/')
-            .next()
-            .unwrap_or_default()
-            .to_owned(),
-        None => given.to_owned(),
+    let stream = text("streamName").map(|given| match sluice_model::Arn::parse(given) {
+        Ok(arn) => arn.stream_name().to_owned(),
+        Err(_) => given.to_owned(),
     });
     let (Some(stream), Some(shard)) = (stream.as_deref(), text("shardId")) else {
         return Err(bad(

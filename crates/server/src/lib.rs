@@ -167,7 +167,7 @@ pub struct Credential {
 
 /// Whether `text` has the shape of an AWS account id: 12 digits.
 pub fn is_account_id(text: &str) -> bool {
-    text.len() == 12 && text.bytes().all(|b| b.is_ascii_digit())
+    sluice_model::AccountId::parse(text).is_ok()
 }
 
 impl Config {

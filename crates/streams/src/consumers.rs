@@ -6,13 +6,13 @@ use std::collections::BTreeMap;
 
 use sluice_aws::kinesis as k;
 use sluice_aws::{AwsError, ErrorCode};
-use sluice_log::ReadError;
 use sluice_meta::{parse_shard_id, Consumer, ConsumerStatus, MetaError, Stream, StreamStatus};
 
 use crate::fanout::Subscription;
 use crate::ops::{
-    check_not_deleting, count, decode_token, encode_token, err, internal, not_found, seconds,
-    starting_position, status_name, stream_name, with_named_stream, Ctx, PositionWords, StreamRef,
+    check_not_deleting, count, decode_token, encode_token, err, internal, not_found, read_error,
+    seconds, starting_position, status_name, stream_name, with_named_stream, Ctx, PositionWords,
+    StreamRef,
 };
 
 fn consumer_status(status: ConsumerStatus) -> k::ConsumerStatus {
@@ -24,7 +24,14 @@ fn consumer_status(status: ConsumerStatus) -> k::ConsumerStatus {
 }
 
 pub(crate) fn consumer_arn(state: &Ctx, stream: &str, consumer: &Consumer) -> String {
-    format!("{}{}", state.arn(stream), consumer.arn_suffix())
+    sluice_model::Arn::Consumer {
+        region: state.config.region.clone(),
+        account: state.account.clone(),
+        stream: stream.to_owned(),
+        consumer: consumer.name.clone(),
+        created_s: consumer.created_ms / 1000,
+    }
+    .to_string()
 }
 
 /// The `Consumer` shape (RegisterStreamConsumer, ListStreamConsumers).
@@ -51,22 +58,18 @@ fn consumer_not_found(state: &Ctx, stream: &str, consumer: &str) -> AwsError {
 /// names (the model's pattern was checked already), and the creation second
 /// it ends with.
 fn parse_consumer_arn(state: &Ctx, arn: &str) -> Result<(String, String, u64), AwsError> {
-    let prefix = format!(
-        "arn:aws:kinesis:{}:{}:stream/",
-        state.config.region, state.account
-    );
-    arn.strip_prefix(&prefix)
-        .and_then(|rest| rest.split_once("/consumer/"))
-        .and_then(|(stream, rest)| {
-            let (name, secs) = rest.rsplit_once(':')?;
-            Some((stream.to_owned(), name.to_owned(), secs.parse().ok()?))
-        })
-        .ok_or_else(|| {
-            err(
-                ErrorCode::ResourceNotFoundException,
-                format!("Consumer {arn} not found."),
-            )
-        })
+    match state.own_arn(&state.account, arn) {
+        Some(sluice_model::Arn::Consumer {
+            stream,
+            consumer,
+            created_s,
+            ..
+        }) => Ok((stream, consumer, created_s)),
+        _ => Err(err(
+            ErrorCode::ResourceNotFoundException,
+            format!("Consumer {arn} not found."),
+        )),
+    }
 }
 
 /// How a request names a consumer: by its ARN, or by StreamARN and
@@ -436,14 +439,10 @@ pub(crate) fn subscribe_to_shard(
     let log = state
         .shard_log(log_id)
         .ok_or_else(|| not_found(state, &stream))?;
-    let cursor = log.cursor(start).map_err(|e| match e {
-        ReadError::InvalidPosition => {
+    let cursor = log.cursor(start).map_err(|e| {
+        read_error(state, &stream, shard_index, e, || {
             invalid_seq(position.sequence_number.as_deref().unwrap_or_default())
-        }
-        ReadError::Quarantined(damage) => {
-            crate::ops::quarantined(&state.account, &stream, shard_index, &damage)
-        }
-        other => internal(other),
+        })
     })?;
     let claim = state
         .subscriptions

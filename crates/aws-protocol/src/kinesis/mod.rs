@@ -29,8 +29,10 @@ pub fn stream_of(input: &Value) -> Option<&str> {
     }
     STREAM_MEMBERS[1..].iter().find_map(|m| {
         let arn = input.get(*m)?.as_str()?;
-        let rest = &arn[arn.find(":stream/")? + 8..];
-        Some(rest.split('/').next().unwrap_or(rest))
+        let stream = sluice_model::Arn::parse(arn).ok()?;
+        // Borrowed from the text: the stream name follows `stream/`.
+        let at = arn.find(":stream/")? + 8;
+        arn.get(at..at + stream.stream_name().len())
     })
 }
 

@@ -7,7 +7,7 @@ use super::*;
 /// The hash key that routes a record: ExplicitHashKey, or MD5 of the partition key.
 pub(super) fn hash_of(partition_key: &str, explicit: Option<&str>) -> Result<u128, AwsError> {
     if let Some(explicit) = explicit {
-        return explicit.parse::<u128>().map_err(|_| {
+        return sluice_model::HashKey::parse(explicit).map(|k| k.0).map_err(|_| {
             err(
                 ErrorCode::InvalidArgumentException,
                 format!("Invalid ExplicitHashKey. ExplicitHashKey must be in the range: [0, 2^128-1]. Specified value was {explicit}"),

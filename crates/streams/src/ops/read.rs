@@ -116,15 +116,15 @@ pub(super) fn get_shard_iterator(
     let log = state
         .shard_log(log_id)
         .ok_or_else(|| internal("shard log missing"))?;
-    let cursor = log.cursor(position).map_err(|e| match e {
-        ReadError::InvalidPosition => invalid_seq(
-            input
-                .starting_sequence_number
-                .as_deref()
-                .unwrap_or_default(),
-        ),
-        ReadError::Quarantined(damage) => quarantined(&state.account, &name, shard, &damage),
-        other => internal(other),
+    let cursor = log.cursor(position).map_err(|e| {
+        read_error(state, &name, shard, e, || {
+            invalid_seq(
+                input
+                    .starting_sequence_number
+                    .as_deref()
+                    .unwrap_or_default(),
+            )
+        })
     })?;
     let iterator = ShardIterator {
         issued_ms: state.now_ms(),
@@ -216,20 +216,14 @@ pub(super) fn get_records(state: &Ctx, input: &k::GetRecordsInput) -> Result<Rec
                 max_bytes: GET_RECORDS_MAX_BYTES,
             },
         )
-        .map_err(|e| match e {
-            // Retention removed the shard (or the stream went) meanwhile.
-            ReadError::Deleted => shard_not_found(
+        .map_err(|e| {
+            read_error(
                 state,
                 &iterator.stream_name,
-                &sluice_meta::shard_id(iterator.shard_index),
-            ),
-            ReadError::Quarantined(damage) => quarantined(
-                &state.account,
-                &iterator.stream_name,
                 iterator.shard_index,
-                &damage,
-            ),
-            other => internal(other),
+                e,
+                || internal("an iterator's cursor names no record"),
+            )
         })?;
     if limited {
         state
