@@ -8,6 +8,8 @@
 //! `sluice_streams::Engine` (catalog, shard logs, clock, iterator key).
 
 mod admin;
+mod auth;
+mod conn;
 mod encode;
 mod events;
 mod metrics;

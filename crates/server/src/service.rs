@@ -1,12 +1,10 @@
 //! HTTP: one connection, routing, body limit, target, decoding, validation,
-//! and turning results and errors into AWS-shaped responses.
+//! and turning results and errors into AWS-shaped responses (the watchdog is
+//! `conn`, SigV4 at the door `auth`).
 
-use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -18,11 +16,13 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::Watcher;
-use sluice_aws::{cbor, kinesis, sigv4, AwsError, ErrorCode, KINESIS};
+use sluice_aws::{cbor, kinesis, AwsError, ErrorCode};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_rustls::TlsAcceptor;
 
+use crate::auth::{authenticate_body, authenticate_head};
+use crate::conn::{watchdog, ConnWatch, Counted, Watched};
 use crate::encode;
 use crate::events::{self, EventBody};
 use crate::state::State;
@@ -113,200 +113,6 @@ where
     }
 }
 
-/// What a connection's watchdog knows: requests in flight (from the head's
-/// arrival until the response body is done) and, between requests, when the
-/// connection went idle and when the next request's first byte came.
-///
-/// Rules: a new connection must deliver a whole request head within the
-/// header timeout; between requests an idle connection is closed after the
-/// idle timeout; once a byte of the next request arrives, its head must be
-/// whole within the header timeout (so one byte a second holds nothing for
-/// long). Bodies have their own limits (`read_body`).
-#[derive(Debug)]
-pub struct ConnWatch {
-    origin: Instant,
-    in_flight: AtomicUsize,
-    served: AtomicBool,
-    idle_since_ms: AtomicU64,
-    head_started_ms: AtomicU64,
-    /// Bytes a second an answer must at least go out at, once queued.
-    min_write_rate: u64,
-}
-
-const NOT_STARTED: u64 = u64::MAX;
-
-impl ConnWatch {
-    fn new(min_write_rate: u64) -> Self {
-        Self {
-            min_write_rate: min_write_rate.max(1),
-            origin: Instant::now(),
-            in_flight: AtomicUsize::new(0),
-            served: AtomicBool::new(false),
-            idle_since_ms: AtomicU64::new(0),
-            head_started_ms: AtomicU64::new(NOT_STARTED),
-        }
-    }
-
-    fn now_ms(&self) -> u64 {
-        self.origin.elapsed().as_millis() as u64
-    }
-
-    fn bytes_read(&self) {
-        if self.in_flight.load(Ordering::Relaxed) == 0
-            && self.head_started_ms.load(Ordering::Relaxed) == NOT_STARTED
-        {
-            self.head_started_ms.store(self.now_ms(), Ordering::Relaxed);
-        }
-    }
-
-    /// An answer still going out (a slow reader of a large one) keeps the
-    /// connection from counting as idle, at the minimum rate: each `n` bytes
-    /// written move the idle clock on by `n / min_write_rate` (never past
-    /// now), so a reader slower than that still reaches the idle timeout.
-    fn bytes_written(&self, n: usize) {
-        if self.in_flight.load(Ordering::Relaxed) == 0 {
-            let credit = (n as u64).saturating_mul(1000) / self.min_write_rate;
-            let now = self.now_ms();
-            let _ =
-                self.idle_since_ms
-                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |since| {
-                        Some(since.saturating_add(credit).min(now))
-                    });
-        }
-    }
-
-    fn start_request(self: &Arc<Self>) -> InFlight {
-        self.in_flight.fetch_add(1, Ordering::SeqCst);
-        self.served.store(true, Ordering::Relaxed);
-        self.head_started_ms.store(NOT_STARTED, Ordering::Relaxed);
-        InFlight(self.clone())
-    }
-
-    /// When the watchdog must act, if nothing changes; `None` while a request
-    /// is in flight.
-    fn deadline_ms(&self, header: Duration, idle: Duration) -> Option<u64> {
-        if self.in_flight.load(Ordering::SeqCst) > 0 {
-            return None;
-        }
-        let header = header.as_millis() as u64;
-        Some(match self.head_started_ms.load(Ordering::Relaxed) {
-            NOT_STARTED if !self.served.load(Ordering::Relaxed) => header,
-            NOT_STARTED => self.idle_since_ms.load(Ordering::Relaxed) + idle.as_millis() as u64,
-            started => started + header,
-        })
-    }
-}
-
-/// A request in flight; dropped when its response body is done (or dropped).
-#[derive(Debug)]
-struct InFlight(Arc<ConnWatch>);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        let watch = &self.0;
-        watch.idle_since_ms.store(watch.now_ms(), Ordering::Relaxed);
-        watch.in_flight.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// Returns when the connection must be closed.
-async fn watchdog(watch: &ConnWatch, header: Duration, idle: Duration) {
-    loop {
-        let now = watch.now_ms();
-        match watch.deadline_ms(header, idle) {
-            Some(deadline) if now >= deadline => return,
-            Some(deadline) => tokio::time::sleep(Duration::from_millis(deadline - now)).await,
-            None => tokio::time::sleep(header).await,
-        }
-    }
-}
-
-/// The connection's I/O, noting for the watchdog when bytes arrive.
-struct Watched<IO> {
-    inner: IO,
-    watch: Arc<ConnWatch>,
-}
-
-impl<IO: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Watched<IO> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.watch.bytes_read();
-        }
-        polled
-    }
-}
-
-impl<IO: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<IO> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = polled {
-            self.watch.bytes_written(n);
-        }
-        polled
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(n)) = polled {
-            self.watch.bytes_written(n);
-        }
-        polled
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-}
-
-/// A response body that keeps its request counted as in flight until it is
-/// done.
-pub struct Counted<B> {
-    body: B,
-    _in_flight: InFlight,
-}
-
-impl<B: hyper::body::Body + Unpin> hyper::body::Body for Counted<B> {
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        self.body.size_hint()
-    }
-}
-
 async fn handle(
     req: Request<Incoming>,
     state: Arc<State>,
@@ -330,10 +136,7 @@ async fn handle(
             "request"
         );
     }
-    let mut response = response.map(|body| Counted {
-        body,
-        _in_flight: in_flight,
-    });
+    let mut response = response.map(|body| Counted::new(body, in_flight));
     // Answered before the body was read: read a small one (with the body
     // limits), so that the connection stays usable; else say it closes, so
     // that the client does not send its next request into a dead connection.
@@ -882,140 +685,4 @@ fn control_reply(answer: Result<serde_json::Value, (u16, String)>) -> Reply {
         status,
         Bytes::from(serde_json::to_vec(&value).expect("JSON values serialize")),
     )
-}
-
-/// What is left to check of a signature once the body is in.
-enum PendingAuth {
-    /// Nothing (no credentials configured).
-    None,
-    /// The signature was verified against the `x-amz-content-sha256` the
-    /// client sent (the headers); the body must hash to it.
-    BodyHash(BTreeMap<String, String>),
-    /// The signature covers the body's hash: verify it with this secret (and
-    /// the headers, as read before the body).
-    Verify(Box<(sigv4::Signature, String, BTreeMap<String, String>)>),
-}
-
-/// The headers of every request must carry a well-formed SigV4 signature;
-/// with credentials configured, all that can be checked without the body is
-/// checked here (the key, the scope, the time, and the signature itself when
-/// the client sent the payload's hash). Returns the caller's account.
-fn authenticate_head(
-    parts: &hyper::http::request::Parts,
-    state: &State,
-) -> Result<(String, PendingAuth), AwsError> {
-    let headers = header_map(parts);
-    let request = request_parts(parts, &headers, &[]);
-    let signature = sigv4::parse(&request)?;
-    let account = state.config.account_for(&signature.access_key);
-    if state.config.credentials.is_empty() {
-        return Ok((account, PendingAuth::None));
-    }
-    let credential = state
-        .config
-        .credentials
-        .get(&signature.access_key)
-        .ok_or_else(|| {
-            AwsError::new(
-                ErrorCode::UnrecognizedClientException,
-                "The security token included in the request is invalid.",
-            )
-        })?;
-    sigv4::check_scope(&signature, state.now_ms())?;
-    // A signature for another service or region is not one for this server.
-    if signature.service != KINESIS.signing_name() {
-        return Err(KINESIS.wrong_service());
-    }
-    if signature.region != state.config.region {
-        return Err(AwsError::new(
-            ErrorCode::InvalidSignatureException,
-            format!(
-                "Credential should be scoped to a valid region, not '{}'.",
-                sigv4::bounded(&signature.region)
-            ),
-        ));
-    }
-    if headers.contains_key("x-amz-content-sha256") {
-        if !sigv4::verify(&request, &signature, &credential.secret) {
-            return Err(mismatch());
-        }
-        return Ok((account, PendingAuth::BodyHash(headers)));
-    }
-    let secret = credential.secret.clone();
-    Ok((
-        account,
-        PendingAuth::Verify(Box::new((signature, secret, headers))),
-    ))
-}
-
-fn mismatch() -> AwsError {
-    AwsError::new(
-        ErrorCode::InvalidSignatureException,
-        "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details.",
-    )
-}
-
-/// The checks that need the body (see [`authenticate_head`]).
-fn authenticate_body(
-    parts: &hyper::http::request::Parts,
-    body: &[u8],
-    pending: PendingAuth,
-) -> Result<(), AwsError> {
-    match pending {
-        PendingAuth::None => Ok(()),
-        PendingAuth::BodyHash(headers) => {
-            if sigv4::payload_hash_matches(&request_parts(parts, &headers, body)) {
-                Ok(())
-            } else {
-                Err(AwsError::new(
-                    ErrorCode::InvalidSignatureException,
-                    "The provided 'x-amz-content-sha256' header does not match what was computed.",
-                ))
-            }
-        }
-        PendingAuth::Verify(check) => {
-            let (signature, secret, headers) = *check;
-            if sigv4::verify(&request_parts(parts, &headers, body), &signature, &secret) {
-                Ok(())
-            } else {
-                Err(mismatch())
-            }
-        }
-    }
-}
-
-/// Lowercase names; repeated headers joined with ","; HTTP/2's
-/// `:authority` as `host`.
-fn header_map(parts: &hyper::http::request::Parts) -> BTreeMap<String, String> {
-    let mut headers: BTreeMap<String, String> = BTreeMap::new();
-    for (name, value) in &parts.headers {
-        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
-        headers
-            .entry(name.as_str().to_owned())
-            .and_modify(|v| {
-                v.push(',');
-                v.push_str(&value);
-            })
-            .or_insert(value);
-    }
-    if let Some(authority) = parts.uri.authority() {
-        headers
-            .entry("host".to_owned())
-            .or_insert_with(|| authority.to_string());
-    }
-    headers
-}
-
-fn request_parts<'a>(
-    parts: &'a hyper::http::request::Parts,
-    headers: &'a BTreeMap<String, String>,
-    body: &'a [u8],
-) -> sigv4::RequestParts<'a> {
-    sigv4::RequestParts {
-        method: parts.method.as_str(),
-        path: parts.uri.path(),
-        query: parts.uri.query(),
-        headers,
-        body,
-    }
 }

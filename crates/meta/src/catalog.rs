@@ -1,0 +1,459 @@
+//! The catalog: every stream of every account, the accounts' commitments
+//! and resource policies; the changes made to it (create, delete, split,
+//! merge, scale, consumers, sweep), each taking `now`; its JSON snapshot.
+
+use super::*;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Catalog {
+    /// Streams by `account/name` (names cannot contain `/`), so that one
+    /// account's streams are a contiguous range in name order.
+    streams: BTreeMap<String, Stream>,
+    next_log_id: u64,
+    next_epoch: u64,
+    /// Resource policies by resource ARN (which names the account).
+    #[serde(default)]
+    pub resource_policies: BTreeMap<String, String>,
+    /// Minimum-throughput billing commitments by account.
+    #[serde(default)]
+    pub commitments: BTreeMap<String, Commitment>,
+}
+
+pub(crate) fn key(account: &str, name: &str) -> String {
+    format!("{account}/{name}")
+}
+
+impl Catalog {
+    pub fn new() -> Self {
+        Self {
+            streams: BTreeMap::new(),
+            next_log_id: 1,
+            next_epoch: 1,
+            resource_policies: BTreeMap::new(),
+            commitments: BTreeMap::new(),
+        }
+    }
+
+    pub fn from_snapshot(bytes: &[u8]) -> Result<Self, MetaError> {
+        Self::from_snapshot_in(bytes, DEFAULT_ACCOUNT)
+    }
+
+    /// Loads a snapshot; streams of a snapshot from before accounts existed
+    /// belong to `account` (the server's default account, which its ARNs
+    /// and resource policies already named).
+    pub fn from_snapshot_in(bytes: &[u8], account: &str) -> Result<Self, MetaError> {
+        let mut catalog: Self =
+            serde_json::from_slice(bytes).map_err(|e| MetaError::Snapshot(e.to_string()))?;
+        // Snapshots from before accounts keyed streams by bare name.
+        if catalog.streams.keys().any(|k| !k.contains('/')) {
+            let streams = std::mem::take(&mut catalog.streams);
+            catalog.streams = streams
+                .into_values()
+                .map(|mut s| {
+                    if s.account.is_empty() {
+                        s.account = account.to_owned();
+                    }
+                    (key(&s.account, &s.name), s)
+                })
+                .collect();
+        }
+        Ok(catalog)
+    }
+
+    pub fn snapshot(&self) -> Vec<u8> {
+        serde_json::to_vec_pretty(self).expect("the catalog serializes")
+    }
+
+    pub fn stream(&self, account: &str, name: &str) -> Option<&Stream> {
+        self.streams.get(&key(account, name))
+    }
+
+    pub fn stream_mut(&mut self, account: &str, name: &str) -> Result<&mut Stream, MetaError> {
+        self.streams
+            .get_mut(&key(account, name))
+            .ok_or_else(|| MetaError::StreamNotFound(name.to_owned()))
+    }
+
+    /// Every account's streams.
+    pub fn streams(&self) -> impl Iterator<Item = &Stream> {
+        self.streams.values()
+    }
+
+    /// One account's streams in name order (ListStreams' order).
+    pub fn streams_of<'a>(&'a self, account: &str) -> impl Iterator<Item = &'a Stream> + 'a {
+        let prefix = key(account, "");
+        self.streams
+            .range(prefix.clone()..)
+            .take_while(move |(k, _)| k.starts_with(&prefix))
+            .map(|(_, s)| s)
+    }
+
+    /// Open shards of one account (the shard limit is per account).
+    pub fn open_shard_count(&self, account: &str) -> usize {
+        self.streams_of(account)
+            .map(|s| s.open_shards().count())
+            .sum()
+    }
+
+    fn new_shard(&mut self, index: u32, start: u128, end: u128, now_ms: u64) -> Shard {
+        let shard = Shard {
+            index,
+            starting_hash_key: start,
+            ending_hash_key: end,
+            log_id: self.next_log_id,
+            epoch: self.next_epoch,
+            parent: None,
+            adjacent_parent: None,
+            created_ms: now_ms,
+            closed: None,
+        };
+        self.next_log_id += 1;
+        self.next_epoch += 1;
+        shard
+    }
+
+    /// Splits an open shard at `new_start` (strictly inside its range, as AWS
+    /// requires: more than one above its start, below its end): the shard
+    /// closes and two children take its range. The stream is UPDATING for
+    /// `updating_ms`.
+    pub fn split_shard(
+        &mut self,
+        account: &str,
+        name: &str,
+        index: u32,
+        new_start: u128,
+        now_ms: u64,
+        updating_ms: u64,
+    ) -> Result<Reshard, MetaError> {
+        let stream = self.stream_mut(account, name)?;
+        let parent = stream.open_shard(index)?;
+        let (start, end) = (parent.starting_hash_key, parent.ending_hash_key);
+        if new_start <= start.saturating_add(1) || new_start >= end {
+            return Err(MetaError::SplitKeyOutside(name.to_owned(), shard_id(index)));
+        }
+        let reshard = self.split_shard_unchecked(account, name, index, new_start, now_ms)?;
+        self.stream_mut(account, name)?
+            .start_update(now_ms, updating_ms);
+        Ok(reshard)
+    }
+
+    /// Merges two open, adjacent shards: both close and one child takes their
+    /// joint range, with `index` as its parent and `adjacent` as its adjacent
+    /// parent.
+    pub fn merge_shards(
+        &mut self,
+        account: &str,
+        name: &str,
+        index: u32,
+        adjacent: u32,
+        now_ms: u64,
+        updating_ms: u64,
+    ) -> Result<Reshard, MetaError> {
+        let stream = self.stream_mut(account, name)?;
+        let a = stream.open_shard(index)?;
+        let b = stream.open_shard(adjacent)?;
+        let touching = a.ending_hash_key.checked_add(1) == Some(b.starting_hash_key)
+            || b.ending_hash_key.checked_add(1) == Some(a.starting_hash_key);
+        if !touching {
+            return Err(MetaError::NotAdjacent(
+                name.to_owned(),
+                shard_id(index),
+                shard_id(adjacent),
+            ));
+        }
+        let start = a.starting_hash_key.min(b.starting_hash_key);
+        let end = a.ending_hash_key.max(b.ending_hash_key);
+        let closed = vec![(index, a.log_id), (adjacent, b.log_id)];
+        let next = stream.next_index();
+        let mut child = self.new_shard(next, start, end, now_ms);
+        child.parent = Some(index);
+        child.adjacent_parent = Some(adjacent);
+        let created = vec![(child.log_id, child.epoch)];
+        let stream = self.stream_mut(account, name)?;
+        stream.close_shard(index, now_ms);
+        stream.close_shard(adjacent, now_ms);
+        stream.shards.push(child);
+        stream.start_update(now_ms, updating_ms);
+        Ok(Reshard { closed, created })
+    }
+
+    /// UpdateShardCount with UNIFORM_SCALING: splits at every boundary of
+    /// `target` equal ranges that is not a boundary yet, then merges the
+    /// pieces inside each range, so the open shards end up exactly the
+    /// uniform ranges (as CreateStream would make them) and every step is a
+    /// split or merge with ordinary lineage. The caller checks AWS's scaling
+    /// bounds.
+    pub fn update_shard_count(
+        &mut self,
+        account: &str,
+        name: &str,
+        target: u32,
+        now_ms: u64,
+        updating_ms: u64,
+    ) -> Result<Reshard, MetaError> {
+        let n = u128::from(target.max(1));
+        let boundaries: Vec<u128> = (1..n).map(|i| split_point(i, n)).collect();
+        let mut all = Reshard {
+            closed: Vec::new(),
+            created: Vec::new(),
+        };
+        let absorb = |all: &mut Reshard, r: Reshard| {
+            all.closed.extend(r.closed);
+            all.created.extend(r.created);
+        };
+        let missing = || MetaError::StreamNotFound(name.to_owned());
+        for &b in &boundaries {
+            let holder = self
+                .stream(account, name)
+                .ok_or_else(missing)?
+                .shard_for_hash_key(b);
+            if holder.starting_hash_key == b {
+                continue;
+            }
+            let index = holder.index;
+            let r = self.split_shard_unchecked(account, name, index, b, now_ms)?;
+            absorb(&mut all, r);
+        }
+        let mut starts = vec![0u128];
+        starts.extend(&boundaries);
+        for (i, &start) in starts.iter().enumerate() {
+            let end = starts.get(i + 1).map_or(HASH_KEY_MAX, |next| next - 1);
+            loop {
+                let stream = self.stream(account, name).ok_or_else(missing)?;
+                let mut pieces: Vec<&Shard> = stream
+                    .open_shards()
+                    .filter(|s| s.starting_hash_key >= start && s.ending_hash_key <= end)
+                    .collect();
+                if pieces.len() < 2 {
+                    break;
+                }
+                pieces.sort_by_key(|s| s.starting_hash_key);
+                let (a, b) = (pieces[0].index, pieces[1].index);
+                let r = self.merge_shards(account, name, a, b, now_ms, 0)?;
+                absorb(&mut all, r);
+            }
+        }
+        self.stream_mut(account, name)?
+            .start_update(now_ms, updating_ms);
+        Ok(all)
+    }
+
+    /// A split at any key inside the shard but its first (UpdateShardCount
+    /// places its own boundaries; AWS's stricter rule is for SplitShard).
+    fn split_shard_unchecked(
+        &mut self,
+        account: &str,
+        name: &str,
+        index: u32,
+        new_start: u128,
+        now_ms: u64,
+    ) -> Result<Reshard, MetaError> {
+        let stream = self.stream_mut(account, name)?;
+        let parent = stream.open_shard(index)?;
+        let (start, end, parent_log) = (
+            parent.starting_hash_key,
+            parent.ending_hash_key,
+            parent.log_id,
+        );
+        if new_start <= start || new_start > end {
+            return Err(MetaError::SplitKeyOutside(name.to_owned(), shard_id(index)));
+        }
+        let first = stream.next_index();
+        let mut low = self.new_shard(first, start, new_start - 1, now_ms);
+        let mut high = self.new_shard(first + 1, new_start, end, now_ms);
+        low.parent = Some(index);
+        high.parent = Some(index);
+        let created = vec![(low.log_id, low.epoch), (high.log_id, high.epoch)];
+        let stream = self.stream_mut(account, name)?;
+        stream.close_shard(index, now_ms);
+        stream.shards.extend([low, high]);
+        Ok(Reshard {
+            closed: vec![(index, parent_log)],
+            created,
+        })
+    }
+
+    /// Records a closed shard's ending sequence number.
+    pub fn set_ending_sequence(
+        &mut self,
+        account: &str,
+        name: &str,
+        index: u32,
+        ending_sequence: u128,
+    ) -> Result<(), MetaError> {
+        let stream = self.stream_mut(account, name)?;
+        if let Some(closed) = stream
+            .shards
+            .iter_mut()
+            .find(|s| s.index == index)
+            .and_then(|s| s.closed.as_mut())
+        {
+            closed.ending_sequence = Some(ending_sequence);
+        }
+        Ok(())
+    }
+
+    pub fn commitment(&self, account: &str) -> Commitment {
+        self.commitments.get(account).cloned().unwrap_or_default()
+    }
+
+    /// Creates a stream whose shards split the hash-key space evenly, as AWS does.
+    pub fn create_stream(&mut self, cmd: CreateStream, now_ms: u64) -> Result<&Stream, MetaError> {
+        let stream_key = key(&cmd.account, &cmd.name);
+        if self.streams.contains_key(&stream_key) {
+            return Err(MetaError::StreamExists(cmd.name));
+        }
+        let n = u128::from(cmd.shard_count.max(1));
+        let shards = (0..n)
+            .map(|i| {
+                let log_id = self.next_log_id;
+                let epoch = self.next_epoch;
+                self.next_log_id += 1;
+                self.next_epoch += 1;
+                Shard {
+                    index: i as u32,
+                    starting_hash_key: split_point(i, n),
+                    ending_hash_key: if i + 1 == n {
+                        HASH_KEY_MAX
+                    } else {
+                        split_point(i + 1, n) - 1
+                    },
+                    log_id,
+                    epoch,
+                    parent: None,
+                    adjacent_parent: None,
+                    created_ms: now_ms,
+                    closed: None,
+                }
+            })
+            .collect();
+        let stream = Stream {
+            account: cmd.account,
+            name: cmd.name.clone(),
+            created_ms: now_ms,
+            active_from_ms: now_ms.saturating_add(cmd.creating_ms),
+            mode: cmd.mode,
+            retention_period_hours: 24,
+            max_record_size_kib: cmd.max_record_size_kib,
+            tags: cmd.tags,
+            shards,
+            shard_level_metrics: BTreeSet::new(),
+            encryption_key_id: None,
+            updating_until_ms: 0,
+            deleting_until_ms: None,
+            warm_throughput_mibps: None,
+            consumers: Vec::new(),
+            scalings_ms: Vec::new(),
+            mode_switches_ms: Vec::new(),
+        };
+        Ok(self.streams.entry(stream_key).or_insert(stream))
+    }
+
+    /// Marks a stream DELETING for `duration_ms`; [`Catalog::sweep`] removes it after.
+    pub fn start_delete(
+        &mut self,
+        account: &str,
+        name: &str,
+        now_ms: u64,
+        duration_ms: u64,
+    ) -> Result<(), MetaError> {
+        let stream = self.stream_mut(account, name)?;
+        if stream.deleting_until_ms.is_none() {
+            stream.deleting_until_ms = Some(now_ms.saturating_add(duration_ms));
+        }
+        Ok(())
+    }
+
+    /// Registers a consumer with a stream: CREATING for `creating_ms`, then
+    /// ACTIVE. At most [`CONSUMERS_PER_STREAM_MAX`] per stream and
+    /// [`CONSUMERS_CREATING_MAX`] of an account CREATING at once.
+    pub fn register_consumer(
+        &mut self,
+        account: &str,
+        stream: &str,
+        name: &str,
+        now_ms: u64,
+        creating_ms: u64,
+    ) -> Result<&Consumer, MetaError> {
+        let creating = self
+            .streams_of(account)
+            .flat_map(|s| s.live_consumers(now_ms))
+            .filter(|c| c.status(now_ms) == ConsumerStatus::Creating)
+            .count();
+        let s = self.stream_mut(account, stream)?;
+        s.consumers.retain(|c| !c.is_gone(now_ms));
+        if s.consumers.iter().any(|c| c.name == name) {
+            return Err(MetaError::ConsumerExists(name.to_owned()));
+        }
+        if s.consumers.len() >= CONSUMERS_PER_STREAM_MAX {
+            return Err(MetaError::TooManyConsumers(stream.to_owned()));
+        }
+        if creating_ms > 0 && creating >= CONSUMERS_CREATING_MAX {
+            return Err(MetaError::TooManyConsumersCreating);
+        }
+        s.consumers.push(Consumer {
+            name: name.to_owned(),
+            created_ms: now_ms,
+            active_from_ms: now_ms.saturating_add(creating_ms),
+            deleting_until_ms: None,
+            tags: BTreeMap::new(),
+        });
+        Ok(s.consumers.last().expect("just pushed"))
+    }
+
+    /// Drops the resource policies of a stream (by its ARN) and of its consumers.
+    pub fn remove_policies_of(&mut self, stream_arn: &str) {
+        let consumers = format!("{stream_arn}/consumer/");
+        self.resource_policies
+            .retain(|arn, _| arn != stream_arn && !arn.starts_with(&consumers));
+    }
+
+    /// Whether [`Catalog::sweep`] has anything to remove.
+    pub fn has_gone(&self, now_ms: u64) -> bool {
+        self.streams
+            .values()
+            .any(|s| s.is_gone(now_ms) || s.consumers.iter().any(|c| c.is_gone(now_ms)))
+    }
+
+    /// Removes the streams whose deletion is over, and consumers whose
+    /// deregistration is; returns the streams so that their shard logs can be
+    /// deleted.
+    pub fn sweep(&mut self, now_ms: u64) -> Vec<Stream> {
+        for s in self.streams.values_mut() {
+            s.consumers.retain(|c| !c.is_gone(now_ms));
+        }
+        let gone: Vec<String> = self
+            .streams
+            .iter()
+            .filter(|(_, s)| s.is_gone(now_ms))
+            .map(|(k, _)| k.clone())
+            .collect();
+        gone.iter().filter_map(|n| self.streams.remove(n)).collect()
+    }
+
+    /// Removes every stream of every account, and the resource policies;
+    /// returns the streams so that their shard logs can be deleted. Log ids
+    /// and epochs keep counting up.
+    pub fn take_streams(&mut self) -> Vec<Stream> {
+        self.resource_policies.clear();
+        std::mem::take(&mut self.streams).into_values().collect()
+    }
+
+    /// Removes a stream; returns it so its shard logs can be deleted.
+    pub fn delete_stream(&mut self, account: &str, name: &str) -> Result<Stream, MetaError> {
+        self.streams
+            .remove(&key(account, name))
+            .ok_or_else(|| MetaError::StreamNotFound(name.to_owned()))
+    }
+}
+
+/// `floor(2^128 * i / n)` without overflow, for `i <= n`.
+pub(crate) fn split_point(i: u128, n: u128) -> u128 {
+    if i == 0 {
+        return 0;
+    }
+    // 2^128 = q*n + r, with 1 <= r <= n.
+    let q = HASH_KEY_MAX / n;
+    let r = HASH_KEY_MAX % n + 1;
+    q * i + (r * i) / n
+}
