@@ -133,16 +133,26 @@ fn structure(
             shapes,
         )?;
         let field = field_name(member);
+        // A string map's null values read as "" (the validator lets them
+        // through, as AWS's does).
+        let with = match (
+            ty == "BTreeMap<String, String>",
+            required.contains(member.as_str()) && !union,
+        ) {
+            (true, true) => ", deserialize_with = \"crate::types::string_map\"",
+            (true, false) => ", deserialize_with = \"crate::types::optional_string_map\"",
+            (false, _) => "",
+        };
         if required.contains(member.as_str()) && !union {
             writeln!(
                 out,
-                "    #[serde(rename = \"{member}\")]\n    pub {field}: {ty},"
+                "    #[serde(rename = \"{member}\"{with})]\n    pub {field}: {ty},"
             )
             .unwrap();
         } else {
             writeln!(
                 out,
-                "    #[serde(rename = \"{member}\", default, skip_serializing_if = \"Option::is_none\")]\n    pub {field}: Option<{ty}>,"
+                "    #[serde(rename = \"{member}\", default, skip_serializing_if = \"Option::is_none\"{with})]\n    pub {field}: Option<{ty}>,"
             )
             .unwrap();
         }

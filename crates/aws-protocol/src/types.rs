@@ -97,6 +97,30 @@ impl<'de> Deserialize<'de> for Timestamp {
     }
 }
 
+/// A map of strings whose null values read as "" (AWS JSON lets a map
+/// value be null; Sluice has always stored it as empty).
+pub fn string_map<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<std::collections::BTreeMap<String, String>, D::Error> {
+    let map = std::collections::BTreeMap::<String, Option<String>>::deserialize(d)?;
+    Ok(map
+        .into_iter()
+        .map(|(k, v)| (k, v.unwrap_or_default()))
+        .collect())
+}
+
+/// [`string_map`] for an optional member (null or absent: none).
+pub fn optional_string_map<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<std::collections::BTreeMap<String, String>>, D::Error> {
+    let map = Option::<std::collections::BTreeMap<String, Option<String>>>::deserialize(d)?;
+    Ok(map.map(|m| {
+        m.into_iter()
+            .map(|(k, v)| (k, v.unwrap_or_default()))
+            .collect()
+    }))
+}
+
 /// A validated request that still does not fit its type (a defect of the
 /// validator, or input the model allows and the types do not).
 pub fn serialization_error(e: impl std::fmt::Display) -> AwsError {

@@ -74,6 +74,24 @@ fn every_operation_decodes_into_its_typed_request() {
         Request::decode("Nope", &json!({})).unwrap_err().code,
         sluice_aws::ErrorCode::UnknownOperationException
     );
+    // A null tag value reads as "", as it always has.
+    let Request::AddTagsToStream(tags) = Request::decode(
+        "AddTagsToStream",
+        &json!({"StreamName": "s", "Tags": {"k": null, "j": "v"}}),
+    )
+    .unwrap() else {
+        panic!()
+    };
+    assert_eq!(tags.tags["k"], "");
+    assert_eq!(tags.tags["j"], "v");
+    let Request::CreateStream(create) = Request::decode(
+        "CreateStream",
+        &json!({"StreamName": "s", "Tags": {"k": null}}),
+    )
+    .unwrap() else {
+        panic!()
+    };
+    assert_eq!(create.tags.unwrap()["k"], "");
     // What validation lets through but the types cannot hold is an AWS error.
     assert_eq!(
         Request::decode("PutRecord", &json!({"PartitionKey": "p", "Data": 5}))

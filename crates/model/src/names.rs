@@ -169,7 +169,7 @@ impl Arn {
         else {
             return Err(bad());
         };
-        if !partition.starts_with("aws") || region.is_empty() {
+        if !partition.starts_with("aws") {
             return Err(bad());
         }
         let account = AccountId::parse(account).map_err(|_| bad())?.0;
@@ -266,13 +266,23 @@ mod tests {
         let consumer =
             Arn::parse("arn:aws:kinesis:us-east-1:000000000000:stream/s/consumer/c:5").unwrap();
         assert!(matches!(consumer, Arn::Consumer { created_s: 5, .. }));
+        // As the old prefix check did: leading zeros in the seconds, and an
+        // empty region (a server configured without one).
+        let zeros =
+            Arn::parse("arn:aws:kinesis:us-east-1:000000000000:stream/s/consumer/c:007").unwrap();
+        assert!(matches!(zeros, Arn::Consumer { created_s: 7, .. }));
+        assert_eq!(
+            Arn::parse("arn:aws:kinesis::000000000000:stream/s")
+                .unwrap()
+                .region(),
+            ""
+        );
         assert_eq!(consumer.stream_name(), "s");
         for bad in [
             "",
             "arn:aws:kinesis:us-east-1:000000000000:stream/",
             "arn:aws:kinesis:us-east-1:12:stream/s",
             "arn:aws:sqs:us-east-1:000000000000:stream/s",
-            "arn:aws:kinesis::000000000000:stream/s",
             "arn:aws:kinesis:us-east-1:000000000000:table/s",
             "arn:aws:kinesis:us-east-1:000000000000:stream/s/consumer/c",
             "arn:aws:kinesis:us-east-1:000000000000:stream/s/consumer/c:x",

@@ -665,13 +665,15 @@ impl Engine {
         sluice_model::Arn::stream(&self.config.region, account, name).to_string()
     }
 
-    /// `text` as an ARN of this engine's region and `account` (written as
-    /// the engine writes its ARNs), if it is one.
+    /// `text` as an ARN of the `aws` partition, this engine's region and
+    /// `account`, if it is one.
     pub fn own_arn(&self, account: &str, text: &str) -> Option<sluice_model::Arn> {
+        if !text.starts_with("arn:aws:") {
+            return None;
+        }
         sluice_model::Arn::parse(text)
             .ok()
             .filter(|arn| arn.region() == self.config.region && arn.account() == account)
-            .filter(|arn| arn.to_string() == text)
     }
 
     /// At shutdown: everything acknowledged made durable, then a checkpoint,

@@ -13,7 +13,7 @@ use crate::types::{Blob, Timestamp};
 pub struct AddTagsToStreamInput {
     #[serde(rename = "StreamName", default, skip_serializing_if = "Option::is_none")]
     pub stream_name: Option<String>,
-    #[serde(rename = "Tags")]
+    #[serde(rename = "Tags", deserialize_with = "crate::types::string_map")]
     pub tags: BTreeMap<String, String>,
     #[serde(rename = "StreamARN", default, skip_serializing_if = "Option::is_none")]
     pub stream_arn: Option<String>,
@@ -110,7 +110,7 @@ pub struct CreateStreamInput {
     pub shard_count: Option<i64>,
     #[serde(rename = "StreamModeDetails", default, skip_serializing_if = "Option::is_none")]
     pub stream_mode_details: Option<StreamModeDetails>,
-    #[serde(rename = "Tags", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "Tags", default, skip_serializing_if = "Option::is_none", deserialize_with = "crate::types::optional_string_map")]
     pub tags: Option<BTreeMap<String, String>>,
     #[serde(rename = "WarmThroughputMiBps", default, skip_serializing_if = "Option::is_none")]
     pub warm_throughput_mibps: Option<i64>,
@@ -883,7 +883,7 @@ pub struct RegisterStreamConsumerInput {
     pub consumer_name: String,
     #[serde(rename = "StreamId", default, skip_serializing_if = "Option::is_none")]
     pub stream_id: Option<String>,
-    #[serde(rename = "Tags", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "Tags", default, skip_serializing_if = "Option::is_none", deserialize_with = "crate::types::optional_string_map")]
     pub tags: Option<BTreeMap<String, String>>,
 }
 
@@ -1381,7 +1381,7 @@ pub struct Tag {
 /// botocore structure: `TagResourceInput`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TagResourceInput {
-    #[serde(rename = "Tags")]
+    #[serde(rename = "Tags", deserialize_with = "crate::types::string_map")]
     pub tags: BTreeMap<String, String>,
     #[serde(rename = "ResourceARN")]
     pub resource_arn: String,
