@@ -8,6 +8,7 @@ pub(super) async fn read_back(
     client: &mut Client,
     stream: &str,
     shards: &[String],
+    cbor: bool,
     tally: &mut Tally,
 ) -> anyhow::Result<ReadBack> {
     let started = Instant::now();
@@ -16,12 +17,20 @@ pub(super) async fn read_back(
         let mut iterator =
             iterator_at(client, stream, shard, k::ShardIteratorType::TrimHorizon).await?;
         loop {
-            let body = json_body(&k::GetRecordsInput {
+            // In the producers' protocol: AWS CBOR answers carry the data as
+            // it was sent, with no base64.
+            let input = k::GetRecordsInput {
                 shard_iterator: iterator.clone(),
                 limit: Some(10_000),
                 ..Default::default()
-            });
-            let reply = client.call("GetRecords", body).await?;
+            };
+            let reply = client
+                .call_as(
+                    "GetRecords",
+                    encode_request(cbor, &input),
+                    content_type(cbor),
+                )
+                .await?;
             requests += 1;
             if let Some(name) = reply.error_name() {
                 tally.error("GetRecords", &name, 1);
@@ -31,16 +40,10 @@ pub(super) async fn read_back(
                 }
                 bail!("GetRecords: {name}");
             }
-            let out: RecordsPage = serde_json::from_slice(&reply.body)?;
+            let out: RecordsPage = decode_answer(cbor, &reply.body)
+                .context("GetRecords: an answer that does not parse")?;
             records += out.records.len() as u64;
-            bytes += out
-                .records
-                .iter()
-                .map(|r| {
-                    let pad = r.data.bytes().rev().take_while(|b| *b == b'=').count();
-                    (r.data.len() / 4 * 3 - pad) as u64
-                })
-                .sum::<u64>();
+            bytes += out.records.iter().map(|r| r.data.len() as u64).sum::<u64>();
             match out.next_shard_iterator {
                 Some(next) if !(out.records.is_empty() && out.millis_behind_latest == 0) => {
                     iterator = next
@@ -73,7 +76,6 @@ pub(super) async fn poll(
     let mut latency = histogram();
     let mut consumed = 0u64;
     let mut drain_deadline = None;
-    let engine = &base64::engine::general_purpose::STANDARD;
     loop {
         let body = json_body(&k::GetRecordsInput {
             shard_iterator: iterator.clone(),
@@ -103,9 +105,8 @@ pub(super) async fn poll(
                 break;
             };
             for r in &out.records {
-                // The stamp is in the first 12 bytes: 16 base64 characters.
-                let head = r.data.get(..16).unwrap_or(&r.data);
-                if let Some(sent) = engine.decode(head).ok().and_then(|d| stamp_of(&d)) {
+                // The stamp is in the first 12 bytes (16 base64 characters).
+                if let Some(sent) = stamp_of(&r.data.head(STAMP_LEN)) {
                     let _ = latency.record(seen.saturating_sub(sent).max(1));
                 }
             }
@@ -189,7 +190,6 @@ pub(super) async fn subscribe(
         r#type: k::ShardIteratorType::Latest,
         ..Default::default()
     };
-    let engine = &base64::engine::general_purpose::STANDARD;
     'subscriptions: loop {
         let body = json_body(&k::SubscribeToShardInput {
             consumer_arn: consumer_arn.clone(),
@@ -272,8 +272,7 @@ pub(super) async fn subscribe(
                 break 'subscriptions;
             };
             for r in &event.records {
-                let head = r.data.get(..16).unwrap_or(&r.data);
-                if let Some(sent) = engine.decode(head).ok().and_then(|d| stamp_of(&d)) {
+                if let Some(sent) = stamp_of(&r.data.head(STAMP_LEN)) {
                     let _ = latency.record(seen.saturating_sub(sent).max(1));
                 }
             }
