@@ -57,10 +57,10 @@ pub fn records(answer: &Records, cbor: bool) -> Bytes {
 }
 
 /// A put's answer.
-pub fn put(answer: &PutAnswer, cbor: bool) -> Bytes {
+pub fn put(answer: PutAnswer, cbor: bool) -> Bytes {
     match answer {
-        PutAnswer::Record(output) => response(&Response::PutRecord(output.clone()), cbor),
-        PutAnswer::Records(answer) => Bytes::from(put_records(answer, cbor)),
+        PutAnswer::Record(output) => response(&Response::PutRecord(output), cbor),
+        PutAnswer::Records(answer) => Bytes::from(put_records(&answer, cbor)),
     }
 }
 

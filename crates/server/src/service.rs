@@ -525,7 +525,7 @@ async fn route(req: Request<Incoming>, state: Arc<State>, cbor: bool, seen: &mut
         Ok(Ok(Done::Put(put))) => put
             .finish(&events_state)
             .await
-            .map(|answer| Reply::Body(encode::put(&answer, cbor))),
+            .map(|answer| Reply::Body(encode::put(answer, cbor))),
         Ok(Err(e)) => Err(e),
         Err(_) => Err(AwsError::new(
             ErrorCode::InternalFailure,
