@@ -8,15 +8,15 @@ use super::*;
 pub struct Catalog {
     /// Streams by `account/name` (names cannot contain `/`), so that one
     /// account's streams are a contiguous range in name order.
-    streams: BTreeMap<String, Stream>,
+    pub(crate) streams: BTreeMap<String, Stream>,
     next_log_id: u64,
     next_epoch: u64,
     /// Resource policies by resource ARN (which names the account).
     #[serde(default)]
-    pub resource_policies: BTreeMap<String, String>,
+    pub(crate) resource_policies: BTreeMap<String, String>,
     /// Minimum-throughput billing commitments by account.
     #[serde(default)]
-    pub commitments: BTreeMap<String, Commitment>,
+    pub(crate) commitments: BTreeMap<String, Commitment>,
 }
 
 pub(crate) fn key(account: &str, name: &str) -> String {
@@ -68,7 +68,11 @@ impl Catalog {
         self.streams.get(&key(account, name))
     }
 
-    pub fn stream_mut(&mut self, account: &str, name: &str) -> Result<&mut Stream, MetaError> {
+    pub(crate) fn stream_mut(
+        &mut self,
+        account: &str,
+        name: &str,
+    ) -> Result<&mut Stream, MetaError> {
         self.streams
             .get_mut(&key(account, name))
             .ok_or_else(|| MetaError::StreamNotFound(name.to_owned()))
@@ -116,7 +120,7 @@ impl Catalog {
     /// requires: more than one above its start, below its end): the shard
     /// closes and two children take its range. The stream is UPDATING for
     /// `updating_ms`.
-    pub fn split_shard(
+    pub(crate) fn split_shard(
         &mut self,
         account: &str,
         name: &str,
@@ -140,7 +144,7 @@ impl Catalog {
     /// Merges two open, adjacent shards: both close and one child takes their
     /// joint range, with `index` as its parent and `adjacent` as its adjacent
     /// parent.
-    pub fn merge_shards(
+    pub(crate) fn merge_shards(
         &mut self,
         account: &str,
         name: &str,
@@ -183,7 +187,7 @@ impl Catalog {
     /// uniform ranges (as CreateStream would make them) and every step is a
     /// split or merge with ordinary lineage. The caller checks AWS's scaling
     /// bounds.
-    pub fn update_shard_count(
+    pub(crate) fn update_shard_count(
         &mut self,
         account: &str,
         name: &str,
@@ -274,7 +278,7 @@ impl Catalog {
     }
 
     /// Records a closed shard's ending sequence number.
-    pub fn set_ending_sequence(
+    pub(crate) fn set_ending_sequence(
         &mut self,
         account: &str,
         name: &str,
@@ -298,7 +302,11 @@ impl Catalog {
     }
 
     /// Creates a stream whose shards split the hash-key space evenly, as AWS does.
-    pub fn create_stream(&mut self, cmd: CreateStream, now_ms: u64) -> Result<&Stream, MetaError> {
+    pub(crate) fn create_stream(
+        &mut self,
+        cmd: CreateStream,
+        now_ms: u64,
+    ) -> Result<&Stream, MetaError> {
         let stream_key = key(&cmd.account, &cmd.name);
         if self.streams.contains_key(&stream_key) {
             return Err(MetaError::StreamExists(cmd.name));
@@ -341,7 +349,7 @@ impl Catalog {
             encryption_key_id: None,
             updating_until_ms: 0,
             deleting_until_ms: None,
-            warm_throughput_mibps: None,
+            warm_throughput_mibps: cmd.warm_throughput_mibps,
             consumers: Vec::new(),
             scalings_ms: Vec::new(),
             mode_switches_ms: Vec::new(),
@@ -350,7 +358,7 @@ impl Catalog {
     }
 
     /// Marks a stream DELETING for `duration_ms`; [`Catalog::sweep`] removes it after.
-    pub fn start_delete(
+    pub(crate) fn start_delete(
         &mut self,
         account: &str,
         name: &str,
@@ -367,7 +375,7 @@ impl Catalog {
     /// Registers a consumer with a stream: CREATING for `creating_ms`, then
     /// ACTIVE. At most [`CONSUMERS_PER_STREAM_MAX`] per stream and
     /// [`CONSUMERS_CREATING_MAX`] of an account CREATING at once.
-    pub fn register_consumer(
+    pub(crate) fn register_consumer(
         &mut self,
         account: &str,
         stream: &str,
@@ -401,11 +409,37 @@ impl Catalog {
         Ok(s.consumers.last().expect("just pushed"))
     }
 
-    /// Drops the resource policies of a stream (by its ARN) and of its consumers.
-    pub fn remove_policies_of(&mut self, stream_arn: &str) {
-        let consumers = format!("{stream_arn}/consumer/");
-        self.resource_policies
-            .retain(|arn, _| arn != stream_arn && !arn.starts_with(&consumers));
+    /// The resource policy attached to `arn`.
+    pub fn policy(&self, arn: &str) -> Option<&str> {
+        self.resource_policies.get(arn).map(String::as_str)
+    }
+
+    /// Drops the resource policies of a stream and of its consumers, or of
+    /// one of its consumers.
+    pub(crate) fn remove_policies_of(
+        &mut self,
+        account: &str,
+        stream: &str,
+        consumer: Option<&str>,
+    ) {
+        use sluice_model::Arn;
+        self.resource_policies.retain(|arn, _| {
+            let of_it = match Arn::parse(arn) {
+                Ok(Arn::Stream {
+                    account: a,
+                    stream: s,
+                    ..
+                }) => consumer.is_none() && a == account && s == stream,
+                Ok(Arn::Consumer {
+                    account: a,
+                    stream: s,
+                    consumer: c,
+                    ..
+                }) => a == account && s == stream && consumer.is_none_or(|name| name == c),
+                Err(_) => false,
+            };
+            !of_it
+        });
     }
 
     /// Whether [`Catalog::sweep`] has anything to remove.
@@ -418,7 +452,7 @@ impl Catalog {
     /// Removes the streams whose deletion is over, and consumers whose
     /// deregistration is; returns the streams so that their shard logs can be
     /// deleted.
-    pub fn sweep(&mut self, now_ms: u64) -> Vec<Stream> {
+    pub(crate) fn sweep(&mut self, now_ms: u64) -> Vec<Stream> {
         for s in self.streams.values_mut() {
             s.consumers.retain(|c| !c.is_gone(now_ms));
         }
@@ -434,13 +468,13 @@ impl Catalog {
     /// Removes every stream of every account, and the resource policies;
     /// returns the streams so that their shard logs can be deleted. Log ids
     /// and epochs keep counting up.
-    pub fn take_streams(&mut self) -> Vec<Stream> {
+    pub(crate) fn take_streams(&mut self) -> Vec<Stream> {
         self.resource_policies.clear();
         std::mem::take(&mut self.streams).into_values().collect()
     }
 
     /// Removes a stream; returns it so its shard logs can be deleted.
-    pub fn delete_stream(&mut self, account: &str, name: &str) -> Result<Stream, MetaError> {
+    pub(crate) fn delete_stream(&mut self, account: &str, name: &str) -> Result<Stream, MetaError> {
         self.streams
             .remove(&key(account, name))
             .ok_or_else(|| MetaError::StreamNotFound(name.to_owned()))

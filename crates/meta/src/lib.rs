@@ -9,10 +9,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 mod catalog;
+mod command;
 pub mod scaling;
 mod stream;
 
 pub use catalog::Catalog;
+pub use command::{Applied, Command, Ending};
 pub use stream::*;
 
 /// Largest hash key: shards tile `0..=HASH_KEY_MAX`.
@@ -88,6 +90,9 @@ pub enum MetaError {
     TooManyConsumers(String),
     #[error("Only {CONSUMERS_CREATING_MAX} consumers can be in CREATING status at the same time.")]
     TooManyConsumersCreating,
+    /// An on-demand scaling window none of whose actions still applies.
+    #[error("nothing to scale in stream {0}")]
+    NothingToScale(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,7 +119,7 @@ pub struct Reshard {
 }
 
 /// What CreateStream asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreateStream {
     pub account: String,
     pub name: String,
@@ -124,6 +129,9 @@ pub struct CreateStream {
     pub tags: BTreeMap<String, String>,
     /// How long the stream stays CREATING.
     pub creating_ms: u64,
+    /// ON_DEMAND only: the write throughput to keep the stream split for.
+    #[serde(default)]
+    pub warm_throughput_mibps: Option<u32>,
 }
 
 /// The account's minimum-throughput billing commitment.
@@ -178,7 +186,7 @@ pub fn hash_key_from_md5(digest: [u8; 16]) -> u128 {
     u128::from_be_bytes(digest)
 }
 
-mod decimal {
+pub(crate) mod decimal {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(v: &u128, s: S) -> Result<S::Ok, S::Error> {
@@ -246,6 +254,7 @@ mod tests {
             max_record_size_kib: 1024,
             tags: BTreeMap::new(),
             creating_ms: 0,
+            warm_throughput_mibps: None,
         }
     }
 

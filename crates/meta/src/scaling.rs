@@ -80,11 +80,13 @@ struct Trend {
 }
 
 /// A change the policy asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Action {
     /// Split shard `index` at `new_starting_hash_key`.
     Split {
         index: u32,
+        #[serde(with = "crate::decimal")]
         new_starting_hash_key: u128,
     },
     /// Merge shard `index` with the adjacent shard `adjacent` (higher range).
@@ -197,6 +199,7 @@ mod tests {
                 max_record_size_kib: 1024,
                 tags: BTreeMap::new(),
                 creating_ms: 0,
+                warm_throughput_mibps: None,
             },
             0,
         )

@@ -157,9 +157,17 @@ pub const MODE_SWITCHES_PER_DAY: usize = 2;
 pub(crate) const DAY_MS: u64 = 24 * 3600 * 1000;
 
 /// Drops the times older than a rolling day; how many are left.
-pub fn within_a_day(times: &mut Vec<u64>, now_ms: u64) -> usize {
+pub(crate) fn within_a_day(times: &mut Vec<u64>, now_ms: u64) -> usize {
     times.retain(|&t| now_ms.saturating_sub(t) < DAY_MS);
     times.len()
+}
+
+/// How many of `times` are within a rolling day of `now_ms`.
+pub fn count_within_a_day(times: &[u64], now_ms: u64) -> usize {
+    times
+        .iter()
+        .filter(|&&t| now_ms.saturating_sub(t) < DAY_MS)
+        .count()
 }
 
 impl Stream {
@@ -181,12 +189,12 @@ impl Stream {
     }
 
     /// The stream is UPDATING for `duration_ms` (encryption, record size, resharding).
-    pub fn start_update(&mut self, now_ms: u64, duration_ms: u64) {
+    pub(crate) fn start_update(&mut self, now_ms: u64, duration_ms: u64) {
         self.updating_until_ms = now_ms.saturating_add(duration_ms);
     }
 
     /// Increase (or decrease) the retention period, within AWS's bounds.
-    pub fn set_retention(&mut self, hours: u32, increase: bool) -> Result<(), MetaError> {
+    pub(crate) fn set_retention(&mut self, hours: u32, increase: bool) -> Result<(), MetaError> {
         if hours < RETENTION_HOURS_MIN {
             return Err(MetaError::RetentionTooShort(hours));
         }
@@ -218,7 +226,7 @@ impl Stream {
     }
 
     /// Adds or overwrites tags; the stream keeps at most 50.
-    pub fn add_tags(&mut self, tags: &BTreeMap<String, String>) -> Result<(), MetaError> {
+    pub(crate) fn add_tags(&mut self, tags: &BTreeMap<String, String>) -> Result<(), MetaError> {
         let new_keys = tags.keys().filter(|k| !self.tags.contains_key(*k)).count();
         if self.tags.len() + new_keys > TAGS_PER_STREAM_MAX {
             return Err(MetaError::TooManyTags(self.name.clone()));
@@ -228,7 +236,7 @@ impl Stream {
         Ok(())
     }
 
-    pub fn remove_tags(&mut self, keys: &[String]) {
+    pub(crate) fn remove_tags(&mut self, keys: &[String]) {
         for k in keys {
             self.tags.remove(k);
         }
@@ -236,7 +244,11 @@ impl Stream {
 
     /// Enables (or disables) shard-level metrics; `ALL` stands for every metric.
     /// Returns (before, after).
-    pub fn set_metrics(&mut self, names: &[String], enable: bool) -> (Vec<String>, Vec<String>) {
+    pub(crate) fn set_metrics(
+        &mut self,
+        names: &[String],
+        enable: bool,
+    ) -> (Vec<String>, Vec<String>) {
         let before: Vec<String> = self.shard_level_metrics.iter().cloned().collect();
         let expanded: Vec<String> = if names.iter().any(|n| n == "ALL") {
             SHARD_LEVEL_METRICS.iter().map(|s| s.to_string()).collect()
@@ -271,7 +283,7 @@ impl Stream {
     /// Removes shards from the catalog (see [`Stream::expired_closed_shards`]).
     /// Shard indexes are never reused: a closed shard always has a child with
     /// a greater index, so the greatest index stays.
-    pub fn remove_shards(&mut self, indexes: &[u32]) {
+    pub(crate) fn remove_shards(&mut self, indexes: &[u32]) {
         self.shards.retain(|s| !indexes.contains(&s.index));
     }
 
@@ -282,7 +294,11 @@ impl Stream {
             .find(|c| c.name == name && !c.is_gone(now_ms))
     }
 
-    pub fn consumer_mut(&mut self, name: &str, now_ms: u64) -> Result<&mut Consumer, MetaError> {
+    pub(crate) fn consumer_mut(
+        &mut self,
+        name: &str,
+        now_ms: u64,
+    ) -> Result<&mut Consumer, MetaError> {
         let stream = self.name.clone();
         self.consumers
             .iter_mut()
@@ -297,7 +313,7 @@ impl Stream {
 
     /// Starts deregistering a consumer: DELETING for `deleting_ms`, then gone
     /// (at once when 0).
-    pub fn deregister_consumer(
+    pub(crate) fn deregister_consumer(
         &mut self,
         name: &str,
         now_ms: u64,

@@ -6,13 +6,15 @@ use std::collections::BTreeMap;
 
 use sluice_aws::kinesis as k;
 use sluice_aws::{AwsError, ErrorCode};
-use sluice_meta::{parse_shard_id, Consumer, ConsumerStatus, MetaError, Stream, StreamStatus};
+use sluice_meta::{
+    parse_shard_id, Command, Consumer, ConsumerStatus, MetaError, Stream, StreamStatus,
+};
 
+use crate::engine::Refused;
 use crate::fanout::Subscription;
 use crate::ops::{
-    check_not_deleting, count, decode_token, encode_token, err, internal, not_found, read_error,
-    seconds, starting_position, status_name, stream_name, with_named_stream, Ctx, PositionWords,
-    StreamRef,
+    check_not_deleting, count, decode_token, encode_token, err, not_found, read_error, seconds,
+    starting_position, status_name, stream_name, with_named_stream, Ctx, PositionWords, StreamRef,
 };
 
 fn consumer_status(status: ConsumerStatus) -> k::ConsumerStatus {
@@ -122,11 +124,14 @@ fn with_consumer<T>(
     })
 }
 
-/// The stream and consumer names of an existing consumer's ARN.
-pub(crate) fn existing(state: &Ctx, arn: &str) -> Option<(String, String)> {
+/// The stream and name of the registered consumer `arn` names, if it is one.
+pub(crate) fn existing_in(
+    state: &Ctx,
+    catalog: &sluice_meta::Catalog,
+    now: u64,
+    arn: &str,
+) -> Option<(String, String)> {
     let (stream, name, secs) = parse_consumer_arn(state, arn).ok()?;
-    let now = state.now_ms();
-    let catalog = state.catalog();
     catalog
         .stream(&state.account, &stream)
         .filter(|s| !s.is_gone(now))?
@@ -135,22 +140,22 @@ pub(crate) fn existing(state: &Ctx, arn: &str) -> Option<(String, String)> {
     Some((stream, name))
 }
 
-/// Changes a consumer's tags (TagResource and UntagResource on a consumer ARN).
+/// Changes a consumer's tags (TagResource and UntagResource on a consumer
+/// ARN): `f` sees the consumer and names the command.
 fn change_tags(
     state: &Ctx,
     stream: &str,
     name: &str,
-    f: impl FnOnce(&mut Consumer) -> Result<(), AwsError>,
+    f: impl FnOnce(&Consumer) -> Result<Command, AwsError>,
 ) -> Result<(), AwsError> {
-    let now = state.now_ms();
-    let mut catalog = state.catalog_mut();
-    let mut next = catalog.clone();
-    let consumer = next
-        .stream_mut(&state.account, stream)
-        .and_then(|s| s.consumer_mut(name, now))
-        .map_err(|_| consumer_not_found(state, stream, name))?;
-    f(consumer)?;
-    state.commit(&mut catalog, next).map_err(internal)
+    state.change(|catalog, now| {
+        let consumer = catalog
+            .stream(&state.account, stream)
+            .and_then(|s| s.consumer(name, now))
+            .ok_or_else(|| consumer_not_found(state, stream, name))?;
+        f(consumer)
+    })?;
+    Ok(())
 }
 
 /// TagResource on a consumer ARN: at most 50 tags.
@@ -174,10 +179,12 @@ pub(crate) fn tag(
                 ),
             ));
         }
-        consumer
-            .tags
-            .extend(tags.iter().map(|(k, v)| (k.clone(), v.clone())));
-        Ok(())
+        Ok(Command::TagConsumer {
+            account: state.account.clone(),
+            stream: stream.to_owned(),
+            name: name.to_owned(),
+            tags: tags.clone(),
+        })
     })
 }
 
@@ -188,11 +195,13 @@ pub(crate) fn untag(
     name: &str,
     keys: &[String],
 ) -> Result<(), AwsError> {
-    change_tags(state, stream, name, |consumer| {
-        for key in keys {
-            consumer.tags.remove(key);
-        }
-        Ok(())
+    change_tags(state, stream, name, |_| {
+        Ok(Command::UntagConsumer {
+            account: state.account.clone(),
+            stream: stream.to_owned(),
+            name: name.to_owned(),
+            keys: keys.to_vec(),
+        })
     })
 }
 
@@ -212,34 +221,37 @@ pub(crate) fn register_stream_consumer(
             ),
         ));
     }
-    let now = state.now_ms();
-    let mut catalog = state.catalog_mut();
-    let s = catalog
-        .stream(&state.account, &stream)
-        .filter(|s| !s.is_gone(now))
-        .ok_or_else(|| not_found(state, &stream))?;
-    let status = s.status(now);
-    if !matches!(status, StreamStatus::Active | StreamStatus::Updating) {
-        return Err(err(
-            ErrorCode::ResourceInUseException,
-            format!(
-                "Stream {stream} under account {} not ACTIVE or UPDATING, instead in state {}",
-                state.account,
-                status_name(status)
-            ),
-        ));
-    }
-    let mut next = catalog.clone();
-    let registered = next.register_consumer(
-        &state.account,
-        &stream,
-        &name,
-        now,
-        state.config.consumer_creating_ms,
-    );
-    match registered {
+    let creating_ms = state.config.consumer_creating_ms;
+    let mut registered_at = 0;
+    let command = Command::RegisterConsumer {
+        account: state.account.clone(),
+        stream: stream.clone(),
+        name: name.clone(),
+        creating_ms,
+        tags: tags.clone(),
+    };
+    let changed = state.engine().change(|catalog, now| {
+        let s = catalog
+            .stream(&state.account, &stream)
+            .filter(|s| !s.is_gone(now))
+            .ok_or_else(|| not_found(state, &stream))?;
+        let status = s.status(now);
+        if !matches!(status, StreamStatus::Active | StreamStatus::Updating) {
+            return Err(err(
+                ErrorCode::ResourceInUseException,
+                format!(
+                    "Stream {stream} under account {} not ACTIVE or UPDATING, instead in state {}",
+                    state.account,
+                    status_name(status)
+                ),
+            ));
+        }
+        registered_at = now;
+        Ok(command)
+    });
+    match changed {
         Ok(_) => {}
-        Err(MetaError::ConsumerExists(_)) => {
+        Err(Refused::Meta(MetaError::ConsumerExists(_))) => {
             return Err(err(
                 ErrorCode::ResourceInUseException,
                 format!(
@@ -248,19 +260,18 @@ pub(crate) fn register_stream_consumer(
                 ),
             ))
         }
-        Err(e @ (MetaError::TooManyConsumers(_) | MetaError::TooManyConsumersCreating)) => {
-            return Err(err(ErrorCode::LimitExceededException, e.to_string()))
-        }
-        Err(e) => return Err(internal(e)),
+        Err(e) => return Err(state.refused(e)),
     }
-    let s = next.stream_mut(&state.account, &stream).map_err(internal)?;
-    let consumer = s.consumer_mut(&name, now).map_err(internal)?;
-    consumer.tags = tags;
-    let out = k::RegisterStreamConsumerOutput {
-        consumer: consumer_out(state, &stream, consumer),
+    let consumer = Consumer {
+        name,
+        created_ms: registered_at,
+        active_from_ms: registered_at.saturating_add(creating_ms),
+        deleting_until_ms: None,
+        tags,
     };
-    state.commit(&mut catalog, next).map_err(internal)?;
-    Ok(out)
+    Ok(k::RegisterStreamConsumerOutput {
+        consumer: consumer_out(state, &stream, &consumer),
+    })
 }
 
 pub(crate) fn deregister_stream_consumer(
@@ -274,15 +285,21 @@ pub(crate) fn deregister_stream_consumer(
     };
     let arn = with_consumer(state, input, |s, c| Ok(consumer_arn(state, &s.name, c)))?;
     let (stream, name, _) = named_consumer(state, input)?;
-    let now = state.now_ms();
-    let mut catalog = state.catalog_mut();
-    let mut next = catalog.clone();
-    next.stream_mut(&state.account, &stream)
-        .and_then(|s| s.deregister_consumer(&name, now, state.config.consumer_deleting_ms))
-        .map_err(|_| consumer_not_found(state, &stream, &name))?;
-    next.resource_policies.remove(&arn);
-    state.commit(&mut catalog, next).map_err(internal)?;
-    drop(catalog);
+    let command = Command::DeregisterConsumer {
+        account: state.account.clone(),
+        stream: stream.clone(),
+        name: name.clone(),
+        deleting_ms: state.config.consumer_deleting_ms,
+    };
+    state
+        .engine()
+        .change(|_, _| Ok::<_, AwsError>(command))
+        .map_err(|e| match e {
+            Refused::Meta(MetaError::StreamNotFound(_) | MetaError::ConsumerNotFound(..)) => {
+                consumer_not_found(state, &stream, &name)
+            }
+            e => state.refused(e),
+        })?;
     // A consumer that is DELETING reads nothing: its subscriptions end now.
     state.subscriptions.stop_consumer(&arn);
     Ok(())

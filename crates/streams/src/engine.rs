@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use sluice_log::{Log, LogOptions, OsStorage, ShardLog, ShardLogId, Storage};
-use sluice_meta::Catalog;
+use sluice_meta::{Applied, Catalog, Command, Ending};
 use sluice_model::Clock;
 
 use crate::store::{CatalogStore, FileCatalogStore, CATALOG_FILE};
@@ -77,9 +77,33 @@ pub struct Engine {
     _lock: std::fs::File,
 }
 
+/// Why [`Engine::change`] made no change (or, for `Io` after the catalog
+/// file was replaced, made one that may not survive a power loss).
+#[derive(Debug)]
+pub enum Refused<E> {
+    /// The caller's check refused it.
+    Check(E),
+    /// The catalog refused the command.
+    Meta(sluice_meta::MetaError),
+    /// The disk failed.
+    Io(std::io::Error),
+}
+
+impl Refused<std::convert::Infallible> {
+    /// For changes with no check that can refuse: a catalog refusal as an
+    /// I/O error of kind `Other`.
+    pub fn into_io(self) -> std::io::Error {
+        match self {
+            Self::Check(never) => match never {},
+            Self::Meta(e) => std::io::Error::other(e),
+            Self::Io(e) => e,
+        }
+    }
+}
+
 /// The catalog held for a change (see [`Engine::catalog_mut`]).
 #[derive(Debug)]
-pub struct CatalogWriter<'a>(MutexGuard<'a, Arc<Catalog>>);
+struct CatalogWriter<'a>(MutexGuard<'a, Arc<Catalog>>);
 
 impl std::ops::Deref for CatalogWriter<'_> {
     type Target = Catalog;
@@ -352,11 +376,91 @@ impl Engine {
         damaged
     }
 
+    /// Makes one change to the catalog. Under the writer lock (one change
+    /// at a time), `check` sees the catalog as it is at `now` and names the
+    /// command, or refuses with its own error; the command is applied to a
+    /// copy; the shard logs it needs are created; the copy is committed
+    /// (giving up the reserve on a full disk if the command frees space).
+    /// Then the shard logs it removed are deleted and those it closed are
+    /// closed, their ends recorded by a second command.
+    pub fn change<E>(
+        &self,
+        check: impl FnOnce(&Catalog, u64) -> Result<Command, E>,
+    ) -> Result<Applied, Refused<E>> {
+        self.change_with(|c, now| check(c, now).map(Some), |_| {})
+    }
+
+    /// [`Engine::change`] whose check may find nothing to do (`None`), and
+    /// which runs `after_commit` once the catalog is committed, before any
+    /// shard log is deleted or closed.
+    pub fn change_with<E>(
+        &self,
+        check: impl FnOnce(&Catalog, u64) -> Result<Option<Command>, E>,
+        after_commit: impl FnOnce(&Applied),
+    ) -> Result<Applied, Refused<E>> {
+        let now = self.now_ms();
+        let (command, applied) = {
+            let mut writer = self.catalog_mut();
+            let Some(command) = check(&writer, now).map_err(Refused::Check)? else {
+                return Ok(Applied::default());
+            };
+            let (next, applied) = writer.applied(&command, now).map_err(Refused::Meta)?;
+            // Shard logs first, then the catalog: a crash in between leaves
+            // orphan logs, which the next start deletes, never a catalog
+            // naming missing logs.
+            let delete_created = |upto: usize| {
+                // Leave nothing behind, so that the ids can be handed out again.
+                for &(log_id, _) in &applied.created[..upto] {
+                    let _ = self.log.delete_shard(ShardLogId(log_id));
+                }
+            };
+            for (n, &(log_id, epoch)) in applied.created.iter().enumerate() {
+                if let Err(e) = self.log.create_shard(ShardLogId(log_id), epoch) {
+                    delete_created(n);
+                    return Err(Refused::Io(std::io::Error::other(e)));
+                }
+            }
+            let committed = if command.frees_space() {
+                self.commit_freeing(&mut writer, next)
+            } else {
+                self.commit(&mut writer, next)
+            };
+            if let Err(e) = committed {
+                // A failure after the rename leaves the change in the
+                // catalog: its logs stay.
+                let kept = applied.created.first().is_none_or(|&(id, _)| {
+                    writer
+                        .streams()
+                        .any(|s| s.shards.iter().any(|sh| sh.log_id == id))
+                });
+                if !kept {
+                    delete_created(applied.created.len());
+                }
+                return Err(Refused::Io(e));
+            }
+            (command, applied)
+        };
+        after_commit(&applied);
+        for &log_id in &applied.removed {
+            self.log
+                .delete_shard(ShardLogId(log_id))
+                .map_err(Refused::Io)?;
+        }
+        if !applied.removed.is_empty() {
+            self.ensure_reserve();
+        }
+        if let (false, Some((account, name))) = (applied.closed.is_empty(), command.stream()) {
+            self.finish_closes(account, name, &applied.closed)
+                .map_err(Refused::Io)?;
+        }
+        Ok(applied)
+    }
+
     /// Closes the shard logs of shards that a split or merge closed, and
     /// records their ending sequence numbers in the catalog. Closing a log
     /// again returns the same number, so this also finishes a reshard that a
     /// crash interrupted.
-    pub fn finish_closes(
+    fn finish_closes(
         &self,
         account: &str,
         name: &str,
@@ -366,7 +470,7 @@ impl Engine {
         for &(index, log_id) in closed {
             if let Some(log) = self.shard_log(log_id) {
                 match log.close() {
-                    Ok(ending) => endings.push((index, ending)),
+                    Ok(sequence) => endings.push(Ending { index, sequence }),
                     // Damaged data takes no close frame until repaired; the
                     // other shards close, and this one stays pending.
                     Err(sluice_log::AppendError::Quarantined(_)) => {}
@@ -377,13 +481,14 @@ impl Engine {
         if endings.is_empty() {
             return Ok(());
         }
-        let mut catalog = self.catalog_mut();
-        let mut next = catalog.clone();
-        for (index, ending) in endings {
-            // The stream may have been deleted meanwhile: nothing to record.
-            let _ = next.set_ending_sequence(account, name, index, ending);
-        }
-        self.commit(&mut catalog, next)
+        let record = Command::RecordEndings {
+            account: account.to_owned(),
+            name: name.to_owned(),
+            endings,
+        };
+        self.change(|_, _| Ok::<_, std::convert::Infallible>(record))
+            .map(drop)
+            .map_err(Refused::into_io)
     }
 
     /// Finishes the closes of every reshard that did not get to record its
@@ -419,25 +524,14 @@ impl Engine {
 
     /// Removes the streams whose DELETING time is over, and their shard logs.
     pub fn sweep_deleted(&self) -> std::io::Result<()> {
-        let now = self.now_ms();
-        let gone = {
-            let mut catalog = self.catalog_mut();
-            if !catalog.has_gone(now) {
-                return Ok(());
-            }
-            let mut next = catalog.clone();
-            let gone = next.sweep(now);
-            for stream in &gone {
-                next.remove_policies_of(&self.stream_arn(&stream.account, &stream.name));
-            }
-            self.commit_freeing(&mut catalog, next)?;
-            gone
-        };
-        for shard in gone.iter().flat_map(|s| &s.shards) {
-            self.log.delete_shard(ShardLogId(shard.log_id))?;
-        }
-        self.ensure_reserve();
-        Ok(())
+        self.change_with(
+            |catalog, now| {
+                Ok::<_, std::convert::Infallible>(catalog.has_gone(now).then_some(Command::Sweep))
+            },
+            |_| {},
+        )
+        .map(drop)
+        .map_err(Refused::into_io)
     }
 
     /// Trims every shard log to its stream's retention period, and removes
@@ -464,37 +558,17 @@ impl Engine {
                 }
             }
         }
-        let expired: Vec<u64> = {
-            let mut catalog = self.catalog_mut();
-            let gone: Vec<StreamShards> = catalog
-                .streams()
-                .filter_map(|s| {
-                    let gone = s.expired_closed_shards(s.retention_cutoff_ms(now));
-                    (!gone.is_empty()).then(|| (s.account.clone(), s.name.clone(), gone))
-                })
-                .collect();
-            if gone.is_empty() {
-                Vec::new()
-            } else {
-                let mut next = catalog.clone();
-                let mut expired = Vec::new();
-                for (account, name, shards) in gone {
-                    if let Ok(stream) = next.stream_mut(&account, &name) {
-                        let indexes: Vec<u32> = shards.iter().map(|g| g.0).collect();
-                        stream.remove_shards(&indexes);
-                        expired.extend(shards.iter().map(|g| g.1));
-                    }
-                }
-                self.commit_freeing(&mut catalog, next)?;
-                expired
-            }
-        };
-        for log_id in &expired {
-            self.log.delete_shard(ShardLogId(*log_id))?;
-        }
-        if !expired.is_empty() {
-            self.ensure_reserve();
-        }
+        self.change_with(
+            |catalog, now| {
+                let expired = catalog.streams().any(|s| {
+                    !s.expired_closed_shards(s.retention_cutoff_ms(now))
+                        .is_empty()
+                });
+                Ok::<_, std::convert::Infallible>(expired.then_some(Command::ExpireShards))
+            },
+            |_| {},
+        )
+        .map_err(Refused::into_io)?;
         // Forget the throughput buckets of shards that are gone.
         self.throttles
             .retain(|id| self.log.shard(ShardLogId(id)).is_some(), now);
@@ -514,20 +588,16 @@ impl Engine {
     /// Deletes every stream of every account at once (a test control);
     /// how many there were.
     pub fn reset(&self) -> std::io::Result<usize> {
-        let gone = {
-            let mut catalog = self.catalog_mut();
-            let mut next = catalog.clone();
-            let gone = next.take_streams();
-            self.commit_freeing(&mut catalog, next)?;
-            gone
-        };
-        self.subscriptions.stop_every();
-        self.throttles.unblock_all();
-        for shard in gone.iter().flat_map(|s| &s.shards) {
-            self.log.delete_shard(ShardLogId(shard.log_id))?;
-        }
-        self.ensure_reserve();
-        Ok(gone.len())
+        let applied = self
+            .change_with(
+                |_, _| Ok::<_, std::convert::Infallible>(Some(Command::Reset)),
+                |_| {
+                    self.subscriptions.stop_every();
+                    self.throttles.unblock_all();
+                },
+            )
+            .map_err(Refused::into_io)?;
+        Ok(applied.removed_streams.len())
     }
 
     /// Lets ON_DEMAND streams follow their load if a measuring window is
@@ -551,7 +621,7 @@ impl Engine {
 
     /// The catalog, to change: held until dropped, so that changes happen
     /// one at a time; [`Engine::commit`] makes the next one current.
-    pub fn catalog_mut(&self) -> CatalogWriter<'_> {
+    fn catalog_mut(&self) -> CatalogWriter<'_> {
         CatalogWriter(self.writer.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
@@ -563,7 +633,7 @@ impl Engine {
     /// [`Engine::commit`] for a change that frees space (deleting streams or
     /// expired shards): on a full disk it gives up the reserve file, so that
     /// space can always be freed through the API.
-    pub fn commit_freeing(
+    fn commit_freeing(
         &self,
         current: &mut CatalogWriter<'_>,
         next: Catalog,
@@ -630,7 +700,7 @@ impl Engine {
     /// Writes `next` durably and makes it the catalog: for the writer, and
     /// (once durable) for readers. Readers never wait for the fsyncs: they
     /// read the previous catalog meanwhile.
-    pub fn commit(&self, current: &mut CatalogWriter<'_>, next: Catalog) -> std::io::Result<()> {
+    fn commit(&self, current: &mut CatalogWriter<'_>, next: Catalog) -> std::io::Result<()> {
         // The writer's copy follows the store; readers see it only once it
         // is durable: a put acknowledged into a new stream must never
         // outlive the stream's catalog entry. (After a save that replaced

@@ -21,7 +21,7 @@ pub mod store;
 
 use std::path::PathBuf;
 
-pub use engine::{is_disk_full, CatalogWriter, Engine, OpenError};
+pub use engine::{is_disk_full, Engine, OpenError, Refused};
 pub use limits::ShardCapacity;
 
 /// What the engine is told: where its data lives, the account and region it

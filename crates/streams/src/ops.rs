@@ -13,11 +13,13 @@ use sluice_aws::kinesis::{self as k, Request, Response};
 use sluice_aws::types::Timestamp;
 use sluice_aws::{AwsError, ErrorCode};
 use sluice_log::{AppendRecord, ReadLimits, StartingPosition};
-use sluice_meta::{parse_shard_id, CreateStream, Shard, Stream, StreamMode, StreamStatus};
+use sluice_meta::{
+    parse_shard_id, Applied, Command, CreateStream, Shard, Stream, StreamMode, StreamStatus,
+};
 use sluice_model::SequenceNumber;
 
 use crate::consumers;
-use crate::engine::Engine;
+use crate::engine::{Engine, Refused};
 use crate::iterator::{ShardIterator, ITERATOR_LIFETIME_MS};
 
 mod errors;
@@ -64,6 +66,27 @@ impl std::ops::Deref for Ctx<'_> {
 impl Ctx<'_> {
     pub(crate) fn arn(&self, name: &str) -> String {
         self.state.stream_arn(&self.account, name)
+    }
+
+    pub(crate) fn engine(&self) -> &Engine {
+        self.state
+    }
+
+    /// [`Engine::change`] in AWS's words: the catalog's refusals through
+    /// [`meta_error`], the disk's as InternalFailure.
+    pub(crate) fn change(
+        &self,
+        check: impl FnOnce(&sluice_meta::Catalog, u64) -> Result<Command, AwsError>,
+    ) -> Result<Applied, AwsError> {
+        self.state.change(check).map_err(|e| self.refused(e))
+    }
+
+    pub(crate) fn refused(&self, e: Refused<AwsError>) -> AwsError {
+        match e {
+            Refused::Check(e) => e,
+            Refused::Meta(e) => meta_error(self, e),
+            Refused::Io(e) => internal(e),
+        }
     }
 }
 

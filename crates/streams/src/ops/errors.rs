@@ -120,7 +120,7 @@ pub(crate) fn meta_error(state: &Ctx, e: MetaError) -> AwsError {
         | MetaError::RetentionNotIncrease { .. }
         | MetaError::RetentionNotDecrease { .. }
         | MetaError::TooManyTags(_)) => err(InvalidArgumentException, e.to_string()),
-        e @ MetaError::Snapshot(_) => internal(e),
+        e @ (MetaError::Snapshot(_) | MetaError::NothingToScale(_)) => internal(e),
     }
 }
 

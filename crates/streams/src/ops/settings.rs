@@ -4,33 +4,20 @@
 
 use super::*;
 
-/// Changes one stream and persists the catalog, all or nothing.
-pub(super) fn mutate_stream<T>(
+/// Changes one stream: `f` sees it (checked not DELETING) and names the
+/// command.
+pub(super) fn change_stream(
     state: &Ctx,
     name: &str,
-    f: impl FnOnce(&mut Stream) -> Result<T, AwsError>,
-) -> Result<T, AwsError> {
-    let mut catalog = state.catalog_mut();
-    let mut next = catalog.clone();
-    let stream = next
-        .stream_mut(&state.account, name)
-        .map_err(|e| meta_error(state, e))?;
-    check_not_deleting(state, stream)?;
-    let out = f(stream)?;
-    state.commit(&mut catalog, next).map_err(internal)?;
-    Ok(out)
-}
-
-/// Changes the catalog outside any one stream and persists it, all or nothing.
-pub(super) fn mutate_catalog<T>(
-    state: &Ctx,
-    f: impl FnOnce(&mut sluice_meta::Catalog) -> T,
-) -> Result<T, AwsError> {
-    let mut catalog = state.catalog_mut();
-    let mut next = catalog.clone();
-    let out = f(&mut next);
-    state.commit(&mut catalog, next).map_err(internal)?;
-    Ok(out)
+    f: impl FnOnce(&Stream) -> Result<Command, AwsError>,
+) -> Result<Applied, AwsError> {
+    state.change(|catalog, _| {
+        let stream = catalog
+            .stream(&state.account, name)
+            .ok_or_else(|| not_found(state, name))?;
+        check_not_deleting(state, stream)?;
+        f(stream)
+    })
 }
 
 /// What a `ResourceARN` names: a stream, or a registered consumer.
@@ -41,15 +28,23 @@ pub(super) enum Resource {
 }
 
 pub(super) fn resource(state: &Ctx, arn: &str) -> Result<Resource, AwsError> {
-    let now = state.now_ms();
+    resource_in(state, &state.catalog(), state.now_ms(), arn)
+}
+
+/// [`resource`] in a given catalog.
+pub(super) fn resource_in(
+    state: &Ctx,
+    catalog: &sluice_meta::Catalog,
+    now: u64,
+    arn: &str,
+) -> Result<Resource, AwsError> {
     let found = match state.own_arn(&state.account, arn) {
-        Some(sluice_model::Arn::Stream { stream, .. }) => state
-            .catalog()
+        Some(sluice_model::Arn::Stream { stream, .. }) => catalog
             .stream(&state.account, &stream)
             .filter(|s| !s.is_gone(now))
             .map(|_| Resource::Stream(stream)),
         Some(sluice_model::Arn::Consumer { .. }) => {
-            consumers::existing(state, arn).map(|(s, c)| Resource::Consumer(s, c))
+            consumers::existing_in(state, catalog, now, arn).map(|(s, c)| Resource::Consumer(s, c))
         }
         None => None,
     };
@@ -69,11 +64,14 @@ pub(super) fn set_retention(
 ) -> Result<(), AwsError> {
     let name = stream_name(state, named)?;
     let hours = count_u32(hours);
-    mutate_stream(state, &name, |stream| {
+    change_stream(state, &name, |stream| {
         check_active(state, stream)?;
-        stream
-            .set_retention(hours, increase)
-            .map_err(|e| meta_error(state, e))
+        Ok(Command::SetRetention {
+            account: state.account.clone(),
+            name: name.clone(),
+            hours,
+            increase,
+        })
     })?;
     if !increase {
         state.apply_retention().map_err(internal)?;
@@ -86,16 +84,25 @@ pub(super) fn add_tags(
     tags: &BTreeMap<String, String>,
     name: String,
 ) -> Result<(), AwsError> {
-    mutate_stream(state, &name, |stream| {
-        stream.add_tags(tags).map_err(|e| meta_error(state, e))
-    })
+    change_stream(state, &name, |_| {
+        Ok(Command::AddTags {
+            account: state.account.clone(),
+            name: name.clone(),
+            tags: tags.clone(),
+        })
+    })?;
+    Ok(())
 }
 
 pub(super) fn remove_tags(state: &Ctx, keys: &[String], name: String) -> Result<(), AwsError> {
-    mutate_stream(state, &name, |stream| {
-        stream.remove_tags(keys);
-        Ok(())
-    })
+    change_stream(state, &name, |_| {
+        Ok(Command::RemoveTags {
+            account: state.account.clone(),
+            name: name.clone(),
+            keys: keys.to_vec(),
+        })
+    })?;
+    Ok(())
 }
 
 pub(crate) fn tag_list<'a>(tags: impl Iterator<Item = (&'a String, &'a String)>) -> Vec<k::Tag> {
@@ -158,13 +165,17 @@ pub(super) fn update_max_record_size(
 ) -> Result<(), AwsError> {
     let name = stream_name(state, StreamRef::new(&None, &input.stream_arn))?;
     let kib = count_u32(input.max_record_size_in_kib);
-    let (now, updating_ms) = (state.now_ms(), state.config.stream_updating_ms);
-    mutate_stream(state, &name, |stream| {
+    let updating_ms = state.config.stream_updating_ms;
+    change_stream(state, &name, |stream| {
         check_active(state, stream)?;
-        stream.max_record_size_kib = kib;
-        stream.start_update(now, updating_ms);
-        Ok(())
-    })
+        Ok(Command::SetMaxRecordSize {
+            account: state.account.clone(),
+            name: name.clone(),
+            kib,
+            updating_ms,
+        })
+    })?;
+    Ok(())
 }
 
 pub(super) fn describe_limits(state: &Ctx) -> Result<k::DescribeLimitsOutput, AwsError> {
@@ -219,12 +230,13 @@ pub(super) fn update_account_settings(
 ) -> Result<k::UpdateAccountSettingsOutput, AwsError> {
     let enable = input.minimum_throughput_billing_commitment.status
         == k::MinimumThroughputBillingCommitmentInputStatus::Enabled;
-    let now = state.now_ms();
-    let commitment = mutate_catalog(state, |c| {
-        let commitment = c.commitments.entry(state.account.clone()).or_default();
-        commitment.set(enable, now);
-        commitment.clone()
+    state.change(|_, _| {
+        Ok(Command::SetCommitment {
+            account: state.account.clone(),
+            enable,
+        })
     })?;
+    let commitment = state.catalog().commitment(&state.account);
     Ok(k::UpdateAccountSettingsOutput {
         minimum_throughput_billing_commitment: Some(commitment_out(state, &commitment)),
     })
@@ -238,10 +250,16 @@ pub(super) fn set_monitoring(
 ) -> Result<k::EnhancedMonitoringOutput, AwsError> {
     let name = stream_name(state, named)?;
     let metrics: Vec<String> = metrics.iter().map(|m| m.as_str().to_owned()).collect();
-    let (before, after) = mutate_stream(state, &name, |stream| {
+    let applied = change_stream(state, &name, |stream| {
         check_active(state, stream)?;
-        Ok(stream.set_metrics(&metrics, enable))
+        Ok(Command::SetMetrics {
+            account: state.account.clone(),
+            name: name.clone(),
+            metrics,
+            enable,
+        })
     })?;
+    let (before, after) = applied.metrics;
     Ok(k::EnhancedMonitoringOutput {
         stream_arn: Some(state.arn(&name)),
         stream_name: Some(name),
@@ -254,23 +272,23 @@ pub(super) fn put_resource_policy(
     state: &Ctx,
     input: k::PutResourcePolicyInput,
 ) -> Result<(), AwsError> {
+    let (arn, policy) = (input.resource_arn, input.policy);
     // Checked with the writer lock held, so that no DeleteStream (which
     // drops the stream's policies) commits between the check and the insert.
-    let mut catalog = state.catalog_mut();
-    resource(state, &input.resource_arn)?;
-    let (arn, policy) = (input.resource_arn, input.policy);
-    if serde_json::from_str::<Value>(&policy)
-        .map(|v| !v.is_object())
-        .unwrap_or(true)
-    {
-        return Err(err(
-            ErrorCode::InvalidArgumentException,
-            "Policy must be a JSON document.",
-        ));
-    }
-    let mut next = catalog.clone();
-    next.resource_policies.insert(arn, policy);
-    state.commit(&mut catalog, next).map_err(internal)
+    state.change(|catalog, now| {
+        resource_in(state, catalog, now, &arn)?;
+        if serde_json::from_str::<Value>(&policy)
+            .map(|v| !v.is_object())
+            .unwrap_or(true)
+        {
+            return Err(err(
+                ErrorCode::InvalidArgumentException,
+                "Policy must be a JSON document.",
+            ));
+        }
+        Ok(Command::PutPolicy { arn, policy })
+    })?;
+    Ok(())
 }
 
 pub(super) fn get_resource_policy(
@@ -280,12 +298,10 @@ pub(super) fn get_resource_policy(
     resource(state, &input.resource_arn)?;
     let policy = state
         .catalog()
-        .resource_policies
-        .get(&input.resource_arn)
-        .cloned();
-    Ok(k::GetResourcePolicyOutput {
-        policy: policy.unwrap_or_else(|| "{}".to_owned()),
-    })
+        .policy(&input.resource_arn)
+        .unwrap_or("{}")
+        .to_owned();
+    Ok(k::GetResourcePolicyOutput { policy })
 }
 
 pub(super) fn delete_resource_policy(
@@ -293,7 +309,11 @@ pub(super) fn delete_resource_policy(
     input: k::DeleteResourcePolicyInput,
 ) -> Result<(), AwsError> {
     resource(state, &input.resource_arn)?;
-    mutate_catalog(state, |c| c.resource_policies.remove(&input.resource_arn))?;
+    state.change(|_, _| {
+        Ok(Command::DeletePolicy {
+            arn: input.resource_arn,
+        })
+    })?;
     Ok(())
 }
 
@@ -311,11 +331,15 @@ pub(super) fn set_encryption(
             "EncryptionType must be KMS.",
         ));
     }
-    let (now, updating_ms) = (state.now_ms(), state.config.stream_updating_ms);
-    mutate_stream(state, &name, |stream| {
+    let updating_ms = state.config.stream_updating_ms;
+    change_stream(state, &name, |stream| {
         check_active(state, stream)?;
-        stream.encryption_key_id = if start { Some(key) } else { None };
-        stream.start_update(now, updating_ms);
-        Ok(())
-    })
+        Ok(Command::SetEncryption {
+            account: state.account.clone(),
+            name: name.clone(),
+            key_id: start.then_some(key),
+            updating_ms,
+        })
+    })?;
+    Ok(())
 }

@@ -3,9 +3,10 @@
 
 use super::*;
 
-/// Runs a split or merge: checks the stream and the shard limit, creates the
-/// children's logs, commits the catalog (children open, parents closed),
-/// then closes the parents' logs and records their ending sequence numbers.
+/// Runs a split or merge: checks the stream and the shard limit, then
+/// `command` names the change ([`Engine::change`] creates the children's
+/// logs, commits the catalog with the children open and the parents closed,
+/// then closes the parents' logs and records their ending sequence numbers).
 /// Appends that race the close fail on the closed log and are routed again
 /// to the children. A crash before the last step is finished at the next start.
 pub(super) fn reshard(
@@ -13,11 +14,9 @@ pub(super) fn reshard(
     name: &str,
     added_open_shards: u64,
     require_active: bool,
-    change: impl FnOnce(&mut sluice_meta::Catalog, u64, u64) -> Result<sluice_meta::Reshard, AwsError>,
-) -> Result<(), AwsError> {
-    let now = state.now_ms();
-    let reshard = {
-        let mut catalog = state.catalog_mut();
+    command: impl FnOnce(&sluice_meta::Catalog, u64) -> Result<Command, AwsError>,
+) -> Result<Applied, AwsError> {
+    state.change(|catalog, now| {
         let stream = catalog
             .stream(&state.account, name)
             .filter(|s| !s.is_gone(now))
@@ -36,39 +35,8 @@ pub(super) fn reshard(
                 ),
             ));
         }
-        let mut next = catalog.clone();
-        let reshard = change(&mut next, now, state.config.stream_updating_ms)?;
-        let cleanup = |upto: usize| {
-            for &(log_id, _) in &reshard.created[..upto] {
-                let _ = state.log().delete_shard(sluice_log::ShardLogId(log_id));
-            }
-        };
-        for (n, &(log_id, epoch)) in reshard.created.iter().enumerate() {
-            if let Err(e) = state
-                .log()
-                .create_shard(sluice_log::ShardLogId(log_id), epoch)
-            {
-                cleanup(n);
-                return Err(internal(e));
-            }
-        }
-        let first_child = reshard.created.first().map(|c| c.0);
-        if let Err(e) = state.commit(&mut catalog, next) {
-            let committed = first_child.is_none_or(|id| {
-                catalog
-                    .streams()
-                    .any(|s| s.shards.iter().any(|sh| sh.log_id == id))
-            });
-            if !committed {
-                cleanup(reshard.created.len());
-            }
-            return Err(internal(e));
-        }
-        reshard
-    };
-    state
-        .finish_closes(&state.account, name, &reshard.closed)
-        .map_err(internal)
+        command(catalog, now)
+    })
 }
 
 /// Closes the on-demand measuring window if it is over and carries out what
@@ -109,68 +77,33 @@ pub fn autoscale(state: &Engine) -> Vec<String> {
             .iter()
             .filter(|a| matches!(a, Action::Split { .. }))
             .count() as u64;
-        let mut applied = Vec::new();
-        // One commit for the stream's whole window. Checked again under the
-        // catalog lock: the stream may have been deleted, re-created or
-        // switched to PROVISIONED since the decision, and a user's split or
-        // merge may have closed a shard (that action is skipped). Splits count
-        // against the account's shard limit like SplitShard's; a refused
-        // window is tried again at the next one if still needed.
-        let outcome = reshard(&ctx, &name, splits, false, |catalog, now, _| {
-            let current = catalog
-                .stream(&ctx.account, &name)
-                .filter(|s| s.created_ms == created_ms && s.mode == StreamMode::OnDemand)
-                .filter(|s| matches!(s.status(now), StreamStatus::Active | StreamStatus::Updating));
-            if current.is_none() {
-                return Err(not_found(&ctx, &name));
-            }
-            let mut all = sluice_meta::Reshard {
-                closed: Vec::new(),
-                created: Vec::new(),
-            };
-            for action in &actions {
-                let (result, line) = match *action {
-                    Action::Split {
-                        index,
-                        new_starting_hash_key,
-                    } => (
-                        catalog.split_shard(
-                            &ctx.account,
-                            &name,
-                            index,
-                            new_starting_hash_key,
-                            now,
-                            0,
-                        ),
-                        format!(
-                            "split {} of {}/{name}",
-                            sluice_meta::shard_id(index),
-                            ctx.account
-                        ),
-                    ),
-                    Action::Merge { index, adjacent } => (
-                        catalog.merge_shards(&ctx.account, &name, index, adjacent, now, 0),
-                        format!(
-                            "merged {} and {} of {}/{name}",
-                            sluice_meta::shard_id(index),
-                            sluice_meta::shard_id(adjacent),
-                            ctx.account
-                        ),
-                    ),
-                };
-                if let Ok(r) = result {
-                    all.closed.extend(r.closed);
-                    all.created.extend(r.created);
-                    applied.push(line);
-                }
-            }
-            if applied.is_empty() {
-                return Err(internal("nothing to change"));
-            }
-            Ok(all)
-        });
-        match outcome {
-            Ok(_) => done.append(&mut applied),
+        // One commit for the stream's whole window. The command checks again
+        // under the catalog lock: the stream may have been deleted,
+        // re-created or switched to PROVISIONED since the decision, and a
+        // user's split or merge may have closed a shard (that action is
+        // skipped). Splits count against the account's shard limit like
+        // SplitShard's; a refused window is tried again at the next one if
+        // still needed.
+        let command = Command::Autoscale {
+            account: ctx.account.clone(),
+            name: name.clone(),
+            created_ms,
+            actions,
+        };
+        match reshard(&ctx, &name, splits, false, |_, _| Ok(command)) {
+            Ok(applied) => done.extend(applied.actions.iter().map(|action| match *action {
+                Action::Split { index, .. } => format!(
+                    "split {} of {}/{name}",
+                    sluice_meta::shard_id(index),
+                    ctx.account
+                ),
+                Action::Merge { index, adjacent } => format!(
+                    "merged {} and {} of {}/{name}",
+                    sluice_meta::shard_id(index),
+                    sluice_meta::shard_id(adjacent),
+                    ctx.account
+                ),
+            })),
             Err(e) if e.code != ErrorCode::InternalFailure => tracing::info!(
                 "on-demand scaling of stream {name} under account {} was refused (tried again next window): {}",
                 ctx.account,
@@ -196,30 +129,35 @@ pub(super) fn split_shard(state: &Ctx, input: k::SplitShardInput) -> Result<(), 
                 format!("NewStartingHashKey {key_text} must be in the range: [0, 2^128-1]"),
             )
         })?;
-    reshard(state, &name, 1, true, |catalog, now, updating_ms| {
-        catalog
-            .split_shard(&state.account, &name, index, new_start, now, updating_ms)
-            .map_err(|e| match e {
-                sluice_meta::MetaError::SplitKeyOutside(..) => {
-                    let shard = catalog
-                        .stream(&state.account, &name)
-                        .and_then(|s| s.shard(index))
-                        .map(|s| (s.starting_hash_key, s.ending_hash_key))
-                        .unwrap_or_default();
-                    err(
-                        ErrorCode::InvalidArgumentException,
-                        format!(
-                            "NewStartingHashKey {new_start} used in SplitShard() on shard {} in stream {name} under account {} is not both greater than one plus the shard's StartingHashKey {} and less than the shard's EndingHashKey {}.",
-                            sluice_meta::shard_id(index),
-                            state.account,
-                            shard.0,
-                            shard.1
-                        ),
-                    )
-                }
-                other => meta_error(state, other),
-            })
-    })
+    let updating_ms = state.config.stream_updating_ms;
+    reshard(state, &name, 1, true, |catalog, _| {
+        // AWS's words for a key outside the shard need the shard's range.
+        if let Some(shard) = catalog
+            .stream(&state.account, &name)
+            .and_then(|s| s.shard(index))
+            .filter(|s| s.is_open())
+        {
+            let (start, end) = (shard.starting_hash_key, shard.ending_hash_key);
+            if new_start <= start.saturating_add(1) || new_start >= end {
+                return Err(err(
+                    ErrorCode::InvalidArgumentException,
+                    format!(
+                        "NewStartingHashKey {new_start} used in SplitShard() on shard {} in stream {name} under account {} is not both greater than one plus the shard's StartingHashKey {start} and less than the shard's EndingHashKey {end}.",
+                        sluice_meta::shard_id(index),
+                        state.account,
+                    ),
+                ));
+            }
+        }
+        Ok(Command::SplitShard {
+            account: state.account.clone(),
+            name: name.clone(),
+            index,
+            new_start,
+            updating_ms,
+        })
+    })?;
+    Ok(())
 }
 
 pub(super) fn merge_shards(state: &Ctx, input: k::MergeShardsInput) -> Result<(), AwsError> {
@@ -239,11 +177,17 @@ pub(super) fn merge_shards(state: &Ctx, input: k::MergeShardsInput) -> Result<()
             ),
         ));
     }
-    reshard(state, &name, 0, true, |catalog, now, updating_ms| {
-        catalog
-            .merge_shards(&state.account, &name, first, second, now, updating_ms)
-            .map_err(|e| meta_error(state, e))
-    })
+    let updating_ms = state.config.stream_updating_ms;
+    reshard(state, &name, 0, true, |_, _| {
+        Ok(Command::MergeShards {
+            account: state.account.clone(),
+            name: name.clone(),
+            index: first,
+            adjacent: second,
+            updating_ms,
+        })
+    })?;
+    Ok(())
 }
 
 /// AWS: UpdateShardCount goes from half to double the open shard count.
@@ -284,18 +228,16 @@ pub(super) fn update_shard_count(
     scaling_bounds(open, target)?;
     if target != open {
         let added = u64::from(target.saturating_sub(open));
-        reshard(state, &name, added, true, |catalog, now, updating_ms| {
+        let updating_ms = state.config.stream_updating_ms;
+        reshard(state, &name, added, true, |catalog, now| {
             // Checked again under the catalog lock: another reshard may have
             // changed the open count since.
-            let open_now = catalog
-                .stream(&state.account, &name)
-                .map_or(0, |s| s.open_shards().count() as u32);
-            scaling_bounds(open_now, target)?;
             let stream = catalog
-                .stream_mut(&state.account, &name)
-                .map_err(|e| meta_error(state, e))?;
+                .stream(&state.account, &name)
+                .ok_or_else(|| not_found(state, &name))?;
+            scaling_bounds(stream.open_shards().count() as u32, target)?;
             if state.config.enforce_limits
-                && sluice_meta::within_a_day(&mut stream.scalings_ms, now)
+                && sluice_meta::count_within_a_day(&stream.scalings_ms, now)
                     >= sluice_meta::SCALINGS_PER_DAY
             {
                 return Err(err(
@@ -307,10 +249,13 @@ pub(super) fn update_shard_count(
                     ),
                 ));
             }
-            stream.scalings_ms.push(now);
-            catalog
-                .update_shard_count(&state.account, &name, target, now, updating_ms)
-                .map_err(|e| meta_error(state, e))
+            Ok(Command::ScaleUniformly {
+                account: state.account.clone(),
+                name: name.clone(),
+                target,
+                updating_ms,
+                counted: true,
+            })
         })?;
     }
     Ok(k::UpdateShardCountOutput {
@@ -366,10 +311,14 @@ pub(super) fn prewarm(
             name,
             u64::from(needed - open),
             require_active,
-            |catalog, now, updating_ms| {
-                catalog
-                    .update_shard_count(&state.account, name, needed, now, updating_ms)
-                    .map_err(|e| meta_error(state, e))
+            |_, _| {
+                Ok(Command::ScaleUniformly {
+                    account: state.account.clone(),
+                    name: name.to_owned(),
+                    target: needed,
+                    updating_ms: state.config.stream_updating_ms,
+                    counted: false,
+                })
             },
         )?;
     }
@@ -394,50 +343,44 @@ pub(super) fn update_stream_mode(
         Some(&input.stream_mode_details),
         input.warm_throughput_mibps,
     )?;
-    let (now, updating_ms) = (state.now_ms(), state.config.stream_updating_ms);
-    {
-        let mut catalog = state.catalog_mut();
+    let updating_ms = state.config.stream_updating_ms;
+    let check = |catalog: &sluice_meta::Catalog, now| {
         let stream = catalog
             .stream(&state.account, &name)
             .filter(|s| !s.is_gone(now))
             .ok_or_else(|| not_found(state, &name))?;
         check_active(state, stream)?;
         if stream.mode == mode && warm.is_none() {
-            return Ok(());
+            return Ok(None);
         }
         if mode == StreamMode::OnDemand && stream.mode != StreamMode::OnDemand {
-            check_on_demand_limit(state, &catalog)?;
+            check_on_demand_limit(state, catalog)?;
         }
-        let switch = stream.mode != mode;
-        let mut next = catalog.clone();
-        let stream = next
-            .stream_mut(&state.account, &name)
-            .map_err(|e| meta_error(state, e))?;
-        if switch {
-            if state.config.enforce_limits
-                && sluice_meta::within_a_day(&mut stream.mode_switches_ms, now)
-                    >= sluice_meta::MODE_SWITCHES_PER_DAY
-            {
-                return Err(err(
-                    ErrorCode::LimitExceededException,
-                    format!(
-                        "The stream mode of stream {name} under account {} can be updated at most {} times per rolling 24-hour period.",
-                        state.account,
-                        sluice_meta::MODE_SWITCHES_PER_DAY
-                    ),
-                ));
-            }
-            stream.mode_switches_ms.push(now);
+        if stream.mode != mode
+            && state.config.enforce_limits
+            && sluice_meta::count_within_a_day(&stream.mode_switches_ms, now)
+                >= sluice_meta::MODE_SWITCHES_PER_DAY
+        {
+            return Err(err(
+                ErrorCode::LimitExceededException,
+                format!(
+                    "The stream mode of stream {name} under account {} can be updated at most {} times per rolling 24-hour period.",
+                    state.account,
+                    sluice_meta::MODE_SWITCHES_PER_DAY
+                ),
+            ));
         }
-        stream.mode = mode;
-        stream.warm_throughput_mibps = if mode == StreamMode::OnDemand {
-            warm
-        } else {
-            None
-        };
-        stream.start_update(now, updating_ms);
-        state.commit(&mut catalog, next).map_err(internal)?;
-    }
+        Ok(Some(Command::SetMode {
+            account: state.account.clone(),
+            name: name.clone(),
+            mode,
+            warm_mibps: warm,
+            updating_ms,
+        }))
+    };
+    state
+        .change_with(check, |_| {})
+        .map_err(|e| state.refused(e))?;
     if let Some(mibps) = warm {
         // The stream is UPDATING for the mode change: pre-split regardless.
         prewarm(state, &name, mibps, false)?;
@@ -467,10 +410,13 @@ pub(super) fn update_warm_throughput(
     with_named_stream(state, &name, |s| check(s))?;
     // Again on the catalog being changed: a mode switch may have committed
     // since.
-    mutate_stream(state, &name, |s| {
+    change_stream(state, &name, |s| {
         check(s)?;
-        s.warm_throughput_mibps = Some(mibps);
-        Ok(())
+        Ok(Command::SetWarmThroughput {
+            account: state.account.clone(),
+            name: name.clone(),
+            mibps,
+        })
     })?;
     prewarm(state, &name, mibps, true)?;
     with_named_stream(state, &name, |s| {

@@ -44,7 +44,7 @@ pub(super) fn create_stream(state: &Ctx, input: k::CreateStreamInput) -> Result<
     if tags.len() > sluice_meta::TAGS_PER_STREAM_MAX {
         return Err(meta_error(state, sluice_meta::MetaError::TooManyTags(name)));
     }
-    let cmd = CreateStream {
+    let create = CreateStream {
         account: state.account.clone(),
         name: name.clone(),
         shard_count,
@@ -52,93 +52,54 @@ pub(super) fn create_stream(state: &Ctx, input: k::CreateStreamInput) -> Result<
         max_record_size_kib: input.max_record_size_in_kib.map_or(1024, count_u32),
         tags,
         creating_ms: state.config.stream_creating_ms,
+        warm_throughput_mibps: warm,
     };
-    let now = state.now_ms();
     state.sweep_deleted().map_err(internal)?;
-    let mut catalog = state.catalog_mut();
-    if mode == StreamMode::OnDemand {
-        check_on_demand_limit(state, &catalog)?;
-    }
-    if state.config.enforce_limits {
-        let creating = catalog
-            .streams_of(&state.account)
-            .filter(|s| s.status(now) == StreamStatus::Creating)
-            .count();
-        if creating >= crate::limits::STREAMS_CREATING_MAX {
+    state.change(|catalog, now| {
+        if mode == StreamMode::OnDemand {
+            check_on_demand_limit(state, catalog)?;
+        }
+        if state.config.enforce_limits {
+            let creating = catalog
+                .streams_of(&state.account)
+                .filter(|s| s.status(now) == StreamStatus::Creating)
+                .count();
+            if creating >= crate::limits::STREAMS_CREATING_MAX {
+                return Err(err(
+                    ErrorCode::LimitExceededException,
+                    format!(
+                        "This request would exceed the limit of {} streams in the CREATING state at once for account {} in {}.",
+                        crate::limits::STREAMS_CREATING_MAX,
+                        state.account,
+                        state.config.region
+                    ),
+                ));
+            }
+        }
+        let open = catalog.open_shard_count(&state.account) as u64;
+        let limit = u64::from(state.config.shard_limit);
+        if open + u64::from(shard_count) > limit {
             return Err(err(
                 ErrorCode::LimitExceededException,
                 format!(
-                    "This request would exceed the limit of {} streams in the CREATING state at once for account {} in {}.",
-                    crate::limits::STREAMS_CREATING_MAX,
-                    state.account,
-                    state.config.region
+                    "This request would exceed the shard limit for the account {} in {}. Current shard count for the account: {open}. Limit: {limit}. Number of additional shards that would have resulted from this request: {shard_count}.",
+                    state.account, state.config.region
                 ),
             ));
         }
-    }
-    let open = catalog.open_shard_count(&state.account) as u64;
-    let limit = u64::from(state.config.shard_limit);
-    if open + u64::from(shard_count) > limit {
-        return Err(err(
-            ErrorCode::LimitExceededException,
-            format!(
-                "This request would exceed the shard limit for the account {} in {}. Current shard count for the account: {open}. Limit: {limit}. Number of additional shards that would have resulted from this request: {shard_count}.",
-                state.account, state.config.region
-            ),
-        ));
-    }
-    let mut next = catalog.clone();
-    let stream = next.create_stream(cmd, now).map_err(|_| {
-        err(
-            ErrorCode::ResourceInUseException,
-            format!(
-                "Stream {name} under account {} already exists.",
-                state.account
-            ),
-        )
+        Ok(Command::CreateStream(create))
     })?;
-    // Shard logs first, then the catalog: a crash in between leaves orphan logs,
-    // which the next start deletes, never a catalog naming missing logs.
-    let shards: Vec<(u64, u64)> = stream.shards.iter().map(|s| (s.log_id, s.epoch)).collect();
-    if let Ok(stream) = next.stream_mut(&state.account, &name) {
-        stream.warm_throughput_mibps = warm;
-    }
-    let created = shards.iter().try_for_each(|&(log_id, epoch)| {
-        state
-            .log()
-            .create_shard(sluice_log::ShardLogId(log_id), epoch)
-            .map(drop)
-            .map_err(internal)
-    });
-    let cleanup = || {
-        // Leave nothing behind, so that the ids can be handed out again.
-        for &(log_id, _) in &shards {
-            let _ = state.log().delete_shard(sluice_log::ShardLogId(log_id));
-        }
-    };
-    if let Err(e) = created {
-        cleanup();
-        return Err(e);
-    }
-    if let Err(e) = state.commit(&mut catalog, next) {
-        // A failure after the rename leaves the stream in the catalog: keep its logs.
-        if catalog.stream(&state.account, &name).is_none() {
-            cleanup();
-        }
-        return Err(internal(e));
-    }
     Ok(())
 }
 
 pub(super) fn delete_stream(state: &Ctx, input: k::DeleteStreamInput) -> Result<(), AwsError> {
     let name = stream_name(state, StreamRef::new(&input.stream_name, &input.stream_arn))?;
     let enforce = input.enforce_consumer_deletion.unwrap_or(false);
-    let now = state.now_ms();
     let deleting_ms = state.config.stream_deleting_ms;
     // The consumer check and the deletion under one lock: a consumer
     // registered in between cannot be deleted without EnforceConsumerDeletion.
-    let (consumer_arns, deleted) = {
-        let mut catalog = state.catalog_mut();
+    let consumer_arns = std::cell::RefCell::new(Vec::new());
+    let check = |catalog: &sluice_meta::Catalog, now| {
         let stream = catalog
             .stream(&state.account, &name)
             .filter(|s| !s.is_gone(now))
@@ -152,38 +113,27 @@ pub(super) fn delete_stream(state: &Ctx, input: k::DeleteStreamInput) -> Result<
                 ),
             ));
         }
-        let arns: Vec<String> = stream
-            .live_consumers(now)
-            .map(|c| consumers::consumer_arn(state, &name, c))
-            .collect();
-        let mut next = catalog.clone();
-        let deleted = if deleting_ms > 0 {
+        consumer_arns.borrow_mut().extend(
+            stream
+                .live_consumers(now)
+                .map(|c| consumers::consumer_arn(state, &name, c)),
+        );
+        Ok(Some(Command::DeleteStream {
+            account: state.account.clone(),
+            name: name.clone(),
             // DELETING first; the periodic sweep removes it and its data afterwards.
-            next.start_delete(&state.account, &name, now, deleting_ms)
-                .map_err(|_| not_found(state, &name))?;
-            None
-        } else {
-            let stream = next
-                .delete_stream(&state.account, &name)
-                .map_err(|_| not_found(state, &name))?;
-            next.remove_policies_of(&state.arn(&name));
-            Some(stream)
-        };
-        state.commit_freeing(&mut catalog, next).map_err(internal)?;
-        (arns, deleted)
+            deleting_ms,
+        }))
     };
-    for arn in &consumer_arns {
-        state.subscriptions.stop_consumer(arn);
-    }
-    for shard in deleted.iter().flat_map(|s| &s.shards) {
-        state
-            .log()
-            .delete_shard(sluice_log::ShardLogId(shard.log_id))
-            .map_err(internal)?;
-    }
-    if deleted.is_some() {
-        state.ensure_reserve();
-    }
+    // Its subscriptions end before its logs go.
+    let stop = |_: &Applied| {
+        for arn in consumer_arns.borrow().iter() {
+            state.subscriptions.stop_consumer(arn);
+        }
+    };
+    state
+        .change_with(check, stop)
+        .map_err(|e| state.refused(e))?;
     Ok(())
 }
 

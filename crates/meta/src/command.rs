@@ -1,0 +1,896 @@
+//! Changes to the catalog as data. Every change is a [`Command`] applied
+//! with [`Catalog::apply`]: the command carries every input (names, keys,
+//! durations) and `apply` takes the time, so the same commands applied to
+//! the same catalog in the same order give the same catalog. That is what a
+//! replicated store (etcd) needs, and what lets a test replay a history.
+//!
+//! Commands check what the catalog alone can check (the stream exists, the
+//! shard is open, the split key is inside it, 50 tags at most, the consumer
+//! limits). AWS's account limits and its wording stay with the caller,
+//! which checks them on the same catalog under the same lock.
+
+use super::*;
+use crate::scaling::Action;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum Command {
+    CreateStream(CreateStream),
+    /// DELETING for `deleting_ms` ([`Command::Sweep`] removes it after), or
+    /// removed at once when 0, with its resource policies and its consumers'.
+    DeleteStream {
+        account: String,
+        name: String,
+        deleting_ms: u64,
+    },
+    /// SplitShard: `new_start` more than one above the shard's start and
+    /// below its end, as AWS requires.
+    SplitShard {
+        account: String,
+        name: String,
+        index: u32,
+        #[serde(with = "decimal")]
+        new_start: u128,
+        updating_ms: u64,
+    },
+    MergeShards {
+        account: String,
+        name: String,
+        index: u32,
+        adjacent: u32,
+        updating_ms: u64,
+    },
+    /// UniformScaling to `target` open shards: UpdateShardCount (`counted`
+    /// against the scalings per rolling day) or a warm-throughput pre-split.
+    ScaleUniformly {
+        account: String,
+        name: String,
+        target: u32,
+        updating_ms: u64,
+        counted: bool,
+    },
+    /// One on-demand scaling window of the stream created at `created_ms`
+    /// (a stream deleted and created again since is not it): each action
+    /// that still applies is carried out, the others (a user's split closed
+    /// the shard meanwhile) are skipped. Refused if none applies.
+    Autoscale {
+        account: String,
+        name: String,
+        created_ms: u64,
+        actions: Vec<Action>,
+    },
+    /// Closed shards' ending sequence numbers, once their logs are closed.
+    /// A stream deleted meanwhile is no error: there is nothing to record.
+    RecordEndings {
+        account: String,
+        name: String,
+        endings: Vec<Ending>,
+    },
+    /// Increase (or decrease) the retention period, within AWS's bounds.
+    SetRetention {
+        account: String,
+        name: String,
+        hours: u32,
+        increase: bool,
+    },
+    AddTags {
+        account: String,
+        name: String,
+        tags: BTreeMap<String, String>,
+    },
+    RemoveTags {
+        account: String,
+        name: String,
+        keys: Vec<String>,
+    },
+    SetMaxRecordSize {
+        account: String,
+        name: String,
+        kib: u32,
+        updating_ms: u64,
+    },
+    /// Enables (or disables) shard-level metrics; `ALL` stands for every
+    /// metric. [`Applied::metrics`] has them before and after.
+    SetMetrics {
+        account: String,
+        name: String,
+        metrics: Vec<String>,
+        enable: bool,
+    },
+    /// Starts (`Some` key) or stops server-side encryption.
+    SetEncryption {
+        account: String,
+        name: String,
+        key_id: Option<String>,
+        updating_ms: u64,
+    },
+    /// UpdateStreamMode: a switch of mode counts against the switches per
+    /// rolling day; warm throughput stays only with ON_DEMAND.
+    SetMode {
+        account: String,
+        name: String,
+        mode: StreamMode,
+        warm_mibps: Option<u32>,
+        updating_ms: u64,
+    },
+    SetWarmThroughput {
+        account: String,
+        name: String,
+        mibps: u32,
+    },
+    /// CREATING for `creating_ms`, then ACTIVE.
+    RegisterConsumer {
+        account: String,
+        stream: String,
+        name: String,
+        creating_ms: u64,
+        tags: BTreeMap<String, String>,
+    },
+    /// DELETING for `deleting_ms` (gone at once when 0); its resource
+    /// policy goes at once.
+    DeregisterConsumer {
+        account: String,
+        stream: String,
+        name: String,
+        deleting_ms: u64,
+    },
+    /// Adds or overwrites a consumer's tags (the caller checks AWS's limit
+    /// of 50 on what is asked).
+    TagConsumer {
+        account: String,
+        stream: String,
+        name: String,
+        tags: BTreeMap<String, String>,
+    },
+    UntagConsumer {
+        account: String,
+        stream: String,
+        name: String,
+        keys: Vec<String>,
+    },
+    PutPolicy {
+        arn: String,
+        policy: String,
+    },
+    DeletePolicy {
+        arn: String,
+    },
+    /// The account's minimum-throughput billing commitment on or off.
+    SetCommitment {
+        account: String,
+        enable: bool,
+    },
+    /// Removes the streams whose deletion is over (and their resource
+    /// policies), and consumers whose deregistration is.
+    Sweep,
+    /// Removes closed shards whose records have all expired.
+    ExpireShards,
+    /// Removes every stream of every account and every resource policy (a
+    /// test control). Log ids and epochs keep counting up.
+    Reset,
+}
+
+/// A closed shard's ending sequence number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ending {
+    pub index: u32,
+    #[serde(with = "decimal")]
+    pub sequence: u128,
+}
+
+/// What applying a command asks of the storage, and what it answers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Shard logs to create (log id, epoch) before the catalog that names
+    /// them is committed.
+    pub created: Vec<(u64, u64)>,
+    /// Shards closed (index, log id): their logs close after the commit and
+    /// a [`Command::RecordEndings`] records where they ended.
+    pub closed: Vec<(u32, u64)>,
+    /// Shard logs no stream names any more: deleted after the commit.
+    pub removed: Vec<u64>,
+    /// Streams removed from the catalog.
+    pub removed_streams: Vec<Stream>,
+    /// SetMetrics: the shard-level metrics before and after.
+    pub metrics: (Vec<String>, Vec<String>),
+    /// Autoscale: the actions carried out, in order.
+    pub actions: Vec<Action>,
+}
+
+impl Applied {
+    fn reshard(r: Reshard) -> Self {
+        Self {
+            created: r.created,
+            closed: r.closed,
+            ..Self::default()
+        }
+    }
+
+    fn removing(streams: Vec<Stream>) -> Self {
+        Self {
+            removed: streams
+                .iter()
+                .flat_map(|s| s.shards.iter().map(|sh| sh.log_id))
+                .collect(),
+            removed_streams: streams,
+            ..Self::default()
+        }
+    }
+}
+
+impl Command {
+    /// The stream whose shards the command splits or merges, if it does.
+    pub fn stream(&self) -> Option<(&str, &str)> {
+        match self {
+            Self::SplitShard { account, name, .. }
+            | Self::MergeShards { account, name, .. }
+            | Self::ScaleUniformly { account, name, .. }
+            | Self::Autoscale { account, name, .. } => Some((account, name)),
+            _ => None,
+        }
+    }
+
+    /// Whether the command frees disk space (a store may give up its
+    /// reserve on a full disk to commit it).
+    pub fn frees_space(&self) -> bool {
+        matches!(
+            self,
+            Self::DeleteStream { .. } | Self::Sweep | Self::ExpireShards | Self::Reset
+        )
+    }
+}
+
+impl Catalog {
+    /// Applies `command` at `now_ms`: all of it, or (on an error) none of it.
+    pub fn apply(&mut self, command: &Command, now_ms: u64) -> Result<Applied, MetaError> {
+        let (next, applied) = self.applied(command, now_ms)?;
+        *self = next;
+        Ok(applied)
+    }
+
+    /// The catalog `command` makes of this one at `now_ms` (this one stays
+    /// as it is, to be replaced once the new one is stored).
+    pub fn applied(&self, command: &Command, now_ms: u64) -> Result<(Self, Applied), MetaError> {
+        let mut next = self.clone();
+        let applied = next.apply_in_place(command, now_ms)?;
+        Ok((next, applied))
+    }
+
+    fn apply_in_place(&mut self, command: &Command, now: u64) -> Result<Applied, MetaError> {
+        use Command as C;
+        Ok(match command {
+            C::CreateStream(create) => {
+                let stream = self.create_stream(create.clone(), now)?;
+                Applied {
+                    created: stream.shards.iter().map(|s| (s.log_id, s.epoch)).collect(),
+                    ..Applied::default()
+                }
+            }
+            C::DeleteStream {
+                account,
+                name,
+                deleting_ms,
+            } => {
+                if *deleting_ms > 0 {
+                    self.start_delete(account, name, now, *deleting_ms)?;
+                    Applied::default()
+                } else {
+                    let stream = self.delete_stream(account, name)?;
+                    self.remove_policies_of(account, name, None);
+                    Applied::removing(vec![stream])
+                }
+            }
+            C::SplitShard {
+                account,
+                name,
+                index,
+                new_start,
+                updating_ms,
+            } => Applied::reshard(self.split_shard(
+                account,
+                name,
+                *index,
+                *new_start,
+                now,
+                *updating_ms,
+            )?),
+            C::MergeShards {
+                account,
+                name,
+                index,
+                adjacent,
+                updating_ms,
+            } => Applied::reshard(self.merge_shards(
+                account,
+                name,
+                *index,
+                *adjacent,
+                now,
+                *updating_ms,
+            )?),
+            C::ScaleUniformly {
+                account,
+                name,
+                target,
+                updating_ms,
+                counted,
+            } => {
+                if *counted {
+                    let stream = self.stream_mut(account, name)?;
+                    within_a_day(&mut stream.scalings_ms, now);
+                    stream.scalings_ms.push(now);
+                }
+                Applied::reshard(self.update_shard_count(
+                    account,
+                    name,
+                    *target,
+                    now,
+                    *updating_ms,
+                )?)
+            }
+            C::Autoscale {
+                account,
+                name,
+                created_ms,
+                actions,
+            } => self.autoscale(account, name, *created_ms, actions, now)?,
+            C::RecordEndings {
+                account,
+                name,
+                endings,
+            } => {
+                for e in endings {
+                    // The stream may have been deleted meanwhile.
+                    let _ = self.set_ending_sequence(account, name, e.index, e.sequence);
+                }
+                Applied::default()
+            }
+            C::SetRetention {
+                account,
+                name,
+                hours,
+                increase,
+            } => {
+                self.stream_mut(account, name)?
+                    .set_retention(*hours, *increase)?;
+                Applied::default()
+            }
+            C::AddTags {
+                account,
+                name,
+                tags,
+            } => {
+                self.stream_mut(account, name)?.add_tags(tags)?;
+                Applied::default()
+            }
+            C::RemoveTags {
+                account,
+                name,
+                keys,
+            } => {
+                self.stream_mut(account, name)?.remove_tags(keys);
+                Applied::default()
+            }
+            C::SetMaxRecordSize {
+                account,
+                name,
+                kib,
+                updating_ms,
+            } => {
+                let stream = self.stream_mut(account, name)?;
+                stream.max_record_size_kib = *kib;
+                stream.start_update(now, *updating_ms);
+                Applied::default()
+            }
+            C::SetMetrics {
+                account,
+                name,
+                metrics,
+                enable,
+            } => Applied {
+                metrics: self
+                    .stream_mut(account, name)?
+                    .set_metrics(metrics, *enable),
+                ..Applied::default()
+            },
+            C::SetEncryption {
+                account,
+                name,
+                key_id,
+                updating_ms,
+            } => {
+                let stream = self.stream_mut(account, name)?;
+                stream.encryption_key_id.clone_from(key_id);
+                stream.start_update(now, *updating_ms);
+                Applied::default()
+            }
+            C::SetMode {
+                account,
+                name,
+                mode,
+                warm_mibps,
+                updating_ms,
+            } => {
+                let stream = self.stream_mut(account, name)?;
+                if stream.mode != *mode {
+                    within_a_day(&mut stream.mode_switches_ms, now);
+                    stream.mode_switches_ms.push(now);
+                }
+                stream.mode = *mode;
+                stream.warm_throughput_mibps = match mode {
+                    StreamMode::OnDemand => *warm_mibps,
+                    StreamMode::Provisioned => None,
+                };
+                stream.start_update(now, *updating_ms);
+                Applied::default()
+            }
+            C::SetWarmThroughput {
+                account,
+                name,
+                mibps,
+            } => {
+                self.stream_mut(account, name)?.warm_throughput_mibps = Some(*mibps);
+                Applied::default()
+            }
+            C::RegisterConsumer {
+                account,
+                stream,
+                name,
+                creating_ms,
+                tags,
+            } => {
+                self.register_consumer(account, stream, name, now, *creating_ms)?;
+                self.stream_mut(account, stream)?
+                    .consumer_mut(name, now)?
+                    .tags
+                    .clone_from(tags);
+                Applied::default()
+            }
+            C::DeregisterConsumer {
+                account,
+                stream,
+                name,
+                deleting_ms,
+            } => {
+                self.stream_mut(account, stream)?
+                    .deregister_consumer(name, now, *deleting_ms)?;
+                self.remove_policies_of(account, stream, Some(name));
+                Applied::default()
+            }
+            C::TagConsumer {
+                account,
+                stream,
+                name,
+                tags,
+            } => {
+                let consumer = self.stream_mut(account, stream)?.consumer_mut(name, now)?;
+                consumer
+                    .tags
+                    .extend(tags.iter().map(|(k, v)| (k.clone(), v.clone())));
+                Applied::default()
+            }
+            C::UntagConsumer {
+                account,
+                stream,
+                name,
+                keys,
+            } => {
+                let consumer = self.stream_mut(account, stream)?.consumer_mut(name, now)?;
+                for k in keys {
+                    consumer.tags.remove(k);
+                }
+                Applied::default()
+            }
+            C::PutPolicy { arn, policy } => {
+                self.resource_policies.insert(arn.clone(), policy.clone());
+                Applied::default()
+            }
+            C::DeletePolicy { arn } => {
+                self.resource_policies.remove(arn);
+                Applied::default()
+            }
+            C::SetCommitment { account, enable } => {
+                self.commitments
+                    .entry(account.clone())
+                    .or_default()
+                    .set(*enable, now);
+                Applied::default()
+            }
+            C::Sweep => {
+                let gone = self.sweep(now);
+                for s in &gone {
+                    self.remove_policies_of(&s.account, &s.name, None);
+                }
+                Applied::removing(gone)
+            }
+            C::ExpireShards => Applied {
+                removed: self.expire_shards(now),
+                ..Applied::default()
+            },
+            C::Reset => Applied::removing(self.take_streams()),
+        })
+    }
+
+    /// See [`Command::Autoscale`].
+    fn autoscale(
+        &mut self,
+        account: &str,
+        name: &str,
+        created_ms: u64,
+        actions: &[Action],
+        now: u64,
+    ) -> Result<Applied, MetaError> {
+        let current = self
+            .stream(account, name)
+            .filter(|s| s.created_ms == created_ms && s.mode == StreamMode::OnDemand)
+            .filter(|s| matches!(s.status(now), StreamStatus::Active | StreamStatus::Updating));
+        if current.is_none() {
+            return Err(MetaError::StreamNotFound(name.to_owned()));
+        }
+        let mut all = Applied::default();
+        for action in actions {
+            let result = match *action {
+                Action::Split {
+                    index,
+                    new_starting_hash_key,
+                } => self.split_shard(account, name, index, new_starting_hash_key, now, 0),
+                Action::Merge { index, adjacent } => {
+                    self.merge_shards(account, name, index, adjacent, now, 0)
+                }
+            };
+            if let Ok(r) = result {
+                all.created.extend(r.created);
+                all.closed.extend(r.closed);
+                all.actions.push(*action);
+            }
+        }
+        if all.actions.is_empty() {
+            return Err(MetaError::NothingToScale(name.to_owned()));
+        }
+        Ok(all)
+    }
+
+    /// Removes the closed shards whose records have all expired; their log ids.
+    fn expire_shards(&mut self, now: u64) -> Vec<u64> {
+        let mut removed = Vec::new();
+        for stream in self.streams.values_mut() {
+            let gone = stream.expired_closed_shards(stream.retention_cutoff_ms(now));
+            if !gone.is_empty() {
+                let indexes: Vec<u32> = gone.iter().map(|g| g.0).collect();
+                stream.remove_shards(&indexes);
+                removed.extend(gone.iter().map(|g| g.1));
+            }
+        }
+        removed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const A: &str = DEFAULT_ACCOUNT;
+    const B: &str = "111111111111";
+
+    fn create(account: &str, name: &str, shards: u32) -> Command {
+        Command::CreateStream(CreateStream {
+            account: account.into(),
+            name: name.into(),
+            shard_count: shards,
+            mode: StreamMode::Provisioned,
+            max_record_size_kib: 1024,
+            tags: BTreeMap::new(),
+            creating_ms: 0,
+            warm_throughput_mibps: None,
+        })
+    }
+
+    fn policy(arn: &str) -> Command {
+        Command::PutPolicy {
+            arn: arn.into(),
+            policy: "{}".into(),
+        }
+    }
+
+    fn stream_arn(account: &str, name: &str) -> String {
+        format!("arn:aws:kinesis:us-east-1:{account}:stream/{name}")
+    }
+
+    #[test]
+    fn a_stream_deleted_at_once_takes_its_policies_and_no_others() {
+        let mut c = Catalog::new();
+        for (account, name) in [(A, "s"), (A, "s2"), (B, "s")] {
+            c.apply(&create(account, name, 1), 0).unwrap();
+            c.apply(&policy(&stream_arn(account, name)), 0).unwrap();
+        }
+        let consumer = format!("{}/consumer/app:0", stream_arn(A, "s"));
+        c.apply(&policy(&consumer), 0).unwrap();
+        let applied = c
+            .apply(
+                &Command::DeleteStream {
+                    account: A.into(),
+                    name: "s".into(),
+                    deleting_ms: 0,
+                },
+                1,
+            )
+            .unwrap();
+        assert_eq!(applied.removed, vec![1], "its one shard log");
+        assert_eq!(applied.removed_streams.len(), 1);
+        assert!(c.stream(A, "s").is_none());
+        assert!(c.policy(&stream_arn(A, "s")).is_none());
+        assert!(c.policy(&consumer).is_none());
+        assert!(c.policy(&stream_arn(A, "s2")).is_some(), "a longer name");
+        assert!(c.policy(&stream_arn(B, "s")).is_some(), "another account");
+    }
+
+    #[test]
+    fn deregistering_a_consumer_drops_its_policy_only() {
+        let mut c = Catalog::new();
+        c.apply(&create(A, "s", 1), 0).unwrap();
+        for name in ["app", "other"] {
+            c.apply(
+                &Command::RegisterConsumer {
+                    account: A.into(),
+                    stream: "s".into(),
+                    name: name.into(),
+                    creating_ms: 0,
+                    tags: BTreeMap::from([("k".into(), "v".into())]),
+                },
+                5_000,
+            )
+            .unwrap();
+            c.apply(
+                &policy(&format!("{}/consumer/{name}:5", stream_arn(A, "s"))),
+                5_000,
+            )
+            .unwrap();
+        }
+        let s = c.stream(A, "s").unwrap();
+        assert_eq!(s.consumer("app", 5_000).unwrap().tags["k"], "v");
+        c.apply(
+            &Command::DeregisterConsumer {
+                account: A.into(),
+                stream: "s".into(),
+                name: "app".into(),
+                deleting_ms: 0,
+            },
+            6_000,
+        )
+        .unwrap();
+        let app = format!("{}/consumer/app:5", stream_arn(A, "s"));
+        let other = format!("{}/consumer/other:5", stream_arn(A, "s"));
+        assert!(c.policy(&app).is_none());
+        assert!(c.policy(&other).is_some());
+    }
+
+    #[test]
+    fn a_refused_command_changes_nothing() {
+        let mut c = Catalog::new();
+        c.apply(&create(A, "s", 2), 0).unwrap();
+        let before = c.clone();
+        // Counted first, then refused: the count must not stay.
+        let scale = Command::ScaleUniformly {
+            account: A.into(),
+            name: "missing".into(),
+            target: 4,
+            updating_ms: 0,
+            counted: true,
+        };
+        assert!(c.apply(&scale, 1).is_err());
+        // Registered, then tagged; refused at the 21st consumer.
+        for i in 0..=CONSUMERS_PER_STREAM_MAX {
+            let register = Command::RegisterConsumer {
+                account: A.into(),
+                stream: "s".into(),
+                name: format!("c{i}"),
+                creating_ms: 0,
+                tags: BTreeMap::new(),
+            };
+            let result = c.apply(&register, 2);
+            assert_eq!(result.is_err(), i == CONSUMERS_PER_STREAM_MAX);
+        }
+        let twenty = c.clone();
+        let split = Command::SplitShard {
+            account: A.into(),
+            name: "s".into(),
+            index: 0,
+            new_start: 1,
+            updating_ms: 0,
+        };
+        assert!(matches!(
+            c.apply(&split, 3),
+            Err(MetaError::SplitKeyOutside(..))
+        ));
+        assert_eq!(c, twenty);
+        assert_ne!(before, twenty);
+    }
+
+    #[test]
+    fn an_autoscale_window_skips_what_no_longer_applies() {
+        let mut c = Catalog::new();
+        let mut on_demand = create(A, "s", 4);
+        if let Command::CreateStream(cs) = &mut on_demand {
+            cs.mode = StreamMode::OnDemand;
+        }
+        c.apply(&on_demand, 0).unwrap();
+        let split = |index| scaling::Action::Split {
+            index,
+            new_starting_hash_key: c
+                .stream(A, "s")
+                .unwrap()
+                .shard(index)
+                .unwrap()
+                .starting_hash_key
+                + 10,
+        };
+        let actions = vec![
+            split(0),
+            scaling::Action::Merge {
+                index: 0,
+                adjacent: 1,
+            },
+            split(1),
+        ];
+        let window = Command::Autoscale {
+            account: A.into(),
+            name: "s".into(),
+            created_ms: 0,
+            actions,
+        };
+        let applied = c.apply(&window, 1).unwrap();
+        // Shard 0 closed at the split: the merge of it is skipped.
+        assert_eq!(applied.actions.len(), 2);
+        assert_eq!(applied.closed.len(), 2);
+        assert_eq!(applied.created.len(), 4);
+        // The same window for a stream created at another time is refused.
+        let other = Command::Autoscale {
+            account: A.into(),
+            name: "s".into(),
+            created_ms: 7,
+            actions: vec![],
+        };
+        assert!(c.apply(&other, 2).is_err());
+        let nothing = Command::Autoscale {
+            account: A.into(),
+            name: "s".into(),
+            created_ms: 0,
+            actions: vec![scaling::Action::Merge {
+                index: 0,
+                adjacent: 1,
+            }],
+        };
+        assert_eq!(
+            c.apply(&nothing, 2),
+            Err(MetaError::NothingToScale("s".into()))
+        );
+    }
+
+    /// Any command, on streams that may or may not exist.
+    fn command() -> impl Strategy<Value = Command> {
+        let account = prop::sample::select(vec![A, B]).prop_map(String::from);
+        let name = prop::sample::select(vec!["s", "t"]).prop_map(String::from);
+        let target = (account, name);
+        prop_oneof![
+            (target.clone(), 1u32..5).prop_map(|((a, n), k)| create(&a, &n, k)),
+            (target.clone(), 0u64..3).prop_map(|((account, name), d)| Command::DeleteStream {
+                account,
+                name,
+                deleting_ms: d * 10,
+            }),
+            (target.clone(), 0u32..5, any::<u128>()).prop_map(|((account, name), index, k)| {
+                Command::SplitShard {
+                    account,
+                    name,
+                    index,
+                    new_start: k,
+                    updating_ms: 5,
+                }
+            }),
+            (target.clone(), 0u32..5, 0u32..5).prop_map(|((account, name), index, adjacent)| {
+                Command::MergeShards {
+                    account,
+                    name,
+                    index,
+                    adjacent,
+                    updating_ms: 5,
+                }
+            }),
+            (target.clone(), 1u32..6, any::<bool>()).prop_map(
+                |((account, name), target, counted)| {
+                    Command::ScaleUniformly {
+                        account,
+                        name,
+                        target,
+                        updating_ms: 5,
+                        counted,
+                    }
+                }
+            ),
+            (target.clone(), 0u32..3).prop_map(|((account, stream), i)| {
+                Command::RegisterConsumer {
+                    account,
+                    stream,
+                    name: format!("c{i}"),
+                    creating_ms: 3,
+                    tags: BTreeMap::new(),
+                }
+            }),
+            (target.clone(), 0u32..3).prop_map(|((account, stream), i)| {
+                Command::DeregisterConsumer {
+                    account,
+                    stream,
+                    name: format!("c{i}"),
+                    deleting_ms: 4,
+                }
+            }),
+            (target.clone(), 24u32..100, any::<bool>()).prop_map(
+                |((account, name), hours, increase)| {
+                    Command::SetRetention {
+                        account,
+                        name,
+                        hours,
+                        increase,
+                    }
+                }
+            ),
+            target.clone().prop_map(|(account, name)| Command::AddTags {
+                account,
+                name,
+                tags: BTreeMap::from([("k".into(), "v".into())]),
+            }),
+            target.prop_map(|(account, name)| Command::PutPolicy {
+                arn: stream_arn(&account, &name),
+                policy: "{}".into(),
+            }),
+            Just(Command::Sweep),
+            Just(Command::ExpireShards),
+        ]
+    }
+
+    fn tiles(c: &Catalog) -> bool {
+        c.streams().all(|s| {
+            let open = s.open_shards_by_hash_key();
+            open.first().is_some_and(|f| f.starting_hash_key == 0)
+                && open
+                    .last()
+                    .is_some_and(|l| l.ending_hash_key == HASH_KEY_MAX)
+                && open
+                    .windows(2)
+                    .all(|w| w[0].ending_hash_key.checked_add(1) == Some(w[1].starting_hash_key))
+        })
+    }
+
+    proptest! {
+        /// Commands are data: each survives JSON (the form a replicated
+        /// store keeps), a refused one changes nothing, replaying the same
+        /// history gives the same catalog, and the open shards of every
+        /// stream keep tiling the hash-key space.
+        #[test]
+        fn a_history_of_commands_replays_to_the_same_catalog(
+            history in prop::collection::vec((command(), 0u64..20), 1..60),
+        ) {
+            let mut c = Catalog::new();
+            let mut now = 0;
+            let mut accepted = Vec::new();
+            for (command, step) in &history {
+                now += step;
+                let json = serde_json::to_string(command).unwrap();
+                prop_assert_eq!(&serde_json::from_str::<Command>(&json).unwrap(), command);
+                let before = c.clone();
+                match c.apply(command, now) {
+                    Ok(_) => accepted.push((command.clone(), now)),
+                    Err(_) => prop_assert_eq!(&c, &before),
+                }
+                prop_assert!(tiles(&c));
+            }
+            let mut replayed = Catalog::new();
+            for (command, at) in &accepted {
+                replayed.apply(command, *at).unwrap();
+            }
+            prop_assert_eq!(&replayed, &c);
+            prop_assert_eq!(Catalog::from_snapshot(&c.snapshot()).unwrap(), c);
+        }
+    }
+}
