@@ -9,7 +9,9 @@
 //!   lengths, ranges, patterns, enums) and words failures as AWS does.
 //! - [`error`]: AWS-shaped errors (`__type` + `message`) and their HTTP statuses.
 //! - [`cbor`]: AWS CBOR 1.1 bodies (the Java SDKs' default), to and from the JSON form.
-//! - [`target`]: the `X-Amz-Target` header.
+//! - [`target`]: the `X-Amz-Target` header (AWS JSON).
+//! - [`rest`]: REST-JSON routes by method and path, and the binding of URI
+//!   labels, query parameters and headers into the JSON form (Kinesis Video).
 //! - [`kinesis`]: every Kinesis request and response as a Rust type, generated
 //!   from the model ([`codegen`], checked by `tests/codegen.rs`); [`types`]
 //!   holds blobs and timestamps.
@@ -27,6 +29,7 @@ pub mod fast;
 pub mod fast_cbor;
 pub mod kinesis;
 pub mod model;
+pub mod rest;
 pub mod service;
 pub mod sigv4;
 pub mod target;

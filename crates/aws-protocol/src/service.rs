@@ -15,6 +15,8 @@ pub struct Service {
     /// Operations whose answer is an `application/vnd.amazon.eventstream`
     /// body, written as events arrive.
     pub streaming: &'static [&'static str],
+    /// REST-JSON services' routes, built from the model at first use.
+    pub routes: std::sync::OnceLock<crate::rest::Routes>,
 }
 
 impl Service {
@@ -29,6 +31,31 @@ impl Service {
 
     pub fn protocol(&self) -> Protocol {
         self.model().protocol()
+    }
+
+    /// The operation a request names: by `X-Amz-Target` for AWS JSON, by
+    /// method and path for REST-JSON.
+    pub fn operation(
+        &self,
+        target: Option<&str>,
+        method: &str,
+        path: &str,
+        query: &str,
+    ) -> Result<&'static str, crate::AwsError> {
+        let model = self.model();
+        match model.protocol() {
+            Protocol::Json => crate::target::parse(model, target),
+            Protocol::RestJson => {
+                let found = self
+                    .routes
+                    .get_or_init(|| crate::rest::Routes::of(model))
+                    .find(method, path, query)?;
+                Ok(model
+                    .operation(found.operation)
+                    .map(|op| op.name.as_str())
+                    .expect("routes are built from the model's operations"))
+            }
+        }
     }
 
     /// Whether `operation` answers with an event stream.
@@ -53,11 +80,42 @@ pub static KINESIS: Service = Service {
     name: "Kinesis",
     model: crate::model::kinesis,
     streaming: &["SubscribeToShard"],
+    routes: std::sync::OnceLock::new(),
 };
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn video() -> &'static ApiModel {
+        static MODEL: std::sync::OnceLock<ApiModel> = std::sync::OnceLock::new();
+        MODEL.get_or_init(|| {
+            ApiModel::parse(include_str!("../spec/kinesisvideo-2017-09-30.json")).unwrap()
+        })
+    }
+
+    /// A REST-JSON service plugs in with its model, as Kinesis Video will.
+    #[test]
+    fn a_rest_json_service_routes_by_path() {
+        static VIDEO: Service = Service {
+            name: "Kinesis Video",
+            model: video,
+            streaming: &[],
+            routes: std::sync::OnceLock::new(),
+        };
+        assert_eq!(VIDEO.signing_name(), "kinesisvideo");
+        assert_eq!(
+            VIDEO.operation(None, "POST", "/listStreams", ""),
+            Ok("ListStreams")
+        );
+        assert_eq!(
+            VIDEO
+                .operation(Some("Kinesis_20131202.ListStreams"), "POST", "/", "")
+                .unwrap_err()
+                .code,
+            crate::ErrorCode::UnknownOperationException
+        );
+    }
 
     #[test]
     fn kinesis_is_described_by_its_model() {
@@ -68,6 +126,10 @@ mod tests {
         for op in KINESIS.streaming {
             assert!(KINESIS.model().operation(op).is_some(), "{op}");
         }
+        assert_eq!(
+            KINESIS.operation(Some("Kinesis_20131202.ListStreams"), "POST", "/", ""),
+            Ok("ListStreams")
+        );
         assert_eq!(
             KINESIS.wrong_service().message,
             "Credential should be scoped to correct service: 'kinesis'."

@@ -128,7 +128,10 @@ impl Validator<'_> {
         value: &Value,
         path: &str,
     ) -> Result<(), AwsError> {
-        let Some(Shape::Structure { members, required }) = self.model.shape(shape_name) else {
+        let Some(Shape::Structure {
+            members, required, ..
+        }) = self.model.shape(shape_name)
+        else {
             return Ok(());
         };
         let object = value
@@ -204,6 +207,23 @@ impl Validator<'_> {
                 let n = value
                     .as_i64()
                     .ok_or_else(|| wrong_type(path, "an integer"))?;
+                if let Some(min) = min.filter(|m| n < *m) {
+                    self.fail(
+                        Some(n.to_string()),
+                        path,
+                        format!("Member must have value greater than or equal to {min}"),
+                    );
+                }
+                if let Some(max) = max.filter(|m| n > *m) {
+                    self.fail(
+                        Some(n.to_string()),
+                        path,
+                        format!("Member must have value less than or equal to {max}"),
+                    );
+                }
+            }
+            Shape::Double { min, max } => {
+                let n = value.as_f64().ok_or_else(|| wrong_type(path, "a number"))?;
                 if let Some(min) = min.filter(|m| n < *m) {
                     self.fail(
                         Some(n.to_string()),

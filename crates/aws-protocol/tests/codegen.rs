@@ -106,7 +106,9 @@ fn minimal(model: &sluice_aws::ApiModel, shape: &str) -> serde_json::Value {
     use serde_json::json;
     use sluice_aws::model::Shape;
     match model.shape(shape).unwrap() {
-        Shape::Structure { members, required } => {
+        Shape::Structure {
+            members, required, ..
+        } => {
             let mut out = serde_json::Map::new();
             for (name, target) in members {
                 if required.contains(name) {
@@ -122,6 +124,7 @@ fn minimal(model: &sluice_aws::ApiModel, shape: &str) -> serde_json::Value {
         Shape::String { .. } => json!("x"),
         Shape::Blob { .. } => json!("aGk="),
         Shape::Integer { .. } => json!(1),
+        Shape::Double { .. } => json!(1.5),
         Shape::Boolean => json!(true),
         Shape::Timestamp => json!(1.5),
         Shape::List { .. } => json!([]),
