@@ -110,6 +110,35 @@ pub enum Shape {
     },
 }
 
+/// A Java pattern's `\w`, `\d` and `\s` (and their negations) as the
+/// ASCII classes Java means by them (the regex crate's are Unicode, and
+/// far larger to compile: Firehose's `[\w\.\-]{1,255}` would pass its
+/// size limit).
+fn java_classes(pattern: &str) -> String {
+    let mut out = String::with_capacity(pattern.len());
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('w') => out.push_str("[0-9A-Za-z_]"),
+            Some('W') => out.push_str("[^0-9A-Za-z_]"),
+            Some('d') => out.push_str("[0-9]"),
+            Some('D') => out.push_str("[^0-9]"),
+            Some('s') => out.push_str("[ \\t\\n\\x0B\\f\\r]"),
+            Some('S') => out.push_str("[^ \\t\\n\\x0B\\f\\r]"),
+            Some(other) => {
+                out.push('\\');
+                out.push(other);
+            }
+            None => out.push('\\'),
+        }
+    }
+    out
+}
+
 /// A member's `location`, if it has one botocore binds outside the body.
 fn location(member: &str, v: &Value) -> Option<Location> {
     let name = v["locationName"].as_str().unwrap_or(member).to_owned();
@@ -196,7 +225,7 @@ impl ApiModel {
                     max,
                     pattern: match s["pattern"].as_str() {
                         // The model's patterns must match the whole value (Java semantics).
-                        Some(p) => match Regex::new(&format!("^(?:{p})$")) {
+                        Some(p) => match Regex::new(&format!("^(?:{})$", java_classes(p))) {
                             Ok(regex) => Some((p.to_owned(), regex)),
                             // Java's look-around, which the regex crate does not
                             // have (Firehose's JDBC URLs): not checked, and listed.
@@ -305,6 +334,21 @@ impl ApiModel {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn java_classes_are_ascii() {
+        use super::java_classes;
+        assert_eq!(java_classes(r"\d{12}"), "[0-9]{12}");
+        assert_eq!(java_classes(r"[\w\.\-]+"), r"[[0-9A-Za-z_]\.\-]+");
+        assert_eq!(java_classes(r"\\w"), r"\\w", "an escaped backslash stays");
+        let r = regex::Regex::new(&format!("^(?:{})$", java_classes(r"\S+:\d"))).unwrap();
+        assert!(r.is_match("ab:1"));
+        assert!(
+            !r.is_match("ab:\u{0661}"),
+            "an Arabic-Indic digit is not Java's \\d"
+        );
+        assert!(!r.is_match("a b:1"));
+    }
+
     #[test]
     fn the_embedded_model_has_every_operation() {
         let m = super::kinesis();
