@@ -1,10 +1,15 @@
 //! AWS CBOR 1.1 (`application/x-amz-cbor-1.1`), as the Java SDKs (and so KCL
 //! and KPL) send it: the same members as JSON, but blobs are CBOR byte strings
-//! and timestamps are tag 1 (seconds since the epoch).
+//! and timestamps are tag 1 holding an integer of epoch milliseconds (what the
+//! Java SDKs' `SdkCborGenerator` writes, `writeTag(1)` then the time's
+//! `getTime()`/`toEpochMilli()`, and what their CBOR unmarshallers read).
+//! A tag-1 float is read as seconds (RFC 8949's meaning, for other CBOR
+//! clients).
 //!
 //! Requests are turned into the JSON form the rest of the server uses (byte
 //! strings become base64 text, tag-1 timestamps become numbers), so validation
-//! and the operations see one shape. Responses walk the operation's output shape
+//! and the operations see one shape (timestamps in seconds, as JSON has them).
+//! Responses walk the operation's output shape
 //! to know which members are blobs and timestamps.
 
 use base64::Engine;
@@ -52,9 +57,16 @@ fn to_json(value: Cbor) -> Result<Json, AwsError> {
             .ok_or_else(|| serialization("Number out of range"))?,
         Cbor::Text(s) => Json::String(s),
         Cbor::Bytes(b) => Json::String(base64::engine::general_purpose::STANDARD.encode(b)),
-        // Tag 1: epoch-based date/time.
+        // Tag 1: epoch-based date/time; an integer is milliseconds (the Java
+        // SDKs' form), a float seconds.
         Cbor::Tag(1, inner) => match *inner {
-            Cbor::Integer(_) | Cbor::Float(_) => to_json(*inner)?,
+            Cbor::Integer(i) => {
+                let ms: i128 = i.into();
+                Number::from_f64(ms as f64 / 1000.0)
+                    .map(Json::Number)
+                    .ok_or_else(|| serialization("Timestamp out of range"))?
+            }
+            Cbor::Float(_) => to_json(*inner)?,
             _ => return Err(serialization("Tag 1 must hold a number")),
         },
         Cbor::Tag(_, inner) => to_json(*inner)?,
@@ -118,11 +130,9 @@ fn to_cbor(model: &ApiModel, shape_name: Option<&str>, value: &Json) -> Cbor {
                 .unwrap_or_default(),
         ),
         (Some(Shape::Timestamp), Json::Number(n)) => {
-            let inner = match n.as_u64() {
-                Some(u) => Cbor::Integer(Integer::from(u)),
-                None => Cbor::Float(n.as_f64().unwrap_or_default()),
-            };
-            Cbor::Tag(1, Box::new(inner))
+            // Seconds in the JSON form; epoch milliseconds in CBOR.
+            let ms = (n.as_f64().unwrap_or_default() * 1000.0).round() as i64;
+            Cbor::Tag(1, Box::new(Cbor::Integer(Integer::from(ms))))
         }
         (Some(Shape::Structure { members, .. }), Json::Object(map)) => Cbor::Map(
             map.iter()
@@ -199,18 +209,38 @@ mod tests {
         crate::validate::validate_input(crate::kinesis(), "PutRecord", &v).unwrap();
     }
 
-    /// GetShardIterator with an AT_TIMESTAMP tag-1 timestamp (float seconds).
+    /// GetShardIterator's AT_TIMESTAMP as the Java SDKs send it: tag 1, then
+    /// the epoch milliseconds as an integer (`SdkCborGenerator.writeValue`:
+    /// `writeTag(1)`, `writeNumber(date.getTime())`; Jackson writes the
+    /// shortest integer). A tag-1 float (RFC 8949's seconds) reads as seconds.
     #[test]
     fn timestamp_request_fixture() {
+        // {"Timestamp": 1(1700000000500)}
+        let body = unhex("a1 69 54696d657374616d70 c1 1b 0000018bcfe569f4");
+        assert_eq!(
+            decode_cbor_body(&body).unwrap(),
+            json!({"Timestamp": 1700000000.5})
+        );
         // {"Timestamp": 1(1700000000.5)}
         let body = unhex("a1 69 54696d657374616d70 c1 fb 41d954fc40200000");
         assert_eq!(
             decode_cbor_body(&body).unwrap(),
             json!({"Timestamp": 1700000000.5})
         );
+        // {"Timestamp": 1(0)}: the epoch, the shortest integer.
+        let body = unhex("a1 69 54696d657374616d70 c1 00");
+        assert_eq!(decode_cbor_body(&body).unwrap(), json!({"Timestamp": 0.0}));
+        // {"Timestamp": 1("x")}
+        let body = unhex("a1 69 54696d657374616d70 c1 61 78");
+        assert_eq!(
+            decode_cbor_body(&body).unwrap_err().code,
+            ErrorCode::SerializationException
+        );
     }
 
-    /// GetRecords' response: Data becomes a byte string, the arrival time tag 1.
+    /// GetRecords' response: Data becomes a byte string, the arrival time tag
+    /// 1 with an integer of epoch milliseconds, which the Java SDKs read back
+    /// as the time (a float there read as milliseconds: a date in 1970).
     #[test]
     fn get_records_response_fixture() {
         let out = json!({
@@ -235,8 +265,8 @@ mod tests {
                 "1b",
                 "417070726f78696d6174654172726976616c54696d657374616d70",
                 "c1",
-                "fb",
-                "41d954fc40200000",
+                "1b",
+                "0000018bcfe569f4",
                 "64",
                 "44617461",
                 "42",
@@ -284,8 +314,8 @@ mod tests {
                 "1b",
                 "417070726f78696d6174654172726976616c54696d657374616d70",
                 "c1",
-                "fb",
-                "41d954fc40200000",
+                "1b",
+                "0000018bcfe569f4",
                 "64",
                 "44617461",
                 "42",

@@ -242,10 +242,10 @@ pub fn write_records_answer_cbor<'a>(
         w.text("SequenceNumber");
         w.text(r.sequence_number);
         w.text("ApproximateArrivalTimestamp");
-        // Tag 1: seconds since the epoch, as the general encoder writes the
-        // JSON form's number (a float: milliseconds / 1000).
+        // Tag 1: epoch milliseconds as an integer, as the Java SDKs read it
+        // (and the general encoder writes it).
         w.push(Header::Tag(1));
-        w.push(Header::Float(r.arrival_timestamp_ms as f64 / 1000.0));
+        w.push(Header::Positive(r.arrival_timestamp_ms));
         w.text("Data");
         w.bytes(r.data);
         w.text("PartitionKey");
@@ -404,7 +404,7 @@ mod tests {
 
     #[test]
     fn records_answers_are_the_general_encoders_bytes() {
-        // Timestamps whose seconds fit f16, f32 and only f64.
+        // Timestamps of every integer width.
         let records = [
             got(b"", 0, false),
             got(b"a", 1_700_000_000_000, true),

@@ -61,8 +61,10 @@ fn serde_bytes_buf<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error>
     d.deserialize_byte_buf(Bytes)
 }
 
-/// A timestamp member: seconds since the epoch, as AWS JSON carries it
-/// (CBOR's tag-1 timestamps arrive in the same form).
+/// A timestamp member: seconds since the epoch, as AWS JSON carries it. In
+/// AWS CBOR (a non-human-readable serde format) it is tag 1 and an integer of
+/// epoch milliseconds, as the Java SDKs write and read it; a float there is
+/// read as seconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, PartialOrd)]
 pub struct Timestamp(pub f64);
 
@@ -87,13 +89,30 @@ impl Timestamp {
 
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_f64(self.0)
+        if s.is_human_readable() {
+            s.serialize_f64(self.0)
+        } else {
+            let ms = (self.0 * 1000.0).round() as i64;
+            ciborium::tag::Required::<i64, 1>(ms).serialize(s)
+        }
     }
 }
 
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        f64::deserialize(d).map(Timestamp)
+        use ciborium::value::Value;
+        if d.is_human_readable() {
+            return f64::deserialize(d).map(Timestamp);
+        }
+        let mut value = Value::deserialize(d)?;
+        if let Value::Tag(1, inner) = value {
+            value = *inner;
+        }
+        match value {
+            Value::Integer(i) => Ok(Timestamp(i128::from(i) as f64 / 1000.0)),
+            Value::Float(f) => Ok(Timestamp(f)),
+            _ => Err(serde::de::Error::custom("a timestamp must be a number")),
+        }
     }
 }
 
@@ -153,6 +172,28 @@ mod tests {
         assert_eq!(out, [0x42, b'h', b'i']);
         let back: Blob = ciborium::de::from_reader(&out[..]).unwrap();
         assert_eq!(back, b);
+    }
+
+    /// What the Java SDKs write for 2023-11-14T22:13:20.500Z: tag 1, then the
+    /// epoch milliseconds as the shortest integer.
+    #[test]
+    fn timestamps_are_tagged_milliseconds_in_cbor() {
+        let t = Timestamp::from_millis(1_700_000_000_500);
+        let mut out = Vec::new();
+        ciborium::ser::into_writer(&t, &mut out).unwrap();
+        assert_eq!(
+            out,
+            [0xc1, 0x1b, 0x00, 0x00, 0x01, 0x8b, 0xcf, 0xe5, 0x69, 0xf4]
+        );
+        let back: Timestamp = ciborium::de::from_reader(&out[..]).unwrap();
+        assert_eq!(back.as_millis(), 1_700_000_000_500);
+        // A tag-1 float is seconds; the epoch is one byte of integer.
+        let float = [0xc1, 0xfb, 0x41, 0xd9, 0x54, 0xfc, 0x40, 0x20, 0x00, 0x00];
+        let t: Timestamp = ciborium::de::from_reader(&float[..]).unwrap();
+        assert_eq!(t.as_millis(), 1_700_000_000_500);
+        let t: Timestamp = ciborium::de::from_reader(&[0xc1, 0x00][..]).unwrap();
+        assert_eq!(t, Timestamp(0.0));
+        assert!(ciborium::de::from_reader::<Timestamp, _>(&[0xc1, 0x61, b'x'][..]).is_err());
     }
 
     #[test]

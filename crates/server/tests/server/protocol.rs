@@ -187,10 +187,42 @@ fn cbor_requests_get_cbor_answers() {
     assert_eq!(get(&records[2], "Data"), Cbor::Bytes(vec![]));
     assert_eq!(get(&records[2], "PartitionKey"), text("b"));
     assert!(matches!(get(&got, "NextShardIterator"), Cbor::Text(_)));
-    assert!(matches!(
-        get(&record, "ApproximateArrivalTimestamp"),
-        Cbor::Tag(1, _)
-    ));
+    // Tag 1 and epoch milliseconds as an integer, as the Java SDKs read it
+    // (the harness's clock stands at 1_700_000_000_000 ms).
+    let Cbor::Tag(1, arrival) = get(&record, "ApproximateArrivalTimestamp") else {
+        panic!("ApproximateArrivalTimestamp is not tag 1");
+    };
+    let arrival_ms = u64::try_from(arrival.as_integer().expect("an integer")).unwrap();
+    assert!(
+        (1_700_000_000_000..1_700_000_000_000 + 86_400_000).contains(&arrival_ms),
+        "{arrival_ms}"
+    );
+    // AT_TIMESTAMP in the Java form: at the arrival, every record; a
+    // millisecond later, none (read as seconds, both would be the far future).
+    for (at, expected) in [(arrival_ms, 3), (arrival_ms + 1, 0)] {
+        let (status, it) = call(
+            "GetShardIterator",
+            Cbor::Map(vec![
+                (text("StreamName"), text("c")),
+                (text("ShardId"), text("shardId-000000000000")),
+                (text("ShardIteratorType"), text("AT_TIMESTAMP")),
+                (
+                    text("Timestamp"),
+                    Cbor::Tag(1, Box::new(Cbor::Integer(at.into()))),
+                ),
+            ]),
+        );
+        assert_eq!(status, 200, "{it:?}");
+        let (_, got) = call(
+            "GetRecords",
+            Cbor::Map(vec![(text("ShardIterator"), get(&it, "ShardIterator"))]),
+        );
+        assert_eq!(
+            get(&got, "Records").as_array().unwrap().len(),
+            expected,
+            "at {at}"
+        );
+    }
     let (status, error) = call(
         "DescribeStreamSummary",
         Cbor::Map(vec![(text("StreamName"), text("nope"))]),
