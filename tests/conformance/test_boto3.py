@@ -95,6 +95,33 @@ def test_all_iterator_types(kinesis, stream):
     assert [r["Data"] for r in got["Records"]] == [b"new"] and got["MillisBehindLatest"] == 0
 
 
+def test_at_the_shards_starting_sequence_number_even_when_empty(kinesis, stream):
+    # AWS: AT_SEQUENCE_NUMBER at the shard's own StartingSequenceNumber is
+    # valid before any record is in the shard (issue #15).
+    shard = kinesis.list_shards(StreamName=stream)["Shards"][0]
+    start = shard["SequenceNumberRange"]["StartingSequenceNumber"]
+    it = kinesis.get_shard_iterator(StreamName=stream, ShardId=shard["ShardId"],
+                                    ShardIteratorType="AT_SEQUENCE_NUMBER", StartingSequenceNumber=start)["ShardIterator"]
+    assert kinesis.get_records(ShardIterator=it)["Records"] == []
+    kinesis.put_record(StreamName=stream, Data=b"first", PartitionKey="k", ExplicitHashKey=shard["HashKeyRange"]["StartingHashKey"])
+    assert [r["Data"] for r in kinesis.get_records(ShardIterator=it)["Records"]] == [b"first"]
+    # And on a shard with records, the first record.
+    got = read_all(kinesis, stream, shard["ShardId"], ShardIteratorType="AT_SEQUENCE_NUMBER", StartingSequenceNumber=start)
+    assert [r["Data"] for r in got] == [b"first"]
+
+
+def test_a_shard_iterator_in_double_quotes(kinesis, stream):
+    # AWS accepts an iterator wrapped in double quotes, as tools pass the
+    # CLI's JSON output on (issue #15).
+    kinesis.put_record(StreamName=stream, Data=b"q", PartitionKey="k", ExplicitHashKey="0")
+    it = kinesis.get_shard_iterator(StreamName=stream, ShardId="shardId-000000000000", ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+    got = kinesis.get_records(ShardIterator=f'"{it}"')
+    assert [r["Data"] for r in got["Records"]] == [b"q"]
+    with pytest.raises(ClientError) as e:
+        kinesis.get_records(ShardIterator=f'"{it}')
+    assert error_of(e) == ("InvalidArgumentException", "Invalid ShardIterator.")
+
+
 def test_iterator_errors(kinesis, stream):
     with pytest.raises(ClientError) as e:
         kinesis.get_shard_iterator(StreamName=stream, ShardId="shardId-000000000009", ShardIteratorType="LATEST")

@@ -178,6 +178,17 @@ def test_starting_positions(kinesis, stream):
     assert data(records) == ["newer"]
 
 
+def test_subscribe_at_the_shards_starting_sequence_number_when_empty(kinesis, stream):
+    # AWS: valid before any record is in the shard (issue #15).
+    shard = kinesis.list_shards(StreamName=stream)["Shards"][0]
+    assert shard["ShardId"] == SHARD0
+    start = shard["SequenceNumberRange"]["StartingSequenceNumber"]
+    events = subscribe(kinesis, register(kinesis, stream, "at-start"), Type="AT_SEQUENCE_NUMBER", SequenceNumber=start)
+    put(kinesis, stream, "first")
+    records, _ = records_until(events, 1)
+    assert data(records) == ["first"]
+
+
 def test_subscribe_errors(kinesis, stream):
     consumer = register(kinesis, stream, "app")
     subscribe(kinesis, consumer, Type="LATEST")

@@ -101,6 +101,11 @@ def test_resource_policies(kinesis, stream):
     assert kinesis.get_resource_policy(ResourceARN=arn(stream))["Policy"] == policy
     kinesis.delete_resource_policy(ResourceARN=arn(stream))
     assert kinesis.get_resource_policy(ResourceARN=arn(stream))["Policy"] == "{}"
+    # AWS: deleting a policy that is not there is ResourceNotFoundException
+    # (issue #15); the stream itself is there.
+    with pytest.raises(ClientError) as e:
+        kinesis.delete_resource_policy(ResourceARN=arn(stream))
+    assert error_of(e) == ("ResourceNotFoundException", f"No resource policy found for resource {arn(stream)}.")
     with pytest.raises(ClientError) as e:
         kinesis.put_resource_policy(ResourceARN=arn(stream), Policy="not json")
     assert error_of(e)[0] == "InvalidArgumentException"

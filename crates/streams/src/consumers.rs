@@ -14,7 +14,8 @@ use crate::engine::Refused;
 use crate::fanout::Subscription;
 use crate::ops::{
     check_not_deleting, count, decode_token, encode_token, err, not_found, read_error, seconds,
-    starting_position, status_name, stream_name, with_named_stream, Ctx, PositionWords, StreamRef,
+    shard_start_sequence, starting_position, status_name, stream_name, with_named_stream, Ctx,
+    PositionWords, StreamRef,
 };
 
 fn consumer_status(status: ConsumerStatus) -> k::ConsumerStatus {
@@ -401,7 +402,7 @@ pub(crate) fn subscribe_to_shard(
         stream_arn: None,
         consumer_name: None,
     };
-    let (arn, stream, consumer, consumer_created_ms, shard_index, log_id, stream_created_ms) =
+    let (arn, stream, consumer, consumer_created_ms, shard, stream_created_ms) =
         with_consumer(state, named, |s, c| {
             check_not_deleting(state, s)?;
             // The canonical ARN keys the subscription (one per consumer and shard).
@@ -431,11 +432,11 @@ pub(crate) fn subscribe_to_shard(
                 s.name.clone(),
                 c.name.clone(),
                 c.created_ms,
-                shard.index,
-                shard.log_id,
+                (shard.index, shard.log_id, shard_start_sequence(shard)),
                 s.created_ms,
             ))
         })?;
+    let (shard_index, log_id, shard_start) = shard;
     let position = &input.starting_position;
     let invalid_seq = |seq: &str| {
         err(
@@ -450,6 +451,7 @@ pub(crate) fn subscribe_to_shard(
         position.r#type,
         position.sequence_number.as_deref(),
         position.timestamp,
+        shard_start,
         PositionWords::SUBSCRIBE_TO_SHARD,
         invalid_seq,
     )?;

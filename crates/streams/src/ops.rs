@@ -42,7 +42,7 @@ pub use put::{
     PutRecordsAnswer,
 };
 use read::*;
-pub(crate) use read::{child_shards, starting_position, PositionWords};
+pub(crate) use read::{child_shards, shard_start_sequence, starting_position, PositionWords};
 pub use read::{is_encrypted, Records};
 
 /// GetRecords returns at most this much data per call (AWS: 10 MiB).
@@ -393,7 +393,7 @@ fn shard_out(shard: &Shard) -> k::Shard {
             ending_hash_key: shard.ending_hash_key.to_string(),
         },
         sequence_number_range: k::SequenceNumberRange {
-            starting_sequence_number: SequenceNumber(u128::from(shard.epoch) << 64).to_string(),
+            starting_sequence_number: SequenceNumber(shard_start_sequence(shard)).to_string(),
             ending_sequence_number: shard
                 .closed
                 .as_ref()

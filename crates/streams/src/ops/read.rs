@@ -23,13 +23,23 @@ impl PositionWords {
     };
 }
 
+/// A shard's StartingSequenceNumber (ListShards, DescribeStream): below
+/// every sequence number of the shard, and the first record's when the first
+/// frame is still there.
+pub(crate) fn shard_start_sequence(shard: &Shard) -> u128 {
+    u128::from(shard.epoch) << 64
+}
+
 /// Where a read starts (GetShardIterator and SubscribeToShard): the type,
 /// with the sequence number or timestamp it needs. `invalid_seq` words a
-/// sequence number that is not one.
+/// sequence number that is not one. AT_SEQUENCE_NUMBER at the shard's own
+/// StartingSequenceNumber (`shard_start`) is the shard's first record, or
+/// where its first record will be: valid on an empty shard too, as on AWS.
 pub(crate) fn starting_position(
     kind: k::ShardIteratorType,
     sequence: Option<&str>,
     timestamp: Option<Timestamp>,
+    shard_start: u128,
     words: PositionWords,
     invalid_seq: impl Fn(&str) -> AwsError,
 ) -> Result<StartingPosition, AwsError> {
@@ -48,7 +58,10 @@ pub(crate) fn starting_position(
     Ok(match kind {
         T::TrimHorizon => StartingPosition::TrimHorizon,
         T::Latest => StartingPosition::Latest,
-        T::AtSequenceNumber => StartingPosition::AtSequence(sequence()?),
+        T::AtSequenceNumber => match sequence()? {
+            s if s == shard_start => StartingPosition::TrimHorizon,
+            s => StartingPosition::AtSequence(s),
+        },
         T::AfterSequenceNumber => StartingPosition::AfterSequence(sequence()?),
         T::AtTimestamp => {
             let ts = timestamp.ok_or_else(|| {
@@ -68,7 +81,7 @@ pub(super) fn get_shard_iterator(
 ) -> Result<k::GetShardIteratorOutput, AwsError> {
     let shard_text = input.shard_id.as_str();
     let name = stream_name(state, StreamRef::new(&input.stream_name, &input.stream_arn))?;
-    let (shard, log_id, created_ms) = {
+    let (shard, log_id, created_ms, shard_start) = {
         let catalog = state.catalog();
         let stream = catalog
             .stream(&state.account, &name)
@@ -85,7 +98,12 @@ pub(super) fn get_shard_iterator(
                 )
             })?;
         check_not_deleting(state, stream)?;
-        (shard.index, shard.log_id, stream.created_ms)
+        (
+            shard.index,
+            shard.log_id,
+            stream.created_ms,
+            shard_start_sequence(shard),
+        )
     };
     let now = state.now_ms();
     if state.throttles.is_blocked(log_id, now)
@@ -110,6 +128,7 @@ pub(super) fn get_shard_iterator(
         input.shard_iterator_type,
         input.starting_sequence_number.as_deref(),
         input.timestamp,
+        shard_start,
         PositionWords::GET_SHARD_ITERATOR,
         invalid_seq,
     )?;
@@ -154,6 +173,12 @@ pub struct Records {
 
 pub(super) fn get_records(state: &Ctx, input: &k::GetRecordsInput) -> Result<Records, AwsError> {
     let text = input.shard_iterator.as_str();
+    // AWS takes an iterator wrapped in double quotes (as some tools pass
+    // the CLI's JSON output on).
+    let text = text
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .unwrap_or(text);
     let limit = count(input.limit, 10_000);
     // An iterator issued to another account is not one for this caller.
     let iterator = ShardIterator::decode(text, state.iterator_key())

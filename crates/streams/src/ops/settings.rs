@@ -308,11 +308,17 @@ pub(super) fn delete_resource_policy(
     state: &Ctx,
     input: k::DeleteResourcePolicyInput,
 ) -> Result<(), AwsError> {
-    resource(state, &input.resource_arn)?;
-    state.change(|_, _| {
-        Ok(Command::DeletePolicy {
-            arn: input.resource_arn,
-        })
+    let arn = input.resource_arn;
+    state.change(|catalog, now| {
+        resource_in(state, catalog, now, &arn)?;
+        // AWS: a resource with no policy is ResourceNotFoundException.
+        if catalog.policy(&arn).is_none() {
+            return Err(err(
+                ErrorCode::ResourceNotFoundException,
+                format!("No resource policy found for resource {arn}."),
+            ));
+        }
+        Ok(Command::DeletePolicy { arn })
     })?;
     Ok(())
 }
