@@ -87,7 +87,14 @@ def test_all_iterator_types(kinesis, stream):
     assert data(read_all(kinesis, stream, shard, ShardIteratorType="AT_SEQUENCE_NUMBER", StartingSequenceNumber=seqs[2])) == [b"\2", b"\3"]
     assert data(read_all(kinesis, stream, shard, ShardIteratorType="AFTER_SEQUENCE_NUMBER", StartingSequenceNumber=seqs[2])) == [b"\3"]
     assert data(read_all(kinesis, stream, shard, ShardIteratorType="AT_TIMESTAMP", Timestamp=datetime.datetime(2000, 1, 1))) == [b"\0", b"\1", b"\2", b"\3"]
-    assert data(read_all(kinesis, stream, shard, ShardIteratorType="AT_TIMESTAMP", Timestamp=datetime.datetime(2100, 1, 1))) == []
+    # A timestamp in the future is refused, as AWS does (kinesalite, tested
+    # against AWS, words it so): issue #15.
+    with pytest.raises(ClientError) as e:
+        read_all(kinesis, stream, shard, ShardIteratorType="AT_TIMESTAMP", Timestamp=datetime.datetime(2100, 1, 1))
+    code, message = error_of(e)
+    assert code == "InvalidArgumentException"
+    assert message.startswith("The timestampInMillis parameter cannot be greater than the currentTimestampInMillis. "
+                              "timestampInMillis: 4102444800000, currentTimestampInMillis: ")
     latest = kinesis.get_shard_iterator(StreamName=stream, ShardId=shard, ShardIteratorType="LATEST")["ShardIterator"]
     assert kinesis.get_records(ShardIterator=latest)["Records"] == []
     kinesis.put_record(StreamName=stream, Data=b"new", PartitionKey="k", ExplicitHashKey="0")
@@ -120,6 +127,41 @@ def test_a_shard_iterator_in_double_quotes(kinesis, stream):
     with pytest.raises(ClientError) as e:
         kinesis.get_records(ShardIterator=f'"{it}')
     assert error_of(e) == ("InvalidArgumentException", "Invalid ShardIterator.")
+
+
+def test_iterator_types_and_positions_that_aws_refuses(kinesis, stream):
+    # AWS's words, as kinesalite (whose tests ran against AWS) and users of
+    # the AWS SDKs recorded them (issue #15).
+    both = ("Must either specify (1) AT_SEQUENCE_NUMBER or AFTER_SEQUENCE_NUMBER and StartingSequenceNumber or "
+            "(2) TRIM_HORIZON or LATEST and no StartingSequenceNumber. Request specified ")
+    shard0, shard1 = "shardId-000000000000", "shardId-000000000001"
+    seq0 = kinesis.put_record(StreamName=stream, Data=b"x", PartitionKey="k", ExplicitHashKey="0")["SequenceNumber"]
+    for kind in ["TRIM_HORIZON", "LATEST"]:
+        with pytest.raises(ClientError) as e:
+            kinesis.get_shard_iterator(StreamName=stream, ShardId=shard0, ShardIteratorType=kind, StartingSequenceNumber=seq0)
+        assert error_of(e) == ("InvalidArgumentException", f"{both}{kind} and also a StartingSequenceNumber.")
+    for kind in ["AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER"]:
+        with pytest.raises(ClientError) as e:
+            kinesis.get_shard_iterator(StreamName=stream, ShardId=shard0, ShardIteratorType=kind)
+        assert error_of(e) == ("InvalidArgumentException", f"{both}{kind} and no StartingSequenceNumber.")
+    with pytest.raises(ClientError) as e:
+        kinesis.get_shard_iterator(StreamName=stream, ShardId=shard0, ShardIteratorType="AT_TIMESTAMP")
+    assert error_of(e) == ("InvalidArgumentException",
+                           "Must specify timestampInMillis parameter for iterator of type AT_TIMESTAMP. Current request has no timestamp parameter.")
+    # A sequence number of another shard of the stream (as AWS answered a boto3 user).
+    with pytest.raises(ClientError) as e:
+        kinesis.get_shard_iterator(StreamName=stream, ShardId=shard1, ShardIteratorType="AT_SEQUENCE_NUMBER", StartingSequenceNumber=seq0)
+    assert error_of(e) == ("InvalidArgumentException",
+                           f"Invalid StartingSequenceNumber. It encodes {shard0}, while it was used in a call to {shard1}")
+    # One of another stream.
+    kinesis.create_stream(StreamName=f"{stream}-other", ShardCount=1)
+    other = kinesis.put_record(StreamName=f"{stream}-other", Data=b"y", PartitionKey="k")["SequenceNumber"]
+    with pytest.raises(ClientError) as e:
+        kinesis.get_shard_iterator(StreamName=stream, ShardId=shard0, ShardIteratorType="AFTER_SEQUENCE_NUMBER", StartingSequenceNumber=other)
+    assert error_of(e) == ("InvalidArgumentException",
+                           f"StartingSequenceNumber {other} used in GetShardIterator on shard {shard0} in stream {stream} "
+                           "under account 000000000000 is invalid because it did not come from this stream.")
+    kinesis.delete_stream(StreamName=f"{stream}-other")
 
 
 def test_iterator_errors(kinesis, stream):

@@ -452,7 +452,8 @@ pub(crate) fn subscribe_to_shard(
         position.sequence_number.as_deref(),
         position.timestamp,
         shard_start,
-        PositionWords::SUBSCRIBE_TO_SHARD,
+        now,
+        PositionWords::SubscribeToShard,
         invalid_seq,
     )?;
     let log = state

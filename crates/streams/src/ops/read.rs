@@ -3,24 +3,26 @@
 //! SubscribeToShard's events).
 
 use super::*;
-/// How an operation words a missing starting sequence number or timestamp.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct PositionWords {
-    /// Followed by the type: no sequence number where the type needs one.
-    no_sequence: &'static str,
-    /// Followed by the type: no timestamp where the type needs one.
-    no_timestamp: &'static str,
+/// Which operation asks for a starting position: GetShardIterator's
+/// refusals are AWS's (recorded by kinesalite, whose tests ran against AWS,
+/// and seen from AWS by SDK users); SubscribeToShard's own are not known, so
+/// it keeps Sluice's words and takes what GetShardIterator refuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PositionWords {
+    GetShardIterator,
+    SubscribeToShard,
 }
 
-impl PositionWords {
-    pub const GET_SHARD_ITERATOR: Self = Self {
-        no_sequence: "StartingSequenceNumber must be provided for ShardIteratorType",
-        no_timestamp: "Timestamp must be provided for ShardIteratorType",
-    };
-    pub const SUBSCRIBE_TO_SHARD: Self = Self {
-        no_sequence: "SequenceNumber must be provided for StartingPosition type",
-        no_timestamp: "Timestamp must be provided for StartingPosition type",
-    };
+/// GetShardIterator's words for a sequence number that does not go with
+/// the iterator type (`and no StartingSequenceNumber.` or `and also a
+/// StartingSequenceNumber.`).
+fn sequence_conflict(kind: k::ShardIteratorType, tail: &str) -> AwsError {
+    err(
+        ErrorCode::InvalidArgumentException,
+        format!(
+            "Must either specify (1) AT_SEQUENCE_NUMBER or AFTER_SEQUENCE_NUMBER and StartingSequenceNumber or (2) TRIM_HORIZON or LATEST and no StartingSequenceNumber. Request specified {kind} {tail}"
+        ),
+    )
 }
 
 /// A shard's StartingSequenceNumber (ListShards, DescribeStream): below
@@ -35,21 +37,36 @@ pub(crate) fn shard_start_sequence(shard: &Shard) -> u128 {
 /// sequence number that is not one. AT_SEQUENCE_NUMBER at the shard's own
 /// StartingSequenceNumber (`shard_start`) is the shard's first record, or
 /// where its first record will be: valid on an empty shard too, as on AWS.
+/// GetShardIterator also refuses, as AWS does, a sequence number with
+/// TRIM_HORIZON or LATEST and a timestamp after `now_ms`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn starting_position(
     kind: k::ShardIteratorType,
     sequence: Option<&str>,
     timestamp: Option<Timestamp>,
     shard_start: u128,
+    now_ms: u64,
     words: PositionWords,
     invalid_seq: impl Fn(&str) -> AwsError,
 ) -> Result<StartingPosition, AwsError> {
     use k::ShardIteratorType as T;
+    let gsi = words == PositionWords::GetShardIterator;
+    if gsi && sequence.is_some() && matches!(kind, T::TrimHorizon | T::Latest) {
+        return Err(sequence_conflict(
+            kind,
+            "and also a StartingSequenceNumber.",
+        ));
+    }
     let sequence = || -> Result<u128, AwsError> {
         let seq = sequence.ok_or_else(|| {
-            err(
-                ErrorCode::InvalidArgumentException,
-                format!("{} {kind}", words.no_sequence),
-            )
+            if gsi {
+                sequence_conflict(kind, "and no StartingSequenceNumber.")
+            } else {
+                err(
+                    ErrorCode::InvalidArgumentException,
+                    format!("SequenceNumber must be provided for StartingPosition type {kind}"),
+                )
+            }
         })?;
         seq.parse::<SequenceNumber>()
             .map(|s| s.0)
@@ -67,10 +84,23 @@ pub(crate) fn starting_position(
             let ts = timestamp.ok_or_else(|| {
                 err(
                     ErrorCode::InvalidArgumentException,
-                    format!("{} {kind}", words.no_timestamp),
+                    if gsi {
+                        "Must specify timestampInMillis parameter for iterator of type AT_TIMESTAMP. Current request has no timestamp parameter.".to_owned()
+                    } else {
+                        format!("Timestamp must be provided for StartingPosition type {kind}")
+                    },
                 )
             })?;
-            StartingPosition::AtTimestamp(ts.as_millis())
+            let ms = ts.as_millis();
+            if gsi && ms > now_ms {
+                return Err(err(
+                    ErrorCode::InvalidArgumentException,
+                    format!(
+                        "The timestampInMillis parameter cannot be greater than the currentTimestampInMillis. timestampInMillis: {ms}, currentTimestampInMillis: {now_ms}"
+                    ),
+                ));
+            }
+            StartingPosition::AtTimestamp(ms)
         }
     })
 }
@@ -81,7 +111,7 @@ pub(super) fn get_shard_iterator(
 ) -> Result<k::GetShardIteratorOutput, AwsError> {
     let shard_text = input.shard_id.as_str();
     let name = stream_name(state, StreamRef::new(&input.stream_name, &input.stream_arn))?;
-    let (shard, log_id, created_ms, shard_start) = {
+    let (shard, log_id, created_ms, shard_start, epochs) = {
         let catalog = state.catalog();
         let stream = catalog
             .stream(&state.account, &name)
@@ -98,11 +128,13 @@ pub(super) fn get_shard_iterator(
                 )
             })?;
         check_not_deleting(state, stream)?;
+        let epochs: Vec<(u64, u32)> = stream.shards.iter().map(|s| (s.epoch, s.index)).collect();
         (
             shard.index,
             shard.log_id,
             stream.created_ms,
             shard_start_sequence(shard),
+            epochs,
         )
     };
     let now = state.now_ms();
@@ -129,9 +161,41 @@ pub(super) fn get_shard_iterator(
         input.starting_sequence_number.as_deref(),
         input.timestamp,
         shard_start,
-        PositionWords::GET_SHARD_ITERATOR,
+        now,
+        PositionWords::GetShardIterator,
         invalid_seq,
     )?;
+    // A sequence number of another shard, or of no shard of this stream, in
+    // AWS's words.
+    if let StartingPosition::AtSequence(seq) | StartingPosition::AfterSequence(seq) = position {
+        let epoch = (seq >> 64) as u64;
+        let shard_id = sluice_meta::shard_id(shard);
+        let seq_text = input
+            .starting_sequence_number
+            .as_deref()
+            .unwrap_or_default();
+        match epochs.iter().find(|(e, _)| *e == epoch) {
+            Some((_, index)) if *index == shard => {}
+            Some((_, index)) => {
+                return Err(err(
+                    ErrorCode::InvalidArgumentException,
+                    format!(
+                        "Invalid StartingSequenceNumber. It encodes {}, while it was used in a call to {shard_id}",
+                        sluice_meta::shard_id(*index)
+                    ),
+                ))
+            }
+            None => {
+                return Err(err(
+                    ErrorCode::InvalidArgumentException,
+                    format!(
+                        "StartingSequenceNumber {seq_text} used in GetShardIterator on shard {shard_id} in stream {name} under account {} is invalid because it did not come from this stream.",
+                        state.account
+                    ),
+                ))
+            }
+        }
+    }
     let log = state
         .shard_log(log_id)
         .ok_or_else(|| internal("shard log missing"))?;
