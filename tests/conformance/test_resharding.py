@@ -93,6 +93,19 @@ def shards_of(kinesis, stream):
     return shards, closed
 
 
+def test_uniform_scaling_four_to_three_as_aws_did_it(kinesis):
+    # Observed on AWS (risingwavelabs/risingwave#9961): 4 -> 3 splits shards 1
+    # and 2, merges the pieces from the lowest range up and leaves shards 6, 9
+    # and 10 open, 11 in all (issue #15).
+    kinesis.create_stream(StreamName="four", ShardCount=4)
+    kinesis.update_shard_count(StreamName="four", TargetShardCount=3, ScalingType="UNIFORM_SCALING")
+    shards = kinesis.list_shards(StreamName="four")["Shards"]
+    assert len(shards) == 11
+    open_ids = [s["ShardId"] for s in shards if "EndingSequenceNumber" not in s["SequenceNumberRange"]]
+    assert open_ids == ["shardId-000000000006", "shardId-000000000009", "shardId-000000000010"]
+    kinesis.delete_stream(StreamName="four")
+
+
 def test_update_shard_count_while_a_producer_writes(kinesis):
     stream = "scaling"
     kinesis.create_stream(StreamName=stream, ShardCount=2)
@@ -251,7 +264,8 @@ def test_capacity_modes_and_warm_throughput(kinesis):
     assert s["WarmThroughput"] == {"TargetMiBps": 6, "CurrentMiBps": 6}
     with pytest.raises(ClientError) as e:
         kinesis.update_shard_count(StreamName=stream, TargetShardCount=8, ScalingType="UNIFORM_SCALING")
-    assert error_of(e)[0] == "InvalidArgumentException"
+    # AWS's words as moto records them (issue #15).
+    assert error_of(e) == ("ValidationException", f"Request is invalid. Stream {stream} under account 000000000000 is in On-Demand mode.")
     out = kinesis.update_stream_warm_throughput(StreamName=stream, WarmThroughputMiBps=9)
     assert out["WarmThroughput"] == {"TargetMiBps": 9, "CurrentMiBps": 9}
     assert out["StreamARN"] == arn and out["StreamName"] == stream

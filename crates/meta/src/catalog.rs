@@ -181,12 +181,13 @@ impl Catalog {
         Ok(Reshard { closed, created })
     }
 
-    /// UpdateShardCount with UNIFORM_SCALING: splits at every boundary of
-    /// `target` equal ranges that is not a boundary yet, then merges the
-    /// pieces inside each range, so the open shards end up exactly the
-    /// uniform ranges (as CreateStream would make them) and every step is a
-    /// split or merge with ordinary lineage. The caller checks AWS's scaling
-    /// bounds.
+    /// UpdateShardCount with UNIFORM_SCALING: the open shards end up exactly
+    /// the `target` equal ranges CreateStream would make, each step a split
+    /// or a merge with ordinary lineage. As AWS does it (a 4 -> 3 scaling
+    /// observed on AWS leaves shards 6, 9 and 10 open, 11 in all), the
+    /// ranges are made from the lowest up: for each, the shard holding its
+    /// end is split there, then the pieces inside it are merged, lowest
+    /// first. The caller checks AWS's scaling bounds.
     pub(crate) fn update_shard_count(
         &mut self,
         account: &str,
@@ -196,7 +197,6 @@ impl Catalog {
         updating_ms: u64,
     ) -> Result<Reshard, MetaError> {
         let n = u128::from(target.max(1));
-        let boundaries: Vec<u128> = (1..n).map(|i| split_point(i, n)).collect();
         let mut all = Reshard {
             closed: Vec::new(),
             created: Vec::new(),
@@ -206,22 +206,23 @@ impl Catalog {
             all.created.extend(r.created);
         };
         let missing = || MetaError::StreamNotFound(name.to_owned());
-        for &b in &boundaries {
-            let holder = self
-                .stream(account, name)
-                .ok_or_else(missing)?
-                .shard_for_hash_key(b);
-            if holder.starting_hash_key == b {
-                continue;
-            }
-            let index = holder.index;
-            let r = self.split_shard_unchecked(account, name, index, b, now_ms)?;
-            absorb(&mut all, r);
-        }
-        let mut starts = vec![0u128];
-        starts.extend(&boundaries);
-        for (i, &start) in starts.iter().enumerate() {
-            let end = starts.get(i + 1).map_or(HASH_KEY_MAX, |next| next - 1);
+        for i in 0..n {
+            let start = split_point(i, n);
+            let end = if i + 1 == n {
+                HASH_KEY_MAX
+            } else {
+                let next = split_point(i + 1, n);
+                let holder = self
+                    .stream(account, name)
+                    .ok_or_else(missing)?
+                    .shard_for_hash_key(next);
+                if holder.starting_hash_key != next {
+                    let index = holder.index;
+                    let r = self.split_shard_unchecked(account, name, index, next, now_ms)?;
+                    absorb(&mut all, r);
+                }
+                next - 1
+            };
             loop {
                 let stream = self.stream(account, name).ok_or_else(missing)?;
                 let mut pieces: Vec<&Shard> = stream

@@ -322,3 +322,71 @@ proptest! {
         prop_assert_eq!(Catalog::from_snapshot(&c.snapshot()).unwrap(), c);
     }
 }
+
+/// Observed on AWS (risingwavelabs/risingwave#9961): UpdateShardCount 4 -> 3
+/// splits shards 1 and 2 and merges the pieces from the lowest range up,
+/// leaving shards 6, 9 and 10 open (11 in all), each a third of the space.
+#[test]
+fn uniform_scaling_four_to_three_as_aws_did_it() {
+    let mut c = Catalog::new();
+    c.apply(&create(A, "s", 4), 0).unwrap();
+    let scale = Command::ScaleUniformly {
+        account: A.into(),
+        name: "s".into(),
+        target: 3,
+        updating_ms: 0,
+        counted: true,
+    };
+    let applied = c.apply(&scale, 1).unwrap();
+    let s = c.stream(A, "s").unwrap();
+    assert_eq!(s.shards.len(), 11);
+    let open: Vec<u32> = s
+        .open_shards_by_hash_key()
+        .iter()
+        .map(|sh| sh.index)
+        .collect();
+    assert_eq!(open, vec![6, 9, 10]);
+    // Which of a merge's two parents AWS calls the adjacent one is not
+    // known; that they are the split pieces and their neighbours is.
+    for (child, parents) in [(6, [0, 4]), (9, [5, 7]), (10, [8, 3])] {
+        let sh = s.shard(child).unwrap();
+        let mut got = [sh.parent.unwrap(), sh.adjacent_parent.unwrap()];
+        got.sort_unstable();
+        let mut want = parents;
+        want.sort_unstable();
+        assert_eq!(got, want, "shard {child}");
+    }
+    assert_eq!(applied.closed.len(), 8, "4 originals and 4 pieces");
+    assert_eq!(applied.created.len(), 7);
+}
+
+/// Whatever the counts, the open shards end up the equal ranges
+/// CreateStream would make, within AWS's half-to-double bounds.
+#[test]
+fn uniform_scaling_ends_at_equal_ranges() {
+    for open in 1u32..=12 {
+        for target in open.div_ceil(2)..=2 * open {
+            let mut c = Catalog::new();
+            c.apply(&create(A, "s", open), 0).unwrap();
+            let scale = Command::ScaleUniformly {
+                account: A.into(),
+                name: "s".into(),
+                target,
+                updating_ms: 0,
+                counted: false,
+            };
+            c.apply(&scale, 1).unwrap();
+            let mut fresh = Catalog::new();
+            fresh.apply(&create(A, "t", target), 0).unwrap();
+            let ranges = |c: &Catalog, name: &str| -> Vec<(u128, u128)> {
+                c.stream(A, name)
+                    .unwrap()
+                    .open_shards_by_hash_key()
+                    .iter()
+                    .map(|s| (s.starting_hash_key, s.ending_hash_key))
+                    .collect()
+            };
+            assert_eq!(ranges(&c, "s"), ranges(&fresh, "t"), "{open} -> {target}");
+        }
+    }
+}

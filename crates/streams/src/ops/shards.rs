@@ -217,10 +217,11 @@ pub(super) fn update_shard_count(
         Ok((stream.open_shards().count() as u32, stream.mode))
     })?;
     if mode == StreamMode::OnDemand {
+        // AWS's words as moto records them (its messages are copied from AWS).
         return Err(err(
-            ErrorCode::InvalidArgumentException,
+            ErrorCode::ValidationException,
             format!(
-                "UpdateShardCount is not supported for stream {name} under account {} in ON_DEMAND mode.",
+                "Request is invalid. Stream {name} under account {} is in On-Demand mode.",
                 state.account
             ),
         ));
