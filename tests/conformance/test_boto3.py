@@ -54,6 +54,16 @@ def test_on_demand_streams_start_with_four_shards(kinesis):
     kinesis.delete_stream(StreamName="od")
 
 
+def test_create_stream_with_a_name_alone(kinesis):
+    # AWS accepts CreateStream with neither ShardCount nor StreamModeDetails
+    # and makes a 4-shard stream (issue #15; kinesis-mock#336 for the
+    # acceptance); Sluice makes it ON_DEMAND, whose start is 4 shards.
+    kinesis.create_stream(StreamName="bare")
+    s = kinesis.describe_stream_summary(StreamName="bare")["StreamDescriptionSummary"]
+    assert s["OpenShardCount"] == 4 and s["StreamModeDetails"]["StreamMode"] == "ON_DEMAND"
+    kinesis.delete_stream(StreamName="bare")
+
+
 def test_list_streams_pages(kinesis):
     for i in range(5):
         kinesis.create_stream(StreamName=f"page-{i}", ShardCount=1)

@@ -25,10 +25,15 @@ pub(super) fn mode_and_warm_throughput(
 
 pub(super) fn create_stream(state: &Ctx, input: k::CreateStreamInput) -> Result<(), AwsError> {
     let name = input.stream_name;
-    let (mode, warm) = mode_and_warm_throughput(
-        input.stream_mode_details.as_ref(),
-        input.warm_throughput_mibps,
-    )?;
+    // AWS takes a CreateStream with neither ShardCount nor StreamModeDetails
+    // and makes a 4-shard stream: ON_DEMAND's start (see
+    // docs/api-compatibility.md on why ON_DEMAND).
+    let details = input.stream_mode_details.or_else(|| {
+        input.shard_count.is_none().then_some(k::StreamModeDetails {
+            stream_mode: k::StreamMode::OnDemand,
+        })
+    });
+    let (mode, warm) = mode_and_warm_throughput(details.as_ref(), input.warm_throughput_mibps)?;
     let shard_count = match (mode, input.shard_count) {
         // ON_DEMAND starts at 4 shards, or as many as the warm throughput needs.
         (StreamMode::OnDemand, _) => warm.map_or(4, |w| shards_for_mibps(w).max(4)),
