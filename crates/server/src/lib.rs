@@ -10,6 +10,7 @@
 mod admin;
 mod auth;
 mod conn;
+mod cors;
 mod encode;
 mod events;
 mod metrics;

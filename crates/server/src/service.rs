@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Either, Full};
 use hyper::body::{Body as _, Incoming};
-use hyper::header::{HeaderValue, CONNECTION, CONTENT_TYPE};
+use hyper::header::{HeaderValue, CONNECTION, CONTENT_TYPE, ORIGIN};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -23,6 +23,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::auth::{authenticate_body, authenticate_head};
 use crate::conn::{watchdog, ConnWatch, Counted, Watched};
+use crate::cors;
 use crate::encode;
 use crate::events::{self, EventBody};
 use crate::state::State;
@@ -121,8 +122,16 @@ async fn handle(
     let in_flight = watch.start_request();
     let started = Instant::now();
     let http1 = req.version() < hyper::Version::HTTP_2;
+    // Browsers (the JS SDK in a web page) ask first, without credentials.
+    if let Some(preflight) = cors::preflight(&req) {
+        return Ok(preflight.map(|body| Counted::new(body, in_flight)));
+    }
+    let cross_origin = req.headers().contains_key(ORIGIN);
     let mut seen = Seen::default();
-    let (response, unread) = respond(req, state.clone(), &mut seen).await;
+    let (mut response, unread) = respond(req, state.clone(), &mut seen).await;
+    if cross_origin {
+        cors::allow(response.headers_mut());
+    }
     if let Some(op) = seen.operation {
         let elapsed = started.elapsed();
         let status = response.status().as_u16();

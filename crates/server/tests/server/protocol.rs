@@ -409,3 +409,74 @@ fn an_oversized_put_records_gets_one_error_whatever_its_size() {
     assert_eq!(body["__type"], "InvalidArgumentException");
     assert_eq!(body["message"], "Records size exceeds 10485760 bytes limit");
 }
+
+/// One raw HTTP/1.1 exchange: the status line and headers (lowercased) and
+/// the body.
+fn exchange(addr: SocketAddr, request: &str) -> (String, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let split = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    (
+        String::from_utf8_lossy(&out[..split]).to_ascii_lowercase(),
+        out[split + 4..].to_vec(),
+    )
+}
+
+/// CORS as Kinesis answers it (AWS's preflight answer recorded by the AWS
+/// SDK team's cors-test): the JS SDK in a web page asks first, without
+/// credentials, then reads answers that name any origin.
+#[test]
+fn cors_preflight_and_answers() {
+    let h = Harness::new();
+    let asked = "content-type,x-amz-target,x-amz-date,authorization,amz-sdk-invocation-id";
+    let (head, body) = exchange(
+        h.addr(),
+        &format!(
+            "OPTIONS / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nOrigin: https://app.example\r\n\
+             Access-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: {asked}\r\n\r\n"
+        ),
+    );
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    for line in [
+        "access-control-allow-origin: *".to_owned(),
+        format!("access-control-allow-headers: {asked}"),
+        "access-control-allow-methods: post".to_owned(),
+        "access-control-expose-headers: x-amzn-requestid,x-amzn-errortype,x-amz-request-id,x-amz-id-2,x-amzn-errormessage,date".to_owned(),
+        "access-control-max-age: 172800".to_owned(),
+        "content-length: 0".to_owned(),
+    ] {
+        assert!(head.contains(&line), "{line} not in {head}");
+    }
+    assert!(body.is_empty());
+    // Not a preflight without Origin: the API is POST /.
+    let (head, _) = exchange(
+        h.addr(),
+        "OPTIONS / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAccess-Control-Request-Method: POST\r\n\r\n",
+    );
+    assert!(head.starts_with("http/1.1 400"), "{head}");
+    assert!(!head.contains("access-control-allow-origin"), "{head}");
+    // Answers to a request with Origin, a success and an error alike.
+    let auth = "AWS4-HMAC-SHA256 Credential=A/20260101/us-east-1/kinesis/aws4_request, SignedHeaders=host, Signature=0";
+    for (target, status) in [
+        ("Kinesis_20131202.ListStreams", "200"),
+        ("Kinesis_20131202.Nope", "400"),
+    ] {
+        let (head, _) = exchange(
+            h.addr(),
+            &format!(
+                "POST / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nOrigin: https://app.example\r\n\
+                 X-Amz-Target: {target}\r\nContent-Type: application/x-amz-json-1.1\r\nAuthorization: {auth}\r\n\
+                 X-Amz-Date: 20260101T000000Z\r\n\
+                 Content-Length: 2\r\n\r\n{{}}"
+            ),
+        );
+        assert!(head.starts_with(&format!("http/1.1 {status}")), "{head}");
+        assert!(head.contains("access-control-allow-origin: *"), "{head}");
+        assert!(
+            head.contains("access-control-expose-headers: x-amzn-requestid"),
+            "{head}"
+        );
+    }
+}
