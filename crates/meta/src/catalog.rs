@@ -133,7 +133,13 @@ impl Catalog {
         let parent = stream.open_shard(index)?;
         let (start, end) = (parent.starting_hash_key, parent.ending_hash_key);
         if new_start <= start.saturating_add(1) || new_start >= end {
-            return Err(MetaError::SplitKeyOutside(name.to_owned(), shard_id(index)));
+            return Err(MetaError::SplitKeyOutside {
+                stream: name.to_owned(),
+                shard: shard_id(index),
+                new_start,
+                start,
+                end,
+            });
         }
         let reshard = self.split_shard_unchecked(account, name, index, new_start, now_ms)?;
         self.stream_mut(account, name)?
@@ -261,7 +267,13 @@ impl Catalog {
             parent.log_id,
         );
         if new_start <= start || new_start > end {
-            return Err(MetaError::SplitKeyOutside(name.to_owned(), shard_id(index)));
+            return Err(MetaError::SplitKeyOutside {
+                stream: name.to_owned(),
+                shard: shard_id(index),
+                new_start,
+                start,
+                end,
+            });
         }
         let first = stream.next_index();
         let mut low = self.new_shard(first, start, new_start - 1, now_ms);

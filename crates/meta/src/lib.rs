@@ -55,8 +55,14 @@ pub enum MetaError {
     #[error("shard {1} of stream {0} is closed")]
     ShardClosed(String, String),
     /// A split's new starting hash key is not strictly inside the shard.
-    #[error("the new starting hash key is not inside shard {1} of stream {0}")]
-    SplitKeyOutside(String, String),
+    #[error("the new starting hash key {new_start} is not inside shard {shard} of stream {stream} ({start} to {end})")]
+    SplitKeyOutside {
+        stream: String,
+        shard: String,
+        new_start: u128,
+        start: u128,
+        end: u128,
+    },
     /// A merge of two shards whose ranges do not touch.
     #[error("shards {1} and {2} of stream {0} are not adjacent")]
     NotAdjacent(String, String, String),
@@ -586,7 +592,7 @@ mod tests {
                             c.set_ending_sequence(A, "s", index, u128::from(now) << 64).unwrap();
                         }
                     }
-                    Err(MetaError::SplitKeyOutside(..)) => {}
+                    Err(MetaError::SplitKeyOutside { .. }) => {}
                     Err(e) => prop_assert!(false, "{e}"),
                 }
             }

@@ -132,7 +132,7 @@ fn a_refused_command_changes_nothing() {
     };
     assert!(matches!(
         c.apply(&split, 3),
-        Err(MetaError::SplitKeyOutside(..))
+        Err(MetaError::SplitKeyOutside { .. })
     ));
     assert_eq!(c, twenty);
     assert_ne!(before, twenty);

@@ -114,8 +114,20 @@ pub(crate) fn meta_error(state: &Ctx, e: MetaError) -> AwsError {
         e @ (MetaError::TooManyConsumers(_) | MetaError::TooManyConsumersCreating) => {
             err(LimitExceededException, e.to_string())
         }
-        e @ (MetaError::SplitKeyOutside(..)
-        | MetaError::RetentionTooShort(_)
+        MetaError::SplitKeyOutside {
+            stream,
+            shard,
+            new_start,
+            start,
+            end,
+        } => err(
+            InvalidArgumentException,
+            format!(
+                "NewStartingHashKey {new_start} used in SplitShard() on shard {shard} in stream {stream} under account {} is not both greater than one plus the shard's StartingHashKey {start} and less than the shard's EndingHashKey {end}.",
+                state.account
+            ),
+        ),
+        e @ (MetaError::RetentionTooShort(_)
         | MetaError::RetentionTooLong(_)
         | MetaError::RetentionNotIncrease { .. }
         | MetaError::RetentionNotDecrease { .. }

@@ -32,6 +32,11 @@ pub(crate) fn shard_start_sequence(shard: &Shard) -> u128 {
     u128::from(shard.epoch) << 64
 }
 
+/// The epoch a sequence number carries: its shard's (see [`shard_start_sequence`]).
+fn epoch_of(sequence: u128) -> u64 {
+    (sequence >> 64) as u64
+}
+
 /// Where a read starts (GetShardIterator and SubscribeToShard): the type,
 /// with the sequence number or timestamp it needs. `invalid_seq` words a
 /// sequence number that is not one. AT_SEQUENCE_NUMBER at the shard's own
@@ -111,7 +116,7 @@ pub(super) fn get_shard_iterator(
 ) -> Result<k::GetShardIteratorOutput, AwsError> {
     let shard_text = input.shard_id.as_str();
     let name = stream_name(state, StreamRef::new(&input.stream_name, &input.stream_arn))?;
-    let (shard, log_id, created_ms, shard_start, epochs) = {
+    let (shard, log_id, created_ms, shard_start) = {
         let catalog = state.catalog();
         let stream = catalog
             .stream(&state.account, &name)
@@ -128,13 +133,11 @@ pub(super) fn get_shard_iterator(
                 )
             })?;
         check_not_deleting(state, stream)?;
-        let epochs: Vec<(u64, u32)> = stream.shards.iter().map(|s| (s.epoch, s.index)).collect();
         (
             shard.index,
             shard.log_id,
             stream.created_ms,
             shard_start_sequence(shard),
-            epochs,
         )
     };
     let now = state.now_ms();
@@ -168,24 +171,34 @@ pub(super) fn get_shard_iterator(
     // A sequence number of another shard, or of no shard of this stream, in
     // AWS's words.
     if let StartingPosition::AtSequence(seq) | StartingPosition::AfterSequence(seq) = position {
-        let epoch = (seq >> 64) as u64;
+        let epoch = epoch_of(seq);
         let shard_id = sluice_meta::shard_id(shard);
         let seq_text = input
             .starting_sequence_number
             .as_deref()
             .unwrap_or_default();
-        match epochs.iter().find(|(e, _)| *e == epoch) {
-            Some((_, index)) if *index == shard => {}
-            Some((_, index)) => {
+        // Only this shard's own epoch reads on; the catalog is consulted
+        // again only to word a refusal.
+        let owner = (epoch != epoch_of(shard_start)).then(|| {
+            state.catalog().stream(&state.account, &name).and_then(|s| {
+                s.shards
+                    .iter()
+                    .find(|sh| sh.epoch == epoch)
+                    .map(|sh| sh.index)
+            })
+        });
+        match owner {
+            None => {}
+            Some(Some(index)) => {
                 return Err(err(
                     ErrorCode::InvalidArgumentException,
                     format!(
                         "Invalid StartingSequenceNumber. It encodes {}, while it was used in a call to {shard_id}",
-                        sluice_meta::shard_id(*index)
+                        sluice_meta::shard_id(index)
                     ),
                 ))
             }
-            None => {
+            Some(None) => {
                 return Err(err(
                     ErrorCode::InvalidArgumentException,
                     format!(
