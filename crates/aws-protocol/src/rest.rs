@@ -2,16 +2,14 @@
 //! from each operation's `http.requestUri` in the model, and the members
 //! bound to the URI, the query string or headers are gathered into the same
 //! JSON form an AWS JSON body has, so one validator and one set of typed
-//! requests serve both protocols. Errors carry their name in the
-//! `x-amzn-ErrorType` header as well as in the body.
+//! requests serve both protocols. (REST-JSON clients read an error's name
+//! from the `x-amzn-ErrorType` header first: the server sets it when it
+//! serves a REST-JSON service.)
 
 use serde_json::{Map, Value};
 
 use crate::error::{AwsError, ErrorCode};
 use crate::model::{ApiModel, Location, Shape};
-
-/// The header REST-JSON clients read an error's name from first.
-pub const ERROR_TYPE_HEADER: &str = "x-amzn-ErrorType";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Segment {
