@@ -284,11 +284,21 @@ def test_signatures_are_verified_when_credentials_are_configured(tmp_path):
         with pytest.raises(ClientError) as e:
             client("AKIDOTHER", "good-secret").list_streams()
         assert error_of(e) == ("UnrecognizedClientException", "The security token included in the request is invalid.")
-        # A right signature, but for another region than the server's.
+        # Another region: served, apart, as long as the signature (which
+        # covers the region) is right.
+        west = client("AKIDGOOD", "good-secret", region="eu-west-1")
+        assert west.list_streams()["StreamNames"] == []
+        west.create_stream(StreamName="signed", ShardCount=2)
+        assert west.describe_stream_summary(StreamName="signed")["StreamDescriptionSummary"]["StreamARN"] == \
+            "arn:aws:kinesis:eu-west-1:999988887777:stream/signed"
         with pytest.raises(ClientError) as e:
-            client("AKIDGOOD", "good-secret", region="eu-west-1").list_streams()
+            client("AKIDGOOD", "wrong-secret", region="eu-west-1").list_streams()
+        assert error_of(e)[0] == "InvalidSignatureException"
+        # A region no ARN can carry is refused, signed or not.
+        with pytest.raises(ClientError) as e:
+            client("AKIDGOOD", "good-secret", region="EU-WEST-1").list_streams()
         assert error_of(e) == ("InvalidSignatureException",
-                               "Credential should be scoped to a valid region, not 'eu-west-1'.")
+                               "Credential should be scoped to a valid region, not 'EU-WEST-1'.")
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -324,6 +334,57 @@ def test_tls(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_each_region_is_its_own_namespace(endpoint):
+    """AWS scopes streams by account and region; one Sluice answers every
+    region, in the region the request's SigV4 credential scope names."""
+    from botocore.config import Config
+    import boto3
+
+    def client(region):
+        return boto3.client("kinesis", endpoint_url=endpoint, region_name=region, aws_access_key_id="AKIDEXAMPLE",
+                            aws_secret_access_key="secret", config=Config(retries={"max_attempts": 1}))
+
+    east, west, china = client("us-east-1"), client("us-west-2"), client("cn-north-1")
+    east.create_stream(StreamName="regional", ShardCount=1)
+    west.create_stream(StreamName="regional", ShardCount=3)
+    e = east.describe_stream_summary(StreamName="regional")["StreamDescriptionSummary"]
+    w = west.describe_stream_summary(StreamName="regional")["StreamDescriptionSummary"]
+    assert e["StreamARN"] == "arn:aws:kinesis:us-east-1:000000000000:stream/regional"
+    assert w["StreamARN"] == "arn:aws:kinesis:us-west-2:000000000000:stream/regional"
+    assert (e["OpenShardCount"], w["OpenShardCount"]) == (1, 3)
+    assert "regional" not in china.list_streams()["StreamNames"]
+    with pytest.raises(ClientError) as err:
+        china.describe_stream_summary(StreamName="regional")
+    assert error_of(err) == ("ResourceNotFoundException", "Stream regional under account 000000000000 not found.")
+    # An ARN of another region names no stream of this one.
+    with pytest.raises(ClientError) as err:
+        east.describe_stream_summary(StreamARN=w["StreamARN"])
+    assert error_of(err)[0] == "ResourceNotFoundException"
+    # The China partition's ARNs, and consumers' ARNs, in the request's region.
+    china.create_stream(StreamName="regional", ShardCount=1)
+    c = china.describe_stream_summary(StreamName="regional")["StreamDescriptionSummary"]
+    assert c["StreamARN"] == "arn:aws-cn:kinesis:cn-north-1:000000000000:stream/regional"
+    consumer = china.register_stream_consumer(StreamARN=c["StreamARN"], ConsumerName="app")["Consumer"]
+    assert consumer["ConsumerARN"].startswith("arn:aws-cn:kinesis:cn-north-1:000000000000:stream/regional/consumer/app:")
+    # DescribeLimits counts per account and region.
+    assert west.describe_limits()["OpenShardCount"] == 3
+    # Iterators are bound to the region they were issued in.
+    west.put_record(StreamName="regional", Data=b"w", PartitionKey="p")
+    it = west.get_shard_iterator(StreamName="regional", ShardId="shardId-000000000000",
+                                 ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+    with pytest.raises(ClientError) as err:
+        east.get_records(ShardIterator=it)
+    assert error_of(err) == ("InvalidArgumentException", "Invalid ShardIterator.")
+    # Tags and deletes stay in their region.
+    west.add_tags_to_stream(StreamName="regional", Tags={"where": "west"})
+    assert east.list_tags_for_stream(StreamName="regional")["Tags"] == []
+    west.delete_stream(StreamName="regional")
+    assert east.describe_stream_summary(StreamName="regional")["StreamDescriptionSummary"]["OpenShardCount"] == 1
+    china.deregister_stream_consumer(ConsumerARN=consumer["ConsumerARN"])
+    china.delete_stream(StreamName="regional")
+    east.delete_stream(StreamName="regional")
 
 
 def test_accounts_come_from_access_keys(endpoint):

@@ -100,7 +100,7 @@ def test_metrics_parse_with_prometheus_and_follow_the_traffic(tmp_path):
                                         ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
         kinesis.get_records(ShardIterator=it)
         families = scrape(endpoint)
-        stream = {"account": "000000000000", "stream": "scraped"}
+        stream = {"account": "000000000000", "region": "us-east-1", "stream": "scraped"}
         assert value(families, "sluice_stream_incoming_records", "sluice_stream_incoming_records_total", **stream) == 10
         # 10 bytes of data and a 4-byte key each.
         assert value(families, "sluice_stream_incoming_bytes", "sluice_stream_incoming_bytes_total", **stream) == 140

@@ -174,7 +174,7 @@ pub fn run(command: Ctl) -> anyhow::Result<ExitCode> {
 }
 
 /// Each shard log's stream and shard, from the catalog next to the log
-/// (`account/stream shardId-...`); empty if there is none.
+/// (`stream NAME (account A, REGION) shardId-...`); empty if there is none.
 fn shard_names(
     log_root: &std::path::Path,
 ) -> anyhow::Result<std::collections::HashMap<u64, String>> {
@@ -191,7 +191,7 @@ fn shard_names(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Default::default()),
         Err(e) => anyhow::bail!("cannot read {}: {e}", path.display()),
     };
-    let catalog = sluice_meta::Catalog::from_snapshot_in(&bytes, "000000000000")
+    let catalog = sluice_meta::Catalog::from_snapshot(&bytes)
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     Ok(catalog
         .streams()
@@ -200,9 +200,10 @@ fn shard_names(
                 (
                     shard.log_id,
                     format!(
-                        "stream {} (account {}) {}",
+                        "stream {} (account {}, {}) {}",
                         stream.name,
                         stream.account,
+                        stream.region,
                         sluice_meta::shard_id(shard.index)
                     ),
                 )

@@ -128,7 +128,9 @@ struct ServeArgs {
     /// Where streams and records are stored; created if missing [default: ./sluice-data].
     #[arg(long, env = "SLUICE_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// The region in ARNs [default: us-east-1].
+    /// The region of requests whose signature names none, and of streams
+    /// from data directories written before regions [default: us-east-1].
+    /// Signed requests are served in the region their signature is scoped to.
     #[arg(long, env = "SLUICE_REGION")]
     region: Option<String>,
     /// The account of callers whose access key is not a 12-digit account id

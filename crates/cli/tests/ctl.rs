@@ -236,11 +236,11 @@ fn dump_names_each_shard_logs_stream_and_shard() {
     let (code, out) = sluice(&["ctl", "dump", dir.path().to_str().unwrap()]);
     assert_eq!(code, 0, "{out}");
     assert!(
-        out.contains("stream orders (account 000000000000) shardId-000000000000"),
+        out.contains("stream orders (account 000000000000, us-east-1) shardId-000000000000"),
         "{out}"
     );
     assert!(
-        out.contains("stream orders (account 000000000000) shardId-000000000001"),
+        out.contains("stream orders (account 000000000000, us-east-1) shardId-000000000001"),
         "{out}"
     );
     assert!(out.contains("key \"k\" data_len 2"), "{out}");

@@ -1,4 +1,4 @@
-//! The catalog: every stream of every account, the accounts' commitments
+//! The catalog: every stream of every account and region, their commitments
 //! and resource policies; the changes made to it (create, delete, split,
 //! merge, scale, consumers, sweep), each taking `now`; its JSON snapshot.
 
@@ -6,21 +6,25 @@ use super::*;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Catalog {
-    /// Streams by `account/name` (names cannot contain `/`), so that one
-    /// account's streams are a contiguous range in name order.
+    /// Streams by `account/region/name` (none of them contains `/`), so
+    /// that one scope's streams are a contiguous range in name order.
     pub(crate) streams: BTreeMap<String, Stream>,
     next_log_id: u64,
     next_epoch: u64,
-    /// Resource policies by resource ARN (which names the account).
+    /// Resource policies by resource ARN (which names account and region).
     #[serde(default)]
     pub(crate) resource_policies: BTreeMap<String, String>,
-    /// Minimum-throughput billing commitments by account.
+    /// Minimum-throughput billing commitments by `account/region`.
     #[serde(default)]
     pub(crate) commitments: BTreeMap<String, Commitment>,
 }
 
-pub(crate) fn key(account: &str, name: &str) -> String {
-    format!("{account}/{name}")
+pub(crate) fn key(scope: &Scope, name: &str) -> String {
+    format!("{}/{}/{name}", scope.account, scope.region)
+}
+
+pub(crate) fn scope_key(scope: &Scope) -> String {
+    format!("{}/{}", scope.account, scope.region)
 }
 
 impl Catalog {
@@ -35,25 +39,39 @@ impl Catalog {
     }
 
     pub fn from_snapshot(bytes: &[u8]) -> Result<Self, MetaError> {
-        Self::from_snapshot_in(bytes, DEFAULT_ACCOUNT)
+        Self::from_snapshot_in(bytes, &Scope::new(DEFAULT_ACCOUNT, DEFAULT_REGION))
     }
 
-    /// Loads a snapshot; streams of a snapshot from before accounts existed
-    /// belong to `account` (the server's default account, which its ARNs
-    /// and resource policies already named).
-    pub fn from_snapshot_in(bytes: &[u8], account: &str) -> Result<Self, MetaError> {
+    /// Loads a snapshot; streams of a snapshot from before accounts, or
+    /// before regions, existed belong to `scope`'s account and region (the
+    /// server's defaults, which its ARNs and resource policies already
+    /// named), as do its commitments.
+    pub fn from_snapshot_in(bytes: &[u8], scope: &Scope) -> Result<Self, MetaError> {
         let mut catalog: Self =
             serde_json::from_slice(bytes).map_err(|e| MetaError::Snapshot(e.to_string()))?;
-        // Snapshots from before accounts keyed streams by bare name.
-        if catalog.streams.keys().any(|k| !k.contains('/')) {
+        // Earlier snapshots keyed streams by bare name, then `account/name`.
+        if catalog.streams.keys().any(|k| k.matches('/').count() != 2) {
             let streams = std::mem::take(&mut catalog.streams);
             catalog.streams = streams
                 .into_values()
                 .map(|mut s| {
                     if s.account.is_empty() {
-                        s.account = account.to_owned();
+                        s.account.clone_from(&scope.account);
                     }
-                    (key(&s.account, &s.name), s)
+                    if s.region.is_empty() {
+                        s.region.clone_from(&scope.region);
+                    }
+                    (key(&s.scope(), &s.name), s)
+                })
+                .collect();
+        }
+        if catalog.commitments.keys().any(|k| !k.contains('/')) {
+            let commitments = std::mem::take(&mut catalog.commitments);
+            catalog.commitments = commitments
+                .into_iter()
+                .map(|(k, c)| match k.contains('/') {
+                    true => (k, c),
+                    false => (format!("{k}/{}", scope.region), c),
                 })
                 .collect();
         }
@@ -64,37 +82,37 @@ impl Catalog {
         serde_json::to_vec_pretty(self).expect("the catalog serializes")
     }
 
-    pub fn stream(&self, account: &str, name: &str) -> Option<&Stream> {
-        self.streams.get(&key(account, name))
+    pub fn stream(&self, scope: &Scope, name: &str) -> Option<&Stream> {
+        self.streams.get(&key(scope, name))
     }
 
     pub(crate) fn stream_mut(
         &mut self,
-        account: &str,
+        scope: &Scope,
         name: &str,
     ) -> Result<&mut Stream, MetaError> {
         self.streams
-            .get_mut(&key(account, name))
+            .get_mut(&key(scope, name))
             .ok_or_else(|| MetaError::StreamNotFound(name.to_owned()))
     }
 
-    /// Every account's streams.
+    /// Every scope's streams.
     pub fn streams(&self) -> impl Iterator<Item = &Stream> {
         self.streams.values()
     }
 
-    /// One account's streams in name order (ListStreams' order).
-    pub fn streams_of<'a>(&'a self, account: &str) -> impl Iterator<Item = &'a Stream> + 'a {
-        let prefix = key(account, "");
+    /// One scope's streams in name order (ListStreams' order).
+    pub fn streams_of<'a>(&'a self, scope: &Scope) -> impl Iterator<Item = &'a Stream> + 'a {
+        let prefix = key(scope, "");
         self.streams
             .range(prefix.clone()..)
             .take_while(move |(k, _)| k.starts_with(&prefix))
             .map(|(_, s)| s)
     }
 
-    /// Open shards of one account (the shard limit is per account).
-    pub fn open_shard_count(&self, account: &str) -> usize {
-        self.streams_of(account)
+    /// Open shards of one scope (the shard limit is per scope).
+    pub fn open_shard_count(&self, scope: &Scope) -> usize {
+        self.streams_of(scope)
             .map(|s| s.open_shards().count())
             .sum()
     }
@@ -122,14 +140,14 @@ impl Catalog {
     /// `updating_ms`.
     pub(crate) fn split_shard(
         &mut self,
-        account: &str,
+        scope: &Scope,
         name: &str,
         index: u32,
         new_start: u128,
         now_ms: u64,
         updating_ms: u64,
     ) -> Result<Reshard, MetaError> {
-        let stream = self.stream_mut(account, name)?;
+        let stream = self.stream_mut(scope, name)?;
         let parent = stream.open_shard(index)?;
         let (start, end) = (parent.starting_hash_key, parent.ending_hash_key);
         if new_start <= start.saturating_add(1) || new_start >= end {
@@ -141,8 +159,8 @@ impl Catalog {
                 end,
             });
         }
-        let reshard = self.split_shard_unchecked(account, name, index, new_start, now_ms)?;
-        self.stream_mut(account, name)?
+        let reshard = self.split_shard_unchecked(scope, name, index, new_start, now_ms)?;
+        self.stream_mut(scope, name)?
             .start_update(now_ms, updating_ms);
         Ok(reshard)
     }
@@ -152,14 +170,14 @@ impl Catalog {
     /// parent.
     pub(crate) fn merge_shards(
         &mut self,
-        account: &str,
+        scope: &Scope,
         name: &str,
         index: u32,
         adjacent: u32,
         now_ms: u64,
         updating_ms: u64,
     ) -> Result<Reshard, MetaError> {
-        let stream = self.stream_mut(account, name)?;
+        let stream = self.stream_mut(scope, name)?;
         let a = stream.open_shard(index)?;
         let b = stream.open_shard(adjacent)?;
         let touching = a.ending_hash_key.checked_add(1) == Some(b.starting_hash_key)
@@ -179,7 +197,7 @@ impl Catalog {
         child.parent = Some(index);
         child.adjacent_parent = Some(adjacent);
         let created = vec![(child.log_id, child.epoch)];
-        let stream = self.stream_mut(account, name)?;
+        let stream = self.stream_mut(scope, name)?;
         stream.close_shard(index, now_ms);
         stream.close_shard(adjacent, now_ms);
         stream.shards.push(child);
@@ -196,7 +214,7 @@ impl Catalog {
     /// first. The caller checks AWS's scaling bounds.
     pub(crate) fn update_shard_count(
         &mut self,
-        account: &str,
+        scope: &Scope,
         name: &str,
         target: u32,
         now_ms: u64,
@@ -219,18 +237,18 @@ impl Catalog {
             } else {
                 let next = split_point(i + 1, n);
                 let holder = self
-                    .stream(account, name)
+                    .stream(scope, name)
                     .ok_or_else(missing)?
                     .shard_for_hash_key(next);
                 if holder.starting_hash_key != next {
                     let index = holder.index;
-                    let r = self.split_shard_unchecked(account, name, index, next, now_ms)?;
+                    let r = self.split_shard_unchecked(scope, name, index, next, now_ms)?;
                     absorb(&mut all, r);
                 }
                 next - 1
             };
             loop {
-                let stream = self.stream(account, name).ok_or_else(missing)?;
+                let stream = self.stream(scope, name).ok_or_else(missing)?;
                 let mut pieces: Vec<&Shard> = stream
                     .open_shards()
                     .filter(|s| s.starting_hash_key >= start && s.ending_hash_key <= end)
@@ -240,11 +258,11 @@ impl Catalog {
                 }
                 pieces.sort_by_key(|s| s.starting_hash_key);
                 let (a, b) = (pieces[0].index, pieces[1].index);
-                let r = self.merge_shards(account, name, a, b, now_ms, 0)?;
+                let r = self.merge_shards(scope, name, a, b, now_ms, 0)?;
                 absorb(&mut all, r);
             }
         }
-        self.stream_mut(account, name)?
+        self.stream_mut(scope, name)?
             .start_update(now_ms, updating_ms);
         Ok(all)
     }
@@ -253,13 +271,13 @@ impl Catalog {
     /// places its own boundaries; AWS's stricter rule is for SplitShard).
     fn split_shard_unchecked(
         &mut self,
-        account: &str,
+        scope: &Scope,
         name: &str,
         index: u32,
         new_start: u128,
         now_ms: u64,
     ) -> Result<Reshard, MetaError> {
-        let stream = self.stream_mut(account, name)?;
+        let stream = self.stream_mut(scope, name)?;
         let parent = stream.open_shard(index)?;
         let (start, end, parent_log) = (
             parent.starting_hash_key,
@@ -281,7 +299,7 @@ impl Catalog {
         low.parent = Some(index);
         high.parent = Some(index);
         let created = vec![(low.log_id, low.epoch), (high.log_id, high.epoch)];
-        let stream = self.stream_mut(account, name)?;
+        let stream = self.stream_mut(scope, name)?;
         stream.close_shard(index, now_ms);
         stream.shards.extend([low, high]);
         Ok(Reshard {
@@ -293,12 +311,12 @@ impl Catalog {
     /// Records a closed shard's ending sequence number.
     pub(crate) fn set_ending_sequence(
         &mut self,
-        account: &str,
+        scope: &Scope,
         name: &str,
         index: u32,
         ending_sequence: u128,
     ) -> Result<(), MetaError> {
-        let stream = self.stream_mut(account, name)?;
+        let stream = self.stream_mut(scope, name)?;
         if let Some(closed) = stream
             .shards
             .iter_mut()
@@ -310,8 +328,11 @@ impl Catalog {
         Ok(())
     }
 
-    pub fn commitment(&self, account: &str) -> Commitment {
-        self.commitments.get(account).cloned().unwrap_or_default()
+    pub fn commitment(&self, scope: &Scope) -> Commitment {
+        self.commitments
+            .get(&scope_key(scope))
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Creates a stream whose shards split the hash-key space evenly, as AWS does.
@@ -320,7 +341,7 @@ impl Catalog {
         cmd: CreateStream,
         now_ms: u64,
     ) -> Result<&Stream, MetaError> {
-        let stream_key = key(&cmd.account, &cmd.name);
+        let stream_key = key(&cmd.scope, &cmd.name);
         if self.streams.contains_key(&stream_key) {
             return Err(MetaError::StreamExists(cmd.name));
         }
@@ -349,7 +370,8 @@ impl Catalog {
             })
             .collect();
         let stream = Stream {
-            account: cmd.account,
+            account: cmd.scope.account,
+            region: cmd.scope.region,
             name: cmd.name.clone(),
             created_ms: now_ms,
             active_from_ms: now_ms.saturating_add(cmd.creating_ms),
@@ -373,12 +395,12 @@ impl Catalog {
     /// Marks a stream DELETING for `duration_ms`; [`Catalog::sweep`] removes it after.
     pub(crate) fn start_delete(
         &mut self,
-        account: &str,
+        scope: &Scope,
         name: &str,
         now_ms: u64,
         duration_ms: u64,
     ) -> Result<(), MetaError> {
-        let stream = self.stream_mut(account, name)?;
+        let stream = self.stream_mut(scope, name)?;
         if stream.deleting_until_ms.is_none() {
             stream.deleting_until_ms = Some(now_ms.saturating_add(duration_ms));
         }
@@ -387,21 +409,21 @@ impl Catalog {
 
     /// Registers a consumer with a stream: CREATING for `creating_ms`, then
     /// ACTIVE. At most [`CONSUMERS_PER_STREAM_MAX`] per stream and
-    /// [`CONSUMERS_CREATING_MAX`] of an account CREATING at once.
+    /// [`CONSUMERS_CREATING_MAX`] of an account and region CREATING at once.
     pub(crate) fn register_consumer(
         &mut self,
-        account: &str,
+        scope: &Scope,
         stream: &str,
         name: &str,
         now_ms: u64,
         creating_ms: u64,
     ) -> Result<&Consumer, MetaError> {
         let creating = self
-            .streams_of(account)
+            .streams_of(scope)
             .flat_map(|s| s.live_consumers(now_ms))
             .filter(|c| c.status(now_ms) == ConsumerStatus::Creating)
             .count();
-        let s = self.stream_mut(account, stream)?;
+        let s = self.stream_mut(scope, stream)?;
         s.consumers.retain(|c| !c.is_gone(now_ms));
         if s.consumers.iter().any(|c| c.name == name) {
             return Err(MetaError::ConsumerExists(name.to_owned()));
@@ -431,26 +453,26 @@ impl Catalog {
     /// one of its consumers.
     pub(crate) fn remove_policies_of(
         &mut self,
-        account: &str,
+        scope: &Scope,
         stream: &str,
         consumer: Option<&str>,
     ) {
         use sluice_model::Arn;
         self.resource_policies.retain(|arn, _| {
-            let of_it = match Arn::parse(arn) {
-                Ok(Arn::Stream {
-                    account: a,
-                    stream: s,
-                    ..
-                }) => consumer.is_none() && a == account && s == stream,
-                Ok(Arn::Consumer {
-                    account: a,
-                    stream: s,
-                    consumer: c,
-                    ..
-                }) => a == account && s == stream && consumer.is_none_or(|name| name == c),
-                Err(_) => false,
+            let Ok(arn) = Arn::parse(arn) else {
+                return true;
             };
+            let its_consumer = match &arn {
+                Arn::Stream { .. } => None,
+                Arn::Consumer { consumer, .. } => Some(consumer.as_str()),
+            };
+            let of_it = scope.owns(&arn)
+                && arn.stream_name() == stream
+                && match (consumer, its_consumer) {
+                    (None, _) => true,
+                    (Some(wanted), Some(c)) => wanted == c,
+                    (Some(_), None) => false,
+                };
             !of_it
         });
     }
@@ -478,7 +500,7 @@ impl Catalog {
         gone.iter().filter_map(|n| self.streams.remove(n)).collect()
     }
 
-    /// Removes every stream of every account, and the resource policies;
+    /// Removes every stream of every scope, and the resource policies;
     /// returns the streams so that their shard logs can be deleted. Log ids
     /// and epochs keep counting up.
     pub(crate) fn take_streams(&mut self) -> Vec<Stream> {
@@ -487,9 +509,9 @@ impl Catalog {
     }
 
     /// Removes a stream; returns it so its shard logs can be deleted.
-    pub(crate) fn delete_stream(&mut self, account: &str, name: &str) -> Result<Stream, MetaError> {
+    pub(crate) fn delete_stream(&mut self, scope: &Scope, name: &str) -> Result<Stream, MetaError> {
         self.streams
-            .remove(&key(account, name))
+            .remove(&key(scope, name))
             .ok_or_else(|| MetaError::StreamNotFound(name.to_owned()))
     }
 }

@@ -6,10 +6,11 @@
 //!
 //! Commands check what the catalog alone can check (the stream exists, the
 //! shard is open, the split key is inside it, 50 tags at most, the consumer
-//! limits). AWS's account limits and its wording stay with the caller,
+//! limits). AWS's scope limits and its wording stay with the caller,
 //! which checks them on the same catalog under the same lock.
 
 use super::*;
+use crate::catalog::scope_key;
 use crate::scaling::Action;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -19,14 +20,14 @@ pub enum Command {
     /// DELETING for `deleting_ms` ([`Command::Sweep`] removes it after), or
     /// removed at once when 0, with its resource policies and its consumers'.
     DeleteStream {
-        account: String,
+        scope: Scope,
         name: String,
         deleting_ms: u64,
     },
     /// SplitShard: `new_start` more than one above the shard's start and
     /// below its end, as AWS requires.
     SplitShard {
-        account: String,
+        scope: Scope,
         name: String,
         index: u32,
         #[serde(with = "decimal")]
@@ -34,7 +35,7 @@ pub enum Command {
         updating_ms: u64,
     },
     MergeShards {
-        account: String,
+        scope: Scope,
         name: String,
         index: u32,
         adjacent: u32,
@@ -43,7 +44,7 @@ pub enum Command {
     /// UniformScaling to `target` open shards: UpdateShardCount (`counted`
     /// against the scalings per rolling day) or a warm-throughput pre-split.
     ScaleUniformly {
-        account: String,
+        scope: Scope,
         name: String,
         target: u32,
         updating_ms: u64,
@@ -54,7 +55,7 @@ pub enum Command {
     /// that still applies is carried out, the others (a user's split closed
     /// the shard meanwhile) are skipped. Refused if none applies.
     Autoscale {
-        account: String,
+        scope: Scope,
         name: String,
         created_ms: u64,
         actions: Vec<Action>,
@@ -62,29 +63,29 @@ pub enum Command {
     /// Closed shards' ending sequence numbers, once their logs are closed.
     /// A stream deleted meanwhile is no error: there is nothing to record.
     RecordEndings {
-        account: String,
+        scope: Scope,
         name: String,
         endings: Vec<Ending>,
     },
     /// Increase (or decrease) the retention period, within AWS's bounds.
     SetRetention {
-        account: String,
+        scope: Scope,
         name: String,
         hours: u32,
         increase: bool,
     },
     AddTags {
-        account: String,
+        scope: Scope,
         name: String,
         tags: BTreeMap<String, String>,
     },
     RemoveTags {
-        account: String,
+        scope: Scope,
         name: String,
         keys: Vec<String>,
     },
     SetMaxRecordSize {
-        account: String,
+        scope: Scope,
         name: String,
         kib: u32,
         updating_ms: u64,
@@ -92,14 +93,14 @@ pub enum Command {
     /// Enables (or disables) shard-level metrics; `ALL` stands for every
     /// metric. [`Applied::metrics`] has them before and after.
     SetMetrics {
-        account: String,
+        scope: Scope,
         name: String,
         metrics: Vec<String>,
         enable: bool,
     },
     /// Starts (`Some` key) or stops server-side encryption.
     SetEncryption {
-        account: String,
+        scope: Scope,
         name: String,
         key_id: Option<String>,
         updating_ms: u64,
@@ -107,20 +108,20 @@ pub enum Command {
     /// UpdateStreamMode: a switch of mode counts against the switches per
     /// rolling day; warm throughput stays only with ON_DEMAND.
     SetMode {
-        account: String,
+        scope: Scope,
         name: String,
         mode: StreamMode,
         warm_mibps: Option<u32>,
         updating_ms: u64,
     },
     SetWarmThroughput {
-        account: String,
+        scope: Scope,
         name: String,
         mibps: u32,
     },
     /// CREATING for `creating_ms`, then ACTIVE.
     RegisterConsumer {
-        account: String,
+        scope: Scope,
         stream: String,
         name: String,
         creating_ms: u64,
@@ -129,7 +130,7 @@ pub enum Command {
     /// DELETING for `deleting_ms` (gone at once when 0); its resource
     /// policy goes at once.
     DeregisterConsumer {
-        account: String,
+        scope: Scope,
         stream: String,
         name: String,
         deleting_ms: u64,
@@ -137,13 +138,13 @@ pub enum Command {
     /// Adds or overwrites a consumer's tags (the caller checks AWS's limit
     /// of 50 on what is asked).
     TagConsumer {
-        account: String,
+        scope: Scope,
         stream: String,
         name: String,
         tags: BTreeMap<String, String>,
     },
     UntagConsumer {
-        account: String,
+        scope: Scope,
         stream: String,
         name: String,
         keys: Vec<String>,
@@ -155,9 +156,9 @@ pub enum Command {
     DeletePolicy {
         arn: String,
     },
-    /// The account's minimum-throughput billing commitment on or off.
+    /// The scope's minimum-throughput billing commitment on or off.
     SetCommitment {
-        account: String,
+        scope: Scope,
         enable: bool,
     },
     /// Removes the streams whose deletion is over (and their resource
@@ -165,7 +166,7 @@ pub enum Command {
     Sweep,
     /// Removes closed shards whose records have all expired.
     ExpireShards,
-    /// Removes every stream of every account and every resource policy (a
+    /// Removes every stream of every scope and every resource policy (a
     /// test control). Log ids and epochs keep counting up.
     Reset,
 }
@@ -220,12 +221,12 @@ impl Applied {
 
 impl Command {
     /// The stream whose shards the command splits or merges, if it does.
-    pub fn stream(&self) -> Option<(&str, &str)> {
+    pub fn stream(&self) -> Option<(&Scope, &str)> {
         match self {
-            Self::SplitShard { account, name, .. }
-            | Self::MergeShards { account, name, .. }
-            | Self::ScaleUniformly { account, name, .. }
-            | Self::Autoscale { account, name, .. } => Some((account, name)),
+            Self::SplitShard { scope, name, .. }
+            | Self::MergeShards { scope, name, .. }
+            | Self::ScaleUniformly { scope, name, .. }
+            | Self::Autoscale { scope, name, .. } => Some((scope, name)),
             _ => None,
         }
     }
@@ -267,27 +268,27 @@ impl Catalog {
                 }
             }
             C::DeleteStream {
-                account,
+                scope,
                 name,
                 deleting_ms,
             } => {
                 if *deleting_ms > 0 {
-                    self.start_delete(account, name, now, *deleting_ms)?;
+                    self.start_delete(scope, name, now, *deleting_ms)?;
                     Applied::default()
                 } else {
-                    let stream = self.delete_stream(account, name)?;
-                    self.remove_policies_of(account, name, None);
+                    let stream = self.delete_stream(scope, name)?;
+                    self.remove_policies_of(scope, name, None);
                     Applied::removing(vec![stream])
                 }
             }
             C::SplitShard {
-                account,
+                scope,
                 name,
                 index,
                 new_start,
                 updating_ms,
             } => Applied::reshard(self.split_shard(
-                account,
+                scope,
                 name,
                 *index,
                 *new_start,
@@ -295,13 +296,13 @@ impl Catalog {
                 *updating_ms,
             )?),
             C::MergeShards {
-                account,
+                scope,
                 name,
                 index,
                 adjacent,
                 updating_ms,
             } => Applied::reshard(self.merge_shards(
-                account,
+                scope,
                 name,
                 *index,
                 *adjacent,
@@ -309,19 +310,19 @@ impl Catalog {
                 *updating_ms,
             )?),
             C::ScaleUniformly {
-                account,
+                scope,
                 name,
                 target,
                 updating_ms,
                 counted,
             } => {
                 if *counted {
-                    let stream = self.stream_mut(account, name)?;
+                    let stream = self.stream_mut(scope, name)?;
                     within_a_day(&mut stream.scalings_ms, now);
                     stream.scalings_ms.push(now);
                 }
                 Applied::reshard(self.update_shard_count(
-                    account,
+                    scope,
                     name,
                     *target,
                     now,
@@ -329,89 +330,79 @@ impl Catalog {
                 )?)
             }
             C::Autoscale {
-                account,
+                scope,
                 name,
                 created_ms,
                 actions,
-            } => self.autoscale(account, name, *created_ms, actions, now)?,
+            } => self.autoscale(scope, name, *created_ms, actions, now)?,
             C::RecordEndings {
-                account,
+                scope,
                 name,
                 endings,
             } => {
                 for e in endings {
                     // The stream may have been deleted meanwhile.
-                    let _ = self.set_ending_sequence(account, name, e.index, e.sequence);
+                    let _ = self.set_ending_sequence(scope, name, e.index, e.sequence);
                 }
                 Applied::default()
             }
             C::SetRetention {
-                account,
+                scope,
                 name,
                 hours,
                 increase,
             } => {
-                self.stream_mut(account, name)?
+                self.stream_mut(scope, name)?
                     .set_retention(*hours, *increase)?;
                 Applied::default()
             }
-            C::AddTags {
-                account,
-                name,
-                tags,
-            } => {
-                self.stream_mut(account, name)?.add_tags(tags)?;
+            C::AddTags { scope, name, tags } => {
+                self.stream_mut(scope, name)?.add_tags(tags)?;
                 Applied::default()
             }
-            C::RemoveTags {
-                account,
-                name,
-                keys,
-            } => {
-                self.stream_mut(account, name)?.remove_tags(keys);
+            C::RemoveTags { scope, name, keys } => {
+                self.stream_mut(scope, name)?.remove_tags(keys);
                 Applied::default()
             }
             C::SetMaxRecordSize {
-                account,
+                scope,
                 name,
                 kib,
                 updating_ms,
             } => {
-                let stream = self.stream_mut(account, name)?;
+                let stream = self.stream_mut(scope, name)?;
                 stream.max_record_size_kib = *kib;
                 stream.start_update(now, *updating_ms);
                 Applied::default()
             }
             C::SetMetrics {
-                account,
+                scope,
                 name,
                 metrics,
                 enable,
             } => Applied {
-                metrics: self
-                    .stream_mut(account, name)?
-                    .set_metrics(metrics, *enable),
+                metrics: self.stream_mut(scope, name)?.set_metrics(metrics, *enable),
                 ..Applied::default()
             },
             C::SetEncryption {
-                account,
+                scope,
                 name,
                 key_id,
                 updating_ms,
             } => {
-                let stream = self.stream_mut(account, name)?;
+                let stream = self.stream_mut(scope, name)?;
                 stream.encryption_key_id.clone_from(key_id);
                 stream.start_update(now, *updating_ms);
                 Applied::default()
             }
             C::SetMode {
-                account,
+                scope,
                 name,
                 mode,
                 warm_mibps,
                 updating_ms,
             } => {
-                let stream = self.stream_mut(account, name)?;
+                let stream = self.stream_mut(scope, name)?;
                 if stream.mode != *mode {
                     within_a_day(&mut stream.mode_switches_ms, now);
                     stream.mode_switches_ms.push(now);
@@ -424,58 +415,54 @@ impl Catalog {
                 stream.start_update(now, *updating_ms);
                 Applied::default()
             }
-            C::SetWarmThroughput {
-                account,
-                name,
-                mibps,
-            } => {
-                self.stream_mut(account, name)?.warm_throughput_mibps = Some(*mibps);
+            C::SetWarmThroughput { scope, name, mibps } => {
+                self.stream_mut(scope, name)?.warm_throughput_mibps = Some(*mibps);
                 Applied::default()
             }
             C::RegisterConsumer {
-                account,
+                scope,
                 stream,
                 name,
                 creating_ms,
                 tags,
             } => {
-                self.register_consumer(account, stream, name, now, *creating_ms)?;
-                self.stream_mut(account, stream)?
+                self.register_consumer(scope, stream, name, now, *creating_ms)?;
+                self.stream_mut(scope, stream)?
                     .consumer_mut(name, now)?
                     .tags
                     .clone_from(tags);
                 Applied::default()
             }
             C::DeregisterConsumer {
-                account,
+                scope,
                 stream,
                 name,
                 deleting_ms,
             } => {
-                self.stream_mut(account, stream)?
+                self.stream_mut(scope, stream)?
                     .deregister_consumer(name, now, *deleting_ms)?;
-                self.remove_policies_of(account, stream, Some(name));
+                self.remove_policies_of(scope, stream, Some(name));
                 Applied::default()
             }
             C::TagConsumer {
-                account,
+                scope,
                 stream,
                 name,
                 tags,
             } => {
-                let consumer = self.stream_mut(account, stream)?.consumer_mut(name, now)?;
+                let consumer = self.stream_mut(scope, stream)?.consumer_mut(name, now)?;
                 consumer
                     .tags
                     .extend(tags.iter().map(|(k, v)| (k.clone(), v.clone())));
                 Applied::default()
             }
             C::UntagConsumer {
-                account,
+                scope,
                 stream,
                 name,
                 keys,
             } => {
-                let consumer = self.stream_mut(account, stream)?.consumer_mut(name, now)?;
+                let consumer = self.stream_mut(scope, stream)?.consumer_mut(name, now)?;
                 for k in keys {
                     consumer.tags.remove(k);
                 }
@@ -489,9 +476,9 @@ impl Catalog {
                 self.resource_policies.remove(arn);
                 Applied::default()
             }
-            C::SetCommitment { account, enable } => {
+            C::SetCommitment { scope, enable } => {
                 self.commitments
-                    .entry(account.clone())
+                    .entry(scope_key(scope))
                     .or_default()
                     .set(*enable, now);
                 Applied::default()
@@ -499,7 +486,7 @@ impl Catalog {
             C::Sweep => {
                 let gone = self.sweep(now);
                 for s in &gone {
-                    self.remove_policies_of(&s.account, &s.name, None);
+                    self.remove_policies_of(&s.scope(), &s.name, None);
                 }
                 Applied::removing(gone)
             }
@@ -514,14 +501,14 @@ impl Catalog {
     /// See [`Command::Autoscale`].
     fn autoscale(
         &mut self,
-        account: &str,
+        scope: &Scope,
         name: &str,
         created_ms: u64,
         actions: &[Action],
         now: u64,
     ) -> Result<Applied, MetaError> {
         let current = self
-            .stream(account, name)
+            .stream(scope, name)
             .filter(|s| s.created_ms == created_ms && s.mode == StreamMode::OnDemand)
             .filter(|s| matches!(s.status(now), StreamStatus::Active | StreamStatus::Updating));
         if current.is_none() {
@@ -533,9 +520,9 @@ impl Catalog {
                 Action::Split {
                     index,
                     new_starting_hash_key,
-                } => self.split_shard(account, name, index, new_starting_hash_key, now, 0),
+                } => self.split_shard(scope, name, index, new_starting_hash_key, now, 0),
                 Action::Merge { index, adjacent } => {
-                    self.merge_shards(account, name, index, adjacent, now, 0)
+                    self.merge_shards(scope, name, index, adjacent, now, 0)
                 }
             };
             if let Ok(r) = result {

@@ -42,6 +42,35 @@ pub const CONSUMERS_PER_STREAM_MAX: usize = 20;
 pub const CONSUMERS_CREATING_MAX: usize = 5;
 /// The account of streams from snapshots written before accounts existed.
 pub const DEFAULT_ACCOUNT: &str = "000000000000";
+/// The region of streams from snapshots written before regions existed.
+pub const DEFAULT_REGION: &str = "us-east-1";
+
+/// Where streams live: AWS scopes a stream's name, the shard limit, resource
+/// policies and the throughput commitment by account and region.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Scope {
+    pub account: String,
+    pub region: String,
+}
+
+impl Scope {
+    pub fn new(account: impl Into<String>, region: impl Into<String>) -> Self {
+        Self {
+            account: account.into(),
+            region: region.into(),
+        }
+    }
+
+    /// Whether `arn` names a resource of this account and region.
+    pub fn owns(&self, arn: &sluice_model::Arn) -> bool {
+        arn.account() == self.account && arn.region() == self.region
+    }
+
+    /// A stream's ARN.
+    pub fn stream_arn(&self, name: &str) -> sluice_model::Arn {
+        sluice_model::Arn::stream(&self.region, &self.account, name)
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MetaError {
@@ -127,7 +156,7 @@ pub struct Reshard {
 /// What CreateStream asks for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreateStream {
-    pub account: String,
+    pub scope: Scope,
     pub name: String,
     pub shard_count: u32,
     pub mode: StreamMode,
@@ -236,7 +265,8 @@ pub fn route<'a>(open: &[&'a Shard], hash_key: u128) -> &'a Shard {
 mod tests {
     use super::*;
 
-    const A: &str = DEFAULT_ACCOUNT;
+    static A: std::sync::LazyLock<Scope> =
+        std::sync::LazyLock::new(|| Scope::new(DEFAULT_ACCOUNT, DEFAULT_REGION));
     use proptest::prelude::*;
 
     #[test]
@@ -253,7 +283,7 @@ mod tests {
 
     fn create(name: &str, shard_count: u32) -> CreateStream {
         CreateStream {
-            account: DEFAULT_ACCOUNT.into(),
+            scope: A.clone(),
             name: name.into(),
             shard_count,
             mode: StreamMode::Provisioned,
@@ -269,11 +299,11 @@ mod tests {
         let mut c = Catalog::new();
         c.create_stream(create("s", 1), 0).unwrap();
         let arn = c
-            .register_consumer(A, "s", "app", 5_500, 1_000)
+            .register_consumer(&A, "s", "app", 5_500, 1_000)
             .unwrap()
             .arn_suffix();
         assert_eq!(arn, "/consumer/app:5");
-        let s = c.stream(A, "s").unwrap();
+        let s = c.stream(&A, "s").unwrap();
         assert_eq!(
             s.consumer("app", 6_000).unwrap().status(6_000),
             ConsumerStatus::Creating
@@ -283,10 +313,10 @@ mod tests {
             ConsumerStatus::Active
         );
         assert_eq!(
-            c.register_consumer(A, "s", "app", 7_000, 0).map(|_| ()),
+            c.register_consumer(&A, "s", "app", 7_000, 0).map(|_| ()),
             Err(MetaError::ConsumerExists("app".into()))
         );
-        let s = c.stream_mut(A, "s").unwrap();
+        let s = c.stream_mut(&A, "s").unwrap();
         s.deregister_consumer("app", 8_000, 2_000).unwrap();
         assert_eq!(
             s.consumer("app", 9_000).unwrap().status(9_000),
@@ -296,12 +326,12 @@ mod tests {
         assert!(!c.has_gone(9_999));
         assert!(c.has_gone(10_000));
         c.sweep(10_000);
-        assert!(c.stream(A, "s").unwrap().consumers.is_empty());
+        assert!(c.stream(&A, "s").unwrap().consumers.is_empty());
         // The name is free again, with another ARN.
-        let again = c.register_consumer(A, "s", "app", 12_000, 0).unwrap();
+        let again = c.register_consumer(&A, "s", "app", 12_000, 0).unwrap();
         assert_eq!(again.arn_suffix(), "/consumer/app:12");
         // Deregistering with no DELETING time removes it at once.
-        let s = c.stream_mut(A, "s").unwrap();
+        let s = c.stream_mut(&A, "s").unwrap();
         s.deregister_consumer("app", 13_000, 0).unwrap();
         assert!(s.consumers.is_empty());
         assert!(matches!(
@@ -316,61 +346,75 @@ mod tests {
         c.create_stream(create("s", 1), 0).unwrap();
         c.create_stream(create("t", 1), 0).unwrap();
         for i in 0..CONSUMERS_CREATING_MAX {
-            c.register_consumer(A, "s", &format!("c{i}"), 0, 10)
+            c.register_consumer(&A, "s", &format!("c{i}"), 0, 10)
                 .unwrap();
         }
         assert_eq!(
-            c.register_consumer(A, "t", "x", 0, 10).map(|_| ()),
+            c.register_consumer(&A, "t", "x", 0, 10).map(|_| ()),
             Err(MetaError::TooManyConsumersCreating),
             "the CREATING limit is per account"
         );
         for i in CONSUMERS_CREATING_MAX..CONSUMERS_PER_STREAM_MAX {
-            c.register_consumer(A, "s", &format!("c{i}"), 10, 0)
+            c.register_consumer(&A, "s", &format!("c{i}"), 10, 0)
                 .unwrap();
         }
         assert_eq!(
-            c.register_consumer(A, "s", "one-more", 20, 0).map(|_| ()),
+            c.register_consumer(&A, "s", "one-more", 20, 0).map(|_| ()),
             Err(MetaError::TooManyConsumers("s".into()))
         );
-        c.register_consumer(A, "t", "one-more", 20, 0).unwrap();
+        c.register_consumer(&A, "t", "one-more", 20, 0).unwrap();
         // Snapshots keep consumers.
         let back = Catalog::from_snapshot(&c.snapshot()).unwrap();
         assert_eq!(back, c);
     }
 
     #[test]
-    fn accounts_are_separate_namespaces() {
+    fn accounts_and_regions_are_separate_namespaces() {
         let mut c = Catalog::new();
-        let other = "123456789012";
+        let other = Scope::new("123456789012", DEFAULT_REGION);
+        let west = Scope::new(DEFAULT_ACCOUNT, "us-west-2");
         c.create_stream(create("s", 2), 0).unwrap();
         c.create_stream(create("t", 1), 0).unwrap();
         let mut theirs = create("s", 3);
-        theirs.account = other.into();
+        theirs.scope = other.clone();
         c.create_stream(theirs, 0).unwrap();
-        assert_eq!(c.stream(A, "s").unwrap().shards.len(), 2);
-        assert_eq!(c.stream(other, "s").unwrap().shards.len(), 3);
-        assert!(c.stream(other, "t").is_none());
-        let names = |acct| {
-            c.streams_of(acct)
+        let mut in_west = create("s", 4);
+        in_west.scope = west.clone();
+        c.create_stream(in_west, 0).unwrap();
+        assert_eq!(c.stream(&A, "s").unwrap().shards.len(), 2);
+        assert_eq!(c.stream(&other, "s").unwrap().shards.len(), 3);
+        assert_eq!(c.stream(&west, "s").unwrap().shards.len(), 4);
+        assert_eq!(c.stream(&west, "s").unwrap().scope(), west);
+        assert!(c.stream(&other, "t").is_none());
+        assert!(c.stream(&west, "t").is_none());
+        let names = |scope: &Scope| {
+            c.streams_of(scope)
                 .map(|s| s.name.clone())
                 .collect::<Vec<_>>()
         };
-        assert_eq!(names(A), ["s", "t"]);
-        assert_eq!(names(other), ["s"]);
+        assert_eq!(names(&A), ["s", "t"]);
+        assert_eq!(names(&other), ["s"]);
+        assert_eq!(names(&west), ["s"]);
         assert!(
-            names("12345678901").is_empty(),
+            names(&Scope::new("12345678901", DEFAULT_REGION)).is_empty(),
             "a prefix of an account is not it"
         );
-        assert_eq!(c.open_shard_count(A), 3);
-        assert_eq!(c.open_shard_count(other), 3);
-        // Log ids and epochs stay unique across accounts.
+        assert!(
+            names(&Scope::new(DEFAULT_ACCOUNT, "us-east")).is_empty(),
+            "a prefix of a region is not it"
+        );
+        assert_eq!(c.open_shard_count(&A), 3);
+        assert_eq!(c.open_shard_count(&other), 3);
+        assert_eq!(c.open_shard_count(&west), 4);
+        // Log ids and epochs stay unique across accounts and regions.
         let ids: BTreeSet<u64> = c
             .streams()
             .flat_map(|s| s.shards.iter().map(|h| h.log_id))
             .collect();
-        assert_eq!(ids.len(), 6);
-        c.delete_stream(other, "s").unwrap();
-        assert!(c.stream(A, "s").is_some());
+        assert_eq!(ids.len(), 10);
+        c.delete_stream(&other, "s").unwrap();
+        c.delete_stream(&west, "s").unwrap();
+        assert!(c.stream(&A, "s").is_some());
     }
 
     #[test]
@@ -378,16 +422,45 @@ mod tests {
         let mut c = Catalog::new();
         c.create_stream(create("old", 1), 0).unwrap();
         let mut v: serde_json::Value = serde_json::from_slice(&c.snapshot()).unwrap();
-        let stream = v["streams"]["000000000000/old"].take();
+        let stream = v["streams"]["000000000000/us-east-1/old"].take();
         let mut stream = stream.as_object().unwrap().clone();
         stream.remove("account");
+        stream.remove("region");
         v["streams"] = serde_json::json!({"old": stream});
         let bytes = serde_json::to_vec(&v).unwrap();
         assert_eq!(Catalog::from_snapshot(&bytes).unwrap(), c);
         // A server whose default account was another one owned them.
-        let theirs = Catalog::from_snapshot_in(&bytes, "123456789012").unwrap();
-        assert!(theirs.stream("123456789012", "old").is_some());
-        assert!(theirs.stream(A, "old").is_none());
+        let mine = Scope::new("123456789012", "eu-west-1");
+        let theirs = Catalog::from_snapshot_in(&bytes, &mine).unwrap();
+        assert!(theirs.stream(&mine, "old").is_some());
+        assert!(theirs.stream(&A, "old").is_none());
+    }
+
+    #[test]
+    fn snapshots_from_before_regions_load_into_the_default_region() {
+        let mut c = Catalog::new();
+        c.create_stream(create("old", 1), 0).unwrap();
+        c.apply(
+            &Command::SetCommitment {
+                scope: A.clone(),
+                enable: true,
+            },
+            5,
+        )
+        .unwrap();
+        let mut v: serde_json::Value = serde_json::from_slice(&c.snapshot()).unwrap();
+        let mut stream = v["streams"]["000000000000/us-east-1/old"].take();
+        stream.as_object_mut().unwrap().remove("region");
+        v["streams"] = serde_json::json!({"000000000000/old": stream});
+        let commitment = v["commitments"]["000000000000/us-east-1"].take();
+        v["commitments"] = serde_json::json!({"000000000000": commitment});
+        let bytes = serde_json::to_vec(&v).unwrap();
+        assert_eq!(Catalog::from_snapshot(&bytes).unwrap(), c);
+        let west = Scope::new(DEFAULT_ACCOUNT, "us-west-2");
+        let theirs = Catalog::from_snapshot_in(&bytes, &west).unwrap();
+        assert!(theirs.stream(&west, "old").is_some());
+        assert!(theirs.commitment(&west).enabled);
+        assert!(!theirs.commitment(&A).enabled);
     }
 
     #[test]
@@ -414,11 +487,11 @@ mod tests {
         cmd.creating_ms = 500;
         c.create_stream(cmd.clone(), 1_000).unwrap();
         assert_eq!(
-            c.stream(A, "s").unwrap().status(1_499),
+            c.stream(&A, "s").unwrap().status(1_499),
             StreamStatus::Creating
         );
         assert_eq!(
-            c.stream(A, "s").unwrap().status(1_500),
+            c.stream(&A, "s").unwrap().status(1_500),
             StreamStatus::Active
         );
         assert_eq!(
@@ -429,16 +502,16 @@ mod tests {
         assert_eq!(back, c);
         c.create_stream(create("t", 1), 0).unwrap();
         let epochs: Vec<u64> = c
-            .stream(A, "t")
+            .stream(&A, "t")
             .unwrap()
             .shards
             .iter()
             .map(|s| s.epoch)
             .collect();
         assert!(epochs.iter().all(|e| *e > 3), "epochs are never reused");
-        c.delete_stream(A, "s").unwrap();
+        c.delete_stream(&A, "s").unwrap();
         assert_eq!(
-            c.delete_stream(A, "s").unwrap_err(),
+            c.delete_stream(&A, "s").unwrap_err(),
             MetaError::StreamNotFound("s".into())
         );
     }
@@ -447,27 +520,27 @@ mod tests {
     fn updating_and_deleting_states() {
         let mut c = Catalog::new();
         c.create_stream(create("s", 1), 0).unwrap();
-        c.stream_mut(A, "s").unwrap().start_update(100, 50);
+        c.stream_mut(&A, "s").unwrap().start_update(100, 50);
         assert_eq!(
-            c.stream(A, "s").unwrap().status(120),
+            c.stream(&A, "s").unwrap().status(120),
             StreamStatus::Updating
         );
-        assert_eq!(c.stream(A, "s").unwrap().status(150), StreamStatus::Active);
-        c.start_delete(A, "s", 200, 30).unwrap();
+        assert_eq!(c.stream(&A, "s").unwrap().status(150), StreamStatus::Active);
+        c.start_delete(&A, "s", 200, 30).unwrap();
         assert_eq!(
-            c.stream(A, "s").unwrap().status(210),
+            c.stream(&A, "s").unwrap().status(210),
             StreamStatus::Deleting
         );
         assert!(c.sweep(229).is_empty());
         assert_eq!(c.sweep(230).len(), 1);
-        assert!(c.stream(A, "s").is_none());
+        assert!(c.stream(&A, "s").is_none());
     }
 
     #[test]
     fn retention_tags_metrics_and_commitment_rules() {
         let mut c = Catalog::new();
         c.create_stream(create("s", 1), 0).unwrap();
-        let s = c.stream_mut(A, "s").unwrap();
+        let s = c.stream_mut(&A, "s").unwrap();
         assert_eq!(
             s.set_retention(23, true),
             Err(MetaError::RetentionTooShort(23))
@@ -546,7 +619,7 @@ mod tests {
             for (t, (op, pick, at)) in steps.into_iter().enumerate() {
                 let split = op == 0;
                 let now = t as u64 + 1;
-                let s = c.stream(A, "s").unwrap();
+                let s = c.stream(&A, "s").unwrap();
                 let mut open: Vec<&Shard> = s.open_shards().collect();
                 open.sort_by_key(|sh| sh.starting_hash_key);
                 let i = pick as usize % open.len();
@@ -555,9 +628,9 @@ mod tests {
                     let count = open.len() as u32;
                     let low = count.div_ceil(2);
                     let target = low + u32::from(pick) % (2 * count - low + 1);
-                    let r = c.update_shard_count(A, "s", target, now, 0);
+                    let r = c.update_shard_count(&A, "s", target, now, 0);
                     let mut uniform: Vec<(u128, u128)> = c
-                        .stream(A, "s")
+                        .stream(&A, "s")
                         .unwrap()
                         .open_shards()
                         .map(|sh| (sh.starting_hash_key, sh.ending_hash_key))
@@ -566,7 +639,7 @@ mod tests {
                     let mut fresh = Catalog::new();
                     fresh.create_stream(create("u", target), 0).unwrap();
                     let expected: Vec<(u128, u128)> = fresh
-                        .stream(A, "u")
+                        .stream(&A, "u")
                         .unwrap()
                         .shards
                         .iter()
@@ -578,25 +651,25 @@ mod tests {
                     let sh = open[i];
                     let span = sh.ending_hash_key - sh.starting_hash_key;
                     let new_start = sh.starting_hash_key.saturating_add(at % span.max(1));
-                    c.split_shard(A, "s", sh.index, new_start, now, 0)
+                    c.split_shard(&A, "s", sh.index, new_start, now, 0)
                 } else if open.len() > 1 {
                     let (a, b) = (open[i % (open.len() - 1)], open[i % (open.len() - 1) + 1]);
                     let (first, second) = if at % 2 == 0 { (a.index, b.index) } else { (b.index, a.index) };
-                    c.merge_shards(A, "s", first, second, now, 0)
+                    c.merge_shards(&A, "s", first, second, now, 0)
                 } else {
                     continue;
                 };
                 match outcome {
                     Ok(r) => {
                         for (index, _) in r.closed {
-                            c.set_ending_sequence(A, "s", index, u128::from(now) << 64).unwrap();
+                            c.set_ending_sequence(&A, "s", index, u128::from(now) << 64).unwrap();
                         }
                     }
                     Err(MetaError::SplitKeyOutside { .. }) => {}
                     Err(e) => prop_assert!(false, "{e}"),
                 }
             }
-            let s = c.stream(A, "s").unwrap();
+            let s = c.stream(&A, "s").unwrap();
             let mut open: Vec<&Shard> = s.open_shards().collect();
             open.sort_by_key(|sh| sh.starting_hash_key);
             prop_assert_eq!(open[0].starting_hash_key, 0);

@@ -186,13 +186,16 @@ impl Scaler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Catalog, CreateStream, DEFAULT_ACCOUNT as A};
+    use crate::{Catalog, CreateStream, Scope, DEFAULT_ACCOUNT, DEFAULT_REGION};
+    use std::sync::LazyLock;
+
+    static A: LazyLock<Scope> = LazyLock::new(|| Scope::new(DEFAULT_ACCOUNT, DEFAULT_REGION));
     use std::collections::BTreeMap;
 
     fn on_demand(c: &mut Catalog) {
         c.create_stream(
             CreateStream {
-                account: A.into(),
+                scope: A.clone(),
                 name: "s".into(),
                 shard_count: ON_DEMAND_MIN_SHARDS as u32,
                 mode: StreamMode::OnDemand,
@@ -209,7 +212,7 @@ mod tests {
     /// `records_per_s` spread evenly over the hash space (many partition
     /// keys): each open shard gets its share of the range.
     fn spread(c: &Catalog, records_per_s: u64) -> HashMap<u64, Load> {
-        let s = c.stream(A, "s").unwrap();
+        let s = c.stream(&A, "s").unwrap();
         s.open_shards()
             .map(|sh| {
                 let share =
@@ -234,18 +237,18 @@ mod tests {
                     index,
                     new_starting_hash_key,
                 } => {
-                    c.split_shard(A, "s", index, new_starting_hash_key, now, 0)
+                    c.split_shard(&A, "s", index, new_starting_hash_key, now, 0)
                         .unwrap();
                 }
                 Action::Merge { index, adjacent } => {
-                    c.merge_shards(A, "s", index, adjacent, now, 0).unwrap();
+                    c.merge_shards(&A, "s", index, adjacent, now, 0).unwrap();
                 }
             }
         }
     }
 
     fn open(c: &Catalog) -> usize {
-        c.stream(A, "s").unwrap().open_shards().count()
+        c.stream(&A, "s").unwrap().open_shards().count()
     }
 
     /// A ramp from 1,000 to 20,000 records/s over many keys: the stream
@@ -262,7 +265,7 @@ mod tests {
             let rate = (1_000 + second * 1_000).min(20_000);
             now += WINDOW_MS;
             let loads = spread(&c, rate);
-            let stream = c.stream(A, "s").unwrap().clone();
+            let stream = c.stream(&A, "s").unwrap().clone();
             let actions = scaler.window(&stream, &loads, WINDOW_MS, now);
             apply(&mut c, &actions, now);
             counts.push(open(&c));
@@ -279,7 +282,7 @@ mod tests {
         assert!(top_at <= 22, "{counts:?}");
 
         // Silence: nothing merges before the cool-down, then one pair per window.
-        let stream_at_rest = |c: &Catalog| c.stream(A, "s").unwrap().clone();
+        let stream_at_rest = |c: &Catalog| c.stream(&A, "s").unwrap().clone();
         let quiet_from = now;
         while now - quiet_from < COOL_DOWN_MS - WINDOW_MS {
             now += WINDOW_MS;
@@ -297,7 +300,7 @@ mod tests {
         assert_eq!(open(&c), ON_DEMAND_MIN_SHARDS);
         assert_eq!(merges, 60);
         // The open shards still tile the hash space.
-        let s = c.stream(A, "s").unwrap();
+        let s = c.stream(&A, "s").unwrap();
         let mut ranges: Vec<_> = s
             .open_shards()
             .map(|s| (s.starting_hash_key, s.ending_hash_key))
@@ -313,7 +316,7 @@ mod tests {
         let mut c = Catalog::new();
         on_demand(&mut c);
         let mut scaler = Scaler::default();
-        let stream = c.stream(A, "s").unwrap().clone();
+        let stream = c.stream(&A, "s").unwrap().clone();
         let hot = spread(&c, 40_000);
         assert!(scaler.window(&stream, &hot, WINDOW_MS, 1_000).is_empty());
         assert!(scaler
@@ -386,7 +389,7 @@ mod tests {
         let mut now = 0;
         for _ in 0..600 {
             now += WINDOW_MS;
-            let stream = c.stream(A, "s").unwrap().clone();
+            let stream = c.stream(&A, "s").unwrap().clone();
             let mut one_key: HashMap<u64, Load> = HashMap::new();
             one_key
                 .entry(stream.shard_for_hash_key(key).log_id)
@@ -400,7 +403,7 @@ mod tests {
         let mut splits = 0;
         for _ in 0..600 {
             now += WINDOW_MS;
-            let stream = c.stream(A, "s").unwrap().clone();
+            let stream = c.stream(&A, "s").unwrap().clone();
             let mut loads: HashMap<u64, Load> = HashMap::new();
             loads
                 .entry(stream.shard_for_hash_key(key).log_id)
@@ -418,7 +421,7 @@ mod tests {
             apply(&mut c, &actions, now);
         }
         assert_eq!(splits, 1, "one split separates them");
-        let s = c.stream(A, "s").unwrap();
+        let s = c.stream(&A, "s").unwrap();
         assert_ne!(
             s.shard_for_hash_key(key).index,
             s.shard_for_hash_key(neighbour).index
@@ -429,13 +432,13 @@ mod tests {
     fn warm_throughput_is_a_floor_for_merges() {
         let mut c = Catalog::new();
         on_demand(&mut c);
-        c.update_shard_count(A, "s", 8, 0, 0).unwrap();
-        c.stream_mut(A, "s").unwrap().warm_throughput_mibps = Some(6);
+        c.update_shard_count(&A, "s", 8, 0, 0).unwrap();
+        c.stream_mut(&A, "s").unwrap().warm_throughput_mibps = Some(6);
         let mut scaler = Scaler::default();
         let mut now = 0;
         for _ in 0..2_000 {
             now += WINDOW_MS;
-            let stream = c.stream(A, "s").unwrap().clone();
+            let stream = c.stream(&A, "s").unwrap().clone();
             let actions = scaler.window(&stream, &HashMap::new(), WINDOW_MS, now);
             apply(&mut c, &actions, now);
         }

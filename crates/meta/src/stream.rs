@@ -115,6 +115,10 @@ pub struct Stream {
     /// [`Catalog::from_snapshot_in`]).
     #[serde(default)]
     pub account: String,
+    /// The region it lives in; empty only while a snapshot from before
+    /// regions is loaded.
+    #[serde(default)]
+    pub region: String,
     pub name: String,
     pub created_ms: u64,
     /// CREATING until this time, then ACTIVE.
@@ -171,6 +175,11 @@ pub fn count_within_a_day(times: &[u64], now_ms: u64) -> usize {
 }
 
 impl Stream {
+    /// The account and region it lives in.
+    pub fn scope(&self) -> Scope {
+        Scope::new(self.account.clone(), self.region.clone())
+    }
+
     pub fn status(&self, now_ms: u64) -> StreamStatus {
         if self.deleting_until_ms.is_some() {
             StreamStatus::Deleting

@@ -225,6 +225,23 @@ impl Arn {
     }
 }
 
+/// The ARN partition of a region: `aws-cn` for China, `aws-us-gov` for
+/// GovCloud, `aws-iso` and `aws-iso-b` for the isolated regions, `aws` for
+/// the rest (AWS's partitions.json).
+pub fn partition(region: &str) -> &'static str {
+    if region.starts_with("cn-") {
+        "aws-cn"
+    } else if region.starts_with("us-gov-") {
+        "aws-us-gov"
+    } else if region.starts_with("us-isob-") {
+        "aws-iso-b"
+    } else if region.starts_with("us-iso-") {
+        "aws-iso"
+    } else {
+        "aws"
+    }
+}
+
 impl fmt::Display for Arn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -232,7 +249,11 @@ impl fmt::Display for Arn {
                 region,
                 account,
                 stream,
-            } => write!(f, "arn:aws:kinesis:{region}:{account}:stream/{stream}"),
+            } => write!(
+                f,
+                "arn:{}:kinesis:{region}:{account}:stream/{stream}",
+                partition(region)
+            ),
             Self::Consumer {
                 region,
                 account,
@@ -241,7 +262,8 @@ impl fmt::Display for Arn {
                 created_s,
             } => write!(
                 f,
-                "arn:aws:kinesis:{region}:{account}:stream/{stream}/consumer/{consumer}:{created_s}"
+                "arn:{}:kinesis:{region}:{account}:stream/{stream}/consumer/{consumer}:{created_s}",
+                partition(region)
             ),
         }
     }

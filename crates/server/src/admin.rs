@@ -300,12 +300,14 @@ fn add_fault(state: &State, input: &Value) -> Answer {
 
 fn throttle(state: &State, input: &Value) -> Answer {
     let text = |m: &str| input.get(m).and_then(Value::as_str);
-    // A stream name, or a stream ARN.
-    let stream = text("streamName").map(|given| match sluice_model::Arn::parse(given) {
-        Ok(arn) => arn.stream_name().to_owned(),
-        Err(_) => given.to_owned(),
-    });
-    let (Some(stream), Some(shard)) = (stream.as_deref(), text("shardId")) else {
+    // A stream name (of `accountId` and `region`, else the defaults), or a
+    // stream ARN, which names its account and region.
+    let arn = text("streamName").and_then(|given| sluice_model::Arn::parse(given).ok());
+    let stream = match &arn {
+        Some(arn) => Some(arn.stream_name()),
+        None => text("streamName"),
+    };
+    let (Some(stream), Some(shard)) = (stream, text("shardId")) else {
         return Err(bad(
             "streamName (a name or an ARN) and shardId are required",
         ));
@@ -314,14 +316,17 @@ fn throttle(state: &State, input: &Value) -> Answer {
         .get("forMs")
         .and_then(Value::as_u64)
         .ok_or_else(|| bad("forMs is required"))?;
-    let account = input
-        .get("accountId")
-        .and_then(Value::as_str)
-        .unwrap_or(&state.config.account_id);
+    let scope = match &arn {
+        Some(arn) => sluice_meta::Scope::new(arn.account(), arn.region()),
+        None => sluice_meta::Scope::new(
+            text("accountId").unwrap_or(&state.config.account_id),
+            text("region").unwrap_or(&state.config.region),
+        ),
+    };
     let log_id = {
         let catalog = state.catalog();
         catalog
-            .stream(account, stream)
+            .stream(&scope, stream)
             .and_then(|s| {
                 sluice_meta::parse_shard_id(shard)
                     .and_then(|i| s.shard(i))

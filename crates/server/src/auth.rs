@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 
 use sluice_aws::{sigv4, AwsError, ErrorCode, KINESIS};
 
+use sluice_meta::Scope;
+
 use crate::state::State;
 
 /// What is left to check of a signature once the body is in.
@@ -23,17 +25,32 @@ pub(crate) enum PendingAuth {
 /// The headers of every request must carry a well-formed SigV4 signature;
 /// with credentials configured, all that can be checked without the body is
 /// checked here (the key, the scope, the time, and the signature itself when
-/// the client sent the payload's hash). Returns the caller's account.
+/// the client sent the payload's hash). Returns the caller's account, and the
+/// region its signature is scoped to: one server answers every region, as
+/// AWS's endpoints together do, each region's streams apart. With
+/// credentials, that region is covered by the signature that is verified.
 pub(crate) fn authenticate_head(
     parts: &hyper::http::request::Parts,
     state: &State,
-) -> Result<(String, PendingAuth), AwsError> {
+) -> Result<(Scope, PendingAuth), AwsError> {
     let headers = header_map(parts);
     let request = request_parts(parts, &headers, &[]);
     let signature = sigv4::parse(&request)?;
-    let account = state.config.account_for(&signature.access_key);
+    if !is_region(&signature.region) {
+        return Err(AwsError::new(
+            ErrorCode::InvalidSignatureException,
+            format!(
+                "Credential should be scoped to a valid region, not '{}'.",
+                sigv4::bounded(&signature.region)
+            ),
+        ));
+    }
+    let scope = Scope::new(
+        state.config.account_for(&signature.access_key),
+        signature.region.clone(),
+    );
     if state.config.credentials.is_empty() {
-        return Ok((account, PendingAuth::None));
+        return Ok((scope, PendingAuth::None));
     }
     let credential = state
         .config
@@ -46,30 +63,34 @@ pub(crate) fn authenticate_head(
             )
         })?;
     sigv4::check_scope(&signature, state.now_ms())?;
-    // A signature for another service or region is not one for this server.
+    // A signature for another service is not one for this server.
     if signature.service != KINESIS.signing_name() {
         return Err(KINESIS.wrong_service());
-    }
-    if signature.region != state.config.region {
-        return Err(AwsError::new(
-            ErrorCode::InvalidSignatureException,
-            format!(
-                "Credential should be scoped to a valid region, not '{}'.",
-                sigv4::bounded(&signature.region)
-            ),
-        ));
     }
     if headers.contains_key("x-amz-content-sha256") {
         if !sigv4::verify(&request, &signature, &credential.secret) {
             return Err(mismatch());
         }
-        return Ok((account, PendingAuth::BodyHash(headers)));
+        return Ok((scope, PendingAuth::BodyHash(headers)));
     }
     let secret = credential.secret.clone();
     Ok((
-        account,
+        scope,
         PendingAuth::Verify(Box::new((signature, secret, headers))),
     ))
+}
+
+/// A region name as AWS spells them (`us-east-1`, `cn-north-1`,
+/// `us-gov-west-1`), or a short lowercase name a local setup may use
+/// (`local`): lowercase letters, digits and inner hyphens, at most 32
+/// characters. Anything else cannot be part of an ARN.
+fn is_region(region: &str) -> bool {
+    (1..=32).contains(&region.len())
+        && region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !region.starts_with('-')
+        && !region.ends_with('-')
 }
 
 fn mismatch() -> AwsError {

@@ -35,6 +35,8 @@ pub use tls::TlsFiles;
 pub struct Config {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    /// The region of requests whose signature names none (a signed request
+    /// is served in the region its signature is scoped to).
     pub region: String,
     /// The account of callers whose access key names none (see [`Config::account_for`]).
     pub account_id: String,

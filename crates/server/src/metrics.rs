@@ -89,8 +89,8 @@ impl Metrics {
 /// Everything the scrape reads besides [`Metrics`] itself.
 #[derive(Debug, Default)]
 pub struct Gauges {
-    /// Per stream: account, name, status, open shards.
-    pub streams: Vec<(String, String, &'static str, u64)>,
+    /// Per stream: account and region, name, status, open shards.
+    pub streams: Vec<(sluice_meta::Scope, String, &'static str, u64)>,
     /// Per stream: what it took in (`sluice_streams::stats`), sorted.
     pub stream_counts: Vec<sluice_streams::stats::StreamCounts>,
     /// Per live subscription: consumer ARN, shard id, MillisBehindLatest.
@@ -195,13 +195,14 @@ pub fn render(metrics: &Metrics, gauges: &Gauges) -> String {
         &mut out,
         "sluice_stream_open_shards",
         "gauge",
-        "Open shards of each stream, by account, stream and status.",
+        "Open shards of each stream, by account, region, stream and status.",
     );
-    for (account, name, status, open) in &gauges.streams {
+    for (scope, name, status, open) in &gauges.streams {
         let _ = writeln!(
             out,
-            "sluice_stream_open_shards{{account=\"{}\",stream=\"{}\",status=\"{status}\"}} {open}",
-            escape(account),
+            "sluice_stream_open_shards{{account=\"{}\",region=\"{}\",stream=\"{}\",status=\"{status}\"}} {open}",
+            escape(&scope.account),
+            escape(&scope.region),
             escape(name)
         );
     }
@@ -227,8 +228,9 @@ pub fn render(metrics: &Metrics, gauges: &Gauges) -> String {
         for c in &gauges.stream_counts {
             let _ = writeln!(
                 out,
-                "{metric}{{account=\"{}\",stream=\"{}\"}} {}",
-                escape(&c.account),
+                "{metric}{{account=\"{}\",region=\"{}\",stream=\"{}\"}} {}",
+                escape(&c.scope.account),
+                escape(&c.scope.region),
                 escape(&c.stream),
                 read(c)
             );
@@ -356,10 +358,11 @@ mod tests {
     #[test]
     fn streams_are_reported_with_their_counts() {
         let m = Metrics::default();
+        let scope = sluice_meta::Scope::new("111111111111", "eu-west-1");
         let gauges = Gauges {
-            streams: vec![("111111111111".into(), "a".into(), "ACTIVE", 2)],
+            streams: vec![(scope.clone(), "a".into(), "ACTIVE", 2)],
             stream_counts: vec![sluice_streams::stats::StreamCounts {
-                account: "111111111111".into(),
+                scope,
                 stream: "a".into(),
                 incoming_records: 5,
                 incoming_bytes: 0,
@@ -369,10 +372,10 @@ mod tests {
         };
         let text = render(&m, &gauges);
         assert!(text.contains(
-            "sluice_stream_incoming_records_total{account=\"111111111111\",stream=\"a\"} 5\n"
+            "sluice_stream_incoming_records_total{account=\"111111111111\",region=\"eu-west-1\",stream=\"a\"} 5\n"
         ));
         assert!(text.contains(
-            "sluice_stream_open_shards{account=\"111111111111\",stream=\"a\",status=\"ACTIVE\"} 2\n"
+            "sluice_stream_open_shards{account=\"111111111111\",region=\"eu-west-1\",stream=\"a\",status=\"ACTIVE\"} 2\n"
         ));
     }
 

@@ -415,7 +415,7 @@ async fn route(req: Request<Incoming>, state: Arc<State>, cbor: bool, seen: &mut
     seen.operation = Some(state.metrics.op(&operation));
     // Who is calling, from the headers alone: with credentials configured, a
     // caller that cannot be right is refused before its body is read.
-    let (account, pending) = match authenticate_head(&parts, &state) {
+    let (scope, pending) = match authenticate_head(&parts, &state) {
         Ok(found) => found,
         Err(e) => return (Err(e), Leftover::Unread(body)),
     };
@@ -466,7 +466,7 @@ async fn route(req: Request<Incoming>, state: Arc<State>, cbor: bool, seen: &mut
                 sluice_aws::fast::decode_put_records(&body)
             };
             if let Some(request) = fast {
-                return ops::begin_put_records_fast(&state, account, &request).map(Done::Put);
+                return ops::begin_put_records_fast(&state, scope, &request).map(Done::Put);
             }
         }
         if operation == "PutRecord" && state.faults.is_empty() {
@@ -476,7 +476,7 @@ async fn route(req: Request<Incoming>, state: Arc<State>, cbor: bool, seen: &mut
                 sluice_aws::fast::decode_put_record(&body)
             };
             if let Some(request) = fast {
-                return ops::begin_put_record_fast(&state, account, &request).map(Done::Put);
+                return ops::begin_put_record_fast(&state, scope, &request).map(Done::Put);
             }
         }
         let input = if cbor {
@@ -489,8 +489,9 @@ async fn route(req: Request<Incoming>, state: Arc<State>, cbor: bool, seen: &mut
             let stream = sluice_aws::kinesis::stream_of(&input);
             if !state
                 .throttles
-                .admit_call(&account, &operation, stream, state.now_ms())
+                .admit_call(&scope, &operation, stream, state.now_ms())
             {
+                let account = &scope.account;
                 let message = match stream {
                     Some(stream) => {
                         format!("Rate exceeded for stream {stream} under account {account}.")
@@ -513,7 +514,7 @@ async fn route(req: Request<Incoming>, state: Arc<State>, cbor: bool, seen: &mut
             }
         }
         let request = sluice_aws::kinesis::Request::decode(&operation, &input)?;
-        Ok(match ops::dispatch(request, &state, account)? {
+        Ok(match ops::dispatch(request, &state, scope)? {
             ops::Begun::Answer(answer) => Done::Body(encode::response(&answer, cbor)),
             ops::Begun::Records(records) => Done::Body(encode::records(&records, cbor)),
             ops::Begun::Put(put) => Done::Put(put),

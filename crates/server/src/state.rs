@@ -67,11 +67,11 @@ impl State {
     pub fn gauges(&self) -> crate::metrics::Gauges {
         let now = self.now_ms();
         let catalog = self.catalog();
-        let streams: Vec<(String, String, &'static str, u64)> = catalog
+        let streams: Vec<(sluice_meta::Scope, String, &'static str, u64)> = catalog
             .streams()
             .map(|s| {
                 (
-                    s.account.clone(),
+                    s.scope(),
                     s.name.clone(),
                     sluice_streams::ops::status_name(s.status(now)),
                     s.open_shards().count() as u64,
@@ -80,7 +80,9 @@ impl State {
             .collect();
         let live = streams
             .iter()
-            .map(|(account, name, _, _)| (account.as_str(), name.as_str()))
+            .map(|(scope, name, _, _)| {
+                (scope.account.as_str(), scope.region.as_str(), name.as_str())
+            })
             .collect();
         crate::metrics::Gauges {
             stream_counts: self.stats.counts(&live),

@@ -9,13 +9,16 @@ use std::sync::{Mutex, MutexGuard};
 
 use sluice_meta::scaling::{Load, Scaler, WINDOW_MS};
 
+/// A stream: its account and region, and its name.
+pub type StreamKey = (sluice_meta::Scope, String);
+
 #[derive(Debug, Default)]
 pub struct Autoscaler {
     /// What on-demand shards acknowledged in the current window, by shard log id.
     loads: Mutex<Window>,
-    /// The policy's memory by stream (`account/name`); held while a window's
-    /// changes run, so that windows are handled one at a time.
-    scalers: Mutex<HashMap<String, Scaler>>,
+    /// The policy's memory by stream (account and region, name); held while
+    /// a window's changes run, so that windows are handled one at a time.
+    scalers: Mutex<HashMap<StreamKey, Scaler>>,
 }
 
 #[derive(Debug, Default)]
@@ -41,7 +44,7 @@ impl Autoscaler {
     }
 
     /// The policy's memory, locked (one window is handled at a time).
-    pub fn scalers(&self) -> MutexGuard<'_, HashMap<String, Scaler>> {
+    pub fn scalers(&self) -> MutexGuard<'_, HashMap<StreamKey, Scaler>> {
         lock(&self.scalers)
     }
 

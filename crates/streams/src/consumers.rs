@@ -28,8 +28,8 @@ fn consumer_status(status: ConsumerStatus) -> k::ConsumerStatus {
 
 pub(crate) fn consumer_arn(state: &Ctx, stream: &str, consumer: &Consumer) -> String {
     sluice_model::Arn::Consumer {
-        region: state.config.region.clone(),
-        account: state.account.clone(),
+        region: state.scope.region.clone(),
+        account: state.scope.account.clone(),
         stream: stream.to_owned(),
         consumer: consumer.name.clone(),
         created_s: consumer.created_ms / 1000,
@@ -52,7 +52,7 @@ fn consumer_not_found(state: &Ctx, stream: &str, consumer: &str) -> AwsError {
         ErrorCode::ResourceNotFoundException,
         format!(
             "Consumer {consumer} under stream {stream} under account {} not found.",
-            state.account
+            state.scope.account
         ),
     )
 }
@@ -61,7 +61,7 @@ fn consumer_not_found(state: &Ctx, stream: &str, consumer: &str) -> AwsError {
 /// names (the model's pattern was checked already), and the creation second
 /// it ends with.
 fn parse_consumer_arn(state: &Ctx, arn: &str) -> Result<(String, String, u64), AwsError> {
-    match state.own_arn(&state.account, arn) {
+    match state.own_arn(&state.scope, arn) {
         Some(sluice_model::Arn::Consumer {
             stream,
             consumer,
@@ -134,7 +134,7 @@ pub(crate) fn existing_in(
 ) -> Option<(String, String)> {
     let (stream, name, secs) = parse_consumer_arn(state, arn).ok()?;
     catalog
-        .stream(&state.account, &stream)
+        .stream(&state.scope, &stream)
         .filter(|s| !s.is_gone(now))?
         .consumer(&name, now)
         .filter(|c| c.created_ms / 1000 == secs)?;
@@ -151,7 +151,7 @@ fn change_tags(
 ) -> Result<(), AwsError> {
     state.change(|catalog, now| {
         let consumer = catalog
-            .stream(&state.account, stream)
+            .stream(&state.scope, stream)
             .and_then(|s| s.consumer(name, now))
             .ok_or_else(|| consumer_not_found(state, stream, name))?;
         f(consumer)
@@ -181,7 +181,7 @@ pub(crate) fn tag(
             ));
         }
         Ok(Command::TagConsumer {
-            account: state.account.clone(),
+            scope: state.scope.clone(),
             stream: stream.to_owned(),
             name: name.to_owned(),
             tags: tags.clone(),
@@ -198,7 +198,7 @@ pub(crate) fn untag(
 ) -> Result<(), AwsError> {
     change_tags(state, stream, name, |_| {
         Ok(Command::UntagConsumer {
-            account: state.account.clone(),
+            scope: state.scope.clone(),
             stream: stream.to_owned(),
             name: name.to_owned(),
             keys: keys.to_vec(),
@@ -225,7 +225,7 @@ pub(crate) fn register_stream_consumer(
     let creating_ms = state.config.consumer_creating_ms;
     let mut registered_at = 0;
     let command = Command::RegisterConsumer {
-        account: state.account.clone(),
+        scope: state.scope.clone(),
         stream: stream.clone(),
         name: name.clone(),
         creating_ms,
@@ -233,7 +233,7 @@ pub(crate) fn register_stream_consumer(
     };
     let changed = state.engine().change(|catalog, now| {
         let s = catalog
-            .stream(&state.account, &stream)
+            .stream(&state.scope, &stream)
             .filter(|s| !s.is_gone(now))
             .ok_or_else(|| not_found(state, &stream))?;
         let status = s.status(now);
@@ -242,7 +242,7 @@ pub(crate) fn register_stream_consumer(
                 ErrorCode::ResourceInUseException,
                 format!(
                     "Stream {stream} under account {} not ACTIVE or UPDATING, instead in state {}",
-                    state.account,
+                    state.scope.account,
                     status_name(status)
                 ),
             ));
@@ -257,7 +257,7 @@ pub(crate) fn register_stream_consumer(
                 ErrorCode::ResourceInUseException,
                 format!(
                     "Consumer {name} under stream {stream} already exists for account {}.",
-                    state.account
+                    state.scope.account
                 ),
             ))
         }
@@ -287,7 +287,7 @@ pub(crate) fn deregister_stream_consumer(
     let arn = with_consumer(state, input, |s, c| Ok(consumer_arn(state, &s.name, c)))?;
     let (stream, name, _) = named_consumer(state, input)?;
     let command = Command::DeregisterConsumer {
-        account: state.account.clone(),
+        scope: state.scope.clone(),
         stream: stream.clone(),
         name: name.clone(),
         deleting_ms: state.config.consumer_deleting_ms,
@@ -423,7 +423,7 @@ pub(crate) fn subscribe_to_shard(
                         ErrorCode::ResourceNotFoundException,
                         format!(
                             "Shard {shard_text} in stream {} under account {} does not exist",
-                            s.name, state.account
+                            s.name, state.scope.account
                         ),
                     )
                 })?;
@@ -443,7 +443,7 @@ pub(crate) fn subscribe_to_shard(
             ErrorCode::InvalidArgumentException,
             format!(
                 "StartingSequenceNumber {seq} used in SubscribeToShard on shard {shard_text} in stream {stream} under account {} is invalid.",
-                state.account
+                state.scope.account
             ),
         )
     };
@@ -472,14 +472,14 @@ pub(crate) fn subscribe_to_shard(
                 ErrorCode::ResourceInUseException,
                 format!(
                     "Another active subscription exists for this consumer: {}:{stream}:{shard_text}:{consumer}",
-                    state.account
+                    state.scope.account
                 ),
             )
         })?;
     Ok(Subscription {
         claim,
         reader: crate::fanout::Reader {
-            account: state.account.clone(),
+            scope: state.scope.clone(),
             stream,
             stream_created_ms,
             consumer,

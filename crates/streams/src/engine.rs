@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use sluice_log::{Log, LogOptions, OsStorage, ShardLog, ShardLogId, Storage};
-use sluice_meta::{Applied, Catalog, Command, Ending};
+use sluice_meta::{Applied, Catalog, Command, Ending, Scope};
 use sluice_model::Clock;
 
 use crate::store::{CatalogStore, FileCatalogStore, CATALOG_FILE};
@@ -122,7 +122,7 @@ const RESERVE_MIN_BYTES: u64 = 4 << 20;
 /// A stream's account and name, and some of its shards (index, log id):
 /// closed shards whose ending sequence number is not recorded yet, or
 /// shards whose records all expired.
-type StreamShards = (String, String, Vec<(u32, u64)>);
+type StreamShards = (Scope, String, Vec<(u32, u64)>);
 const KEY_FILE: &str = "iterator.key";
 
 fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> OpenError + '_ {
@@ -175,7 +175,7 @@ impl Engine {
             Box::new(FileCatalogStore::new(storage.clone(), dir.clone()));
         let (catalog, catalog_missing) = match store.load().map_err(io_at(&catalog_path))? {
             Some(bytes) => (
-                Catalog::from_snapshot_in(&bytes, &config.account_id)?,
+                Catalog::from_snapshot_in(&bytes, &config.default_scope())?,
                 false,
             ),
             None => (Catalog::new(), true),
@@ -449,8 +449,8 @@ impl Engine {
         if !applied.removed.is_empty() {
             self.ensure_reserve();
         }
-        if let (false, Some((account, name))) = (applied.closed.is_empty(), command.stream()) {
-            self.finish_closes(account, name, &applied.closed)
+        if let (false, Some((scope, name))) = (applied.closed.is_empty(), command.stream()) {
+            self.finish_closes(scope, name, &applied.closed)
                 .map_err(Refused::Io)?;
         }
         Ok(applied)
@@ -462,7 +462,7 @@ impl Engine {
     /// crash interrupted.
     fn finish_closes(
         &self,
-        account: &str,
+        scope: &Scope,
         name: &str,
         closed: &[(u32, u64)],
     ) -> std::io::Result<()> {
@@ -482,7 +482,7 @@ impl Engine {
             return Ok(());
         }
         let record = Command::RecordEndings {
-            account: account.to_owned(),
+            scope: scope.clone(),
             name: name.to_owned(),
             endings,
         };
@@ -495,8 +495,8 @@ impl Engine {
     /// parents' ending sequence numbers (a crash, or a failed close or
     /// commit): at start, and from the periodic housekeeping.
     pub fn finish_pending_closes(&self) -> std::io::Result<()> {
-        for (account, name, closing) in self.unfinished_closes() {
-            self.finish_closes(&account, &name, &closing)?;
+        for (scope, name, closing) in self.unfinished_closes() {
+            self.finish_closes(&scope, &name, &closing)?;
         }
         Ok(())
     }
@@ -517,7 +517,7 @@ impl Engine {
                     })
                     .map(|sh| (sh.index, sh.log_id))
                     .collect();
-                (!closing.is_empty()).then(|| (s.account.clone(), s.name.clone(), closing))
+                (!closing.is_empty()).then(|| (s.scope(), s.name.clone(), closing))
             })
             .collect()
     }
@@ -731,19 +731,24 @@ impl Engine {
         &self.iterator_key
     }
 
-    pub fn stream_arn(&self, account: &str, name: &str) -> String {
-        sluice_model::Arn::stream(&self.config.region, account, name).to_string()
+    pub fn stream_arn(&self, scope: &Scope, name: &str) -> String {
+        scope.stream_arn(name).to_string()
     }
 
-    /// `text` as an ARN of the `aws` partition, this engine's region and
-    /// `account`, if it is one.
-    pub fn own_arn(&self, account: &str, text: &str) -> Option<sluice_model::Arn> {
-        if !text.starts_with("arn:aws:") {
+    /// `text` as an ARN of `scope`'s account, region and partition, if it
+    /// is one.
+    pub fn own_arn(&self, scope: &Scope, text: &str) -> Option<sluice_model::Arn> {
+        let partition = sluice_model::partition(&scope.region);
+        let ours = text
+            .strip_prefix("arn:")
+            .and_then(|t| t.strip_prefix(partition))
+            .is_some_and(|t| t.starts_with(':'));
+        if !ours {
             return None;
         }
         sluice_model::Arn::parse(text)
             .ok()
-            .filter(|arn| arn.region() == self.config.region && arn.account() == account)
+            .filter(|arn| scope.owns(arn))
     }
 
     /// At shutdown: everything acknowledged made durable, then a checkpoint,

@@ -288,7 +288,7 @@ impl Bucket {
 /// were when it started (by creation time), and the shard.
 #[derive(Debug, Clone)]
 pub struct Reader {
-    pub account: String,
+    pub scope: sluice_meta::Scope,
     pub stream: String,
     pub stream_created_ms: u64,
     pub consumer: String,
@@ -306,7 +306,7 @@ impl Reader {
                 "Shard {} in stream {} under account {} does not exist",
                 sluice_meta::shard_id(self.shard_index),
                 self.stream,
-                self.account
+                self.scope.account
             ),
         )
     }
@@ -317,13 +317,16 @@ fn still_readable(state: &Engine, r: &Reader) -> Result<(), AwsError> {
     let now = state.now_ms();
     let catalog = state.catalog();
     let stream = catalog
-        .stream(&r.account, &r.stream)
+        .stream(&r.scope, &r.stream)
         .filter(|s| s.created_ms == r.stream_created_ms)
         .filter(|s| s.status(now) != StreamStatus::Deleting);
     let Some(stream) = stream else {
         return Err(AwsError::new(
             ErrorCode::ResourceNotFoundException,
-            format!("Stream {} under account {} not found.", r.stream, r.account),
+            format!(
+                "Stream {} under account {} not found.",
+                r.stream, r.scope.account
+            ),
         ));
     };
     if stream.shard(r.shard_index).is_none() {
@@ -338,7 +341,7 @@ fn still_readable(state: &Engine, r: &Reader) -> Result<(), AwsError> {
             ErrorCode::ResourceNotFoundException,
             format!(
                 "Consumer {} under stream {} under account {} not found.",
-                r.consumer, r.stream, r.account
+                r.consumer, r.stream, r.scope.account
             ),
         ));
     }
@@ -375,7 +378,8 @@ fn step(
         .map_err(|e| match e {
             sluice_log::ReadError::Deleted => r.shard_gone(),
             sluice_log::ReadError::Quarantined(damage) => {
-                let e = crate::ops::quarantined(&r.account, &r.stream, r.shard_index, &damage);
+                let e =
+                    crate::ops::quarantined(&r.scope.account, &r.stream, r.shard_index, &damage);
                 AwsError::new(ErrorCode::InternalFailureException, e.message)
             }
             other => failure(&other),
@@ -383,7 +387,7 @@ fn step(
     let children = if batch.end_of_shard {
         let catalog = state.catalog();
         catalog
-            .stream(&r.account, &r.stream)
+            .stream(&r.scope, &r.stream)
             .map(|s| crate::ops::child_shards(s, r.shard_index))
             .unwrap_or_default()
     } else {
@@ -441,7 +445,7 @@ async fn run(state: Arc<Engine>, sub: Subscription, tx: mpsc::Sender<Event>) {
                 ErrorCode::ResourceInUseException,
                 format!(
                     "Another active subscription exists for this consumer: {}:{}:{}:{}",
-                    reader.account,
+                    reader.scope.account,
                     reader.stream,
                     sluice_meta::shard_id(reader.shard_index),
                     reader.consumer

@@ -1,18 +1,20 @@
 //! Shard iterators: opaque, authenticated, expiring.
 //!
 //! An iterator is base64 of `version | issued_ms | stream created_ms | shard
-//! index | cursor | account length | account | stream name | tag`, where the tag is the first 16 bytes of
-//! HMAC-SHA256 over everything before it, keyed with the server's secret. A
-//! client cannot forge or alter one; one for a deleted and re-created stream of
-//! the same name is refused (the creation time differs), and so is one used by
-//! another account.
+//! index | cursor | account length | account | region length | region |
+//! stream name | tag`, where the tag is the first 16 bytes of HMAC-SHA256
+//! over everything before it, keyed with the server's secret. A client cannot
+//! forge or alter one; one for a deleted and re-created stream of the same
+//! name is refused (the creation time differs), and so is one used by another
+//! account or in another region.
 
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use sluice_log::Cursor;
+use sluice_meta::Scope;
 
-const VERSION: u8 = 2;
+const VERSION: u8 = 3;
 const TAG_LEN: usize = 16;
 /// AWS: an iterator expires five minutes after it was returned.
 pub const ITERATOR_LIFETIME_MS: u64 = 5 * 60 * 1000;
@@ -23,7 +25,7 @@ pub struct ShardIterator {
     pub stream_created_ms: u64,
     pub shard_index: u32,
     pub cursor: Cursor,
-    pub account: String,
+    pub scope: Scope,
     pub stream_name: String,
 }
 
@@ -35,10 +37,13 @@ impl ShardIterator {
         b.extend_from_slice(&self.stream_created_ms.to_be_bytes());
         b.extend_from_slice(&self.shard_index.to_be_bytes());
         b.extend_from_slice(&self.cursor.0.to_be_bytes());
-        // Account ids are 12 digits; the length byte keeps the format exact anyway.
-        let account = &self.account.as_bytes()[..self.account.len().min(255)];
-        b.push(account.len() as u8);
-        b.extend_from_slice(account);
+        // Account ids are 12 digits and regions short; the length bytes keep
+        // the format exact anyway.
+        for part in [&self.scope.account, &self.scope.region] {
+            let part = &part.as_bytes()[..part.len().min(255)];
+            b.push(part.len() as u8);
+            b.extend_from_slice(part);
+        }
         b.extend_from_slice(self.stream_name.as_bytes());
         let tag = tag(key, &b);
         b.extend_from_slice(&tag);
@@ -59,13 +64,17 @@ impl ShardIterator {
         mac.update(body);
         mac.verify_truncated_left(given).ok()?;
         let account_end = fixed + usize::from(body[fixed - 1]);
+        let region_start = account_end + 1;
+        let region_end = region_start + usize::from(*body.get(account_end)?);
+        let text =
+            |range: std::ops::Range<usize>| String::from_utf8(body.get(range)?.to_vec()).ok();
         Some(Self {
             issued_ms: u64::from_be_bytes(body[1..9].try_into().ok()?),
             stream_created_ms: u64::from_be_bytes(body[9..17].try_into().ok()?),
             shard_index: u32::from_be_bytes(body[17..21].try_into().ok()?),
             cursor: Cursor(u128::from_be_bytes(body[21..37].try_into().ok()?)),
-            account: String::from_utf8(body.get(fixed..account_end)?.to_vec()).ok()?,
-            stream_name: String::from_utf8(body[account_end..].to_vec()).ok()?,
+            scope: Scope::new(text(fixed..account_end)?, text(region_start..region_end)?),
+            stream_name: text(region_end..body.len())?,
         })
     }
 }
@@ -89,7 +98,7 @@ mod tests {
             stream_created_ms: 1_600_000_000_000,
             shard_index: 3,
             cursor: Cursor(12345 << 64),
-            account: "123456789012".into(),
+            scope: Scope::new("123456789012", "ap-southeast-2"),
             stream_name: "a".repeat(128),
         };
         let text = it.encode(&key);

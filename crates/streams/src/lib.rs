@@ -24,11 +24,13 @@ use std::path::PathBuf;
 pub use engine::{is_disk_full, Engine, OpenError, Refused};
 pub use limits::ShardCapacity;
 
-/// What the engine is told: where its data lives, the account and region it
-/// answers as, how long transitions take, and AWS's limits.
+/// What the engine is told: where its data lives, the account and region of
+/// callers whose request names neither, how long transitions take, and AWS's limits.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub data_dir: PathBuf,
+    /// The region of requests whose signature names none (and of streams
+    /// from snapshots written before regions).
     pub region: String,
     /// The account of callers whose access key names none.
     pub account_id: String,
@@ -56,6 +58,13 @@ pub struct Config {
     /// What DescribeLimits reports (AWS's defaults).
     pub shard_limit: u32,
     pub on_demand_stream_limit: u32,
+}
+
+impl Config {
+    /// The account and region of callers whose request names neither.
+    pub fn default_scope(&self) -> sluice_meta::Scope {
+        sluice_meta::Scope::new(self.account_id.clone(), self.region.clone())
+    }
 }
 
 impl Default for Config {

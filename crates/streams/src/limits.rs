@@ -157,9 +157,9 @@ impl ShardBuckets {
 #[derive(Debug, Default)]
 pub struct Throttles {
     shards: Mutex<HashMap<u64, ShardBuckets>>,
-    /// Control-plane calls by account, operation and (for per-stream rates)
-    /// stream.
-    calls: Mutex<HashMap<(String, &'static str, String), Bucket>>,
+    /// Control-plane calls by account and region, operation and (for
+    /// per-stream rates) stream.
+    calls: Mutex<HashMap<(sluice_meta::Scope, &'static str, String), Bucket>>,
     /// Shards a test control throttles outright, until a time (whatever the
     /// limits profile).
     blocked: Mutex<HashMap<u64, u64>>,
@@ -270,7 +270,7 @@ impl Throttles {
     /// Admits a control-plane call, or not (operations without a rate always).
     pub fn admit_call(
         &self,
-        account: &str,
+        scope: &sluice_meta::Scope,
         operation: &str,
         stream: Option<&str>,
         now_ms: u64,
@@ -287,7 +287,7 @@ impl Throttles {
             calls.retain(|_, b| b.available(now_ms) < b.capacity);
         }
         calls
-            .entry((account.to_owned(), operation, stream.to_owned()))
+            .entry((scope.clone(), operation, stream.to_owned()))
             .or_insert_with(|| Bucket::new(rate, rate, now_ms))
             .try_take(now_ms, 1)
     }

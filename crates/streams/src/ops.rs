@@ -14,7 +14,7 @@ use sluice_aws::types::Timestamp;
 use sluice_aws::{AwsError, ErrorCode};
 use sluice_log::{AppendRecord, ReadLimits, StartingPosition};
 use sluice_meta::{
-    parse_shard_id, Applied, Command, CreateStream, Shard, Stream, StreamMode, StreamStatus,
+    parse_shard_id, Applied, Command, CreateStream, Scope, Shard, Stream, StreamMode, StreamStatus,
 };
 use sluice_model::SequenceNumber;
 
@@ -53,7 +53,7 @@ const PUT_RECORDS_MAX_BYTES: usize = 10 << 20;
 /// One request: the engine and the caller's account.
 pub(crate) struct Ctx<'a> {
     state: &'a Engine,
-    pub(crate) account: String,
+    pub(crate) scope: sluice_meta::Scope,
 }
 
 impl std::ops::Deref for Ctx<'_> {
@@ -65,7 +65,7 @@ impl std::ops::Deref for Ctx<'_> {
 
 impl Ctx<'_> {
     pub(crate) fn arn(&self, name: &str) -> String {
-        self.state.stream_arn(&self.account, name)
+        self.state.stream_arn(&self.scope, name)
     }
 
     pub(crate) fn engine(&self) -> &Engine {
@@ -106,8 +106,8 @@ pub enum Begun {
 }
 
 /// Runs `request` for `account`.
-pub fn dispatch(request: Request, state: &Engine, account: String) -> Result<Begun, AwsError> {
-    let state = &Ctx { state, account };
+pub fn dispatch(request: Request, state: &Engine, scope: Scope) -> Result<Begun, AwsError> {
+    let state = &Ctx { state, scope };
     match request {
         Request::GetRecords(input) => get_records(state, &input).map(Begun::Records),
         Request::PutRecord(input) => put_record_begin(state, input).map(Begun::Put),
@@ -287,7 +287,7 @@ impl<'a> StreamRef<'a> {
 /// The stream a request names by `StreamName` or `StreamARN`.
 pub(crate) fn stream_name(state: &Ctx, input: StreamRef<'_>) -> Result<String, AwsError> {
     if let Some(arn) = input.arn {
-        let name = match state.own_arn(&state.account, arn) {
+        let name = match state.own_arn(&state.scope, arn) {
             Some(sluice_model::Arn::Stream { stream, .. }) => stream,
             _ => {
                 return Err(err(
@@ -330,7 +330,7 @@ pub(crate) fn with_named_stream<T>(
     let catalog = state.catalog();
     let now = state.now_ms();
     let stream = catalog
-        .stream(&state.account, name)
+        .stream(&state.scope, name)
         .filter(|s| !s.is_gone(now))
         .ok_or_else(|| not_found(state, name))?;
     f(stream)
@@ -353,7 +353,7 @@ fn check_active(state: &Ctx, stream: &Stream) -> Result<(), AwsError> {
             format!(
                 "Stream {} under account {} not ACTIVE, instead in state {}",
                 stream.name,
-                state.account,
+                state.scope.account,
                 status_name(status)
             ),
         ));

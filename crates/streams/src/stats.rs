@@ -7,6 +7,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
+use sluice_meta::Scope;
+
 #[derive(Debug, Default)]
 pub struct StreamCounters {
     pub incoming_records: AtomicU64,
@@ -17,7 +19,7 @@ pub struct StreamCounters {
 /// One stream's counts, read at once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamCounts {
-    pub account: String,
+    pub scope: Scope,
     pub stream: String,
     pub incoming_records: u64,
     pub incoming_bytes: u64,
@@ -26,18 +28,18 @@ pub struct StreamCounts {
 
 #[derive(Debug, Default)]
 pub struct Stats {
-    /// By account, then stream name.
-    streams: RwLock<HashMap<String, HashMap<String, Arc<StreamCounters>>>>,
+    /// By account and region, then stream name.
+    streams: RwLock<HashMap<Scope, HashMap<String, Arc<StreamCounters>>>>,
 }
 
 impl Stats {
     /// A stream's counters (made on first use).
-    pub fn stream(&self, account: &str, name: &str) -> Arc<StreamCounters> {
+    pub fn stream(&self, scope: &Scope, name: &str) -> Arc<StreamCounters> {
         if let Some(c) = self
             .streams
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .get(account)
+            .get(scope)
             .and_then(|s| s.get(name))
         {
             return c.clone();
@@ -45,27 +47,29 @@ impl Stats {
         self.streams
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .entry(account.to_owned())
+            .entry(scope.clone())
             .or_default()
             .entry(name.to_owned())
             .or_default()
             .clone()
     }
 
-    /// The counts of the streams in `live` (account, name), sorted; the
+    /// The counts of the streams in `live` (account, region, name), sorted; the
     /// counters of streams not in it are forgotten, so that a server
     /// creating and deleting streams does not keep them all.
-    pub fn counts(&self, live: &HashSet<(&str, &str)>) -> Vec<StreamCounts> {
+    pub fn counts(&self, live: &HashSet<(&str, &str, &str)>) -> Vec<StreamCounts> {
         let mut streams = self.streams.write().unwrap_or_else(|p| p.into_inner());
-        for (account, by_name) in streams.iter_mut() {
-            by_name.retain(|name, _| live.contains(&(account.as_str(), name.as_str())));
+        for (scope, by_name) in streams.iter_mut() {
+            by_name.retain(|name, _| {
+                live.contains(&(scope.account.as_str(), scope.region.as_str(), name.as_str()))
+            });
         }
         streams.retain(|_, by_name| !by_name.is_empty());
         let mut rows: Vec<StreamCounts> = streams
             .iter()
-            .flat_map(|(account, by_name)| {
+            .flat_map(|(scope, by_name)| {
                 by_name.iter().map(move |(name, c)| StreamCounts {
-                    account: account.clone(),
+                    scope: scope.clone(),
                     stream: name.clone(),
                     incoming_records: c.incoming_records.load(Ordering::Relaxed),
                     incoming_bytes: c.incoming_bytes.load(Ordering::Relaxed),
@@ -73,7 +77,7 @@ impl Stats {
                 })
             })
             .collect();
-        rows.sort_unstable_by(|a, b| (&a.account, &a.stream).cmp(&(&b.account, &b.stream)));
+        rows.sort_unstable_by(|a, b| (&a.scope, &a.stream).cmp(&(&b.scope, &b.stream)));
         rows
     }
 }
@@ -85,17 +89,22 @@ mod tests {
     #[test]
     fn streams_that_are_gone_are_forgotten() {
         let m = Stats::default();
-        let a = m.stream("111111111111", "a");
+        let east = Scope::new("111111111111", "us-east-1");
+        let west = Scope::new("111111111111", "us-west-2");
+        let a = m.stream(&east, "a");
         a.incoming_records.fetch_add(5, Ordering::Relaxed);
-        m.stream("111111111111", "gone")
+        m.stream(&east, "gone")
             .incoming_bytes
             .fetch_add(1, Ordering::Relaxed);
-        let live = HashSet::from([("111111111111", "a")]);
+        m.stream(&west, "a")
+            .incoming_records
+            .fetch_add(7, Ordering::Relaxed);
+        let live = HashSet::from([("111111111111", "us-east-1", "a")]);
         let counts = m.counts(&live);
-        assert_eq!(counts.len(), 1);
+        assert_eq!(counts.len(), 1, "the same name in another region is not it");
         assert_eq!(counts[0].stream, "a");
         assert_eq!(counts[0].incoming_records, 5);
-        assert!(Arc::ptr_eq(&a, &m.stream("111111111111", "a")));
+        assert!(Arc::ptr_eq(&a, &m.stream(&east, "a")));
         assert!(m.counts(&HashSet::new()).is_empty());
     }
 }

@@ -138,7 +138,11 @@ fn the_catalog_is_the_last_acknowledged_after_any_crash() {
                         _ => sim.fail_next_writes(1),
                     }
                 }
-                let result = ops::dispatch(change.request(), &engine, ACCOUNT.to_owned());
+                let result = ops::dispatch(
+                    change.request(),
+                    &engine,
+                    sluice_meta::Scope::new(ACCOUNT, "us-east-1"),
+                );
                 match (result, change.apply(&model)) {
                     // Acknowledged: durable, whatever failed around it.
                     (Ok(Begun::Answer(_)), Some(next)) => model = next,

@@ -37,7 +37,11 @@ impl Harness {
     }
 
     fn begin(&self, request: Request) -> Result<Begun, sluice_aws::AwsError> {
-        ops::dispatch(request, &self.engine, ACCOUNT.to_owned())
+        ops::dispatch(
+            request,
+            &self.engine,
+            sluice_meta::Scope::new(ACCOUNT, "us-east-1"),
+        )
     }
 
     fn answer(&self, request: Request) -> Response {

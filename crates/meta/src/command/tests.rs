@@ -1,12 +1,15 @@
 use super::*;
 use proptest::prelude::*;
+use std::sync::LazyLock;
 
-const A: &str = DEFAULT_ACCOUNT;
-const B: &str = "111111111111";
+static A: LazyLock<Scope> = LazyLock::new(|| Scope::new(DEFAULT_ACCOUNT, DEFAULT_REGION));
+/// Another account, and the same account in another region.
+static B: LazyLock<Scope> = LazyLock::new(|| Scope::new("111111111111", DEFAULT_REGION));
+static C: LazyLock<Scope> = LazyLock::new(|| Scope::new(DEFAULT_ACCOUNT, "eu-west-1"));
 
-fn create(account: &str, name: &str, shards: u32) -> Command {
+fn create(scope: &Scope, name: &str, shards: u32) -> Command {
     Command::CreateStream(CreateStream {
-        account: account.into(),
+        scope: scope.clone(),
         name: name.into(),
         shard_count: shards,
         mode: StreamMode::Provisioned,
@@ -24,23 +27,23 @@ fn policy(arn: &str) -> Command {
     }
 }
 
-fn stream_arn(account: &str, name: &str) -> String {
-    format!("arn:aws:kinesis:us-east-1:{account}:stream/{name}")
+fn stream_arn(scope: &Scope, name: &str) -> String {
+    scope.stream_arn(name).to_string()
 }
 
 #[test]
 fn a_stream_deleted_at_once_takes_its_policies_and_no_others() {
     let mut c = Catalog::new();
-    for (account, name) in [(A, "s"), (A, "s2"), (B, "s")] {
-        c.apply(&create(account, name, 1), 0).unwrap();
-        c.apply(&policy(&stream_arn(account, name)), 0).unwrap();
+    for (scope, name) in [(&*A, "s"), (&A, "s2"), (&B, "s"), (&C, "s")] {
+        c.apply(&create(scope, name, 1), 0).unwrap();
+        c.apply(&policy(&stream_arn(scope, name)), 0).unwrap();
     }
-    let consumer = format!("{}/consumer/app:0", stream_arn(A, "s"));
+    let consumer = format!("{}/consumer/app:0", stream_arn(&A, "s"));
     c.apply(&policy(&consumer), 0).unwrap();
     let applied = c
         .apply(
             &Command::DeleteStream {
-                account: A.into(),
+                scope: A.clone(),
                 name: "s".into(),
                 deleting_ms: 0,
             },
@@ -49,21 +52,23 @@ fn a_stream_deleted_at_once_takes_its_policies_and_no_others() {
         .unwrap();
     assert_eq!(applied.removed, vec![1], "its one shard log");
     assert_eq!(applied.removed_streams.len(), 1);
-    assert!(c.stream(A, "s").is_none());
-    assert!(c.policy(&stream_arn(A, "s")).is_none());
+    assert!(c.stream(&A, "s").is_none());
+    assert!(c.policy(&stream_arn(&A, "s")).is_none());
     assert!(c.policy(&consumer).is_none());
-    assert!(c.policy(&stream_arn(A, "s2")).is_some(), "a longer name");
-    assert!(c.policy(&stream_arn(B, "s")).is_some(), "another account");
+    assert!(c.policy(&stream_arn(&A, "s2")).is_some(), "a longer name");
+    assert!(c.policy(&stream_arn(&B, "s")).is_some(), "another account");
+    assert!(c.policy(&stream_arn(&C, "s")).is_some(), "another region");
+    assert!(c.stream(&C, "s").is_some(), "another region's stream");
 }
 
 #[test]
 fn deregistering_a_consumer_drops_its_policy_only() {
     let mut c = Catalog::new();
-    c.apply(&create(A, "s", 1), 0).unwrap();
+    c.apply(&create(&A, "s", 1), 0).unwrap();
     for name in ["app", "other"] {
         c.apply(
             &Command::RegisterConsumer {
-                account: A.into(),
+                scope: A.clone(),
                 stream: "s".into(),
                 name: name.into(),
                 creating_ms: 0,
@@ -73,16 +78,16 @@ fn deregistering_a_consumer_drops_its_policy_only() {
         )
         .unwrap();
         c.apply(
-            &policy(&format!("{}/consumer/{name}:5", stream_arn(A, "s"))),
+            &policy(&format!("{}/consumer/{name}:5", stream_arn(&A, "s"))),
             5_000,
         )
         .unwrap();
     }
-    let s = c.stream(A, "s").unwrap();
+    let s = c.stream(&A, "s").unwrap();
     assert_eq!(s.consumer("app", 5_000).unwrap().tags["k"], "v");
     c.apply(
         &Command::DeregisterConsumer {
-            account: A.into(),
+            scope: A.clone(),
             stream: "s".into(),
             name: "app".into(),
             deleting_ms: 0,
@@ -90,8 +95,8 @@ fn deregistering_a_consumer_drops_its_policy_only() {
         6_000,
     )
     .unwrap();
-    let app = format!("{}/consumer/app:5", stream_arn(A, "s"));
-    let other = format!("{}/consumer/other:5", stream_arn(A, "s"));
+    let app = format!("{}/consumer/app:5", stream_arn(&A, "s"));
+    let other = format!("{}/consumer/other:5", stream_arn(&A, "s"));
     assert!(c.policy(&app).is_none());
     assert!(c.policy(&other).is_some());
 }
@@ -99,11 +104,11 @@ fn deregistering_a_consumer_drops_its_policy_only() {
 #[test]
 fn a_refused_command_changes_nothing() {
     let mut c = Catalog::new();
-    c.apply(&create(A, "s", 2), 0).unwrap();
+    c.apply(&create(&A, "s", 2), 0).unwrap();
     let before = c.clone();
     // Counted first, then refused: the count must not stay.
     let scale = Command::ScaleUniformly {
-        account: A.into(),
+        scope: A.clone(),
         name: "missing".into(),
         target: 4,
         updating_ms: 0,
@@ -113,7 +118,7 @@ fn a_refused_command_changes_nothing() {
     // Registered, then tagged; refused at the 21st consumer.
     for i in 0..=CONSUMERS_PER_STREAM_MAX {
         let register = Command::RegisterConsumer {
-            account: A.into(),
+            scope: A.clone(),
             stream: "s".into(),
             name: format!("c{i}"),
             creating_ms: 0,
@@ -124,7 +129,7 @@ fn a_refused_command_changes_nothing() {
     }
     let twenty = c.clone();
     let split = Command::SplitShard {
-        account: A.into(),
+        scope: A.clone(),
         name: "s".into(),
         index: 0,
         new_start: 1,
@@ -141,7 +146,7 @@ fn a_refused_command_changes_nothing() {
 #[test]
 fn an_autoscale_window_skips_what_no_longer_applies() {
     let mut c = Catalog::new();
-    let mut on_demand = create(A, "s", 4);
+    let mut on_demand = create(&A, "s", 4);
     if let Command::CreateStream(cs) = &mut on_demand {
         cs.mode = StreamMode::OnDemand;
     }
@@ -149,7 +154,7 @@ fn an_autoscale_window_skips_what_no_longer_applies() {
     let split = |index| scaling::Action::Split {
         index,
         new_starting_hash_key: c
-            .stream(A, "s")
+            .stream(&A, "s")
             .unwrap()
             .shard(index)
             .unwrap()
@@ -165,7 +170,7 @@ fn an_autoscale_window_skips_what_no_longer_applies() {
         split(1),
     ];
     let window = Command::Autoscale {
-        account: A.into(),
+        scope: A.clone(),
         name: "s".into(),
         created_ms: 0,
         actions,
@@ -177,14 +182,14 @@ fn an_autoscale_window_skips_what_no_longer_applies() {
     assert_eq!(applied.created.len(), 4);
     // The same window for a stream created at another time is refused.
     let other = Command::Autoscale {
-        account: A.into(),
+        scope: A.clone(),
         name: "s".into(),
         created_ms: 7,
         actions: vec![],
     };
     assert!(c.apply(&other, 2).is_err());
     let nothing = Command::Autoscale {
-        account: A.into(),
+        scope: A.clone(),
         name: "s".into(),
         created_ms: 0,
         actions: vec![scaling::Action::Merge {
@@ -200,77 +205,75 @@ fn an_autoscale_window_skips_what_no_longer_applies() {
 
 /// Any command, on streams that may or may not exist.
 fn command() -> impl Strategy<Value = Command> {
-    let account = prop::sample::select(vec![A, B]).prop_map(String::from);
+    let account = prop::sample::select(vec![A.clone(), B.clone(), C.clone()]);
     let name = prop::sample::select(vec!["s", "t"]).prop_map(String::from);
     let target = (account, name);
     prop_oneof![
         (target.clone(), 1u32..5).prop_map(|((a, n), k)| create(&a, &n, k)),
-        (target.clone(), 0u64..3).prop_map(|((account, name), d)| Command::DeleteStream {
-            account,
+        (target.clone(), 0u64..3).prop_map(|((scope, name), d)| Command::DeleteStream {
+            scope,
             name,
             deleting_ms: d * 10,
         }),
-        (target.clone(), 0u32..5, any::<u128>()).prop_map(|((account, name), index, k)| {
+        (target.clone(), 0u32..5, any::<u128>()).prop_map(|((scope, name), index, k)| {
             Command::SplitShard {
-                account,
+                scope,
                 name,
                 index,
                 new_start: k,
                 updating_ms: 5,
             }
         }),
-        (target.clone(), 0u32..5, 0u32..5).prop_map(|((account, name), index, adjacent)| {
+        (target.clone(), 0u32..5, 0u32..5).prop_map(|((scope, name), index, adjacent)| {
             Command::MergeShards {
-                account,
+                scope,
                 name,
                 index,
                 adjacent,
                 updating_ms: 5,
             }
         }),
-        (target.clone(), 1u32..6, any::<bool>()).prop_map(|((account, name), target, counted)| {
+        (target.clone(), 1u32..6, any::<bool>()).prop_map(|((scope, name), target, counted)| {
             Command::ScaleUniformly {
-                account,
+                scope,
                 name,
                 target,
                 updating_ms: 5,
                 counted,
             }
         }),
-        (target.clone(), 0u32..3).prop_map(|((account, stream), i)| {
+        (target.clone(), 0u32..3).prop_map(|((scope, stream), i)| {
             Command::RegisterConsumer {
-                account,
+                scope,
                 stream,
                 name: format!("c{i}"),
                 creating_ms: 3,
                 tags: BTreeMap::new(),
             }
         }),
-        (target.clone(), 0u32..3).prop_map(|((account, stream), i)| {
+        (target.clone(), 0u32..3).prop_map(|((scope, stream), i)| {
             Command::DeregisterConsumer {
-                account,
+                scope,
                 stream,
                 name: format!("c{i}"),
                 deleting_ms: 4,
             }
         }),
-        (target.clone(), 24u32..100, any::<bool>()).prop_map(
-            |((account, name), hours, increase)| {
-                Command::SetRetention {
-                    account,
-                    name,
-                    hours,
-                    increase,
-                }
+        (target.clone(), 24u32..100, any::<bool>()).prop_map(|((scope, name), hours, increase)| {
+            Command::SetRetention {
+                scope,
+                name,
+                hours,
+                increase,
             }
-        ),
-        target.clone().prop_map(|(account, name)| Command::AddTags {
-            account,
+        }),
+        target.clone().prop_map(|(scope, name)| Command::AddTags {
+            scope,
             name,
             tags: BTreeMap::from([("k".into(), "v".into())]),
         }),
-        target.prop_map(|(account, name)| Command::PutPolicy {
-            arn: stream_arn(&account, &name),
+        target.prop_map(|(scope, name)| Command::PutPolicy {
+            arn: stream_arn(&scope, &name),
             policy: "{}".into(),
         }),
         Just(Command::Sweep),
@@ -329,16 +332,16 @@ proptest! {
 #[test]
 fn uniform_scaling_four_to_three_as_aws_did_it() {
     let mut c = Catalog::new();
-    c.apply(&create(A, "s", 4), 0).unwrap();
+    c.apply(&create(&A, "s", 4), 0).unwrap();
     let scale = Command::ScaleUniformly {
-        account: A.into(),
+        scope: A.clone(),
         name: "s".into(),
         target: 3,
         updating_ms: 0,
         counted: true,
     };
     let applied = c.apply(&scale, 1).unwrap();
-    let s = c.stream(A, "s").unwrap();
+    let s = c.stream(&A, "s").unwrap();
     assert_eq!(s.shards.len(), 11);
     let open: Vec<u32> = s
         .open_shards_by_hash_key()
@@ -367,9 +370,9 @@ fn uniform_scaling_ends_at_equal_ranges() {
     for open in 1u32..=12 {
         for target in open.div_ceil(2)..=2 * open {
             let mut c = Catalog::new();
-            c.apply(&create(A, "s", open), 0).unwrap();
+            c.apply(&create(&A, "s", open), 0).unwrap();
             let scale = Command::ScaleUniformly {
-                account: A.into(),
+                scope: A.clone(),
                 name: "s".into(),
                 target,
                 updating_ms: 0,
@@ -377,9 +380,9 @@ fn uniform_scaling_ends_at_equal_ranges() {
             };
             c.apply(&scale, 1).unwrap();
             let mut fresh = Catalog::new();
-            fresh.apply(&create(A, "t", target), 0).unwrap();
+            fresh.apply(&create(&A, "t", target), 0).unwrap();
             let ranges = |c: &Catalog, name: &str| -> Vec<(u128, u128)> {
-                c.stream(A, name)
+                c.stream(&A, name)
                     .unwrap()
                     .open_shards_by_hash_key()
                     .iter()

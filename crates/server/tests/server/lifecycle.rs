@@ -273,7 +273,7 @@ fn an_interrupted_reshard_is_finished_at_the_next_start() {
     h.runtime.block_on(server.stop());
     let path = h.dir.path().join("catalog.json");
     let mut catalog: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    let shards = catalog["streams"]["000000000000/s"]["shards"]
+    let shards = catalog["streams"]["000000000000/us-east-1/s"]["shards"]
         .as_array_mut()
         .unwrap();
     shards[0]["closed"]["ending_sequence"] = Value::Null;

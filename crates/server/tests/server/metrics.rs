@@ -66,7 +66,7 @@ fn metrics_count_requests_records_and_forget_deleted_streams() {
         at("sluice_request_duration_seconds_bucket{operation=\"PutRecords\",le=\"+Inf\"}"),
         1.0
     );
-    let stream = "{account=\"000000000000\",stream=\"m\"}";
+    let stream = "{account=\"000000000000\",region=\"us-east-1\",stream=\"m\"}";
     assert_eq!(
         at(&format!("sluice_stream_incoming_records_total{stream}")),
         4.0
@@ -80,7 +80,7 @@ fn metrics_count_requests_records_and_forget_deleted_streams() {
         0.0
     );
     assert_eq!(
-        at("sluice_stream_open_shards{account=\"000000000000\",stream=\"m\",status=\"ACTIVE\"}"),
+        at("sluice_stream_open_shards{account=\"000000000000\",region=\"us-east-1\",stream=\"m\",status=\"ACTIVE\"}"),
         2.0
     );
     assert!(at("sluice_fsync_round_seconds_count") >= 1.0);
@@ -125,7 +125,7 @@ fn metrics_count_throttled_records_and_requests() {
         (400, "ProvisionedThroughputExceededException")
     );
     let (_, _, scrape) = get(h.addr(), "/metrics");
-    let stream = "{account=\"000000000000\",stream=\"t\"}";
+    let stream = "{account=\"000000000000\",region=\"us-east-1\",stream=\"t\"}";
     assert_eq!(
         sample(
             &scrape,

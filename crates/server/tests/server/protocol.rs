@@ -37,6 +37,14 @@ fn protocol_errors_are_aws_shaped() {
         kind_of(&[auth, date, json_type, list], b"{\"Limit\":"),
         expect(400, "SerializationException")
     );
+    // A region no ARN can carry (the boto3 tests serve several real ones).
+    let odd_region = ("Authorization", "AWS4-HMAC-SHA256 Credential=A/20260101/Us_East/kinesis/aws4_request, SignedHeaders=host, Signature=0");
+    let (status, body) = h.raw(&[odd_region, date, json_type, list], b"{}");
+    assert_eq!(status, 403);
+    assert_eq!(
+        parse(&body),
+        json!({"__type": "InvalidSignatureException", "message": "Credential should be scoped to a valid region, not 'Us_East'."})
+    );
     let big = vec![b' '; (1 << 20) + 1];
     assert_eq!(
         kind_of(&[auth, date, json_type, list], &big),

@@ -64,7 +64,10 @@ pub(crate) fn quarantined_range(
 pub(crate) fn not_found(state: &Ctx, name: &str) -> AwsError {
     err(
         ErrorCode::ResourceNotFoundException,
-        format!("Stream {name} under account {} not found.", state.account),
+        format!(
+            "Stream {name} under account {} not found.",
+            state.scope.account
+        ),
     )
 }
 
@@ -73,7 +76,7 @@ pub(crate) fn shard_not_found(state: &Ctx, stream: &str, shard: &str) -> AwsErro
         ErrorCode::ResourceNotFoundException,
         format!(
             "Could not find shard {shard} in stream {stream} under account {}.",
-            state.account
+            state.scope.account
         ),
     )
 }
@@ -85,7 +88,7 @@ pub(crate) fn meta_error(state: &Ctx, e: MetaError) -> AwsError {
     match e {
         MetaError::StreamExists(name) => err(
             ResourceInUseException,
-            format!("Stream {name} under account {} already exists.", state.account),
+            format!("Stream {name} under account {} already exists.", state.scope.account),
         ),
         MetaError::StreamNotFound(name) => not_found(state, &name),
         MetaError::ShardNotFound(stream, shard) => shard_not_found(state, &stream, &shard),
@@ -93,21 +96,21 @@ pub(crate) fn meta_error(state: &Ctx, e: MetaError) -> AwsError {
             InvalidArgumentException,
             format!(
                 "Shard {shard} in stream {stream} under account {} has already been merged or split, and thus is not eligible for merging or splitting.",
-                state.account
+                state.scope.account
             ),
         ),
         MetaError::NotAdjacent(stream, a, b) => err(
             InvalidArgumentException,
             format!(
                 "Shards {a} and {b} in stream {stream} under account {} are not an adjacent pair of shards eligible for merging",
-                state.account
+                state.scope.account
             ),
         ),
         MetaError::ConsumerNotFound(stream, consumer) => err(
             ResourceNotFoundException,
             format!(
                 "Consumer {consumer} under stream {stream} under account {} not found.",
-                state.account
+                state.scope.account
             ),
         ),
         e @ MetaError::ConsumerExists(_) => err(ResourceInUseException, e.to_string()),
@@ -124,7 +127,7 @@ pub(crate) fn meta_error(state: &Ctx, e: MetaError) -> AwsError {
             InvalidArgumentException,
             format!(
                 "NewStartingHashKey {new_start} used in SplitShard() on shard {shard} in stream {stream} under account {} is not both greater than one plus the shard's StartingHashKey {start} and less than the shard's EndingHashKey {end}.",
-                state.account
+                state.scope.account
             ),
         ),
         e @ (MetaError::RetentionTooShort(_)
@@ -149,7 +152,7 @@ pub(crate) fn read_error(
         ReadError::InvalidPosition => invalid_position(),
         // Retention removed the shard (or the stream went) meanwhile.
         ReadError::Deleted => shard_not_found(state, stream, &sluice_meta::shard_id(shard)),
-        ReadError::Quarantined(damage) => quarantined(&state.account, stream, shard, &damage),
+        ReadError::Quarantined(damage) => quarantined(&state.scope.account, stream, shard, &damage),
         other @ ReadError::Io(_) => internal(other),
     }
 }

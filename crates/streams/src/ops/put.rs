@@ -24,7 +24,7 @@ pub(super) fn hash_of(partition_key: &str, explicit: Option<&str>) -> Result<u12
 /// group-commit round (no thread waits) and renders the answer.
 #[derive(Debug)]
 pub struct PendingPut {
-    account: String,
+    scope: Scope,
     stream: String,
     shape: PutShape,
     outcome: PutOutcome,
@@ -83,7 +83,7 @@ impl PendingPut {
                 .filter(|r| matches!(r, Err(PutFailure::Throttled(_))))
                 .count()
         };
-        let counters = state.stats.stream(&self.account, &self.stream);
+        let counters = state.stats.stream(&self.scope, &self.stream);
         counters.incoming_records.fetch_add(
             (put.results.len() - put.failed) as u64,
             std::sync::atomic::Ordering::Relaxed,
@@ -101,7 +101,7 @@ impl PendingPut {
     fn render(self, state: &Engine) -> Result<PutAnswer, AwsError> {
         let ctx = &Ctx {
             state,
-            account: self.account,
+            scope: self.scope,
         };
         let name = &self.stream;
         let put = &self.outcome;
@@ -114,7 +114,13 @@ impl PendingPut {
                     }
                     Err(PutFailure::Internal) => return Err(internal("the append failed")),
                     Err(PutFailure::Quarantined { shard, from, until }) => {
-                        return Err(quarantined_range(&ctx.account, name, shard, from, until))
+                        return Err(quarantined_range(
+                            &ctx.scope.account,
+                            name,
+                            shard,
+                            from,
+                            until,
+                        ))
                     }
                 };
                 Ok(PutAnswer::Record(k::PutRecordOutput {
@@ -144,10 +150,10 @@ impl PendingPut {
 /// PutRecords from the fast decoder (AWS JSON), up to the durable point.
 pub fn begin_put_records_fast(
     state: &Engine,
-    account: String,
+    scope: Scope,
     request: &sluice_aws::fast::PutRecordsRequest<'_>,
 ) -> Result<PendingPut, AwsError> {
-    let state = &Ctx { state, account };
+    let state = &Ctx { state, scope };
     let entries = request
         .records
         .iter()
@@ -161,7 +167,7 @@ pub fn begin_put_records_fast(
         .collect::<Result<Vec<_>, AwsError>>()?;
     let (outcome, durability) = put_entries_unsynced(state, &request.stream_name, &entries)?;
     Ok(PendingPut {
-        account: state.account.clone(),
+        scope: state.scope.clone(),
         stream: request.stream_name.to_string(),
         shape: PutShape::Records,
         outcome,
@@ -211,10 +217,10 @@ pub fn records_size_exceeded() -> AwsError {
 /// the general path's checks in its order, without the value tree.
 pub fn begin_put_record_fast(
     state: &Engine,
-    account: String,
+    scope: Scope,
     request: &sluice_aws::fast::PutRecordsRequest<'_>,
 ) -> Result<PendingPut, AwsError> {
-    let state = &Ctx { state, account };
+    let state = &Ctx { state, scope };
     let record = &request.records[0];
     let key: &str = &record.partition_key;
     let hash = hash_of(key, record.explicit_hash_key.as_deref())?;
@@ -247,7 +253,7 @@ fn put_one(
     };
     let (outcome, durability) = put_entries_unsynced(state, name, std::slice::from_ref(&entry))?;
     Ok(PendingPut {
-        account: state.account.clone(),
+        scope: state.scope.clone(),
         stream: name.to_owned(),
         shape: PutShape::Record,
         outcome,
@@ -292,7 +298,7 @@ pub(super) fn put_records_begin(
         .collect::<Result<Vec<_>, AwsError>>()?;
     let (outcome, durability) = put_entries_unsynced(state, &name, &entries)?;
     Ok(PendingPut {
-        account: state.account.clone(),
+        scope: state.scope.clone(),
         stream: name,
         shape: PutShape::Records,
         outcome,
@@ -330,7 +336,7 @@ pub(super) fn rate_exceeded(state: &Ctx, stream: &str, shard: u32) -> AwsError {
         format!(
             "Rate exceeded for shard {} in stream {stream} under account {}.",
             sluice_meta::shard_id(shard),
-            state.account
+            state.scope.account
         ),
     )
 }
@@ -349,7 +355,7 @@ pub(super) fn put_failure(
         ),
         PutFailure::Quarantined { shard, from, until } => (
             "InternalFailure",
-            quarantined_range(&state.account, stream, shard, from, until).message,
+            quarantined_range(&state.scope.account, stream, shard, from, until).message,
         ),
     }
 }

@@ -119,7 +119,7 @@ pub(super) fn get_shard_iterator(
     let (shard, log_id, created_ms, shard_start) = {
         let catalog = state.catalog();
         let stream = catalog
-            .stream(&state.account, &name)
+            .stream(&state.scope, &name)
             .ok_or_else(|| not_found(state, &name))?;
         let shard = parse_shard_id(shard_text)
             .and_then(|i| stream.shard(i))
@@ -128,7 +128,7 @@ pub(super) fn get_shard_iterator(
                     ErrorCode::ResourceNotFoundException,
                     format!(
                         "Shard {shard_text} in stream {name} under account {} does not exist",
-                        state.account
+                        state.scope.account
                     ),
                 )
             })?;
@@ -155,7 +155,7 @@ pub(super) fn get_shard_iterator(
             ErrorCode::InvalidArgumentException,
             format!(
                 "StartingSequenceNumber {seq} used in GetShardIterator on shard {shard_text} in stream {name} under account {} is invalid.",
-                state.account
+                state.scope.account
             ),
         )
     };
@@ -180,7 +180,7 @@ pub(super) fn get_shard_iterator(
         // Only this shard's own epoch reads on; the catalog is consulted
         // again only to word a refusal.
         let owner = (epoch != epoch_of(shard_start)).then(|| {
-            state.catalog().stream(&state.account, &name).and_then(|s| {
+            state.catalog().stream(&state.scope, &name).and_then(|s| {
                 s.shards
                     .iter()
                     .find(|sh| sh.epoch == epoch)
@@ -203,7 +203,7 @@ pub(super) fn get_shard_iterator(
                     ErrorCode::InvalidArgumentException,
                     format!(
                         "StartingSequenceNumber {seq_text} used in GetShardIterator on shard {shard_id} in stream {name} under account {} is invalid because it did not come from this stream.",
-                        state.account
+                        state.scope.account
                     ),
                 ))
             }
@@ -227,7 +227,7 @@ pub(super) fn get_shard_iterator(
         stream_created_ms: created_ms,
         shard_index: shard,
         cursor,
-        account: state.account.clone(),
+        scope: state.scope.clone(),
         stream_name: name,
     };
     Ok(k::GetShardIteratorOutput {
@@ -257,9 +257,10 @@ pub(super) fn get_records(state: &Ctx, input: &k::GetRecordsInput) -> Result<Rec
         .and_then(|t| t.strip_suffix('"'))
         .unwrap_or(text);
     let limit = count(input.limit, 10_000);
-    // An iterator issued to another account is not one for this caller.
+    // An iterator issued to another account, or in another region, is not
+    // one for this caller.
     let iterator = ShardIterator::decode(text, state.iterator_key())
-        .filter(|it| it.account == state.account)
+        .filter(|it| it.scope == state.scope)
         .ok_or_else(|| {
             err(
                 ErrorCode::InvalidArgumentException,
@@ -279,7 +280,7 @@ pub(super) fn get_records(state: &Ctx, input: &k::GetRecordsInput) -> Result<Rec
     let log_id = {
         let catalog = state.catalog();
         let stream = catalog
-            .stream(&state.account, &iterator.stream_name)
+            .stream(&state.scope, &iterator.stream_name)
             .filter(|s| s.created_ms == iterator.stream_created_ms)
             .ok_or_else(|| not_found(state, &iterator.stream_name))?;
         check_not_deleting(state, stream)?;
@@ -338,7 +339,7 @@ pub(super) fn get_records(state: &Ctx, input: &k::GetRecordsInput) -> Result<Rec
     let children = if batch.end_of_shard {
         let catalog = state.catalog();
         catalog
-            .stream(&state.account, &iterator.stream_name)
+            .stream(&state.scope, &iterator.stream_name)
             .map(|s| child_shards(s, iterator.shard_index))
             .unwrap_or_default()
     } else {

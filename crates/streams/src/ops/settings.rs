@@ -13,7 +13,7 @@ pub(super) fn change_stream(
 ) -> Result<Applied, AwsError> {
     state.change(|catalog, _| {
         let stream = catalog
-            .stream(&state.account, name)
+            .stream(&state.scope, name)
             .ok_or_else(|| not_found(state, name))?;
         check_not_deleting(state, stream)?;
         f(stream)
@@ -38,9 +38,9 @@ pub(super) fn resource_in(
     now: u64,
     arn: &str,
 ) -> Result<Resource, AwsError> {
-    let found = match state.own_arn(&state.account, arn) {
+    let found = match state.own_arn(&state.scope, arn) {
         Some(sluice_model::Arn::Stream { stream, .. }) => catalog
-            .stream(&state.account, &stream)
+            .stream(&state.scope, &stream)
             .filter(|s| !s.is_gone(now))
             .map(|_| Resource::Stream(stream)),
         Some(sluice_model::Arn::Consumer { .. }) => {
@@ -67,7 +67,7 @@ pub(super) fn set_retention(
     change_stream(state, &name, |stream| {
         check_active(state, stream)?;
         Ok(Command::SetRetention {
-            account: state.account.clone(),
+            scope: state.scope.clone(),
             name: name.clone(),
             hours,
             increase,
@@ -86,7 +86,7 @@ pub(super) fn add_tags(
 ) -> Result<(), AwsError> {
     change_stream(state, &name, |_| {
         Ok(Command::AddTags {
-            account: state.account.clone(),
+            scope: state.scope.clone(),
             name: name.clone(),
             tags: tags.clone(),
         })
@@ -97,7 +97,7 @@ pub(super) fn add_tags(
 pub(super) fn remove_tags(state: &Ctx, keys: &[String], name: String) -> Result<(), AwsError> {
     change_stream(state, &name, |_| {
         Ok(Command::RemoveTags {
-            account: state.account.clone(),
+            scope: state.scope.clone(),
             name: name.clone(),
             keys: keys.to_vec(),
         })
@@ -144,7 +144,7 @@ pub(super) fn list_tags_for_resource(
     let catalog = state.catalog();
     let now = state.now_ms();
     let s = catalog
-        .stream(&state.account, &stream)
+        .stream(&state.scope, &stream)
         .ok_or_else(|| not_found(state, &stream))?;
     let tags = match consumer {
         None => &s.tags,
@@ -169,7 +169,7 @@ pub(super) fn update_max_record_size(
     change_stream(state, &name, |stream| {
         check_active(state, stream)?;
         Ok(Command::SetMaxRecordSize {
-            account: state.account.clone(),
+            scope: state.scope.clone(),
             name: name.clone(),
             kib,
             updating_ms,
@@ -181,13 +181,13 @@ pub(super) fn update_max_record_size(
 pub(super) fn describe_limits(state: &Ctx) -> Result<k::DescribeLimitsOutput, AwsError> {
     let catalog = state.catalog();
     let on_demand = catalog
-        .streams_of(&state.account)
+        .streams_of(&state.scope)
         .filter(|s| s.mode == StreamMode::OnDemand)
         .count();
     let u32_count = i64::from;
     Ok(k::DescribeLimitsOutput {
         shard_limit: u32_count(state.config.shard_limit),
-        open_shard_count: int(catalog.open_shard_count(&state.account)),
+        open_shard_count: int(catalog.open_shard_count(&state.scope)),
         on_demand_stream_count: int(on_demand),
         on_demand_stream_count_limit: u32_count(state.config.on_demand_stream_limit),
     })
@@ -219,7 +219,7 @@ pub(super) fn describe_account_settings(
     Ok(k::DescribeAccountSettingsOutput {
         minimum_throughput_billing_commitment: Some(commitment_out(
             state,
-            &catalog.commitment(&state.account),
+            &catalog.commitment(&state.scope),
         )),
     })
 }
@@ -232,11 +232,11 @@ pub(super) fn update_account_settings(
         == k::MinimumThroughputBillingCommitmentInputStatus::Enabled;
     state.change(|_, _| {
         Ok(Command::SetCommitment {
-            account: state.account.clone(),
+            scope: state.scope.clone(),
             enable,
         })
     })?;
-    let commitment = state.catalog().commitment(&state.account);
+    let commitment = state.catalog().commitment(&state.scope);
     Ok(k::UpdateAccountSettingsOutput {
         minimum_throughput_billing_commitment: Some(commitment_out(state, &commitment)),
     })
@@ -253,7 +253,7 @@ pub(super) fn set_monitoring(
     let applied = change_stream(state, &name, |stream| {
         check_active(state, stream)?;
         Ok(Command::SetMetrics {
-            account: state.account.clone(),
+            scope: state.scope.clone(),
             name: name.clone(),
             metrics,
             enable,
@@ -341,7 +341,7 @@ pub(super) fn set_encryption(
     change_stream(state, &name, |stream| {
         check_active(state, stream)?;
         Ok(Command::SetEncryption {
-            account: state.account.clone(),
+            scope: state.scope.clone(),
             name: name.clone(),
             key_id: start.then_some(key),
             updating_ms,

@@ -18,20 +18,20 @@ pub(super) fn reshard(
 ) -> Result<Applied, AwsError> {
     state.change(|catalog, now| {
         let stream = catalog
-            .stream(&state.account, name)
+            .stream(&state.scope, name)
             .filter(|s| !s.is_gone(now))
             .ok_or_else(|| not_found(state, name))?;
         if require_active {
             check_active(state, stream)?;
         }
-        let open = catalog.open_shard_count(&state.account) as u64;
+        let open = catalog.open_shard_count(&state.scope) as u64;
         let limit = u64::from(state.config.shard_limit);
         if open + added_open_shards > limit {
             return Err(err(
                 ErrorCode::LimitExceededException,
                 format!(
                     "This request would exceed the shard limit for the account {} in {}. Current shard count for the account: {open}. Limit: {limit}. Number of additional shards that would have resulted from this request: {added_open_shards}.",
-                    state.account, state.config.region
+                    state.scope.account, state.scope.region
                 ),
             ));
         }
@@ -50,29 +50,23 @@ pub fn autoscale(state: &Engine) -> Vec<String> {
     let Some((elapsed, loads)) = state.autoscaler.close_window(now) else {
         return Vec::new();
     };
-    let decisions: Vec<(String, String, u64, Vec<Action>)> = {
+    let decisions: Vec<(Scope, String, u64, Vec<Action>)> = {
         let catalog = state.catalog();
-        scalers.retain(|key, _| {
-            key.split_once('/')
-                .is_some_and(|(a, n)| catalog.stream(a, n).is_some())
-        });
+        scalers.retain(|(scope, name), _| catalog.stream(scope, name).is_some());
         catalog
             .streams()
             .filter(|s| s.mode == StreamMode::OnDemand)
             .filter(|s| matches!(s.status(now), StreamStatus::Active | StreamStatus::Updating))
             .filter_map(|s| {
-                let scaler = scalers
-                    .entry(format!("{}/{}", s.account, s.name))
-                    .or_default();
+                let scaler = scalers.entry((s.scope(), s.name.clone())).or_default();
                 let actions = scaler.window(s, &loads, elapsed, now);
-                (!actions.is_empty())
-                    .then(|| (s.account.clone(), s.name.clone(), s.created_ms, actions))
+                (!actions.is_empty()).then(|| (s.scope(), s.name.clone(), s.created_ms, actions))
             })
             .collect()
     };
     let mut done = Vec::new();
-    for (account, name, created_ms, actions) in decisions {
-        let ctx = Ctx { state, account };
+    for (scope, name, created_ms, actions) in decisions {
+        let ctx = Ctx { state, scope };
         let splits = actions
             .iter()
             .filter(|a| matches!(a, Action::Split { .. }))
@@ -85,7 +79,7 @@ pub fn autoscale(state: &Engine) -> Vec<String> {
         // SplitShard's; a refused window is tried again at the next one if
         // still needed.
         let command = Command::Autoscale {
-            account: ctx.account.clone(),
+            scope: ctx.scope.clone(),
             name: name.clone(),
             created_ms,
             actions,
@@ -95,18 +89,18 @@ pub fn autoscale(state: &Engine) -> Vec<String> {
                 Action::Split { index, .. } => format!(
                     "split {} of {}/{name}",
                     sluice_meta::shard_id(index),
-                    ctx.account
+                    ctx.scope.account
                 ),
                 Action::Merge { index, adjacent } => format!(
                     "merged {} and {} of {}/{name}",
                     sluice_meta::shard_id(index),
                     sluice_meta::shard_id(adjacent),
-                    ctx.account
+                    ctx.scope.account
                 ),
             })),
             Err(e) if e.code != ErrorCode::InternalFailure => tracing::info!(
                 "on-demand scaling of stream {name} under account {} was refused (tried again next window): {}",
-                ctx.account,
+                ctx.scope.account,
                 e.message
             ),
             Err(_) => {}
@@ -134,7 +128,7 @@ pub(super) fn split_shard(state: &Ctx, input: k::SplitShardInput) -> Result<(), 
     // AWS's words need (errors.rs).
     reshard(state, &name, 1, true, |_, _| {
         Ok(Command::SplitShard {
-            account: state.account.clone(),
+            scope: state.scope.clone(),
             name: name.clone(),
             index,
             new_start,
@@ -157,14 +151,14 @@ pub(super) fn merge_shards(state: &Ctx, input: k::MergeShardsInput) -> Result<()
             ErrorCode::InvalidArgumentException,
             format!(
                 "Shards {first_text} and {second_text} in stream {name} under account {} are not an adjacent pair of shards eligible for merging",
-                state.account
+                state.scope.account
             ),
         ));
     }
     let updating_ms = state.config.stream_updating_ms;
     reshard(state, &name, 0, true, |_, _| {
         Ok(Command::MergeShards {
-            account: state.account.clone(),
+            scope: state.scope.clone(),
             name: name.clone(),
             index: first,
             adjacent: second,
@@ -206,7 +200,7 @@ pub(super) fn update_shard_count(
             ErrorCode::ValidationException,
             format!(
                 "Request is invalid. Stream {name} under account {} is in On-Demand mode.",
-                state.account
+                state.scope.account
             ),
         ));
     }
@@ -218,7 +212,7 @@ pub(super) fn update_shard_count(
             // Checked again under the catalog lock: another reshard may have
             // changed the open count since.
             let stream = catalog
-                .stream(&state.account, &name)
+                .stream(&state.scope, &name)
                 .ok_or_else(|| not_found(state, &name))?;
             scaling_bounds(stream.open_shards().count() as u32, target)?;
             if state.config.enforce_limits
@@ -229,13 +223,13 @@ pub(super) fn update_shard_count(
                     ErrorCode::LimitExceededException,
                     format!(
                         "UpdateShardCount can scale stream {name} under account {} at most {} times per rolling 24-hour period.",
-                        state.account,
+                        state.scope.account,
                         sluice_meta::SCALINGS_PER_DAY
                     ),
                 ));
             }
             Ok(Command::ScaleUniformly {
-                account: state.account.clone(),
+                scope: state.scope.clone(),
                 name: name.clone(),
                 target,
                 updating_ms,
@@ -258,7 +252,7 @@ pub(super) fn check_on_demand_limit(
 ) -> Result<(), AwsError> {
     let now = state.now_ms();
     let count = catalog
-        .streams_of(&state.account)
+        .streams_of(&state.scope)
         .filter(|s| s.mode == StreamMode::OnDemand && !s.is_gone(now))
         .count() as u64;
     let limit = u64::from(state.config.on_demand_stream_limit);
@@ -267,7 +261,7 @@ pub(super) fn check_on_demand_limit(
             ErrorCode::LimitExceededException,
             format!(
                 "This request would exceed the on-demand stream limit for the account {} in {}. Current on-demand stream count: {count}. Limit: {limit}.",
-                state.account, state.config.region
+                state.scope.account, state.scope.region
             ),
         ));
     }
@@ -298,7 +292,7 @@ pub(super) fn prewarm(
             require_active,
             |_, _| {
                 Ok(Command::ScaleUniformly {
-                    account: state.account.clone(),
+                    scope: state.scope.clone(),
                     name: name.to_owned(),
                     target: needed,
                     updating_ms: state.config.stream_updating_ms,
@@ -331,7 +325,7 @@ pub(super) fn update_stream_mode(
     let updating_ms = state.config.stream_updating_ms;
     let check = |catalog: &sluice_meta::Catalog, now| {
         let stream = catalog
-            .stream(&state.account, &name)
+            .stream(&state.scope, &name)
             .filter(|s| !s.is_gone(now))
             .ok_or_else(|| not_found(state, &name))?;
         check_active(state, stream)?;
@@ -350,13 +344,13 @@ pub(super) fn update_stream_mode(
                 ErrorCode::LimitExceededException,
                 format!(
                     "The stream mode of stream {name} under account {} can be updated at most {} times per rolling 24-hour period.",
-                    state.account,
+                    state.scope.account,
                     sluice_meta::MODE_SWITCHES_PER_DAY
                 ),
             ));
         }
         Ok(Some(Command::SetMode {
-            account: state.account.clone(),
+            scope: state.scope.clone(),
             name: name.clone(),
             mode,
             warm_mibps: warm,
@@ -386,7 +380,7 @@ pub(super) fn update_warm_throughput(
                 ErrorCode::InvalidArgumentException,
                 format!(
                     "Warm throughput is only supported for streams in ON_DEMAND mode; stream {name} under account {} is PROVISIONED.",
-                    state.account
+                    state.scope.account
                 ),
             ));
         }
@@ -398,7 +392,7 @@ pub(super) fn update_warm_throughput(
     change_stream(state, &name, |s| {
         check(s)?;
         Ok(Command::SetWarmThroughput {
-            account: state.account.clone(),
+            scope: state.scope.clone(),
             name: name.clone(),
             mibps,
         })

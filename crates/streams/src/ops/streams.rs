@@ -50,7 +50,7 @@ pub(super) fn create_stream(state: &Ctx, input: k::CreateStreamInput) -> Result<
         return Err(meta_error(state, sluice_meta::MetaError::TooManyTags(name)));
     }
     let create = CreateStream {
-        account: state.account.clone(),
+        scope: state.scope.clone(),
         name: name.clone(),
         shard_count,
         mode,
@@ -66,7 +66,7 @@ pub(super) fn create_stream(state: &Ctx, input: k::CreateStreamInput) -> Result<
         }
         if state.config.enforce_limits {
             let creating = catalog
-                .streams_of(&state.account)
+                .streams_of(&state.scope)
                 .filter(|s| s.status(now) == StreamStatus::Creating)
                 .count();
             if creating >= crate::limits::STREAMS_CREATING_MAX {
@@ -75,20 +75,20 @@ pub(super) fn create_stream(state: &Ctx, input: k::CreateStreamInput) -> Result<
                     format!(
                         "This request would exceed the limit of {} streams in the CREATING state at once for account {} in {}.",
                         crate::limits::STREAMS_CREATING_MAX,
-                        state.account,
-                        state.config.region
+                        state.scope.account,
+                        state.scope.region
                     ),
                 ));
             }
         }
-        let open = catalog.open_shard_count(&state.account) as u64;
+        let open = catalog.open_shard_count(&state.scope) as u64;
         let limit = u64::from(state.config.shard_limit);
         if open + u64::from(shard_count) > limit {
             return Err(err(
                 ErrorCode::LimitExceededException,
                 format!(
                     "This request would exceed the shard limit for the account {} in {}. Current shard count for the account: {open}. Limit: {limit}. Number of additional shards that would have resulted from this request: {shard_count}.",
-                    state.account, state.config.region
+                    state.scope.account, state.scope.region
                 ),
             ));
         }
@@ -106,7 +106,7 @@ pub(super) fn delete_stream(state: &Ctx, input: k::DeleteStreamInput) -> Result<
     let consumer_arns = std::cell::RefCell::new(Vec::new());
     let check = |catalog: &sluice_meta::Catalog, now| {
         let stream = catalog
-            .stream(&state.account, &name)
+            .stream(&state.scope, &name)
             .filter(|s| !s.is_gone(now))
             .ok_or_else(|| not_found(state, &name))?;
         if !enforce && stream.live_consumers(now).next().is_some() {
@@ -114,7 +114,7 @@ pub(super) fn delete_stream(state: &Ctx, input: k::DeleteStreamInput) -> Result<
                 ErrorCode::ResourceInUseException,
                 format!(
                     "Stream {name} under account {} has registered consumers. Deregister them first, or set EnforceConsumerDeletion.",
-                    state.account
+                    state.scope.account
                 ),
             ));
         }
@@ -124,7 +124,7 @@ pub(super) fn delete_stream(state: &Ctx, input: k::DeleteStreamInput) -> Result<
                 .map(|c| consumers::consumer_arn(state, &name, c)),
         );
         Ok(Some(Command::DeleteStream {
-            account: state.account.clone(),
+            scope: state.scope.clone(),
             name: name.clone(),
             // DELETING first; the periodic sweep removes it and its data afterwards.
             deleting_ms,
@@ -254,7 +254,7 @@ pub(super) fn list_streams(
     let start = token_start.or(input.exclusive_start_stream_name);
     let catalog = state.catalog();
     let names: Vec<&str> = catalog
-        .streams_of(&state.account)
+        .streams_of(&state.scope)
         .filter(|s| !s.is_gone(state.now_ms()))
         .map(|s| s.name.as_str())
         .filter(|n| start.as_deref().is_none_or(|s| *n > s))
@@ -262,7 +262,7 @@ pub(super) fn list_streams(
     let page = &names[..names.len().min(limit)];
     let summaries = page
         .iter()
-        .filter_map(|n| catalog.stream(&state.account, n))
+        .filter_map(|n| catalog.stream(&state.scope, n))
         .map(|s| k::StreamSummary {
             stream_name: s.name.clone(),
             stream_arn: state.arn(&s.name),
@@ -477,7 +477,7 @@ pub(super) fn list_shards(
     let catalog = state.catalog();
     let now = state.now_ms();
     let stream = catalog
-        .stream(&state.account, &name)
+        .stream(&state.scope, &name)
         .filter(|s| !s.is_gone(now))
         .ok_or_else(|| not_found(state, &name))?;
     if created.is_some_and(|c| c != stream.created_ms) {
@@ -491,7 +491,7 @@ pub(super) fn list_shards(
             ErrorCode::ResourceInUseException,
             format!(
                 "Stream {name} under account {} not ACTIVE or UPDATING, instead in state {}",
-                state.account,
+                state.scope.account,
                 status_name(status)
             ),
         ));
