@@ -280,7 +280,7 @@ def test_signatures_are_verified_when_credentials_are_configured(tmp_path):
         with pytest.raises(ClientError) as e:
             client("AKIDGOOD", "wrong-secret").list_streams()
         assert error_of(e)[0] == "InvalidSignatureException"
-        assert excinfo_status(e) == 403
+        assert excinfo_status(e) == 400
         with pytest.raises(ClientError) as e:
             client("AKIDOTHER", "good-secret").list_streams()
         assert error_of(e) == ("UnrecognizedClientException", "The security token included in the request is invalid.")

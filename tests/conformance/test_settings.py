@@ -24,8 +24,19 @@ def test_stream_tags(kinesis, stream):
     assert kinesis.list_tags_for_stream(StreamName=stream)["Tags"] == [{"Key": "team", "Value": "data"}]
     with pytest.raises(ClientError) as e:
         kinesis.add_tags_to_stream(StreamName=stream, Tags={f"k{i}": "v" for i in range(50)})
-    assert error_of(e)[0] == "InvalidArgumentException"
-    assert "maximum of 50 tags" in error_of(e)[1]
+    assert error_of(e) == ("InvalidArgumentException", f"Failed to add tags to stream {stream} under account 000000000000 because a given stream cannot have more than 50 tags associated with it.")
+    # The characters AWS refuses, in its words (kinesalite's tests, recorded against AWS).
+    with pytest.raises(ClientError) as e:
+        kinesis.add_tags_to_stream(StreamName=stream, Tags={"a;b": "v"})
+    assert error_of(e) == ("InvalidArgumentException", "Some tags contain invalid characters. Valid characters: Unicode letters, digits, white space, _ . / = + - % @.")
+    with pytest.raises(ClientError) as e:
+        kinesis.add_tags_to_stream(StreamName=stream, Tags={"k": "50%"})
+    assert error_of(e) == ("InvalidArgumentException", f"Failed to add tags to stream {stream} under account 000000000000 because some tags contained illegal characters. The allowed characters are Unicode letters, white-spaces, '_',',','/','=','+','-','@'.")
+    with pytest.raises(ClientError) as e:
+        kinesis.remove_tags_from_stream(StreamName=stream, TagKeys=["a%"])
+    assert error_of(e)[1].startswith(f"Failed to remove tags from stream {stream} under account")
+    kinesis.add_tags_to_stream(StreamName=stream, Tags={"owner": "test@company.com", "path": "a/b=c+d-e_f.g:h", "name": "Zoë ünïcode"})
+    assert {t["Key"] for t in kinesis.list_tags_for_stream(StreamName=stream)["Tags"]} == {"team", "owner", "path", "name"}
 
 
 def test_resource_tags(kinesis, stream):

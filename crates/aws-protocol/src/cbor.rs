@@ -25,16 +25,14 @@ fn serialization(message: impl Into<String>) -> AwsError {
     AwsError::new(ErrorCode::SerializationException, message)
 }
 
-/// Decodes a CBOR request body into its JSON equivalent (an empty body is `{}`).
+/// Decodes a CBOR request body into its JSON equivalent.
 pub fn decode_cbor_body(body: &[u8]) -> Result<Json, AwsError> {
-    if body.is_empty() {
-        return Ok(Json::Object(Map::new()));
-    }
-    let value: Cbor = ciborium::de::from_reader(body)
-        .map_err(|e| serialization(format!("Malformed CBOR: {e}")))?;
+    // As in JSON: an empty body, one that does not decode, or one that is
+    // not a map is a bare SerializationException.
+    let value: Cbor = ciborium::de::from_reader(body).map_err(|_| serialization(""))?;
     match to_json(value)? {
         v @ Json::Object(_) => Ok(v),
-        _ => Err(serialization("Request body must be a CBOR map")),
+        _ => Err(serialization("")),
     }
 }
 
@@ -104,18 +102,16 @@ pub fn encode_cbor_shape(model: &ApiModel, shape: &str, value: &Json) -> Vec<u8>
     out
 }
 
-/// An error in CBOR: the same `__type` and `message` map as JSON.
+/// An error in CBOR: the same `__type` and message map as JSON.
 pub fn encode_cbor_error(error: &AwsError) -> Vec<u8> {
-    let value = Cbor::Map(vec![
-        (
-            Cbor::Text("__type".into()),
-            Cbor::Text(error.code.name().into()),
-        ),
-        (
-            Cbor::Text("message".into()),
-            Cbor::Text(error.message.clone()),
-        ),
-    ]);
+    let mut entries = vec![(
+        Cbor::Text("__type".into()),
+        Cbor::Text(error.code.name().into()),
+    )];
+    if let Some(key) = error.message_key() {
+        entries.push((Cbor::Text(key.into()), Cbor::Text(error.message.clone())));
+    }
+    let value = Cbor::Map(entries);
     let mut out = Vec::new();
     ciborium::ser::into_writer(&value, &mut out).expect("writing CBOR to a Vec cannot fail");
     out
@@ -206,7 +202,7 @@ mod tests {
             v,
             json!({"StreamName": "s", "Data": "aGVsbG8=", "PartitionKey": "pk"})
         );
-        crate::validate::validate_input(crate::kinesis(), "PutRecord", &v).unwrap();
+        crate::validate::validate_input(crate::kinesis(), "PutRecord", &mut v.clone()).unwrap();
     }
 
     /// GetShardIterator's AT_TIMESTAMP as the Java SDKs send it: tag 1, then
@@ -355,6 +351,21 @@ mod tests {
             decode_cbor_body(b"\xa1\x01\x02").unwrap_err().code,
             ErrorCode::SerializationException
         );
-        assert_eq!(decode_cbor_body(b"").unwrap(), json!({}));
+        assert_eq!(
+            decode_cbor_body(b"").unwrap_err(),
+            AwsError::new(ErrorCode::SerializationException, "")
+        );
+        // No message, no message key: AWS's answer to an empty CBOR body is
+        // `bf 66 "__type" 76 "SerializationException" ff` (kinesalite's
+        // connection tests); the same map, of definite length.
+        let bare = encode_cbor_error(&AwsError::new(ErrorCode::SerializationException, ""));
+        assert_eq!(
+            hex(&bare),
+            "a1665f5f747970657653657269616c697a6174696f6e457863657074696f6e"
+        );
+        let aws = b"\xbf\x66__type\x76SerializationException\xff";
+        let theirs: Cbor = ciborium::de::from_reader(&aws[..]).unwrap();
+        let ours: Cbor = ciborium::de::from_reader(bare.as_slice()).unwrap();
+        assert_eq!(theirs, ours);
     }
 }

@@ -102,18 +102,28 @@ impl ErrorCode {
         }
     }
 
-    /// The HTTP status AWS answers with.
+    /// The HTTP status AWS answers with. Kinesis answers a POST's signing
+    /// problems with 400, in JSON, like any client error (kinesalite's
+    /// connection tests, recorded against AWS).
     pub fn status(self) -> u16 {
         use ErrorCode::*;
         match self {
             InternalFailure | InternalFailureException => 500,
             RequestEntityTooLargeException => 413,
-            MissingAuthenticationTokenException
-            | InvalidSignatureException
-            | UnrecognizedClientException
-            | IncompleteSignatureException => 403,
             _ => 400,
         }
+    }
+
+    /// Whether the caller's credentials or signature were refused.
+    pub fn is_auth(self) -> bool {
+        use ErrorCode::*;
+        matches!(
+            self,
+            MissingAuthenticationTokenException
+                | InvalidSignatureException
+                | UnrecognizedClientException
+                | IncompleteSignatureException
+        )
     }
 }
 
@@ -147,13 +157,26 @@ impl AwsError {
         self.code.status()
     }
 
+    /// The key AWS puts the message under, if there is one: none for an
+    /// empty message (UnknownOperationException, an undecodable body),
+    /// `Message` for the deserializer's SerializationException, `message`
+    /// for the rest (kinesalite's tests, recorded against AWS).
+    pub fn message_key(&self) -> Option<&'static str> {
+        match (self.message.is_empty(), self.code) {
+            (true, _) => None,
+            (false, ErrorCode::SerializationException) => Some("Message"),
+            (false, _) => Some("message"),
+        }
+    }
+
     /// The AWS JSON 1.1 body.
     pub fn to_json(&self) -> Vec<u8> {
-        serde_json::to_vec(&serde_json::json!({
-            "__type": self.code.name(),
-            "message": self.message,
-        }))
-        .expect("serializing a map of strings cannot fail")
+        let mut body = serde_json::Map::new();
+        body.insert("__type".into(), self.code.name().into());
+        if let Some(key) = self.message_key() {
+            body.insert(key.into(), self.message.clone().into());
+        }
+        serde_json::to_vec(&body).expect("serializing a map of strings cannot fail")
     }
 }
 

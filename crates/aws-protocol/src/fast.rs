@@ -579,7 +579,7 @@ mod tests {
             }
             let body = Value::Object(body).to_string();
             let general = decode_json_body(body.as_bytes())
-                .and_then(|v| validate_input(kinesis(), "PutRecord", &v).map(|()| v));
+                .and_then(|mut v| validate_input(kinesis(), "PutRecord", &mut v).map(|()| v));
             match decode_put_record(body.as_bytes()) {
                 Some(fast) => {
                     let v = general.expect("the general path accepts what the fast one does");
@@ -608,7 +608,7 @@ mod tests {
         ) {
             let body = json!({"StreamName": name, "Records": records}).to_string();
             let general = decode_json_body(body.as_bytes())
-                .and_then(|v| validate_input(kinesis(), "PutRecords", &v).map(|()| v));
+                .and_then(|mut v| validate_input(kinesis(), "PutRecords", &mut v).map(|()| v));
             match decode_put_records(body.as_bytes()) {
                 Some(fast) => {
                     let v = general.expect("the general path accepts what the fast one does");

@@ -341,8 +341,8 @@ mod tests {
         assert_eq!(req.data_of(&req.records[1]), b"");
         assert_eq!(req.records[1].explicit_hash_key.as_deref(), Some("7"));
         // The general path reads the same.
-        let general = decode_cbor_body(&body).unwrap();
-        validate_input(kinesis(), "PutRecords", &general).unwrap();
+        let mut general = decode_cbor_body(&body).unwrap();
+        validate_input(kinesis(), "PutRecords", &mut general).unwrap();
         assert_eq!(general["Records"][0]["Data"], "AAH/");
         // A byte-string key, a tag (here tag 1 on the stream name) and an
         // indefinite-length map are left to the general path.
@@ -538,7 +538,7 @@ mod tests {
             let tagged = has_tag(&request);
             let body = cbor(&request);
             let general = decode_cbor_body(&body)
-                .and_then(|v| validate_input(kinesis(), "PutRecord", &v).map(|()| v));
+                .and_then(|mut v| validate_input(kinesis(), "PutRecord", &mut v).map(|()| v));
             match decode_put_record_cbor(&body) {
                 Some(fast) => {
                     let v = general.expect("the general path accepts what the fast one does");
@@ -582,7 +582,7 @@ mod tests {
             let tagged = has_tag(&request);
             let body = cbor(&request);
             let general = decode_cbor_body(&body)
-                .and_then(|v| validate_input(kinesis(), "PutRecords", &v).map(|()| v));
+                .and_then(|mut v| validate_input(kinesis(), "PutRecords", &mut v).map(|()| v));
             match decode_put_records_cbor(&body) {
                 Some(fast) => {
                     let v = general.expect("the general path accepts what the fast one does");

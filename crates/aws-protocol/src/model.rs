@@ -90,6 +90,8 @@ pub enum Shape {
     Integer {
         min: Option<i64>,
         max: Option<i64>,
+        /// A `long` (64 bits) rather than an `integer` (32).
+        long: bool,
     },
     Double {
         min: Option<f64>,
@@ -249,6 +251,7 @@ impl ApiModel {
                 "integer" | "long" => Shape::Integer {
                     min: s["min"].as_i64(),
                     max: s["max"].as_i64(),
+                    long: s["type"] == "long",
                 },
                 "double" | "float" => Shape::Double {
                     min: s["min"].as_f64(),

@@ -61,10 +61,30 @@ pub fn bounded(text: &str) -> std::borrow::Cow<'_, str> {
     format!("{}...", &text[..end]).into()
 }
 
-/// Finds and parses the signature; errors if there is none or it is malformed.
+/// The query-string parameters of a presigned request, in the order AWS
+/// lists the missing ones.
+const QUERY_AUTH: [&str; 5] = [
+    "X-Amz-Algorithm",
+    "X-Amz-Credential",
+    "X-Amz-Signature",
+    "X-Amz-SignedHeaders",
+    "X-Amz-Date",
+];
+
+/// Finds and parses the signature; errors if there is none or it is
+/// malformed, listing everything missing as AWS does (kinesalite's
+/// connection tests, recorded against AWS).
 pub fn parse(req: &RequestParts<'_>) -> Result<Signature, AwsError> {
     let query = query_params(req.query.unwrap_or_default());
-    if let Some(auth) = req.headers.get("authorization") {
+    let header = req.headers.get("authorization");
+    let in_query = QUERY_AUTH.iter().any(|p| query.contains_key(*p));
+    if header.is_some() && query.contains_key("X-Amz-Algorithm") {
+        return Err(AwsError::new(
+            ErrorCode::InvalidSignatureException,
+            "Found both 'X-Amz-Algorithm' as a query-string param and 'Authorization' as HTTP header.",
+        ));
+    }
+    if let Some(auth) = header {
         let rest = auth.strip_prefix(ALGORITHM).ok_or_else(|| {
             incomplete(format!(
                 "Unsupported authorization type. Authorization={}",
@@ -77,38 +97,58 @@ pub fn parse(req: &RequestParts<'_>) -> Result<Signature, AwsError> {
                 fields.insert(k.trim().to_owned(), v.trim().to_owned());
             }
         }
-        let field = |name: &str| {
-            fields.get(name).cloned().ok_or_else(|| {
-                incomplete(format!(
-                    "Authorization header requires '{}' parameter. Authorization={}",
-                    bounded(name),
-                    bounded(auth)
-                ))
-            })
-        };
         let amz_date = req
             .headers
             .get("x-amz-date")
-            .cloned()
-            .ok_or_else(|| incomplete("Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header."))?;
+            .or_else(|| req.headers.get("date"));
+        let mut missing: Vec<String> = ["Credential", "Signature", "SignedHeaders"]
+            .iter()
+            .filter(|f| !fields.contains_key(**f))
+            .map(|f| format!("Authorization header requires '{f}' parameter."))
+            .collect();
+        if amz_date.is_none() {
+            missing.push(
+                "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header."
+                    .to_owned(),
+            );
+        }
+        if !missing.is_empty() {
+            return Err(incomplete(format!(
+                "{} Authorization={}",
+                missing.join(" "),
+                bounded(auth)
+            )));
+        }
+        let field = |name: &str| fields.get(name).cloned().unwrap_or_default();
         return build(
-            field("Credential")?,
-            field("SignedHeaders")?,
-            field("Signature")?,
-            amz_date,
+            field("Credential"),
+            field("SignedHeaders"),
+            field("Signature"),
+            amz_date.cloned().unwrap_or_default(),
             None,
         );
     }
-    if query.get("X-Amz-Algorithm").map(String::as_str) == Some(ALGORITHM) {
-        let field = |name: &str| {
-            query.get(name).cloned().ok_or_else(|| {
-                incomplete(format!(
-                    "AWS query-string parameters must include '{}'.",
-                    bounded(name)
-                ))
-            })
-        };
-        let expires = field("X-Amz-Expires")?;
+    if in_query {
+        let missing: String = QUERY_AUTH
+            .iter()
+            .filter(|p| !query.contains_key(**p))
+            .map(|p| format!("AWS query-string parameters must include '{p}'. "))
+            .collect();
+        if !missing.is_empty() {
+            return Err(incomplete(format!(
+                "{missing}Re-examine the query-string parameters."
+            )));
+        }
+        let field = |name: &str| query.get(name).cloned().unwrap_or_default();
+        if field("X-Amz-Algorithm") != ALGORITHM {
+            return Err(incomplete(format!(
+                "Unsupported algorithm. X-Amz-Algorithm={}",
+                bounded(&field("X-Amz-Algorithm"))
+            )));
+        }
+        let expires = query.get("X-Amz-Expires").cloned().ok_or_else(|| {
+            incomplete("AWS query-string parameters must include 'X-Amz-Expires'. Re-examine the query-string parameters.")
+        })?;
         let expires_s = expires
             .parse::<u64>()
             .ok()
@@ -120,10 +160,10 @@ pub fn parse(req: &RequestParts<'_>) -> Result<Signature, AwsError> {
                 ))
             })?;
         return build(
-            field("X-Amz-Credential")?,
-            field("X-Amz-SignedHeaders")?,
-            field("X-Amz-Signature")?,
-            field("X-Amz-Date")?,
+            field("X-Amz-Credential"),
+            field("X-Amz-SignedHeaders"),
+            field("X-Amz-Signature"),
+            field("X-Amz-Date"),
             Some(expires_s),
         );
     }
@@ -379,6 +419,58 @@ fn uri_encode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What is missing, in AWS's words and order (kinesalite's connection
+    /// tests, recorded against AWS).
+    #[test]
+    fn missing_parts_are_listed_as_aws_lists_them() {
+        let refusal = |headers: &[(&str, &str)], query: Option<&str>| {
+            let headers: BTreeMap<String, String> = headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            let e = parse(&RequestParts {
+                method: "POST",
+                path: "/",
+                query,
+                headers: &headers,
+                body: b"",
+            })
+            .unwrap_err();
+            (e.code.name(), e.message)
+        };
+        let incomplete = |m: &str| ("IncompleteSignatureException", m.to_owned());
+        assert_eq!(
+            refusal(&[], None),
+            (
+                "MissingAuthenticationTokenException",
+                "Missing Authentication Token".to_owned()
+            )
+        );
+        assert_eq!(
+            refusal(&[("authorization", "AWS4-HMAC-SHA256")], None),
+            incomplete("Authorization header requires 'Credential' parameter. Authorization header requires 'Signature' parameter. Authorization header requires 'SignedHeaders' parameter. Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header. Authorization=AWS4-HMAC-SHA256")
+        );
+        assert_eq!(
+            refusal(
+                &[("authorization", "AWS4-HMAC-SHA256 Signature=b, Credential=a"), ("x-amz-date", "20260101T000000Z")],
+                None
+            ),
+            incomplete("Authorization header requires 'SignedHeaders' parameter. Authorization=AWS4-HMAC-SHA256 Signature=b, Credential=a")
+        );
+        assert_eq!(
+            refusal(&[("authorization", "AWS4-HMAC-SHA256 Credential=a/b/c/d/aws4_request, Signature=b, SignedHeaders=host")], Some("X-Amz-Algorithm=a")),
+            ("InvalidSignatureException", "Found both 'X-Amz-Algorithm' as a query-string param and 'Authorization' as HTTP header.".to_owned())
+        );
+        assert_eq!(
+            refusal(&[], Some("X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Date=20260101T000000Z")),
+            incomplete("AWS query-string parameters must include 'X-Amz-Credential'. AWS query-string parameters must include 'X-Amz-Signature'. AWS query-string parameters must include 'X-Amz-SignedHeaders'. Re-examine the query-string parameters.")
+        );
+        assert_eq!(
+            refusal(&[], Some("X-Amz-Signature=x")),
+            incomplete("AWS query-string parameters must include 'X-Amz-Algorithm'. AWS query-string parameters must include 'X-Amz-Credential'. AWS query-string parameters must include 'X-Amz-SignedHeaders'. AWS query-string parameters must include 'X-Amz-Date'. Re-examine the query-string parameters.")
+        );
+    }
 
     /// The "get-vanilla" case of AWS's SigV4 test suite.
     #[test]

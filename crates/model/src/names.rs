@@ -84,16 +84,28 @@ impl fmt::Display for AccountId {
 pub struct ShardId(pub u32);
 
 impl ShardId {
-    /// `shardId-000000000007`, or (as AWS also accepts) the bare digits.
+    /// As AWS reads a shard id: the digits after the first `-` (up to a
+    /// second one), or the whole text if it has none, any number of them
+    /// (leading zeros too) up to 2^31 - 1. So `shardId-000000000007`,
+    /// `shardId-7`, `7` and `shard-7` all name shard 7 (kinesalite's
+    /// `resolveShardId`, whose tests ran against AWS).
     pub fn parse(text: &str) -> Result<Self, Invalid> {
-        let digits = text.strip_prefix("shardId-").unwrap_or(text);
-        if digits.is_empty() || digits.len() > 12 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        let digits = match text.split('-').nth(1) {
+            Some(part) if !part.is_empty() => part,
+            _ => text,
+        };
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
             return Err(invalid("shard id", text));
         }
-        digits
-            .parse::<u64>()
+        let significant = digits.trim_start_matches('0');
+        if significant.len() > 10 {
+            return Err(invalid("shard id", text));
+        }
+        significant
+            .parse::<u32>()
             .ok()
-            .and_then(|n| u32::try_from(n).ok())
+            .or(significant.is_empty().then_some(0))
+            .filter(|&n| n <= i32::MAX as u32)
             .map(Self)
             .ok_or_else(|| invalid("shard id", text))
     }
@@ -317,16 +329,35 @@ mod tests {
 
     #[test]
     fn names_and_keys_are_checked_when_made() {
-        assert_eq!(ShardId::parse("shardId-000000000007"), Ok(ShardId(7)));
-        assert_eq!(ShardId::parse("7"), Ok(ShardId(7)));
+        // What AWS resolves, and what not (kinesalite's tests of
+        // resolveShardId, recorded against AWS).
+        for (good, n) in [
+            ("shardId-000000000007", 7),
+            ("shardId-7", 7),
+            ("7", 7),
+            ("shard-0", 0),
+            ("anything-0", 0),
+            ("a-00002147483647", 2_147_483_647),
+            ("-00002147483647", 2_147_483_647),
+            ("2147483647", 2_147_483_647),
+            ("shardId-1-2", 1),
+            ("000", 0),
+        ] {
+            assert_eq!(ShardId::parse(good), Ok(ShardId(n)), "{good:?}");
+        }
         assert_eq!(ShardId(7).to_string(), "shardId-000000000007");
         for bad in [
             "",
             "shardId-",
             "shardId-x",
+            "shardId-00000000000a",
+            "ABKLFD8",
+            "2.14E4",
+            "2147483648",
+            "shardId-002147483648",
             "shardId-9999999999999",
-            "-1",
             "99999999999",
+            "-",
         ] {
             assert!(ShardId::parse(bad).is_err(), "{bad:?}");
         }

@@ -282,7 +282,7 @@ async fn presigned_query_string_requests_are_verified() {
         let (status, body) = send(addr, &head, other);
         assert_eq!(
             (status, body["__type"].as_str()),
-            (403, Some("InvalidSignatureException"))
+            (400, Some("InvalidSignatureException"))
         );
 
         // So is the secret.
@@ -297,7 +297,7 @@ async fn presigned_query_string_requests_are_verified() {
         let (status, body) = send(addr, &head, describe);
         assert_eq!(
             (status, body["__type"].as_str()),
-            (403, Some("InvalidSignatureException"))
+            (400, Some("InvalidSignatureException"))
         );
 
         // A presigned request is good for X-Amz-Expires, then no longer.
@@ -322,7 +322,7 @@ async fn presigned_query_string_requests_are_verified() {
         let (status, body) = send(addr, &head, describe);
         assert_eq!(
             (status, body["__type"].as_str()),
-            (403, Some("InvalidSignatureException"))
+            (400, Some("InvalidSignatureException"))
         );
         assert!(
             body["message"]

@@ -21,7 +21,7 @@ use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_rustls::TlsAcceptor;
 
-use crate::auth::{authenticate_body, authenticate_head};
+use crate::auth::{authenticate_body, authenticate_head, PendingAuth};
 use crate::conn::{watchdog, ConnWatch, Counted, Watched};
 use crate::cors;
 use crate::encode;
@@ -165,8 +165,7 @@ async fn handle(
     };
     // A caller refused for its credentials keeps no connection (and no slot
     // under the cap) open.
-    let refused = response.status() == StatusCode::FORBIDDEN;
-    if (!reusable || refused) && http1 {
+    if (!reusable || seen.refused) && http1 {
         response
             .headers_mut()
             .insert(CONNECTION, HeaderValue::from_static("close"));
@@ -242,6 +241,8 @@ struct Seen {
     stream: Option<String>,
     error: Option<&'static str>,
     throttled: bool,
+    /// The caller's credentials or signature were refused.
+    refused: bool,
 }
 
 /// The response, and what is left of the request body.
@@ -260,6 +261,7 @@ async fn respond(
     let (routed, unread) = route(req, state.clone(), cbor, seen).await;
     if let Err(e) = &routed {
         seen.error = Some(e.code.name());
+        seen.refused = e.code.is_auth();
         seen.throttled = matches!(
             e.code,
             ErrorCode::ProvisionedThroughputExceededException | ErrorCode::LimitExceededException
@@ -279,6 +281,14 @@ async fn respond(
             response
                 .headers_mut()
                 .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+            response
+                .headers_mut()
+                .insert("x-amzn-RequestId", header(&request_id));
+            return (response, unread);
+        }
+        Ok(Reply::Raw(status, text)) => {
+            let mut response = Response::new(Either::Left(Full::new(Bytes::from(text))));
+            *response.status_mut() = status;
             response
                 .headers_mut()
                 .insert("x-amzn-RequestId", header(&request_id));
@@ -332,6 +342,42 @@ async fn respond(
     (response, unread)
 }
 
+/// An AWS JSON or CBOR body as a value tree.
+fn decode(body: &[u8], cbor: bool) -> Result<serde_json::Value, AwsError> {
+    if cbor {
+        cbor::decode_cbor_body(body)
+    } else {
+        sluice_aws::validate::decode_json_body(body)
+    }
+}
+
+/// AWS's answer to a method other than POST: 403 in XML, with no content
+/// type; a request with no signature at all is missing its token, any
+/// other cannot be matched to an operation (kinesalite's connection tests,
+/// recorded against AWS).
+fn not_post(parts: &hyper::http::request::Parts) -> Reply {
+    let signed = parts.headers.contains_key(hyper::header::AUTHORIZATION)
+        || parts
+            .uri
+            .query()
+            .is_some_and(|q| q.contains("X-Amz-Algorithm="));
+    let (kind, message) = if signed {
+        (
+            "AccessDeniedException",
+            "Unable to determine service/operation name to be authorized",
+        )
+    } else {
+        (
+            "MissingAuthenticationTokenException",
+            "Missing Authentication Token",
+        )
+    };
+    Reply::Raw(
+        StatusCode::FORBIDDEN,
+        format!("<{kind}>\n  <Message>{message}</Message>\n</{kind}>\n"),
+    )
+}
+
 fn header(value: &str) -> HeaderValue {
     HeaderValue::from_str(value).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
@@ -341,6 +387,8 @@ enum Reply {
     Body(Bytes),
     /// `/health`: status, body and its content type.
     Text(StatusCode, String, &'static str),
+    /// A status and a body with no content type (AWS's XML refusals).
+    Raw(StatusCode, String),
     /// A test control's answer: status and JSON.
     Control(u16, Bytes),
     /// SubscribeToShard's event stream.
@@ -382,24 +430,28 @@ async fn route(req: Request<Incoming>, state: Arc<State>, cbor: bool, seen: &mut
         return control(parts, body, state).await;
     }
     seen.operation = Some(state.metrics.op(""));
-    if parts.method != Method::POST || parts.uri.path() != "/" {
+    // AWS answers any other method in XML before looking at anything else,
+    // and takes a POST to any path (kinesalite's connection tests).
+    if parts.method != Method::POST {
         sluice_streams::health::warn_limited(
             "unknown-target",
             format_args!(
-                "answered UnknownOperationException to {} {}: the API is POST /",
+                "answered 403 to {} {}: the API is POST",
                 parts.method,
                 parts.uri.path()
             ),
         );
-        let e = AwsError::new(ErrorCode::UnknownOperationException, "");
-        return (Err(e), Leftover::Unread(body));
+        seen.refused = true;
+        return (Ok(not_post(&parts)), Leftover::Unread(body));
     }
     let target = parts
         .headers
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok());
-    let operation = match sluice_aws::target::parse(kinesis(), target) {
-        Ok(operation) => operation.to_owned(),
+    // AWS reports an undecodable body before an unknown target or missing
+    // authentication: those wait until the body is decoded (see `run`).
+    let (operation, unknown_target) = match sluice_aws::target::parse(kinesis(), target) {
+        Ok(operation) => (operation.to_owned(), None),
         Err(e) => {
             sluice_streams::health::warn_limited(
                 "unknown-target",
@@ -409,16 +461,34 @@ async fn route(req: Request<Incoming>, state: Arc<State>, cbor: bool, seen: &mut
                     target.unwrap_or("(none)")
                 ),
             );
+            (String::new(), Some(e))
+        }
+    };
+    if unknown_target.is_none() {
+        seen.operation = Some(state.metrics.op(&operation));
+    }
+    // Who is calling, from the headers alone: with credentials configured, a
+    // caller that cannot be right is refused before its body is read (a
+    // deviation from AWS's order, which decodes the body first); without,
+    // the refusal waits for the body like an unknown target.
+    let (scope, pending, refused) = match authenticate_head(&parts, &state) {
+        Ok((scope, pending)) => (scope, pending, None),
+        Err(e) if state.config.credentials.is_empty() => {
+            let scope = sluice_meta::Scope::new(
+                state.config.account_id.clone(),
+                state.config.region.clone(),
+            );
+            (scope, PendingAuth::None, Some(e))
+        }
+        Err(e) => {
+            let e = unknown_target.unwrap_or(e);
             return (Err(e), Leftover::Unread(body));
         }
     };
-    seen.operation = Some(state.metrics.op(&operation));
-    // Who is calling, from the headers alone: with credentials configured, a
-    // caller that cannot be right is refused before its body is read.
-    let (scope, pending) = match authenticate_head(&parts, &state) {
-        Ok(found) => found,
-        Err(e) => return (Err(e), Leftover::Unread(body)),
-    };
+    if let (Some(e), false) = (&unknown_target, state.config.credentials.is_empty()) {
+        return (Err(e.clone()), Leftover::Unread(body));
+    }
+    let waiting = unknown_target.or(refused);
     let limit = state.config.request_body_max_bytes as u64;
     let (body, budget) = match read_body(body, &state, limit).await {
         Ok(read) => read,
@@ -457,6 +527,15 @@ async fn route(req: Request<Incoming>, state: Arc<State>, cbor: bool, seen: &mut
     let run = move || -> Result<Done, AwsError> {
         // The body's memory stays counted until the operation is done with it.
         let _budget = budget;
+        if let Some(e) = waiting {
+            // An empty body with an operation named is undecodable; else
+            // the body decodes, and the unknown target or the refusal is
+            // the answer.
+            if !body.is_empty() || e.code != ErrorCode::UnknownOperationException {
+                decode(&body, cbor)?;
+            }
+            return Err(e);
+        }
         authenticate_body(&parts, &body, pending)?;
         if operation == "PutRecords" && state.faults.is_empty() {
             // Plainly valid requests skip the value tree (and, in CBOR, base64).
@@ -479,12 +558,8 @@ async fn route(req: Request<Incoming>, state: Arc<State>, cbor: bool, seen: &mut
                 return ops::begin_put_record_fast(&state, scope, &request).map(Done::Put);
             }
         }
-        let input = if cbor {
-            cbor::decode_cbor_body(&body)?
-        } else {
-            sluice_aws::validate::decode_json_body(&body)?
-        };
-        sluice_aws::validate::validate_input(kinesis(), &operation, &input)?;
+        let mut input = decode(&body, cbor)?;
+        sluice_aws::validate::validate_input(kinesis(), &operation, &mut input)?;
         if state.config.enforce_limits {
             let stream = sluice_aws::kinesis::stream_of(&input);
             if !state

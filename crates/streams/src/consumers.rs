@@ -419,10 +419,12 @@ pub(crate) fn subscribe_to_shard(
             let shard = parse_shard_id(shard_text)
                 .and_then(|i| s.shard(i))
                 .ok_or_else(|| {
+                    let shown = parse_shard_id(shard_text)
+                        .map_or_else(|| shard_text.to_owned(), sluice_meta::shard_id);
                     err(
                         ErrorCode::ResourceNotFoundException,
                         format!(
-                            "Shard {shard_text} in stream {} under account {} does not exist",
+                            "Shard {shown} in stream {} under account {} does not exist",
                             s.name, state.scope.account
                         ),
                     )
@@ -437,6 +439,7 @@ pub(crate) fn subscribe_to_shard(
             ))
         })?;
     let (shard_index, log_id, shard_start) = shard;
+    let shard_text = &sluice_meta::shard_id(shard_index);
     let position = &input.starting_position;
     let invalid_seq = |seq: &str| {
         err(

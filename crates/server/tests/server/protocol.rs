@@ -27,11 +27,11 @@ fn protocol_errors_are_aws_shaped() {
     );
     assert_eq!(
         kind_of(&[json_type, list], b"{}"),
-        expect(403, "MissingAuthenticationTokenException")
+        expect(400, "MissingAuthenticationTokenException")
     );
     assert_eq!(
         kind_of(&[auth, json_type, list], b"{}"),
-        expect(403, "IncompleteSignatureException")
+        expect(400, "IncompleteSignatureException")
     );
     assert_eq!(
         kind_of(&[auth, date, json_type, list], b"{\"Limit\":"),
@@ -40,7 +40,7 @@ fn protocol_errors_are_aws_shaped() {
     // A region no ARN can carry (the boto3 tests serve several real ones).
     let odd_region = ("Authorization", "AWS4-HMAC-SHA256 Credential=A/20260101/Us_East/kinesis/aws4_request, SignedHeaders=host, Signature=0");
     let (status, body) = h.raw(&[odd_region, date, json_type, list], b"{}");
-    assert_eq!(status, 403);
+    assert_eq!(status, 400);
     assert_eq!(
         parse(&body),
         json!({"__type": "InvalidSignatureException", "message": "Credential should be scoped to a valid region, not 'Us_East'."})
@@ -458,12 +458,17 @@ fn cors_preflight_and_answers() {
         assert!(head.contains(&line), "{line} not in {head}");
     }
     assert!(body.is_empty());
-    // Not a preflight without Origin: the API is POST /.
-    let (head, _) = exchange(
+    // Not a preflight without Origin: a method other than POST, which AWS
+    // refuses in XML.
+    let (head, body) = exchange(
         h.addr(),
         "OPTIONS / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAccess-Control-Request-Method: POST\r\n\r\n",
     );
-    assert!(head.starts_with("http/1.1 400"), "{head}");
+    assert!(head.starts_with("http/1.1 403"), "{head}");
+    assert_eq!(
+        String::from_utf8_lossy(&body),
+        "<MissingAuthenticationTokenException>\n  <Message>Missing Authentication Token</Message>\n</MissingAuthenticationTokenException>\n"
+    );
     assert!(!head.contains("access-control-allow-origin"), "{head}");
     // Answers to a request with Origin, a success and an error alike.
     let auth = "AWS4-HMAC-SHA256 Credential=A/20260101/us-east-1/kinesis/aws4_request, SignedHeaders=host, Signature=0";

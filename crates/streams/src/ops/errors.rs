@@ -133,8 +133,16 @@ pub(crate) fn meta_error(state: &Ctx, e: MetaError) -> AwsError {
         e @ (MetaError::RetentionTooShort(_)
         | MetaError::RetentionTooLong(_)
         | MetaError::RetentionNotIncrease { .. }
-        | MetaError::RetentionNotDecrease { .. }
-        | MetaError::TooManyTags(_)) => err(InvalidArgumentException, e.to_string()),
+        | MetaError::RetentionNotDecrease { .. }) => err(InvalidArgumentException, e.to_string()),
+        // AWS's words (kinesalite's addTagsToStream tests), with its limit now.
+        MetaError::TooManyTags(stream) => err(
+            InvalidArgumentException,
+            format!(
+                "Failed to add tags to stream {stream} under account {} because a given stream cannot have more than {} tags associated with it.",
+                state.scope.account,
+                sluice_meta::TAGS_PER_STREAM_MAX
+            ),
+        ),
         e @ (MetaError::Snapshot(_) | MetaError::NothingToScale(_)) => internal(e),
     }
 }

@@ -266,17 +266,22 @@ pub(super) fn put_record_begin(
     input: k::PutRecordInput,
 ) -> Result<PendingPut, AwsError> {
     let key = input.partition_key.as_str();
+    let name = stream_name(state, StreamRef::new(&input.stream_name, &input.stream_arn))?;
     if let Some(seq) = input.sequence_number_for_ordering.as_deref() {
-        // Sequence numbers only ever grow, so any earlier number is satisfied.
+        // Sequence numbers only ever grow, so any earlier number is
+        // satisfied; one that is not a sequence number is refused in AWS's
+        // words (kinesalite's putRecord tests).
         seq.parse::<SequenceNumber>().map_err(|_| {
             err(
                 ErrorCode::InvalidArgumentException,
-                format!("Invalid SequenceNumberForOrdering: {seq}"),
+                format!(
+                    "ExclusiveMinimumSequenceNumber {seq} used in PutRecord on stream {name} under account {} is invalid.",
+                    state.scope.account
+                ),
             )
         })?;
     }
     let hash = hash_of(key, input.explicit_hash_key.as_deref())?;
-    let name = stream_name(state, StreamRef::new(&input.stream_name, &input.stream_arn))?;
     put_one(state, &name, key, &input.data.0, hash)
 }
 

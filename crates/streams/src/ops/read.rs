@@ -114,24 +114,26 @@ pub(super) fn get_shard_iterator(
     state: &Ctx,
     input: k::GetShardIteratorInput,
 ) -> Result<k::GetShardIteratorOutput, AwsError> {
-    let shard_text = input.shard_id.as_str();
     let name = stream_name(state, StreamRef::new(&input.stream_name, &input.stream_arn))?;
+    // AWS: a shard id it cannot read is not found whether or not the stream
+    // is; one it can read names no shard of a missing stream either (in
+    // the canonical form; kinesalite's getShardIterator tests).
+    let index = parse_shard_id(&input.shard_id)
+        .ok_or_else(|| shard_not_found(state, &name, &input.shard_id))?;
+    let shard_text = &sluice_meta::shard_id(index);
     let (shard, log_id, created_ms, shard_start) = {
         let catalog = state.catalog();
-        let stream = catalog
-            .stream(&state.scope, &name)
-            .ok_or_else(|| not_found(state, &name))?;
-        let shard = parse_shard_id(shard_text)
-            .and_then(|i| stream.shard(i))
-            .ok_or_else(|| {
-                err(
-                    ErrorCode::ResourceNotFoundException,
-                    format!(
-                        "Shard {shard_text} in stream {name} under account {} does not exist",
-                        state.scope.account
-                    ),
-                )
-            })?;
+        let no_shard = || {
+            err(
+                ErrorCode::ResourceNotFoundException,
+                format!(
+                    "Shard {shard_text} in stream {name} under account {} does not exist",
+                    state.scope.account
+                ),
+            )
+        };
+        let stream = catalog.stream(&state.scope, &name).ok_or_else(no_shard)?;
+        let shard = stream.shard(index).ok_or_else(no_shard)?;
         check_not_deleting(state, stream)?;
         (
             shard.index,

@@ -79,12 +79,56 @@ pub(super) fn set_retention(
     Ok(())
 }
 
+/// Whether AWS takes `c` in a tag key or value: Unicode letters (as the
+/// ranges AWS's check uses), digits, white space (a space), and
+/// `_ . / = + - % @ :` (kinesalite's tag checks, recorded against AWS; the
+/// colon is allowed since AWS was seen to take it, kinesalite#106).
+fn tag_character(c: char) -> bool {
+    matches!(u32::from(c), 0xC0..=0x1FFF | 0x2C00..=0xD7FF)
+        || c.is_ascii_alphanumeric()
+        || "_./=+-%@: ".contains(c)
+}
+
+/// AWS's two character checks on tag keys and values, after the stream is
+/// found: characters outside [`tag_character`], then `%`, which the first
+/// lets through and the second refuses.
+pub(super) fn check_tag_text<'a>(
+    state: &Ctx,
+    name: &str,
+    adding: bool,
+    texts: impl Iterator<Item = &'a str> + Clone,
+) -> Result<(), AwsError> {
+    if texts.clone().any(|t| !t.chars().all(tag_character)) {
+        return Err(err(
+            ErrorCode::InvalidArgumentException,
+            "Some tags contain invalid characters. Valid characters: Unicode letters, digits, white space, _ . / = + - % @.",
+        ));
+    }
+    if texts.clone().any(|t| t.contains('%')) {
+        let what = if adding {
+            "add tags to"
+        } else {
+            "remove tags from"
+        };
+        return Err(err(
+            ErrorCode::InvalidArgumentException,
+            format!(
+                "Failed to {what} stream {name} under account {} because some tags contained illegal characters. The allowed characters are Unicode letters, white-spaces, '_',',','/','=','+','-','@'.",
+                state.scope.account
+            ),
+        ));
+    }
+    Ok(())
+}
+
 pub(super) fn add_tags(
     state: &Ctx,
     tags: &BTreeMap<String, String>,
     name: String,
 ) -> Result<(), AwsError> {
     change_stream(state, &name, |_| {
+        let texts = tags.iter().flat_map(|(k, v)| [k.as_str(), v.as_str()]);
+        check_tag_text(state, &name, true, texts)?;
         Ok(Command::AddTags {
             scope: state.scope.clone(),
             name: name.clone(),
@@ -96,6 +140,7 @@ pub(super) fn add_tags(
 
 pub(super) fn remove_tags(state: &Ctx, keys: &[String], name: String) -> Result<(), AwsError> {
     change_stream(state, &name, |_| {
+        check_tag_text(state, &name, false, keys.iter().map(String::as_str))?;
         Ok(Command::RemoveTags {
             scope: state.scope.clone(),
             name: name.clone(),

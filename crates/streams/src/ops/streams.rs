@@ -49,6 +49,10 @@ pub(super) fn create_stream(state: &Ctx, input: k::CreateStreamInput) -> Result<
     if tags.len() > sluice_meta::TAGS_PER_STREAM_MAX {
         return Err(meta_error(state, sluice_meta::MetaError::TooManyTags(name)));
     }
+    // The characters AddTagsToStream takes (AWS's words for CreateStream's
+    // tags are not known; these are AddTagsToStream's).
+    let texts = tags.iter().flat_map(|(k, v)| [k.as_str(), v.as_str()]);
+    super::settings::check_tag_text(state, &name, true, texts)?;
     let create = CreateStream {
         scope: state.scope.clone(),
         name: name.clone(),
