@@ -252,12 +252,9 @@ async fn respond(
     seen: &mut Seen,
 ) -> (Response<ResponseBody>, Leftover) {
     let request_id = format!("{:032x}", fastrand::u128(..));
-    // Answer in the encoding the client used.
-    let cbor = req
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("cbor"));
+    // Answer in the encoding the client used; AWS answers CBOR to a body
+    // it cannot type (see `BodyType`).
+    let cbor = !matches!(BodyType::of(&req), BodyType::Json | BodyType::LegacyJson);
     let (routed, unread) = route(req, state.clone(), cbor, seen).await;
     if let Err(e) = &routed {
         seen.error = Some(e.code.name());
@@ -340,6 +337,98 @@ async fn respond(
         .headers_mut()
         .insert("x-amzn-RequestId", header(&request_id));
     (response, unread)
+}
+
+/// What a request's `Content-Type` (the part before any `;`) says its
+/// body is. AWS serves AWS JSON 1.1 and CBOR; it answers the older
+/// `application/json` in its own envelope, and anything else with a
+/// refusal (kinesalite's connection tests, recorded against AWS).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyType {
+    Json,
+    Cbor,
+    LegacyJson,
+    Other,
+}
+
+impl BodyType {
+    fn of(req: &Request<Incoming>) -> Self {
+        Self::of_headers(req.headers())
+    }
+
+    fn of_parts(parts: &hyper::http::request::Parts) -> Self {
+        Self::of_headers(&parts.headers)
+    }
+
+    fn of_headers(headers: &hyper::HeaderMap) -> Self {
+        let essence = headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(str::trim)
+            .unwrap_or_default();
+        match essence {
+            "application/x-amz-json-1.1" => Self::Json,
+            "application/x-amz-cbor-1.1" => Self::Cbor,
+            "application/json" => Self::LegacyJson,
+            _ => Self::Other,
+        }
+    }
+}
+
+/// AWS's answers to a body typed neither AWS JSON 1.1 nor CBOR, before any
+/// authentication: an empty body gets a bare CBOR error (UnknownOperation
+/// if the target names no operation, else Serialization); `application/json`
+/// gets a 200 in the old envelope, saying the body did not parse or that
+/// no operation takes it; any other body a 404 `<UnknownOperationException/>`,
+/// or a 403 when the target does not even name a service and an
+/// operation.
+async fn untyped_body(
+    body_type: BodyType,
+    target: Option<&str>,
+    body: Incoming,
+    state: &State,
+) -> Routed {
+    let empty = body.is_end_stream() || body.size_hint().exact() == Some(0);
+    if empty {
+        let e = match sluice_aws::target::parse(kinesis(), target) {
+            Ok(_) => AwsError::new(ErrorCode::SerializationException, ""),
+            Err(e) => e,
+        };
+        return (Err(e), Leftover::Unread(body));
+    }
+    if body_type == BodyType::LegacyJson {
+        let limit = state.config.request_body_max_bytes as u64;
+        let (bytes, _budget) = match read_body(body, state, limit).await {
+            Ok(read) => read,
+            Err(e) => return (Err(e), Leftover::Broken),
+        };
+        let output = match sluice_aws::validate::decode_json_body(&bytes) {
+            Err(_) => {
+                r#"{"Output":{"__type":"com.amazon.coral.service#SerializationException","Message":null},"Version":"1.0"}"#
+            }
+            Ok(_) => {
+                r#"{"Output":{"__type":"com.amazon.coral.service#UnknownOperationException","message":null},"Version":"1.0"}"#
+            }
+        };
+        let reply = Reply::Text(StatusCode::OK, output.to_owned(), "application/json");
+        return (Ok(reply), Leftover::Nothing);
+    }
+    let names_an_operation = target
+        .and_then(|t| t.split_once('.'))
+        .is_some_and(|(service, op)| !service.is_empty() && !op.is_empty());
+    let reply = if names_an_operation {
+        Reply::Raw(
+            StatusCode::NOT_FOUND,
+            "<UnknownOperationException/>\n".to_owned(),
+        )
+    } else {
+        Reply::Raw(
+            StatusCode::FORBIDDEN,
+            "<AccessDeniedException>\n  <Message>Unable to determine service/operation name to be authorized</Message>\n</AccessDeniedException>\n".to_owned(),
+        )
+    };
+    (Ok(reply), Leftover::Unread(body))
 }
 
 /// An AWS JSON or CBOR body as a value tree.
@@ -448,6 +537,10 @@ async fn route(req: Request<Incoming>, state: Arc<State>, cbor: bool, seen: &mut
         .headers
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok());
+    let body_type = BodyType::of_parts(&parts);
+    if !matches!(body_type, BodyType::Json | BodyType::Cbor) {
+        return untyped_body(body_type, target, body, &state).await;
+    }
     // AWS reports an undecodable body before an unknown target or missing
     // authentication: those wait until the body is decoded (see `run`).
     let (operation, unknown_target) = match sluice_aws::target::parse(kinesis(), target) {

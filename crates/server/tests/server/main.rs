@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use sluice_model::ManualClock;
 use sluice_server::{Config, Server};
 
+mod edges;
 mod fanout;
 mod lifecycle;
 mod limits;

@@ -420,7 +420,7 @@ fn an_oversized_put_records_gets_one_error_whatever_its_size() {
 
 /// One raw HTTP/1.1 exchange: the status line and headers (lowercased) and
 /// the body.
-fn exchange(addr: SocketAddr, request: &str) -> (String, Vec<u8>) {
+pub(crate) fn exchange(addr: SocketAddr, request: &str) -> (String, Vec<u8>) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.write_all(request.as_bytes()).unwrap();
     let mut out = Vec::new();
