@@ -38,11 +38,11 @@ def sluice(*args, data_dir=None, stderr=None, preexec_fn=None):
             proc.wait(timeout=30)
 
 
-def client(endpoint, retries=None, access_key="AKIDEXAMPLE"):
+def client(endpoint, retries=None, access_key="AKIDEXAMPLE", region="us-east-1"):
     return boto3.client(
         "kinesis",
         endpoint_url=endpoint,
-        region_name="us-east-1",
+        region_name=region,
         aws_access_key_id=access_key,
         aws_secret_access_key="secret",
         config=Config(retries=retries or {"max_attempts": 1}),

@@ -339,14 +339,9 @@ def test_tls(tmp_path):
 def test_each_region_is_its_own_namespace(endpoint):
     """AWS scopes streams by account and region; one Sluice answers every
     region, in the region the request's SigV4 credential scope names."""
-    from botocore.config import Config
-    import boto3
+    from conftest import client
 
-    def client(region):
-        return boto3.client("kinesis", endpoint_url=endpoint, region_name=region, aws_access_key_id="AKIDEXAMPLE",
-                            aws_secret_access_key="secret", config=Config(retries={"max_attempts": 1}))
-
-    east, west, china = client("us-east-1"), client("us-west-2"), client("cn-north-1")
+    east, west, china = (client(endpoint, region=r) for r in ("us-east-1", "us-west-2", "cn-north-1"))
     east.create_stream(StreamName="regional", ShardCount=1)
     west.create_stream(StreamName="regional", ShardCount=3)
     e = east.describe_stream_summary(StreamName="regional")["StreamDescriptionSummary"]
@@ -390,14 +385,9 @@ def test_each_region_is_its_own_namespace(endpoint):
 def test_accounts_come_from_access_keys(endpoint):
     """A 12-digit access key acts as that account (LocalStack's convention);
     any other key acts as the default account. Accounts never see each other."""
-    from botocore.config import Config
-    import boto3
+    from conftest import client
 
-    def client(key):
-        return boto3.client("kinesis", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id=key,
-                            aws_secret_access_key="secret", config=Config(retries={"max_attempts": 1}))
-
-    default, alice, bob = client("AKIDEXAMPLE"), client("111122223333"), client("444455556666")
+    default, alice, bob = (client(endpoint, access_key=k) for k in ("AKIDEXAMPLE", "111122223333", "444455556666"))
     alice.create_stream(StreamName="shared-name", ShardCount=1)
     bob.create_stream(StreamName="shared-name", ShardCount=2)
     a = alice.describe_stream_summary(StreamName="shared-name")["StreamDescriptionSummary"]

@@ -381,7 +381,7 @@ fn validation_errors() {
             refused("ValidationException", "1 validation error detected: Value 'FIRST' at 'shardIteratorType' failed to satisfy constraint: Member must satisfy enum value set: [AT_SEQUENCE_NUMBER, AFTER_SEQUENCE_NUMBER, TRIM_HORIZON, LATEST, AT_TIMESTAMP]"), src),
         case("two members missing, in the model's order", "Kinesis_20131202.PutRecord", json!({"StreamName": "s"}),
             refused("ValidationException", "2 validation errors detected: Value null at 'data' failed to satisfy constraint: Member must not be null; Value null at 'partitionKey' failed to satisfy constraint: Member must not be null"), src),
-        case("a tag key too long", "Kinesis_20131202.AddTagsToStream", json!({"StreamName": "s", "Tags": {"": "v"}}),
+        case("an empty tag key", "Kinesis_20131202.AddTagsToStream", json!({"StreamName": "s", "Tags": {"": "v"}}),
             refused("ValidationException", "1 validation error detected: Value '{=v}' at 'tags' failed to satisfy constraint: Map keys must satisfy constraint: [Member must have length less than or equal to 128, Member must have length greater than or equal to 1]"), src),
     ];
     run(&h, &cases);
