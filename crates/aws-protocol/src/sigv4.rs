@@ -77,8 +77,10 @@ const QUERY_AUTH: [&str; 5] = [
 pub fn parse(req: &RequestParts<'_>) -> Result<Signature, AwsError> {
     let query = query_params(req.query.unwrap_or_default());
     let header = req.headers.get("authorization");
-    let in_query = QUERY_AUTH.iter().any(|p| query.contains_key(*p));
-    if header.is_some() && query.contains_key("X-Amz-Algorithm") {
+    // As AWS reads it: an empty parameter is a missing one, and only an
+    // algorithm makes a request presigned.
+    let given = |p: &str| query.get(p).is_some_and(|v| !v.is_empty());
+    if header.is_some() && given("X-Amz-Algorithm") {
         return Err(AwsError::new(
             ErrorCode::InvalidSignatureException,
             "Found both 'X-Amz-Algorithm' as a query-string param and 'Authorization' as HTTP header.",
@@ -128,10 +130,10 @@ pub fn parse(req: &RequestParts<'_>) -> Result<Signature, AwsError> {
             None,
         );
     }
-    if in_query {
+    if given("X-Amz-Algorithm") {
         let missing: String = QUERY_AUTH
             .iter()
-            .filter(|p| !query.contains_key(**p))
+            .filter(|p| !given(p))
             .map(|p| format!("AWS query-string parameters must include '{p}'. "))
             .collect();
         if !missing.is_empty() {
@@ -467,8 +469,16 @@ mod tests {
             incomplete("AWS query-string parameters must include 'X-Amz-Credential'. AWS query-string parameters must include 'X-Amz-Signature'. AWS query-string parameters must include 'X-Amz-SignedHeaders'. Re-examine the query-string parameters.")
         );
         assert_eq!(
+            refusal(&[], Some("X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=&X-Amz-Signature=x")),
+            incomplete("AWS query-string parameters must include 'X-Amz-Credential'. AWS query-string parameters must include 'X-Amz-SignedHeaders'. AWS query-string parameters must include 'X-Amz-Date'. Re-examine the query-string parameters.")
+        );
+        // Without an algorithm, the query does not sign the request.
+        assert_eq!(
             refusal(&[], Some("X-Amz-Signature=x")),
-            incomplete("AWS query-string parameters must include 'X-Amz-Algorithm'. AWS query-string parameters must include 'X-Amz-Credential'. AWS query-string parameters must include 'X-Amz-SignedHeaders'. AWS query-string parameters must include 'X-Amz-Date'. Re-examine the query-string parameters.")
+            (
+                "MissingAuthenticationTokenException",
+                "Missing Authentication Token".to_owned()
+            )
         );
     }
 

@@ -26,9 +26,9 @@ pub fn decode_json_body(body: &[u8]) -> Result<Value, AwsError> {
 }
 
 /// Validates `input` against the input shape of `operation`. As AWS's
-/// deserializer does, a fractional number for an integer member is
-/// truncated toward negative infinity and one beyond an `integer`'s range is
-/// clamped, in `input`.
+/// deserializer does, a fractional number for an integer member is rounded
+/// down (floored) and one beyond an `integer`'s range is clamped, in
+/// `input`.
 pub fn validate_input(
     model: &ApiModel,
     operation: &str,
@@ -128,6 +128,11 @@ fn java_display(value: &Value) -> String {
         ),
         other => other.to_string(),
     }
+}
+
+/// Whether a length breaks its bounds.
+fn out_of_range(len: u64, min: Option<u64>, max: Option<u64>) -> bool {
+    min.is_some_and(|m| len < m) || max.is_some_and(|m| len > m)
 }
 
 /// A list's or map's [`java_display`], cut to keep the message whole (a
@@ -233,7 +238,10 @@ impl Validator<'_> {
             return Ok(());
         };
         let Value::Object(object) = value else {
-            return Err(serialization("Expected null"));
+            return Err(match value {
+                Value::Array(_) => serialization("Start of list found where not expected"),
+                _ => serialization("Expected null"),
+            });
         };
         for (member, member_shape) in members {
             let member_path = member_path(path, member);
@@ -309,7 +317,7 @@ impl Validator<'_> {
                 let Value::Number(number) = &*value else {
                     return Err(not_convertible(value, target));
                 };
-                // Fractions are truncated, and an `integer` beyond 32 bits
+                // Fractions are floored, and an `integer` beyond 32 bits
                 // clamped, as AWS's deserializer does.
                 let n = match number.as_i64() {
                     Some(n) => n,
@@ -371,18 +379,28 @@ impl Validator<'_> {
                 }
             }
             Shape::List { member, min, max } => {
-                let shown = shown_collection(value);
-                let Value::Array(items) = value else {
-                    return Err(serialization("Expected list or null"));
-                };
-                self.length(Some(shown), path, items.len() as u64, *min, *max);
-                for (i, item) in items.iter_mut().enumerate() {
-                    let item_path = format!("{path}.{}.member", i + 1);
-                    if item.is_null() {
-                        self.fail(None, &item_path, "Member must not be null");
-                        continue;
+                let len = match &*value {
+                    Value::Array(items) => items.len() as u64,
+                    Value::Object(_) => {
+                        return Err(serialization(
+                            "Start of structure or map found where not expected.",
+                        ))
                     }
-                    self.value(member, item, &item_path)?;
+                    _ => return Err(serialization("Expected list or null")),
+                };
+                // Shown only when a constraint fails (a list can be large).
+                if out_of_range(len, *min, *max) {
+                    self.length(Some(shown_collection(value)), path, len, *min, *max);
+                }
+                if let Value::Array(items) = value {
+                    for (i, item) in items.iter_mut().enumerate() {
+                        let item_path = format!("{path}.{}.member", i + 1);
+                        if item.is_null() {
+                            self.fail(None, &item_path, "Member must not be null");
+                            continue;
+                        }
+                        self.value(member, item, &item_path)?;
+                    }
                 }
             }
             Shape::Map {
@@ -391,21 +409,27 @@ impl Validator<'_> {
                 min,
                 max,
             } => {
-                let shown = shown_collection(value);
-                let Value::Object(entries) = value else {
-                    return Err(serialization("Expected map or null"));
+                let entries = match &*value {
+                    Value::Object(entries) => entries,
+                    Value::Array(_) => {
+                        return Err(serialization("Start of list found where not expected"))
+                    }
+                    _ => return Err(serialization("Expected map or null")),
                 };
-                self.length(Some(shown.clone()), path, entries.len() as u64, *min, *max);
+                let len = entries.len() as u64;
                 // AWS states each side's whole length constraint once, for
                 // the map, when any key or value breaks it.
                 let (mut keys_ok, mut values_ok) = (true, true);
-                for (k, v) in entries.iter_mut() {
+                for (k, v) in entries {
                     keys_ok &= self.map_side_ok(key, k);
-                    if let Value::String(text) = &*v {
-                        values_ok &= self.map_side_ok(value_shape, text);
-                    } else if !v.is_null() {
-                        return Err(not_convertible(v, "an String"));
+                    match v {
+                        Value::String(text) => values_ok &= self.map_side_ok(value_shape, text),
+                        Value::Null => {}
+                        other => return Err(not_convertible(other, "an String")),
                     }
+                }
+                if out_of_range(len, *min, *max) {
+                    self.length(Some(shown_collection(value)), path, len, *min, *max);
                 }
                 for (ok, side, shape) in [
                     (keys_ok, "Map keys", key),
@@ -414,7 +438,7 @@ impl Validator<'_> {
                     if !ok {
                         let constraint = self.map_side_constraint(shape);
                         self.fail(
-                            Some(shown.clone()),
+                            Some(shown_collection(value)),
                             path,
                             format!("{side} must satisfy constraint: [{constraint}]"),
                         );

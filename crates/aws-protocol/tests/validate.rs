@@ -155,9 +155,9 @@ fn wrong_types_and_bad_bodies_are_serialization_errors() {
         ("PutRecord", json!({"StreamName": "s", "PartitionKey": "p", "Data": "=+/="}), "'=+/=' can not be converted to a Blob: Invalid Base64 character: '='".to_owned()),
         ("PutRecord", json!({"StreamName": "s", "PartitionKey": "p", "Data": "+/+="}), "'+/+=' can not be converted to a Blob: Invalid last non-pad Base64 character dectected".to_owned()),
         ("PutRecord", json!({"StreamName": "s", "PartitionKey": "p", "Data": "not base64!!"}), "'not base64!!' can not be converted to a Blob: Invalid Base64 character: ' '".to_owned()),
-        ("PutRecords", json!({"StreamName": "s", "Records": {"PartitionKey": "p"}}), "Expected list or null".to_owned()),
+        ("PutRecords", json!({"StreamName": "s", "Records": {"PartitionKey": "p"}}), "Start of structure or map found where not expected.".to_owned()),
         ("PutRecords", json!({"StreamName": "s", "Records": "r"}), "Expected list or null".to_owned()),
-        ("AddTagsToStream", json!({"StreamName": "s", "Tags": ["a"]}), "Expected map or null".to_owned()),
+        ("AddTagsToStream", json!({"StreamName": "s", "Tags": ["a"]}), "Start of list found where not expected".to_owned()),
         ("ListShards", json!({"StreamName": "s", "ShardFilter": "AT_LATEST"}), "Expected null".to_owned()),
         ("GetShardIterator", json!({"StreamName": "s", "ShardId": "0", "ShardIteratorType": "AT_TIMESTAMP", "Timestamp": "now"}), "class java.lang.String can not be converted to milliseconds since epoch".to_owned()),
         ("GetShardIterator", json!({"StreamName": "s", "ShardId": "0", "ShardIteratorType": "AT_TIMESTAMP", "Timestamp": true}), "class java.lang.Boolean can not be converted to milliseconds since epoch".to_owned()),
@@ -168,10 +168,42 @@ fn wrong_types_and_bad_bodies_are_serialization_errors() {
             "{op} {input}"
         );
     }
-    // Numbers for integers: fractions truncated, an integer's range clamped.
+    // Structures, lists and maps given the wrong kind of value.
+    for (op, input, message) in [
+        (
+            "ListShards",
+            json!({"StreamName": "s", "ShardFilter": ["x"]}),
+            "Start of list found where not expected",
+        ),
+        (
+            "PutRecords",
+            json!({"StreamName": "s", "Records": {"a": 1}}),
+            "Start of structure or map found where not expected.",
+        ),
+        (
+            "AddTagsToStream",
+            json!({"StreamName": "s", "Tags": ["a"]}),
+            "Start of list found where not expected",
+        ),
+        (
+            "AddTagsToStream",
+            json!({"StreamName": "s", "Tags": "a"}),
+            "Expected map or null",
+        ),
+    ] {
+        assert_eq!(
+            check(op, input.clone()).unwrap_err(),
+            (ErrorCode::SerializationException, message.to_owned()),
+            "{op} {input}"
+        );
+    }
+    // Numbers for integers: fractions floored, an integer's range clamped.
     let mut input = json!({"StreamName": "s", "ShardCount": 2.9});
     validate_input(kinesis(), "CreateStream", &mut input).unwrap();
     assert_eq!(input["ShardCount"], 2);
+    let mut input = json!({"StreamName": "s", "ShardCount": -0.5});
+    assert!(validate_input(kinesis(), "CreateStream", &mut input).is_err());
+    assert_eq!(input["ShardCount"], -1, "floored, not truncated");
     let mut input = json!({"StreamName": "s", "ShardCount": 1e12});
     validate_input(kinesis(), "CreateStream", &mut input).unwrap();
     assert_eq!(input["ShardCount"], 2_147_483_647);

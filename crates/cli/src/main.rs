@@ -370,6 +370,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         _ => anyhow::bail!("TLS needs both a certificate (tls_cert) and a key (tls_key)"),
     };
     let defaults = sluice_server::Config::default();
+    let region = args
+        .region
+        .or(file.region)
+        .unwrap_or(defaults.region.clone());
+    if !sluice_model::is_region(&region) {
+        anyhow::bail!(
+            "a region is lowercase letters, digits and inner hyphens (us-east-1), not {region:?}"
+        );
+    }
     let config = sluice_server::Config {
         credentials,
         account_id,
@@ -378,10 +387,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .data_dir
             .or(file.data_dir)
             .unwrap_or(defaults.data_dir.clone()),
-        region: args
-            .region
-            .or(file.region)
-            .unwrap_or(defaults.region.clone()),
+        region,
         stream_creating_ms: args
             .stream_creating_ms
             .or(file.stream_creating_ms)

@@ -12,5 +12,5 @@ mod sequence_number;
 
 pub use clock::{Clock, ControlledClock, ManualClock, SystemClock};
 pub use histogram::{Histogram, HistogramSnapshot, LATENCY_BOUNDS_SECONDS};
-pub use names::{partition, AccountId, Arn, HashKey, Invalid, ShardId, StreamName};
+pub use names::{is_region, partition, AccountId, Arn, HashKey, Invalid, ShardId, StreamName};
 pub use sequence_number::{ParseSequenceNumberError, SequenceNumber, SEQUENCE_NUMBER_DIGITS};

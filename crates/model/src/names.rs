@@ -237,6 +237,19 @@ impl Arn {
     }
 }
 
+/// A region name as AWS spells them (`us-east-1`, `cn-north-1`,
+/// `us-gov-west-1`), or a short lowercase name a local setup may use
+/// (`local`): lowercase letters, digits and inner hyphens, at most 32
+/// characters. Anything else cannot be part of an ARN.
+pub fn is_region(region: &str) -> bool {
+    (1..=32).contains(&region.len())
+        && region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !region.starts_with('-')
+        && !region.ends_with('-')
+}
+
 /// The ARN partition of a region: `aws-cn` for China, `aws-us-gov` for
 /// GovCloud, `aws-iso` and `aws-iso-b` for the isolated regions, `aws` for
 /// the rest (AWS's partitions.json).

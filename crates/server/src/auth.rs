@@ -36,7 +36,7 @@ pub(crate) fn authenticate_head(
     let headers = header_map(parts);
     let request = request_parts(parts, &headers, &[]);
     let signature = sigv4::parse(&request)?;
-    if !is_region(&signature.region) {
+    if !sluice_model::is_region(&signature.region) {
         return Err(AwsError::new(
             ErrorCode::InvalidSignatureException,
             format!(
@@ -78,19 +78,6 @@ pub(crate) fn authenticate_head(
         scope,
         PendingAuth::Verify(Box::new((signature, secret, headers))),
     ))
-}
-
-/// A region name as AWS spells them (`us-east-1`, `cn-north-1`,
-/// `us-gov-west-1`), or a short lowercase name a local setup may use
-/// (`local`): lowercase letters, digits and inner hyphens, at most 32
-/// characters. Anything else cannot be part of an ARN.
-fn is_region(region: &str) -> bool {
-    (1..=32).contains(&region.len())
-        && region
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !region.starts_with('-')
-        && !region.ends_with('-')
 }
 
 fn mismatch() -> AwsError {

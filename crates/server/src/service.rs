@@ -385,6 +385,7 @@ impl BodyType {
 /// operation.
 async fn untyped_body(
     body_type: BodyType,
+    parts: &hyper::http::request::Parts,
     target: Option<&str>,
     body: Incoming,
     state: &State,
@@ -398,18 +399,28 @@ async fn untyped_body(
         return (Err(e), Leftover::Unread(body));
     }
     if body_type == BodyType::LegacyJson {
+        // With credentials, no unauthenticated body is read, here either.
+        if !state.config.credentials.is_empty() {
+            if let Err(e) = authenticate_head(parts, state) {
+                return (Err(e), Leftover::Unread(body));
+            }
+        }
         let limit = state.config.request_body_max_bytes as u64;
-        let (bytes, _budget) = match read_body(body, state, limit).await {
+        let (bytes, budget) = match read_body(body, state, limit).await {
             Ok(read) => read,
             Err(e) => return (Err(e), Leftover::Broken),
         };
-        let output = match sluice_aws::validate::decode_json_body(&bytes) {
-            Err(_) => {
-                r#"{"Output":{"__type":"com.amazon.coral.service#SerializationException","Message":null},"Version":"1.0"}"#
-            }
-            Ok(_) => {
-                r#"{"Output":{"__type":"com.amazon.coral.service#UnknownOperationException","message":null},"Version":"1.0"}"#
-            }
+        // Parsing up to the body limit is CPU work: off the async workers.
+        let parses = tokio::task::spawn_blocking(move || {
+            let _budget = budget;
+            sluice_aws::validate::decode_json_body(&bytes).is_ok()
+        })
+        .await
+        .unwrap_or(false);
+        let output = if parses {
+            r#"{"Output":{"__type":"com.amazon.coral.service#UnknownOperationException","message":null},"Version":"1.0"}"#
+        } else {
+            r#"{"Output":{"__type":"com.amazon.coral.service#SerializationException","Message":null},"Version":"1.0"}"#
         };
         let reply = Reply::Text(StatusCode::OK, output.to_owned(), "application/json");
         return (Ok(reply), Leftover::Nothing);
@@ -539,7 +550,7 @@ async fn route(req: Request<Incoming>, state: Arc<State>, cbor: bool, seen: &mut
         .and_then(|v| v.to_str().ok());
     let body_type = BodyType::of_parts(&parts);
     if !matches!(body_type, BodyType::Json | BodyType::Cbor) {
-        return untyped_body(body_type, target, body, &state).await;
+        return untyped_body(body_type, &parts, target, body, &state).await;
     }
     // AWS reports an undecodable body before an unknown target or missing
     // authentication: those wait until the body is decoded (see `run`).

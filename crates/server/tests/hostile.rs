@@ -146,12 +146,18 @@ fn bodies_of_callers_that_cannot_be_right_are_never_read() {
         ),
     ];
     let mut open = Vec::new();
-    for _ in 0..16 {
+    // AWS JSON, and the old `application/json`, which AWS answers in an
+    // envelope after reading the body: not before the caller is known here.
+    for content_type in ["application/x-amz-json-1.1", "application/json"]
+        .into_iter()
+        .cycle()
+        .take(16)
+    {
         for (extra, expected) in headers {
             let mut s = h.connect();
             // Headers only: 15 MiB are announced and never sent.
             let head = format!(
-                "POST / HTTP/1.1\r\nHost: localhost\r\nX-Amz-Target: Kinesis_20131202.PutRecord\r\nContent-Type: application/x-amz-json-1.1\r\n{extra}Content-Length: {}\r\n\r\n",
+                "POST / HTTP/1.1\r\nHost: localhost\r\nX-Amz-Target: Kinesis_20131202.PutRecord\r\nContent-Type: {content_type}\r\n{extra}Content-Length: {}\r\n\r\n",
                 15 << 20
             );
             s.write_all(head.as_bytes()).unwrap();

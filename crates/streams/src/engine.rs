@@ -318,18 +318,19 @@ impl Engine {
         problems
     }
 
-    /// "shard S of stream N under account A" and the shard log id, for every
-    /// shard in the catalog.
+    /// "shard S of stream N under account A in REGION" and the shard log
+    /// id, for every shard in the catalog.
     fn named_shards(&self) -> Vec<(String, u64)> {
         self.catalog()
             .streams()
             .flat_map(|s| {
                 s.shards.iter().map(|sh| {
                     let name = format!(
-                        "shard {} of stream {} under account {}",
+                        "shard {} of stream {} under account {} in {}",
                         sluice_meta::shard_id(sh.index),
                         s.name,
-                        s.account
+                        s.account,
+                        s.region
                     );
                     (name, sh.log_id)
                 })

@@ -359,7 +359,7 @@ fn serialization_errors() {
         case("a map for a string", "Kinesis_20131202.CreateStream", json!({"StreamName": {"a": 1}}), unserializable("Start of structure or map found where not expected."), src),
         case("a string for a boolean", "Kinesis_20131202.DeleteStream", json!({"StreamName": "x", "EnforceConsumerDeletion": "yes"}), unserializable("'YES' can not be converted to an Boolean"), src),
         case("a number for a blob", "Kinesis_20131202.PutRecord", json!({"StreamName": "s", "PartitionKey": "p", "Data": 23}), unserializable(&format!("{number} can not be converted to a Blob")), src),
-        case("a map for a list", "Kinesis_20131202.PutRecords", json!({"StreamName": "s", "Records": {"a": 1}}), unserializable("Expected list or null"), src),
+        case("a map for a list", "Kinesis_20131202.PutRecords", json!({"StreamName": "s", "Records": {"a": 1}}), unserializable("Start of structure or map found where not expected."), src),
         case("a string for a structure", "Kinesis_20131202.ListShards", json!({"StreamName": "s", "ShardFilter": "x"}), unserializable("Expected null"), src),
         Case {
             json_only: true,
