@@ -32,11 +32,16 @@ pub enum ErrorCode {
     ProvisionedThroughputExceededException,
     ResourceInUseException,
     ResourceNotFoundException,
+    // Firehose's modeled exceptions (the others it shares with Kinesis).
+    ConcurrentModificationException,
+    InvalidKmsResourceException,
+    InvalidSourceException,
+    ServiceUnavailableException,
 }
 
 impl ErrorCode {
     /// Every error name, for looking one up by name.
-    pub const ALL: [ErrorCode; 24] = {
+    pub const ALL: [ErrorCode; 28] = {
         use ErrorCode::*;
         [
             ValidationException,
@@ -63,6 +68,10 @@ impl ErrorCode {
             ProvisionedThroughputExceededException,
             ResourceInUseException,
             ResourceNotFoundException,
+            ConcurrentModificationException,
+            InvalidKmsResourceException,
+            InvalidSourceException,
+            ServiceUnavailableException,
         ]
     };
 
@@ -99,6 +108,10 @@ impl ErrorCode {
             ProvisionedThroughputExceededException => "ProvisionedThroughputExceededException",
             ResourceInUseException => "ResourceInUseException",
             ResourceNotFoundException => "ResourceNotFoundException",
+            ConcurrentModificationException => "ConcurrentModificationException",
+            InvalidKmsResourceException => "InvalidKMSResourceException",
+            InvalidSourceException => "InvalidSourceException",
+            ServiceUnavailableException => "ServiceUnavailableException",
         }
     }
 

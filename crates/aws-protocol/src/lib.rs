@@ -27,6 +27,7 @@ pub mod error;
 pub mod eventstream;
 pub mod fast;
 pub mod fast_cbor;
+pub mod firehose;
 pub mod kinesis;
 pub mod model;
 pub mod rest;
@@ -37,5 +38,5 @@ pub mod types;
 pub mod validate;
 
 pub use error::{AwsError, ErrorCode};
-pub use model::{kinesis, ApiModel, Protocol};
-pub use service::{Service, KINESIS};
+pub use model::{firehose, kinesis, ApiModel, Protocol};
+pub use service::{Service, FIREHOSE, KINESIS};

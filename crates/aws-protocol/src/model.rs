@@ -18,6 +18,17 @@ pub fn kinesis() -> &'static ApiModel {
     })
 }
 
+/// botocore's Firehose model (copied from `shared/spec/`).
+pub const FIREHOSE_MODEL_JSON: &str = include_str!("../spec/firehose-2015-08-04.json");
+
+/// The Firehose model, parsed once.
+pub fn firehose() -> &'static ApiModel {
+    static MODEL: OnceLock<ApiModel> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        ApiModel::parse(FIREHOSE_MODEL_JSON).expect("the embedded Firehose model parses")
+    })
+}
+
 /// How a service's requests travel (botocore's `metadata.protocol`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {

@@ -83,6 +83,24 @@ pub static KINESIS: Service = Service {
     routes: std::sync::OnceLock::new(),
 };
 
+/// Amazon Data Firehose (Kinesis Data Firehose), on the same port: the
+/// target prefix and the signing name tell it apart.
+pub static FIREHOSE: Service = Service {
+    name: "Firehose",
+    model: crate::model::firehose,
+    streaming: &[],
+    routes: std::sync::OnceLock::new(),
+};
+
+/// The service an `X-Amz-Target` names by its prefix (Kinesis when it
+/// names none that Sluice serves, so that the unknown target is Kinesis').
+pub fn by_target(target: Option<&str>) -> &'static Service {
+    match target.and_then(|t| t.split_once('.')) {
+        Some((prefix, _)) if prefix == FIREHOSE.model().target_prefix() => &FIREHOSE,
+        _ => &KINESIS,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

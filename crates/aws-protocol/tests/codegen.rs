@@ -24,6 +24,26 @@ fn kinesis_shapes_match_the_model() {
 }
 
 #[test]
+fn firehose_shapes_match_the_model() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let rendered = sluice_aws::codegen::render(
+        sluice_aws::model::FIREHOSE_MODEL_JSON,
+        "spec/firehose-2015-08-04.json",
+    )
+    .expect("the Firehose model renders");
+    let path = root.join("src/firehose/shapes.rs");
+    if std::env::var_os("SLUICE_REGENERATE").is_some() {
+        std::fs::write(&path, &rendered).unwrap();
+    }
+    let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        checked_in == rendered,
+        "{} differs from what the model renders: run `SLUICE_REGENERATE=1 cargo test -p sluice-aws --test codegen`",
+        path.display()
+    );
+}
+
+#[test]
 fn every_operation_decodes_into_its_typed_request() {
     use serde_json::json;
     use sluice_aws::kinesis::{Request, ShardFilterType, ShardIteratorType};

@@ -112,8 +112,10 @@ fn spelled<'a>(literal: &str, names: &'a BTreeSet<String>) -> Vec<&'a str> {
 
 #[test]
 fn no_member_name_is_spelled_outside_the_protocol_crates() {
-    let names = member_names(sluice_aws::model::KINESIS_MODEL_JSON);
+    let mut names = member_names(sluice_aws::model::KINESIS_MODEL_JSON);
+    names.extend(member_names(sluice_aws::model::FIREHOSE_MODEL_JSON));
     assert!(names.contains("StreamName") && names.contains("ShardIterator"));
+    assert!(names.contains("DeliveryStreamName"), "Firehose's names too");
     assert!(
         !names.contains("message"),
         "errors' bodies are the envelope's"

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use sluice_aws::{sigv4, AwsError, ErrorCode, KINESIS};
+use sluice_aws::{sigv4, AwsError, ErrorCode, Service};
 
 use sluice_meta::Scope;
 
@@ -32,6 +32,7 @@ pub(crate) enum PendingAuth {
 pub(crate) fn authenticate_head(
     parts: &hyper::http::request::Parts,
     state: &State,
+    service: &Service,
 ) -> Result<(Scope, PendingAuth), AwsError> {
     let headers = header_map(parts);
     let request = request_parts(parts, &headers, &[]);
@@ -64,8 +65,8 @@ pub(crate) fn authenticate_head(
         })?;
     sigv4::check_scope(&signature, state.now_ms())?;
     // A signature for another service is not one for this server.
-    if signature.service != KINESIS.signing_name() {
-        return Err(KINESIS.wrong_service());
+    if signature.service != service.signing_name() {
+        return Err(service.wrong_service());
     }
     if headers.contains_key("x-amz-content-sha256") {
         if !sigv4::verify(&request, &signature, &credential.secret) {

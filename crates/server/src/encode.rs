@@ -13,6 +13,26 @@ use sluice_streams::fanout::Event;
 use sluice_streams::ops::{is_encrypted, PutAnswer, PutRecordsAnswer, Records};
 
 /// A typed answer in the request's protocol.
+/// Another service's answer (Firehose's): its output shape as JSON, or as
+/// CBOR typed by the model.
+pub fn shape(
+    model: &sluice_aws::ApiModel,
+    operation: &str,
+    output: &serde_json::Value,
+    cbor: bool,
+) -> Bytes {
+    if !cbor {
+        return Bytes::from(serde_json::to_vec(output).expect("JSON values serialize"));
+    }
+    match model
+        .operation(operation)
+        .and_then(|op| op.output.as_deref())
+    {
+        Some(shape) => Bytes::from(sluice_aws::cbor::encode_cbor_shape(model, shape, output)),
+        None => Bytes::from_static(b"\xa0"),
+    }
+}
+
 pub fn response(response: &Response, cbor: bool) -> Bytes {
     let value = response.to_value();
     if cbor {

@@ -42,9 +42,29 @@ pub struct Metrics {
     pub connections_total: AtomicU64,
 }
 
+/// An operation's name in `/metrics`: Kinesis' bare, other services'
+/// prefixed (`Firehose.PutRecord`).
+pub fn op_label(service: &sluice_aws::Service, operation: &str) -> String {
+    if std::ptr::eq(service, &sluice_aws::KINESIS) {
+        operation.to_owned()
+    } else {
+        format!("{}.{operation}", service.name)
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
-        let names = sluice_aws::kinesis().operation_names();
+        static FIREHOSE: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+        let firehose = FIREHOSE.get_or_init(|| {
+            sluice_aws::firehose()
+                .operation_names()
+                .into_iter()
+                .map(|op| op_label(&sluice_aws::FIREHOSE, op))
+                .collect()
+        });
+        let mut names = sluice_aws::kinesis().operation_names();
+        names.extend(firehose.iter().map(String::as_str));
+        names.sort_unstable();
         let ops = (0..=names.len()).map(|_| OpMetrics::default()).collect();
         Self {
             names,

@@ -401,7 +401,8 @@ async fn untyped_body(
     if body_type == BodyType::LegacyJson {
         // With credentials, no unauthenticated body is read, here either.
         if !state.config.credentials.is_empty() {
-            if let Err(e) = authenticate_head(parts, state) {
+            let service = sluice_aws::service::by_target(target);
+            if let Err(e) = authenticate_head(parts, state, service) {
                 return (Err(e), Leftover::Unread(body));
             }
         }
@@ -554,7 +555,10 @@ async fn route(req: Request<Incoming>, state: Arc<State>, cbor: bool, seen: &mut
     }
     // AWS reports an undecodable body before an unknown target or missing
     // authentication: those wait until the body is decoded (see `run`).
-    let (operation, unknown_target) = match sluice_aws::target::parse(kinesis(), target) {
+    // The target's prefix names the service (Kinesis, or Firehose on the
+    // same port); its model types the body and its signing name the scope.
+    let service = sluice_aws::service::by_target(target);
+    let (operation, unknown_target) = match sluice_aws::target::parse(service.model(), target) {
         Ok(operation) => (operation.to_owned(), None),
         Err(e) => {
             sluice_streams::health::warn_limited(
@@ -569,13 +573,17 @@ async fn route(req: Request<Incoming>, state: Arc<State>, cbor: bool, seen: &mut
         }
     };
     if unknown_target.is_none() {
-        seen.operation = Some(state.metrics.op(&operation));
+        seen.operation = Some(
+            state
+                .metrics
+                .op(&crate::metrics::op_label(service, &operation)),
+        );
     }
     // Who is calling, from the headers alone: with credentials configured, a
     // caller that cannot be right is refused before its body is read (a
     // deviation from AWS's order, which decodes the body first); without,
     // the refusal waits for the body like an unknown target.
-    let (scope, pending, refused) = match authenticate_head(&parts, &state) {
+    let (scope, pending, refused) = match authenticate_head(&parts, &state, service) {
         Ok((scope, pending)) => (scope, pending, None),
         Err(e) if state.config.credentials.is_empty() => {
             let scope = sluice_meta::Scope::new(
@@ -641,6 +649,17 @@ async fn route(req: Request<Incoming>, state: Arc<State>, cbor: bool, seen: &mut
             return Err(e);
         }
         authenticate_body(&parts, &body, pending)?;
+        if std::ptr::eq(service, &sluice_aws::FIREHOSE) {
+            let mut input = decode(&body, cbor)?;
+            sluice_aws::validate::validate_input(service.model(), &operation, &mut input)?;
+            let output = state.firehose.call(&scope, &operation, &input)?;
+            return Ok(Done::Body(encode::shape(
+                service.model(),
+                &operation,
+                &output,
+                cbor,
+            )));
+        }
         if operation == "PutRecords" && state.faults.is_empty() {
             // Plainly valid requests skip the value tree (and, in CBOR, base64).
             let fast = if cbor {

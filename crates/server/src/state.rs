@@ -18,11 +18,15 @@ pub enum StateError {
     Open(#[from] sluice_streams::OpenError),
     #[error("TLS: {0}")]
     Tls(String),
+    #[error(transparent)]
+    Firehose(#[from] sluice_firehose::OpenError),
 }
 
 #[derive(Debug)]
 pub struct State {
     pub engine: Arc<Engine>,
+    /// Firehose's delivery streams (`firehose.json` beside the catalog).
+    pub firehose: sluice_firehose::Firehose,
     pub config: Config,
     /// Faults injected by the test controls.
     pub faults: crate::admin::Faults,
@@ -43,13 +47,19 @@ impl std::ops::Deref for State {
 
 impl State {
     pub fn open(config: Config, clock: Arc<dyn Clock>) -> Result<Self, StateError> {
-        let engine = Engine::open(config.engine(), clock)?;
+        let engine = Engine::open(config.engine(), clock.clone())?;
+        let firehose = sluice_firehose::Firehose::open(
+            Arc::new(sluice_log::OsStorage),
+            config.data_dir.clone(),
+            clock,
+        )?;
         let body_budget = config
             .body_bytes_in_flight_max
             .max(config.request_body_max_bytes)
             .min(tokio::sync::Semaphore::MAX_PERMITS);
         Ok(Self {
             engine: Arc::new(engine),
+            firehose,
             config,
             faults: crate::admin::Faults::default(),
             metrics: crate::metrics::Metrics::default(),

@@ -39,17 +39,24 @@ pub trait CatalogStore: Send + Sync + std::fmt::Debug {
 pub struct FileCatalogStore {
     storage: Arc<dyn Storage>,
     dir: PathBuf,
+    file: &'static str,
 }
 
 pub const CATALOG_FILE: &str = "catalog.json";
 
 impl FileCatalogStore {
     pub fn new(storage: Arc<dyn Storage>, dir: PathBuf) -> Self {
-        Self { storage, dir }
+        Self::named(storage, dir, CATALOG_FILE)
+    }
+
+    /// Another snapshot kept the same way, as `file` in `dir` (Firehose's
+    /// delivery streams).
+    pub fn named(storage: Arc<dyn Storage>, dir: PathBuf, file: &'static str) -> Self {
+        Self { storage, dir, file }
     }
 
     fn path(&self) -> PathBuf {
-        self.dir.join(CATALOG_FILE)
+        self.dir.join(self.file)
     }
 }
 
@@ -72,7 +79,7 @@ impl CatalogStore for FileCatalogStore {
             error,
             replaced: false,
         };
-        let tmp = self.dir.join(format!("{CATALOG_FILE}.tmp"));
+        let tmp = self.dir.join(format!("{}.tmp", self.file));
         // A temporary file left by a failed save.
         match self.storage.remove_file(&tmp) {
             Ok(()) => {}

@@ -12,6 +12,7 @@ use sluice_server::{Config, Server};
 
 mod edges;
 mod fanout;
+mod firehose;
 mod lifecycle;
 mod limits;
 mod metrics;

@@ -1,0 +1,114 @@
+//! Amazon Data Firehose's control plane: delivery streams per account and
+//! region, with their source, their one destination, encryption state,
+//! tags and version, kept in `firehose.json` in the data directory (written
+//! as the Kinesis catalog is: a temporary file, fsynced, renamed).
+//!
+//! Requests arrive validated against the Firehose model and are typed by
+//! the shapes generated from it (`sluice_aws::firehose`); a destination's
+//! configuration is kept as given and described back as AWS describes it
+//! (defaults filled in, secrets left out). Delivery (the
+//! buffering, processing and writing of records) is not built yet:
+//! PutRecord and PutRecordBatch refuse, saying so (issue #16).
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde_json::Value;
+use sluice_aws::AwsError;
+use sluice_log::Storage;
+use sluice_meta::Scope;
+use sluice_model::Clock;
+use sluice_streams::store::{CatalogStore, FileCatalogStore};
+
+mod describe;
+mod ops;
+mod registry;
+
+pub use registry::{DeliveryStream, Registry};
+
+/// Where Firehose's delivery streams are kept, beside the Kinesis catalog.
+pub const FIREHOSE_FILE: &str = "firehose.json";
+
+/// The Firehose service of one server.
+#[derive(Debug)]
+pub struct Firehose {
+    store: Box<dyn CatalogStore>,
+    registry: Mutex<Registry>,
+    clock: Arc<dyn Clock>,
+}
+
+/// Why the delivery streams could not be loaded.
+#[derive(Debug)]
+pub enum OpenError {
+    Io(std::io::Error),
+    Snapshot(serde_json::Error),
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Io(e) => write!(f, "cannot read {FIREHOSE_FILE}: {e}"),
+            Self::Snapshot(e) => write!(f, "{FIREHOSE_FILE} does not parse: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for OpenError {}
+
+impl Firehose {
+    /// Loads the delivery streams kept in `dir` (none if there is no file).
+    pub fn open(
+        storage: Arc<dyn Storage>,
+        dir: PathBuf,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, OpenError> {
+        let store = FileCatalogStore::named(storage, dir, FIREHOSE_FILE);
+        let registry = match store.load().map_err(OpenError::Io)? {
+            Some(bytes) => serde_json::from_slice(&bytes).map_err(OpenError::Snapshot)?,
+            None => Registry::default(),
+        };
+        Ok(Self {
+            store: Box::new(store),
+            registry: Mutex::new(registry),
+            clock,
+        })
+    }
+
+    /// Runs `operation` (validated against the Firehose model) for the
+    /// caller's account and region; the answer is the operation's output
+    /// shape as JSON.
+    pub fn call(&self, scope: &Scope, operation: &str, input: &Value) -> Result<Value, AwsError> {
+        let request = sluice_aws::firehose::Request::decode(operation, input)?;
+        ops::call(self, scope, request).map(|answer| answer.to_value())
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    fn registry(&self) -> MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies `change` to a copy of the registry, stores the copy durably,
+    /// then makes it the registry: all or nothing, as the Kinesis catalog.
+    fn change<T>(
+        &self,
+        change: impl FnOnce(&mut Registry) -> Result<T, AwsError>,
+    ) -> Result<T, AwsError> {
+        let mut registry = self.registry();
+        let mut next = registry.clone();
+        let out = change(&mut next)?;
+        let bytes = serde_json::to_vec_pretty(&next).expect("the registry serializes");
+        // A save that failed leaves the registry as it was (the file holds
+        // the old snapshot or the new one whole); the caller may retry.
+        self.store.save(&bytes).map_err(|_| {
+            AwsError::new(
+                sluice_aws::ErrorCode::InternalFailure,
+                "Internal service failure.",
+            )
+        })?;
+        *registry = next;
+        Ok(out)
+    }
+}
