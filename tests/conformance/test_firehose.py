@@ -130,7 +130,56 @@ def test_update_destination_checks_the_version(endpoint):
                              DestinationId="destinationId-000000000001",
                              HttpEndpointDestinationUpdate={"RetryOptions": {"DurationInSeconds": 10}})
     assert error_of(e)[0] == "InvalidArgumentException"
+    # Members not given keep their values, nested ones too (AWS: "If any of
+    # the parameters are not specified in the call, the existing values are
+    # retained").
+    f.update_destination(DeliveryStreamName="upd", CurrentDeliveryStreamVersionId="2",
+                         DestinationId="destinationId-000000000001",
+                         ExtendedS3DestinationUpdate={"CloudWatchLoggingOptions": {"Enabled": True, "LogGroupName": "g"}})
+    f.update_destination(DeliveryStreamName="upd", CurrentDeliveryStreamVersionId="3",
+                         DestinationId="destinationId-000000000001",
+                         ExtendedS3DestinationUpdate={"CloudWatchLoggingOptions": {"LogStreamName": "s"}})
+    ext = f.describe_delivery_stream(DeliveryStreamName="upd")["DeliveryStreamDescription"]["Destinations"][0][
+        "ExtendedS3DestinationDescription"]
+    assert ext["CloudWatchLoggingOptions"] == {"Enabled": True, "LogGroupName": "g", "LogStreamName": "s"}
+    assert ext["Prefix"] == "new/"
+    # A backup needs its bucket the first time.
+    with pytest.raises(ClientError) as e:
+        f.update_destination(DeliveryStreamName="upd", CurrentDeliveryStreamVersionId="4",
+                             DestinationId="destinationId-000000000001",
+                             ExtendedS3DestinationUpdate={"S3BackupUpdate": {"Prefix": "b/"}})
+    assert error_of(e)[0] == "InvalidArgumentException"
     f.delete_delivery_stream(DeliveryStreamName="upd")
+
+
+def test_http_endpoint_destinations(endpoint):
+    f = firehose(endpoint)
+    f.create_delivery_stream(DeliveryStreamName="http", HttpEndpointDestinationConfiguration={
+        "EndpointConfiguration": {"Url": "https://example.com/in", "Name": "in", "AccessKey": "secret-key"},
+        "S3Configuration": S3})
+    http = f.describe_delivery_stream(DeliveryStreamName="http")["DeliveryStreamDescription"]["Destinations"][0][
+        "HttpEndpointDestinationDescription"]
+    # The access key is never described.
+    assert http["EndpointConfiguration"] == {"Url": "https://example.com/in", "Name": "in"}
+    assert http["RetryOptions"] == {"DurationInSeconds": 300}
+    assert http["S3BackupMode"] == "FailedDataOnly"
+    assert http["RequestConfiguration"] == {"ContentEncoding": "NONE"}
+    assert http["S3DestinationDescription"]["BucketARN"] == "arn:aws:s3:::bucket"
+    f.delete_delivery_stream(DeliveryStreamName="http")
+
+
+def test_what_aws_requires_together(endpoint):
+    f = firehose(endpoint)
+    # Dynamic partitioning needs an error prefix (AWS's dynamic-partitioning
+    # error-handling page).
+    with pytest.raises(ClientError) as e:
+        f.create_delivery_stream(DeliveryStreamName="dp", ExtendedS3DestinationConfiguration=dict(
+            S3, DynamicPartitioningConfiguration={"Enabled": True}))
+    assert error_of(e)[0] == "InvalidArgumentException"
+    with pytest.raises(ClientError) as e:
+        f.create_delivery_stream(DeliveryStreamName="ks", DeliveryStreamType="KinesisStreamAsSource",
+                                 S3DestinationConfiguration=S3)
+    assert error_of(e)[0] == "InvalidArgumentException"
 
 
 def test_tags_and_encryption(endpoint):
@@ -147,7 +196,9 @@ def test_tags_and_encryption(endpoint):
     with pytest.raises(ClientError) as e:
         f.tag_delivery_stream(DeliveryStreamName="tagged", Tags=[{"Key": f"k{i}", "Value": "v"} for i in range(50)])
     assert error_of(e)[0] == "LimitExceededException"
-    f.start_delivery_stream_encryption(DeliveryStreamName="tagged")
+    # With an AWS-owned key, a KeyARN given is not the key used.
+    f.start_delivery_stream_encryption(DeliveryStreamName="tagged", DeliveryStreamEncryptionConfigurationInput={
+        "KeyType": "AWS_OWNED_CMK", "KeyARN": "arn:aws:kms:us-east-1:000000000000:key/k"})
     enc = f.describe_delivery_stream(DeliveryStreamName="tagged")["DeliveryStreamDescription"][
         "DeliveryStreamEncryptionConfiguration"]
     assert enc == {"KeyType": "AWS_OWNED_CMK", "Status": "ENABLED"}

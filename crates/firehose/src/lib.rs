@@ -100,15 +100,31 @@ impl Firehose {
         let mut next = registry.clone();
         let out = change(&mut next)?;
         let bytes = serde_json::to_vec_pretty(&next).expect("the registry serializes");
-        // A save that failed leaves the registry as it was (the file holds
-        // the old snapshot or the new one whole); the caller may retry.
-        self.store.save(&bytes).map_err(|_| {
-            AwsError::new(
-                sluice_aws::ErrorCode::InternalFailure,
-                "Internal service failure.",
-            )
-        })?;
-        *registry = next;
-        Ok(out)
+        // A save that failed before replacing the file leaves the registry
+        // as it was. One that replaced it but could not make the directory
+        // durable leaves the new snapshot in the file: the registry follows
+        // the file (as the Kinesis catalog does), and the caller hears of
+        // the failure.
+        match self.store.save(&bytes) {
+            Ok(()) => {
+                *registry = next;
+                Ok(out)
+            }
+            Err(e) => {
+                if e.replaced {
+                    *registry = next;
+                }
+                Err(AwsError::new(
+                    sluice_aws::ErrorCode::InternalFailure,
+                    "Internal service failure.",
+                ))
+            }
+        }
+    }
+
+    /// Deletes every delivery stream of every account (the test controls'
+    /// reset). Returns how many there were.
+    pub fn reset(&self) -> Result<usize, AwsError> {
+        self.change(|r| Ok(std::mem::take(r).len()))
     }
 }

@@ -112,7 +112,9 @@ pub(crate) fn call(f: &Firehose, scope: &Scope, request: Request) -> Result<Resp
         }
         Request::StartDeliveryStreamEncryption(i) => {
             let wanted = enabled(i.delivery_stream_encryption_configuration_input.as_ref())?;
+            let now = f.now_ms();
             change_stream(f, scope, &i.delivery_stream_name, |s| {
+                count_encryption_change(s, now)?;
                 if s.kind != f::DeliveryStreamType::DirectPut {
                     return Err(invalid(format!(
                         "Server-side encryption is only for delivery streams of type DirectPut; {} is {}.",
@@ -126,7 +128,9 @@ pub(crate) fn call(f: &Firehose, scope: &Scope, request: Request) -> Result<Resp
             Response::StartDeliveryStreamEncryption(Default::default())
         }
         Request::StopDeliveryStreamEncryption(i) => {
+            let now = f.now_ms();
             change_stream(f, scope, &i.delivery_stream_name, |s| {
+                count_encryption_change(s, now)?;
                 s.encryption = disabled();
                 Ok(())
             })?;
@@ -135,6 +139,27 @@ pub(crate) fn call(f: &Firehose, scope: &Scope, request: Request) -> Result<Resp
         Request::PutRecord(i) => return Err(put(f, scope, &i.delivery_stream_name)),
         Request::PutRecordBatch(i) => return Err(put(f, scope, &i.delivery_stream_name)),
     })
+}
+
+/// AWS: StartDeliveryStreamEncryption and StopDeliveryStreamEncryption
+/// together at most 25 times per delivery stream in 24 hours.
+const ENCRYPTION_CHANGES_PER_DAY: usize = 25;
+
+fn count_encryption_change(s: &mut DeliveryStream, now: u64) -> Result<(), AwsError> {
+    const DAY_MS: u64 = 24 * 3600 * 1000;
+    s.encryption_changes_ms
+        .retain(|&t| now.saturating_sub(t) < DAY_MS);
+    if s.encryption_changes_ms.len() >= ENCRYPTION_CHANGES_PER_DAY {
+        return Err(err(
+            ErrorCode::LimitExceededException,
+            format!(
+                "Encryption of {} was started or stopped {ENCRYPTION_CHANGES_PER_DAY} times in the last 24 hours, the most AWS allows.",
+                s.name
+            ),
+        ));
+    }
+    s.encryption_changes_ms.push(now);
+    Ok(())
 }
 
 /// Changes one delivery stream, stored durably, or nothing.
@@ -222,9 +247,32 @@ fn create(
             "Sluice reads DirectPut and Kinesis stream sources; MSK and database sources are not built.",
         ));
     }
+    if let Destination::ExtendedS3(c) = &destination {
+        let partitioned = c
+            .dynamic_partitioning_configuration
+            .as_ref()
+            .is_some_and(|d| d.enabled == Some(true));
+        if partitioned
+            && c.error_output_prefix
+                .as_deref()
+                .unwrap_or_default()
+                .is_empty()
+        {
+            // AWS: "You must specify an S3 error bucket prefix" with dynamic
+            // partitioning (its dynamic-partitioning error-handling page).
+            return Err(invalid(
+                "ErrorOutputPrefix is required when dynamic partitioning is enabled.",
+            ));
+        }
+    }
     let kind = i
         .delivery_stream_type
         .unwrap_or(f::DeliveryStreamType::DirectPut);
+    if kind != f::DeliveryStreamType::DirectPut && i.direct_put_source_configuration.is_some() {
+        return Err(invalid(
+            "DirectPutSourceConfiguration is only for delivery streams of type DirectPut.",
+        ));
+    }
     let now = f.now_ms();
     let source = match (kind, i.kinesis_stream_source_configuration) {
         (f::DeliveryStreamType::DirectPut, None) => {
@@ -290,6 +338,7 @@ fn create(
         encryption,
         destination,
         tags,
+        encryption_changes_ms: Vec::new(),
     };
     let arn = stream.arn();
     f.change(|r| {
@@ -337,11 +386,10 @@ fn enabled(
         (f::KeyType::CustomerManagedCmk, None) => Err(invalid(
             "KeyARN is required when KeyType is CUSTOMER_MANAGED_CMK.",
         )),
-        (f::KeyType::AwsOwnedCmk, Some(_)) => Err(invalid(
-            "KeyARN must not be given when KeyType is AWS_OWNED_CMK.",
-        )),
+        // AWS: with AWS_OWNED_CMK, Firehose uses a service-account key
+        // (a KeyARN given is not that key).
         _ => Ok(f::DeliveryStreamEncryptionConfiguration {
-            key_arn,
+            key_arn: key_arn.filter(|_| key_type == f::KeyType::CustomerManagedCmk),
             key_type: Some(key_type),
             status: Some(f::DeliveryStreamEncryptionStatus::Enabled),
             failure_description: None,
@@ -426,14 +474,14 @@ fn update_destination(
                 merge_extended(
                     &mut c,
                     i.extended_s3_destination_update.as_ref().expect("checked"),
-                );
+                )?;
                 Destination::ExtendedS3(c)
             }
             (Destination::ExtendedS3(c), i) => {
                 let mut c = c.clone();
                 match (&i.s3_destination_update, &i.extended_s3_destination_update) {
-                    (Some(u), _) => merge_extended(&mut c, &extended_update(u)),
-                    (_, Some(u)) => merge_extended(&mut c, u),
+                    (Some(u), _) => merge_extended(&mut c, &extended_update(u))?,
+                    (_, Some(u)) => merge_extended(&mut c, u)?,
                     _ => return Err(wrong_kind()),
                 }
                 Destination::ExtendedS3(c)
@@ -485,10 +533,65 @@ fn merge_s3(c: &mut f::S3DestinationConfiguration, u: &f::S3DestinationUpdate) {
     merge_buffering(&mut c.buffering_hints, &u.buffering_hints);
     set(&mut c.compression_format, &u.compression_format);
     set(&mut c.encryption_configuration, &u.encryption_configuration);
-    set(
+    merge_logging(
         &mut c.cloud_watch_logging_options,
         &u.cloud_watch_logging_options,
     );
+}
+
+/// Members given replace those there; the others are kept (AWS: "If any
+/// of the parameters are not specified in the call, the existing values
+/// are retained").
+fn merge_logging(
+    field: &mut Option<f::CloudWatchLoggingOptions>,
+    update: &Option<f::CloudWatchLoggingOptions>,
+) {
+    if let Some(u) = update {
+        let o = field.get_or_insert_with(Default::default);
+        set(&mut o.enabled, &u.enabled);
+        set(&mut o.log_group_name, &u.log_group_name);
+        set(&mut o.log_stream_name, &u.log_stream_name);
+    }
+}
+
+fn merge_processing(
+    field: &mut Option<f::ProcessingConfiguration>,
+    update: &Option<f::ProcessingConfiguration>,
+) {
+    if let Some(u) = update {
+        let p = field.get_or_insert_with(Default::default);
+        set(&mut p.enabled, &u.enabled);
+        set(&mut p.processors, &u.processors);
+    }
+}
+
+/// An S3 backup update: merged into the backup there, or, if there is
+/// none, the backup (which then needs its role and bucket).
+fn merge_backup(
+    field: &mut Option<f::S3DestinationConfiguration>,
+    update: &Option<f::S3DestinationUpdate>,
+) -> Result<(), AwsError> {
+    let Some(u) = update else {
+        return Ok(());
+    };
+    match field {
+        Some(b) => merge_s3(b, u),
+        None => {
+            let (Some(role), Some(bucket)) = (&u.role_arn, &u.bucket_arn) else {
+                return Err(invalid(
+                    "S3BackupUpdate needs RoleARN and BucketARN: the delivery stream has no S3 backup yet.",
+                ));
+            };
+            let mut b = f::S3DestinationConfiguration {
+                role_arn: role.clone(),
+                bucket_arn: bucket.clone(),
+                ..Default::default()
+            };
+            merge_s3(&mut b, u);
+            *field = Some(b);
+        }
+    }
+    Ok(())
 }
 
 /// An S3 update as an extended one.
@@ -509,7 +612,7 @@ fn extended_update(u: &f::S3DestinationUpdate) -> f::ExtendedS3DestinationUpdate
 fn merge_extended(
     c: &mut f::ExtendedS3DestinationConfiguration,
     u: &f::ExtendedS3DestinationUpdate,
-) {
+) -> Result<(), AwsError> {
     if let Some(v) = &u.role_arn {
         c.role_arn.clone_from(v);
     }
@@ -520,19 +623,15 @@ fn merge_extended(
     set(&mut c.error_output_prefix, &u.error_output_prefix);
     merge_buffering(&mut c.buffering_hints, &u.buffering_hints);
     set(&mut c.compression_format, &u.compression_format);
+    // A choice of one (no encryption, or a KMS key): replaced whole.
     set(&mut c.encryption_configuration, &u.encryption_configuration);
-    set(
+    merge_logging(
         &mut c.cloud_watch_logging_options,
         &u.cloud_watch_logging_options,
     );
-    set(&mut c.processing_configuration, &u.processing_configuration);
+    merge_processing(&mut c.processing_configuration, &u.processing_configuration);
     set(&mut c.s3_backup_mode, &u.s3_backup_mode);
-    if let Some(backup) = &u.s3_backup_update {
-        let b = c
-            .s3_backup_configuration
-            .get_or_insert_with(Default::default);
-        merge_s3(b, backup);
-    }
+    merge_backup(&mut c.s3_backup_configuration, &u.s3_backup_update)?;
     set(
         &mut c.data_format_conversion_configuration,
         &u.data_format_conversion_configuration,
@@ -543,28 +642,40 @@ fn merge_extended(
     );
     set(&mut c.file_extension, &u.file_extension);
     set(&mut c.custom_time_zone, &u.custom_time_zone);
+    Ok(())
 }
 
 fn merge_http(
     c: &mut f::HttpEndpointDestinationConfiguration,
     u: &f::HttpEndpointDestinationUpdate,
 ) {
-    if let Some(v) = &u.endpoint_configuration {
-        c.endpoint_configuration = v.clone();
+    if let Some(e) = &u.endpoint_configuration {
+        let endpoint = &mut c.endpoint_configuration;
+        endpoint.url.clone_from(&e.url);
+        set(&mut endpoint.name, &e.name);
+        // The access key is kept unless a new one is given.
+        set(&mut endpoint.access_key, &e.access_key);
     }
     if let Some(b) = &u.buffering_hints {
         let hints = c.buffering_hints.get_or_insert_with(Default::default);
         set(&mut hints.size_in_mbs, &b.size_in_mbs);
         set(&mut hints.interval_in_seconds, &b.interval_in_seconds);
     }
-    set(
+    merge_logging(
         &mut c.cloud_watch_logging_options,
         &u.cloud_watch_logging_options,
     );
-    set(&mut c.request_configuration, &u.request_configuration);
-    set(&mut c.processing_configuration, &u.processing_configuration);
+    if let Some(r) = &u.request_configuration {
+        let request = c.request_configuration.get_or_insert_with(Default::default);
+        set(&mut request.content_encoding, &r.content_encoding);
+        set(&mut request.common_attributes, &r.common_attributes);
+    }
+    merge_processing(&mut c.processing_configuration, &u.processing_configuration);
     set(&mut c.role_arn, &u.role_arn);
-    set(&mut c.retry_options, &u.retry_options);
+    if let Some(r) = &u.retry_options {
+        let retry = c.retry_options.get_or_insert_with(Default::default);
+        set(&mut retry.duration_in_seconds, &r.duration_in_seconds);
+    }
     set(&mut c.s3_backup_mode, &u.s3_backup_mode);
     if let Some(s3) = &u.s3_update {
         merge_s3(&mut c.s3_configuration, s3);

@@ -35,6 +35,15 @@ impl Registry {
         self.streams.remove(&key(scope, name))
     }
 
+    /// How many delivery streams there are, in every scope.
+    pub fn len(&self) -> usize {
+        self.streams.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.streams.is_empty()
+    }
+
     /// One scope's delivery streams in name order.
     pub fn of<'a>(&'a self, scope: &Scope) -> impl Iterator<Item = &'a DeliveryStream> + 'a {
         let prefix = key(scope, "");
@@ -62,6 +71,10 @@ pub struct DeliveryStream {
     pub encryption: f::DeliveryStreamEncryptionConfiguration,
     pub destination: Destination,
     pub tags: BTreeMap<String, Option<String>>,
+    /// When encryption was started or stopped, within the last day (AWS
+    /// allows 25 such calls per delivery stream in 24 hours).
+    #[serde(default)]
+    pub encryption_changes_ms: Vec<u64>,
 }
 
 impl DeliveryStream {

@@ -152,3 +152,32 @@ fn a_failed_save_changes_nothing() {
     assert_eq!(listed["DeliveryStreamNames"], json!([]));
     assert!(!gone.exists());
 }
+
+#[test]
+fn encryption_changes_at_most_25_times_a_day_and_reset_empties_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let f = open(dir.path(), &clock);
+    f.call(&east(), "CreateDeliveryStream", &s3_stream("d"))
+        .unwrap();
+    let name = json!({"DeliveryStreamName": "d"});
+    for i in 0..25 {
+        let op = if i % 2 == 0 {
+            "StartDeliveryStreamEncryption"
+        } else {
+            "StopDeliveryStreamEncryption"
+        };
+        f.call(&east(), op, &name).unwrap();
+    }
+    let e = f
+        .call(&east(), "StopDeliveryStreamEncryption", &name)
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::LimitExceededException);
+    // A day after the first change, one more is allowed.
+    clock.advance_ms(24 * 3600 * 1000);
+    f.call(&east(), "StopDeliveryStreamEncryption", &name)
+        .unwrap();
+    assert_eq!(f.reset().unwrap(), 1);
+    let listed = f.call(&east(), "ListDeliveryStreams", &json!({})).unwrap();
+    assert_eq!(listed["DeliveryStreamNames"], json!([]));
+}

@@ -189,7 +189,11 @@ pub fn handle(state: &State, method: &str, path: &str, body: &[u8]) -> Answer {
         ("POST", "reset") => {
             state.faults.clear();
             let streams = state.reset().map_err(|e| (500, e.to_string()))?;
-            Ok(json!({"streamsDeleted": streams}))
+            let delivery_streams = state
+                .firehose
+                .reset()
+                .map_err(|e| (500, e.message.clone()))?;
+            Ok(json!({"streamsDeleted": streams, "deliveryStreamsDeleted": delivery_streams}))
         }
         _ => Err((404, format!("no control {method} {path}"))),
     }

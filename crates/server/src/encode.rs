@@ -12,7 +12,6 @@ use sluice_model::SequenceNumber;
 use sluice_streams::fanout::Event;
 use sluice_streams::ops::{is_encrypted, PutAnswer, PutRecordsAnswer, Records};
 
-/// A typed answer in the request's protocol.
 /// Another service's answer (Firehose's): its output shape as JSON, or as
 /// CBOR typed by the model.
 pub fn shape(
@@ -33,6 +32,7 @@ pub fn shape(
     }
 }
 
+/// A typed answer in the request's protocol.
 pub fn response(response: &Response, cbor: bool) -> Bytes {
     let value = response.to_value();
     if cbor {

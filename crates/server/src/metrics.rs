@@ -44,11 +44,14 @@ pub struct Metrics {
 
 /// An operation's name in `/metrics`: Kinesis' bare, other services'
 /// prefixed (`Firehose.PutRecord`).
-pub fn op_label(service: &sluice_aws::Service, operation: &str) -> String {
+pub fn op_label<'a>(
+    service: &sluice_aws::Service,
+    operation: &'a str,
+) -> std::borrow::Cow<'a, str> {
     if std::ptr::eq(service, &sluice_aws::KINESIS) {
-        operation.to_owned()
+        std::borrow::Cow::Borrowed(operation)
     } else {
-        format!("{}.{operation}", service.name)
+        std::borrow::Cow::Owned(format!("{}.{operation}", service.name))
     }
 }
 
@@ -59,7 +62,7 @@ impl Default for Metrics {
             sluice_aws::firehose()
                 .operation_names()
                 .into_iter()
-                .map(|op| op_label(&sluice_aws::FIREHOSE, op))
+                .map(|op| op_label(&sluice_aws::FIREHOSE, op).into_owned())
                 .collect()
         });
         let mut names = sluice_aws::kinesis().operation_names();

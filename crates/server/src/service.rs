@@ -392,7 +392,8 @@ async fn untyped_body(
 ) -> Routed {
     let empty = body.is_end_stream() || body.size_hint().exact() == Some(0);
     if empty {
-        let e = match sluice_aws::target::parse(kinesis(), target) {
+        let model = sluice_aws::service::by_target(target).model();
+        let e = match sluice_aws::target::parse(model, target) {
             Ok(_) => AwsError::new(ErrorCode::SerializationException, ""),
             Err(e) => e,
         };
@@ -564,7 +565,7 @@ async fn route(req: Request<Incoming>, state: Arc<State>, cbor: bool, seen: &mut
             sluice_streams::health::warn_limited(
                 "unknown-target",
                 format_args!(
-                    "answered {} to X-Amz-Target {:?}: not a Kinesis operation this server knows",
+                    "answered {} to X-Amz-Target {:?}: not an operation this server knows",
                     e.code.name(),
                     target.unwrap_or("(none)")
                 ),
@@ -634,7 +635,8 @@ async fn route(req: Request<Incoming>, state: Arc<State>, cbor: bool, seen: &mut
     // connections, except small puts (short CPU work, then an async wait
     // for their fsync round: no thread waits on it).
     let events_state = state.clone();
-    let is_put = operation == "PutRecords" || operation == "PutRecord";
+    let is_put = std::ptr::eq(service, &sluice_aws::KINESIS)
+        && (operation == "PutRecords" || operation == "PutRecord");
     let inline = is_put && body.len() <= INLINE_PUT_MAX_BYTES && state.faults.is_empty();
     let run = move || -> Result<Done, AwsError> {
         // The body's memory stays counted until the operation is done with it.
