@@ -180,6 +180,18 @@ def test_what_aws_requires_together(endpoint):
         f.create_delivery_stream(DeliveryStreamName="ks", DeliveryStreamType="KinesisStreamAsSource",
                                  S3DestinationConfiguration=S3)
     assert error_of(e)[0] == "InvalidArgumentException"
+    # Prefix expressions are checked when configured.
+    with pytest.raises(ClientError) as e:
+        f.create_delivery_stream(DeliveryStreamName="px", S3DestinationConfiguration=dict(S3, Prefix="a/!{nope:x}/"))
+    assert error_of(e) == ("InvalidArgumentException", "Invalid prefix: the prefix expression !{nope:x} is not supported.")
+    f.create_delivery_stream(DeliveryStreamName="px", ExtendedS3DestinationConfiguration=dict(
+        S3, Prefix="dt=!{timestamp:yyyy'-'MM'-'dd}/", ErrorOutputPrefix="err/!{firehose:error-output-type}/"))
+    with pytest.raises(ClientError) as e:
+        f.update_destination(DeliveryStreamName="px", CurrentDeliveryStreamVersionId="1",
+                             DestinationId="destinationId-000000000001",
+                             ExtendedS3DestinationUpdate={"Prefix": "!{timestamp:yyyy"})
+    assert error_of(e)[0] == "InvalidArgumentException"
+    f.delete_delivery_stream(DeliveryStreamName="px")
 
 
 def test_tags_and_encryption(endpoint):

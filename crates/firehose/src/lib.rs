@@ -21,6 +21,7 @@ use sluice_model::Clock;
 use sluice_streams::store::{CatalogStore, FileCatalogStore};
 
 mod describe;
+pub mod keys;
 mod ops;
 mod registry;
 

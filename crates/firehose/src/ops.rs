@@ -247,6 +247,7 @@ fn create(
             "Sluice reads DirectPut and Kinesis stream sources; MSK and database sources are not built.",
         ));
     }
+    check_prefixes(&destination)?;
     if let Destination::ExtendedS3(c) = &destination {
         let partitioned = c
             .dynamic_partitioning_configuration
@@ -366,6 +367,32 @@ fn create(
     Ok(f::CreateDeliveryStreamOutput {
         delivery_stream_arn: Some(arn),
     })
+}
+
+/// The destination's prefixes, checked as AWS checks them when a delivery
+/// stream is configured (InvalidArgumentException, in Sluice's words).
+fn check_prefixes(destination: &Destination) -> Result<(), AwsError> {
+    use crate::keys::check;
+    let s3 = |prefix: &Option<String>, error: &Option<String>, dynamic: bool| {
+        check(prefix.as_deref(), false, dynamic)?;
+        check(error.as_deref().filter(|e| !e.is_empty()), true, dynamic)
+    };
+    let checked = match destination {
+        Destination::S3(c) => s3(&c.prefix, &c.error_output_prefix, false),
+        Destination::ExtendedS3(c) => {
+            let dynamic = c
+                .dynamic_partitioning_configuration
+                .as_ref()
+                .is_some_and(|d| d.enabled == Some(true));
+            s3(&c.prefix, &c.error_output_prefix, dynamic)
+        }
+        Destination::HttpEndpoint(c) => s3(
+            &c.s3_configuration.prefix,
+            &c.s3_configuration.error_output_prefix,
+            false,
+        ),
+    };
+    checked.map_err(|e| invalid(format!("Invalid prefix: {e}.")))
 }
 
 fn disabled() -> f::DeliveryStreamEncryptionConfiguration {
@@ -496,6 +523,7 @@ fn update_destination(
             }
             _ => return Err(wrong_kind()),
         };
+        check_prefixes(&next)?;
         s.destination = next;
         s.version += 1;
         s.updated_ms = Some(now);

@@ -1,0 +1,405 @@
+//! S3 object keys as Firehose builds them: `<evaluated prefix><suffix>`,
+//! the suffix `<stream>-<version>-<yyyy-MM-dd-HH-mm-ss>-<uuid><extension>`
+//! (AWS's developer guide, "Configure Amazon S3 object name format").
+//!
+//! A prefix may hold `!{namespace:value}` expressions ("Custom prefixes for
+//! Amazon S3 objects"): `timestamp` with a Java DateTimeFormatter pattern,
+//! evaluated at the arrival time of the oldest record in the object (every
+//! instance at the same instant), `firehose:random-string` (11 characters)
+//! and `firehose:error-output-type` (error prefixes). An empty prefix is the
+//! default `yyyy/MM/dd/HH/`; a prefix without a timestamp expression gets
+//! `!{timestamp:yyyy/MM/dd/HH/}` appended, with no separator (the guide,
+//! and what an emulator saw AWS do: `legacy` -> `legacy2026/07/13/14/`).
+//! Times are UTC (CustomTimeZone is not supported yet).
+//!
+//! CreateDeliveryStream and UpdateDestination check prefixes with
+//! [`check`]; delivery (issue #16, being built) will name objects with
+//! [`evaluate`] and [`suffix`].
+
+/// Why a prefix cannot be evaluated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PrefixError {
+    /// `!{` without its `}`.
+    Unclosed,
+    /// A namespace or value this evaluator does not know.
+    Unknown(String),
+    /// A timestamp pattern field Sluice does not format (`MMM`, `EEE`).
+    Pattern(String),
+    /// AWS: an evaluated prefix is at most 512 characters.
+    TooLong,
+}
+
+impl std::fmt::Display for PrefixError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Unclosed => write!(f, "an expression in the prefix is not closed with }}"),
+            Self::Unknown(e) => write!(f, "the prefix expression !{{{e}}} is not supported"),
+            Self::Pattern(field) => write!(
+                f,
+                "the timestamp pattern field {field} is not supported (the numeric y, M, d, H, m, s and S are)"
+            ),
+            Self::TooLong => write!(f, "the evaluated prefix is longer than 512 characters"),
+        }
+    }
+}
+
+impl std::error::Error for PrefixError {}
+
+/// AWS: an evaluated prefix is at most 512 characters.
+pub const PREFIX_MAX_CHARS: usize = 512;
+
+/// The default prefix, and what a prefix without a timestamp gets.
+const DEFAULT_TIME: &str = "yyyy/MM/dd/HH/";
+
+/// A UTC time broken down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Utc {
+    pub year: i64,
+    pub month: u32,
+    pub day: u32,
+    pub hour: u32,
+    pub minute: u32,
+    pub second: u32,
+    pub millis: u32,
+}
+
+impl Utc {
+    /// From milliseconds since the epoch (days to a civil date by Howard
+    /// Hinnant's algorithm).
+    pub fn from_millis(ms: u64) -> Self {
+        let days = (ms / 86_400_000) as i64;
+        let in_day = ms % 86_400_000;
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        Self {
+            year,
+            month,
+            day,
+            hour: (in_day / 3_600_000) as u32,
+            minute: (in_day / 60_000 % 60) as u32,
+            second: (in_day / 1000 % 60) as u32,
+            millis: (in_day % 1000) as u32,
+        }
+    }
+}
+
+/// Formats `at` by a Java DateTimeFormatter pattern: the numeric fields
+/// (`y`, `M`, `d`, `H`, `m`, `s`, `S`), quoted literals (`'...'`, `''` for a
+/// quote) and any other non-letter as itself.
+pub fn format_time(pattern: &str, at: Utc) -> Result<String, PrefixError> {
+    let chars: Vec<char> = pattern.chars().collect();
+    let mut out = String::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '\'' {
+            if chars.get(i + 1) == Some(&'\'') {
+                out.push('\'');
+                i += 2;
+                continue;
+            }
+            let end = chars[i + 1..]
+                .iter()
+                .position(|&q| q == '\'')
+                .map_or(chars.len(), |p| i + 1 + p);
+            out.extend(&chars[i + 1..end]);
+            i = end + 1;
+            continue;
+        }
+        if !c.is_ascii_alphabetic() {
+            out.push(c);
+            i += 1;
+            continue;
+        }
+        let run = chars[i..].iter().take_while(|&&x| x == c).count();
+        let pad = |n: i64, width: usize| format!("{n:0width$}");
+        match c {
+            // Java: "yy" is the two-digit year; any other count is the year
+            // padded to that width.
+            'y' | 'u' if run == 2 => out.push_str(&pad(at.year.rem_euclid(100), 2)),
+            'y' | 'u' => out.push_str(&pad(at.year, run)),
+            'M' | 'L' if run <= 2 => out.push_str(&pad(i64::from(at.month), run)),
+            'd' if run <= 2 => out.push_str(&pad(i64::from(at.day), run)),
+            'H' if run <= 2 => out.push_str(&pad(i64::from(at.hour), run)),
+            'm' if run <= 2 => out.push_str(&pad(i64::from(at.minute), run)),
+            's' if run <= 2 => out.push_str(&pad(i64::from(at.second), run)),
+            // Fractions of a second: the leading digits of the millisecond.
+            'S' => {
+                let digits = format!("{:03}000000", at.millis);
+                out.push_str(&digits[..run.min(9)]);
+            }
+            _ => return Err(PrefixError::Pattern(chars[i..i + run].iter().collect())),
+        }
+        i += run;
+    }
+    Ok(out)
+}
+
+/// Evaluates a prefix at `at` (the oldest record's arrival). `error_type`
+/// is the error output type for an error prefix; `random` gives the
+/// 11-character random strings.
+pub fn evaluate(
+    prefix: Option<&str>,
+    at: Utc,
+    error_type: Option<&str>,
+    random: &mut dyn FnMut() -> String,
+) -> Result<String, PrefixError> {
+    let prefix = prefix.unwrap_or_default();
+    let mut out = String::new();
+    let mut rest = prefix;
+    let mut timestamped = false;
+    while let Some(start) = rest.find("!{") {
+        out.push_str(&rest[..start]);
+        let inner = &rest[start + 2..];
+        let end = inner.find('}').ok_or(PrefixError::Unclosed)?;
+        let expression = &inner[..end];
+        match expression.split_once(':') {
+            Some(("timestamp", pattern)) => {
+                timestamped = true;
+                out.push_str(&format_time(pattern, at)?);
+            }
+            Some(("firehose", "random-string")) => out.push_str(&random()),
+            Some(("firehose", "error-output-type")) if error_type.is_some() => {
+                out.push_str(error_type.unwrap_or_default());
+            }
+            _ => return Err(PrefixError::Unknown(expression.to_owned())),
+        }
+        rest = &inner[end + 1..];
+    }
+    out.push_str(rest);
+    if !timestamped && error_type.is_none() {
+        out.push_str(&format_time(DEFAULT_TIME, at)?);
+    }
+    if out.chars().count() > PREFIX_MAX_CHARS {
+        return Err(PrefixError::TooLong);
+    }
+    Ok(out)
+}
+
+/// Checks a prefix when a delivery stream is configured, as AWS does:
+/// every expression known and well formed (the partition keys only with
+/// dynamic partitioning), `!{firehose:error-output-type}` only in an error
+/// prefix.
+pub fn check(prefix: Option<&str>, error_prefix: bool, dynamic: bool) -> Result<(), PrefixError> {
+    let mut rest = prefix.unwrap_or_default();
+    let mut plain = String::new();
+    while let Some(start) = rest.find("!{") {
+        plain.push_str(&rest[..start]);
+        let inner = &rest[start + 2..];
+        let end = inner.find('}').ok_or(PrefixError::Unclosed)?;
+        let expression = &inner[..end];
+        match expression.split_once(':') {
+            Some(("partitionKeyFromQuery" | "partitionKeyFromLambda", key))
+                if dynamic && !key.is_empty() => {}
+            _ => plain.push_str(&rest[start..start + 2 + end + 1]),
+        }
+        rest = &inner[end + 1..];
+    }
+    plain.push_str(rest);
+    let error_type = error_prefix.then_some("processing-failed");
+    evaluate(Some(&plain), Utc::from_millis(0), error_type, &mut || {
+        "r".repeat(11)
+    })
+    .map(drop)
+}
+
+/// The object name after the prefix: `<stream>-<version>-<yyyy-MM-dd-HH-mm-ss>-<uuid><extension>`.
+pub fn suffix(stream: &str, version: u64, at: Utc, uuid: &str, extension: &str) -> String {
+    format!(
+        "{stream}-{version}-{:04}-{:02}-{:02}-{:02}-{:02}-{:02}-{uuid}{extension}",
+        at.year, at.month, at.day, at.hour, at.minute, at.second
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 2018-03-04T05:06:07.089Z.
+    const AT_MS: u64 = 1_520_139_967_089;
+
+    fn at() -> Utc {
+        Utc::from_millis(AT_MS)
+    }
+
+    fn no_random() -> String {
+        unreachable!("no random string asked for")
+    }
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(
+            at(),
+            Utc {
+                year: 2018,
+                month: 3,
+                day: 4,
+                hour: 5,
+                minute: 6,
+                second: 7,
+                millis: 89
+            }
+        );
+        let leap = Utc::from_millis(951_782_400_000); // 2000-02-29T00:00:00Z
+        assert_eq!((leap.year, leap.month, leap.day), (2000, 2, 29));
+        let epoch = Utc::from_millis(0);
+        assert_eq!(
+            (epoch.year, epoch.month, epoch.day, epoch.hour),
+            (1970, 1, 1, 0)
+        );
+        let end_of_year = Utc::from_millis(1_704_067_199_999); // 2023-12-31T23:59:59.999Z
+        assert_eq!(
+            (
+                end_of_year.year,
+                end_of_year.month,
+                end_of_year.day,
+                end_of_year.second
+            ),
+            (2023, 12, 31, 59)
+        );
+    }
+
+    #[test]
+    fn java_patterns() {
+        // The guide's example: in 2018, !{timestamp:yyyy} is 2018.
+        assert_eq!(format_time("yyyy", at()).unwrap(), "2018");
+        assert_eq!(
+            format_time("yyyy/MM/dd/HH/", at()).unwrap(),
+            "2018/03/04/05/"
+        );
+        assert_eq!(
+            format_time("yy-M-d H:m:s.SSS", at()).unwrap(),
+            "18-3-4 5:6:7.089"
+        );
+        // Quoted literals, as users write them (yyyy'-'MM'-'dd).
+        assert_eq!(format_time("yyyy'-'MM'-'dd", at()).unwrap(), "2018-03-04");
+        assert_eq!(format_time("'year='yyyy''", at()).unwrap(), "year=2018'");
+        assert_eq!(
+            format_time("EEE", at()),
+            Err(PrefixError::Pattern("EEE".into()))
+        );
+        assert_eq!(
+            format_time("MMM", at()),
+            Err(PrefixError::Pattern("MMM".into()))
+        );
+    }
+
+    #[test]
+    fn prefixes_as_the_guide_evaluates_them() {
+        let mut none = no_random;
+        // The default, and a prefix without a timestamp (appended as is).
+        assert_eq!(
+            evaluate(None, at(), None, &mut none).unwrap(),
+            "2018/03/04/05/"
+        );
+        assert_eq!(
+            evaluate(Some(""), at(), None, &mut none).unwrap(),
+            "2018/03/04/05/"
+        );
+        assert_eq!(
+            evaluate(Some("legacy"), at(), None, &mut none).unwrap(),
+            "legacy2018/03/04/05/"
+        );
+        // Every timestamp at the same instant; literal text kept.
+        assert_eq!(
+            evaluate(
+                Some("dt=!{timestamp:yyyy'-'MM'-'dd}/h=!{timestamp:HH}/"),
+                at(),
+                None,
+                &mut none
+            )
+            .unwrap(),
+            "dt=2018-03-04/h=05/"
+        );
+        let mut n = 0;
+        let mut random = || {
+            n += 1;
+            format!("r{n:010}")
+        };
+        assert_eq!(
+            evaluate(
+                Some("a/!{firehose:random-string}/!{timestamp:yyyy}/"),
+                at(),
+                None,
+                &mut random
+            )
+            .unwrap(),
+            "a/r0000000001/2018/"
+        );
+        // Error prefixes name the error; no time is appended to them.
+        assert_eq!(
+            evaluate(
+                Some("err/!{firehose:error-output-type}/"),
+                at(),
+                Some("processing-failed"),
+                &mut none
+            )
+            .unwrap(),
+            "err/processing-failed/"
+        );
+        assert_eq!(
+            evaluate(Some("!{firehose:error-output-type}"), at(), None, &mut none),
+            Err(PrefixError::Unknown("firehose:error-output-type".into()))
+        );
+        assert_eq!(
+            evaluate(Some("a/!{timestamp:yyyy"), at(), None, &mut none),
+            Err(PrefixError::Unclosed)
+        );
+        assert_eq!(
+            evaluate(Some("!{partitionKeyFromQuery:id}"), at(), None, &mut none),
+            Err(PrefixError::Unknown("partitionKeyFromQuery:id".into()))
+        );
+        let long = "x".repeat(PREFIX_MAX_CHARS);
+        assert_eq!(
+            evaluate(Some(&long), at(), None, &mut none),
+            Err(PrefixError::TooLong)
+        );
+    }
+
+    #[test]
+    fn prefixes_are_checked_when_configured() {
+        assert_eq!(check(Some("logs/!{timestamp:yyyy}/"), false, false), Ok(()));
+        assert_eq!(
+            check(Some("!{firehose:error-output-type}/"), false, false),
+            Err(PrefixError::Unknown("firehose:error-output-type".into()))
+        );
+        assert_eq!(
+            check(Some("e/!{firehose:error-output-type}/"), true, false),
+            Ok(())
+        );
+        assert_eq!(
+            check(Some("k=!{partitionKeyFromQuery:id}/"), false, false),
+            Err(PrefixError::Unknown("partitionKeyFromQuery:id".into()))
+        );
+        assert_eq!(
+            check(Some("k=!{partitionKeyFromQuery:id}/"), false, true),
+            Ok(())
+        );
+        assert_eq!(
+            check(Some("!{timestamp:MMMM}"), false, false),
+            Err(PrefixError::Pattern("MMMM".into()))
+        );
+        assert_eq!(check(None, false, false), Ok(()));
+    }
+
+    #[test]
+    fn object_names() {
+        assert_eq!(
+            suffix(
+                "orders",
+                3,
+                at(),
+                "0f8fad5b-d9cb-469f-a165-70867728950e",
+                ".gz"
+            ),
+            "orders-3-2018-03-04-05-06-07-0f8fad5b-d9cb-469f-a165-70867728950e.gz"
+        );
+    }
+}
