@@ -3,15 +3,11 @@
 
 use std::path::Path;
 
-#[test]
-fn kinesis_shapes_match_the_model() {
+/// Renders `model_json` and compares it with the checked-in `file`.
+fn shapes_match(model_json: &str, spec: &str, file: &str) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let rendered = sluice_aws::codegen::render(
-        sluice_aws::model::KINESIS_MODEL_JSON,
-        "spec/kinesis-2013-12-02.json",
-    )
-    .expect("the Kinesis model renders");
-    let path = root.join("src/kinesis/shapes.rs");
+    let rendered = sluice_aws::codegen::render(model_json, spec).expect("the model renders");
+    let path = root.join(file);
     if std::env::var_os("SLUICE_REGENERATE").is_some() {
         std::fs::write(&path, &rendered).unwrap();
     }
@@ -24,22 +20,20 @@ fn kinesis_shapes_match_the_model() {
 }
 
 #[test]
+fn kinesis_shapes_match_the_model() {
+    shapes_match(
+        sluice_aws::model::KINESIS_MODEL_JSON,
+        "spec/kinesis-2013-12-02.json",
+        "src/kinesis/shapes.rs",
+    );
+}
+
+#[test]
 fn firehose_shapes_match_the_model() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let rendered = sluice_aws::codegen::render(
+    shapes_match(
         sluice_aws::model::FIREHOSE_MODEL_JSON,
         "spec/firehose-2015-08-04.json",
-    )
-    .expect("the Firehose model renders");
-    let path = root.join("src/firehose/shapes.rs");
-    if std::env::var_os("SLUICE_REGENERATE").is_some() {
-        std::fs::write(&path, &rendered).unwrap();
-    }
-    let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
-    assert!(
-        checked_in == rendered,
-        "{} differs from what the model renders: run `SLUICE_REGENERATE=1 cargo test -p sluice-aws --test codegen`",
-        path.display()
+        "src/firehose/shapes.rs",
     );
 }
 
