@@ -170,18 +170,23 @@ fn cbor_requests_get_cbor_answers() {
         assert_eq!(get(r, "ShardId"), text("shardId-000000000000"));
         assert_eq!(get(r, "SequenceNumber").as_text().unwrap().len(), 56);
     }
-    let (_, it) = call(
-        "GetShardIterator",
-        Cbor::Map(vec![
-            (text("StreamName"), text("c")),
-            (text("ShardId"), text("shardId-000000000000")),
-            (text("ShardIteratorType"), text("AT_TIMESTAMP")),
-            (
-                text("Timestamp"),
-                Cbor::Tag(1, Box::new(Cbor::Integer(0.into()))),
-            ),
-        ]),
-    );
+    // GetShardIterator AT_TIMESTAMP, the time in the Java SDKs' form (tag 1,
+    // epoch milliseconds).
+    let at_timestamp = |ms: u64| {
+        call(
+            "GetShardIterator",
+            Cbor::Map(vec![
+                (text("StreamName"), text("c")),
+                (text("ShardId"), text("shardId-000000000000")),
+                (text("ShardIteratorType"), text("AT_TIMESTAMP")),
+                (
+                    text("Timestamp"),
+                    Cbor::Tag(1, Box::new(Cbor::Integer(ms.into()))),
+                ),
+            ]),
+        )
+    };
+    let (_, it) = at_timestamp(0);
     let (status, got) = call(
         "GetRecords",
         Cbor::Map(vec![(text("ShardIterator"), get(&it, "ShardIterator"))]),
@@ -210,18 +215,7 @@ fn cbor_requests_get_cbor_answers() {
     // future, which AWS refuses).
     sluice_model::Clock::advance(&*h.clock, 10);
     for (at, expected) in [(arrival_ms, 3), (arrival_ms + 1, 0)] {
-        let (status, it) = call(
-            "GetShardIterator",
-            Cbor::Map(vec![
-                (text("StreamName"), text("c")),
-                (text("ShardId"), text("shardId-000000000000")),
-                (text("ShardIteratorType"), text("AT_TIMESTAMP")),
-                (
-                    text("Timestamp"),
-                    Cbor::Tag(1, Box::new(Cbor::Integer(at.into()))),
-                ),
-            ]),
-        );
+        let (status, it) = at_timestamp(at);
         assert_eq!(status, 200, "{it:?}");
         let (_, got) = call(
             "GetRecords",
