@@ -1,7 +1,7 @@
 """boto3 `firehose` against Sluice's Firehose control plane (issue #16, first
 part): delivery streams per account and region, their destinations
 described as AWS describes them, versions, tags and encryption state.
-Delivery is not built yet: PutRecord and PutRecordBatch refuse, saying so."""
+Delivery: test_firehose_delivery.py."""
 import os
 import subprocess
 import tempfile
@@ -223,21 +223,6 @@ def test_tags_and_encryption(endpoint):
         "DeliveryStreamEncryptionConfiguration"]
     assert enc == {"Status": "DISABLED"}
     f.delete_delivery_stream(DeliveryStreamName="tagged")
-
-
-def test_puts_are_refused_until_delivery_exists(endpoint):
-    f = firehose(endpoint)
-    f.create_delivery_stream(DeliveryStreamName="put", S3DestinationConfiguration=S3)
-    for call in (lambda: f.put_record(DeliveryStreamName="put", Record={"Data": b"x"}),
-                 lambda: f.put_record_batch(DeliveryStreamName="put", Records=[{"Data": b"x"}])):
-        with pytest.raises(ClientError) as e:
-            call()
-        assert error_of(e) == ("InvalidArgumentException",
-                               "Sluice does not deliver Firehose records yet (issue #16): no record was accepted by put.")
-    with pytest.raises(ClientError) as e:
-        f.put_record(DeliveryStreamName="missing", Record={"Data": b"x"})
-    assert error_of(e)[0] == "ResourceNotFoundException"
-    f.delete_delivery_stream(DeliveryStreamName="put")
 
 
 def test_validation_in_the_models_words(endpoint):

@@ -9,7 +9,7 @@ use sluice_aws::types::Timestamp;
 use crate::registry::{DeliveryStream, Destination, DESTINATION_ID};
 
 /// AWS's buffering defaults: 5 MB or 300 seconds, whichever comes first.
-fn buffering(given: &Option<f::BufferingHints>) -> f::BufferingHints {
+pub(crate) fn buffering(given: &Option<f::BufferingHints>) -> f::BufferingHints {
     let given = given.clone().unwrap_or_default();
     f::BufferingHints {
         size_in_mbs: given.size_in_mbs.or(Some(5)),

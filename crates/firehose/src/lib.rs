@@ -1,14 +1,22 @@
-//! Amazon Data Firehose's control plane: delivery streams per account and
-//! region, with their source, their one destination, encryption state,
-//! tags and version, kept in `firehose.json` in the data directory (written
-//! as the Kinesis catalog is: a temporary file, fsynced, renamed).
+//! Amazon Data Firehose: delivery streams per account and region, with
+//! their source, their one destination, encryption state, tags and
+//! version, kept in `firehose.json` in the data directory (written as the
+//! Kinesis catalog is: a temporary file, fsynced, renamed); and delivery.
 //!
 //! Requests arrive validated against the Firehose model and are typed by
 //! the shapes generated from it (`sluice_aws::firehose`); a destination's
 //! configuration is kept as given and described back as AWS describes it
-//! (defaults filled in, secrets left out). Delivery (the
-//! buffering, processing and writing of records) is not built yet:
-//! PutRecord and PutRecordBatch refuse, saying so (issue #16).
+//! (defaults filled in, secrets left out).
+//!
+//! Direct PUT records go into an internal Kinesis stream of the engine (one
+//! per delivery stream, in a scope no client can name) and are durable
+//! before PutRecord answers; a task per delivery stream buffers and
+//! delivers them ([`delivery`]) to buckets that are directories under the
+//! data directory ([`objects`]), keeping its position durably
+//! ([`positions`]). What Sluice cannot deliver yet (processors, format
+//! conversion, dynamic partitioning, HTTP endpoints, Kinesis sources, ZIP)
+//! is accepted as configuration, but its records are refused, never
+//! accepted and left undelivered (issue #16).
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -20,12 +28,19 @@ use sluice_meta::Scope;
 use sluice_model::Clock;
 use sluice_streams::store::{CatalogStore, FileCatalogStore};
 
+pub mod delivery;
 mod describe;
 pub mod keys;
+pub mod objects;
 mod ops;
+pub mod positions;
+mod put;
+mod quota;
 mod registry;
+pub mod stats;
 
 pub use registry::{DeliveryStream, Registry};
+use sluice_streams::Engine;
 
 /// Where Firehose's delivery streams are kept, beside the Kinesis catalog.
 pub const FIREHOSE_FILE: &str = "firehose.json";
@@ -36,6 +51,17 @@ pub struct Firehose {
     store: Box<dyn CatalogStore>,
     registry: Mutex<Registry>,
     clock: Arc<dyn Clock>,
+    /// Direct PUT records are kept in its internal streams.
+    engine: Arc<Engine>,
+    /// Every file Firehose writes goes through it.
+    storage: Arc<dyn Storage>,
+    data_dir: PathBuf,
+    positions: positions::Positions,
+    deliveries: delivery::Deliveries,
+    /// Direct PUT quotas by delivery stream (`--limits aws`).
+    quotas: Mutex<std::collections::HashMap<String, quota::Quotas>>,
+    /// What each delivery stream took in and delivered.
+    pub stats: stats::Stats,
 }
 
 /// Why the delivery streams could not be loaded.
@@ -57,21 +83,32 @@ impl std::fmt::Display for OpenError {
 impl std::error::Error for OpenError {}
 
 impl Firehose {
-    /// Loads the delivery streams kept in `dir` (none if there is no file).
+    /// Loads the delivery streams kept in `dir` (none if there is no file);
+    /// their records live in `engine`. Delivery starts with
+    /// [`Firehose::start`].
     pub fn open(
+        engine: Arc<Engine>,
         storage: Arc<dyn Storage>,
         dir: PathBuf,
-        clock: Arc<dyn Clock>,
     ) -> Result<Self, OpenError> {
-        let store = FileCatalogStore::named(storage, dir, FIREHOSE_FILE);
+        let store = FileCatalogStore::named(storage.clone(), dir.clone(), FIREHOSE_FILE);
         let registry = match store.load().map_err(OpenError::Io)? {
             Some(bytes) => serde_json::from_slice(&bytes).map_err(OpenError::Snapshot)?,
             None => Registry::default(),
         };
+        let positions =
+            positions::Positions::open(storage.clone(), dir.clone()).map_err(OpenError::Io)?;
         Ok(Self {
             store: Box::new(store),
             registry: Mutex::new(registry),
-            clock,
+            clock: engine.clock.clone(),
+            engine,
+            storage,
+            data_dir: dir,
+            positions,
+            deliveries: delivery::Deliveries::default(),
+            quotas: Mutex::default(),
+            stats: stats::Stats::default(),
         })
     }
 
@@ -126,6 +163,15 @@ impl Firehose {
     /// Deletes every delivery stream of every account (the test controls'
     /// reset). Returns how many there were.
     pub fn reset(&self) -> Result<usize, AwsError> {
-        self.change(|r| Ok(std::mem::take(r).len()))
+        let gone: Vec<(Scope, String)> = self
+            .registry()
+            .all()
+            .map(|s| (s.scope(), s.name.clone()))
+            .collect();
+        let n = self.change(|r| Ok(std::mem::take(r).len()))?;
+        for (scope, name) in gone {
+            ops::forget(self, &scope, &name);
+        }
+        Ok(n)
     }
 }

@@ -28,7 +28,7 @@ fn invalid(message: impl Into<String>) -> AwsError {
 }
 
 /// moto's words (copied from AWS's).
-fn not_found(scope: &Scope, name: &str) -> AwsError {
+pub(crate) fn not_found(scope: &Scope, name: &str) -> AwsError {
     err(
         ErrorCode::ResourceNotFoundException,
         format!("Firehose {name} under account {} not found.", scope.account),
@@ -48,6 +48,7 @@ pub(crate) fn call(f: &Firehose, scope: &Scope, request: Request) -> Result<Resp
                     .map(drop)
                     .ok_or_else(|| not_found(scope, &i.delivery_stream_name))
             })?;
+            forget(f, scope, &i.delivery_stream_name);
             Response::DeleteDeliveryStream(Default::default())
         }
         Request::DescribeDeliveryStream(i) => {
@@ -108,6 +109,8 @@ pub(crate) fn call(f: &Firehose, scope: &Scope, request: Request) -> Result<Resp
         }
         Request::UpdateDestination(i) => {
             update_destination(f, scope, i)?;
+            // The next delivery follows the new configuration.
+            f.wake();
             Response::UpdateDestination(Default::default())
         }
         Request::StartDeliveryStreamEncryption(i) => {
@@ -136,9 +139,67 @@ pub(crate) fn call(f: &Firehose, scope: &Scope, request: Request) -> Result<Resp
             })?;
             Response::StopDeliveryStreamEncryption(Default::default())
         }
-        Request::PutRecord(i) => return Err(put(f, scope, &i.delivery_stream_name)),
-        Request::PutRecordBatch(i) => return Err(put(f, scope, &i.delivery_stream_name)),
+        Request::PutRecord(i) => {
+            let (mut results, encrypted) = crate::put::put(
+                f,
+                scope,
+                &i.delivery_stream_name,
+                &[i.record.data.0.as_slice()],
+                false,
+            )?;
+            let record_id = results.pop().expect("one result per record")?;
+            Response::PutRecord(f::PutRecordOutput {
+                record_id,
+                encrypted: Some(encrypted),
+            })
+        }
+        Request::PutRecordBatch(i) => {
+            let data: Vec<&[u8]> = i.records.iter().map(|r| r.data.0.as_slice()).collect();
+            let (results, encrypted) =
+                crate::put::put(f, scope, &i.delivery_stream_name, &data, true)?;
+            let failed = results.iter().filter(|r| r.is_err()).count();
+            Response::PutRecordBatch(f::PutRecordBatchOutput {
+                failed_put_count: failed as i64,
+                encrypted: Some(encrypted),
+                request_responses: results
+                    .into_iter()
+                    .map(|r| match r {
+                        Ok(id) => f::PutRecordBatchResponseEntry {
+                            record_id: Some(id),
+                            ..Default::default()
+                        },
+                        Err(e) => f::PutRecordBatchResponseEntry {
+                            error_code: Some(e.code.name().to_owned()),
+                            error_message: Some(e.message),
+                            ..Default::default()
+                        },
+                    })
+                    .collect(),
+            })
+        }
     })
+}
+
+/// What a deleted delivery stream leaves: its task, its records, its
+/// position, its counts and quotas all go.
+pub(crate) fn forget(f: &Firehose, scope: &Scope, name: &str) {
+    f.stop_worker(scope, name);
+    let internal = Scope::internal(crate::delivery::SERVICE, scope);
+    if let Err(e) = sluice_streams::ops::delete_internal(&f.engine, &internal, name) {
+        tracing::warn!(
+            "firehose: deleting the records of {name} failed (removed at the next start): {}",
+            e.message
+        );
+    }
+    let k = crate::delivery::key(scope, name);
+    if let Err(e) = f.positions.save(&k, None) {
+        tracing::warn!("firehose: forgetting the position of {name} failed: {e}");
+    }
+    f.stats.forget(&k);
+    f.quotas
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&k);
 }
 
 /// AWS: StartDeliveryStreamEncryption and StopDeliveryStreamEncryption
@@ -342,7 +403,16 @@ fn create(
         encryption_changes_ms: Vec::new(),
     };
     let arn = stream.arn();
-    f.change(|r| {
+    // Direct PUT records need their log before the first PutRecord: made
+    // first, and removed again if the delivery stream is not made (a crash
+    // in between leaves one that the next start removes).
+    let direct = kind == f::DeliveryStreamType::DirectPut;
+    let internal = Scope::internal(crate::delivery::SERVICE, scope);
+    if direct && f.registry().get(scope, &name).is_none() {
+        sluice_streams::ops::delete_internal(&f.engine, &internal, &name)?;
+        sluice_streams::ops::create_internal(&f.engine, &internal, &name)?;
+    }
+    let made = f.change(|r| {
         if r.get(scope, &name).is_some() {
             // moto's words (copied from AWS's).
             return Err(err(
@@ -363,7 +433,20 @@ fn create(
         }
         r.insert(stream);
         Ok(())
-    })?;
+    });
+    if let Err(e) = made {
+        if direct && f.registry().get(scope, &name).is_none() {
+            let _ = sluice_streams::ops::delete_internal(&f.engine, &internal, &name);
+        }
+        return Err(e);
+    }
+    if direct {
+        let k = crate::delivery::key(scope, &name);
+        if let Err(e) = f.positions.save(&k, None) {
+            tracing::warn!("firehose: clearing the position of {name} failed: {e}");
+        }
+        f.spawn(scope, &name);
+    }
     Ok(f::CreateDeliveryStreamOutput {
         delivery_stream_arn: Some(arn),
     })
@@ -392,7 +475,63 @@ fn check_prefixes(destination: &Destination) -> Result<(), AwsError> {
             false,
         ),
     };
-    checked.map_err(|e| invalid(format!("Invalid prefix: {e}.")))
+    checked.map_err(|e| invalid(format!("Invalid prefix: {e}.")))?;
+    let (bucket_arn, prefix, error_prefix, dynamic) = match destination {
+        Destination::S3(c) => (&c.bucket_arn, &c.prefix, &c.error_output_prefix, false),
+        Destination::ExtendedS3(c) => (
+            &c.bucket_arn,
+            &c.prefix,
+            &c.error_output_prefix,
+            c.dynamic_partitioning_configuration
+                .as_ref()
+                .is_some_and(|d| d.enabled == Some(true)),
+        ),
+        Destination::HttpEndpoint(c) => (
+            &c.s3_configuration.bucket_arn,
+            &c.s3_configuration.prefix,
+            &c.s3_configuration.error_output_prefix,
+            false,
+        ),
+    };
+    check_directory(bucket_arn, prefix.as_deref(), None, dynamic)?;
+    check_directory(
+        bucket_arn,
+        error_prefix.as_deref().filter(|e| !e.is_empty()),
+        Some("processing-failed"),
+        dynamic,
+    )
+}
+
+/// A bucket is a directory under the data directory: its name must be one,
+/// and the keys a prefix makes must be paths in it (no empty, `.` or `..`
+/// segment). Sluice's words: AWS has no such rule.
+fn check_directory(
+    bucket_arn: &str,
+    prefix: Option<&str>,
+    error_type: Option<&str>,
+    dynamic: bool,
+) -> Result<(), AwsError> {
+    let bucket = crate::objects::bucket_of(bucket_arn)
+        .ok_or_else(|| invalid(format!("BucketARN {bucket_arn} names no bucket.")))?;
+    if error_type.is_some() && prefix.is_none() {
+        return Ok(());
+    }
+    // Partition keys are only known at delivery; the rest is checked here.
+    let key = if dynamic {
+        "k".to_owned()
+    } else {
+        let at = crate::keys::Utc::from_millis(0);
+        crate::keys::evaluate(prefix, at, error_type, &mut || "r".repeat(11))
+            .map_err(|e| invalid(format!("Invalid prefix: {e}.")))?
+            + "k"
+    };
+    crate::objects::path_of(std::path::Path::new("/"), bucket, &key)
+        .map(drop)
+        .map_err(|e| {
+            invalid(format!(
+                "Sluice keeps buckets as directories, and this one cannot be: {e}."
+            ))
+        })
 }
 
 fn disabled() -> f::DeliveryStreamEncryptionConfiguration {
@@ -712,22 +851,4 @@ fn merge_http(
         &mut c.secrets_manager_configuration,
         &u.secrets_manager_configuration,
     );
-}
-
-/// PutRecord and PutRecordBatch: refused until delivery is built, so that
-/// no record is acknowledged and then dropped. Not retryable (a
-/// ServiceUnavailableException would be): no SDK should keep trying.
-fn put(f: &Firehose, scope: &Scope, name: &str) -> AwsError {
-    let registry = f.registry();
-    let Some(stream) = registry.get(scope, name) else {
-        return not_found(scope, name);
-    };
-    if stream.kind != f::DeliveryStreamType::DirectPut {
-        return invalid(
-            "This operation is not permitted on KinesisStreamAsSource delivery stream type.",
-        );
-    }
-    invalid(format!(
-        "Sluice does not deliver Firehose records yet (issue #16): no record was accepted by {name}."
-    ))
 }

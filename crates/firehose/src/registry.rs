@@ -35,6 +35,11 @@ impl Registry {
         self.streams.remove(&key(scope, name))
     }
 
+    /// Every delivery stream of every scope.
+    pub fn all(&self) -> impl Iterator<Item = &DeliveryStream> {
+        self.streams.values()
+    }
+
     /// How many delivery streams there are, in every scope.
     pub fn len(&self) -> usize {
         self.streams.len()

@@ -11,9 +11,19 @@ use sluice_model::ManualClock;
 
 use serde_json::Value;
 use sluice_firehose::Firehose;
+use sluice_streams::{Config, Engine};
+
+/// The engine that keeps Direct PUT records, in `dir`.
+fn engine(dir: &std::path::Path, clock: &Arc<ManualClock>) -> Arc<Engine> {
+    let config = Config {
+        data_dir: dir.to_path_buf(),
+        ..Config::default()
+    };
+    Arc::new(Engine::open(config, clock.clone()).unwrap())
+}
 
 fn open(dir: &std::path::Path, clock: &Arc<ManualClock>) -> Firehose {
-    Firehose::open(Arc::new(OsStorage), dir.to_path_buf(), clock.clone()).unwrap()
+    Firehose::open(engine(dir, clock), Arc::new(OsStorage), dir.to_path_buf()).unwrap()
 }
 
 fn east() -> Scope {
@@ -138,12 +148,11 @@ fn updates_need_the_current_version() {
 fn a_failed_save_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(1_700_000_000_000));
-    let f = open(dir.path(), &clock);
-    f.call(&east(), "CreateDeliveryStream", &s3_stream("d"))
-        .unwrap();
+    let engine_dir = dir.path().join("engine");
+    let engine = engine(&engine_dir, &clock);
     // The directory goes away: the next save fails.
     let gone = dir.path().join("gone");
-    let f2 = Firehose::open(Arc::new(OsStorage), gone.clone(), clock.clone()).unwrap();
+    let f2 = Firehose::open(engine.clone(), Arc::new(OsStorage), gone.clone()).unwrap();
     let e = f2
         .call(&east(), "CreateDeliveryStream", &s3_stream("x"))
         .unwrap_err();
@@ -151,6 +160,8 @@ fn a_failed_save_changes_nothing() {
     let listed = f2.call(&east(), "ListDeliveryStreams", &json!({})).unwrap();
     assert_eq!(listed["DeliveryStreamNames"], json!([]));
     assert!(!gone.exists());
+    // The record log made for it went again.
+    assert!(sluice_streams::ops::internal_streams(&engine).is_empty());
 }
 
 #[test]

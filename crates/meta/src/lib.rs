@@ -61,6 +61,19 @@ impl Scope {
         }
     }
 
+    /// The scope a service built on the engine keeps its own streams in
+    /// for `of` (Firehose's Direct PUT records: `firehose.us-east-1`). Its
+    /// region holds a `.`, which no region name has (`sluice_model::is_region`),
+    /// so no client request ever reaches these streams.
+    pub fn internal(service: &str, of: &Scope) -> Self {
+        Self::new(of.account.clone(), format!("{service}.{}", of.region))
+    }
+
+    /// Whether this is a service's own scope ([`Scope::internal`]).
+    pub fn is_internal(&self) -> bool {
+        self.region.contains('.')
+    }
+
     /// Whether `arn` names a resource of this account and region.
     pub fn owns(&self, arn: &sluice_model::Arn) -> bool {
         arn.account() == self.account && arn.region() == self.region

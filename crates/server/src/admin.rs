@@ -247,8 +247,15 @@ fn clock(state: &State, input: &Value) -> Answer {
     if !done {
         return Err(bad("this server's clock cannot be controlled"));
     }
-    // What the new time makes due happens now, not at the next tick.
+    // What the new time makes due happens now, not at the next tick:
+    // Firehose deliveries due at the new time are written before this
+    // answers (runs on the blocking pool).
     state.housekeeping();
+    let settled = tokio::runtime::Handle::current()
+        .block_on(state.firehose.settle(std::time::Duration::from_secs(30)));
+    if !settled {
+        tracing::warn!("firehose deliveries did not settle within 30 s of moving the clock");
+    }
     Ok(clock_json(state))
 }
 

@@ -240,6 +240,8 @@ impl Server {
                 .await
                 .expect("open task")?,
         );
+        // Firehose's delivery tasks (their records are in the engine, open now).
+        state.firehose.start(tokio::runtime::Handle::current());
         let (shutdown, mut stop) = watch::channel(false);
         // Retention: trim expired records now and then (the clock decides what expired).
         let trimming = state.clone();

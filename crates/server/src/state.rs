@@ -26,7 +26,7 @@ pub enum StateError {
 pub struct State {
     pub engine: Arc<Engine>,
     /// Firehose's delivery streams (`firehose.json` beside the catalog).
-    pub firehose: sluice_firehose::Firehose,
+    pub firehose: Arc<sluice_firehose::Firehose>,
     pub config: Config,
     /// Faults injected by the test controls.
     pub faults: crate::admin::Faults,
@@ -47,18 +47,18 @@ impl std::ops::Deref for State {
 
 impl State {
     pub fn open(config: Config, clock: Arc<dyn Clock>) -> Result<Self, StateError> {
-        let engine = Engine::open(config.engine(), clock.clone())?;
-        let firehose = sluice_firehose::Firehose::open(
+        let engine = Arc::new(Engine::open(config.engine(), clock)?);
+        let firehose = Arc::new(sluice_firehose::Firehose::open(
+            engine.clone(),
             Arc::new(sluice_log::OsStorage),
             config.data_dir.clone(),
-            clock,
-        )?;
+        )?);
         let body_budget = config
             .body_bytes_in_flight_max
             .max(config.request_body_max_bytes)
             .min(tokio::sync::Semaphore::MAX_PERMITS);
         Ok(Self {
-            engine: Arc::new(engine),
+            engine,
             firehose,
             config,
             faults: crate::admin::Faults::default(),
@@ -77,8 +77,11 @@ impl State {
     pub fn gauges(&self) -> crate::metrics::Gauges {
         let now = self.now_ms();
         let catalog = self.catalog();
+        // Services' internal streams (Firehose's records) are not streams
+        // a client has.
         let streams: Vec<(sluice_meta::Scope, String, &'static str, u64)> = catalog
             .streams()
+            .filter(|s| !s.scope().is_internal())
             .map(|s| {
                 (
                     s.scope(),

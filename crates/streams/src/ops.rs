@@ -23,12 +23,16 @@ use crate::engine::{Engine, Refused};
 use crate::iterator::{ShardIterator, ITERATOR_LIFETIME_MS};
 
 mod errors;
+mod internal;
 mod put;
 mod settings;
 mod shards;
 mod streams;
 use errors::*;
 pub(crate) use errors::{err, internal, not_found, quarantined, read_error};
+pub use internal::{
+    begin_internal_put, create_internal, delete_internal, internal_log, internal_streams,
+};
 pub use put::records_size_exceeded;
 use put::*;
 use settings::*;

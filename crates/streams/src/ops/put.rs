@@ -64,6 +64,22 @@ pub struct EntryError {
 }
 
 impl PendingPut {
+    pub(super) fn new(
+        scope: Scope,
+        stream: String,
+        shape: PutShape,
+        outcome: PutOutcome,
+        durability: PutDurability,
+    ) -> Self {
+        Self {
+            scope,
+            stream,
+            shape,
+            outcome,
+            durability,
+        }
+    }
+
     /// Awaits durability, then the answer.
     pub async fn finish(mut self, state: &Engine) -> Result<PutAnswer, AwsError> {
         let durability = std::mem::take(&mut self.durability);
@@ -426,7 +442,8 @@ pub(crate) fn put_entries_unsynced(
             Ok(())
         })?;
         routed.sort_unstable();
-        let limited = state.config.enforce_limits;
+        // Services' own streams answer to the service's quotas, not Kinesis'.
+        let limited = state.config.enforce_limits && !state.scope.is_internal();
         if attempt == 0 && (limited || state.throttles.any_blocked()) {
             // Each record is admitted (or throttled) once, by the shard it
             // first routes to, in request order.

@@ -1,0 +1,262 @@
+"""Firehose delivery through boto3 against a real `sluice serve`: Direct PUT
+records buffered by size and by time on the frozen virtual clock, delivered
+as objects into a bucket that is a directory under the data dir
+(`<data-dir>/s3/<bucket>/<key>`), compressed, and never lost across kill -9.
+
+AWS's behaviour pinned here (KINESIS-FACTS.md, Firehose; AWS's developer
+guide, "Configure Amazon S3 object name format" and "Understand data
+delivery"): records are concatenated with no delimiter; an object is named
+`<prefix><stream>-<version>-<yyyy-MM-dd-HH-mm-ss>-<uuid><ext>` at the
+arrival time of its oldest record, under `yyyy/MM/dd/HH/` by default;
+whichever of SizeInMBs and IntervalInSeconds comes first delivers;
+PutRecordBatch answers a RecordId per record and `Encrypted`."""
+import gzip
+import json
+import os
+import pathlib
+import re
+import signal
+import tempfile
+import threading
+import urllib.request
+
+import pytest
+from botocore.exceptions import ClientError
+
+from conftest import sluice
+from test_firehose import S3, error_of, firehose
+
+
+def control(endpoint, path, body):
+    req = urllib.request.Request(endpoint + "/_sluice/" + path, json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    return json.loads(urllib.request.urlopen(req).read())
+
+
+@pytest.fixture(scope="module")
+def frozen():
+    """A server of its own with the virtual clock frozen: deliveries happen
+    when a test moves the clock (the clock call returns once they are done)."""
+    with tempfile.TemporaryDirectory() as data_dir:
+        with sluice("--limits", "off", "--test-controls", data_dir=data_dir) as (_, endpoint):
+            now = control(endpoint, "clock", {"freeze": True})["nowMs"]
+
+            def advance(ms):
+                return control(endpoint, "clock", {"advanceMs": ms})["nowMs"]
+
+            yield endpoint, pathlib.Path(data_dir), advance, now
+
+
+def objects(data_dir, bucket):
+    """Every object of `bucket`: key -> bytes."""
+    root = data_dir / "s3" / bucket
+    if not root.exists():
+        return {}
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def utc(ms):
+    import datetime
+    return datetime.datetime.fromtimestamp(ms / 1000, datetime.timezone.utc)
+
+
+UUID = "[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
+
+
+def test_the_interval_delivers_one_object_named_as_aws_names_it(frozen):
+    endpoint, data_dir, advance, _ = frozen
+    f = firehose(endpoint)
+    f.create_delivery_stream(DeliveryStreamName="by-time", S3DestinationConfiguration=dict(
+        S3, BucketARN="arn:aws:s3:::interval", BufferingHints={"SizeInMBs": 1, "IntervalInSeconds": 60}))
+    arrival = advance(0)
+    out = f.put_record_batch(DeliveryStreamName="by-time",
+                             Records=[{"Data": b"one\n"}, {"Data": b"two\n"}, {"Data": b"three\n"}])
+    assert out["FailedPutCount"] == 0
+    assert out["Encrypted"] is False
+    ids = [r["RecordId"] for r in out["RequestResponses"]]
+    assert len(set(ids)) == 3 and all(ids)
+    single = f.put_record(DeliveryStreamName="by-time", Record={"Data": b"four\n"})
+    assert single["RecordId"] and single["Encrypted"] is False
+    advance(59_000)
+    assert objects(data_dir, "interval") == {}, "59 s: the interval has not passed"
+    advance(1_000)
+    got = objects(data_dir, "interval")
+    assert list(got.values()) == [b"one\ntwo\nthree\nfour\n"]
+    [key] = got
+    t = utc(arrival)
+    assert re.fullmatch(t.strftime("%Y/%m/%d/%H/") + "by-time-1-" + t.strftime("%Y-%m-%d-%H-%M-%S-") + UUID, key), key
+    advance(3_600_000)
+    assert len(objects(data_dir, "interval")) == 1, "nothing more to deliver"
+    f.delete_delivery_stream(DeliveryStreamName="by-time")
+
+
+def test_the_size_delivers_first_and_objects_stay_within_it(frozen):
+    endpoint, data_dir, advance, _ = frozen
+    f = firehose(endpoint)
+    f.create_delivery_stream(DeliveryStreamName="by-size", ExtendedS3DestinationConfiguration=dict(
+        S3, BucketARN="arn:aws:s3:::size", Prefix="raw/!{timestamp:yyyy}/",
+        BufferingHints={"SizeInMBs": 1, "IntervalInSeconds": 900}))
+    records = [bytes([65 + i]) * 400_000 for i in range(3)]
+    out = f.put_record_batch(DeliveryStreamName="by-size", Records=[{"Data": r} for r in records])
+    assert out["FailedPutCount"] == 0
+    advance(0)
+    got = objects(data_dir, "size")
+    # 1.2 MB arrived: the first MiB is due at once; the object stops before
+    # the record that would make it larger than 1 MiB.
+    assert list(got.values()) == [records[0] + records[1]]
+    [key] = got
+    assert key.startswith("raw/" + utc(advance(0)).strftime("%Y") + "/by-size-1-"), key
+    advance(899_000)
+    assert len(objects(data_dir, "size")) == 1
+    advance(1_000)
+    got = objects(data_dir, "size")
+    assert sorted(got.values()) == sorted([records[0] + records[1], records[2]])
+    f.delete_delivery_stream(DeliveryStreamName="by-size")
+
+
+def test_gzip_snappy_and_the_file_extension(frozen):
+    endpoint, data_dir, advance, _ = frozen
+    f = firehose(endpoint)
+    f.create_delivery_stream(DeliveryStreamName="gz", ExtendedS3DestinationConfiguration=dict(
+        S3, BucketARN="arn:aws:s3:::gz", CompressionFormat="GZIP",
+        BufferingHints={"SizeInMBs": 1, "IntervalInSeconds": 0}))
+    f.create_delivery_stream(DeliveryStreamName="ext", ExtendedS3DestinationConfiguration=dict(
+        S3, BucketARN="arn:aws:s3:::gz", CompressionFormat="GZIP", FileExtension=".json.gz", Prefix="ext/",
+        BufferingHints={"SizeInMBs": 1, "IntervalInSeconds": 0}))
+    data = [json.dumps({"n": i}).encode() + b"\n" for i in range(100)]
+    for name in ("gz", "ext"):
+        f.put_record_batch(DeliveryStreamName=name, Records=[{"Data": d} for d in data])
+    advance(0)
+    got = objects(data_dir, "gz")
+    assert len(got) == 2, got.keys()
+    for key, body in got.items():
+        assert gzip.decompress(body) == b"".join(data)
+        if key.startswith("ext/"):
+            assert key.endswith(".json.gz") and not key.endswith(".gz.json.gz")
+        else:
+            assert key.endswith(".gz")
+    for name in ("gz", "ext"):
+        f.delete_delivery_stream(DeliveryStreamName=name)
+
+
+def test_updates_name_the_next_objects_with_the_new_version(frozen):
+    endpoint, data_dir, advance, _ = frozen
+    f = firehose(endpoint)
+    f.create_delivery_stream(DeliveryStreamName="upd", ExtendedS3DestinationConfiguration=dict(
+        S3, BucketARN="arn:aws:s3:::upd", Prefix="v1/", BufferingHints={"SizeInMBs": 1, "IntervalInSeconds": 60}))
+    f.put_record(DeliveryStreamName="upd", Record={"Data": b"a"})
+    f.update_destination(DeliveryStreamName="upd", CurrentDeliveryStreamVersionId="1",
+                         DestinationId="destinationId-000000000001",
+                         ExtendedS3DestinationUpdate={"Prefix": "v2/"})
+    advance(60_000)
+    [key] = objects(data_dir, "upd")
+    assert key.startswith("v2/") and "/upd-2-" in key, key
+    f.delete_delivery_stream(DeliveryStreamName="upd")
+
+
+def test_what_sluice_cannot_deliver_yet_is_refused_not_dropped(frozen):
+    endpoint, data_dir, advance, _ = frozen
+    f = firehose(endpoint)
+    f.create_delivery_stream(DeliveryStreamName="lambda", ExtendedS3DestinationConfiguration=dict(
+        S3, BucketARN="arn:aws:s3:::no", ProcessingConfiguration={"Enabled": True, "Processors": [
+            {"Type": "AppendDelimiterToRecord", "Parameters": []}]}))
+    for call in (lambda: f.put_record(DeliveryStreamName="lambda", Record={"Data": b"x"}),
+                 lambda: f.put_record_batch(DeliveryStreamName="lambda", Records=[{"Data": b"x"}])):
+        with pytest.raises(ClientError) as e:
+            call()
+        assert error_of(e) == (
+            "InvalidArgumentException",
+            "Sluice does not deliver this delivery stream's records yet: record processing "
+            "(ProcessingConfiguration) is not built yet (issue #16). No record was accepted by lambda.")
+    f.delete_delivery_stream(DeliveryStreamName="lambda")
+    with pytest.raises(ClientError) as e:
+        f.put_record(DeliveryStreamName="lambda", Record={"Data": b"x"})
+    assert error_of(e) == ("ResourceNotFoundException", "Firehose lambda under account 000000000000 not found.")
+    # A bucket or key a directory cannot hold is refused when configured.
+    with pytest.raises(ClientError) as e:
+        f.create_delivery_stream(DeliveryStreamName="dots", S3DestinationConfiguration=dict(S3, Prefix="a/../b/"))
+    assert error_of(e)[0] == "InvalidArgumentException"
+    assert "cannot be" in error_of(e)[1]
+
+
+def test_a_batch_over_4_mib_is_refused_whole(frozen):
+    endpoint, data_dir, advance, _ = frozen
+    f = firehose(endpoint)
+    f.create_delivery_stream(DeliveryStreamName="big", S3DestinationConfiguration=dict(
+        S3, BucketARN="arn:aws:s3:::big"))
+    with pytest.raises(ClientError) as e:
+        f.put_record_batch(DeliveryStreamName="big", Records=[{"Data": b"x" * 1_000_000}] * 5)
+    # AWS's words, as osquery's logs recorded them.
+    assert error_of(e) == ("InvalidArgumentException", "Records size exceeds 4 MB limit")
+    advance(3_600_000)
+    assert objects(data_dir, "big") == {}
+    f.delete_delivery_stream(DeliveryStreamName="big")
+
+
+def test_direct_put_quotas_under_aws_limits():
+    """`--limits aws`: beyond 1 MiB/s outside the three large regions, AWS
+    answers ServiceUnavailableException "Slow down." per record in a batch
+    (boto3#2804 shows such an answer) and for a whole PutRecord."""
+    with sluice("--limits", "aws", "--test-controls") as (_, endpoint):
+        control(endpoint, "clock", {"freeze": True})
+        f = firehose(endpoint, region="eu-central-1")
+        f.create_delivery_stream(DeliveryStreamName="q", S3DestinationConfiguration=S3)
+        out = f.put_record_batch(DeliveryStreamName="q", Records=[{"Data": b"x" * 512_000}] * 3)
+        assert out["FailedPutCount"] == 1
+        assert out["RequestResponses"][2] == {"ErrorCode": "ServiceUnavailableException",
+                                              "ErrorMessage": "Slow down."}
+        with pytest.raises(ClientError) as e:
+            f.put_record(DeliveryStreamName="q", Record={"Data": b"x" * 100_000})
+        assert error_of(e) == ("ServiceUnavailableException", "Slow down.")
+        control(endpoint, "clock", {"advanceMs": 1000})
+        assert f.put_record(DeliveryStreamName="q", Record={"Data": b"x" * 100_000})["RecordId"]
+
+
+def test_kill_9_loses_no_acknowledged_record():
+    """Records are acknowledged once in the log; a kill -9 while puts and
+    deliveries run loses none of them: after a restart every acknowledged
+    record is in an object, duplicated at most within the last unconfirmed
+    delivery."""
+    with tempfile.TemporaryDirectory() as data_dir:
+        acked = []
+        with sluice("--limits", "off", "--test-controls", data_dir=data_dir) as (proc, endpoint):
+            f = firehose(endpoint)
+            f.create_delivery_stream(DeliveryStreamName="crash", S3DestinationConfiguration=dict(
+                S3, BucketARN="arn:aws:s3:::crash", BufferingHints={"SizeInMBs": 1, "IntervalInSeconds": 0}))
+            stop = threading.Event()
+
+            def produce():
+                n = 0
+                while not stop.is_set():
+                    batch = [f"rec-{n + i:08d}".encode().ljust(1000, b".") + b"\n" for i in range(200)]
+                    try:
+                        out = f.put_record_batch(DeliveryStreamName="crash", Records=[{"Data": d} for d in batch])
+                    except Exception:
+                        return
+                    acked.extend(d[:12] for d, r in zip(batch, out["RequestResponses"]) if "RecordId" in r)
+                    n += 200
+
+            t = threading.Thread(target=produce)
+            t.start()
+            # Kill once deliveries are under way and records keep coming.
+            root = pathlib.Path(data_dir) / "s3" / "crash"
+            while len(acked) < 20_000 or not root.exists():
+                assert t.is_alive()
+                t.join(0.01)
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            stop.set()
+            t.join()
+        with sluice("--limits", "off", "--test-controls", data_dir=data_dir) as (_, endpoint):
+            control(endpoint, "clock", {"freeze": True})
+            control(endpoint, "clock", {"advanceMs": 0})
+            seen = {}
+            for body in objects(pathlib.Path(data_dir), "crash").values():
+                for line in body.splitlines():
+                    seen[line[:12]] = seen.get(line[:12], 0) + 1
+        lost = [a for a in acked if a not in seen]
+        duplicated = sum(c - 1 for c in seen.values())
+        print(f"acknowledged {len(acked)}, delivered {len(seen)}, duplicated {duplicated}, lost {len(lost)}")
+        assert lost == []
+        # Duplicates only within the last unconfirmed delivery (1 MiB).
+        assert duplicated <= 1100
