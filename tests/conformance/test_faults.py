@@ -306,3 +306,46 @@ def test_idle_sockets_at_the_descriptor_limit_lock_no_one_out(tmp_path):
         # off (here: never reaches it) does not.
         assert cpu < 0.5 * wall + 0.5, (cpu, wall)
         assert read_all(fresh, "busy") == [b"1", b"2"]
+
+
+def test_firehose_delivery_to_a_full_disk_retries_and_loses_nothing(small_disk):
+    """Records acknowledged into a delivery stream stay in the log while the
+    disk is too full for their object: the delivery fails (logged, counted,
+    no partial object in the bucket) and is retried; once space is freed the
+    object arrives whole."""
+    import json
+
+    from test_firehose import S3, firehose
+
+    def control(endpoint, body):
+        req = urllib.request.Request(endpoint + "/_sluice/clock", json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+        urllib.request.urlopen(req).read()
+
+    data = small_disk / "data"
+    with serve(data, "--segment-bytes", "1048576", "--test-controls") as (proc, endpoint):
+        control(endpoint, {"freeze": True})
+        f = firehose(endpoint)
+        f.create_delivery_stream(DeliveryStreamName="full", S3DestinationConfiguration=dict(
+            S3, BucketARN="arn:aws:s3:::full", BufferingHints={"SizeInMBs": 8, "IntervalInSeconds": 60}))
+        records = [bytes([97 + i % 26]) * 10_000 for i in range(30)]
+        for i in range(0, 30, 10):
+            out = f.put_record_batch(DeliveryStreamName="full", Records=[{"Data": r} for r in records[i:i + 10]])
+            assert out["FailedPutCount"] == 0
+        k = client(endpoint)
+        k.create_stream(StreamName="filler", ShardCount=1)
+        for size in (1000 << 10, 64 << 10, 4 << 10, 256, 16, 1):
+            for i in range(200):
+                try:
+                    k.put_record(StreamName="filler", PartitionKey=str(i), Data=b"f" * size)
+                except ClientError:
+                    break
+        bucket = data / "s3" / "full"
+        control(endpoint, {"advanceMs": 60_000})
+        assert "No space left on device" in stderr_line_with(proc, "delivering full failed")
+        assert not bucket.exists() or not any(p.is_file() for p in bucket.rglob("*")), "no partial object"
+        assert not any((data / "s3" / ".sluice-tmp").glob("*")), "the failed attempt's file is gone"
+        k.delete_stream(StreamName="filler")
+        control(endpoint, {"advanceMs": 0})
+        [obj] = [p for p in bucket.rglob("*") if p.is_file()]
+        assert obj.read_bytes() == b"".join(records)

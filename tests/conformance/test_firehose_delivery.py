@@ -87,7 +87,29 @@ def test_the_interval_delivers_one_object_named_as_aws_names_it(frozen):
     assert re.fullmatch(t.strftime("%Y/%m/%d/%H/") + "by-time-1-" + t.strftime("%Y-%m-%d-%H-%M-%S-") + UUID, key), key
     advance(3_600_000)
     assert len(objects(data_dir, "interval")) == 1, "nothing more to deliver"
+    m = metrics(endpoint, "by-time")
+    assert m["sluice_firehose_incoming_records_total"] == 4
+    assert m["sluice_firehose_incoming_bytes_total"] == 19
+    assert m["sluice_firehose_delivered_objects_total"] == 1
+    assert m["sluice_firehose_delivered_records_total"] == 4
+    assert m["sluice_firehose_delivered_bytes_total"] == 19
+    assert m["sluice_firehose_failed_deliveries_total"] == 0
+    assert m["sluice_firehose_delivery_latency_seconds"] == 60.0
+    assert m["sluice_firehose_data_freshness_seconds"] == 0
+    f.put_record(DeliveryStreamName="by-time", Record={"Data": b"five\n"})
+    advance(10_000)
+    assert metrics(endpoint, "by-time")["sluice_firehose_data_freshness_seconds"] == 10.0
     f.delete_delivery_stream(DeliveryStreamName="by-time")
+    assert "sluice_firehose_incoming_records_total" not in metrics(endpoint, "by-time")
+
+
+def metrics(endpoint, delivery_stream):
+    """/metrics read by Prometheus' own parser: one delivery stream's samples."""
+    from prometheus_client.parser import text_string_to_metric_families
+    with urllib.request.urlopen(endpoint + "/metrics") as r:
+        text = r.read().decode()
+    return {s.name: s.value for fam in text_string_to_metric_families(text) for s in fam.samples
+            if s.labels.get("delivery_stream") == delivery_stream}
 
 
 def test_the_size_delivers_first_and_objects_stay_within_it(frozen):

@@ -391,6 +391,7 @@ impl Firehose {
         let deadline_ms = buffer.oldest_ms.map(|o| o.saturating_add(plan.interval_ms));
         let due = buffer.records > 0
             && (buffer.bytes >= plan.size_bytes || deadline_ms.is_some_and(|d| now >= d));
+        self.stats.waiting(&k, buffer.oldest_ms);
         if !due {
             return Step::Wait {
                 log: Some(log),

@@ -18,10 +18,13 @@ pub struct Counts {
     /// Bytes of the objects as stored (after compression).
     pub delivered_bytes: u64,
     pub failed_deliveries: u64,
-    /// The server's clock at the last delivery, and how old the oldest
-    /// record of that delivery was then (AWS's DeliveryToS3.DataFreshness).
-    pub last_delivery_ms: Option<u64>,
-    pub data_freshness_ms: u64,
+    /// How old the oldest record of the last delivery was when it was
+    /// delivered: the delivery latency.
+    pub last_delivery_latency_ms: u64,
+    /// The arrival time of the oldest record not delivered yet, as the
+    /// delivery task last saw it (AWS's DeliveryToS3.DataFreshness is the
+    /// age of this record).
+    pub oldest_undelivered_ms: Option<u64>,
 }
 
 /// Counts by `account/region/name`.
@@ -52,9 +55,12 @@ impl Stats {
             c.delivered_objects += 1;
             c.delivered_records += d.records;
             c.delivered_bytes += d.bytes;
-            c.last_delivery_ms = Some(now_ms);
-            c.data_freshness_ms = now_ms.saturating_sub(d.oldest_ms);
+            c.last_delivery_latency_ms = now_ms.saturating_sub(d.oldest_ms);
         });
+    }
+
+    pub(crate) fn waiting(&self, key: &str, oldest_ms: Option<u64>) {
+        self.with(key, |c| c.oldest_undelivered_ms = oldest_ms);
     }
 
     pub(crate) fn failed(&self, key: &str) {

@@ -123,6 +123,11 @@ pub struct Gauges {
     pub open_segment_files: u64,
     pub body_bytes_in_flight: u64,
     pub healthy: bool,
+    /// Per delivery stream (`account/region/name`): what it took in and
+    /// delivered.
+    pub firehose: std::collections::BTreeMap<String, sluice_firehose::stats::Counts>,
+    /// The server's clock at the scrape.
+    pub now_ms: u64,
 }
 
 /// Renders the scrape.
@@ -259,6 +264,7 @@ pub fn render(metrics: &Metrics, gauges: &Gauges) -> String {
             );
         }
     }
+    firehose(&mut out, gauges);
     family(
         &mut out,
         "sluice_consumer_millis_behind_latest",
@@ -300,6 +306,85 @@ pub fn render(metrics: &Metrics, gauges: &Gauges) -> String {
         u64::from(gauges.healthy),
     );
     out
+}
+
+/// Firehose's families, per delivery stream.
+fn firehose(out: &mut String, gauges: &Gauges) {
+    type Read = fn(&sluice_firehose::stats::Counts, u64) -> f64;
+    for (metric, kind, help, read) in [
+        (
+            "sluice_firehose_incoming_records_total",
+            "counter",
+            "Records acknowledged by PutRecord and PutRecordBatch, by delivery stream.",
+            (|c, _| c.incoming_records as f64) as Read,
+        ),
+        (
+            "sluice_firehose_incoming_bytes_total",
+            "counter",
+            "Bytes of the records acknowledged, by delivery stream.",
+            |c, _| c.incoming_bytes as f64,
+        ),
+        (
+            "sluice_firehose_throttled_records_total",
+            "counter",
+            "Records refused by the Direct PUT quotas (--limits aws), by delivery stream.",
+            |c, _| c.throttled_records as f64,
+        ),
+        (
+            "sluice_firehose_delivered_objects_total",
+            "counter",
+            "Objects delivered, by delivery stream.",
+            |c, _| c.delivered_objects as f64,
+        ),
+        (
+            "sluice_firehose_delivered_records_total",
+            "counter",
+            "Records delivered, by delivery stream.",
+            |c, _| c.delivered_records as f64,
+        ),
+        (
+            "sluice_firehose_delivered_bytes_total",
+            "counter",
+            "Bytes of the objects delivered, as stored (compressed), by delivery stream.",
+            |c, _| c.delivered_bytes as f64,
+        ),
+        (
+            "sluice_firehose_failed_deliveries_total",
+            "counter",
+            "Delivery attempts that failed (each is retried), by delivery stream.",
+            |c, _| c.failed_deliveries as f64,
+        ),
+        (
+            "sluice_firehose_delivery_latency_seconds",
+            "gauge",
+            "Age of the oldest record of the last delivery when it was delivered, by delivery stream.",
+            |c, _| c.last_delivery_latency_ms as f64 / 1000.0,
+        ),
+        (
+            "sluice_firehose_data_freshness_seconds",
+            "gauge",
+            "Age of the oldest record not delivered yet (0 when all are), by delivery stream: AWS's DataFreshness.",
+            |c, now| c.oldest_undelivered_ms.map_or(0.0, |o| now.saturating_sub(o) as f64 / 1000.0),
+        ),
+    ] {
+        family(out, metric, kind, help);
+        for (key, c) in &gauges.firehose {
+            let mut parts = key.splitn(3, '/');
+            let (account, region, name) = (
+                parts.next().unwrap_or_default(),
+                parts.next().unwrap_or_default(),
+                parts.next().unwrap_or_default(),
+            );
+            let _ = writeln!(
+                out,
+                "{metric}{{account=\"{}\",region=\"{}\",delivery_stream=\"{}\"}} {}",
+                escape(account),
+                escape(region),
+                escape(name),
+                read(c, gauges.now_ms)
+            );
+        }
+    }
 }
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {

@@ -106,6 +106,8 @@ impl State {
             open_segment_files: self.log().open_files() as u64,
             body_bytes_in_flight: self.body_bytes_held() as u64,
             healthy: self.problems().is_empty(),
+            firehose: self.firehose.stats.snapshot(),
+            now_ms: now,
         }
     }
 }
