@@ -88,8 +88,25 @@ impl Reply {
 pub const JSON: &str = "application/x-amz-json-1.1";
 pub const CBOR: &str = "application/x-amz-cbor-1.1";
 
+/// The service a client calls: its `X-Amz-Target` prefix and SigV4 name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Service {
+    pub target_prefix: &'static str,
+    pub signing_name: &'static str,
+}
+
+pub const KINESIS: Service = Service {
+    target_prefix: "Kinesis_20131202",
+    signing_name: "kinesis",
+};
+pub const FIREHOSE: Service = Service {
+    target_prefix: "Firehose_20150804",
+    signing_name: "firehose",
+};
+
 #[derive(Debug)]
 pub struct Client {
+    service: Service,
     sender: SendRequest<Full<Bytes>>,
     target: Arc<Target>,
     authority: String,
@@ -109,12 +126,19 @@ impl Client {
         )
         .into();
         Ok(Self {
+            service: KINESIS,
             sender,
             target,
             authority,
             url,
             identity,
         })
+    }
+
+    /// This client, calling `service` instead.
+    pub fn to(mut self, service: Service) -> Self {
+        self.service = service;
+        self
     }
 
     pub fn target(&self) -> Arc<Target> {
@@ -169,7 +193,7 @@ impl Client {
         body: Bytes,
         content_type: &str,
     ) -> anyhow::Result<hyper::Response<hyper::body::Incoming>> {
-        let amz_target = format!("Kinesis_20131202.{operation}");
+        let amz_target = format!("{}.{operation}", self.service.target_prefix);
         let headers = [
             ("host", self.authority.as_str()),
             ("content-type", content_type),
@@ -178,7 +202,7 @@ impl Client {
         let params = aws_sigv4::sign::v4::SigningParams::builder()
             .identity(&self.identity)
             .region(&self.target.region)
-            .name("kinesis")
+            .name(self.service.signing_name)
             .time(SystemTime::now())
             .settings(SigningSettings::default())
             .build()?

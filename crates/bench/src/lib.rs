@@ -7,6 +7,7 @@
 
 pub mod client;
 mod consume;
+pub mod firehose;
 mod report;
 
 use std::collections::BTreeMap;
@@ -83,7 +84,7 @@ pub struct Workload {
     pub cbor: bool,
 }
 
-fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64())
 }
 
@@ -113,9 +114,9 @@ impl Default for Workload {
 
 /// Each record starts with this, then the send time (µs since the epoch, LE).
 const STAMP_MAGIC: &[u8; 4] = b"SLB1";
-const STAMP_LEN: usize = 12;
+pub(crate) const STAMP_LEN: usize = 12;
 
-fn now_us() -> u64 {
+pub(crate) fn now_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_micros() as u64)
@@ -123,14 +124,14 @@ fn now_us() -> u64 {
 }
 
 /// The send time in a record's data, if it carries a stamp.
-fn stamp_of(data: &[u8]) -> Option<u64> {
+pub(crate) fn stamp_of(data: &[u8]) -> Option<u64> {
     if data.len() < STAMP_LEN || &data[..4] != STAMP_MAGIC {
         return None;
     }
     Some(u64::from_le_bytes(data[4..12].try_into().ok()?))
 }
 
-fn histogram() -> Histogram<u64> {
+pub(crate) fn histogram() -> Histogram<u64> {
     Histogram::new(3).expect("3 significant figures is valid")
 }
 
@@ -147,17 +148,17 @@ struct Live {
 
 /// What one worker measured.
 #[derive(Debug)]
-struct Tally {
-    requests: u64,
-    records_ok: u64,
-    records_failed: u64,
-    payload_bytes: u64,
-    latency: Histogram<u64>,
-    errors: BTreeMap<String, u64>,
+pub(crate) struct Tally {
+    pub(crate) requests: u64,
+    pub(crate) records_ok: u64,
+    pub(crate) records_failed: u64,
+    pub(crate) payload_bytes: u64,
+    pub(crate) latency: Histogram<u64>,
+    pub(crate) errors: BTreeMap<String, u64>,
 }
 
 impl Tally {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             requests: 0,
             records_ok: 0,
@@ -168,14 +169,14 @@ impl Tally {
         }
     }
 
-    fn error(&mut self, operation: &str, name: &str, n: u64) {
+    pub(crate) fn error(&mut self, operation: &str, name: &str, n: u64) {
         *self
             .errors
             .entry(format!("{operation}/{name}"))
             .or_default() += n;
     }
 
-    fn merge(&mut self, other: Tally) {
+    pub(crate) fn merge(&mut self, other: Tally) {
         self.requests += other.requests;
         self.records_ok += other.records_ok;
         self.records_failed += other.records_failed;
@@ -336,7 +337,7 @@ pub async fn run(target: Target, mut workload: Workload) -> anyhow::Result<Repor
 }
 
 /// A request in AWS JSON.
-fn json_body<T: Serialize>(input: &T) -> Vec<u8> {
+pub(crate) fn json_body<T: Serialize>(input: &T) -> Vec<u8> {
     serde_json::to_vec(input).expect("typed requests serialize")
 }
 
@@ -444,7 +445,7 @@ async fn iterator_at(
 }
 
 /// Builds the data of one record: the stamp, then filler.
-fn record_data(filler: &[u8], out: &mut Vec<u8>) {
+pub(crate) fn record_data(filler: &[u8], out: &mut Vec<u8>) {
     out.clear();
     out.extend_from_slice(filler);
     if out.len() >= STAMP_LEN {

@@ -173,3 +173,34 @@ async fn the_fan_out_consumer_sees_every_record() {
     assert_eq!(consumers_left, 0, "the run deregistered its consumer");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_firehose_producer_sees_every_record_delivered() {
+    let (server, dir) = start(true).await;
+    let w = sluice_bench::firehose::FirehoseWorkload {
+        delivery_stream: "bench".into(),
+        create: true,
+        delete: true,
+        record_size: 100,
+        batch: 200,
+        concurrency: 2,
+        duration: std::time::Duration::from_secs(60),
+        records: Some(2_050),
+        buffer_mb: 1,
+        // Delivered as records arrive.
+        buffer_seconds: 0,
+        bucket_dir: Some(dir.path().join("s3").join(sluice_bench::firehose::BUCKET)),
+        drain: std::time::Duration::from_secs(60),
+    };
+    let report = sluice_bench::firehose::run(target(&server, "bench-secret"), w)
+        .await
+        .unwrap();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!((report.records_ok, report.records_failed), (2_050, 0));
+    assert_eq!(report.put_requests, 11, "ten full batches and one of 50");
+    assert_eq!(report.records_delivered, 2_050, "every record in an object");
+    assert!(report.objects >= 1);
+    let latency = report.put_to_object_ms.expect("stamps were read");
+    assert_eq!(latency.count, 2_050);
+    server.stop().await;
+}

@@ -113,6 +113,26 @@ struct BenchArgs {
     /// No live progress bar.
     #[arg(long)]
     no_progress: bool,
+    /// `kinesis` (PutRecords/PutRecord into --stream) or `firehose`
+    /// (PutRecordBatch into --delivery-stream, an S3 destination with bucket
+    /// `sluice-bench`).
+    #[arg(long, default_value = "kinesis", value_parser = ["kinesis", "firehose"])]
+    service: String,
+    /// Firehose: the delivery stream; created unless it exists (see --no-create).
+    #[arg(long, default_value = "sluice-bench")]
+    delivery_stream: String,
+    /// Firehose: BufferingHints of the delivery stream the bench creates.
+    #[arg(long, default_value_t = 64)]
+    buffer_mb: i64,
+    #[arg(long, default_value_t = 60)]
+    buffer_seconds: i64,
+    /// Firehose: the bucket's directory (`<data-dir>/s3/sluice-bench` for a
+    /// local Sluice), watched to measure put -> object-visible latency.
+    #[arg(long)]
+    bucket_dir: Option<std::path::PathBuf>,
+    /// Firehose: how long to wait for the last objects after producing, in seconds.
+    #[arg(long, default_value_t = 120.0)]
+    drain: f64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -546,16 +566,49 @@ fn init_logging(flag: Option<&str>, file: Option<&str>) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("starting the log: {e}"))
 }
 
+fn bench_firehose(args: BenchArgs, target: sluice_bench::Target) -> anyhow::Result<ExitCode> {
+    if !(args.drain >= 0.0 && args.drain.is_finite()) {
+        anyhow::bail!("--drain must be a number of seconds");
+    }
+    let workload = sluice_bench::firehose::FirehoseWorkload {
+        delivery_stream: args.delivery_stream,
+        create: !args.no_create,
+        delete: args.delete,
+        record_size: args.record_size,
+        batch: args.batch,
+        concurrency: args.concurrency,
+        duration: std::time::Duration::from_secs_f64(args.duration),
+        records: args.records,
+        buffer_mb: args.buffer_mb,
+        buffer_seconds: args.buffer_seconds,
+        bucket_dir: args.bucket_dir,
+        drain: std::time::Duration::from_secs_f64(args.drain),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let report = runtime.block_on(sluice_bench::firehose::run(target, workload))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.human());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     if !(args.duration > 0.0 && args.duration.is_finite()) {
         anyhow::bail!("--duration must be a positive number of seconds");
     }
     let target = sluice_bench::Target {
-        endpoint: args.endpoint,
-        region: args.region,
-        access_key: args.access_key,
-        secret_key: args.secret_key,
+        endpoint: args.endpoint.clone(),
+        region: args.region.clone(),
+        access_key: args.access_key.clone(),
+        secret_key: args.secret_key.clone(),
     };
+    if args.service == "firehose" {
+        return bench_firehose(args, target);
+    }
     let workload = sluice_bench::Workload {
         stream: args.stream,
         shards: args.shards,
