@@ -261,6 +261,35 @@ impl Firehose {
                 }
             }
         }
+        // With `--fsync` at an interval, records are read (and may be
+        // delivered) before they are durable; after a power loss the log can
+        // end before a saved position. Such a position moves back to the
+        // log's end: new records are written from there.
+        for (scope, name) in &wanted {
+            let internal = Scope::internal(SERVICE, scope);
+            let k = key(scope, name);
+            let Some((log, _)) = sluice_streams::ops::internal_log(&self.engine, &internal, name)
+            else {
+                continue;
+            };
+            let Some(saved) = self.positions.get(&k) else {
+                continue;
+            };
+            let Ok(end) = log.cursor(StartingPosition::Latest) else {
+                continue;
+            };
+            let (epoch, offset, _) = sluice_log::split_sequence(saved.next);
+            if epoch == log.epoch() && offset > sluice_log::split_sequence(end.0).1 {
+                tracing::warn!("firehose: {name}'s log ends before its delivery position (a power loss with --fsync at an interval); delivery goes on from the log's end");
+                let moved = Position {
+                    next: end.0,
+                    ..saved
+                };
+                if let Err(e) = self.positions.save(&k, Some(moved)) {
+                    tracing::warn!("firehose: moving {name}'s delivery position failed: {e}");
+                }
+            }
+        }
         if let Err(e) = self.positions.retain(|k| wanted_keys.contains(k)) {
             tracing::warn!(
                 "firehose: forgetting positions of deleted delivery streams failed: {e}"
@@ -322,7 +351,7 @@ impl Firehose {
     }
 
     /// One look at a delivery stream: count what arrived, deliver if due.
-    fn step(&self, scope: &Scope, name: &str, buffer: &mut Buffer) -> Step {
+    fn step(&self, scope: &Scope, name: &str, buffer: &mut Buffer, worker: &Worker) -> Step {
         let plan = {
             let registry = self.registry();
             match registry.get(scope, name) {
@@ -348,8 +377,12 @@ impl Firehose {
         let from = match self
             .positions
             .get(&k)
-            .filter(|p| p.stream_created_ms == created_ms)
-        {
+            // A position in another stream of the same name (deleted and
+            // made again in the same millisecond) is not this one's.
+            .filter(|p| {
+                p.stream_created_ms == created_ms
+                    && sluice_log::split_sequence(p.next).0 == log.epoch()
+            }) {
             Some(p) => Cursor(p.next),
             None => match log.cursor(StartingPosition::TrimHorizon) {
                 Ok(c) => c,
@@ -377,6 +410,8 @@ impl Firehose {
                 Ok(b) => b,
                 Err(e) => return Step::Failed(format!("reading its records failed: {e}")),
             };
+            // Past what retention removed, too: waits start after it.
+            buffer.scanned = Some(batch.next);
             if batch.records.is_empty() {
                 break;
             }
@@ -401,6 +436,11 @@ impl Firehose {
         }
         match self.deliver(name, &plan, &log, from) {
             Ok((next, delivered)) => {
+                // A task told to stop (its delivery stream was deleted,
+                // perhaps made again) saves nothing.
+                if worker.stop.load(Ordering::SeqCst) {
+                    return Step::Gone;
+                }
                 let saved = self.positions.save(
                     &k,
                     Some(Position {
@@ -409,7 +449,9 @@ impl Firehose {
                     }),
                 );
                 *buffer = Buffer::default();
-                self.stats.delivered(&k, &delivered, now);
+                if let Some(delivered) = delivered {
+                    self.stats.delivered(&k, &delivered, now);
+                }
                 match saved {
                     Ok(()) => Step::Delivered,
                     // Delivered again after a restart: a duplicate, never a loss.
@@ -421,14 +463,15 @@ impl Firehose {
     }
 
     /// Writes one object from `from`: records up to the buffer size (at
-    /// least one). Returns where the next delivery starts.
+    /// least one). Returns where the next delivery starts, and what was
+    /// delivered (nothing if retention removed the records counted).
     fn deliver(
         &self,
         name: &str,
         plan: &Plan,
         log: &ShardLog,
         from: Cursor,
-    ) -> Result<(Cursor, Delivered), String> {
+    ) -> Result<(Cursor, Option<Delivered>), String> {
         let root = self.buckets_root();
         let mut writer = ObjectWriter::start(self.storage.clone(), &root, plan.compression)
             .map_err(|e| format!("starting an object failed: {e}"))?;
@@ -448,6 +491,7 @@ impl Firehose {
                     )
                     .map_err(|e| format!("reading its records failed: {e}"))?;
                 let Some(first) = batch.records.first() else {
+                    cursor = batch.next;
                     break;
                 };
                 // A read returns its first record even when it is larger
@@ -472,7 +516,7 @@ impl Firehose {
         }
         let Some(oldest) = oldest else {
             writer.abandon();
-            return Err("no record to deliver".to_owned());
+            return Ok((cursor, None));
         };
         let at = keys::Utc::from_millis(oldest);
         let object_key = keys::evaluate(plan.prefix.as_deref(), at, None, &mut random_string)
@@ -488,7 +532,7 @@ impl Firehose {
         };
         let raw = writer.raw_bytes;
         let stored = writer
-            .finish(&path)
+            .finish(&path, &self.durable_dirs)
             .map_err(|e| format!("writing an object failed: {e}"))?;
         tracing::debug!(
             "firehose: {name} delivered {records} records ({raw} bytes) to {}",
@@ -496,11 +540,11 @@ impl Firehose {
         );
         Ok((
             cursor,
-            Delivered {
+            Some(Delivered {
                 records,
                 bytes: stored,
                 oldest_ms: oldest,
-            },
+            }),
         ))
     }
 }
@@ -530,8 +574,9 @@ async fn run(f: Arc<Firehose>, scope: Scope, name: String, me: Arc<Worker>) {
         let looked = {
             let (f, scope, name) = (f.clone(), scope.clone(), name.clone());
             let mut b = std::mem::take(&mut buffer);
+            let me = me.clone();
             tokio::task::spawn_blocking(move || {
-                let step = f.step(&scope, &name, &mut b);
+                let step = f.step(&scope, &name, &mut b, &me);
                 (step, b)
             })
             .await

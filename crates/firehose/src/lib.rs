@@ -62,6 +62,11 @@ pub struct Firehose {
     quotas: Mutex<std::collections::HashMap<String, quota::Quotas>>,
     /// What each delivery stream took in and delivered.
     pub stats: stats::Stats,
+    /// Held while delivery streams are created, deleted or reset, so that
+    /// one name's internal stream, task and position change together.
+    lifecycle: Mutex<()>,
+    /// Bucket directories known to be durable (objects.rs).
+    durable_dirs: objects::DurableDirs,
 }
 
 /// Why the delivery streams could not be loaded.
@@ -109,6 +114,8 @@ impl Firehose {
             deliveries: delivery::Deliveries::default(),
             quotas: Mutex::default(),
             stats: stats::Stats::default(),
+            lifecycle: Mutex::default(),
+            durable_dirs: objects::DurableDirs::default(),
         })
     }
 
@@ -122,6 +129,10 @@ impl Firehose {
 
     fn now_ms(&self) -> u64 {
         self.clock.now_ms()
+    }
+
+    fn lifecycle(&self) -> MutexGuard<'_, ()> {
+        self.lifecycle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn registry(&self) -> MutexGuard<'_, Registry> {
@@ -163,6 +174,7 @@ impl Firehose {
     /// Deletes every delivery stream of every account (the test controls'
     /// reset). Returns how many there were.
     pub fn reset(&self) -> Result<usize, AwsError> {
+        let _lifecycle = self.lifecycle();
         let gone: Vec<(Scope, String)> = self
             .registry()
             .all()

@@ -175,7 +175,7 @@ impl ObjectWriter {
 
     /// Finishes the object and puts it at `path` (from [`path_of`]),
     /// durably. Returns its size as stored.
-    pub fn finish(self, path: &Path) -> io::Result<u64> {
+    pub fn finish(self, path: &Path, durable: &DurableDirs) -> io::Result<u64> {
         let tmp = self.tmp.clone();
         let storage = self.storage.clone();
         let root = self.root.clone();
@@ -195,23 +195,10 @@ impl ObjectWriter {
             let dir = path
                 .parent()
                 .expect("an object path has a bucket directory");
-            // Directories made for the key are made durable too, from the
-            // object's up to the one that already existed: a confirmed
-            // object must not vanish with a directory entry.
-            let mut made = Vec::new();
-            let mut missing = Some(dir);
-            while let Some(d) = missing.filter(|d| d.starts_with(&root) && !exists(&*storage, d)) {
-                made.push(d);
-                missing = d.parent();
-            }
             storage.create_dir_all(dir)?;
             storage.rename(&tmp, path)?;
             storage.sync_dir(dir)?;
-            for d in made {
-                if let Some(parent) = d.parent() {
-                    storage.sync_dir(parent)?;
-                }
-            }
+            durable.ensure(&*storage, &root, dir)?;
             Ok(size)
         })();
         if done.is_err() {
@@ -226,8 +213,46 @@ impl ObjectWriter {
     }
 }
 
-fn exists(storage: &dyn Storage, dir: &Path) -> bool {
-    storage.list_dir(dir).is_ok()
+/// Directories whose entries (and their ancestors' up to the data
+/// directory) are known to be durable: an object renamed into one is
+/// durable once its own directory is synced. Shared by every delivery task
+/// (a directory another task made may not be synced yet); at most
+/// [`DURABLE_DIRS_MAX`] remembered, then forgotten and synced again.
+#[derive(Debug, Default)]
+pub struct DurableDirs(std::sync::Mutex<std::collections::HashSet<PathBuf>>);
+
+const DURABLE_DIRS_MAX: usize = 100_000;
+
+impl DurableDirs {
+    fn known(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<PathBuf>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes `dir` (under `root`, which is under the data directory) and
+    /// every directory between it and the data directory durable entries of
+    /// their parents, from the top down.
+    fn ensure(&self, storage: &dyn Storage, root: &Path, dir: &Path) -> io::Result<()> {
+        let mut chain = Vec::new();
+        {
+            let known = self.known();
+            let mut d = Some(dir);
+            while let Some(at) = d.filter(|at| at.starts_with(root) && !known.contains(*at)) {
+                chain.push(at.to_path_buf());
+                d = at.parent();
+            }
+        }
+        for d in chain.into_iter().rev() {
+            if let Some(parent) = d.parent() {
+                storage.sync_dir(parent)?;
+            }
+            let mut known = self.known();
+            if known.len() >= DURABLE_DIRS_MAX {
+                known.clear();
+            }
+            known.insert(d);
+        }
+        Ok(())
+    }
 }
 
 /// Removes temporary files a crash left behind.
@@ -328,7 +353,7 @@ mod tests {
             w.write(chunk).unwrap();
         }
         let path = dir.path().join("b/k");
-        let size = w.finish(&path).unwrap();
+        let size = w.finish(&path, &DurableDirs::default()).unwrap();
         let bytes = std::fs::read(&path).unwrap();
         assert_eq!(size, bytes.len() as u64);
         assert_eq!(

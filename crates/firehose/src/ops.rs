@@ -41,8 +41,12 @@ fn limit(limit: Option<i64>, default: usize) -> usize {
 
 pub(crate) fn call(f: &Firehose, scope: &Scope, request: Request) -> Result<Response, AwsError> {
     Ok(match request {
-        Request::CreateDeliveryStream(i) => Response::CreateDeliveryStream(create(f, scope, i)?),
+        Request::CreateDeliveryStream(i) => {
+            let _lifecycle = f.lifecycle();
+            Response::CreateDeliveryStream(create(f, scope, i)?)
+        }
         Request::DeleteDeliveryStream(i) => {
+            let _lifecycle = f.lifecycle();
             f.change(|r| {
                 r.remove(scope, &i.delivery_stream_name)
                     .map(drop)
@@ -663,6 +667,18 @@ fn update_destination(
             _ => return Err(wrong_kind()),
         };
         check_prefixes(&next)?;
+        // A delivery stream that takes records keeps a configuration Sluice
+        // delivers: records it accepted must not wait for a delivery that
+        // never comes.
+        if crate::delivery::plan(s).is_ok() {
+            let mut changed = s.clone();
+            changed.destination = next.clone();
+            if let Err(why) = crate::delivery::plan(&changed) {
+                return Err(invalid(format!(
+                    "Sluice does not deliver this configuration yet: {why} (issue #16). {name} takes records, which would not be delivered, so its destination was not changed."
+                )));
+            }
+        }
         s.destination = next;
         s.version += 1;
         s.updated_ms = Some(now);

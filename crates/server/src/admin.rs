@@ -250,12 +250,14 @@ fn clock(state: &State, input: &Value) -> Answer {
     // What the new time makes due happens now, not at the next tick:
     // Firehose deliveries due at the new time are written before this
     // answers (runs on the blocking pool).
-    state.housekeeping();
+    // Deliveries first: records due at the new time are delivered before
+    // retention at that time could remove them.
     let settled = tokio::runtime::Handle::current()
         .block_on(state.firehose.settle(std::time::Duration::from_secs(30)));
     if !settled {
         tracing::warn!("firehose deliveries did not settle within 30 s of moving the clock");
     }
+    state.housekeeping();
     Ok(clock_json(state))
 }
 

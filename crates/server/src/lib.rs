@@ -241,7 +241,11 @@ impl Server {
                 .expect("open task")?,
         );
         // Firehose's delivery tasks (their records are in the engine, open now).
-        state.firehose.start(tokio::runtime::Handle::current());
+        let firehose = state.firehose.clone();
+        let runtime = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || firehose.start(runtime))
+            .await
+            .expect("starting Firehose's delivery");
         let (shutdown, mut stop) = watch::channel(false);
         // Retention: trim expired records now and then (the clock decides what expired).
         let trimming = state.clone();
