@@ -71,6 +71,10 @@ def test_list_filters_and_pages(endpoint):
     f = firehose(endpoint, region="eu-central-1")
     for name in ["a", "b", "c"]:
         f.create_delivery_stream(DeliveryStreamName=name, S3DestinationConfiguration=S3)
+    # The source must exist (Firehose reads it from LATEST at creation).
+    from conftest import client
+    kinesis = client(endpoint, region="eu-central-1")
+    kinesis.create_stream(StreamName="src", ShardCount=1)
     f.create_delivery_stream(DeliveryStreamName="k", DeliveryStreamType="KinesisStreamAsSource",
                              KinesisStreamSourceConfiguration={
                                  "KinesisStreamARN": "arn:aws:kinesis:eu-central-1:000000000000:stream/src",
@@ -89,6 +93,7 @@ def test_list_filters_and_pages(endpoint):
     assert firehose(endpoint, region="eu-west-3").list_delivery_streams()["DeliveryStreamNames"] == []
     for name in ["a", "b", "c", "k"]:
         f.delete_delivery_stream(DeliveryStreamName=name)
+    kinesis.delete_stream(StreamName="src")
 
 
 def test_destinations_sluice_does_not_deliver_to_are_refused(endpoint):
@@ -184,8 +189,21 @@ def test_what_aws_requires_together(endpoint):
     with pytest.raises(ClientError) as e:
         f.create_delivery_stream(DeliveryStreamName="px", S3DestinationConfiguration=dict(S3, Prefix="a/!{nope:x}/"))
     assert error_of(e) == ("InvalidArgumentException", "Invalid prefix: the prefix expression !{nope:x} is not supported.")
+    # AWS's rule and words, typo included (terraform-provider-aws#13416 and
+    # serverless#6015 quote the answer).
+    with pytest.raises(ClientError) as e:
+        f.create_delivery_stream(DeliveryStreamName="px", ExtendedS3DestinationConfiguration=dict(
+            S3, Prefix="dt=!{timestamp:yyyy'-'MM'-'dd}/"))
+    assert error_of(e) == ("InvalidArgumentException",
+                           "Ths supplied prefix(es) do not satisfy the following constraint: "
+                           "ErrorOutputPrefix cannot be null or empty when Prefix contains expressions")
     f.create_delivery_stream(DeliveryStreamName="px", ExtendedS3DestinationConfiguration=dict(
         S3, Prefix="dt=!{timestamp:yyyy'-'MM'-'dd}/", ErrorOutputPrefix="err/!{firehose:error-output-type}/"))
+    with pytest.raises(ClientError) as e:
+        f.update_destination(DeliveryStreamName="px", CurrentDeliveryStreamVersionId="1",
+                             DestinationId="destinationId-000000000001",
+                             ExtendedS3DestinationUpdate={"ErrorOutputPrefix": ""})
+    assert error_of(e)[1].endswith("ErrorOutputPrefix cannot be null or empty when Prefix contains expressions")
     with pytest.raises(ClientError) as e:
         f.update_destination(DeliveryStreamName="px", CurrentDeliveryStreamVersionId="1",
                              DestinationId="destinationId-000000000001",

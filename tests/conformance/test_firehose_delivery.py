@@ -116,7 +116,7 @@ def test_the_size_delivers_first_and_objects_stay_within_it(frozen):
     endpoint, data_dir, advance, _ = frozen
     f = firehose(endpoint)
     f.create_delivery_stream(DeliveryStreamName="by-size", ExtendedS3DestinationConfiguration=dict(
-        S3, BucketARN="arn:aws:s3:::size", Prefix="raw/!{timestamp:yyyy}/",
+        S3, BucketARN="arn:aws:s3:::size", Prefix="raw/!{timestamp:yyyy}/", ErrorOutputPrefix="err/",
         BufferingHints={"SizeInMBs": 1, "IntervalInSeconds": 900}))
     records = [bytes([65 + i]) * 400_000 for i in range(3)]
     out = f.put_record_batch(DeliveryStreamName="by-size", Records=[{"Data": r} for r in records])
@@ -181,15 +181,16 @@ def test_what_sluice_cannot_deliver_yet_is_refused_not_dropped(frozen):
     f = firehose(endpoint)
     f.create_delivery_stream(DeliveryStreamName="lambda", ExtendedS3DestinationConfiguration=dict(
         S3, BucketARN="arn:aws:s3:::no", ProcessingConfiguration={"Enabled": True, "Processors": [
-            {"Type": "AppendDelimiterToRecord", "Parameters": []}]}))
+            {"Type": "Lambda", "Parameters": [
+                {"ParameterName": "LambdaArn", "ParameterValue": "arn:aws:lambda:us-east-1:000000000000:function:f"}]}]}))
     for call in (lambda: f.put_record(DeliveryStreamName="lambda", Record={"Data": b"x"}),
                  lambda: f.put_record_batch(DeliveryStreamName="lambda", Records=[{"Data": b"x"}])):
         with pytest.raises(ClientError) as e:
             call()
         assert error_of(e) == (
             "InvalidArgumentException",
-            "Sluice does not deliver this delivery stream's records yet: record processing "
-            "(ProcessingConfiguration) is not built yet (issue #16). No record was accepted by lambda.")
+            "Sluice does not deliver this delivery stream's records yet: Lambda processing is not built yet "
+            "(issue #16). No record was accepted by lambda.")
     f.delete_delivery_stream(DeliveryStreamName="lambda")
     with pytest.raises(ClientError) as e:
         f.put_record(DeliveryStreamName="lambda", Record={"Data": b"x"})
@@ -357,3 +358,137 @@ def test_a_restart_goes_on_from_the_last_delivery():
             assert sorted(objects(data_dir, "r").values()) == [b"first;", b"second;"]
             f = firehose(endpoint)
             assert f.list_delivery_streams()["DeliveryStreamNames"] == ["r"]
+
+
+def processors(*specs):
+    return {"Enabled": True, "Processors": [
+        {"Type": t, "Parameters": [{"ParameterName": k, "ParameterValue": v} for k, v in params]}
+        for t, *params in specs]}
+
+
+def test_processors_split_decompress_extract_and_delimit(frozen):
+    """AWS's processors: RecordDeAggregation (JSON sub-records, AWS's
+    examples of good and bad input), AppendDelimiterToRecord, Decompression
+    and CloudWatchLogProcessing (a CloudWatch Logs subscription record).
+    Records that fail go to the error output as JSON lines, as AWS writes
+    them."""
+    import base64
+    endpoint, data_dir, advance, _ = frozen
+    f = firehose(endpoint)
+    hints = {"SizeInMBs": 1, "IntervalInSeconds": 60}
+    f.create_delivery_stream(DeliveryStreamName="split", ExtendedS3DestinationConfiguration=dict(
+        S3, BucketARN="arn:aws:s3:::split", Prefix="ok/", BufferingHints=hints,
+        ErrorOutputPrefix="bad/!{firehose:error-output-type}/",
+        ProcessingConfiguration=processors(("RecordDeAggregation", ("SubRecordType", "JSON")),
+                                           ("AppendDelimiterToRecord",))))
+    f.put_record_batch(DeliveryStreamName="split", Records=[
+        {"Data": b'{"a":1}{"a":2}'}, {"Data": b'{"a":3}\n{"a":4}'}, {"Data": b'[{"a":1}, {"a":2}]'}])
+    f.create_delivery_stream(DeliveryStreamName="logs", ExtendedS3DestinationConfiguration=dict(
+        S3, BucketARN="arn:aws:s3:::logs", BufferingHints=hints,
+        ProcessingConfiguration=processors(("Decompression", ("CompressionFormat", "GZIP")),
+                                           ("CloudWatchLogProcessing", ("DataMessageExtraction", "true")),
+                                           ("AppendDelimiterToRecord",))))
+    envelope = {"messageType": "DATA_MESSAGE", "owner": "123456789012", "logGroup": "g", "logStream": "s",
+                "subscriptionFilters": ["f"], "logEvents": [
+                    {"id": "1", "timestamp": 1510109208016, "message": "log message 1"},
+                    {"id": "2", "timestamp": 1510109208017, "message": "log message 2"}]}
+    control_message = dict(envelope, messageType="CONTROL_MESSAGE")
+    f.put_record_batch(DeliveryStreamName="logs", Records=[
+        {"Data": gzip.compress(json.dumps(envelope).encode())},
+        {"Data": gzip.compress(json.dumps(control_message).encode())},
+        {"Data": b"not gzip"}])
+    advance(60_000)
+    split = objects(data_dir, "split")
+    [ok] = [v for k, v in split.items() if k.startswith("ok/")]
+    assert ok == b'{"a":1}\n{"a":2}\n{"a":3}\n{"a":4}\n'
+    [(bad_key, bad)] = [(k, v) for k, v in split.items() if k.startswith("bad/")]
+    assert bad_key.startswith("bad/processing-failed/split-1-"), bad_key
+    line = json.loads(bad)
+    assert base64.b64decode(line["rawData"]) == b'[{"a":1}, {"a":2}]'
+    assert line["errorCode"] == "RecordDeAggregation.InvalidJson"
+    assert line["attemptsMade"] == 1 and line["arrivalTimestamp"] <= line["attemptEndingTimestamp"]
+    logs = objects(data_dir, "logs")
+    [messages] = [v for k, v in logs.items() if not k.startswith("decompression-failed/")]
+    assert messages == b"log message 1\nlog message 2\n"
+    [(failed_key, failed)] = [(k, v) for k, v in logs.items() if k.startswith("decompression-failed/")]
+    assert re.match(r"decompression-failed/\d{4}/\d{2}/\d{2}/\d{2}/logs-1-", failed_key), failed_key
+    assert base64.b64decode(json.loads(failed)["rawData"]) == b"not gzip"
+    for name in ("split", "logs"):
+        f.delete_delivery_stream(DeliveryStreamName=name)
+
+
+def kpl_aggregate(records):
+    """A KPL aggregated record (awslabs/amazon-kinesis-producer,
+    aggregation-format.md): magic, protobuf AggregatedRecord, MD5."""
+    import hashlib
+
+    def varint(n):
+        out = b""
+        while n >= 0x80:
+            out += bytes([n & 0x7F | 0x80])
+            n >>= 7
+        return out + bytes([n])
+
+    def field(number, data):
+        return varint(number << 3 | 2) + varint(len(data)) + data
+
+    message = field(1, b"pk")
+    for data in records:
+        message += field(3, varint(1 << 3) + varint(0) + field(3, data))
+    return b"\xf3\x89\x9a\xc2" + message + hashlib.md5(message).digest()
+
+
+def test_a_kinesis_source_from_latest_through_a_split_and_a_merge(frozen):
+    """KinesisStreamAsSource: read from LATEST at creation, parents before
+    children through a split and a merge, KPL records de-aggregated; two
+    delivery streams on one source each get every record."""
+    from conftest import client
+    endpoint, data_dir, advance, _ = frozen
+    k = client(endpoint)
+    k.create_stream(StreamName="src", ShardCount=2)
+    arn = k.describe_stream_summary(StreamName="src")["StreamDescriptionSummary"]["StreamARN"]
+    k.put_record(StreamName="src", PartitionKey="a", Data=b"before;")
+    f = firehose(endpoint)
+    for name in ("from-src", "also-src"):
+        f.create_delivery_stream(
+            DeliveryStreamName=name, DeliveryStreamType="KinesisStreamAsSource",
+            KinesisStreamSourceConfiguration={"KinesisStreamARN": arn, "RoleARN": S3["RoleARN"]},
+            S3DestinationConfiguration=dict(S3, BucketARN=f"arn:aws:s3:::{name}",
+                                            BufferingHints={"SizeInMBs": 1, "IntervalInSeconds": 60}))
+    with pytest.raises(ClientError) as e:
+        f.put_record(DeliveryStreamName="from-src", Record={"Data": b"x"})
+    assert error_of(e) == ("InvalidArgumentException",
+                           "This operation is not permitted on KinesisStreamAsSource delivery stream type.")
+    # One key, so every record goes to the same shard and its children.
+    k.put_record(StreamName="src", PartitionKey="a", Data=b"1;")
+    k.put_record(StreamName="src", PartitionKey="a", Data=kpl_aggregate([b"2;", b"3;"]))
+    shard = k.put_record(StreamName="src", PartitionKey="a", Data=b"4;")["ShardId"]
+    shards = k.list_shards(StreamName="src")["Shards"]
+    parent = next(s for s in shards if s["ShardId"] == shard)
+    low, high = int(parent["HashKeyRange"]["StartingHashKey"]), int(parent["HashKeyRange"]["EndingHashKey"])
+    k.split_shard(StreamName="src", ShardToSplit=shard, NewStartingHashKey=str((low + high) // 2 + 1))
+    k.put_record(StreamName="src", PartitionKey="a", Data=b"5;")
+    children = [s["ShardId"] for s in k.list_shards(StreamName="src")["Shards"]
+                if s.get("ParentShardId") == shard]
+    k.merge_shards(StreamName="src", ShardToMerge=children[0], AdjacentShardToMerge=children[1])
+    k.put_record(StreamName="src", PartitionKey="a", Data=b"6;")
+    advance(60_000)
+    for name in ("from-src", "also-src"):
+        # "before;" was put before the delivery stream existed. Parents
+        # before children: the parent's records, then the split's child's,
+        # then the merged shard's, each read once its parents are done.
+        got = sorted(objects(data_dir, name).values())
+        assert got == [b"1;2;3;4;", b"5;", b"6;"], (name, got)
+    k.put_record(StreamName="src", PartitionKey="b", Data=b"7;")
+    advance(60_000)
+    got = sorted(objects(data_dir, "from-src").values())
+    assert b"7;" in got
+    for name in ("from-src", "also-src"):
+        f.delete_delivery_stream(DeliveryStreamName=name)
+    k.delete_stream(StreamName="src")
+    with pytest.raises(ClientError) as e:
+        f.create_delivery_stream(
+            DeliveryStreamName="nosrc", DeliveryStreamType="KinesisStreamAsSource",
+            KinesisStreamSourceConfiguration={"KinesisStreamARN": arn, "RoleARN": S3["RoleARN"]},
+            S3DestinationConfiguration=S3)
+    assert error_of(e)[0] == "InvalidArgumentException"

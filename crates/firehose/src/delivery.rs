@@ -69,68 +69,84 @@ pub(crate) fn random_string() -> String {
 pub(crate) struct Plan {
     bucket: String,
     prefix: Option<String>,
+    error_prefix: Option<String>,
+    pipeline: Option<crate::process::Pipeline>,
     compression: f::CompressionFormat,
     extension: String,
     size_bytes: u64,
     interval_ms: u64,
     version: u64,
+    /// A Kinesis stream source: the stream read (else Direct PUT).
+    pub(crate) kinesis: Option<(Scope, String)>,
 }
 
 /// The plan for `stream`, or why Sluice does not deliver it yet (its
 /// records are then refused, never accepted and left undelivered).
 pub(crate) fn plan(stream: &DeliveryStream) -> Result<Plan, String> {
-    if stream.kind != f::DeliveryStreamType::DirectPut {
-        return Err("reading a Kinesis stream source is not built yet".to_owned());
-    }
-    let (bucket_arn, prefix, hints, compression, extension) = match &stream.destination {
-        Destination::S3(c) => (
-            &c.bucket_arn,
-            &c.prefix,
-            &c.buffering_hints,
-            c.compression_format,
-            None,
-        ),
-        Destination::ExtendedS3(c) => {
-            if c.processing_configuration.as_ref().is_some_and(|p| {
-                p.enabled != Some(false) && !p.processors.as_deref().unwrap_or_default().is_empty()
-            }) {
-                return Err(
-                    "record processing (ProcessingConfiguration) is not built yet".to_owned(),
-                );
-            }
-            if c.data_format_conversion_configuration
+    let kinesis = match stream.kind {
+        f::DeliveryStreamType::DirectPut => None,
+        f::DeliveryStreamType::KinesisStreamAsSource => {
+            let arn = stream
+                .source
                 .as_ref()
-                .is_some_and(|d| d.enabled != Some(false))
-            {
-                return Err("data format conversion is not built yet".to_owned());
-            }
-            if c.dynamic_partitioning_configuration
-                .as_ref()
-                .is_some_and(|d| d.enabled == Some(true))
-            {
-                return Err("dynamic partitioning is not built yet".to_owned());
-            }
-            if c.s3_backup_mode == Some(f::S3BackupMode::Enabled) {
-                return Err("S3 backup of source records is not built yet".to_owned());
-            }
-            if c.custom_time_zone
-                .as_deref()
-                .is_some_and(|z| !z.is_empty() && z != "UTC")
-            {
-                return Err("CustomTimeZone other than UTC is not built yet".to_owned());
-            }
-            (
-                &c.bucket_arn,
-                &c.prefix,
-                &c.buffering_hints,
-                c.compression_format,
-                c.file_extension.as_deref(),
+                .and_then(|s| s.kinesis_stream_source_description.as_ref())
+                .and_then(|k| k.kinesis_stream_arn.as_deref())
+                .unwrap_or_default();
+            Some(
+                crate::source::stream_of(arn)
+                    .ok_or_else(|| format!("{arn} is not a Kinesis stream ARN"))?,
             )
         }
-        Destination::HttpEndpoint(_) => {
-            return Err("HTTP endpoint delivery is not built yet".to_owned())
-        }
+        other => return Err(format!("{} sources are not built", other.as_str())),
     };
+    let (bucket_arn, prefix, error_prefix, hints, compression, extension, pipeline) =
+        match &stream.destination {
+            Destination::S3(c) => (
+                &c.bucket_arn,
+                &c.prefix,
+                &c.error_output_prefix,
+                &c.buffering_hints,
+                c.compression_format,
+                None,
+                None,
+            ),
+            Destination::ExtendedS3(c) => {
+                let pipeline = crate::process::pipeline(c.processing_configuration.as_ref())?;
+                if c.data_format_conversion_configuration
+                    .as_ref()
+                    .is_some_and(|d| d.enabled != Some(false))
+                {
+                    return Err("data format conversion is not built yet".to_owned());
+                }
+                if c.dynamic_partitioning_configuration
+                    .as_ref()
+                    .is_some_and(|d| d.enabled == Some(true))
+                {
+                    return Err("dynamic partitioning is not built yet".to_owned());
+                }
+                if c.s3_backup_mode == Some(f::S3BackupMode::Enabled) {
+                    return Err("S3 backup of source records is not built yet".to_owned());
+                }
+                if c.custom_time_zone
+                    .as_deref()
+                    .is_some_and(|z| !z.is_empty() && z != "UTC")
+                {
+                    return Err("CustomTimeZone other than UTC is not built yet".to_owned());
+                }
+                (
+                    &c.bucket_arn,
+                    &c.prefix,
+                    &c.error_output_prefix,
+                    &c.buffering_hints,
+                    c.compression_format,
+                    c.file_extension.as_deref(),
+                    pipeline,
+                )
+            }
+            Destination::HttpEndpoint(_) => {
+                return Err("HTTP endpoint delivery is not built yet".to_owned())
+            }
+        };
     let compression = compression.unwrap_or_default();
     if !objects::writes(compression) {
         return Err(format!(
@@ -145,11 +161,14 @@ pub(crate) fn plan(stream: &DeliveryStream) -> Result<Plan, String> {
     Ok(Plan {
         bucket,
         prefix: prefix.clone(),
+        error_prefix: error_prefix.clone(),
+        pipeline,
         compression,
         extension: objects::extension(compression, extension),
         size_bytes: hints.size_in_mbs.unwrap_or(5).max(1) as u64 * (1 << 20),
         interval_ms: hints.interval_in_seconds.unwrap_or(300).max(0) as u64 * 1000,
         version: stream.version,
+        kinesis,
     })
 }
 
@@ -229,6 +248,11 @@ impl Firehose {
     /// other), then a task starts per Direct PUT delivery stream.
     pub fn start(self: &Arc<Self>, runtime: tokio::runtime::Handle) {
         objects::clear_tmp(&*self.storage, &self.buckets_root());
+        let every: Vec<(Scope, String)> = self
+            .registry()
+            .all()
+            .map(|s| (s.scope(), s.name.clone()))
+            .collect();
         let wanted: Vec<(Scope, String)> = self
             .registry()
             .all()
@@ -237,6 +261,8 @@ impl Firehose {
             .collect();
         let wanted_keys: std::collections::HashSet<String> =
             wanted.iter().map(|(s, n)| key(s, n)).collect();
+        let every_key: std::collections::HashSet<String> =
+            every.iter().map(|(s, n)| key(s, n)).collect();
         for (internal, name, _) in sluice_streams::ops::internal_streams(&self.engine) {
             let Some(region) = internal.region.strip_prefix("firehose.") else {
                 continue;
@@ -283,20 +309,20 @@ impl Firehose {
                 tracing::warn!("firehose: {name}'s log ends before its delivery position (a power loss with --fsync at an interval); delivery goes on from the log's end");
                 let moved = Position {
                     next: end.0,
-                    ..saved
+                    ..saved.clone()
                 };
                 if let Err(e) = self.positions.save(&k, Some(moved)) {
                     tracing::warn!("firehose: moving {name}'s delivery position failed: {e}");
                 }
             }
         }
-        if let Err(e) = self.positions.retain(|k| wanted_keys.contains(k)) {
+        if let Err(e) = self.positions.retain(|k| every_key.contains(k)) {
             tracing::warn!(
                 "firehose: forgetting positions of deleted delivery streams failed: {e}"
             );
         }
         let _ = self.deliveries.runtime.set((runtime, Arc::downgrade(self)));
-        for (scope, name) in wanted {
+        for (scope, name) in every {
             self.spawn(&scope, &name);
         }
     }
@@ -359,6 +385,11 @@ impl Firehose {
                 Some(stream) => plan(stream),
             }
         };
+        if let Ok(plan) = &plan {
+            if let Some((source, stream)) = &plan.kinesis {
+                return self.step_kinesis(scope, name, plan, source, stream, worker);
+            }
+        }
         let internal = Scope::internal(SERVICE, scope);
         let Some((log, created_ms)) =
             sluice_streams::ops::internal_log(&self.engine, &internal, name)
@@ -434,8 +465,10 @@ impl Firehose {
                 deadline_ms,
             };
         }
-        match self.deliver(name, &plan, &log, from) {
-            Ok((next, delivered)) => {
+        let mut source = crate::source::LogSource::new(&log, from);
+        match self.deliver(name, &plan, &mut source) {
+            Ok(delivered) => {
+                let next = source.cursor;
                 // A task told to stop (its delivery stream was deleted,
                 // perhaps made again) saves nothing.
                 if worker.stop.load(Ordering::SeqCst) {
@@ -446,6 +479,7 @@ impl Firehose {
                     Some(Position {
                         stream_created_ms: created_ms,
                         next: next.0,
+                        shards: Default::default(),
                     }),
                 );
                 *buffer = Buffer::default();
@@ -462,36 +496,107 @@ impl Firehose {
         }
     }
 
+    /// One look at a delivery stream reading a Kinesis stream.
+    fn step_kinesis(
+        &self,
+        scope: &Scope,
+        name: &str,
+        plan: &Plan,
+        source: &Scope,
+        stream: &str,
+        worker: &Worker,
+    ) -> Step {
+        let idle = Step::Wait {
+            log: None,
+            cursor: None,
+            deadline_ms: None,
+        };
+        let k = key(scope, name);
+        let position = match self.positions.get(&k) {
+            Some(p) => p,
+            // Made before the source existed (or the position was lost):
+            // from LATEST now.
+            None => match crate::source::start_position(&self.engine, source, stream) {
+                Some(p) => {
+                    if let Err(e) = self.positions.save(&k, Some(p.clone())) {
+                        return Step::Failed(format!("saving its read position failed: {e}"));
+                    }
+                    p
+                }
+                None => return idle,
+            },
+        };
+        let mut shards =
+            match crate::source::ShardsSource::open(&self.engine, source, stream, &position) {
+                Ok(Some(s)) => s,
+                // The source stream is gone: nothing more will come.
+                Ok(None) => return idle,
+                Err(e) => return Step::Failed(e),
+            };
+        let (records, bytes, oldest) = match shards.pending(plan.size_bytes) {
+            Ok(p) => p,
+            Err(e) => return Step::Failed(e),
+        };
+        let now = self.now_ms();
+        let deadline_ms = oldest.map(|o| o.saturating_add(plan.interval_ms));
+        self.stats.waiting(&k, oldest);
+        let due =
+            records > 0 && (bytes >= plan.size_bytes || deadline_ms.is_some_and(|d| now >= d));
+        if !due {
+            // Shards read to their end let their children be read.
+            let next = shards.position(position.clone());
+            if next != position {
+                if let Err(e) = self.positions.save(&k, Some(next)) {
+                    return Step::Failed(format!("saving its read position failed: {e}"));
+                }
+                return Step::Delivered;
+            }
+            return Step::Wait {
+                log: None,
+                cursor: None,
+                deadline_ms,
+            };
+        }
+        match self.deliver(name, plan, &mut shards) {
+            Ok(delivered) => {
+                if worker.stop.load(Ordering::SeqCst) {
+                    return Step::Gone;
+                }
+                let saved = self.positions.save(&k, Some(shards.position(position)));
+                if let Some(delivered) = delivered {
+                    self.stats.delivered(&k, &delivered, now);
+                }
+                match saved {
+                    Ok(()) => Step::Delivered,
+                    Err(e) => Step::Failed(format!("saving its delivery position failed: {e}")),
+                }
+            }
+            Err(e) => Step::Failed(e),
+        }
+    }
+
     /// Writes one object from `from`: records up to the buffer size (at
-    /// least one). Returns where the next delivery starts, and what was
-    /// delivered (nothing if retention removed the records counted).
+    /// least one), processed if the configuration says so; records that
+    /// fail processing go to an error object beside it. Returns where the
+    /// next delivery starts, and what was delivered (nothing if retention
+    /// removed the records counted).
     fn deliver(
         &self,
         name: &str,
         plan: &Plan,
-        log: &ShardLog,
-        from: Cursor,
-    ) -> Result<(Cursor, Option<Delivered>), String> {
+        source: &mut dyn crate::source::Source,
+    ) -> Result<Option<Delivered>, String> {
         let root = self.buckets_root();
-        let mut writer = ObjectWriter::start(self.storage.clone(), &root, plan.compression)
-            .map_err(|e| format!("starting an object failed: {e}"))?;
-        let mut cursor = from;
+        let mut batch = ObjectBatch::new(self, plan);
+        let mut taken = 0u64;
         let mut records = 0u64;
         let mut oldest = None;
+        let mut processed = Vec::new();
         let read = (|| {
-            while writer.raw_bytes < plan.size_bytes {
-                let room = plan.size_bytes - writer.raw_bytes;
-                let batch = log
-                    .read(
-                        cursor,
-                        ReadLimits {
-                            max_records: 10_000,
-                            max_bytes: room.min(READ_BYTES as u64) as usize,
-                        },
-                    )
-                    .map_err(|e| format!("reading its records failed: {e}"))?;
-                let Some(first) = batch.records.first() else {
-                    cursor = batch.next;
+            while taken < plan.size_bytes {
+                let room = plan.size_bytes - taken;
+                let read = source.peek(room)?;
+                let Some(first) = read.first() else {
                     break;
                 };
                 // A read returns its first record even when it is larger
@@ -499,53 +604,207 @@ impl Firehose {
                 if records > 0 && first.data.len() as u64 > room {
                     break;
                 }
-                for r in &batch.records {
-                    writer
-                        .write(&r.data)
-                        .map_err(|e| format!("writing an object failed: {e}"))?;
+                source.take();
+                for r in &read {
+                    taken += r.data.len() as u64;
                     records += 1;
-                    oldest.get_or_insert(r.arrival_timestamp_ms);
+                    oldest = Some(oldest.map_or(r.arrival_timestamp_ms, |o: u64| {
+                        o.min(r.arrival_timestamp_ms)
+                    }));
+                    // A Kinesis source's KPL aggregated records are their
+                    // user records.
+                    let parts = match plan.kinesis {
+                        Some(_) => crate::kpl::deaggregate(&r.data),
+                        None => None,
+                    };
+                    let parts = parts.unwrap_or_else(|| vec![&r.data[..]]);
+                    for data in parts {
+                        match &plan.pipeline {
+                            None => batch.write(data, r.arrival_timestamp_ms)?,
+                            Some(p) => {
+                                processed.clear();
+                                match p.apply(data, &mut processed) {
+                                    Ok(()) => {
+                                        for out in &processed {
+                                            batch.write(out, r.arrival_timestamp_ms)?;
+                                        }
+                                    }
+                                    Err(failure) => batch.fail(r, data, &failure, self.now_ms())?,
+                                }
+                            }
+                        }
+                    }
                 }
-                cursor = batch.next;
             }
             Ok::<_, String>(())
         })();
         if let Err(e) = read {
-            writer.abandon();
+            batch.abandon();
             return Err(e);
         }
         let Some(oldest) = oldest else {
-            writer.abandon();
-            return Ok((cursor, None));
+            batch.abandon();
+            return Ok(None);
         };
-        let at = keys::Utc::from_millis(oldest);
-        let object_key = keys::evaluate(plan.prefix.as_deref(), at, None, &mut random_string)
-            .map(|prefix| prefix + &keys::suffix(name, plan.version, at, &uuid(), &plan.extension))
-            .map_err(|e| format!("its prefix does not evaluate: {e}"));
-        let path = object_key.and_then(|k| objects::path_of(&root, &plan.bucket, &k));
-        let path = match path {
-            Ok(p) => p,
-            Err(e) => {
-                writer.abandon();
-                return Err(e);
+        let (objects, stored) = batch.finish(name, &root)?;
+        tracing::debug!("firehose: {name} delivered {records} records in {objects} objects");
+        Ok(Some(Delivered {
+            records,
+            bytes: stored,
+            oldest_ms: oldest,
+        }))
+    }
+}
+
+/// The objects of one delivery: the records (processed), and per error
+/// output type the records that failed processing, as JSON lines.
+struct ObjectBatch<'a> {
+    firehose: &'a Firehose,
+    plan: &'a Plan,
+    main: Option<(ObjectWriter, u64)>,
+    errors: Vec<(&'static str, ObjectWriter, u64)>,
+}
+
+impl<'a> ObjectBatch<'a> {
+    fn new(firehose: &'a Firehose, plan: &'a Plan) -> Self {
+        Self {
+            firehose,
+            plan,
+            main: None,
+            errors: Vec::new(),
+        }
+    }
+
+    fn start(&self, compression: f::CompressionFormat) -> Result<ObjectWriter, String> {
+        ObjectWriter::start(
+            self.firehose.storage.clone(),
+            &self.firehose.buckets_root(),
+            compression,
+        )
+        .map_err(|e| format!("starting an object failed: {e}"))
+    }
+
+    /// One record (processed) into the object; `arrival_ms` names it.
+    fn write(&mut self, data: &[u8], arrival_ms: u64) -> Result<(), String> {
+        if self.main.is_none() {
+            self.main = Some((self.start(self.plan.compression)?, arrival_ms));
+        }
+        let (writer, oldest) = self.main.as_mut().expect("started above");
+        // Named by its oldest record (shards of a source interleave).
+        *oldest = (*oldest).min(arrival_ms);
+        writer
+            .write(data)
+            .map_err(|e| format!("writing an object failed: {e}"))
+    }
+
+    /// A record that failed processing, as AWS writes it to the error
+    /// output: a JSON line with the attempt, the arrival, the error and
+    /// the record as it arrived (base64).
+    fn fail(
+        &mut self,
+        record: &sluice_log::Record,
+        data: &[u8],
+        failure: &crate::process::Failure,
+        now_ms: u64,
+    ) -> Result<(), String> {
+        use base64::Engine as _;
+        let i = match self
+            .errors
+            .iter()
+            .position(|(t, _, _)| *t == failure.output_type)
+        {
+            Some(i) => i,
+            None => {
+                let writer = self.start(f::CompressionFormat::Uncompressed)?;
+                self.errors
+                    .push((failure.output_type, writer, record.arrival_timestamp_ms));
+                self.errors.len() - 1
             }
         };
-        let raw = writer.raw_bytes;
-        let stored = writer
-            .finish(&path, &self.durable_dirs)
-            .map_err(|e| format!("writing an object failed: {e}"))?;
-        tracing::debug!(
-            "firehose: {name} delivered {records} records ({raw} bytes) to {}",
-            path.display()
-        );
-        Ok((
-            cursor,
-            Some(Delivered {
-                records,
-                bytes: stored,
-                oldest_ms: oldest,
-            }),
-        ))
+        let mut line = serde_json::to_vec(&serde_json::json!({
+            "attemptsMade": 1,
+            "arrivalTimestamp": record.arrival_timestamp_ms,
+            "errorCode": failure.code,
+            "errorMessage": failure.message,
+            "attemptEndingTimestamp": now_ms,
+            "rawData": base64::engine::general_purpose::STANDARD.encode(data),
+        }))
+        .expect("JSON values serialize");
+        line.push(b'\n');
+        self.errors[i]
+            .1
+            .write(&line)
+            .map_err(|e| format!("writing an error object failed: {e}"))
+    }
+
+    fn abandon(self) {
+        if let Some((w, _)) = self.main {
+            w.abandon();
+        }
+        for (_, w, _) in self.errors {
+            w.abandon();
+        }
+    }
+
+    /// Names and places every object, durably. Returns how many there
+    /// were and their bytes as stored.
+    fn finish(self, name: &str, root: &std::path::Path) -> Result<(u64, u64), String> {
+        let plan = self.plan;
+        let durable = &self.firehose.durable_dirs;
+        let mut named = Vec::new();
+        if let Some((writer, oldest)) = self.main {
+            let at = keys::Utc::from_millis(oldest);
+            let key = keys::evaluate(plan.prefix.as_deref(), at, None, &mut random_string).map(
+                |prefix| prefix + &keys::suffix(name, plan.version, at, &uuid(), &plan.extension),
+            );
+            named.push((writer, key));
+        }
+        for (output_type, writer, oldest) in self.errors {
+            let at = keys::Utc::from_millis(oldest);
+            // Without an ErrorOutputPrefix, AWS writes under
+            // `<error-output-type>/yyyy/MM/dd/HH/`.
+            let prefix = match plan.error_prefix.as_deref().filter(|p| !p.is_empty()) {
+                Some(p) => keys::evaluate(Some(p), at, Some(output_type), &mut random_string),
+                None => {
+                    keys::format_time(keys::DEFAULT_TIME, at).map(|t| format!("{output_type}/{t}"))
+                }
+            };
+            let key =
+                prefix.map(|prefix| prefix + &keys::suffix(name, plan.version, at, &uuid(), ""));
+            named.push((writer, key));
+        }
+        let mut placed = Vec::new();
+        for (writer, key) in named {
+            placed.push((
+                writer,
+                key.map_err(|e| format!("its prefix does not evaluate: {e}"))
+                    .and_then(|k| objects::path_of(root, &plan.bucket, &k)),
+            ));
+        }
+        if let Some(e) = placed.iter().find_map(|(_, p)| p.as_ref().err()).cloned() {
+            for (w, _) in placed {
+                w.abandon();
+            }
+            return Err(e);
+        }
+        let (mut count, mut bytes) = (0, 0);
+        let mut placed = placed.into_iter();
+        while let Some((writer, path)) = placed.next() {
+            let path = path.expect("checked above");
+            match writer.finish(&path, durable) {
+                Ok(size) => {
+                    count += 1;
+                    bytes += size;
+                }
+                Err(e) => {
+                    for (w, _) in placed {
+                        w.abandon();
+                    }
+                    return Err(format!("writing an object failed: {e}"));
+                }
+            }
+        }
+        Ok((count, bytes))
     }
 }
 

@@ -49,7 +49,7 @@ impl std::error::Error for PrefixError {}
 pub const PREFIX_MAX_CHARS: usize = 512;
 
 /// The default prefix, and what a prefix without a timestamp gets.
-const DEFAULT_TIME: &str = "yyyy/MM/dd/HH/";
+pub const DEFAULT_TIME: &str = "yyyy/MM/dd/HH/";
 
 /// A UTC time broken down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,9 +13,11 @@
 //! before PutRecord answers; a task per delivery stream buffers and
 //! delivers them ([`delivery`]) to buckets that are directories under the
 //! data directory ([`objects`]), keeping its position durably
-//! ([`positions`]). What Sluice cannot deliver yet (processors, format
-//! conversion, dynamic partitioning, HTTP endpoints, Kinesis sources, ZIP)
-//! is accepted as configuration, but its records are refused, never
+//! ([`positions`]), through AWS's built-in processors ([`process`]). A
+//! Kinesis stream source is read through the engine instead (source.rs,
+//! kpl.rs). What Sluice cannot deliver yet (Lambda and MetadataExtraction
+//! processors, format conversion, dynamic partitioning, HTTP endpoints,
+//! ZIP) is accepted as configuration, but its records are refused, never
 //! accepted and left undelivered (issue #16).
 
 use std::path::PathBuf;
@@ -31,12 +33,15 @@ use sluice_streams::store::{CatalogStore, FileCatalogStore};
 pub mod delivery;
 mod describe;
 pub mod keys;
+pub mod kpl;
 pub mod objects;
 mod ops;
 pub mod positions;
+pub mod process;
 mod put;
 mod quota;
 mod registry;
+mod source;
 pub mod stats;
 
 pub use registry::{DeliveryStream, Registry};

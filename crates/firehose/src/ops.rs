@@ -411,6 +411,26 @@ fn create(
     // first, and removed again if the delivery stream is not made (a crash
     // in between leaves one that the next start removes).
     let direct = kind == f::DeliveryStreamType::DirectPut;
+    // A Kinesis source is read from LATEST now: where that is, per shard.
+    let start = match &stream.source {
+        Some(f::SourceDescription {
+            kinesis_stream_source_description: Some(k),
+            ..
+        }) => {
+            let arn = k.kinesis_stream_arn.as_deref().unwrap_or_default();
+            let found = crate::source::stream_of(arn)
+                .filter(|(s, _)| s == scope)
+                .and_then(|(s, n)| crate::source::start_position(&f.engine, &s, &n));
+            // Sluice's words: AWS names the stream it cannot read.
+            Some(found.ok_or_else(|| {
+                invalid(format!(
+                    "Kinesis stream {arn} was not found in account {} and region {} (Sluice reads streams of the delivery stream's own account and region).",
+                    scope.account, scope.region
+                ))
+            })?)
+        }
+        _ => None,
+    };
     let internal = Scope::internal(crate::delivery::SERVICE, scope);
     if direct && f.registry().get(scope, &name).is_none() {
         sluice_streams::ops::delete_internal(&f.engine, &internal, &name)?;
@@ -444,13 +464,11 @@ fn create(
         }
         return Err(e);
     }
-    if direct {
-        let k = crate::delivery::key(scope, &name);
-        if let Err(e) = f.positions.save(&k, None) {
-            tracing::warn!("firehose: clearing the position of {name} failed: {e}");
-        }
-        f.spawn(scope, &name);
+    let k = crate::delivery::key(scope, &name);
+    if let Err(e) = f.positions.save(&k, start) {
+        tracing::warn!("firehose: setting the position of {name} failed: {e}");
     }
+    f.spawn(scope, &name);
     Ok(f::CreateDeliveryStreamOutput {
         delivery_stream_arn: Some(arn),
     })
@@ -497,6 +515,15 @@ fn check_prefixes(destination: &Destination) -> Result<(), AwsError> {
             false,
         ),
     };
+    if prefix.as_deref().is_some_and(|p| p.contains("!{"))
+        && error_prefix.as_deref().unwrap_or_default().is_empty()
+    {
+        // AWS's words, typo included (terraform-provider-aws#13416 and
+        // serverless#6015 quote them).
+        return Err(invalid(
+            "Ths supplied prefix(es) do not satisfy the following constraint: ErrorOutputPrefix cannot be null or empty when Prefix contains expressions",
+        ));
+    }
     check_directory(bucket_arn, prefix.as_deref(), None, dynamic)?;
     check_directory(
         bucket_arn,
@@ -532,8 +559,17 @@ fn check_directory(
     crate::objects::path_of(std::path::Path::new("/"), bucket, &key)
         .map(drop)
         .map_err(|e| {
+            // Name what was configured, not the sample key.
+            let what = if crate::objects::path_of(std::path::Path::new("/"), bucket, "k").is_err() {
+                e
+            } else {
+                format!(
+                    "prefix {:?} makes object keys with an empty, '.' or '..' path segment, which a directory bucket cannot hold",
+                    prefix.unwrap_or_default()
+                )
+            };
             invalid(format!(
-                "Sluice keeps buckets as directories, and this one cannot be: {e}."
+                "Sluice keeps buckets as directories, and this one cannot be: {what}."
             ))
         })
 }

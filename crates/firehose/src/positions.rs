@@ -17,7 +17,7 @@ use sluice_streams::store::{CatalogStore, FileCatalogStore};
 pub const POSITIONS_FILE: &str = "firehose-positions.json";
 
 /// One delivery stream's position.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Position {
     /// The creation time of the internal stream the position is in (a
     /// position in an older stream of the same name means nothing).
@@ -25,6 +25,21 @@ pub struct Position {
     /// The cursor (`sluice_log::Cursor`) where the next delivery starts.
     #[serde(with = "decimal")]
     pub next: u128,
+    /// A Kinesis stream source: per shard (by index) where the next
+    /// delivery reads, or that the shard was read to its end. Shards not
+    /// named start at their beginning once their parents are done.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub shards: BTreeMap<u32, ShardPosition>,
+}
+
+/// Where reading one shard of a Kinesis source goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardPosition {
+    #[serde(with = "decimal")]
+    pub next: u128,
+    /// Read to the end of the closed shard: its children may be read.
+    #[serde(default)]
+    pub done: bool,
 }
 
 mod decimal {
@@ -66,7 +81,7 @@ impl Positions {
     }
 
     pub(crate) fn get(&self, key: &str) -> Option<Position> {
-        self.lock().get(key).copied()
+        self.lock().get(key).cloned()
     }
 
     /// Saves `position` for `key` durably (or `None`: forgets it).

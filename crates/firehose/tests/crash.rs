@@ -112,6 +112,7 @@ fn no_acknowledged_record_is_lost_to_power_loss() {
                         "RoleARN": "arn:aws:iam::000000000000:role/r",
                         "BucketARN": "arn:aws:s3:::b",
                         "Prefix": "p/!{timestamp:yyyy/MM/dd/HH/mm}/",
+                        "ErrorOutputPrefix": "e/!{firehose:error-output-type}/",
                         "BufferingHints": {"SizeInMBs": 1, "IntervalInSeconds": 60},
                     },
                 }),

@@ -188,7 +188,12 @@ pub fn handle(state: &State, method: &str, path: &str, body: &[u8]) -> Answer {
         ("POST", "throttle") => throttle(state, &input),
         ("POST", "reset") => {
             state.faults.clear();
-            let streams = state.reset().map_err(|e| (500, e.to_string()))?;
+            // Firehose's internal streams go too, but are not Kinesis streams.
+            let internal = sluice_streams::ops::internal_streams(&state.engine).len();
+            let streams = state
+                .reset()
+                .map_err(|e| (500, e.to_string()))?
+                .saturating_sub(internal);
             let delivery_streams = state
                 .firehose
                 .reset()
