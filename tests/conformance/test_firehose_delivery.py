@@ -492,3 +492,153 @@ def test_a_kinesis_source_from_latest_through_a_split_and_a_merge(frozen):
             KinesisStreamSourceConfiguration={"KinesisStreamARN": arn, "RoleARN": S3["RoleARN"]},
             S3DestinationConfiguration=S3)
     assert error_of(e)[0] == "InvalidArgumentException"
+
+
+class Receiver:
+    """A real HTTP endpoint for Firehose to deliver to: it records every
+    request and answers as told (one planned answer per request, then the
+    default): "ok" (200, the requestId echoed), "500", "413", "wrong-id"
+    (200 naming another requestId) or "stall" (no answer until the test
+    ends)."""
+
+    def __init__(self, default="ok"):
+        import http.server
+        self.requests, self.plan, self.default = [], [], default
+        self.released = threading.Event()
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if self.headers.get("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
+                receiver.requests.append((self.path, dict(self.headers), json.loads(body)))
+                answer = receiver.plan.pop(0) if receiver.plan else receiver.default
+                if answer == "stall":
+                    receiver.released.wait(60)
+                    return
+                request_id = json.loads(body)["requestId"]
+                status = {"500": 500, "413": 413}.get(answer, 200)
+                out = json.dumps({"requestId": "someone-else" if answer == "wrong-id" else request_id,
+                                  "timestamp": 1}).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/ingest"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.released.set()
+        self.server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def http_frozen():
+    """A server whose HTTP endpoint requests time out after 300 ms, on the
+    frozen clock."""
+    with tempfile.TemporaryDirectory() as data_dir:
+        with sluice("--limits", "off", "--test-controls", "--firehose-http-timeout-ms", "300",
+                    data_dir=data_dir) as (_, endpoint):
+            control(endpoint, "clock", {"freeze": True})
+
+            def advance(ms):
+                return control(endpoint, "clock", {"advanceMs": ms})["nowMs"]
+
+            yield endpoint, pathlib.Path(data_dir), advance
+
+
+def http_stream(f, name, receiver, retry_s, backup="FailedDataOnly", **request):
+    f.create_delivery_stream(DeliveryStreamName=name, HttpEndpointDestinationConfiguration={
+        "EndpointConfiguration": {"Url": receiver.url, "Name": "receiver", "AccessKey": "secret-key"},
+        "BufferingHints": {"SizeInMBs": 1, "IntervalInSeconds": 60},
+        "RequestConfiguration": dict({"CommonAttributes": [{"AttributeName": "env", "AttributeValue": "test"}]},
+                                     **request),
+        "RetryOptions": {"DurationInSeconds": retry_s},
+        "S3BackupMode": backup,
+        "S3Configuration": dict(S3, BucketARN=f"arn:aws:s3:::{name}-backup"),
+    })
+
+
+def test_http_endpoint_requests_as_aws_sends_them_and_retries_with_one_request_id(http_frozen):
+    import base64
+    endpoint, data_dir, advance = http_frozen
+    receiver = Receiver()
+    receiver.plan = ["500", "wrong-id", "ok"]
+    f = firehose(endpoint)
+    http_stream(f, "hook", receiver, 60, ContentEncoding="GZIP")
+    arn = f.describe_delivery_stream(DeliveryStreamName="hook")["DeliveryStreamDescription"]["DeliveryStreamARN"]
+    f.put_record_batch(DeliveryStreamName="hook", Records=[{"Data": b"one"}, {"Data": b"two"}, {"Data": b"\xff"}])
+    advance(59_000)
+    assert receiver.requests == []
+    sent_at = advance(1_000)
+    [(path, headers, body)] = receiver.requests
+    assert path == "/ingest"
+    request_id = headers["X-Amz-Firehose-Request-Id"]
+    assert re.fullmatch(UUID, request_id)
+    assert headers["X-Amz-Firehose-Protocol-Version"] == "1.0"
+    assert headers["X-Amz-Firehose-Source-Arn"] == arn
+    assert headers["X-Amz-Firehose-Access-Key"] == "secret-key"
+    assert json.loads(headers["X-Amz-Firehose-Common-Attributes"]) == {"commonAttributes": {"env": "test"}}
+    assert headers["Content-Type"] == "application/json" and headers["Content-Encoding"] == "gzip"
+    # The timestamp in milliseconds (a LocalStack deviation sends seconds).
+    assert body == {"requestId": request_id, "timestamp": sent_at,
+                    "records": [{"data": base64.b64encode(d).decode()} for d in (b"one", b"two", b"\xff")]}
+    # Retried from 1 s after the failure (give or take 15%), then 2 s.
+    advance(800)
+    assert len(receiver.requests) == 1
+    advance(400)
+    assert len(receiver.requests) == 2
+    advance(2_400)
+    assert len(receiver.requests) == 3
+    assert {r[1]["X-Amz-Firehose-Request-Id"] for r in receiver.requests} == {request_id}
+    advance(600_000)
+    assert len(receiver.requests) == 3, "accepted: not sent again"
+    assert objects(data_dir, "hook-backup") == {}, "FailedDataOnly: nothing failed"
+    f.delete_delivery_stream(DeliveryStreamName="hook")
+    receiver.close()
+
+
+def test_http_endpoint_failures_go_to_the_s3_backup(http_frozen):
+    import base64
+    endpoint, data_dir, advance = http_frozen
+    f = firehose(endpoint)
+    cases = [("gone", "500", 2, "HttpEndpoint.DestinationException", 2),
+             ("big", "413", 600, "HttpEndpoint.RequestEntityTooLarge", 1),
+             ("slow", "stall", 0, "HttpEndpoint.ResponseTimeout", 1)]
+    receivers = []
+    for name, answer, retry_s, _, _ in cases:
+        receivers.append(Receiver(default=answer))
+        http_stream(f, name, receivers[-1], retry_s)
+        f.put_record_batch(DeliveryStreamName=name, Records=[{"Data": b"lost?"}, {"Data": b"no"}])
+    advance(60_000)
+    advance(1_200)
+    advance(2_400)
+    for (name, _, _, code, attempts), receiver in zip(cases, receivers):
+        assert len(receiver.requests) == attempts, name
+        [(key, backup)] = objects(data_dir, f"{name}-backup").items()
+        assert key.startswith("http-endpoint-failed/"), key
+        lines = [json.loads(line) for line in backup.splitlines()]
+        assert [base64.b64decode(line["rawData"]) for line in lines] == [b"lost?", b"no"]
+        assert {(line["errorCode"], line["attemptsMade"]) for line in lines} == {(code, attempts)}, name
+        f.delete_delivery_stream(DeliveryStreamName=name)
+        receiver.close()
+
+
+def test_http_endpoint_all_data_is_backed_up_too(http_frozen):
+    endpoint, data_dir, advance = http_frozen
+    receiver = Receiver()
+    f = firehose(endpoint)
+    http_stream(f, "both", receiver, 60, backup="AllData")
+    f.put_record(DeliveryStreamName="both", Record={"Data": b"kept twice"})
+    advance(60_000)
+    assert len(receiver.requests) == 1
+    assert list(objects(data_dir, "both-backup").values()) == [b"kept twice"]
+    f.delete_delivery_stream(DeliveryStreamName="both")
+    receiver.close()

@@ -25,7 +25,13 @@ pub const FIREHOSE_MODEL_JSON: &str = include_str!("../spec/firehose-2015-08-04.
 pub fn firehose() -> &'static ApiModel {
     static MODEL: OnceLock<ApiModel> = OnceLock::new();
     MODEL.get_or_init(|| {
-        ApiModel::parse(FIREHOSE_MODEL_JSON).expect("the embedded Firehose model parses")
+        // Sluice delivers to http:// URLs on loopback addresses too (a local
+        // receiver needs no certificate); AWS takes https:// only.
+        let aws = "\"min\": 1,\n   \"pattern\": \"https://.*\",";
+        let sluice = "\"min\": 1,\n   \"pattern\": \"https://.*|http://(localhost|127\\\\.[0-9]+\\\\.[0-9]+\\\\.[0-9]+|\\\\[::1\\\\])(:[0-9]+)?(/.*)?\",";
+        assert_eq!(FIREHOSE_MODEL_JSON.matches(aws).count(), 1, "HttpEndpointUrl's pattern");
+        let json = FIREHOSE_MODEL_JSON.replacen(aws, sluice, 1);
+        ApiModel::parse(&json).expect("the embedded Firehose model parses")
     })
 }
 

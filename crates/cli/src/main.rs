@@ -231,6 +231,10 @@ struct ServeArgs {
     /// Close a keep-alive connection idle this many milliseconds [default: 60000].
     #[arg(long, env = "SLUICE_IDLE_TIMEOUT_MS")]
     idle_timeout_ms: Option<u64>,
+    /// A Firehose HTTP endpoint must answer a delivery request within this
+    /// many milliseconds, else the request is retried [default: 180000].
+    #[arg(long, env = "SLUICE_FIREHOSE_HTTP_TIMEOUT_MS")]
+    firehose_http_timeout_ms: Option<u64>,
     /// A request body may stall this many milliseconds; beyond it, it must
     /// average --body-min-bytes-per-second [default: 10000].
     #[arg(long, env = "SLUICE_BODY_TIMEOUT_MS")]
@@ -283,6 +287,7 @@ struct FileConfig {
     max_connections: Option<usize>,
     header_timeout_ms: Option<u64>,
     idle_timeout_ms: Option<u64>,
+    firehose_http_timeout_ms: Option<u64>,
     body_timeout_ms: Option<u64>,
     body_min_bytes_per_second: Option<u64>,
     body_bytes_in_flight_max: Option<usize>,
@@ -489,6 +494,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .idle_timeout_ms
             .or(file.idle_timeout_ms)
             .unwrap_or(defaults.idle_timeout_ms),
+        firehose_http_timeout_ms: args
+            .firehose_http_timeout_ms
+            .or(file.firehose_http_timeout_ms)
+            .unwrap_or(defaults.firehose_http_timeout_ms),
         body_timeout_ms: args
             .body_timeout_ms
             .or(file.body_timeout_ms)

@@ -76,6 +76,8 @@ pub(crate) struct Plan {
     size_bytes: u64,
     interval_ms: u64,
     version: u64,
+    /// An HTTP endpoint destination (its S3 configuration is the backup's).
+    pub(crate) http: Option<crate::http::Endpoint>,
     /// A Kinesis stream source: the stream read (else Direct PUT).
     pub(crate) kinesis: Option<(Scope, String)>,
 }
@@ -99,54 +101,127 @@ pub(crate) fn plan(stream: &DeliveryStream) -> Result<Plan, String> {
         }
         other => return Err(format!("{} sources are not built", other.as_str())),
     };
-    let (bucket_arn, prefix, error_prefix, hints, compression, extension, pipeline) =
-        match &stream.destination {
-            Destination::S3(c) => (
+    let mut http = None;
+    let http_hints;
+    let (bucket_arn, prefix, error_prefix, hints, compression, extension, pipeline) = match &stream
+        .destination
+    {
+        Destination::S3(c) => (
+            &c.bucket_arn,
+            &c.prefix,
+            &c.error_output_prefix,
+            &c.buffering_hints,
+            c.compression_format,
+            None,
+            None,
+        ),
+        Destination::ExtendedS3(c) => {
+            let pipeline = crate::process::pipeline(c.processing_configuration.as_ref())?;
+            if c.data_format_conversion_configuration
+                .as_ref()
+                .is_some_and(|d| d.enabled != Some(false))
+            {
+                return Err("data format conversion is not built yet".to_owned());
+            }
+            if c.dynamic_partitioning_configuration
+                .as_ref()
+                .is_some_and(|d| d.enabled == Some(true))
+            {
+                return Err("dynamic partitioning is not built yet".to_owned());
+            }
+            if c.s3_backup_mode == Some(f::S3BackupMode::Enabled) {
+                return Err("S3 backup of source records is not built yet".to_owned());
+            }
+            if c.custom_time_zone
+                .as_deref()
+                .is_some_and(|z| !z.is_empty() && z != "UTC")
+            {
+                return Err("CustomTimeZone other than UTC is not built yet".to_owned());
+            }
+            (
                 &c.bucket_arn,
                 &c.prefix,
                 &c.error_output_prefix,
                 &c.buffering_hints,
                 c.compression_format,
-                None,
-                None,
-            ),
-            Destination::ExtendedS3(c) => {
-                let pipeline = crate::process::pipeline(c.processing_configuration.as_ref())?;
-                if c.data_format_conversion_configuration
-                    .as_ref()
-                    .is_some_and(|d| d.enabled != Some(false))
-                {
-                    return Err("data format conversion is not built yet".to_owned());
-                }
-                if c.dynamic_partitioning_configuration
-                    .as_ref()
-                    .is_some_and(|d| d.enabled == Some(true))
-                {
-                    return Err("dynamic partitioning is not built yet".to_owned());
-                }
-                if c.s3_backup_mode == Some(f::S3BackupMode::Enabled) {
-                    return Err("S3 backup of source records is not built yet".to_owned());
-                }
-                if c.custom_time_zone
-                    .as_deref()
-                    .is_some_and(|z| !z.is_empty() && z != "UTC")
-                {
-                    return Err("CustomTimeZone other than UTC is not built yet".to_owned());
-                }
-                (
-                    &c.bucket_arn,
-                    &c.prefix,
-                    &c.error_output_prefix,
-                    &c.buffering_hints,
-                    c.compression_format,
-                    c.file_extension.as_deref(),
-                    pipeline,
-                )
+                c.file_extension.as_deref(),
+                pipeline,
+            )
+        }
+        Destination::HttpEndpoint(c) => {
+            if kinesis.is_some() {
+                return Err(
+                    "HTTP endpoint delivery from a Kinesis stream source is not built yet"
+                        .to_owned(),
+                );
             }
-            Destination::HttpEndpoint(_) => {
-                return Err("HTTP endpoint delivery is not built yet".to_owned())
+            if c.secrets_manager_configuration
+                .as_ref()
+                .is_some_and(|m| m.enabled)
+            {
+                return Err("access keys from Secrets Manager are not built yet".to_owned());
             }
-        };
+            let url = &c.endpoint_configuration.url;
+            if !crate::http::allowed(url) {
+                return Err(format!(
+                    "{url} is neither https nor http to a loopback address"
+                ));
+            }
+            let attributes: serde_json::Map<String, serde_json::Value> = c
+                .request_configuration
+                .as_ref()
+                .and_then(|r| r.common_attributes.as_ref())
+                .into_iter()
+                .flatten()
+                .map(|a| {
+                    (
+                        a.attribute_name.clone(),
+                        serde_json::Value::String(a.attribute_value.clone()),
+                    )
+                })
+                .collect();
+            http = Some(crate::http::Endpoint {
+                url: url.clone(),
+                access_key: c
+                    .endpoint_configuration
+                    .access_key
+                    .clone()
+                    .filter(|k| !k.is_empty()),
+                gzip: c
+                    .request_configuration
+                    .as_ref()
+                    .and_then(|r| r.content_encoding)
+                    == Some(f::ContentEncoding::Gzip),
+                common_attributes: serde_json::json!({"commonAttributes": attributes}).to_string(),
+                retry_ms: c
+                    .retry_options
+                    .as_ref()
+                    .and_then(|r| r.duration_in_seconds)
+                    .unwrap_or(300)
+                    .max(0) as u64
+                    * 1000,
+                backup_all: c.s3_backup_mode == Some(f::HttpEndpointS3BackupMode::AllData),
+                source_arn: stream.arn(),
+            });
+            http_hints = Some(f::BufferingHints {
+                size_in_mbs: c.buffering_hints.as_ref().and_then(|h| h.size_in_mbs),
+                interval_in_seconds: c
+                    .buffering_hints
+                    .as_ref()
+                    .and_then(|h| h.interval_in_seconds),
+            });
+            let b = &c.s3_configuration;
+            (
+                &b.bucket_arn,
+                &b.prefix,
+                &b.error_output_prefix,
+                &http_hints,
+                b.compression_format,
+                None,
+                crate::process::pipeline(c.processing_configuration.as_ref())?,
+            )
+        }
+    };
     let compression = compression.unwrap_or_default();
     if !objects::writes(compression) {
         return Err(format!(
@@ -168,6 +243,7 @@ pub(crate) fn plan(stream: &DeliveryStream) -> Result<Plan, String> {
         size_bytes: hints.size_in_mbs.unwrap_or(5).max(1) as u64 * (1 << 20),
         interval_ms: hints.interval_in_seconds.unwrap_or(300).max(0) as u64 * 1000,
         version: stream.version,
+        http,
         kinesis,
     })
 }
@@ -198,6 +274,28 @@ struct Worker {
     /// The last wake-up generation after which it found nothing due.
     seen: AtomicU64,
     stop: AtomicBool,
+    /// An HTTP endpoint request not yet accepted, between its retries.
+    pending: Mutex<Option<HttpPending>>,
+}
+
+/// An HTTP endpoint request being retried (kept in memory: after a
+/// restart its records are read and sent again, with a new requestId).
+#[derive(Debug)]
+struct HttpPending {
+    request_id: String,
+    /// The records as sent (processed).
+    records: Vec<Vec<u8>>,
+    /// The records as they arrived, with their arrival times: backed up to
+    /// S3 if the request fails for good (or always, with AllData).
+    raw: Vec<(u64, Vec<u8>)>,
+    /// Records processing refused, for the error output.
+    failed: Vec<(u64, Vec<u8>, crate::process::Failure)>,
+    oldest_ms: u64,
+    first_attempt_ms: u64,
+    attempts: u32,
+    next_attempt_ms: u64,
+    /// Where the next delivery starts once this one is done.
+    after: Cursor,
 }
 
 impl Deliveries {
@@ -458,6 +556,10 @@ impl Firehose {
         let due = buffer.records > 0
             && (buffer.bytes >= plan.size_bytes || deadline_ms.is_some_and(|d| now >= d));
         self.stats.waiting(&k, buffer.oldest_ms);
+        if plan.http.is_some() {
+            let at = (from, created_ms, due, deadline_ms);
+            return self.step_http(&k, name, &plan, worker, &log, at, buffer);
+        }
         if !due {
             return Step::Wait {
                 log: Some(log),
@@ -494,6 +596,227 @@ impl Firehose {
             }
             Err(e) => Step::Failed(e),
         }
+    }
+
+    /// One look at a delivery stream with an HTTP endpoint: a request
+    /// waiting for its retry, or a new one when the buffer is due.
+    #[allow(clippy::too_many_arguments)]
+    fn step_http(
+        &self,
+        k: &str,
+        name: &str,
+        plan: &Plan,
+        worker: &Worker,
+        log: &Arc<ShardLog>,
+        at: (Cursor, u64, bool, Option<u64>),
+        buffer: &mut Buffer,
+    ) -> Step {
+        let (from, created_ms, due, deadline_ms) = at;
+        let endpoint = plan.http.as_ref().expect("an HTTP endpoint plan");
+        let mut pending = worker.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if pending.is_none() {
+            if !due {
+                return Step::Wait {
+                    log: Some(log.clone()),
+                    cursor: buffer.scanned,
+                    deadline_ms,
+                };
+            }
+            match self.gather(plan, log, from) {
+                Ok((Some(p), _)) => *pending = Some(p),
+                // Retention removed what was counted: go on after it.
+                Ok((None, after)) => {
+                    *buffer = Buffer::default();
+                    let saved = self.positions.save(
+                        k,
+                        Some(Position {
+                            stream_created_ms: created_ms,
+                            next: after.0,
+                            shards: Default::default(),
+                        }),
+                    );
+                    return match saved {
+                        Ok(()) => Step::Delivered,
+                        Err(e) => Step::Failed(format!("saving its delivery position failed: {e}")),
+                    };
+                }
+                Err(e) => return Step::Failed(e),
+            }
+        }
+        let p = pending.as_mut().expect("set above");
+        let now = self.now_ms();
+        if now < p.next_attempt_ms {
+            return Step::Wait {
+                log: None,
+                cursor: None,
+                deadline_ms: Some(p.next_attempt_ms),
+            };
+        }
+        p.attempts += 1;
+        if p.attempts == 1 {
+            p.first_attempt_ms = now;
+        }
+        let body = crate::http::body(&p.request_id, now, &p.records, endpoint.gzip);
+        let sent = tokio::runtime::Handle::current().block_on(crate::http::post(
+            endpoint,
+            &p.request_id,
+            body,
+            self.http_timeout,
+        ));
+        let now = self.now_ms();
+        let refusal = match sent {
+            Ok(()) => None,
+            Err(refusal) => {
+                self.stats.failed(k);
+                let next = now.saturating_add(crate::http::backoff_ms(p.attempts));
+                if !refusal.last && next < p.first_attempt_ms.saturating_add(endpoint.retry_ms) {
+                    sluice_streams::health::warn_limited(
+                        "firehose-http",
+                        format_args!(
+                            "firehose: {name}: request {} to its HTTP endpoint failed (attempt {}, retried): {}",
+                            p.request_id, p.attempts, refusal.message
+                        ),
+                    );
+                    p.next_attempt_ms = next;
+                    return Step::Wait {
+                        log: None,
+                        cursor: None,
+                        deadline_ms: Some(next),
+                    };
+                }
+                tracing::warn!(
+                    "firehose: {name}: request {} to its HTTP endpoint failed for good after {} attempts ({}); its records go to the S3 backup",
+                    p.request_id, p.attempts, refusal.message
+                );
+                Some(refusal)
+            }
+        };
+        // Done with the endpoint: the S3 backup (all records, or those
+        // that failed), then the position.
+        let mut batch = ObjectBatch::new(self, plan);
+        let written = (|| {
+            if endpoint.backup_all {
+                for (arrival, raw) in &p.raw {
+                    batch.write(raw, *arrival)?;
+                }
+            }
+            if let Some(refusal) = &refusal {
+                let failure = crate::process::Failure {
+                    output_type: "http-endpoint-failed",
+                    code: refusal.code,
+                    message: refusal.message.clone(),
+                };
+                for (arrival, raw) in &p.raw {
+                    batch.fail(*arrival, raw, &failure, p.attempts, now)?;
+                }
+            }
+            for (arrival, raw, failure) in &p.failed {
+                batch.fail(*arrival, raw, failure, 1, now)?;
+            }
+            Ok::<_, String>(())
+        })();
+        let finished = match written {
+            Ok(()) => batch.finish(name, &self.buckets_root()),
+            Err(e) => {
+                batch.abandon();
+                Err(e)
+            }
+        };
+        if let Err(e) = finished {
+            // Sent again later: a duplicate at worst.
+            p.next_attempt_ms = now;
+            return Step::Failed(e);
+        }
+        let p = pending.take().expect("set above");
+        if worker.stop.load(Ordering::SeqCst) {
+            return Step::Gone;
+        }
+        *buffer = Buffer::default();
+        let saved = self.positions.save(
+            k,
+            Some(Position {
+                stream_created_ms: created_ms,
+                next: p.after.0,
+                shards: Default::default(),
+            }),
+        );
+        if refusal.is_none() {
+            self.stats.delivered(
+                k,
+                &Delivered {
+                    records: p.raw.len() as u64,
+                    bytes: p.records.iter().map(|r| r.len() as u64).sum(),
+                    oldest_ms: p.oldest_ms,
+                },
+                now,
+            );
+        }
+        match saved {
+            Ok(()) => Step::Delivered,
+            Err(e) => Step::Failed(format!("saving its delivery position failed: {e}")),
+        }
+    }
+
+    /// The records of one HTTP request from `from`: up to the buffer size
+    /// and 10,000 records, processed. `None` if there were none (retention
+    /// removed them), with where the log goes on.
+    fn gather(
+        &self,
+        plan: &Plan,
+        log: &ShardLog,
+        from: Cursor,
+    ) -> Result<(Option<HttpPending>, Cursor), String> {
+        use crate::source::Source as _;
+        let mut source = crate::source::LogSource::new(log, from);
+        let (mut taken, mut oldest) = (0u64, None);
+        let (mut records, mut raw, mut failed) = (Vec::new(), Vec::new(), Vec::new());
+        let mut processed = Vec::new();
+        while taken < plan.size_bytes && raw.len() < crate::http::RECORDS_MAX {
+            let room = plan.size_bytes - taken;
+            source.max_records = crate::http::RECORDS_MAX - raw.len();
+            let read = source.peek(room)?;
+            let Some(first) = read.first() else {
+                break;
+            };
+            if !raw.is_empty() && first.data.len() as u64 > room {
+                break;
+            }
+            source.take();
+            for r in &read {
+                taken += r.data.len() as u64;
+                oldest.get_or_insert(r.arrival_timestamp_ms);
+                raw.push((r.arrival_timestamp_ms, r.data.to_vec()));
+                match &plan.pipeline {
+                    None => records.push(r.data.to_vec()),
+                    Some(p) => {
+                        processed.clear();
+                        match p.apply(&r.data, &mut processed) {
+                            Ok(()) => records.append(&mut processed),
+                            Err(failure) => {
+                                failed.push((r.arrival_timestamp_ms, r.data.to_vec(), failure))
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let Some(oldest_ms) = oldest else {
+            return Ok((None, source.cursor));
+        };
+        Ok((
+            Some(HttpPending {
+                request_id: uuid(),
+                records,
+                raw,
+                failed,
+                oldest_ms,
+                first_attempt_ms: 0,
+                attempts: 0,
+                next_attempt_ms: 0,
+                after: source.cursor,
+            }),
+            source.cursor,
+        ))
     }
 
     /// One look at a delivery stream reading a Kinesis stream.
@@ -629,7 +952,13 @@ impl Firehose {
                                             batch.write(out, r.arrival_timestamp_ms)?;
                                         }
                                     }
-                                    Err(failure) => batch.fail(r, data, &failure, self.now_ms())?,
+                                    Err(failure) => batch.fail(
+                                        r.arrival_timestamp_ms,
+                                        data,
+                                        &failure,
+                                        1,
+                                        self.now_ms(),
+                                    )?,
                                 }
                             }
                         }
@@ -702,9 +1031,10 @@ impl<'a> ObjectBatch<'a> {
     /// the record as it arrived (base64).
     fn fail(
         &mut self,
-        record: &sluice_log::Record,
+        arrival_ms: u64,
         data: &[u8],
         failure: &crate::process::Failure,
+        attempts: u32,
         now_ms: u64,
     ) -> Result<(), String> {
         use base64::Engine as _;
@@ -716,14 +1046,13 @@ impl<'a> ObjectBatch<'a> {
             Some(i) => i,
             None => {
                 let writer = self.start(f::CompressionFormat::Uncompressed)?;
-                self.errors
-                    .push((failure.output_type, writer, record.arrival_timestamp_ms));
+                self.errors.push((failure.output_type, writer, arrival_ms));
                 self.errors.len() - 1
             }
         };
         let mut line = serde_json::to_vec(&serde_json::json!({
-            "attemptsMade": 1,
-            "arrivalTimestamp": record.arrival_timestamp_ms,
+            "attemptsMade": attempts,
+            "arrivalTimestamp": arrival_ms,
             "errorCode": failure.code,
             "errorMessage": failure.message,
             "attemptEndingTimestamp": now_ms,

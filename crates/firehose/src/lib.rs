@@ -11,13 +11,13 @@
 //! Direct PUT records go into an internal Kinesis stream of the engine (one
 //! per delivery stream, in a scope no client can name) and are durable
 //! before PutRecord answers; a task per delivery stream buffers and
-//! delivers them ([`delivery`]) to buckets that are directories under the
-//! data directory ([`objects`]), keeping its position durably
+//! delivers them ([`delivery`]) to HTTP endpoints (http.rs) or to buckets
+//! that are directories under the data directory ([`objects`]), keeping its position durably
 //! ([`positions`]), through AWS's built-in processors ([`process`]). A
 //! Kinesis stream source is read through the engine instead (source.rs,
 //! kpl.rs). What Sluice cannot deliver yet (Lambda and MetadataExtraction
-//! processors, format conversion, dynamic partitioning, HTTP endpoints,
-//! ZIP) is accepted as configuration, but its records are refused, never
+//! processors, format conversion, dynamic partitioning, HTTP endpoints fed
+//! by a Kinesis stream, ZIP) is accepted as configuration, but its records are refused, never
 //! accepted and left undelivered (issue #16).
 
 use std::path::PathBuf;
@@ -32,6 +32,7 @@ use sluice_streams::store::{CatalogStore, FileCatalogStore};
 
 pub mod delivery;
 mod describe;
+mod http;
 pub mod keys;
 pub mod kpl;
 pub mod objects;
@@ -72,6 +73,8 @@ pub struct Firehose {
     lifecycle: Mutex<()>,
     /// Bucket directories known to be durable (objects.rs).
     durable_dirs: objects::DurableDirs,
+    /// How long an HTTP endpoint has to answer a request.
+    http_timeout: std::time::Duration,
 }
 
 /// Why the delivery streams could not be loaded.
@@ -121,7 +124,15 @@ impl Firehose {
             stats: stats::Stats::default(),
             lifecycle: Mutex::default(),
             durable_dirs: objects::DurableDirs::default(),
+            http_timeout: std::time::Duration::from_secs(180),
         })
+    }
+
+    /// How long an HTTP endpoint has to answer a request (default 3
+    /// minutes).
+    pub fn with_http_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.http_timeout = timeout;
+        self
     }
 
     /// Runs `operation` (validated against the Firehose model) for the

@@ -36,6 +36,8 @@ pub(crate) struct LogSource<'a> {
     pub log: &'a ShardLog,
     pub cursor: Cursor,
     peeked: Option<Cursor>,
+    /// Records one peek gives at most.
+    pub max_records: usize,
 }
 
 impl<'a> LogSource<'a> {
@@ -44,6 +46,7 @@ impl<'a> LogSource<'a> {
             log,
             cursor,
             peeked: None,
+            max_records: 10_000,
         }
     }
 }
@@ -55,7 +58,7 @@ impl Source for LogSource<'_> {
             .read(
                 self.cursor,
                 ReadLimits {
-                    max_records: 10_000,
+                    max_records: self.max_records.max(1),
                     max_bytes: room.min(READ_BYTES as u64) as usize,
                 },
             )

@@ -83,6 +83,8 @@ pub struct Config {
     pub header_timeout_ms: u64,
     /// A keep-alive connection with no request in flight is closed after this long.
     pub idle_timeout_ms: u64,
+    /// How long a Firehose HTTP endpoint has to answer a delivery request.
+    pub firehose_http_timeout_ms: u64,
     /// A request body may stall this long; beyond it, it must arrive at
     /// `body_min_bytes_per_second` on average.
     pub body_timeout_ms: u64,
@@ -117,6 +119,7 @@ impl Default for Config {
             tls: None,
             max_connections: 4096,
             header_timeout_ms: 10_000,
+            firehose_http_timeout_ms: 180_000,
             idle_timeout_ms: 60_000,
             body_timeout_ms: 10_000,
             body_min_bytes_per_second: 64 << 10,

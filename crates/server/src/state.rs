@@ -48,11 +48,16 @@ impl std::ops::Deref for State {
 impl State {
     pub fn open(config: Config, clock: Arc<dyn Clock>) -> Result<Self, StateError> {
         let engine = Arc::new(Engine::open(config.engine(), clock)?);
-        let firehose = Arc::new(sluice_firehose::Firehose::open(
-            engine.clone(),
-            Arc::new(sluice_log::OsStorage),
-            config.data_dir.clone(),
-        )?);
+        let firehose = Arc::new(
+            sluice_firehose::Firehose::open(
+                engine.clone(),
+                Arc::new(sluice_log::OsStorage),
+                config.data_dir.clone(),
+            )?
+            .with_http_timeout(std::time::Duration::from_millis(
+                config.firehose_http_timeout_ms.max(1),
+            )),
+        );
         let body_budget = config
             .body_bytes_in_flight_max
             .max(config.request_body_max_bytes)
