@@ -642,3 +642,54 @@ def test_http_endpoint_all_data_is_backed_up_too(http_frozen):
     assert list(objects(data_dir, "both-backup").values()) == [b"kept twice"]
     f.delete_delivery_stream(DeliveryStreamName="both")
     receiver.close()
+
+
+def test_dynamic_partitioning_with_jq_keys_and_gzip(frozen):
+    """MetadataExtraction's jq query gives each record its partition keys;
+    each partition is its own object under the prefix with the keys in,
+    GZIP-compressed; records without a key go to partitioning-failed (the
+    error output type AWS's CDK integration test lists)."""
+    import base64
+    endpoint, data_dir, advance, _ = frozen
+    f = firehose(endpoint)
+    f.create_delivery_stream(DeliveryStreamName="parts", ExtendedS3DestinationConfiguration=dict(
+        S3, BucketARN="arn:aws:s3:::parts", CompressionFormat="GZIP",
+        Prefix="customer=!{partitionKeyFromQuery:customer}/!{timestamp:yyyy}/",
+        ErrorOutputPrefix="errors/!{firehose:error-output-type}/",
+        BufferingHints={"SizeInMBs": 64, "IntervalInSeconds": 60},
+        DynamicPartitioningConfiguration={"Enabled": True},
+        ProcessingConfiguration=processors(
+            ("RecordDeAggregation", ("SubRecordType", "JSON")),
+            ("MetadataExtraction", ("MetadataExtractionQuery", "{customer: .customer}"),
+             ("JsonParsingEngine", "JQ-1.6")),
+            ("AppendDelimiterToRecord",))))
+    f.put_record_batch(DeliveryStreamName="parts", Records=[
+        {"Data": b'{"customer":"a","n":1}{"customer":"b","n":2}'},
+        {"Data": b'{"customer":"a","n":3}'},
+        {"Data": b'{"n":5}'},
+        {"Data": b"oops"}])
+    year = utc(advance(60_000)).strftime("%Y")
+    got = objects(data_dir, "parts")
+    by_prefix = {k.rsplit("/", 1)[0]: v for k, v in got.items()}
+    assert set(by_prefix) == {f"customer=a/{year}", f"customer=b/{year}", "errors/partitioning-failed",
+                              "errors/processing-failed"}, got.keys()
+    assert all(k.endswith(".gz") for k in got if k.startswith("customer="))
+    assert gzip.decompress(by_prefix[f"customer=a/{year}"]) == b'{"customer":"a","n":1}\n{"customer":"a","n":3}\n'
+    assert gzip.decompress(by_prefix[f"customer=b/{year}"]) == b'{"customer":"b","n":2}\n'
+    [no_key] = [json.loads(line) for line in by_prefix["errors/partitioning-failed"].splitlines()]
+    assert base64.b64decode(no_key["rawData"]) == b'{"n":5}'
+    assert no_key["errorCode"] == "DynamicPartitioning.MetadataExtractionFailed"
+    # Not JSON fails de-aggregation first, which comes before the query.
+    [not_json] = [json.loads(line) for line in by_prefix["errors/processing-failed"].splitlines()]
+    assert base64.b64decode(not_json["rawData"]) == b"oops"
+    assert not_json["errorCode"] == "RecordDeAggregation.InvalidJson"
+    f.delete_delivery_stream(DeliveryStreamName="parts")
+    # A query that does not compile is refused at put time, never dropped.
+    f.create_delivery_stream(DeliveryStreamName="badq", ExtendedS3DestinationConfiguration=dict(
+        S3, BucketARN="arn:aws:s3:::badq", Prefix="c=!{partitionKeyFromQuery:c}/",
+        ErrorOutputPrefix="errors/", DynamicPartitioningConfiguration={"Enabled": True},
+        ProcessingConfiguration=processors(("MetadataExtraction", ("MetadataExtractionQuery", "{c: .c")))))
+    with pytest.raises(ClientError) as e:
+        f.put_record(DeliveryStreamName="badq", Record={"Data": b"{}"})
+    assert "MetadataExtractionQuery" in error_of(e)[1]
+    f.delete_delivery_stream(DeliveryStreamName="badq")

@@ -76,6 +76,8 @@ pub(crate) struct Plan {
     size_bytes: u64,
     interval_ms: u64,
     version: u64,
+    /// Dynamic partitioning: records go to their partition's object.
+    pub(crate) partitioned: bool,
     /// An HTTP endpoint destination (its S3 configuration is the backup's).
     pub(crate) http: Option<crate::http::Endpoint>,
     /// A Kinesis stream source: the stream read (else Direct PUT).
@@ -102,6 +104,7 @@ pub(crate) fn plan(stream: &DeliveryStream) -> Result<Plan, String> {
         other => return Err(format!("{} sources are not built", other.as_str())),
     };
     let mut http = None;
+    let mut partitioned = false;
     let http_hints;
     let (bucket_arn, prefix, error_prefix, hints, compression, extension, pipeline) = match &stream
         .destination
@@ -127,7 +130,21 @@ pub(crate) fn plan(stream: &DeliveryStream) -> Result<Plan, String> {
                 .as_ref()
                 .is_some_and(|d| d.enabled == Some(true))
             {
-                return Err("dynamic partitioning is not built yet".to_owned());
+                if pipeline
+                    .as_ref()
+                    .and_then(|p| p.metadata_query.as_ref())
+                    .is_none()
+                {
+                    return Err("dynamic partitioning needs a MetadataExtraction processor (partition keys from Lambda are not built yet)".to_owned());
+                }
+                if c.prefix
+                    .as_deref()
+                    .unwrap_or_default()
+                    .contains("!{partitionKeyFromLambda:")
+                {
+                    return Err("partition keys from Lambda are not built yet".to_owned());
+                }
+                partitioned = true;
             }
             if c.s3_backup_mode == Some(f::S3BackupMode::Enabled) {
                 return Err("S3 backup of source records is not built yet".to_owned());
@@ -243,6 +260,7 @@ pub(crate) fn plan(stream: &DeliveryStream) -> Result<Plan, String> {
         size_bytes: hints.size_in_mbs.unwrap_or(5).max(1) as u64 * (1 << 20),
         interval_ms: hints.interval_in_seconds.unwrap_or(300).max(0) as u64 * 1000,
         version: stream.version,
+        partitioned,
         http,
         kinesis,
     })
@@ -915,6 +933,16 @@ impl Firehose {
         let mut records = 0u64;
         let mut oldest = None;
         let mut processed = Vec::new();
+        let mut partition_keys = Vec::new();
+        // Compiled for this delivery (jaq's values are not Send).
+        let query = match plan
+            .pipeline
+            .as_ref()
+            .and_then(|p| p.metadata_query.as_deref())
+        {
+            Some(q) if plan.partitioned => Some(crate::partition::Query::compile(q)?),
+            _ => None,
+        };
         let read = (|| {
             while taken < plan.size_bytes {
                 let room = plan.size_bytes - taken;
@@ -946,7 +974,48 @@ impl Firehose {
                             None => batch.write(data, r.arrival_timestamp_ms)?,
                             Some(p) => {
                                 processed.clear();
-                                match p.apply(data, &mut processed) {
+                                partition_keys.clear();
+                                let applied = p.apply_with(
+                                    data,
+                                    query.as_ref(),
+                                    &mut processed,
+                                    &mut partition_keys,
+                                );
+                                match applied {
+                                    Ok(()) if query.is_some() => {
+                                        for (out, keys) in processed.iter().zip(&partition_keys) {
+                                            let prefix = plan.prefix.as_deref().unwrap_or_default();
+                                            let failure = match crate::partition::substitute(
+                                                prefix, keys,
+                                            ) {
+                                                Ok(prefix) => {
+                                                    if batch.write_partition(
+                                                        prefix,
+                                                        out,
+                                                        r.arrival_timestamp_ms,
+                                                    )? {
+                                                        continue;
+                                                    }
+                                                    crate::process::Failure {
+                                                        output_type: "partitioning-failed",
+                                                        code: "DynamicPartitioning.ActivePartitionsLimitExceeded",
+                                                        message: format!(
+                                                            "More than {} partitions are active.",
+                                                            crate::partition::ACTIVE_PARTITIONS_MAX
+                                                        ),
+                                                    }
+                                                }
+                                                Err(failure) => failure,
+                                            };
+                                            batch.fail(
+                                                r.arrival_timestamp_ms,
+                                                data,
+                                                &failure,
+                                                1,
+                                                self.now_ms(),
+                                            )?;
+                                        }
+                                    }
                                     Ok(()) => {
                                         for out in &processed {
                                             batch.write(out, r.arrival_timestamp_ms)?;
@@ -991,6 +1060,9 @@ struct ObjectBatch<'a> {
     firehose: &'a Firehose,
     plan: &'a Plan,
     main: Option<(ObjectWriter, u64)>,
+    /// With dynamic partitioning: an object per partition (its prefix with
+    /// the keys in), at most [`crate::partition::ACTIVE_PARTITIONS_MAX`].
+    partitions: Vec<(String, ObjectWriter, u64)>,
     errors: Vec<(&'static str, ObjectWriter, u64)>,
 }
 
@@ -1000,8 +1072,36 @@ impl<'a> ObjectBatch<'a> {
             firehose,
             plan,
             main: None,
+            partitions: Vec::new(),
             errors: Vec::new(),
         }
+    }
+
+    /// One record into its partition's object; `Ok(false)` if that would
+    /// be one partition more than AWS allows at once.
+    fn write_partition(
+        &mut self,
+        prefix: String,
+        data: &[u8],
+        arrival_ms: u64,
+    ) -> Result<bool, String> {
+        let i = match self.partitions.iter().position(|(p, _, _)| *p == prefix) {
+            Some(i) => i,
+            None if self.partitions.len() >= crate::partition::ACTIVE_PARTITIONS_MAX => {
+                return Ok(false)
+            }
+            None => {
+                let writer = self.start(self.plan.compression)?;
+                self.partitions.push((prefix, writer, arrival_ms));
+                self.partitions.len() - 1
+            }
+        };
+        let (_, writer, oldest) = &mut self.partitions[i];
+        *oldest = (*oldest).min(arrival_ms);
+        writer
+            .write(data)
+            .map_err(|e| format!("writing an object failed: {e}"))?;
+        Ok(true)
     }
 
     fn start(&self, compression: f::CompressionFormat) -> Result<ObjectWriter, String> {
@@ -1070,6 +1170,9 @@ impl<'a> ObjectBatch<'a> {
         if let Some((w, _)) = self.main {
             w.abandon();
         }
+        for (_, w, _) in self.partitions {
+            w.abandon();
+        }
         for (_, w, _) in self.errors {
             w.abandon();
         }
@@ -1084,6 +1187,13 @@ impl<'a> ObjectBatch<'a> {
         if let Some((writer, oldest)) = self.main {
             let at = keys::Utc::from_millis(oldest);
             let key = keys::evaluate(plan.prefix.as_deref(), at, None, &mut random_string).map(
+                |prefix| prefix + &keys::suffix(name, plan.version, at, &uuid(), &plan.extension),
+            );
+            named.push((writer, key));
+        }
+        for (prefix, writer, oldest) in self.partitions {
+            let at = keys::Utc::from_millis(oldest);
+            let key = keys::evaluate_with(Some(&prefix), at, None, &mut random_string, false).map(
                 |prefix| prefix + &keys::suffix(name, plan.version, at, &uuid(), &plan.extension),
             );
             named.push((writer, key));

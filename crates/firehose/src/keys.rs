@@ -151,6 +151,19 @@ pub fn evaluate(
     error_type: Option<&str>,
     random: &mut dyn FnMut() -> String,
 ) -> Result<String, PrefixError> {
+    evaluate_with(prefix, at, error_type, random, true)
+}
+
+/// [`evaluate`], appending the default time to a prefix without a
+/// timestamp expression only if `append_time` (a dynamically partitioned
+/// prefix is its keys only).
+pub fn evaluate_with(
+    prefix: Option<&str>,
+    at: Utc,
+    error_type: Option<&str>,
+    random: &mut dyn FnMut() -> String,
+    append_time: bool,
+) -> Result<String, PrefixError> {
     let prefix = prefix.unwrap_or_default();
     let mut out = String::new();
     let mut rest = prefix;
@@ -174,7 +187,7 @@ pub fn evaluate(
         rest = &inner[end + 1..];
     }
     out.push_str(rest);
-    if !timestamped && error_type.is_none() {
+    if !timestamped && error_type.is_none() && append_time {
         out.push_str(&format_time(DEFAULT_TIME, at)?);
     }
     if out.chars().count() > PREFIX_MAX_CHARS {

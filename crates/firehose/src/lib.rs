@@ -15,9 +15,8 @@
 //! that are directories under the data directory ([`objects`]), keeping its position durably
 //! ([`positions`]), through AWS's built-in processors ([`process`]). A
 //! Kinesis stream source is read through the engine instead (source.rs,
-//! kpl.rs). What Sluice cannot deliver yet (Lambda and MetadataExtraction
-//! processors, format conversion, dynamic partitioning, HTTP endpoints fed
-//! by a Kinesis stream, ZIP) is accepted as configuration, but its records are refused, never
+//! kpl.rs). What Sluice cannot deliver yet (the Lambda processor, format
+//! conversion, HTTP endpoints fed by a Kinesis stream, ZIP) is accepted as configuration, but its records are refused, never
 //! accepted and left undelivered (issue #16).
 
 use std::path::PathBuf;
@@ -37,6 +36,7 @@ pub mod keys;
 pub mod kpl;
 pub mod objects;
 mod ops;
+pub mod partition;
 pub mod positions;
 pub mod process;
 mod put;

@@ -36,6 +36,8 @@ pub struct Pipeline {
     pub decompress: bool,
     pub cloudwatch_messages: bool,
     pub deaggregate: Option<SubRecords>,
+    /// MetadataExtraction's jq query (dynamic partitioning keys).
+    pub metadata_query: Option<String>,
     pub append_newline: bool,
 }
 
@@ -114,7 +116,20 @@ pub fn pipeline(config: Option<&f::ProcessingConfiguration>) -> Result<Option<Pi
             }
             f::ProcessorType::Lambda => return Err("Lambda processing is not built yet".to_owned()),
             f::ProcessorType::MetadataExtraction => {
-                return Err("MetadataExtraction (dynamic partitioning) is not built yet".to_owned())
+                if let Some(engine) =
+                    parameter(processor, f::ProcessorParameterName::JsonParsingEngine)
+                {
+                    if engine != "JQ-1.6" {
+                        return Err(format!("JsonParsingEngine {engine} is not JQ-1.6"));
+                    }
+                }
+                let query = parameter(
+                    processor,
+                    f::ProcessorParameterName::MetadataExtractionQuery,
+                )
+                .ok_or("MetadataExtraction needs a MetadataExtractionQuery")?;
+                crate::partition::Query::compile(query)?;
+                p.metadata_query = Some(query.to_owned());
             }
         }
     }
@@ -133,6 +148,20 @@ impl Pipeline {
     /// Processes one record into `out` (none, one or many records), or
     /// says why it cannot be.
     pub fn apply(&self, data: &[u8], out: &mut Vec<Vec<u8>>) -> Result<(), Failure> {
+        let mut keys = Vec::new();
+        self.apply_with(data, None, out, &mut keys)
+    }
+
+    /// [`Pipeline::apply`], with each record's partition keys in `keys`
+    /// (from `query`, the compiled MetadataExtractionQuery) when there is
+    /// a query.
+    pub fn apply_with(
+        &self,
+        data: &[u8],
+        query: Option<&crate::partition::Query>,
+        out: &mut Vec<Vec<u8>>,
+        keys: &mut Vec<crate::partition::Keys>,
+    ) -> Result<(), Failure> {
         let mut records = vec![if self.decompress {
             gunzip(data)?
         } else {
@@ -147,6 +176,13 @@ impl Pipeline {
                 split.extend(deaggregate(kind, r)?);
             }
             records = split;
+        }
+        if let Some(query) = query {
+            let mut found = Vec::with_capacity(records.len());
+            for r in &records {
+                found.push(query.keys(r)?);
+            }
+            keys.extend(found);
         }
         if self.append_newline {
             for r in &mut records {
@@ -408,7 +444,7 @@ mod tests {
             ),
             (
                 f::ProcessorType::MetadataExtraction,
-                vec![(N::MetadataExtractionQuery, "{a:.a}")],
+                vec![(N::MetadataExtractionQuery, "{a:.a")],
             ),
             (f::ProcessorType::CloudWatchLogProcessing, vec![]),
             (
