@@ -180,17 +180,16 @@ def test_what_sluice_cannot_deliver_yet_is_refused_not_dropped(frozen):
     endpoint, data_dir, advance, _ = frozen
     f = firehose(endpoint)
     f.create_delivery_stream(DeliveryStreamName="lambda", ExtendedS3DestinationConfiguration=dict(
-        S3, BucketARN="arn:aws:s3:::no", ProcessingConfiguration={"Enabled": True, "Processors": [
-            {"Type": "Lambda", "Parameters": [
-                {"ParameterName": "LambdaArn", "ParameterValue": "arn:aws:lambda:us-east-1:000000000000:function:f"}]}]}))
+        S3, BucketARN="arn:aws:s3:::no", S3BackupMode="Enabled",
+        S3BackupConfiguration=dict(S3, BucketARN="arn:aws:s3:::no-backup")))
     for call in (lambda: f.put_record(DeliveryStreamName="lambda", Record={"Data": b"x"}),
                  lambda: f.put_record_batch(DeliveryStreamName="lambda", Records=[{"Data": b"x"}])):
         with pytest.raises(ClientError) as e:
             call()
         assert error_of(e) == (
             "InvalidArgumentException",
-            "Sluice does not deliver this delivery stream's records yet: Lambda processing is not built yet "
-            "(issue #16). No record was accepted by lambda.")
+            "Sluice does not deliver this delivery stream's records yet: S3 backup of source records is not built "
+            "yet (issue #16). No record was accepted by lambda.")
     f.delete_delivery_stream(DeliveryStreamName="lambda")
     with pytest.raises(ClientError) as e:
         f.put_record(DeliveryStreamName="lambda", Record={"Data": b"x"})
@@ -693,3 +692,107 @@ def test_dynamic_partitioning_with_jq_keys_and_gzip(frozen):
         f.put_record(DeliveryStreamName="badq", Record={"Data": b"{}"})
     assert "MetadataExtractionQuery" in error_of(e)[1]
     f.delete_delivery_stream(DeliveryStreamName="badq")
+
+
+class FakeLambdaUrl:
+    """The HTTP URL that stands for a Lambda function (`--firehose-lambda
+    ARN=URL`): it gets Firehose's invocation event and answers as a
+    transformation function would (AWS's data transformation contract):
+    records upper-cased with a partition key, "drop" Dropped, "fail"
+    ProcessingFailed. Told to, it fails whole invocations (500)."""
+
+    def __init__(self):
+        import base64
+        import http.server
+        self.events, self.failures = [], 0
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                event = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                owner.events.append(event)
+                if owner.failures > 0:
+                    owner.failures -= 1
+                    self.send_response(500)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                out = []
+                for r in event["records"]:
+                    data = base64.b64decode(r["data"])
+                    if data == b"drop":
+                        out.append({"recordId": r["recordId"], "result": "Dropped"})
+                    elif data == b"fail":
+                        out.append({"recordId": r["recordId"], "result": "ProcessingFailed", "data": r["data"]})
+                    else:
+                        out.append({"recordId": r["recordId"], "result": "Ok",
+                                    "data": base64.b64encode(data.upper()).decode(),
+                                    "metadata": {"partitionKeys": {"first": data[:1].decode()}}})
+                body = json.dumps({"records": out}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/invoke"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def test_the_lambda_processor_through_a_url_with_partition_keys_from_it():
+    import base64
+    fn = FakeLambdaUrl()
+    arn = "arn:aws:lambda:us-east-1:000000000000:function:upper"
+    with tempfile.TemporaryDirectory() as data_dir:
+        with sluice("--limits", "off", "--test-controls", "--firehose-lambda", f"{arn}={fn.url}",
+                    data_dir=data_dir) as (_, endpoint):
+            control(endpoint, "clock", {"freeze": True})
+            f = firehose(endpoint)
+            f.create_delivery_stream(DeliveryStreamName="lam", ExtendedS3DestinationConfiguration=dict(
+                S3, BucketARN="arn:aws:s3:::lam", Prefix="first=!{partitionKeyFromLambda:first}/",
+                ErrorOutputPrefix="errors/!{firehose:error-output-type}/",
+                BufferingHints={"SizeInMBs": 64, "IntervalInSeconds": 60},
+                DynamicPartitioningConfiguration={"Enabled": True},
+                ProcessingConfiguration=processors(
+                    ("Lambda", ("LambdaArn", arn), ("NumberOfRetries", "1")),
+                    ("AppendDelimiterToRecord",))))
+            f.put_record_batch(DeliveryStreamName="lam", Records=[
+                {"Data": b"apple"}, {"Data": b"avocado"}, {"Data": b"banana"}, {"Data": b"drop"},
+                {"Data": b"fail"}])
+            fn.failures = 1
+            control(endpoint, "clock", {"advanceMs": 60_000})
+            # One invocation failed (500) and was tried again (NumberOfRetries 1).
+            assert len(fn.events) == 2
+            event = fn.events[-1]
+            assert event["deliveryStreamArn"].endswith(":deliverystream/lam") and event["region"] == "us-east-1"
+            assert [base64.b64decode(r["data"]) for r in event["records"]] == [
+                b"apple", b"avocado", b"banana", b"drop", b"fail"]
+            assert all("approximateArrivalTimestamp" in r and r["recordId"] for r in event["records"])
+            got = objects(pathlib.Path(data_dir), "lam")
+            by_prefix = {k.rsplit("/", 1)[0]: v for k, v in got.items()}
+            assert by_prefix["first=a"] == b"APPLE\nAVOCADO\n"
+            assert by_prefix["first=b"] == b"BANANA\n"
+            [failed] = [json.loads(x) for x in by_prefix["errors/processing-failed"].splitlines()]
+            assert base64.b64decode(failed["rawData"]) == b"fail"
+            assert failed["errorCode"] == "Lambda.ProcessingFailedStatus" and failed["lambdaArn"] == arn
+            # A function that keeps failing: every record goes to the error output.
+            fn.failures = 10
+            f.put_record(DeliveryStreamName="lam", Record={"Data": b"cherry"})
+            control(endpoint, "clock", {"advanceMs": 60_000})
+            errors = [v for k, v in objects(pathlib.Path(data_dir), "lam").items()
+                      if k.startswith("errors/processing-failed/")]
+            lines = [json.loads(x) for v in errors for x in v.splitlines()]
+            assert {(base64.b64decode(x["rawData"]), x["errorCode"], x["attemptsMade"]) for x in lines} >= {
+                (b"cherry", "Lambda.FunctionError", 2)}
+            # An unmapped function: puts are refused, never accepted and dropped.
+            f.create_delivery_stream(DeliveryStreamName="nomap", ExtendedS3DestinationConfiguration=dict(
+                S3, BucketARN="arn:aws:s3:::nomap", ProcessingConfiguration=processors(
+                    ("Lambda", ("LambdaArn", "arn:aws:lambda:us-east-1:000000000000:function:other")))))
+            with pytest.raises(ClientError) as e:
+                f.put_record(DeliveryStreamName="nomap", Record={"Data": b"x"})
+            assert "--firehose-lambda" in error_of(e)[1]
+    fn.server.shutdown()

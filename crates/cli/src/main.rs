@@ -185,6 +185,16 @@ struct ServeArgs {
         value_delimiter = ','
     )]
     credentials: Vec<String>,
+    /// Firehose's Lambda processor calls an HTTP URL instead of a Lambda
+    /// function: `FUNCTION_ARN=URL` (repeat, or comma-separate in the
+    /// variable). The URL gets the invocation event and answers as the
+    /// function would.
+    #[arg(
+        long = "firehose-lambda",
+        env = "SLUICE_FIREHOSE_LAMBDAS",
+        value_delimiter = ','
+    )]
+    firehose_lambda: Vec<String>,
     /// Serve TLS with this PEM certificate chain (needs --tls-key); ALPN offers h2 and http/1.1.
     #[arg(long, env = "SLUICE_TLS_CERT", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -274,6 +284,8 @@ struct FileConfig {
     fsync: Option<FsyncSetting>,
     #[serde(default)]
     credentials: Vec<String>,
+    #[serde(default)]
+    firehose_lambda: Vec<String>,
     limits: Option<String>,
     shard_write_bytes_per_second: Option<u64>,
     shard_write_records_per_second: Option<u64>,
@@ -356,6 +368,21 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     } else {
         args.credentials
     };
+    let lambdas = if args.firehose_lambda.is_empty() {
+        file.firehose_lambda
+    } else {
+        args.firehose_lambda
+    };
+    let mut firehose_lambdas = std::collections::HashMap::new();
+    for pair in &lambdas {
+        let (arn, url) = pair
+            .split_once('=')
+            .filter(|(arn, url)| arn.starts_with("arn:") && !url.is_empty())
+            .ok_or_else(|| {
+                anyhow::anyhow!("firehose_lambda takes FUNCTION_ARN=URL, not {pair:?}")
+            })?;
+        firehose_lambdas.insert(arn.to_owned(), url.to_owned());
+    }
     let mut credentials = std::collections::BTreeMap::new();
     for pair in &pairs {
         let bad =
@@ -406,6 +433,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let config = sluice_server::Config {
         credentials,
+        firehose_lambdas,
         account_id,
         listen: args.listen.or(file.listen).unwrap_or(defaults.listen),
         data_dir: args

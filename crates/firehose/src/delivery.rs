@@ -78,10 +78,23 @@ pub(crate) struct Plan {
     version: u64,
     /// Dynamic partitioning: records go to their partition's object.
     pub(crate) partitioned: bool,
+    /// The delivery stream's ARN and region (a Lambda's event names them).
+    arn: String,
+    region: String,
     /// An HTTP endpoint destination (its S3 configuration is the backup's).
     pub(crate) http: Option<crate::http::Endpoint>,
     /// A Kinesis stream source: the stream read (else Direct PUT).
     pub(crate) kinesis: Option<(Scope, String)>,
+}
+
+impl Plan {
+    /// The Lambda function its processing invokes, if any.
+    pub(crate) fn lambda_arn(&self) -> Option<&str> {
+        self.pipeline
+            .as_ref()
+            .and_then(|p| p.lambda.as_ref())
+            .map(|l| l.arn.as_str())
+    }
 }
 
 /// The plan for `stream`, or why Sluice does not deliver it yet (its
@@ -130,19 +143,23 @@ pub(crate) fn plan(stream: &DeliveryStream) -> Result<Plan, String> {
                 .as_ref()
                 .is_some_and(|d| d.enabled == Some(true))
             {
-                if pipeline
+                let query = pipeline
                     .as_ref()
-                    .and_then(|p| p.metadata_query.as_ref())
-                    .is_none()
-                {
-                    return Err("dynamic partitioning needs a MetadataExtraction processor (partition keys from Lambda are not built yet)".to_owned());
+                    .is_some_and(|p| p.metadata_query.is_some());
+                let lambda = pipeline.as_ref().is_some_and(|p| p.lambda.is_some());
+                if !query && !lambda {
+                    return Err(
+                        "dynamic partitioning needs a MetadataExtraction or Lambda processor"
+                            .to_owned(),
+                    );
                 }
-                if c.prefix
-                    .as_deref()
-                    .unwrap_or_default()
-                    .contains("!{partitionKeyFromLambda:")
+                if !lambda
+                    && c.prefix
+                        .as_deref()
+                        .unwrap_or_default()
+                        .contains("!{partitionKeyFromLambda:")
                 {
-                    return Err("partition keys from Lambda are not built yet".to_owned());
+                    return Err("partitionKeyFromLambda needs a Lambda processor".to_owned());
                 }
                 partitioned = true;
             }
@@ -235,7 +252,16 @@ pub(crate) fn plan(stream: &DeliveryStream) -> Result<Plan, String> {
                 &http_hints,
                 b.compression_format,
                 None,
-                crate::process::pipeline(c.processing_configuration.as_ref())?,
+                {
+                    let pipeline = crate::process::pipeline(c.processing_configuration.as_ref())?;
+                    if pipeline.as_ref().is_some_and(|p| p.lambda.is_some()) {
+                        return Err(
+                            "Lambda processing for HTTP endpoint destinations is not built yet"
+                                .to_owned(),
+                        );
+                    }
+                    pipeline
+                },
             )
         }
     };
@@ -261,6 +287,8 @@ pub(crate) fn plan(stream: &DeliveryStream) -> Result<Plan, String> {
         interval_ms: hints.interval_in_seconds.unwrap_or(300).max(0) as u64 * 1000,
         version: stream.version,
         partitioned,
+        arn: stream.arn(),
+        region: stream.region.clone(),
         http,
         kinesis,
     })
@@ -837,6 +865,95 @@ impl Firehose {
         ))
     }
 
+    /// Sends `items` (arrival, data after the stages before a Lambda) to
+    /// the Lambda, then the stages after it, into `batch`.
+    fn transform(
+        &self,
+        plan: &Plan,
+        p: &crate::process::Pipeline,
+        items: &mut Vec<(u64, Vec<u8>)>,
+        batch: &mut ObjectBatch<'_>,
+        query: Option<&crate::partition::Query>,
+    ) -> Result<(), String> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let lambda = p.lambda.as_ref().expect("a Lambda pipeline");
+        let url = self.lambda_url(&lambda.arn).ok_or_else(|| {
+            format!(
+                "Lambda function {} is not mapped to a URL in Sluice's configuration",
+                lambda.arn
+            )
+        })?;
+        let sent: Vec<crate::lambda::Sent<'_>> = items
+            .iter()
+            .enumerate()
+            .map(|(i, (arrival, data))| crate::lambda::Sent {
+                id: format!("{i}"),
+                arrival_ms: *arrival,
+                data,
+            })
+            .collect();
+        let outcomes = crate::lambda::invoke(
+            url,
+            lambda,
+            &plan.arn,
+            &plan.region,
+            &sent,
+            self.http_timeout,
+        );
+        drop(sent);
+        let now = self.now_ms();
+        let (mut out, mut keys) = (Vec::new(), Vec::new());
+        for ((arrival, data), outcome) in items.drain(..).zip(outcomes) {
+            match outcome {
+                crate::lambda::Outcome::Dropped => {}
+                crate::lambda::Outcome::Failed(failure) => {
+                    batch.fail(arrival, &data, &failure, 1 + lambda.retries, now)?
+                }
+                crate::lambda::Outcome::Ok(transformed, lambda_keys) => {
+                    out.clear();
+                    keys.clear();
+                    if let Err(failure) = p.post(vec![transformed], query, &mut out, &mut keys) {
+                        batch.fail(arrival, &data, &failure, 1, now)?;
+                        continue;
+                    }
+                    for (i, record) in out.iter().enumerate() {
+                        if !plan.partitioned {
+                            batch.write(record, arrival)?;
+                            continue;
+                        }
+                        let none = crate::partition::Keys::new();
+                        let from_query = keys.get(i).unwrap_or(&none);
+                        let prefix = plan.prefix.as_deref().unwrap_or_default();
+                        let failure = match crate::partition::substitute_both(
+                            prefix,
+                            from_query,
+                            &lambda_keys,
+                        ) {
+                            Ok(prefix) => {
+                                if batch.write_partition(prefix, record, arrival)? {
+                                    continue;
+                                }
+                                crate::process::Failure {
+                                    output_type: "partitioning-failed",
+                                    code: "DynamicPartitioning.ActivePartitionsLimitExceeded",
+                                    message: format!(
+                                        "More than {} partitions are active.",
+                                        crate::partition::ACTIVE_PARTITIONS_MAX
+                                    ),
+                                }
+                            }
+                            Err(failure) => failure,
+                        };
+                        batch.fail(arrival, &data, &failure, 1, now)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// One look at a delivery stream reading a Kinesis stream.
     fn step_kinesis(
         &self,
@@ -934,6 +1051,9 @@ impl Firehose {
         let mut oldest = None;
         let mut processed = Vec::new();
         let mut partition_keys = Vec::new();
+        // Records waiting for a Lambda invocation, and their bytes.
+        let mut lambda_items: Vec<(u64, Vec<u8>)> = Vec::new();
+        let mut lambda_bytes = 0u64;
         // Compiled for this delivery (jaq's values are not Send).
         let query = match plan
             .pipeline
@@ -972,6 +1092,32 @@ impl Firehose {
                     for data in parts {
                         match &plan.pipeline {
                             None => batch.write(data, r.arrival_timestamp_ms)?,
+                            Some(p) if p.lambda.is_some() => match p.pre(data) {
+                                Ok(records) => {
+                                    for record in records {
+                                        lambda_bytes += record.len() as u64;
+                                        lambda_items.push((r.arrival_timestamp_ms, record));
+                                    }
+                                    let limit = p.lambda.as_ref().map_or(0, |l| l.buffer_bytes);
+                                    if lambda_bytes >= limit {
+                                        lambda_bytes = 0;
+                                        self.transform(
+                                            plan,
+                                            p,
+                                            &mut lambda_items,
+                                            &mut batch,
+                                            query.as_ref(),
+                                        )?;
+                                    }
+                                }
+                                Err(failure) => batch.fail(
+                                    r.arrival_timestamp_ms,
+                                    data,
+                                    &failure,
+                                    1,
+                                    self.now_ms(),
+                                )?,
+                            },
                             Some(p) => {
                                 processed.clear();
                                 partition_keys.clear();
@@ -1033,6 +1179,9 @@ impl Firehose {
                         }
                     }
                 }
+            }
+            if let Some(p) = plan.pipeline.as_ref().filter(|p| p.lambda.is_some()) {
+                self.transform(plan, p, &mut lambda_items, &mut batch, query.as_ref())?;
             }
             Ok::<_, String>(())
         })();
@@ -1150,15 +1299,19 @@ impl<'a> ObjectBatch<'a> {
                 self.errors.len() - 1
             }
         };
-        let mut line = serde_json::to_vec(&serde_json::json!({
+        let mut record = serde_json::json!({
             "attemptsMade": attempts,
             "arrivalTimestamp": arrival_ms,
             "errorCode": failure.code,
             "errorMessage": failure.message,
             "attemptEndingTimestamp": now_ms,
             "rawData": base64::engine::general_purpose::STANDARD.encode(data),
-        }))
-        .expect("JSON values serialize");
+        });
+        if let (Some(arn), true) = (self.plan.lambda_arn(), failure.code.starts_with("Lambda.")) {
+            // AWS's Lambda failures name the function.
+            record["lambdaArn"] = serde_json::Value::String(arn.to_owned());
+        }
+        let mut line = serde_json::to_vec(&record).expect("JSON values serialize");
         line.push(b'\n');
         self.errors[i]
             .1

@@ -187,7 +187,32 @@ async fn send(
     request_id: &str,
     body: Vec<u8>,
 ) -> Result<(u16, Bytes), String> {
-    let uri: hyper::Uri = endpoint.url.parse().map_err(|e| format!("bad URL: {e}"))?;
+    let mut headers = vec![
+        ("x-amz-firehose-protocol-version", "1.0".to_owned()),
+        ("x-amz-firehose-request-id", request_id.to_owned()),
+        ("x-amz-firehose-source-arn", endpoint.source_arn.clone()),
+        (
+            "x-amz-firehose-common-attributes",
+            endpoint.common_attributes.clone(),
+        ),
+    ];
+    if let Some(key) = &endpoint.access_key {
+        headers.push(("x-amz-firehose-access-key", key.clone()));
+    }
+    if endpoint.gzip {
+        headers.push(("content-encoding", "gzip".to_owned()));
+    }
+    post_json(&endpoint.url, &headers, body).await
+}
+
+/// One POST of a JSON body to `url` (https, or http), with `headers`: the
+/// status and (up to 1 MiB of) the answer.
+pub(crate) async fn post_json(
+    url: &str,
+    headers: &[(&str, String)],
+    body: Vec<u8>,
+) -> Result<(u16, Bytes), String> {
+    let uri: hyper::Uri = url.parse().map_err(|e| format!("bad URL: {e}"))?;
     let tls = uri.scheme_str() == Some("https");
     let host = uri.host().ok_or("the URL has no host")?.to_owned();
     let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
@@ -197,7 +222,7 @@ async fn send(
         .to_owned();
     let tcp = tokio::net::TcpStream::connect((connect_host.as_str(), port))
         .await
-        .map_err(|e| format!("cannot connect to the endpoint: {e}"))?;
+        .map_err(|e| format!("cannot connect to {url}: {e}"))?;
     let _ = tcp.set_nodelay(true);
     let authority = uri
         .authority()
@@ -208,19 +233,9 @@ async fn send(
         .map_or("/".to_owned(), |p| p.as_str().to_owned());
     let mut request = hyper::Request::post(path)
         .header("host", authority)
-        .header("content-type", "application/json")
-        .header("x-amz-firehose-protocol-version", "1.0")
-        .header("x-amz-firehose-request-id", request_id)
-        .header("x-amz-firehose-source-arn", &endpoint.source_arn)
-        .header(
-            "x-amz-firehose-common-attributes",
-            &endpoint.common_attributes,
-        );
-    if let Some(key) = &endpoint.access_key {
-        request = request.header("x-amz-firehose-access-key", key);
-    }
-    if endpoint.gzip {
-        request = request.header("content-encoding", "gzip");
+        .header("content-type", "application/json");
+    for (name, value) in headers {
+        request = request.header(*name, value);
     }
     let request = request
         .body(Full::new(Bytes::from(body)))

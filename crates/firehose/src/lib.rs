@@ -15,7 +15,7 @@
 //! that are directories under the data directory ([`objects`]), keeping its position durably
 //! ([`positions`]), through AWS's built-in processors ([`process`]). A
 //! Kinesis stream source is read through the engine instead (source.rs,
-//! kpl.rs). What Sluice cannot deliver yet (the Lambda processor, format
+//! kpl.rs). What Sluice cannot deliver yet (an unmapped Lambda, format
 //! conversion, HTTP endpoints fed by a Kinesis stream, ZIP) is accepted as configuration, but its records are refused, never
 //! accepted and left undelivered (issue #16).
 
@@ -34,6 +34,7 @@ mod describe;
 mod http;
 pub mod keys;
 pub mod kpl;
+mod lambda;
 pub mod objects;
 mod ops;
 pub mod partition;
@@ -75,6 +76,8 @@ pub struct Firehose {
     durable_dirs: objects::DurableDirs,
     /// How long an HTTP endpoint has to answer a request.
     http_timeout: std::time::Duration,
+    /// Lambda function ARNs and the HTTP URLs that stand for them.
+    lambdas: std::collections::HashMap<String, String>,
 }
 
 /// Why the delivery streams could not be loaded.
@@ -125,7 +128,19 @@ impl Firehose {
             lifecycle: Mutex::default(),
             durable_dirs: objects::DurableDirs::default(),
             http_timeout: std::time::Duration::from_secs(180),
+            lambdas: std::collections::HashMap::new(),
         })
+    }
+
+    /// The HTTP URLs that stand for Lambda functions (by ARN) in the
+    /// Lambda processor.
+    pub fn with_lambdas(mut self, lambdas: std::collections::HashMap<String, String>) -> Self {
+        self.lambdas = lambdas;
+        self
+    }
+
+    pub(crate) fn lambda_url(&self, arn: &str) -> Option<&str> {
+        self.lambdas.get(arn).map(String::as_str)
     }
 
     /// How long an HTTP endpoint has to answer a request (default 3

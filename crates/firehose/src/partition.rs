@@ -106,11 +106,22 @@ fn text(v: &Val) -> Option<String> {
 /// `keys`' values; a key with no value (or one that is empty or would
 /// make another expression) is a failure.
 pub fn substitute(prefix: &str, keys: &Keys) -> Result<String, Failure> {
+    replace(prefix, "!{partitionKeyFromQuery:", keys)
+}
+
+/// [`substitute`] for keys from the query and from a Lambda
+/// (`!{partitionKeyFromLambda:KEY}`).
+pub fn substitute_both(prefix: &str, query: &Keys, lambda: &Keys) -> Result<String, Failure> {
+    let prefix = replace(prefix, "!{partitionKeyFromLambda:", lambda)?;
+    replace(&prefix, "!{partitionKeyFromQuery:", query)
+}
+
+fn replace(prefix: &str, expression: &str, keys: &Keys) -> Result<String, Failure> {
     let mut out = String::new();
     let mut rest = prefix;
-    while let Some(start) = rest.find("!{partitionKeyFromQuery:") {
+    while let Some(start) = rest.find(expression) {
         out.push_str(&rest[..start]);
-        let inner = &rest[start + "!{partitionKeyFromQuery:".len()..];
+        let inner = &rest[start + expression.len()..];
         let Some(end) = inner.find('}') else {
             break;
         };

@@ -38,7 +38,21 @@ pub struct Pipeline {
     pub deaggregate: Option<SubRecords>,
     /// MetadataExtraction's jq query (dynamic partitioning keys).
     pub metadata_query: Option<String>,
+    /// A Lambda transformation (an HTTP URL Sluice's configuration maps
+    /// its ARN to).
+    pub lambda: Option<Lambda>,
     pub append_newline: bool,
+}
+
+/// The Lambda processor's parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lambda {
+    pub arn: String,
+    /// Retries of a failed invocation (NumberOfRetries, default 3).
+    pub retries: u32,
+    /// Records are sent in invocations of at most this many bytes of data
+    /// (BufferSizeInMBs, default 1 MB).
+    pub buffer_bytes: u64,
 }
 
 /// Why a record was not processed: its error output type, code and message.
@@ -114,7 +128,32 @@ pub fn pipeline(config: Option<&f::ProcessingConfiguration>) -> Result<Option<Pi
                     }
                 });
             }
-            f::ProcessorType::Lambda => return Err("Lambda processing is not built yet".to_owned()),
+            f::ProcessorType::Lambda => {
+                let arn = parameter(processor, f::ProcessorParameterName::LambdaArn)
+                    .ok_or("the Lambda processor needs a LambdaArn")?;
+                let retries = match parameter(processor, f::ProcessorParameterName::NumberOfRetries)
+                {
+                    None => 3,
+                    Some(n) => n
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|n| *n <= 300)
+                        .ok_or_else(|| format!("NumberOfRetries {n} is not 0 to 300"))?,
+                };
+                let mb = match parameter(processor, f::ProcessorParameterName::BufferSizeInMBs) {
+                    None => 1.0,
+                    Some(v) => v
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|mb| (0.2..=3.0).contains(mb))
+                        .ok_or_else(|| format!("BufferSizeInMBs {v} is not 0.2 to 3"))?,
+                };
+                p.lambda = Some(Lambda {
+                    arn: arn.to_owned(),
+                    retries,
+                    buffer_bytes: (mb * 1_048_576.0) as u64,
+                });
+            }
             f::ProcessorType::MetadataExtraction => {
                 if let Some(engine) =
                     parameter(processor, f::ProcessorParameterName::JsonParsingEngine)
@@ -162,6 +201,13 @@ impl Pipeline {
         out: &mut Vec<Vec<u8>>,
         keys: &mut Vec<crate::partition::Keys>,
     ) -> Result<(), Failure> {
+        let records = self.pre(data)?;
+        self.post(records, query, out, keys)
+    }
+
+    /// The stages before a Lambda: decompression, CloudWatch Logs messages,
+    /// de-aggregation.
+    pub fn pre(&self, data: &[u8]) -> Result<Vec<Vec<u8>>, Failure> {
         let mut records = vec![if self.decompress {
             gunzip(data)?
         } else {
@@ -177,6 +223,17 @@ impl Pipeline {
             }
             records = split;
         }
+        Ok(records)
+    }
+
+    /// The stages after a Lambda: partition keys, the delimiter.
+    pub fn post(
+        &self,
+        mut records: Vec<Vec<u8>>,
+        query: Option<&crate::partition::Query>,
+        out: &mut Vec<Vec<u8>>,
+        keys: &mut Vec<crate::partition::Keys>,
+    ) -> Result<(), Failure> {
         if let Some(query) = query {
             let mut found = Vec::with_capacity(records.len());
             for r in &records {
@@ -438,10 +495,7 @@ mod tests {
     fn what_is_not_built_or_misconfigured_is_said() {
         use f::ProcessorParameterName as N;
         for (kind, params) in [
-            (
-                f::ProcessorType::Lambda,
-                vec![(N::LambdaArn, "arn:aws:lambda:us-east-1:1:function:f")],
-            ),
+            (f::ProcessorType::Lambda, vec![(N::NumberOfRetries, "3")]),
             (
                 f::ProcessorType::MetadataExtraction,
                 vec![(N::MetadataExtractionQuery, "{a:.a")],

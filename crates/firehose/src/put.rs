@@ -44,7 +44,18 @@ pub(crate) fn put(
                 "This operation is not permitted on KinesisStreamAsSource delivery stream type.",
             ));
         }
-        if let Err(why) = delivery::plan(stream) {
+        let plan = delivery::plan(stream);
+        let unmapped = plan
+            .as_ref()
+            .ok()
+            .and_then(|p| p.lambda_arn())
+            .filter(|arn| f.lambda_url(arn).is_none());
+        if let Some(arn) = unmapped {
+            return Err(invalid(format!(
+                "Sluice does not deliver this delivery stream's records yet: its Lambda function {arn} is not mapped to a URL in Sluice's configuration (--firehose-lambda ARN=URL). No record was accepted by {name}."
+            )));
+        }
+        if let Err(why) = plan {
             // Never accepted and left undelivered: not retryable, so that no
             // SDK keeps trying.
             return Err(invalid(format!(

@@ -85,6 +85,9 @@ pub struct Config {
     pub idle_timeout_ms: u64,
     /// How long a Firehose HTTP endpoint has to answer a delivery request.
     pub firehose_http_timeout_ms: u64,
+    /// Firehose's Lambda processor: function ARN -> the HTTP URL called
+    /// instead.
+    pub firehose_lambdas: std::collections::HashMap<String, String>,
     /// A request body may stall this long; beyond it, it must arrive at
     /// `body_min_bytes_per_second` on average.
     pub body_timeout_ms: u64,
@@ -120,6 +123,7 @@ impl Default for Config {
             max_connections: 4096,
             header_timeout_ms: 10_000,
             firehose_http_timeout_ms: 180_000,
+            firehose_lambdas: std::collections::HashMap::new(),
             idle_timeout_ms: 60_000,
             body_timeout_ms: 10_000,
             body_min_bytes_per_second: 64 << 10,

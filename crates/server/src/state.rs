@@ -56,7 +56,8 @@ impl State {
             )?
             .with_http_timeout(std::time::Duration::from_millis(
                 config.firehose_http_timeout_ms.max(1),
-            )),
+            ))
+            .with_lambdas(config.firehose_lambdas.clone()),
         );
         let body_budget = config
             .body_bytes_in_flight_max
