@@ -159,6 +159,21 @@ def test_gzip_snappy_and_the_file_extension(frozen):
             assert key.endswith(".gz")
     for name in ("gz", "ext"):
         f.delete_delivery_stream(DeliveryStreamName=name)
+    # ZIP: one deflated entry, named with a UUID (as a peer reports AWS does).
+    import io
+    import zipfile
+    f.create_delivery_stream(DeliveryStreamName="zipped", ExtendedS3DestinationConfiguration=dict(
+        S3, BucketARN="arn:aws:s3:::zipped", CompressionFormat="ZIP",
+        BufferingHints={"SizeInMBs": 1, "IntervalInSeconds": 0}))
+    f.put_record_batch(DeliveryStreamName="zipped", Records=[{"Data": d} for d in data])
+    advance(0)
+    [(key, body)] = objects(data_dir, "zipped").items()
+    assert key.endswith(".zip")
+    archive = zipfile.ZipFile(io.BytesIO(body))
+    [entry] = archive.infolist()
+    assert re.fullmatch(UUID, entry.filename) and entry.compress_type == zipfile.ZIP_DEFLATED
+    assert archive.read(entry) == b"".join(data)
+    f.delete_delivery_stream(DeliveryStreamName="zipped")
 
 
 def test_updates_name_the_next_objects_with_the_new_version(frozen):
@@ -293,11 +308,13 @@ def test_an_update_sluice_cannot_deliver_is_refused_while_records_wait(frozen):
     with pytest.raises(ClientError) as e:
         f.update_destination(DeliveryStreamName="keep", CurrentDeliveryStreamVersionId="1",
                              DestinationId="destinationId-000000000001",
-                             ExtendedS3DestinationUpdate={"CompressionFormat": "ZIP"})
+                             ExtendedS3DestinationUpdate={
+                                 "S3BackupMode": "Enabled",
+                                 "S3BackupUpdate": {"RoleARN": S3["RoleARN"], "BucketARN": "arn:aws:s3:::kb"}})
     assert error_of(e) == (
         "InvalidArgumentException",
-        "Sluice does not deliver this configuration yet: ZIP compression is not built yet (issue #16). "
-        "keep takes records, which would not be delivered, so its destination was not changed.")
+        "Sluice does not deliver this configuration yet: S3 backup of source records is not built yet "
+        "(issue #16). keep takes records, which would not be delivered, so its destination was not changed.")
     d = f.describe_delivery_stream(DeliveryStreamName="keep")["DeliveryStreamDescription"]
     assert d["VersionId"] == "1"
     advance(60_000)

@@ -16,7 +16,7 @@
 //! ([`positions`]), through AWS's built-in processors ([`process`]). A
 //! Kinesis stream source is read through the engine instead (source.rs,
 //! kpl.rs). What Sluice cannot deliver yet (an unmapped Lambda, format
-//! conversion, HTTP endpoints fed by a Kinesis stream, ZIP) is accepted as configuration, but its records are refused, never
+//! conversion, HTTP endpoints fed by a Kinesis stream) is accepted as configuration, but its records are refused, never
 //! accepted and left undelivered (issue #16).
 
 use std::path::PathBuf;

@@ -7,8 +7,9 @@
 //! Compression as Firehose's `CompressionFormat`: GZIP (`.gz`), Snappy (the
 //! framing format, `.snappy`), HADOOP_SNAPPY (Hadoop's block format:
 //! big-endian u32 uncompressed length, u32 compressed length, the raw Snappy
-//! block, per 256 KiB; `.hsnappy` as AWS's guide names it). ZIP is not
-//! built yet.
+//! block, per 256 KiB; `.hsnappy` as AWS's guide names it), ZIP (`.zip`:
+//! an archive of one deflated entry named with a UUID, as a peer emulator
+//! reports AWS writes it).
 
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -92,6 +93,7 @@ pub fn writes(format: CompressionFormat) -> bool {
         format,
         CompressionFormat::Uncompressed
             | CompressionFormat::Gzip
+            | CompressionFormat::Zip
             | CompressionFormat::Snappy
             | CompressionFormat::HadoopSnappy
     )
@@ -120,6 +122,7 @@ enum Body {
     Gzip(flate2::write::GzEncoder<BufWriter<File>>),
     Snappy(Box<snap::write::FrameEncoder<BufWriter<File>>>),
     Hadoop(Box<HadoopSnappy>),
+    Zip(Box<ZipOne>),
 }
 
 impl ObjectWriter {
@@ -152,6 +155,7 @@ impl ObjectWriter {
                 Body::Snappy(Box::new(snap::write::FrameEncoder::new(file)))
             }
             CompressionFormat::HadoopSnappy => Body::Hadoop(Box::new(HadoopSnappy::new(file))),
+            CompressionFormat::Zip => Body::Zip(Box::new(ZipOne::new(file)?)),
             _ => Body::Plain(file),
         };
         Ok(Self {
@@ -170,6 +174,7 @@ impl ObjectWriter {
             Body::Gzip(w) => w.write_all(bytes),
             Body::Snappy(w) => w.write_all(bytes),
             Body::Hadoop(w) => w.write(bytes),
+            Body::Zip(w) => w.write(bytes),
         }
     }
 
@@ -189,6 +194,7 @@ impl ObjectWriter {
                     .into_inner()
                     .map_err(|e| e.into_error())?,
                 Body::Hadoop(w) => w.finish()?.into_inner().map_err(|e| e.into_error())?,
+                Body::Zip(w) => w.finish()?.into_inner().map_err(|e| e.into_error())?,
             };
             file.file.sync_data()?;
             let size = file.at;
@@ -258,6 +264,87 @@ impl DurableDirs {
 /// Removes temporary files a crash left behind.
 pub fn clear_tmp(storage: &dyn Storage, root: &Path) {
     let _ = storage.remove_dir_all(&root.join(TMP_DIR));
+}
+
+/// A ZIP archive of one deflated entry (named with a UUID), streamed: the
+/// local header says a data descriptor follows the data (sizes and CRC
+/// are known only at the end); no ZIP64 (an object is at most 128 MiB).
+struct ZipOne {
+    deflate: flate2::write::DeflateEncoder<BufWriter<File>>,
+    crc: flate2::Crc,
+    name: Vec<u8>,
+}
+
+/// DOS date 1980-01-01 and time 00:00 (the entry's time is not kept).
+const DOS_DATE: u16 = (1 << 5) | 1;
+
+impl ZipOne {
+    fn new(mut out: BufWriter<File>) -> io::Result<Self> {
+        let name = crate::delivery::uuid().into_bytes();
+        let mut header = Vec::with_capacity(30 + name.len());
+        header.extend_from_slice(&0x0403_4b50u32.to_le_bytes());
+        header.extend_from_slice(&20u16.to_le_bytes()); // version needed
+        header.extend_from_slice(&8u16.to_le_bytes()); // flags: data descriptor
+        header.extend_from_slice(&8u16.to_le_bytes()); // deflate
+        header.extend_from_slice(&0u16.to_le_bytes()); // time
+        header.extend_from_slice(&DOS_DATE.to_le_bytes());
+        header.extend_from_slice(&[0; 12]); // CRC and sizes: in the descriptor
+        header.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        header.extend_from_slice(&0u16.to_le_bytes()); // extra
+        header.extend_from_slice(&name);
+        out.write_all(&header)?;
+        Ok(Self {
+            deflate: flate2::write::DeflateEncoder::new(out, flate2::Compression::default()),
+            crc: flate2::Crc::new(),
+            name,
+        })
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.crc.update(bytes);
+        self.deflate.write_all(bytes)
+    }
+
+    fn finish(mut self) -> io::Result<BufWriter<File>> {
+        self.deflate.try_finish()?;
+        let compressed = u32::try_from(self.deflate.total_out()).map_err(io::Error::other)?;
+        let size = u32::try_from(self.deflate.total_in()).map_err(io::Error::other)?;
+        let crc = self.crc.sum();
+        let mut out = self.deflate.finish()?;
+        let local = 30 + self.name.len() as u32;
+        let mut tail = Vec::with_capacity(16 + 46 + 22 + self.name.len());
+        tail.extend_from_slice(&0x0807_4b50u32.to_le_bytes());
+        for v in [crc, compressed, size] {
+            tail.extend_from_slice(&v.to_le_bytes());
+        }
+        let directory_at = local + compressed + 16;
+        let mut central = Vec::with_capacity(46 + self.name.len());
+        central.extend_from_slice(&0x0201_4b50u32.to_le_bytes());
+        central.extend_from_slice(&20u16.to_le_bytes()); // made by
+        central.extend_from_slice(&20u16.to_le_bytes()); // needed
+        central.extend_from_slice(&8u16.to_le_bytes()); // flags
+        central.extend_from_slice(&8u16.to_le_bytes()); // deflate
+        central.extend_from_slice(&0u16.to_le_bytes());
+        central.extend_from_slice(&DOS_DATE.to_le_bytes());
+        for v in [crc, compressed, size] {
+            central.extend_from_slice(&v.to_le_bytes());
+        }
+        central.extend_from_slice(&(self.name.len() as u16).to_le_bytes());
+        central.extend_from_slice(&[0; 8]); // extra, comment, disk, internal attributes
+        central.extend_from_slice(&0u32.to_le_bytes()); // external attributes
+        central.extend_from_slice(&0u32.to_le_bytes()); // local header at 0
+        central.extend_from_slice(&self.name);
+        tail.extend_from_slice(&central);
+        tail.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
+        tail.extend_from_slice(&[0; 4]); // disk numbers
+        tail.extend_from_slice(&1u16.to_le_bytes());
+        tail.extend_from_slice(&1u16.to_le_bytes());
+        tail.extend_from_slice(&(central.len() as u32).to_le_bytes());
+        tail.extend_from_slice(&directory_at.to_le_bytes());
+        tail.extend_from_slice(&0u16.to_le_bytes()); // comment
+        out.write_all(&tail)?;
+        Ok(out)
+    }
 }
 
 /// Hadoop's SnappyCodec stream (BlockCompressorStream): per block of up to
@@ -412,6 +499,34 @@ mod tests {
             rest = &rest[8 + len..];
         }
         assert_eq!(out, data);
+    }
+
+    #[test]
+    fn zip_is_one_deflated_entry_with_its_sizes_and_crc() {
+        let data = sample();
+        let zip = written(CompressionFormat::Zip, &data);
+        let u16_at = |i: usize| u16::from_le_bytes(zip[i..i + 2].try_into().unwrap()) as usize;
+        let u32_at = |i: usize| u32::from_le_bytes(zip[i..i + 4].try_into().unwrap()) as usize;
+        assert_eq!(u32_at(0), 0x0403_4b50);
+        let name_len = u16_at(26);
+        assert_eq!(name_len, 36, "a UUID");
+        // The end of the central directory points at the directory, which
+        // gives the sizes and CRC.
+        let end = zip.len() - 22;
+        assert_eq!(u32_at(end), 0x0605_4b50);
+        let dir = u32_at(end + 16);
+        assert_eq!(u32_at(dir), 0x0201_4b50);
+        let (crc, compressed, size) = (u32_at(dir + 16), u32_at(dir + 20), u32_at(dir + 24));
+        assert_eq!(size, data.len());
+        let body = &zip[30 + name_len..30 + name_len + compressed];
+        let mut out = Vec::new();
+        flate2::read::DeflateDecoder::new(body)
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out, data);
+        let mut check = flate2::Crc::new();
+        check.update(&data);
+        assert_eq!(check.sum() as usize, crc);
     }
 
     #[test]
