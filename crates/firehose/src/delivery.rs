@@ -925,28 +925,12 @@ impl Firehose {
                         }
                         let none = crate::partition::Keys::new();
                         let from_query = keys.get(i).unwrap_or(&none);
-                        let prefix = plan.prefix.as_deref().unwrap_or_default();
-                        let failure = match crate::partition::substitute_both(
-                            prefix,
+                        let prefix = crate::partition::substitute_both(
+                            plan.prefix.as_deref().unwrap_or_default(),
                             from_query,
                             &lambda_keys,
-                        ) {
-                            Ok(prefix) => {
-                                if batch.write_partition(prefix, record, arrival)? {
-                                    continue;
-                                }
-                                crate::process::Failure {
-                                    output_type: "partitioning-failed",
-                                    code: "DynamicPartitioning.ActivePartitionsLimitExceeded",
-                                    message: format!(
-                                        "More than {} partitions are active.",
-                                        crate::partition::ACTIVE_PARTITIONS_MAX
-                                    ),
-                                }
-                            }
-                            Err(failure) => failure,
-                        };
-                        batch.fail(arrival, &data, &failure, 1, now)?;
+                        );
+                        batch.write_partitioned(prefix, record, &data, arrival, now)?;
                     }
                 }
             }
@@ -1130,34 +1114,15 @@ impl Firehose {
                                 match applied {
                                     Ok(()) if query.is_some() => {
                                         for (out, keys) in processed.iter().zip(&partition_keys) {
-                                            let prefix = plan.prefix.as_deref().unwrap_or_default();
-                                            let failure = match crate::partition::substitute(
-                                                prefix, keys,
-                                            ) {
-                                                Ok(prefix) => {
-                                                    if batch.write_partition(
-                                                        prefix,
-                                                        out,
-                                                        r.arrival_timestamp_ms,
-                                                    )? {
-                                                        continue;
-                                                    }
-                                                    crate::process::Failure {
-                                                        output_type: "partitioning-failed",
-                                                        code: "DynamicPartitioning.ActivePartitionsLimitExceeded",
-                                                        message: format!(
-                                                            "More than {} partitions are active.",
-                                                            crate::partition::ACTIVE_PARTITIONS_MAX
-                                                        ),
-                                                    }
-                                                }
-                                                Err(failure) => failure,
-                                            };
-                                            batch.fail(
-                                                r.arrival_timestamp_ms,
+                                            let prefix = crate::partition::substitute(
+                                                plan.prefix.as_deref().unwrap_or_default(),
+                                                keys,
+                                            );
+                                            batch.write_partitioned(
+                                                prefix,
+                                                out,
                                                 data,
-                                                &failure,
-                                                1,
+                                                r.arrival_timestamp_ms,
                                                 self.now_ms(),
                                             )?;
                                         }
@@ -1273,6 +1238,36 @@ impl<'a> ObjectBatch<'a> {
         writer
             .write(data)
             .map_err(|e| format!("writing an object failed: {e}"))
+    }
+
+    /// A processed record into the partition `prefix` names (its keys
+    /// filled in), or, if it has no partition (a key missing, or one
+    /// partition more than AWS allows), its `raw` data to the error output.
+    fn write_partitioned(
+        &mut self,
+        prefix: Result<String, crate::process::Failure>,
+        record: &[u8],
+        raw: &[u8],
+        arrival_ms: u64,
+        now_ms: u64,
+    ) -> Result<(), String> {
+        let failure = match prefix {
+            Ok(prefix) => {
+                if self.write_partition(prefix, record, arrival_ms)? {
+                    return Ok(());
+                }
+                crate::process::Failure {
+                    output_type: "partitioning-failed",
+                    code: "DynamicPartitioning.ActivePartitionsLimitExceeded",
+                    message: format!(
+                        "More than {} partitions are active.",
+                        crate::partition::ACTIVE_PARTITIONS_MAX
+                    ),
+                }
+            }
+            Err(failure) => failure,
+        };
+        self.fail(arrival_ms, raw, &failure, 1, now_ms)
     }
 
     /// A record that failed processing, as AWS writes it to the error
