@@ -16,7 +16,7 @@ BINARY = os.environ.get("SLUICE_BIN", str(ROOT / "target" / "debug" / "sluice"))
 
 
 @contextlib.contextmanager
-def sluice(*args, data_dir=None, stderr=None, preexec_fn=None):
+def sluice(*args, data_dir=None, stderr=None, preexec_fn=None, env=None):
     """A `sluice serve` process on a free port: (process, endpoint). Its data
     directory is `data_dir`, or a temporary one of its own."""
     with contextlib.ExitStack() as stack:
@@ -28,6 +28,7 @@ def sluice(*args, data_dir=None, stderr=None, preexec_fn=None):
             stderr=stderr,
             text=True,
             preexec_fn=preexec_fn,
+            env=env,
         )
         line = proc.stdout.readline()
         assert line.startswith("sluice listening on "), line

@@ -195,6 +195,17 @@ struct ServeArgs {
         value_delimiter = ','
     )]
     firehose_lambda: Vec<String>,
+    /// A Firehose bucket on an S3-compatible endpoint instead of a
+    /// directory under the data directory: `BUCKET=URL` (`*` for every
+    /// bucket not named; repeat, or comma-separate in the variable), the URL
+    /// `http[s]://[ACCESS_KEY:SECRET_KEY@]HOST[:PORT][?region=R&path_style=false]`;
+    /// without credentials in it, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.
+    #[arg(
+        long = "firehose-s3",
+        env = "SLUICE_FIREHOSE_S3",
+        value_delimiter = ','
+    )]
+    firehose_s3: Vec<String>,
     /// Serve TLS with this PEM certificate chain (needs --tls-key); ALPN offers h2 and http/1.1.
     #[arg(long, env = "SLUICE_TLS_CERT", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -241,8 +252,9 @@ struct ServeArgs {
     /// Close a keep-alive connection idle this many milliseconds [default: 60000].
     #[arg(long, env = "SLUICE_IDLE_TIMEOUT_MS")]
     idle_timeout_ms: Option<u64>,
-    /// A Firehose HTTP endpoint must answer a delivery request within this
-    /// many milliseconds, else the request is retried [default: 180000].
+    /// A Firehose HTTP endpoint, or the S3-compatible endpoint of a bucket
+    /// (--firehose-s3), must answer a request within this many
+    /// milliseconds, else the request is retried [default: 180000].
     #[arg(long, env = "SLUICE_FIREHOSE_HTTP_TIMEOUT_MS")]
     firehose_http_timeout_ms: Option<u64>,
     /// A request body may stall this many milliseconds; beyond it, it must
@@ -286,6 +298,8 @@ struct FileConfig {
     credentials: Vec<String>,
     #[serde(default)]
     firehose_lambda: Vec<String>,
+    #[serde(default)]
+    firehose_s3: Vec<String>,
     limits: Option<String>,
     shard_write_bytes_per_second: Option<u64>,
     shard_write_records_per_second: Option<u64>,
@@ -383,6 +397,18 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             })?;
         firehose_lambdas.insert(arn.to_owned(), url.to_owned());
     }
+    let buckets = if args.firehose_s3.is_empty() {
+        file.firehose_s3
+    } else {
+        args.firehose_s3
+    };
+    let firehose_s3 = buckets
+        .iter()
+        .map(|spec| {
+            sluice_server::RemoteBucket::parse(spec, |k| std::env::var(k).ok())
+                .map_err(anyhow::Error::msg)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let mut credentials = std::collections::BTreeMap::new();
     for pair in &pairs {
         let bad =
@@ -434,6 +460,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let config = sluice_server::Config {
         credentials,
         firehose_lambdas,
+        firehose_s3,
         account_id,
         listen: args.listen.or(file.listen).unwrap_or(defaults.listen),
         data_dir: args

@@ -1360,13 +1360,20 @@ impl<'a> ObjectBatch<'a> {
                 prefix.map(|prefix| prefix + &keys::suffix(name, plan.version, at, &uuid(), ""));
             named.push((writer, key));
         }
+        let remote = self.firehose.remotes.client(&plan.bucket);
         let mut placed = Vec::new();
         for (writer, key) in named {
-            placed.push((
-                writer,
-                key.map_err(|e| format!("its prefix does not evaluate: {e}"))
-                    .and_then(|k| objects::path_of(root, &plan.bucket, &k)),
-            ));
+            let key = key.map_err(|e| format!("its prefix does not evaluate: {e}"));
+            let place = match &remote {
+                None => key
+                    .and_then(|k| objects::path_of(root, &plan.bucket, &k))
+                    .map(Place::Dir),
+                Some(client) => client.clone().and_then(|client| {
+                    key.and_then(|k| crate::buckets::key_of(&k))
+                        .map(|k| Place::Remote(client, k))
+                }),
+            };
+            placed.push((writer, place));
         }
         if let Some(e) = placed.iter().find_map(|(_, p)| p.as_ref().err()).cloned() {
             for (w, _) in placed {
@@ -1377,8 +1384,11 @@ impl<'a> ObjectBatch<'a> {
         let (mut count, mut bytes) = (0, 0);
         let mut placed = placed.into_iter();
         while let Some((writer, path)) = placed.next() {
-            let path = path.expect("checked above");
-            match writer.finish(&path, durable) {
+            let finished = match path.expect("checked above") {
+                Place::Dir(path) => writer.finish(&path, durable),
+                Place::Remote(client, key) => writer.upload(&client, &key),
+            };
+            match finished {
                 Ok(size) => {
                     count += 1;
                     bytes += size;
@@ -1393,6 +1403,17 @@ impl<'a> ObjectBatch<'a> {
         }
         Ok((count, bytes))
     }
+}
+
+/// Where an object goes.
+enum Place {
+    /// A file under the data directory.
+    Dir(std::path::PathBuf),
+    /// A key of a bucket on an S3-compatible endpoint.
+    Remote(
+        std::sync::Arc<object_store::aws::AmazonS3>,
+        object_store::path::Path,
+    ),
 }
 
 /// What one delivery wrote.

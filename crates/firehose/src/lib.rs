@@ -11,8 +11,9 @@
 //! Direct PUT records go into an internal Kinesis stream of the engine (one
 //! per delivery stream, in a scope no client can name) and are durable
 //! before PutRecord answers; a task per delivery stream buffers and
-//! delivers them ([`delivery`]) to HTTP endpoints (http.rs) or to buckets
-//! that are directories under the data directory ([`objects`]), keeping its position durably
+//! delivers them ([`delivery`]) to HTTP endpoints (http.rs) or to buckets,
+//! directories under the data directory ([`objects`]) or on S3-compatible
+//! endpoints (buckets.rs), keeping its position durably
 //! ([`positions`]), through AWS's built-in processors ([`process`]). A
 //! Kinesis stream source is read through the engine instead (source.rs,
 //! kpl.rs). What Sluice cannot deliver yet (an unmapped Lambda, format
@@ -29,6 +30,7 @@ use sluice_meta::Scope;
 use sluice_model::Clock;
 use sluice_streams::store::{CatalogStore, FileCatalogStore};
 
+mod buckets;
 pub mod delivery;
 mod describe;
 mod http;
@@ -46,6 +48,7 @@ mod registry;
 mod source;
 pub mod stats;
 
+pub use buckets::RemoteBucket;
 pub use registry::{DeliveryStream, Registry};
 use sluice_streams::Engine;
 
@@ -78,6 +81,8 @@ pub struct Firehose {
     http_timeout: std::time::Duration,
     /// Lambda function ARNs and the HTTP URLs that stand for them.
     lambdas: std::collections::HashMap<String, String>,
+    /// Buckets on S3-compatible endpoints; the others are directories.
+    remotes: buckets::Remotes,
 }
 
 /// Why the delivery streams could not be loaded.
@@ -129,6 +134,7 @@ impl Firehose {
             durable_dirs: objects::DurableDirs::default(),
             http_timeout: std::time::Duration::from_secs(180),
             lambdas: std::collections::HashMap::new(),
+            remotes: buckets::Remotes::default(),
         })
     }
 
@@ -139,12 +145,20 @@ impl Firehose {
         self
     }
 
+    /// Buckets that live on S3-compatible endpoints (the others are
+    /// directories under the data directory); a request to one has the
+    /// HTTP timeout ([`Firehose::with_http_timeout`], set first) to answer.
+    pub fn with_buckets(mut self, buckets: &[RemoteBucket]) -> Result<Self, String> {
+        self.remotes = buckets::Remotes::new(buckets, self.http_timeout)?;
+        Ok(self)
+    }
+
     pub(crate) fn lambda_url(&self, arn: &str) -> Option<&str> {
         self.lambdas.get(arn).map(String::as_str)
     }
 
-    /// How long an HTTP endpoint has to answer a request (default 3
-    /// minutes).
+    /// How long an HTTP endpoint, or the S3-compatible endpoint of a
+    /// bucket, has to answer a request (default 3 minutes).
     pub fn with_http_timeout(mut self, timeout: std::time::Duration) -> Self {
         self.http_timeout = timeout;
         self
@@ -216,5 +230,18 @@ impl Firehose {
             ops::forget(self, &scope, &name);
         }
         Ok(n)
+    }
+}
+
+/// Waits for `future` from a thread that may block: the server's blocking
+/// pool (delivery steps, puts), or a test without a runtime.
+pub(crate) fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => handle.block_on(future),
+        Err(_) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime for one wait")
+            .block_on(future),
     }
 }

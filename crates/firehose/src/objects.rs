@@ -178,6 +178,39 @@ impl ObjectWriter {
         }
     }
 
+    /// Closes the body: its last bytes written, the file whole.
+    fn close(body: Body) -> io::Result<File> {
+        Ok(match body {
+            Body::Plain(w) => w.into_inner().map_err(|e| e.into_error())?,
+            Body::Gzip(w) => w.finish()?.into_inner().map_err(|e| e.into_error())?,
+            Body::Snappy(w) => w
+                .into_inner()
+                .map_err(|e| io::Error::other(e.to_string()))?
+                .into_inner()
+                .map_err(|e| e.into_error())?,
+            Body::Hadoop(w) => w.finish()?.into_inner().map_err(|e| e.into_error())?,
+            Body::Zip(w) => w.finish()?.into_inner().map_err(|e| e.into_error())?,
+        })
+    }
+
+    /// Finishes the object and uploads it to `key` of a bucket on an
+    /// S3-compatible endpoint (buckets.rs); the temporary file goes either
+    /// way. Returns its size as stored.
+    pub(crate) fn upload(
+        self,
+        client: &object_store::aws::AmazonS3,
+        key: &object_store::path::Path,
+    ) -> io::Result<u64> {
+        let tmp = self.tmp.clone();
+        let storage = self.storage.clone();
+        let done = Self::close(self.body).and_then(|file| {
+            crate::block_on(crate::buckets::upload(client, key, &*file.file, file.at))?;
+            Ok(file.at)
+        });
+        let _ = storage.remove_file(&tmp);
+        done
+    }
+
     /// Finishes the object and puts it at `path` (from [`path_of`]),
     /// durably. Returns its size as stored.
     pub fn finish(self, path: &Path, durable: &DurableDirs) -> io::Result<u64> {
@@ -185,17 +218,7 @@ impl ObjectWriter {
         let storage = self.storage.clone();
         let root = self.root.clone();
         let done = (|| {
-            let file = match self.body {
-                Body::Plain(w) => w.into_inner().map_err(|e| e.into_error())?,
-                Body::Gzip(w) => w.finish()?.into_inner().map_err(|e| e.into_error())?,
-                Body::Snappy(w) => w
-                    .into_inner()
-                    .map_err(|e| io::Error::other(e.to_string()))?
-                    .into_inner()
-                    .map_err(|e| e.into_error())?,
-                Body::Hadoop(w) => w.finish()?.into_inner().map_err(|e| e.into_error())?,
-                Body::Zip(w) => w.finish()?.into_inner().map_err(|e| e.into_error())?,
-            };
+            let file = Self::close(self.body)?;
             file.file.sync_data()?;
             let size = file.at;
             let dir = path

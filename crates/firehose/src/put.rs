@@ -105,7 +105,7 @@ pub(crate) fn put(
                 e
             }
         })?;
-        let answer = block_on(pending.finish(&f.engine))?;
+        let answer = crate::block_on(pending.finish(&f.engine))?;
         let PutAnswer::Records(answer) = answer else {
             unreachable!("internal puts answer as PutRecords")
         };
@@ -135,16 +135,4 @@ pub(crate) fn put(
         }
     }
     Ok((results, encrypted))
-}
-
-/// Waits for the put's group-commit round. Puts run on the server's
-/// blocking pool (or in a test without a runtime).
-fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
-    match tokio::runtime::Handle::try_current() {
-        Ok(handle) => handle.block_on(future),
-        Err(_) => tokio::runtime::Builder::new_current_thread()
-            .build()
-            .expect("a runtime for one wait")
-            .block_on(future),
-    }
 }

@@ -26,6 +26,7 @@ use sluice_model::Clock;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+pub use sluice_firehose::RemoteBucket;
 pub use sluice_streams::ShardCapacity;
 pub use state::{State, StateError};
 pub use tls::TlsFiles;
@@ -83,11 +84,15 @@ pub struct Config {
     pub header_timeout_ms: u64,
     /// A keep-alive connection with no request in flight is closed after this long.
     pub idle_timeout_ms: u64,
-    /// How long a Firehose HTTP endpoint has to answer a delivery request.
+    /// How long a Firehose HTTP endpoint, or a bucket's S3-compatible
+    /// endpoint, has to answer a request.
     pub firehose_http_timeout_ms: u64,
     /// Firehose's Lambda processor: function ARN -> the HTTP URL called
     /// instead.
     pub firehose_lambdas: std::collections::HashMap<String, String>,
+    /// Firehose buckets on S3-compatible endpoints (the others are
+    /// directories under `<data-dir>/s3/`).
+    pub firehose_s3: Vec<sluice_firehose::RemoteBucket>,
     /// A request body may stall this long; beyond it, it must arrive at
     /// `body_min_bytes_per_second` on average.
     pub body_timeout_ms: u64,
@@ -124,6 +129,7 @@ impl Default for Config {
             header_timeout_ms: 10_000,
             firehose_http_timeout_ms: 180_000,
             firehose_lambdas: std::collections::HashMap::new(),
+            firehose_s3: Vec::new(),
             idle_timeout_ms: 60_000,
             body_timeout_ms: 10_000,
             body_min_bytes_per_second: 64 << 10,

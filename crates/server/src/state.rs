@@ -20,6 +20,8 @@ pub enum StateError {
     Tls(String),
     #[error(transparent)]
     Firehose(#[from] sluice_firehose::OpenError),
+    #[error("{0}")]
+    Buckets(String),
 }
 
 #[derive(Debug)]
@@ -57,7 +59,9 @@ impl State {
             .with_http_timeout(std::time::Duration::from_millis(
                 config.firehose_http_timeout_ms.max(1),
             ))
-            .with_lambdas(config.firehose_lambdas.clone()),
+            .with_lambdas(config.firehose_lambdas.clone())
+            .with_buckets(&config.firehose_s3)
+            .map_err(StateError::Buckets)?,
         );
         let body_budget = config
             .body_bytes_in_flight_max
