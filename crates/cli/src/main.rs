@@ -206,6 +206,16 @@ struct ServeArgs {
         value_delimiter = ','
     )]
     firehose_s3: Vec<String>,
+    /// A table for Firehose's data format conversion, as Glue would hold
+    /// it: `DATABASE.TABLE=COLUMNS`, the columns as Hive lists them (`id
+    /// bigint, name string, tags array<string>`); repeat, or `;`-separate
+    /// in the variable.
+    #[arg(
+        long = "firehose-table",
+        env = "SLUICE_FIREHOSE_TABLES",
+        value_delimiter = ';'
+    )]
+    firehose_table: Vec<String>,
     /// Serve TLS with this PEM certificate chain (needs --tls-key); ALPN offers h2 and http/1.1.
     #[arg(long, env = "SLUICE_TLS_CERT", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -300,6 +310,8 @@ struct FileConfig {
     firehose_lambda: Vec<String>,
     #[serde(default)]
     firehose_s3: Vec<String>,
+    #[serde(default)]
+    firehose_table: Vec<String>,
     limits: Option<String>,
     shard_write_bytes_per_second: Option<u64>,
     shard_write_records_per_second: Option<u64>,
@@ -409,6 +421,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 .map_err(anyhow::Error::msg)
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let tables = if args.firehose_table.is_empty() {
+        file.firehose_table
+    } else {
+        args.firehose_table
+    };
+    let firehose_tables = sluice_server::Tables::parse(tables.iter().map(String::as_str))
+        .map_err(anyhow::Error::msg)?;
     let mut credentials = std::collections::BTreeMap::new();
     for pair in &pairs {
         let bad =
@@ -461,6 +480,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         credentials,
         firehose_lambdas,
         firehose_s3,
+        firehose_tables,
         account_id,
         listen: args.listen.or(file.listen).unwrap_or(defaults.listen),
         data_dir: args

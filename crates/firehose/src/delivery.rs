@@ -85,6 +85,8 @@ pub(crate) struct Plan {
     pub(crate) http: Option<crate::http::Endpoint>,
     /// A Kinesis stream source: the stream read (else Direct PUT).
     pub(crate) kinesis: Option<(Scope, String)>,
+    /// Data format conversion: objects are Parquet files of the records.
+    conversion: Option<Arc<crate::convert::Conversion>>,
 }
 
 impl Plan {
@@ -99,7 +101,10 @@ impl Plan {
 
 /// The plan for `stream`, or why Sluice does not deliver it yet (its
 /// records are then refused, never accepted and left undelivered).
-pub(crate) fn plan(stream: &DeliveryStream) -> Result<Plan, String> {
+pub(crate) fn plan(
+    stream: &DeliveryStream,
+    tables: &crate::convert::Tables,
+) -> Result<Plan, String> {
     let kinesis = match stream.kind {
         f::DeliveryStreamType::DirectPut => None,
         f::DeliveryStreamType::KinesisStreamAsSource => {
@@ -118,6 +123,7 @@ pub(crate) fn plan(stream: &DeliveryStream) -> Result<Plan, String> {
     };
     let mut http = None;
     let mut partitioned = false;
+    let mut conversion = None;
     let http_hints;
     let (bucket_arn, prefix, error_prefix, hints, compression, extension, pipeline) = match &stream
         .destination
@@ -133,11 +139,9 @@ pub(crate) fn plan(stream: &DeliveryStream) -> Result<Plan, String> {
         ),
         Destination::ExtendedS3(c) => {
             let pipeline = crate::process::pipeline(c.processing_configuration.as_ref())?;
-            if c.data_format_conversion_configuration
-                .as_ref()
-                .is_some_and(|d| d.enabled != Some(false))
-            {
-                return Err("data format conversion is not built yet".to_owned());
+            if let Some(d) = &c.data_format_conversion_configuration {
+                conversion =
+                    crate::convert::Conversion::new(d, tables, &stream.region)?.map(Arc::new);
             }
             if c.dynamic_partitioning_configuration
                 .as_ref()
@@ -275,7 +279,7 @@ pub(crate) fn plan(stream: &DeliveryStream) -> Result<Plan, String> {
     let bucket = objects::bucket_of(bucket_arn)
         .ok_or_else(|| format!("{bucket_arn} names no bucket"))?
         .to_owned();
-    let hints = crate::describe::buffering(hints);
+    let hints = crate::describe::buffering(hints, conversion.is_some());
     Ok(Plan {
         bucket,
         prefix: prefix.clone(),
@@ -291,6 +295,7 @@ pub(crate) fn plan(stream: &DeliveryStream) -> Result<Plan, String> {
         region: stream.region.clone(),
         http,
         kinesis,
+        conversion,
     })
 }
 
@@ -526,7 +531,7 @@ impl Firehose {
             let registry = self.registry();
             match registry.get(scope, name) {
                 None => return Step::Gone,
-                Some(stream) => plan(stream),
+                Some(stream) => plan(stream, &self.tables),
             }
         };
         if let Ok(plan) = &plan {
@@ -1205,17 +1210,54 @@ impl<'a> ObjectBatch<'a> {
                 return Ok(false)
             }
             None => {
-                let writer = self.start(self.plan.compression)?;
+                let writer = self.start_main()?;
                 self.partitions.push((prefix, writer, arrival_ms));
                 self.partitions.len() - 1
             }
         };
-        let (_, writer, oldest) = &mut self.partitions[i];
+        let (_, writer, _) = &mut self.partitions[i];
+        if let Some(failure) = put(writer, data)? {
+            self.fail_conversion(arrival_ms, data, failure)?;
+            return Ok(true);
+        }
+        let (_, _, oldest) = &mut self.partitions[i];
         *oldest = (*oldest).min(arrival_ms);
-        writer
-            .write(data)
-            .map_err(|e| format!("writing an object failed: {e}"))?;
         Ok(true)
+    }
+
+    /// An object of records: Parquet with data format conversion, else
+    /// compressed as configured.
+    fn start_main(&self) -> Result<ObjectWriter, String> {
+        match &self.plan.conversion {
+            Some(c) => ObjectWriter::start_parquet(
+                self.firehose.storage.clone(),
+                &self.firehose.buckets_root(),
+                c.clone(),
+            )
+            .map_err(|e| format!("starting an object failed: {e}")),
+            None => self.start(self.plan.compression),
+        }
+    }
+
+    /// A record that does not convert, to `format-conversion-failed` as
+    /// AWS's "Handling errors for data format conversion" shows it.
+    fn fail_conversion(&mut self, arrival_ms: u64, data: &[u8], why: String) -> Result<(), String> {
+        use base64::Engine as _;
+        let table = self
+            .plan
+            .conversion
+            .as_ref()
+            .map_or(serde_json::Value::Null, |c| c.table.clone());
+        let record = serde_json::json!({
+            "attemptsMade": 1,
+            "arrivalTimestamp": arrival_ms,
+            "lastErrorCode": "DataFormatConversion.MalformedData",
+            "lastErrorMessage": why,
+            "attemptEndingTimestamp": self.firehose.now_ms(),
+            "rawData": base64::engine::general_purpose::STANDARD.encode(data),
+            "dataCatalogTable": table,
+        });
+        self.error_line("format-conversion-failed", arrival_ms, record)
     }
 
     fn start(&self, compression: f::CompressionFormat) -> Result<ObjectWriter, String> {
@@ -1230,14 +1272,16 @@ impl<'a> ObjectBatch<'a> {
     /// One record (processed) into the object; `arrival_ms` names it.
     fn write(&mut self, data: &[u8], arrival_ms: u64) -> Result<(), String> {
         if self.main.is_none() {
-            self.main = Some((self.start(self.plan.compression)?, arrival_ms));
+            self.main = Some((self.start_main()?, arrival_ms));
         }
-        let (writer, oldest) = self.main.as_mut().expect("started above");
+        let (writer, _) = self.main.as_mut().expect("started above");
+        if let Some(failure) = put(writer, data)? {
+            return self.fail_conversion(arrival_ms, data, failure);
+        }
         // Named by its oldest record (shards of a source interleave).
+        let (_, oldest) = self.main.as_mut().expect("started above");
         *oldest = (*oldest).min(arrival_ms);
-        writer
-            .write(data)
-            .map_err(|e| format!("writing an object failed: {e}"))
+        Ok(())
     }
 
     /// A processed record into the partition `prefix` names (its keys
@@ -1282,18 +1326,6 @@ impl<'a> ObjectBatch<'a> {
         now_ms: u64,
     ) -> Result<(), String> {
         use base64::Engine as _;
-        let i = match self
-            .errors
-            .iter()
-            .position(|(t, _, _)| *t == failure.output_type)
-        {
-            Some(i) => i,
-            None => {
-                let writer = self.start(f::CompressionFormat::Uncompressed)?;
-                self.errors.push((failure.output_type, writer, arrival_ms));
-                self.errors.len() - 1
-            }
-        };
         let mut record = serde_json::json!({
             "attemptsMade": attempts,
             "arrivalTimestamp": arrival_ms,
@@ -1306,10 +1338,29 @@ impl<'a> ObjectBatch<'a> {
             // AWS's Lambda failures name the function.
             record["lambdaArn"] = serde_json::Value::String(arn.to_owned());
         }
+        self.error_line(failure.output_type, arrival_ms, record)
+    }
+
+    /// A JSON line into the error output of `output_type`.
+    fn error_line(
+        &mut self,
+        output_type: &'static str,
+        arrival_ms: u64,
+        record: serde_json::Value,
+    ) -> Result<(), String> {
+        let i = match self.errors.iter().position(|(t, _, _)| *t == output_type) {
+            Some(i) => i,
+            None => {
+                let writer = self.start(f::CompressionFormat::Uncompressed)?;
+                self.errors.push((output_type, writer, arrival_ms));
+                self.errors.len() - 1
+            }
+        };
         let mut line = serde_json::to_vec(&record).expect("JSON values serialize");
         line.push(b'\n');
-        self.errors[i]
-            .1
+        let (_, writer, oldest) = &mut self.errors[i];
+        *oldest = (*oldest).min(arrival_ms);
+        writer
             .write(&line)
             .map_err(|e| format!("writing an error object failed: {e}"))
     }
@@ -1403,6 +1454,22 @@ impl<'a> ObjectBatch<'a> {
         }
         Ok((count, bytes))
     }
+}
+
+/// Writes a record into `writer`: converted to rows if it is Parquet.
+/// `Ok(Some(why))` if the record does not convert (nothing written).
+fn put(writer: &mut ObjectWriter, data: &[u8]) -> Result<Option<String>, String> {
+    let written = if writer.is_parquet() {
+        match writer.convert(data) {
+            Ok(written) => written,
+            Err(why) => return Ok(Some(why)),
+        }
+    } else {
+        writer.write(data)
+    };
+    written
+        .map(|()| None)
+        .map_err(|e| format!("writing an object failed: {e}"))
 }
 
 /// Where an object goes.

@@ -9,10 +9,12 @@ use sluice_aws::types::Timestamp;
 use crate::registry::{DeliveryStream, Destination, DESTINATION_ID};
 
 /// AWS's buffering defaults: 5 MB or 300 seconds, whichever comes first.
-pub(crate) fn buffering(given: &Option<f::BufferingHints>) -> f::BufferingHints {
+/// Buffering hints with AWS's defaults: 5 MB (128 with data format
+/// conversion) and 300 s.
+pub(crate) fn buffering(given: &Option<f::BufferingHints>, converting: bool) -> f::BufferingHints {
     let given = given.clone().unwrap_or_default();
     f::BufferingHints {
-        size_in_mbs: given.size_in_mbs.or(Some(5)),
+        size_in_mbs: given.size_in_mbs.or(Some(if converting { 128 } else { 5 })),
         interval_in_seconds: given.interval_in_seconds.or(Some(300)),
     }
 }
@@ -37,7 +39,7 @@ pub(crate) fn s3(c: &f::S3DestinationConfiguration) -> f::S3DestinationDescripti
         bucket_arn: c.bucket_arn.clone(),
         prefix: c.prefix.clone(),
         error_output_prefix: c.error_output_prefix.clone(),
-        buffering_hints: buffering(&c.buffering_hints),
+        buffering_hints: buffering(&c.buffering_hints, false),
         compression_format: c
             .compression_format
             .unwrap_or(f::CompressionFormat::Uncompressed),
@@ -79,7 +81,12 @@ pub(crate) fn extended(c: &f::S3DestinationConfiguration) -> f::ExtendedS3Destin
 pub(crate) fn extended_s3(
     c: &f::ExtendedS3DestinationConfiguration,
 ) -> f::ExtendedS3DestinationDescription {
-    let s3 = s3(&s3_part(c));
+    let mut s3 = s3(&s3_part(c));
+    let converting = c
+        .data_format_conversion_configuration
+        .as_ref()
+        .is_some_and(|d| d.enabled != Some(false));
+    s3.buffering_hints = buffering(&c.buffering_hints, converting);
     f::ExtendedS3DestinationDescription {
         role_arn: s3.role_arn,
         bucket_arn: s3.bucket_arn,

@@ -16,9 +16,11 @@
 //! endpoints (buckets.rs), keeping its position durably
 //! ([`positions`]), through AWS's built-in processors ([`process`]). A
 //! Kinesis stream source is read through the engine instead (source.rs,
-//! kpl.rs). What Sluice cannot deliver yet (an unmapped Lambda, format
-//! conversion, HTTP endpoints fed by a Kinesis stream) is accepted as configuration, but its records are refused, never
-//! accepted and left undelivered (issue #16).
+//! kpl.rs). Data format conversion writes Parquet objects ([`convert`]),
+//! typed by tables from Sluice's configuration. What Sluice cannot deliver
+//! yet (an unmapped Lambda, ORC, a table it was not given, HTTP endpoints
+//! fed by a Kinesis stream) is accepted as configuration, but its records
+//! are refused, never accepted and left undelivered (issue #16).
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -31,6 +33,7 @@ use sluice_model::Clock;
 use sluice_streams::store::{CatalogStore, FileCatalogStore};
 
 mod buckets;
+pub mod convert;
 pub mod delivery;
 mod describe;
 mod http;
@@ -49,6 +52,7 @@ mod source;
 pub mod stats;
 
 pub use buckets::RemoteBucket;
+pub use convert::Tables;
 pub use registry::{DeliveryStream, Registry};
 use sluice_streams::Engine;
 
@@ -83,6 +87,8 @@ pub struct Firehose {
     lambdas: std::collections::HashMap<String, String>,
     /// Buckets on S3-compatible endpoints; the others are directories.
     remotes: buckets::Remotes,
+    /// The tables data format conversion reads (Sluice's stand-in for Glue).
+    tables: convert::Tables,
 }
 
 /// Why the delivery streams could not be loaded.
@@ -135,6 +141,7 @@ impl Firehose {
             http_timeout: std::time::Duration::from_secs(180),
             lambdas: std::collections::HashMap::new(),
             remotes: buckets::Remotes::default(),
+            tables: convert::Tables::default(),
         })
     }
 
@@ -151,6 +158,13 @@ impl Firehose {
     pub fn with_buckets(mut self, buckets: &[RemoteBucket]) -> Result<Self, String> {
         self.remotes = buckets::Remotes::new(buckets, self.http_timeout)?;
         Ok(self)
+    }
+
+    /// The tables (columns by `database.table`) that data format
+    /// conversion reads, as Glue's would be.
+    pub fn with_tables(mut self, tables: Tables) -> Self {
+        self.tables = tables;
+        self
     }
 
     pub(crate) fn lambda_url(&self, arn: &str) -> Option<&str> {

@@ -123,6 +123,8 @@ enum Body {
     Snappy(Box<snap::write::FrameEncoder<BufWriter<File>>>),
     Hadoop(Box<HadoopSnappy>),
     Zip(Box<ZipOne>),
+    /// Records converted to Parquet (convert.rs).
+    Parquet(Box<crate::convert::ParquetOut<BufWriter<File>>>),
 }
 
 impl ObjectWriter {
@@ -138,14 +140,7 @@ impl ObjectWriter {
                 format.as_str()
             )));
         }
-        let dir = root.join(TMP_DIR);
-        storage.create_dir_all(&dir)?;
-        let tmp = dir.join(format!("{}.part", crate::delivery::uuid()));
-        let file = File {
-            file: storage.create_file(&tmp)?,
-            at: 0,
-        };
-        let file = BufWriter::with_capacity(256 << 10, file);
+        let (tmp, file) = Self::open(&*storage, root)?;
         let body = match format {
             CompressionFormat::Gzip => Body::Gzip(flate2::write::GzEncoder::new(
                 file,
@@ -167,9 +162,60 @@ impl ObjectWriter {
         })
     }
 
+    /// Starts a Parquet object of records converted by `conversion`.
+    pub(crate) fn start_parquet(
+        storage: Arc<dyn Storage>,
+        root: &Path,
+        conversion: Arc<crate::convert::Conversion>,
+    ) -> io::Result<Self> {
+        let (tmp, file) = Self::open(&*storage, root)?;
+        match crate::convert::ParquetOut::new(file, conversion) {
+            Ok(out) => Ok(Self {
+                storage,
+                root: root.to_path_buf(),
+                tmp,
+                body: Body::Parquet(Box::new(out)),
+                raw_bytes: 0,
+            }),
+            Err(e) => {
+                let _ = storage.remove_file(&tmp);
+                Err(e)
+            }
+        }
+    }
+
+    /// Whether records are converted into it.
+    pub(crate) fn is_parquet(&self) -> bool {
+        matches!(self.body, Body::Parquet(_))
+    }
+
+    /// Converts `record` into rows of the Parquet object: `Err` (nothing
+    /// written) if it does not convert.
+    pub(crate) fn convert(&mut self, record: &[u8]) -> Result<io::Result<()>, String> {
+        let Body::Parquet(out) = &mut self.body else {
+            return Ok(Err(io::Error::other("not a Parquet object")));
+        };
+        let written = out.write(record)?;
+        self.raw_bytes += record.len() as u64;
+        Ok(written)
+    }
+
+    /// A new temporary file under `root`, and its writer.
+    fn open(storage: &dyn Storage, root: &Path) -> io::Result<(PathBuf, BufWriter<File>)> {
+        let dir = root.join(TMP_DIR);
+        storage.create_dir_all(&dir)?;
+        let tmp = dir.join(format!("{}.part", crate::delivery::uuid()));
+        let file = File {
+            file: storage.create_file(&tmp)?,
+            at: 0,
+        };
+        Ok((tmp, BufWriter::with_capacity(256 << 10, file)))
+    }
+
     pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.raw_bytes += bytes.len() as u64;
         match &mut self.body {
+            Body::Parquet(_) => Err(io::Error::other("a Parquet object takes converted records")),
             Body::Plain(w) => w.write_all(bytes),
             Body::Gzip(w) => w.write_all(bytes),
             Body::Snappy(w) => w.write_all(bytes),
@@ -190,6 +236,7 @@ impl ObjectWriter {
                 .map_err(|e| e.into_error())?,
             Body::Hadoop(w) => w.finish()?.into_inner().map_err(|e| e.into_error())?,
             Body::Zip(w) => w.finish()?.into_inner().map_err(|e| e.into_error())?,
+            Body::Parquet(w) => w.finish()?.into_inner().map_err(|e| e.into_error())?,
         })
     }
 

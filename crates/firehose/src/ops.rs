@@ -313,6 +313,7 @@ fn create(
         ));
     }
     check_prefixes(&destination)?;
+    check_conversion(&destination)?;
     if let Destination::ExtendedS3(c) = &destination {
         let partitioned = c
             .dynamic_partitioning_configuration
@@ -472,6 +473,48 @@ fn create(
     Ok(f::CreateDeliveryStreamOutput {
         delivery_stream_arn: Some(arn),
     })
+}
+
+/// Data format conversion's requirements (AWS's developer guide, "Record
+/// format conversion requirements"): S3 compression off (the Parquet
+/// pages are compressed instead) and a buffer of at least 64 MiB; each of
+/// its three parts given when it is enabled. The words are Sluice's.
+fn check_conversion(destination: &Destination) -> Result<(), AwsError> {
+    let Destination::ExtendedS3(c) = destination else {
+        return Ok(());
+    };
+    let Some(d) = c
+        .data_format_conversion_configuration
+        .as_ref()
+        .filter(|d| d.enabled != Some(false))
+    else {
+        return Ok(());
+    };
+    if d.schema_configuration.is_none()
+        || d.input_format_configuration.is_none()
+        || d.output_format_configuration.is_none()
+    {
+        return Err(invalid(
+            "SchemaConfiguration, InputFormatConfiguration and OutputFormatConfiguration are required when data format conversion is enabled.",
+        ));
+    }
+    if c.compression_format
+        .is_some_and(|f| f != f::CompressionFormat::Uncompressed)
+    {
+        return Err(invalid(
+            "CompressionFormat must be UNCOMPRESSED when data format conversion is enabled.",
+        ));
+    }
+    if c.buffering_hints
+        .as_ref()
+        .and_then(|h| h.size_in_mbs)
+        .is_some_and(|s| s < 64)
+    {
+        return Err(invalid(
+            "BufferingHints.SizeInMBs must be at least 64 when data format conversion is enabled.",
+        ));
+    }
+    Ok(())
 }
 
 /// The destination's prefixes, checked as AWS checks them when a delivery
@@ -703,13 +746,14 @@ fn update_destination(
             _ => return Err(wrong_kind()),
         };
         check_prefixes(&next)?;
+        check_conversion(&next)?;
         // A delivery stream that takes records keeps a configuration Sluice
         // delivers: records it accepted must not wait for a delivery that
         // never comes.
-        if crate::delivery::plan(s).is_ok() {
+        if crate::delivery::plan(s, &f.tables).is_ok() {
             let mut changed = s.clone();
             changed.destination = next.clone();
-            if let Err(why) = crate::delivery::plan(&changed) {
+            if let Err(why) = crate::delivery::plan(&changed, &f.tables) {
                 return Err(invalid(format!(
                     "Sluice does not deliver this configuration yet: {why} (issue #16). {name} takes records, which would not be delivered, so its destination was not changed."
                 )));

@@ -26,7 +26,7 @@ use sluice_model::Clock;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-pub use sluice_firehose::RemoteBucket;
+pub use sluice_firehose::{RemoteBucket, Tables};
 pub use sluice_streams::ShardCapacity;
 pub use state::{State, StateError};
 pub use tls::TlsFiles;
@@ -93,6 +93,8 @@ pub struct Config {
     /// Firehose buckets on S3-compatible endpoints (the others are
     /// directories under `<data-dir>/s3/`).
     pub firehose_s3: Vec<sluice_firehose::RemoteBucket>,
+    /// The tables Firehose's data format conversion reads (Glue's stand-in).
+    pub firehose_tables: sluice_firehose::Tables,
     /// A request body may stall this long; beyond it, it must arrive at
     /// `body_min_bytes_per_second` on average.
     pub body_timeout_ms: u64,
@@ -130,6 +132,7 @@ impl Default for Config {
             firehose_http_timeout_ms: 180_000,
             firehose_lambdas: std::collections::HashMap::new(),
             firehose_s3: Vec::new(),
+            firehose_tables: sluice_firehose::Tables::default(),
             idle_timeout_ms: 60_000,
             body_timeout_ms: 10_000,
             body_min_bytes_per_second: 64 << 10,

@@ -60,6 +60,7 @@ impl State {
                 config.firehose_http_timeout_ms.max(1),
             ))
             .with_lambdas(config.firehose_lambdas.clone())
+            .with_tables(config.firehose_tables.clone())
             .with_buckets(&config.firehose_s3)
             .map_err(StateError::Buckets)?,
         );
