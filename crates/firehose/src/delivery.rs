@@ -87,6 +87,18 @@ pub(crate) struct Plan {
     pub(crate) kinesis: Option<(Scope, String)>,
     /// Data format conversion: objects are Parquet files of the records.
     conversion: Option<Arc<crate::convert::Conversion>>,
+    /// Extended S3's S3BackupMode Enabled: the source records, as they
+    /// came, into objects of this bucket too.
+    backup: Option<Backup>,
+}
+
+/// Where an extended S3 destination backs its source records up.
+#[derive(Debug, Clone)]
+pub(crate) struct Backup {
+    bucket: String,
+    prefix: Option<String>,
+    compression: f::CompressionFormat,
+    extension: String,
 }
 
 impl Plan {
@@ -124,6 +136,7 @@ pub(crate) fn plan(
     let mut http = None;
     let mut partitioned = false;
     let mut conversion = None;
+    let mut backup = None;
     let http_hints;
     let (bucket_arn, prefix, error_prefix, hints, compression, extension, pipeline) = match &stream
         .destination
@@ -168,7 +181,25 @@ pub(crate) fn plan(
                 partitioned = true;
             }
             if c.s3_backup_mode == Some(f::S3BackupMode::Enabled) {
-                return Err("S3 backup of source records is not built yet".to_owned());
+                let b = c
+                    .s3_backup_configuration
+                    .as_ref()
+                    .ok_or("S3BackupMode Enabled needs an S3BackupConfiguration")?;
+                let compression = b.compression_format.unwrap_or_default();
+                if !objects::writes(compression) {
+                    return Err(format!(
+                        "{} compression is not built yet",
+                        compression.as_str()
+                    ));
+                }
+                backup = Some(Backup {
+                    bucket: objects::bucket_of(&b.bucket_arn)
+                        .ok_or_else(|| format!("{} names no bucket", b.bucket_arn))?
+                        .to_owned(),
+                    prefix: b.prefix.clone(),
+                    compression,
+                    extension: objects::extension(compression, None),
+                });
             }
             if c.custom_time_zone
                 .as_deref()
@@ -296,6 +327,7 @@ pub(crate) fn plan(
         http,
         kinesis,
         conversion,
+        backup,
     })
 }
 
@@ -1066,6 +1098,7 @@ impl Firehose {
                 }
                 source.take();
                 for r in &read {
+                    batch.back_up(&r.data, r.arrival_timestamp_ms)?;
                     taken += r.data.len() as u64;
                     records += 1;
                     oldest = Some(oldest.map_or(r.arrival_timestamp_ms, |o: u64| {
@@ -1183,6 +1216,8 @@ struct ObjectBatch<'a> {
     /// the keys in), at most [`crate::partition::ACTIVE_PARTITIONS_MAX`].
     partitions: Vec<(String, ObjectWriter, u64)>,
     errors: Vec<(&'static str, ObjectWriter, u64)>,
+    /// The source records, for the backup bucket.
+    backup: Option<(ObjectWriter, u64)>,
 }
 
 impl<'a> ObjectBatch<'a> {
@@ -1193,6 +1228,7 @@ impl<'a> ObjectBatch<'a> {
             main: None,
             partitions: Vec::new(),
             errors: Vec::new(),
+            backup: None,
         }
     }
 
@@ -1237,6 +1273,22 @@ impl<'a> ObjectBatch<'a> {
             .map_err(|e| format!("starting an object failed: {e}")),
             None => self.start(self.plan.compression),
         }
+    }
+
+    /// A source record, as it came, into the backup object (if the plan
+    /// backs records up).
+    fn back_up(&mut self, data: &[u8], arrival_ms: u64) -> Result<(), String> {
+        let Some(backup) = &self.plan.backup else {
+            return Ok(());
+        };
+        if self.backup.is_none() {
+            self.backup = Some((self.start(backup.compression)?, arrival_ms));
+        }
+        let (writer, oldest) = self.backup.as_mut().expect("started above");
+        *oldest = (*oldest).min(arrival_ms);
+        writer
+            .write(data)
+            .map_err(|e| format!("writing a backup object failed: {e}"))
     }
 
     /// A record that does not convert, to `format-conversion-failed` as
@@ -1375,6 +1427,9 @@ impl<'a> ObjectBatch<'a> {
         for (_, w, _) in self.errors {
             w.abandon();
         }
+        if let Some((w, _)) = self.backup {
+            w.abandon();
+        }
     }
 
     /// Names and places every object, durably. Returns how many there
@@ -1388,14 +1443,14 @@ impl<'a> ObjectBatch<'a> {
             let key = keys::evaluate(plan.prefix.as_deref(), at, None, &mut random_string).map(
                 |prefix| prefix + &keys::suffix(name, plan.version, at, &uuid(), &plan.extension),
             );
-            named.push((writer, key));
+            named.push((writer, plan.bucket.as_str(), key));
         }
         for (prefix, writer, oldest) in self.partitions {
             let at = keys::Utc::from_millis(oldest);
             let key = keys::evaluate_with(Some(&prefix), at, None, &mut random_string, false).map(
                 |prefix| prefix + &keys::suffix(name, plan.version, at, &uuid(), &plan.extension),
             );
-            named.push((writer, key));
+            named.push((writer, plan.bucket.as_str(), key));
         }
         for (output_type, writer, oldest) in self.errors {
             let at = keys::Utc::from_millis(oldest);
@@ -1409,17 +1464,23 @@ impl<'a> ObjectBatch<'a> {
             };
             let key =
                 prefix.map(|prefix| prefix + &keys::suffix(name, plan.version, at, &uuid(), ""));
-            named.push((writer, key));
+            named.push((writer, plan.bucket.as_str(), key));
         }
-        let remote = self.firehose.remotes.client(&plan.bucket);
+        if let (Some((writer, oldest)), Some(backup)) = (self.backup, &plan.backup) {
+            let at = keys::Utc::from_millis(oldest);
+            let key = keys::evaluate(backup.prefix.as_deref(), at, None, &mut random_string).map(
+                |prefix| prefix + &keys::suffix(name, plan.version, at, &uuid(), &backup.extension),
+            );
+            named.push((writer, backup.bucket.as_str(), key));
+        }
         let mut placed = Vec::new();
-        for (writer, key) in named {
+        for (writer, bucket, key) in named {
             let key = key.map_err(|e| format!("its prefix does not evaluate: {e}"));
-            let place = match &remote {
+            let place = match self.firehose.remotes.client(bucket) {
                 None => key
-                    .and_then(|k| objects::path_of(root, &plan.bucket, &k))
+                    .and_then(|k| objects::path_of(root, bucket, &k))
                     .map(Place::Dir),
-                Some(client) => client.clone().and_then(|client| {
+                Some(client) => client.and_then(|client| {
                     key.and_then(|k| crate::buckets::key_of(&k))
                         .map(|k| Place::Remote(client, k))
                 }),

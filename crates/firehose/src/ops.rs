@@ -573,7 +573,21 @@ fn check_prefixes(destination: &Destination) -> Result<(), AwsError> {
         error_prefix.as_deref().filter(|e| !e.is_empty()),
         Some("processing-failed"),
         dynamic,
-    )
+    )?;
+    // Extended S3's backup of source records: its own bucket and prefix.
+    if let Destination::ExtendedS3(c) = destination {
+        if c.s3_backup_mode == Some(f::S3BackupMode::Enabled) {
+            let Some(b) = &c.s3_backup_configuration else {
+                return Err(invalid(
+                    "S3BackupConfiguration is required when S3BackupMode is Enabled.",
+                ));
+            };
+            check(b.prefix.as_deref(), false, false)
+                .map_err(|e| invalid(format!("Invalid prefix: {e}.")))?;
+            check_directory(&b.bucket_arn, b.prefix.as_deref(), None, false)?;
+        }
+    }
+    Ok(())
 }
 
 /// A bucket is a directory under the data directory: its name must be one,
