@@ -191,19 +191,51 @@ def test_updates_name_the_next_objects_with_the_new_version(frozen):
     f.delete_delivery_stream(DeliveryStreamName="upd")
 
 
+NO_TABLE = {
+    "SchemaConfiguration": {"DatabaseName": "analytics", "TableName": "nowhere"},
+    "InputFormatConfiguration": {"Deserializer": {"HiveJsonSerDe": {}}},
+    "OutputFormatConfiguration": {"Serializer": {"ParquetSerDe": {}}},
+}
+
+
+def test_custom_time_zone_names_objects_in_local_time_with_text_fields(frozen):
+    """CustomTimeZone: the prefix's timestamp expressions and the object
+    name's time are the zone's local time (with its daylight saving time);
+    Java's text fields (MMM, EEE) are formatted in English."""
+    import zoneinfo
+    endpoint, data_dir, advance, _ = frozen
+    f = firehose(endpoint)
+    with pytest.raises(ClientError) as e:
+        f.create_delivery_stream(DeliveryStreamName="tz", ExtendedS3DestinationConfiguration=dict(
+            S3, BucketARN="arn:aws:s3:::tz", CustomTimeZone="Mars/Olympus"))
+    assert error_of(e)[0] == "InvalidArgumentException" and "Mars/Olympus" in error_of(e)[1]
+    f.create_delivery_stream(DeliveryStreamName="tz", ExtendedS3DestinationConfiguration=dict(
+        S3, BucketARN="arn:aws:s3:::tz", CustomTimeZone="America/New_York",
+        Prefix="!{timestamp:yyyy}/!{timestamp:MMM}/!{timestamp:EEE-HH}/",
+        ErrorOutputPrefix="errors/", BufferingHints={"SizeInMBs": 1, "IntervalInSeconds": 60}))
+    arrival = advance(0)
+    f.put_record(DeliveryStreamName="tz", Record={"Data": b"local"})
+    advance(60_000)
+    [key] = objects(data_dir, "tz")
+    t = utc(arrival).astimezone(zoneinfo.ZoneInfo("America/New_York"))
+    assert key.startswith(f"{t:%Y}/{t:%b}/{t:%a}-{t:%H}/tz-1-{t:%Y-%m-%d-%H-%M-%S}-"), key
+    f.delete_delivery_stream(DeliveryStreamName="tz")
+
+
 def test_what_sluice_cannot_deliver_yet_is_refused_not_dropped(frozen):
     endpoint, data_dir, advance, _ = frozen
     f = firehose(endpoint)
     f.create_delivery_stream(DeliveryStreamName="lambda", ExtendedS3DestinationConfiguration=dict(
-        S3, BucketARN="arn:aws:s3:::no", CustomTimeZone="America/New_York"))
+        S3, BucketARN="arn:aws:s3:::no", DataFormatConversionConfiguration=NO_TABLE))
     for call in (lambda: f.put_record(DeliveryStreamName="lambda", Record={"Data": b"x"}),
                  lambda: f.put_record_batch(DeliveryStreamName="lambda", Records=[{"Data": b"x"}])):
         with pytest.raises(ClientError) as e:
             call()
         assert error_of(e) == (
             "InvalidArgumentException",
-            "Sluice does not deliver this delivery stream's records yet: CustomTimeZone other than UTC is not built "
-            "yet (issue #16). No record was accepted by lambda.")
+            "Sluice does not deliver this delivery stream's records yet: the table analytics.nowhere is not in "
+            "Sluice's configuration (--firehose-table analytics.nowhere=COLUMNS) (issue #16). No record was "
+            "accepted by lambda.")
     f.delete_delivery_stream(DeliveryStreamName="lambda")
     with pytest.raises(ClientError) as e:
         f.put_record(DeliveryStreamName="lambda", Record={"Data": b"x"})
@@ -335,11 +367,12 @@ def test_an_update_sluice_cannot_deliver_is_refused_while_records_wait(frozen):
     with pytest.raises(ClientError) as e:
         f.update_destination(DeliveryStreamName="keep", CurrentDeliveryStreamVersionId="1",
                              DestinationId="destinationId-000000000001",
-                             ExtendedS3DestinationUpdate={"CustomTimeZone": "America/New_York"})
+                             ExtendedS3DestinationUpdate={"DataFormatConversionConfiguration": NO_TABLE,
+                                                          "BufferingHints": {"SizeInMBs": 64}})
     assert error_of(e) == (
         "InvalidArgumentException",
-        "Sluice does not deliver this configuration yet: CustomTimeZone other than UTC is not built yet "
-        "(issue #16). keep takes records, which would not be delivered, so its destination was not changed.")
+        "Sluice does not deliver this configuration yet: the table analytics.nowhere is not in Sluice's "
+        "configuration (--firehose-table analytics.nowhere=COLUMNS) (issue #16). keep takes records, which would not be delivered, so its destination was not changed.")
     d = f.describe_delivery_stream(DeliveryStreamName="keep")["DeliveryStreamDescription"]
     assert d["VersionId"] == "1"
     advance(60_000)

@@ -87,6 +87,8 @@ pub(crate) struct Plan {
     pub(crate) kinesis: Option<(Scope, String)>,
     /// Data format conversion: objects are Parquet files of the records.
     conversion: Option<Arc<crate::convert::Conversion>>,
+    /// Extended S3's CustomTimeZone: object keys' times are its.
+    zone: Option<jiff::tz::TimeZone>,
     /// Extended S3's S3BackupMode Enabled: the source records, as they
     /// came, into objects of this bucket too.
     backup: Option<Backup>,
@@ -137,6 +139,7 @@ pub(crate) fn plan(
     let mut partitioned = false;
     let mut conversion = None;
     let mut backup = None;
+    let mut zone = None;
     let http_hints;
     let (bucket_arn, prefix, error_prefix, hints, compression, extension, pipeline) = match &stream
         .destination
@@ -201,12 +204,7 @@ pub(crate) fn plan(
                     extension: objects::extension(compression, None),
                 });
             }
-            if c.custom_time_zone
-                .as_deref()
-                .is_some_and(|z| !z.is_empty() && z != "UTC")
-            {
-                return Err("CustomTimeZone other than UTC is not built yet".to_owned());
-            }
+            zone = keys::zone(c.custom_time_zone.as_deref())?;
             (
                 &c.bucket_arn,
                 &c.prefix,
@@ -328,6 +326,7 @@ pub(crate) fn plan(
         kinesis,
         conversion,
         backup,
+        zone,
     })
 }
 
@@ -1439,21 +1438,21 @@ impl<'a> ObjectBatch<'a> {
         let durable = &self.firehose.durable_dirs;
         let mut named = Vec::new();
         if let Some((writer, oldest)) = self.main {
-            let at = keys::Utc::from_millis(oldest);
+            let at = keys::local(oldest, plan.zone.as_ref());
             let key = keys::evaluate(plan.prefix.as_deref(), at, None, &mut random_string).map(
                 |prefix| prefix + &keys::suffix(name, plan.version, at, &uuid(), &plan.extension),
             );
             named.push((writer, plan.bucket.as_str(), key));
         }
         for (prefix, writer, oldest) in self.partitions {
-            let at = keys::Utc::from_millis(oldest);
+            let at = keys::local(oldest, plan.zone.as_ref());
             let key = keys::evaluate_with(Some(&prefix), at, None, &mut random_string, false).map(
                 |prefix| prefix + &keys::suffix(name, plan.version, at, &uuid(), &plan.extension),
             );
             named.push((writer, plan.bucket.as_str(), key));
         }
         for (output_type, writer, oldest) in self.errors {
-            let at = keys::Utc::from_millis(oldest);
+            let at = keys::local(oldest, plan.zone.as_ref());
             // Without an ErrorOutputPrefix, AWS writes under
             // `<error-output-type>/yyyy/MM/dd/HH/`.
             let prefix = match plan.error_prefix.as_deref().filter(|p| !p.is_empty()) {
@@ -1467,7 +1466,7 @@ impl<'a> ObjectBatch<'a> {
             named.push((writer, plan.bucket.as_str(), key));
         }
         if let (Some((writer, oldest)), Some(backup)) = (self.backup, &plan.backup) {
-            let at = keys::Utc::from_millis(oldest);
+            let at = keys::local(oldest, plan.zone.as_ref());
             let key = keys::evaluate(backup.prefix.as_deref(), at, None, &mut random_string).map(
                 |prefix| prefix + &keys::suffix(name, plan.version, at, &uuid(), &backup.extension),
             );

@@ -10,7 +10,7 @@
 //! default `yyyy/MM/dd/HH/`; a prefix without a timestamp expression gets
 //! `!{timestamp:yyyy/MM/dd/HH/}` appended, with no separator (the guide,
 //! and what an emulator saw AWS do: `legacy` -> `legacy2026/07/13/14/`).
-//! Times are UTC (CustomTimeZone is not supported yet).
+//! Times are UTC, or in the delivery stream's CustomTimeZone ([`local`]).
 //!
 //! CreateDeliveryStream and UpdateDestination check prefixes with
 //! [`check`]; delivery (issue #16, being built) will name objects with
@@ -23,7 +23,7 @@ pub enum PrefixError {
     Unclosed,
     /// A namespace or value this evaluator does not know.
     Unknown(String),
-    /// A timestamp pattern field Sluice does not format (`MMM`, `EEE`).
+    /// A timestamp pattern field Sluice does not format (`G`, `z`).
     Pattern(String),
     /// AWS: an evaluated prefix is at most 512 characters.
     TooLong,
@@ -36,7 +36,7 @@ impl std::fmt::Display for PrefixError {
             Self::Unknown(e) => write!(f, "the prefix expression !{{{e}}} is not supported"),
             Self::Pattern(field) => write!(
                 f,
-                "the timestamp pattern field {field} is not supported (the numeric y, M, d, H, m, s and S are)"
+                "the timestamp pattern field {field} is not supported (y, u, M, L, d, D, E, a, H, h, K, k, m, s and S are)"
             ),
             Self::TooLong => write!(f, "the evaluated prefix is longer than 512 characters"),
         }
@@ -61,6 +61,10 @@ pub struct Utc {
     pub minute: u32,
     pub second: u32,
     pub millis: u32,
+    /// 0 for Monday to 6 for Sunday.
+    pub weekday: u32,
+    /// 1 to 366.
+    pub day_of_year: u32,
 }
 
 impl Utc {
@@ -78,6 +82,15 @@ impl Utc {
         let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
         let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
         let year = yoe + era * 400 + i64::from(month <= 2);
+        // 1970-01-01 was a Thursday; March-based doy to January-based.
+        let weekday = (days + 3).rem_euclid(7) as u32;
+        let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+        let day_of_year = if mp >= 10 {
+            doy - 306
+        } else {
+            doy + 59 + i64::from(leap)
+        } as u32
+            + 1;
         Self {
             year,
             month,
@@ -86,7 +99,66 @@ impl Utc {
             minute: (in_day / 60_000 % 60) as u32,
             second: (in_day / 1000 % 60) as u32,
             millis: (in_day % 1000) as u32,
+            weekday,
+            day_of_year,
         }
+    }
+}
+
+/// The time `ms` shows in `zone` (UTC without one): the delivery stream's
+/// CustomTimeZone, with its daylight saving time.
+pub fn local(ms: u64, zone: Option<&jiff::tz::TimeZone>) -> Utc {
+    let Some(zone) = zone else {
+        return Utc::from_millis(ms);
+    };
+    let offset = jiff::Timestamp::from_millisecond(ms as i64)
+        .map(|t| i64::from(zone.to_offset(t).seconds()))
+        .unwrap_or(0);
+    Utc::from_millis((ms as i64).saturating_add(offset * 1000).max(0) as u64)
+}
+
+/// A CustomTimeZone's zone: an IANA name (`America/New_York`), or `None`
+/// for UTC (empty or `UTC`).
+pub fn zone(name: Option<&str>) -> Result<Option<jiff::tz::TimeZone>, String> {
+    match name.filter(|n| !n.is_empty() && *n != "UTC") {
+        None => Ok(None),
+        Some(n) => jiff::tz::TimeZone::get(n)
+            .map(Some)
+            .map_err(|_| format!("CustomTimeZone {n} is not a time zone")),
+    }
+}
+
+const MONTHS: [&str; 12] = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+];
+const DAYS: [&str; 7] = [
+    "Monday",
+    "Tuesday",
+    "Wednesday",
+    "Thursday",
+    "Friday",
+    "Saturday",
+    "Sunday",
+];
+
+/// Java's text style for a field `run` letters long: 3 or fewer short
+/// (`Jan`), 4 full (`January`), 5 narrow (`J`).
+fn text(name: &str, run: usize) -> String {
+    match run {
+        4 => name.to_owned(),
+        5 => name[..1].to_owned(),
+        _ => name[..3].to_owned(),
     }
 }
 
@@ -126,7 +198,17 @@ pub fn format_time(pattern: &str, at: Utc) -> Result<String, PrefixError> {
             'y' | 'u' if run == 2 => out.push_str(&pad(at.year.rem_euclid(100), 2)),
             'y' | 'u' => out.push_str(&pad(at.year, run)),
             'M' | 'L' if run <= 2 => out.push_str(&pad(i64::from(at.month), run)),
+            'M' | 'L' if run <= 5 => out.push_str(&text(MONTHS[at.month as usize - 1], run)),
             'd' if run <= 2 => out.push_str(&pad(i64::from(at.day), run)),
+            'D' if run <= 3 => out.push_str(&pad(i64::from(at.day_of_year), run)),
+            'E' if run <= 5 => out.push_str(&text(DAYS[at.weekday as usize], run)),
+            'a' if run == 1 => out.push_str(if at.hour < 12 { "AM" } else { "PM" }),
+            'h' if run <= 2 => out.push_str(&pad(i64::from((at.hour + 11) % 12 + 1), run)),
+            'K' if run <= 2 => out.push_str(&pad(i64::from(at.hour % 12), run)),
+            'k' if run <= 2 => out.push_str(&pad(
+                i64::from(if at.hour == 0 { 24 } else { at.hour }),
+                run,
+            )),
             'H' if run <= 2 => out.push_str(&pad(i64::from(at.hour), run)),
             'm' if run <= 2 => out.push_str(&pad(i64::from(at.minute), run)),
             's' if run <= 2 => out.push_str(&pad(i64::from(at.second), run)),
@@ -257,12 +339,18 @@ mod tests {
                 hour: 5,
                 minute: 6,
                 second: 7,
-                millis: 89
+                millis: 89,
+                weekday: 6,
+                day_of_year: 63
             }
         );
         let leap = Utc::from_millis(951_782_400_000); // 2000-02-29T00:00:00Z
         assert_eq!((leap.year, leap.month, leap.day), (2000, 2, 29));
+        assert_eq!((leap.weekday, leap.day_of_year), (1, 60));
+        let last = Utc::from_millis(1_735_603_200_000); // 2024-12-31T00:00:00Z
+        assert_eq!((last.weekday, last.day_of_year), (1, 366));
         let epoch = Utc::from_millis(0);
+        assert_eq!((epoch.weekday, epoch.day_of_year), (3, 1));
         assert_eq!(
             (epoch.year, epoch.month, epoch.day, epoch.hour),
             (1970, 1, 1, 0)
@@ -294,14 +382,36 @@ mod tests {
         // Quoted literals, as users write them (yyyy'-'MM'-'dd).
         assert_eq!(format_time("yyyy'-'MM'-'dd", at()).unwrap(), "2018-03-04");
         assert_eq!(format_time("'year='yyyy''", at()).unwrap(), "year=2018'");
+        // Text fields in Java's English forms.
         assert_eq!(
-            format_time("EEE", at()),
-            Err(PrefixError::Pattern("EEE".into()))
+            format_time("EEE, d MMM yyyy", at()).unwrap(),
+            "Sun, 4 Mar 2018"
         );
         assert_eq!(
-            format_time("MMM", at()),
-            Err(PrefixError::Pattern("MMM".into()))
+            format_time("EEEE MMMM LLLLL D", at()).unwrap(),
+            "Sunday March M 63"
         );
+        assert_eq!(format_time("hh:mm a K k", at()).unwrap(), "05:06 AM 5 5");
+        assert_eq!(
+            format_time("G", at()),
+            Err(PrefixError::Pattern("G".into()))
+        );
+    }
+
+    #[test]
+    fn custom_time_zones_follow_daylight_saving_time() {
+        let new_york = zone(Some("America/New_York")).unwrap();
+        let winter = local(AT_MS, new_york.as_ref());
+        assert_eq!((winter.day, winter.hour, winter.minute), (4, 0, 6));
+        let summer = local(1_530_705_600_000, new_york.as_ref()); // 2018-07-04T12:00Z
+        assert_eq!((summer.day, summer.hour), (4, 8));
+        let kolkata = zone(Some("Asia/Kolkata")).unwrap();
+        let k = local(AT_MS, kolkata.as_ref());
+        assert_eq!((k.hour, k.minute), (10, 36));
+        assert_eq!(zone(Some("UTC")).unwrap(), None);
+        assert_eq!(zone(Some("")).unwrap(), None);
+        assert!(zone(Some("Mars/Olympus")).is_err());
+        assert_eq!(local(AT_MS, None), at());
     }
 
     #[test]
@@ -396,8 +506,8 @@ mod tests {
             Ok(())
         );
         assert_eq!(
-            check(Some("!{timestamp:MMMM}"), false, false),
-            Err(PrefixError::Pattern("MMMM".into()))
+            check(Some("!{timestamp:GG}"), false, false),
+            Err(PrefixError::Pattern("GG".into()))
         );
         assert_eq!(check(None, false, false), Ok(()));
     }

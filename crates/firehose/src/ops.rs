@@ -576,6 +576,9 @@ fn check_prefixes(destination: &Destination) -> Result<(), AwsError> {
     )?;
     // Extended S3's backup of source records: its own bucket and prefix.
     if let Destination::ExtendedS3(c) = destination {
+        // Sluice's words: AWS's for an unknown zone are not known.
+        crate::keys::zone(c.custom_time_zone.as_deref())
+            .map_err(|e| invalid(format!("{e} (an IANA name such as America/New_York).")))?;
         if c.s3_backup_mode == Some(f::S3BackupMode::Enabled) {
             let Some(b) = &c.s3_backup_configuration else {
                 return Err(invalid(
