@@ -871,3 +871,41 @@ def test_the_lambda_processor_through_a_url_with_partition_keys_from_it():
                 f.put_record(DeliveryStreamName="nomap", Record={"Data": b"x"})
             assert "--firehose-lambda" in error_of(e)[1]
     fn.server.shutdown()
+
+
+def test_an_http_endpoint_gets_what_the_lambda_processor_returns():
+    """Lambda processing before an HTTP endpoint: the request carries the
+    records the function returned Ok, dropped ones are gone, failed ones go
+    to the S3 backup's `processing-failed`; a delivery the function dropped
+    whole sends no request and moves on."""
+    import base64
+    fn = FakeLambdaUrl()
+    receiver = Receiver()
+    arn = "arn:aws:lambda:us-east-1:000000000000:function:upper"
+    with tempfile.TemporaryDirectory() as data_dir:
+        with sluice("--limits", "off", "--test-controls", "--firehose-lambda", f"{arn}={fn.url}",
+                    data_dir=data_dir) as (_, endpoint):
+            control(endpoint, "clock", {"freeze": True})
+            f = firehose(endpoint)
+            http_stream(f, "hooked", receiver, 60)
+            f.update_destination(
+                DeliveryStreamName="hooked", CurrentDeliveryStreamVersionId="1",
+                DestinationId="destinationId-000000000001",
+                HttpEndpointDestinationUpdate={"ProcessingConfiguration": processors(("Lambda", ("LambdaArn", arn)))})
+            f.put_record_batch(DeliveryStreamName="hooked", Records=[
+                {"Data": b"apple"}, {"Data": b"drop"}, {"Data": b"fail"}, {"Data": b"banana"}])
+            control(endpoint, "clock", {"advanceMs": 60_000})
+            [(_, _, body)] = receiver.requests
+            assert [base64.b64decode(r["data"]) for r in body["records"]] == [b"APPLE", b"BANANA"]
+            [failed] = [json.loads(x) for k, v in objects(pathlib.Path(data_dir), "hooked-backup").items()
+                        for x in v.splitlines()]
+            assert base64.b64decode(failed["rawData"]) == b"fail"
+            assert failed["errorCode"] == "Lambda.ProcessingFailedStatus"
+            f.put_record(DeliveryStreamName="hooked", Record={"Data": b"drop"})
+            control(endpoint, "clock", {"advanceMs": 60_000})
+            assert len(receiver.requests) == 1, "nothing left to send"
+            f.put_record(DeliveryStreamName="hooked", Record={"Data": b"kiwi"})
+            control(endpoint, "clock", {"advanceMs": 60_000})
+            assert [base64.b64decode(r["data"]) for r in receiver.requests[-1][2]["records"]] == [b"KIWI"]
+    fn.server.shutdown()
+    receiver.close()

@@ -285,16 +285,7 @@ pub(crate) fn plan(
                 &http_hints,
                 b.compression_format,
                 None,
-                {
-                    let pipeline = crate::process::pipeline(c.processing_configuration.as_ref())?;
-                    if pipeline.as_ref().is_some_and(|p| p.lambda.is_some()) {
-                        return Err(
-                            "Lambda processing for HTTP endpoint destinations is not built yet"
-                                .to_owned(),
-                        );
-                    }
-                    pipeline
-                },
+                crate::process::pipeline(c.processing_configuration.as_ref())?,
             )
         }
     };
@@ -738,13 +729,19 @@ impl Firehose {
         if p.attempts == 1 {
             p.first_attempt_ms = now;
         }
-        let body = crate::http::body(&p.request_id, now, &p.records, endpoint.gzip);
-        let sent = tokio::runtime::Handle::current().block_on(crate::http::post(
-            endpoint,
-            &p.request_id,
-            body,
-            self.http_timeout,
-        ));
+        // Nothing to send when processing dropped or failed every record
+        // (AWS's requests carry at least one).
+        let sent = if p.records.is_empty() {
+            Ok(())
+        } else {
+            let body = crate::http::body(&p.request_id, now, &p.records, endpoint.gzip);
+            tokio::runtime::Handle::current().block_on(crate::http::post(
+                endpoint,
+                &p.request_id,
+                body,
+                self.http_timeout,
+            ))
+        };
         let now = self.now_ms();
         let refusal = match sent {
             Ok(()) => None,
@@ -853,6 +850,8 @@ impl Firehose {
         let (mut taken, mut oldest) = (0u64, None);
         let (mut records, mut raw, mut failed) = (Vec::new(), Vec::new(), Vec::new());
         let mut processed = Vec::new();
+        // Records waiting for a Lambda invocation, and their bytes.
+        let (mut lambda_items, mut lambda_bytes) = (Vec::new(), 0u64);
         while taken < plan.size_bytes && raw.len() < crate::http::RECORDS_MAX {
             let room = plan.size_bytes - taken;
             source.max_records = crate::http::RECORDS_MAX - raw.len();
@@ -870,6 +869,27 @@ impl Firehose {
                 raw.push((r.arrival_timestamp_ms, r.data.to_vec()));
                 match &plan.pipeline {
                     None => records.push(r.data.to_vec()),
+                    Some(p) if p.lambda.is_some() => match p.pre(&r.data) {
+                        Ok(pre) => {
+                            for record in pre {
+                                lambda_bytes += record.len() as u64;
+                                lambda_items.push((r.arrival_timestamp_ms, record));
+                            }
+                            if lambda_bytes >= p.lambda.as_ref().map_or(0, |l| l.buffer_bytes) {
+                                lambda_bytes = 0;
+                                self.transform_for_http(
+                                    plan,
+                                    p,
+                                    &mut lambda_items,
+                                    &mut records,
+                                    &mut failed,
+                                )?;
+                            }
+                        }
+                        Err(failure) => {
+                            failed.push((r.arrival_timestamp_ms, r.data.to_vec(), failure))
+                        }
+                    },
                     Some(p) => {
                         processed.clear();
                         match p.apply(&r.data, &mut processed) {
@@ -881,6 +901,9 @@ impl Firehose {
                     }
                 }
             }
+        }
+        if let Some(p) = plan.pipeline.as_ref().filter(|p| p.lambda.is_some()) {
+            self.transform_for_http(plan, p, &mut lambda_items, &mut records, &mut failed)?;
         }
         let Some(oldest_ms) = oldest else {
             return Ok((None, source.cursor));
@@ -901,20 +924,13 @@ impl Firehose {
         ))
     }
 
-    /// Sends `items` (arrival, data after the stages before a Lambda) to
-    /// the Lambda, then the stages after it, into `batch`.
-    fn transform(
+    /// The Lambda's answer for each of `items` (arrival, data).
+    fn invoke(
         &self,
         plan: &Plan,
-        p: &crate::process::Pipeline,
-        items: &mut Vec<(u64, Vec<u8>)>,
-        batch: &mut ObjectBatch<'_>,
-        query: Option<&crate::partition::Query>,
-    ) -> Result<(), String> {
-        if items.is_empty() {
-            return Ok(());
-        }
-        let lambda = p.lambda.as_ref().expect("a Lambda pipeline");
+        lambda: &crate::process::Lambda,
+        items: &[(u64, Vec<u8>)],
+    ) -> Result<Vec<crate::lambda::Outcome>, String> {
         let url = self.lambda_url(&lambda.arn).ok_or_else(|| {
             format!(
                 "Lambda function {} is not mapped to a URL in Sluice's configuration",
@@ -930,15 +946,65 @@ impl Firehose {
                 data,
             })
             .collect();
-        let outcomes = crate::lambda::invoke(
+        Ok(crate::lambda::invoke(
             url,
             lambda,
             &plan.arn,
             &plan.region,
             &sent,
             self.http_timeout,
-        );
-        drop(sent);
+        ))
+    }
+
+    /// Sends `items` to an HTTP endpoint delivery's Lambda: what it keeps,
+    /// through the stages after it, into `records`; what fails into
+    /// `failed`.
+    fn transform_for_http(
+        &self,
+        plan: &Plan,
+        p: &crate::process::Pipeline,
+        items: &mut Vec<(u64, Vec<u8>)>,
+        records: &mut Vec<Vec<u8>>,
+        failed: &mut Vec<(u64, Vec<u8>, crate::process::Failure)>,
+    ) -> Result<(), String> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let lambda = p.lambda.as_ref().expect("a Lambda pipeline");
+        let outcomes = self.invoke(plan, lambda, items)?;
+        let (mut out, mut keys) = (Vec::new(), Vec::new());
+        for ((arrival, data), outcome) in items.drain(..).zip(outcomes) {
+            match outcome {
+                crate::lambda::Outcome::Dropped => {}
+                crate::lambda::Outcome::Failed(failure) => failed.push((arrival, data, failure)),
+                crate::lambda::Outcome::Ok(transformed, _) => {
+                    out.clear();
+                    keys.clear();
+                    match p.post(vec![transformed], None, &mut out, &mut keys) {
+                        Ok(()) => records.append(&mut out),
+                        Err(failure) => failed.push((arrival, data, failure)),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends `items` (arrival, data after the stages before a Lambda) to
+    /// the Lambda, then the stages after it, into `batch`.
+    fn transform(
+        &self,
+        plan: &Plan,
+        p: &crate::process::Pipeline,
+        items: &mut Vec<(u64, Vec<u8>)>,
+        batch: &mut ObjectBatch<'_>,
+        query: Option<&crate::partition::Query>,
+    ) -> Result<(), String> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let lambda = p.lambda.as_ref().expect("a Lambda pipeline");
+        let outcomes = self.invoke(plan, lambda, items)?;
         let now = self.now_ms();
         let (mut out, mut keys) = (Vec::new(), Vec::new());
         for ((arrival, data), outcome) in items.drain(..).zip(outcomes) {
