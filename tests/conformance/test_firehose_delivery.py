@@ -909,3 +909,49 @@ def test_an_http_endpoint_gets_what_the_lambda_processor_returns():
             assert [base64.b64decode(r["data"]) for r in receiver.requests[-1][2]["records"]] == [b"KIWI"]
     fn.server.shutdown()
     receiver.close()
+
+
+def test_a_kinesis_source_into_an_http_endpoint(http_frozen):
+    """KinesisStreamAsSource with an HTTP endpoint destination: the stream's
+    records (KPL ones de-aggregated) from LATEST at creation, through a
+    split, in requests retried with one requestId; the position moves on
+    only once a request is accepted."""
+    import base64
+    from conftest import client
+    endpoint, data_dir, advance = http_frozen
+    receiver = Receiver()
+    receiver.plan = ["500", "ok"]
+    k = client(endpoint)
+    k.create_stream(StreamName="hsrc", ShardCount=1)
+    arn = k.describe_stream_summary(StreamName="hsrc")["StreamDescriptionSummary"]["StreamARN"]
+    k.put_record(StreamName="hsrc", PartitionKey="a", Data=b"before")
+    f = firehose(endpoint)
+    f.create_delivery_stream(
+        DeliveryStreamName="k-hook", DeliveryStreamType="KinesisStreamAsSource",
+        KinesisStreamSourceConfiguration={"KinesisStreamARN": arn, "RoleARN": S3["RoleARN"]},
+        HttpEndpointDestinationConfiguration={
+            "EndpointConfiguration": {"Url": receiver.url, "Name": "receiver"},
+            "BufferingHints": {"SizeInMBs": 1, "IntervalInSeconds": 60},
+            "RetryOptions": {"DurationInSeconds": 60},
+            "S3Configuration": dict(S3, BucketARN="arn:aws:s3:::k-hook-backup"),
+        })
+    k.put_record(StreamName="hsrc", PartitionKey="a", Data=b"one")
+    k.put_record(StreamName="hsrc", PartitionKey="a", Data=kpl_aggregate([b"two", b"three"]))
+    shard = k.list_shards(StreamName="hsrc")["Shards"][0]
+    k.split_shard(StreamName="hsrc", ShardToSplit=shard["ShardId"],
+                  NewStartingHashKey=str(int(shard["HashKeyRange"]["EndingHashKey"]) // 2))
+    k.put_record(StreamName="hsrc", PartitionKey="a", Data=b"four")
+    advance(60_000)
+    assert len(receiver.requests) == 1, "the first request failed (500)"
+    advance(1_200)
+    assert receiver.requests[0][1]["X-Amz-Firehose-Request-Id"] == receiver.requests[1][1]["X-Amz-Firehose-Request-Id"]
+    # Then the child's record (due too), once its parent was read to its end.
+    [(_, _, retried), (_, _, child)] = receiver.requests[1:]
+    assert [base64.b64decode(r["data"]) for r in retried["records"]] == [b"one", b"two", b"three"]
+    assert [base64.b64decode(r["data"]) for r in child["records"]] == [b"four"]
+    advance(60_000)
+    assert len(receiver.requests) == 3
+    assert objects(data_dir, "k-hook-backup") == {}
+    f.delete_delivery_stream(DeliveryStreamName="k-hook")
+    k.delete_stream(StreamName="hsrc")
+    receiver.close()

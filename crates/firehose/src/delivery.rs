@@ -216,12 +216,6 @@ pub(crate) fn plan(
             )
         }
         Destination::HttpEndpoint(c) => {
-            if kinesis.is_some() {
-                return Err(
-                    "HTTP endpoint delivery from a Kinesis stream source is not built yet"
-                        .to_owned(),
-                );
-            }
             if c.secrets_manager_configuration
                 .as_ref()
                 .is_some_and(|m| m.enabled)
@@ -368,7 +362,7 @@ struct HttpPending {
     attempts: u32,
     next_attempt_ms: u64,
     /// Where the next delivery starts once this one is done.
-    after: Cursor,
+    after: Position,
 }
 
 impl Deliveries {
@@ -685,7 +679,6 @@ impl Firehose {
         buffer: &mut Buffer,
     ) -> Step {
         let (from, created_ms, due, deadline_ms) = at;
-        let endpoint = plan.http.as_ref().expect("an HTTP endpoint plan");
         let mut pending = worker.pending.lock().unwrap_or_else(|p| p.into_inner());
         if pending.is_none() {
             if !due {
@@ -695,19 +688,22 @@ impl Firehose {
                     deadline_ms,
                 };
             }
-            match self.gather(plan, log, from) {
-                Ok((Some(p), _)) => *pending = Some(p),
+            let mut source = crate::source::LogSource::new(log, from);
+            let gathered = self.gather(plan, &mut source);
+            let after = Position {
+                stream_created_ms: created_ms,
+                next: source.cursor.0,
+                shards: Default::default(),
+            };
+            match gathered {
+                Ok(Some(mut p)) => {
+                    p.after = after;
+                    *pending = Some(p);
+                }
                 // Retention removed what was counted: go on after it.
-                Ok((None, after)) => {
+                Ok(None) => {
                     *buffer = Buffer::default();
-                    let saved = self.positions.save(
-                        k,
-                        Some(Position {
-                            stream_created_ms: created_ms,
-                            next: after.0,
-                            shards: Default::default(),
-                        }),
-                    );
+                    let saved = self.positions.save(k, Some(after));
                     return match saved {
                         Ok(()) => Step::Delivered,
                         Err(e) => Step::Failed(format!("saving its delivery position failed: {e}")),
@@ -716,6 +712,23 @@ impl Firehose {
                 Err(e) => return Step::Failed(e),
             }
         }
+        self.send(k, name, plan, worker, &mut pending, Some(buffer))
+    }
+
+    /// Sends the HTTP endpoint request `pending` holds (or waits for its
+    /// retry); once it is done (accepted, or failed for good and backed
+    /// up), saves its position and clears it.
+    #[allow(clippy::too_many_arguments)]
+    fn send(
+        &self,
+        k: &str,
+        name: &str,
+        plan: &Plan,
+        worker: &Worker,
+        pending: &mut Option<HttpPending>,
+        buffer: Option<&mut Buffer>,
+    ) -> Step {
+        let endpoint = plan.http.as_ref().expect("an HTTP endpoint plan");
         let p = pending.as_mut().expect("set above");
         let now = self.now_ms();
         if now < p.next_attempt_ms {
@@ -810,15 +823,10 @@ impl Firehose {
         if worker.stop.load(Ordering::SeqCst) {
             return Step::Gone;
         }
-        *buffer = Buffer::default();
-        let saved = self.positions.save(
-            k,
-            Some(Position {
-                stream_created_ms: created_ms,
-                next: p.after.0,
-                shards: Default::default(),
-            }),
-        );
+        if let Some(buffer) = buffer {
+            *buffer = Buffer::default();
+        }
+        let saved = self.positions.save(k, Some(p.after));
         if refusal.is_none() {
             self.stats.delivered(
                 k,
@@ -842,11 +850,8 @@ impl Firehose {
     fn gather(
         &self,
         plan: &Plan,
-        log: &ShardLog,
-        from: Cursor,
-    ) -> Result<(Option<HttpPending>, Cursor), String> {
-        use crate::source::Source as _;
-        let mut source = crate::source::LogSource::new(log, from);
+        source: &mut dyn crate::source::Source,
+    ) -> Result<Option<HttpPending>, String> {
         let (mut taken, mut oldest) = (0u64, None);
         let (mut records, mut raw, mut failed) = (Vec::new(), Vec::new(), Vec::new());
         let mut processed = Vec::new();
@@ -854,7 +859,7 @@ impl Firehose {
         let (mut lambda_items, mut lambda_bytes) = (Vec::new(), 0u64);
         while taken < plan.size_bytes && raw.len() < crate::http::RECORDS_MAX {
             let room = plan.size_bytes - taken;
-            source.max_records = crate::http::RECORDS_MAX - raw.len();
+            source.limit_records(crate::http::RECORDS_MAX - raw.len());
             let read = source.peek(room)?;
             let Some(first) = read.first() else {
                 break;
@@ -865,37 +870,46 @@ impl Firehose {
             source.take();
             for r in &read {
                 taken += r.data.len() as u64;
-                oldest.get_or_insert(r.arrival_timestamp_ms);
-                raw.push((r.arrival_timestamp_ms, r.data.to_vec()));
-                match &plan.pipeline {
-                    None => records.push(r.data.to_vec()),
-                    Some(p) if p.lambda.is_some() => match p.pre(&r.data) {
-                        Ok(pre) => {
-                            for record in pre {
-                                lambda_bytes += record.len() as u64;
-                                lambda_items.push((r.arrival_timestamp_ms, record));
+                let arrival = r.arrival_timestamp_ms;
+                oldest = Some(oldest.map_or(arrival, |o: u64| o.min(arrival)));
+                // A Kinesis source's KPL aggregated records are their
+                // user records.
+                let parts = match plan.kinesis {
+                    Some(_) => crate::kpl::deaggregate(&r.data),
+                    None => None,
+                };
+                for data in parts.unwrap_or_else(|| vec![&r.data[..]]) {
+                    raw.push((arrival, data.to_vec()));
+                    match &plan.pipeline {
+                        None => records.push(data.to_vec()),
+                        Some(p) if p.lambda.is_some() => match p.pre(data) {
+                            Ok(pre) => {
+                                for record in pre {
+                                    lambda_bytes += record.len() as u64;
+                                    lambda_items.push((r.arrival_timestamp_ms, record));
+                                }
+                                if lambda_bytes >= p.lambda.as_ref().map_or(0, |l| l.buffer_bytes) {
+                                    lambda_bytes = 0;
+                                    self.transform_for_http(
+                                        plan,
+                                        p,
+                                        &mut lambda_items,
+                                        &mut records,
+                                        &mut failed,
+                                    )?;
+                                }
                             }
-                            if lambda_bytes >= p.lambda.as_ref().map_or(0, |l| l.buffer_bytes) {
-                                lambda_bytes = 0;
-                                self.transform_for_http(
-                                    plan,
-                                    p,
-                                    &mut lambda_items,
-                                    &mut records,
-                                    &mut failed,
-                                )?;
-                            }
-                        }
-                        Err(failure) => {
-                            failed.push((r.arrival_timestamp_ms, r.data.to_vec(), failure))
-                        }
-                    },
-                    Some(p) => {
-                        processed.clear();
-                        match p.apply(&r.data, &mut processed) {
-                            Ok(()) => records.append(&mut processed),
                             Err(failure) => {
-                                failed.push((r.arrival_timestamp_ms, r.data.to_vec(), failure))
+                                failed.push((r.arrival_timestamp_ms, data.to_vec(), failure))
+                            }
+                        },
+                        Some(p) => {
+                            processed.clear();
+                            match p.apply(data, &mut processed) {
+                                Ok(()) => records.append(&mut processed),
+                                Err(failure) => {
+                                    failed.push((r.arrival_timestamp_ms, data.to_vec(), failure))
+                                }
                             }
                         }
                     }
@@ -906,22 +920,24 @@ impl Firehose {
             self.transform_for_http(plan, p, &mut lambda_items, &mut records, &mut failed)?;
         }
         let Some(oldest_ms) = oldest else {
-            return Ok((None, source.cursor));
+            return Ok(None);
         };
-        Ok((
-            Some(HttpPending {
-                request_id: uuid(),
-                records,
-                raw,
-                failed,
-                oldest_ms,
-                first_attempt_ms: 0,
-                attempts: 0,
-                next_attempt_ms: 0,
-                after: source.cursor,
-            }),
-            source.cursor,
-        ))
+        Ok(Some(HttpPending {
+            request_id: uuid(),
+            records,
+            raw,
+            failed,
+            oldest_ms,
+            first_attempt_ms: 0,
+            attempts: 0,
+            next_attempt_ms: 0,
+            // The caller's source knows.
+            after: Position {
+                stream_created_ms: 0,
+                next: 0,
+                shards: Default::default(),
+            },
+        }))
     }
 
     /// The Lambda's answer for each of `items` (arrival, data).
@@ -1056,6 +1072,13 @@ impl Firehose {
             deadline_ms: None,
         };
         let k = key(scope, name);
+        if plan.http.is_some() {
+            // A request being retried goes first.
+            let mut pending = worker.pending.lock().unwrap_or_else(|p| p.into_inner());
+            if pending.is_some() {
+                return self.send(&k, name, plan, worker, &mut pending, None);
+            }
+        }
         let position = match self.positions.get(&k) {
             Some(p) => p,
             // Made before the source existed (or the position was lost):
@@ -1099,6 +1122,22 @@ impl Firehose {
                 log: None,
                 cursor: None,
                 deadline_ms,
+            };
+        }
+        if plan.http.is_some() {
+            let mut pending = worker.pending.lock().unwrap_or_else(|p| p.into_inner());
+            return match self.gather(plan, &mut shards) {
+                Ok(Some(mut p)) => {
+                    p.after = shards.position(position);
+                    *pending = Some(p);
+                    self.send(&k, name, plan, worker, &mut pending, None)
+                }
+                // Retention removed what was counted: go on after it.
+                Ok(None) => match self.positions.save(&k, Some(shards.position(position))) {
+                    Ok(()) => Step::Delivered,
+                    Err(e) => Step::Failed(format!("saving its delivery position failed: {e}")),
+                },
+                Err(e) => Step::Failed(e),
             };
         }
         match self.deliver(name, plan, &mut shards) {

@@ -18,8 +18,8 @@
 //! Kinesis stream source is read through the engine instead (source.rs,
 //! kpl.rs). Data format conversion writes Parquet objects ([`convert`]),
 //! typed by tables from Sluice's configuration. What Sluice cannot deliver
-//! yet (an unmapped Lambda, ORC, a table it was not given, HTTP endpoints
-//! fed by a Kinesis stream) is accepted as configuration, but its records
+//! yet (an unmapped Lambda, ORC, a table it was not given, an access key
+//! from Secrets Manager) is accepted as configuration, but its records
 //! are refused, never accepted and left undelivered (issue #16).
 
 use std::path::PathBuf;

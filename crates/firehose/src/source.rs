@@ -29,6 +29,8 @@ pub(crate) trait Source {
     fn peek(&mut self, room: u64) -> Result<Vec<Record>, String>;
     /// Takes what the last `peek` gave.
     fn take(&mut self);
+    /// Makes a peek give at most `n` records (at least one).
+    fn limit_records(&mut self, n: usize);
 }
 
 /// One shard log from a cursor.
@@ -71,6 +73,10 @@ impl Source for LogSource<'_> {
         Ok(read.records)
     }
 
+    fn limit_records(&mut self, n: usize) {
+        self.max_records = n.max(1);
+    }
+
     fn take(&mut self) {
         if let Some(next) = self.peeked.take() {
             self.cursor = next;
@@ -104,6 +110,8 @@ pub(crate) struct ShardsSource {
     peeked: Option<(Cursor, bool)>,
     /// Charge reads to the shards' limits.
     engine: Arc<sluice_streams::Engine>,
+    /// Records one peek gives at most.
+    max_records: usize,
 }
 
 impl ShardsSource {
@@ -154,6 +162,7 @@ impl ShardsSource {
             current: 0,
             peeked: None,
             engine: engine.clone(),
+            max_records: 10_000,
         }))
     }
 
@@ -179,7 +188,7 @@ impl ShardsSource {
         for r in &mut self.readers {
             let mut cursor = r.cursor;
             while bytes < size {
-                let read = read(&self.engine, r, cursor, size - bytes)?;
+                let read = read(&self.engine, r, cursor, size - bytes, 10_000)?;
                 if read.records.is_empty() {
                     if read.end_of_shard && cursor == r.cursor {
                         r.done = true;
@@ -205,13 +214,14 @@ fn read(
     r: &Reader,
     cursor: Cursor,
     room: u64,
+    max_records: usize,
 ) -> Result<sluice_log::ReadBatch, String> {
     let read = r
         .log
         .read(
             cursor,
             ReadLimits {
-                max_records: 10_000,
+                max_records,
                 max_bytes: room.min(READ_BYTES as u64) as usize,
             },
         )
@@ -233,7 +243,7 @@ impl Source for ShardsSource {
                 self.current += 1;
                 continue;
             }
-            let read = read(&self.engine, r, r.cursor, room)?;
+            let read = read(&self.engine, r, r.cursor, room, self.max_records)?;
             if read.records.is_empty() {
                 if read.end_of_shard {
                     r.done = true;
@@ -246,6 +256,10 @@ impl Source for ShardsSource {
             return Ok(read.records);
         }
         Ok(Vec::new())
+    }
+
+    fn limit_records(&mut self, n: usize) {
+        self.max_records = n.max(1);
     }
 
     fn take(&mut self) {
