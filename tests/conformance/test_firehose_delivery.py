@@ -955,3 +955,46 @@ def test_a_kinesis_source_into_an_http_endpoint(http_frozen):
     f.delete_delivery_stream(DeliveryStreamName="k-hook")
     k.delete_stream(StreamName="hsrc")
     receiver.close()
+
+
+def test_a_lambda_on_a_kinesis_source_gets_the_record_metadata():
+    """Read from a Kinesis stream, the Lambda's event names the stream
+    (`sourceKinesisStreamArn`) and each record's `kinesisRecordMetadata`:
+    shard, partition key, arrival, sequence number (as GetRecords shows
+    it) and subsequence number (a KPL user record's place)."""
+    import base64
+    from conftest import client
+    fn = FakeLambdaUrl()
+    arn = "arn:aws:lambda:us-east-1:000000000000:function:upper"
+    with tempfile.TemporaryDirectory() as data_dir:
+        with sluice("--limits", "off", "--test-controls", "--firehose-lambda", f"{arn}={fn.url}",
+                    data_dir=data_dir) as (_, endpoint):
+            control(endpoint, "clock", {"freeze": True})
+            k = client(endpoint)
+            k.create_stream(StreamName="meta-src", ShardCount=1)
+            stream_arn = k.describe_stream_summary(StreamName="meta-src")["StreamDescriptionSummary"]["StreamARN"]
+            f = firehose(endpoint)
+            f.create_delivery_stream(
+                DeliveryStreamName="meta", DeliveryStreamType="KinesisStreamAsSource",
+                KinesisStreamSourceConfiguration={"KinesisStreamARN": stream_arn, "RoleARN": S3["RoleARN"]},
+                ExtendedS3DestinationConfiguration=dict(
+                    S3, BucketARN="arn:aws:s3:::meta", BufferingHints={"SizeInMBs": 1, "IntervalInSeconds": 60},
+                    ProcessingConfiguration=processors(("Lambda", ("LambdaArn", arn)))))
+            plain = k.put_record(StreamName="meta-src", PartitionKey="pk-1", Data=b"apple")
+            k.put_record(StreamName="meta-src", PartitionKey="pk-2", Data=kpl_aggregate([b"kiwi", b"lime"]))
+            control(endpoint, "clock", {"advanceMs": 60_000})
+            [event] = fn.events
+            assert event["sourceKinesisStreamArn"] == stream_arn
+            got = k.get_records(ShardIterator=k.get_shard_iterator(
+                StreamName="meta-src", ShardId=plain["ShardId"], ShardIteratorType="TRIM_HORIZON")["ShardIterator"])
+            records = got["Records"]
+            metas = [r["kinesisRecordMetadata"] for r in event["records"]]
+            assert [base64.b64decode(r["data"]) for r in event["records"]] == [b"apple", b"kiwi", b"lime"]
+            assert [(m["shardId"], m["partitionKey"], m["sequenceNumber"], m["subsequenceNumber"]) for m in metas] == [
+                (plain["ShardId"], "pk-1", records[0]["SequenceNumber"], 0),
+                (plain["ShardId"], "pk-2", records[1]["SequenceNumber"], 0),
+                (plain["ShardId"], "pk-2", records[1]["SequenceNumber"], 1)]
+            assert metas[0]["approximateArrivalTimestamp"] == int(
+                records[0]["ApproximateArrivalTimestamp"].timestamp() * 1000)
+            assert list(objects(pathlib.Path(data_dir), "meta").values()) == [b"APPLEKIWILIME"]
+    fn.server.shutdown()

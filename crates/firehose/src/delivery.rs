@@ -87,6 +87,8 @@ pub(crate) struct Plan {
     pub(crate) kinesis: Option<(Scope, String)>,
     /// Data format conversion: objects are Parquet files of the records.
     conversion: Option<Arc<crate::convert::Conversion>>,
+    /// A Kinesis source's stream ARN (a Lambda's event names it).
+    source_arn: Option<String>,
     /// Extended S3's CustomTimeZone: object keys' times are its.
     zone: Option<jiff::tz::TimeZone>,
     /// Extended S3's S3BackupMode Enabled: the source records, as they
@@ -135,6 +137,12 @@ pub(crate) fn plan(
         }
         other => return Err(format!("{} sources are not built", other.as_str())),
     };
+    let source_arn = stream
+        .source
+        .as_ref()
+        .and_then(|s| s.kinesis_stream_source_description.as_ref())
+        .and_then(|k| k.kinesis_stream_arn.clone())
+        .filter(|_| kinesis.is_some());
     let mut http = None;
     let mut partitioned = false;
     let mut conversion = None;
@@ -312,6 +320,7 @@ pub(crate) fn plan(
         conversion,
         backup,
         zone,
+        source_arn,
     })
 }
 
@@ -861,6 +870,7 @@ impl Firehose {
             let room = plan.size_bytes - taken;
             source.limit_records(crate::http::RECORDS_MAX - raw.len());
             let read = source.peek(room)?;
+            let shard = source.shard();
             let Some(first) = read.first() else {
                 break;
             };
@@ -878,7 +888,11 @@ impl Firehose {
                     Some(_) => crate::kpl::deaggregate(&r.data),
                     None => None,
                 };
-                for data in parts.unwrap_or_else(|| vec![&r.data[..]]) {
+                for (part, data) in parts
+                    .unwrap_or_else(|| vec![&r.data[..]])
+                    .into_iter()
+                    .enumerate()
+                {
                     raw.push((arrival, data.to_vec()));
                     match &plan.pipeline {
                         None => records.push(data.to_vec()),
@@ -886,7 +900,11 @@ impl Firehose {
                             Ok(pre) => {
                                 for record in pre {
                                     lambda_bytes += record.len() as u64;
-                                    lambda_items.push((r.arrival_timestamp_ms, record));
+                                    lambda_items.push((
+                                        r.arrival_timestamp_ms,
+                                        record,
+                                        meta(shard, r, part),
+                                    ));
                                 }
                                 if lambda_bytes >= p.lambda.as_ref().map_or(0, |l| l.buffer_bytes) {
                                     lambda_bytes = 0;
@@ -945,7 +963,7 @@ impl Firehose {
         &self,
         plan: &Plan,
         lambda: &crate::process::Lambda,
-        items: &[(u64, Vec<u8>)],
+        items: &[LambdaItem],
     ) -> Result<Vec<crate::lambda::Outcome>, String> {
         let url = self.lambda_url(&lambda.arn).ok_or_else(|| {
             format!(
@@ -956,16 +974,18 @@ impl Firehose {
         let sent: Vec<crate::lambda::Sent<'_>> = items
             .iter()
             .enumerate()
-            .map(|(i, (arrival, data))| crate::lambda::Sent {
+            .map(|(i, (arrival, data, kinesis))| crate::lambda::Sent {
                 id: format!("{i}"),
                 arrival_ms: *arrival,
                 data,
+                kinesis: kinesis.as_deref(),
             })
             .collect();
         Ok(crate::lambda::invoke(
             url,
             lambda,
             &plan.arn,
+            plan.source_arn.as_deref(),
             &plan.region,
             &sent,
             self.http_timeout,
@@ -979,7 +999,7 @@ impl Firehose {
         &self,
         plan: &Plan,
         p: &crate::process::Pipeline,
-        items: &mut Vec<(u64, Vec<u8>)>,
+        items: &mut Vec<LambdaItem>,
         records: &mut Vec<Vec<u8>>,
         failed: &mut Vec<(u64, Vec<u8>, crate::process::Failure)>,
     ) -> Result<(), String> {
@@ -989,7 +1009,7 @@ impl Firehose {
         let lambda = p.lambda.as_ref().expect("a Lambda pipeline");
         let outcomes = self.invoke(plan, lambda, items)?;
         let (mut out, mut keys) = (Vec::new(), Vec::new());
-        for ((arrival, data), outcome) in items.drain(..).zip(outcomes) {
+        for ((arrival, data, _), outcome) in items.drain(..).zip(outcomes) {
             match outcome {
                 crate::lambda::Outcome::Dropped => {}
                 crate::lambda::Outcome::Failed(failure) => failed.push((arrival, data, failure)),
@@ -1012,7 +1032,7 @@ impl Firehose {
         &self,
         plan: &Plan,
         p: &crate::process::Pipeline,
-        items: &mut Vec<(u64, Vec<u8>)>,
+        items: &mut Vec<LambdaItem>,
         batch: &mut ObjectBatch<'_>,
         query: Option<&crate::partition::Query>,
     ) -> Result<(), String> {
@@ -1023,7 +1043,7 @@ impl Firehose {
         let outcomes = self.invoke(plan, lambda, items)?;
         let now = self.now_ms();
         let (mut out, mut keys) = (Vec::new(), Vec::new());
-        for ((arrival, data), outcome) in items.drain(..).zip(outcomes) {
+        for ((arrival, data, _), outcome) in items.drain(..).zip(outcomes) {
             match outcome {
                 crate::lambda::Outcome::Dropped => {}
                 crate::lambda::Outcome::Failed(failure) => {
@@ -1177,7 +1197,7 @@ impl Firehose {
         let mut processed = Vec::new();
         let mut partition_keys = Vec::new();
         // Records waiting for a Lambda invocation, and their bytes.
-        let mut lambda_items: Vec<(u64, Vec<u8>)> = Vec::new();
+        let mut lambda_items: Vec<LambdaItem> = Vec::new();
         let mut lambda_bytes = 0u64;
         // Compiled for this delivery (jaq's values are not Send).
         let query = match plan
@@ -1192,6 +1212,7 @@ impl Firehose {
             while taken < plan.size_bytes {
                 let room = plan.size_bytes - taken;
                 let read = source.peek(room)?;
+                let shard = source.shard();
                 let Some(first) = read.first() else {
                     break;
                 };
@@ -1215,14 +1236,18 @@ impl Firehose {
                         None => None,
                     };
                     let parts = parts.unwrap_or_else(|| vec![&r.data[..]]);
-                    for data in parts {
+                    for (part, data) in parts.into_iter().enumerate() {
                         match &plan.pipeline {
                             None => batch.write(data, r.arrival_timestamp_ms)?,
                             Some(p) if p.lambda.is_some() => match p.pre(data) {
                                 Ok(records) => {
                                     for record in records {
                                         lambda_bytes += record.len() as u64;
-                                        lambda_items.push((r.arrival_timestamp_ms, record));
+                                        lambda_items.push((
+                                            r.arrival_timestamp_ms,
+                                            record,
+                                            meta(shard, r, part),
+                                        ));
                                     }
                                     let limit = p.lambda.as_ref().map_or(0, |l| l.buffer_bytes);
                                     if lambda_bytes >= limit {
@@ -1635,6 +1660,27 @@ fn put(writer: &mut ObjectWriter, data: &[u8]) -> Result<Option<String>, String>
     written
         .map(|()| None)
         .map_err(|e| format!("writing an object failed: {e}"))
+}
+
+/// A record waiting for a Lambda invocation: arrival, data, and where a
+/// Kinesis source had it.
+type LambdaItem = (u64, Vec<u8>, Option<Arc<crate::lambda::KinesisMeta>>);
+
+/// The `kinesisRecordMetadata` of user record `part` of `r`, read from
+/// shard `shard` of a Kinesis source.
+fn meta(
+    shard: Option<u32>,
+    r: &sluice_log::Record,
+    part: usize,
+) -> Option<Arc<crate::lambda::KinesisMeta>> {
+    let shard = shard?;
+    Some(Arc::new(crate::lambda::KinesisMeta {
+        shard_id: sluice_model::ShardId(shard).to_string(),
+        partition_key: String::from_utf8_lossy(&r.partition_key).into_owned(),
+        sequence_number: sluice_model::SequenceNumber(r.sequence).to_string(),
+        subsequence_number: part as u64,
+        arrival_ms: r.arrival_timestamp_ms,
+    }))
 }
 
 /// Where an object goes.

@@ -5,7 +5,10 @@
 //! contract):
 //!
 //! - event: `{"invocationId", "deliveryStreamArn", "region", "records":
-//!   [{"recordId", "approximateArrivalTimestamp", "data" (base64)}]}`;
+//!   [{"recordId", "approximateArrivalTimestamp", "data" (base64)}]}`; read
+//!   from a Kinesis stream, also `"sourceKinesisStreamArn"` and per record
+//!   `"kinesisRecordMetadata": {"shardId", "partitionKey",
+//!   "approximateArrivalTimestamp", "sequenceNumber", "subsequenceNumber"}`;
 //! - answer (200, JSON): `{"records": [{"recordId", "result": "Ok" |
 //!   "Dropped" | "ProcessingFailed", "data" (base64), "metadata":
 //!   {"partitionKeys": {...}}}]}`, every recordId given back once.
@@ -45,29 +48,59 @@ pub(crate) struct Sent<'a> {
     pub id: String,
     pub arrival_ms: u64,
     pub data: &'a [u8],
+    /// Read from a Kinesis stream: where.
+    pub kinesis: Option<&'a KinesisMeta>,
+}
+
+/// A Kinesis source record's `kinesisRecordMetadata`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct KinesisMeta {
+    pub shard_id: String,
+    pub partition_key: String,
+    pub sequence_number: String,
+    /// The user record's place in a KPL aggregated record (0 otherwise).
+    pub subsequence_number: u64,
+    pub arrival_ms: u64,
 }
 
 /// Invokes the function at `url` for `records` (one invocation, retried):
 /// an outcome per record, in order.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn invoke(
     url: &str,
     lambda: &Lambda,
     delivery_stream_arn: &str,
+    source_stream_arn: Option<&str>,
     region: &str,
     records: &[Sent<'_>],
     timeout: Duration,
 ) -> Vec<Outcome> {
     let b64 = &base64::engine::general_purpose::STANDARD;
-    let event = serde_json::json!({
+    let mut event = serde_json::json!({
         "invocationId": crate::delivery::uuid(),
         "deliveryStreamArn": delivery_stream_arn,
         "region": region,
-        "records": records.iter().map(|r| serde_json::json!({
-            "recordId": r.id,
-            "approximateArrivalTimestamp": r.arrival_ms,
-            "data": b64.encode(r.data),
-        })).collect::<Vec<_>>(),
+        "records": records.iter().map(|r| {
+            let mut record = serde_json::json!({
+                "recordId": r.id,
+                "approximateArrivalTimestamp": r.arrival_ms,
+                "data": b64.encode(r.data),
+            });
+            if let Some(k) = r.kinesis {
+                record["kinesisRecordMetadata"] = serde_json::json!({
+                    "shardId": k.shard_id,
+                    "partitionKey": k.partition_key,
+                    "approximateArrivalTimestamp": k.arrival_ms,
+                    "sequenceNumber": k.sequence_number,
+                    "subsequenceNumber": k.subsequence_number,
+                });
+            }
+            record
+        }).collect::<Vec<_>>(),
     });
+    if let Some(arn) = source_stream_arn {
+        event["sourceKinesisStreamArn"] = serde_json::Value::String(arn.to_owned());
+    }
     let body = serde_json::to_vec(&event).expect("JSON values serialize");
     let mut last = failure("Lambda.FunctionError", "not invoked".to_owned());
     for _ in 0..=lambda.retries {
@@ -215,6 +248,7 @@ mod tests {
                 id: (*id).to_owned(),
                 arrival_ms: 1,
                 data: b"x",
+                kinesis: None,
             })
             .collect()
     }

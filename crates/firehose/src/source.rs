@@ -31,6 +31,10 @@ pub(crate) trait Source {
     fn take(&mut self);
     /// Makes a peek give at most `n` records (at least one).
     fn limit_records(&mut self, n: usize);
+    /// The shard (by index) the last `peek` read, for a Kinesis source.
+    fn shard(&self) -> Option<u32> {
+        None
+    }
 }
 
 /// One shard log from a cursor.
@@ -256,6 +260,10 @@ impl Source for ShardsSource {
             return Ok(read.records);
         }
         Ok(Vec::new())
+    }
+
+    fn shard(&self) -> Option<u32> {
+        self.readers.get(self.current).map(|r| r.index)
     }
 
     fn limit_records(&mut self, n: usize) {
