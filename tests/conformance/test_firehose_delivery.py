@@ -998,3 +998,51 @@ def test_a_lambda_on_a_kinesis_source_gets_the_record_metadata():
                 records[0]["ApproximateArrivalTimestamp"].timestamp() * 1000)
             assert list(objects(pathlib.Path(data_dir), "meta").values()) == [b"APPLEKIWILIME"]
     fn.server.shutdown()
+
+
+def test_an_http_endpoint_access_key_from_a_secret_file():
+    """SecretsManagerConfiguration: Sluice has no Secrets Manager, so
+    `--firehose-secret ARN=FILE` stands for the secret: the access key is
+    the `api_key` of the JSON in the file (AWS's form for HTTP endpoint
+    secrets), read for each request, so a rotated secret is used next; a
+    secret that is not that JSON fails the request (retried); an unmapped
+    secret's records are refused."""
+    secret_arn = "arn:aws:secretsmanager:us-east-1:000000000000:secret:hook-key"
+    receiver = Receiver()
+    with tempfile.TemporaryDirectory() as data_dir:
+        secret = pathlib.Path(data_dir) / "secret.json"
+        secret.write_text(json.dumps({"api_key": "first-key"}))
+        with sluice("--limits", "off", "--test-controls", "--firehose-secret", f"{secret_arn}={secret}",
+                    data_dir=data_dir) as (_, endpoint):
+            control(endpoint, "clock", {"freeze": True})
+            f = firehose(endpoint)
+
+            def create(name, arn):
+                f.create_delivery_stream(DeliveryStreamName=name, HttpEndpointDestinationConfiguration={
+                    "EndpointConfiguration": {"Url": receiver.url, "Name": "receiver"},
+                    "SecretsManagerConfiguration": {"SecretARN": arn, "Enabled": True,
+                                                    "RoleARN": S3["RoleARN"]},
+                    "BufferingHints": {"SizeInMBs": 1, "IntervalInSeconds": 60},
+                    "S3Configuration": dict(S3, BucketARN=f"arn:aws:s3:::{name}-backup"),
+                })
+
+            create("secret-hook", secret_arn)
+            f.put_record(DeliveryStreamName="secret-hook", Record={"Data": b"one"})
+            control(endpoint, "clock", {"advanceMs": 60_000})
+            assert receiver.requests[-1][1]["X-Amz-Firehose-Access-Key"] == "first-key"
+            secret.write_text(json.dumps({"api_key": "rotated-key"}))
+            f.put_record(DeliveryStreamName="secret-hook", Record={"Data": b"two"})
+            control(endpoint, "clock", {"advanceMs": 60_000})
+            assert receiver.requests[-1][1]["X-Amz-Firehose-Access-Key"] == "rotated-key"
+            secret.write_text("not json")
+            f.put_record(DeliveryStreamName="secret-hook", Record={"Data": b"three"})
+            control(endpoint, "clock", {"advanceMs": 60_000})
+            assert len(receiver.requests) == 2, "no request without a key"
+            secret.write_text(json.dumps({"api_key": "fixed-key"}))
+            control(endpoint, "clock", {"advanceMs": 2_000})
+            assert receiver.requests[-1][1]["X-Amz-Firehose-Access-Key"] == "fixed-key"
+            create("unmapped-hook", secret_arn + "-other")
+            with pytest.raises(ClientError) as e:
+                f.put_record(DeliveryStreamName="unmapped-hook", Record={"Data": b"x"})
+            assert error_of(e)[0] == "InvalidArgumentException" and "--firehose-secret" in error_of(e)[1]
+    receiver.close()

@@ -216,6 +216,16 @@ struct ServeArgs {
         value_delimiter = ';'
     )]
     firehose_table: Vec<String>,
+    /// A Secrets Manager secret for Firehose, as a file:
+    /// `SECRET_ARN=FILE` (repeat, or comma-separate in the variable). An
+    /// HTTP endpoint's access key from that secret is the `api_key` of the
+    /// JSON in FILE, read for each request.
+    #[arg(
+        long = "firehose-secret",
+        env = "SLUICE_FIREHOSE_SECRETS",
+        value_delimiter = ','
+    )]
+    firehose_secret: Vec<String>,
     /// Serve TLS with this PEM certificate chain (needs --tls-key); ALPN offers h2 and http/1.1.
     #[arg(long, env = "SLUICE_TLS_CERT", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -312,6 +322,8 @@ struct FileConfig {
     firehose_s3: Vec<String>,
     #[serde(default)]
     firehose_table: Vec<String>,
+    #[serde(default)]
+    firehose_secret: Vec<String>,
     limits: Option<String>,
     shard_write_bytes_per_second: Option<u64>,
     shard_write_records_per_second: Option<u64>,
@@ -428,6 +440,21 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     let firehose_tables = sluice_server::Tables::parse(tables.iter().map(String::as_str))
         .map_err(anyhow::Error::msg)?;
+    let secrets = if args.firehose_secret.is_empty() {
+        file.firehose_secret
+    } else {
+        args.firehose_secret
+    };
+    let mut firehose_secrets = std::collections::HashMap::new();
+    for pair in &secrets {
+        let (arn, path) = pair
+            .split_once('=')
+            .filter(|(arn, path)| arn.starts_with("arn:") && !path.is_empty())
+            .ok_or_else(|| {
+                anyhow::anyhow!("firehose_secret takes SECRET_ARN=FILE, not {pair:?}")
+            })?;
+        firehose_secrets.insert(arn.to_owned(), PathBuf::from(path));
+    }
     let mut credentials = std::collections::BTreeMap::new();
     for pair in &pairs {
         let bad =
@@ -481,6 +508,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         firehose_lambdas,
         firehose_s3,
         firehose_tables,
+        firehose_secrets,
         account_id,
         listen: args.listen.or(file.listen).unwrap_or(defaults.listen),
         data_dir: args

@@ -117,10 +117,7 @@ impl Plan {
 
 /// The plan for `stream`, or why Sluice does not deliver it yet (its
 /// records are then refused, never accepted and left undelivered).
-pub(crate) fn plan(
-    stream: &DeliveryStream,
-    tables: &crate::convert::Tables,
-) -> Result<Plan, String> {
+pub(crate) fn plan(stream: &DeliveryStream, f: &Firehose) -> Result<Plan, String> {
     let kinesis = match stream.kind {
         f::DeliveryStreamType::DirectPut => None,
         f::DeliveryStreamType::KinesisStreamAsSource => {
@@ -165,7 +162,7 @@ pub(crate) fn plan(
             let pipeline = crate::process::pipeline(c.processing_configuration.as_ref())?;
             if let Some(d) = &c.data_format_conversion_configuration {
                 conversion =
-                    crate::convert::Conversion::new(d, tables, &stream.region)?.map(Arc::new);
+                    crate::convert::Conversion::new(d, &f.tables, &stream.region)?.map(Arc::new);
             }
             if c.dynamic_partitioning_configuration
                 .as_ref()
@@ -224,12 +221,21 @@ pub(crate) fn plan(
             )
         }
         Destination::HttpEndpoint(c) => {
-            if c.secrets_manager_configuration
+            // Sluice has no Secrets Manager: its configuration maps the
+            // secret's ARN to a file holding the secret (`{"api_key": ...}`).
+            let secret = match c
+                .secrets_manager_configuration
                 .as_ref()
-                .is_some_and(|m| m.enabled)
+                .filter(|m| m.enabled)
             {
-                return Err("access keys from Secrets Manager are not built yet".to_owned());
-            }
+                None => None,
+                Some(m) => {
+                    let arn = m.secret_arn.as_deref().unwrap_or_default();
+                    Some(f.secrets.get(arn).cloned().ok_or_else(|| {
+                        format!("the secret {arn} is not mapped to a file in Sluice's configuration (--firehose-secret SECRET_ARN=FILE)")
+                    })?)
+                }
+            };
             let url = &c.endpoint_configuration.url;
             if !crate::http::allowed(url) {
                 return Err(format!(
@@ -271,6 +277,7 @@ pub(crate) fn plan(
                     * 1000,
                 backup_all: c.s3_backup_mode == Some(f::HttpEndpointS3BackupMode::AllData),
                 source_arn: stream.arn(),
+                secret,
             });
             http_hints = Some(f::BufferingHints {
                 size_in_mbs: c.buffering_hints.as_ref().and_then(|h| h.size_in_mbs),
@@ -556,7 +563,7 @@ impl Firehose {
             let registry = self.registry();
             match registry.get(scope, name) {
                 None => return Step::Gone,
-                Some(stream) => plan(stream, &self.tables),
+                Some(stream) => plan(stream, self),
             }
         };
         if let Ok(plan) = &plan {

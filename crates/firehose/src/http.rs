@@ -44,6 +44,9 @@ pub(crate) struct Endpoint {
     /// Every record also goes to the S3 backup (AllData), not only failed ones.
     pub backup_all: bool,
     pub source_arn: String,
+    /// The access key comes from this file (a Secrets Manager secret's
+    /// stand-in: `{"api_key": "..."}`), read for each request.
+    pub secret: Option<std::path::PathBuf>,
 }
 
 /// Why a request was not accepted.
@@ -133,7 +136,11 @@ pub(crate) async fn post(
         message,
         last: false,
     };
-    let answer = tokio::time::timeout(timeout, send(endpoint, request_id, body))
+    let key = match &endpoint.secret {
+        None => endpoint.access_key.clone(),
+        Some(path) => Some(api_key(path).map_err(|e| refused("HttpEndpoint.SecretError", e))?),
+    };
+    let answer = tokio::time::timeout(timeout, send(endpoint, key, request_id, body))
         .await
         .map_err(|_| {
             refused(
@@ -182,8 +189,22 @@ pub(crate) async fn post(
     Ok(())
 }
 
+/// The `api_key` of the secret in `path` (the form AWS's guide gives for
+/// HTTP endpoint secrets).
+fn api_key(path: &std::path::Path) -> Result<String, String> {
+    let text = std::fs::read(path).map_err(|e| format!("reading the secret failed: {e}"))?;
+    let secret: serde_json::Value = serde_json::from_slice(&text)
+        .map_err(|_| "the secret is not JSON ({\"api_key\": \"...\"})".to_owned())?;
+    secret
+        .get("api_key")
+        .and_then(|k| k.as_str())
+        .map(str::to_owned)
+        .ok_or_else(|| "the secret has no \"api_key\" string".to_owned())
+}
+
 async fn send(
     endpoint: &Endpoint,
+    key: Option<String>,
     request_id: &str,
     body: Vec<u8>,
 ) -> Result<(u16, Bytes), String> {
@@ -196,8 +217,8 @@ async fn send(
             endpoint.common_attributes.clone(),
         ),
     ];
-    if let Some(key) = &endpoint.access_key {
-        headers.push(("x-amz-firehose-access-key", key.clone()));
+    if let Some(key) = key {
+        headers.push(("x-amz-firehose-access-key", key));
     }
     if endpoint.gzip {
         headers.push(("content-encoding", "gzip".to_owned()));

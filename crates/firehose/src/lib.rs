@@ -18,8 +18,8 @@
 //! Kinesis stream source is read through the engine instead (source.rs,
 //! kpl.rs). Data format conversion writes Parquet objects ([`convert`]),
 //! typed by tables from Sluice's configuration. What Sluice cannot deliver
-//! yet (an unmapped Lambda, ORC, a table it was not given, an access key
-//! from Secrets Manager) is accepted as configuration, but its records
+//! yet (an unmapped Lambda or secret, ORC, a table it was not given) is
+//! accepted as configuration, but its records
 //! are refused, never accepted and left undelivered (issue #16).
 
 use std::path::PathBuf;
@@ -89,6 +89,8 @@ pub struct Firehose {
     remotes: buckets::Remotes,
     /// The tables data format conversion reads (Sluice's stand-in for Glue).
     tables: convert::Tables,
+    /// Secrets Manager secret ARNs and the files that hold them.
+    secrets: std::collections::HashMap<String, PathBuf>,
 }
 
 /// Why the delivery streams could not be loaded.
@@ -142,6 +144,7 @@ impl Firehose {
             lambdas: std::collections::HashMap::new(),
             remotes: buckets::Remotes::default(),
             tables: convert::Tables::default(),
+            secrets: std::collections::HashMap::new(),
         })
     }
 
@@ -164,6 +167,13 @@ impl Firehose {
     /// conversion reads, as Glue's would be.
     pub fn with_tables(mut self, tables: Tables) -> Self {
         self.tables = tables;
+        self
+    }
+
+    /// Files that stand for Secrets Manager secrets (by ARN): an HTTP
+    /// endpoint's access key from a secret is read from its file.
+    pub fn with_secrets(mut self, secrets: std::collections::HashMap<String, PathBuf>) -> Self {
+        self.secrets = secrets;
         self
     }
 

@@ -767,10 +767,10 @@ fn update_destination(
         // A delivery stream that takes records keeps a configuration Sluice
         // delivers: records it accepted must not wait for a delivery that
         // never comes.
-        if crate::delivery::plan(s, &f.tables).is_ok() {
+        if crate::delivery::plan(s, f).is_ok() {
             let mut changed = s.clone();
             changed.destination = next.clone();
-            if let Err(why) = crate::delivery::plan(&changed, &f.tables) {
+            if let Err(why) = crate::delivery::plan(&changed, f) {
                 return Err(invalid(format!(
                     "Sluice does not deliver this configuration yet: {why} (issue #16). {name} takes records, which would not be delivered, so its destination was not changed."
                 )));

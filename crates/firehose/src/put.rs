@@ -44,7 +44,7 @@ pub(crate) fn put(
                 "This operation is not permitted on KinesisStreamAsSource delivery stream type.",
             ));
         }
-        let plan = delivery::plan(stream, &f.tables);
+        let plan = delivery::plan(stream, f);
         let unmapped = plan
             .as_ref()
             .ok()

@@ -95,6 +95,8 @@ pub struct Config {
     pub firehose_s3: Vec<sluice_firehose::RemoteBucket>,
     /// The tables Firehose's data format conversion reads (Glue's stand-in).
     pub firehose_tables: sluice_firehose::Tables,
+    /// Secrets Manager secret ARN -> the file holding the secret.
+    pub firehose_secrets: std::collections::HashMap<String, std::path::PathBuf>,
     /// A request body may stall this long; beyond it, it must arrive at
     /// `body_min_bytes_per_second` on average.
     pub body_timeout_ms: u64,
@@ -133,6 +135,7 @@ impl Default for Config {
             firehose_lambdas: std::collections::HashMap::new(),
             firehose_s3: Vec::new(),
             firehose_tables: sluice_firehose::Tables::default(),
+            firehose_secrets: std::collections::HashMap::new(),
             idle_timeout_ms: 60_000,
             body_timeout_ms: 10_000,
             body_min_bytes_per_second: 64 << 10,

@@ -61,6 +61,7 @@ impl State {
             ))
             .with_lambdas(config.firehose_lambdas.clone())
             .with_tables(config.firehose_tables.clone())
+            .with_secrets(config.firehose_secrets.clone())
             .with_buckets(&config.firehose_s3)
             .map_err(StateError::Buckets)?,
         );
