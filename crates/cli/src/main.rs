@@ -13,7 +13,7 @@ use ctl::Ctl;
 #[command(
     name = "sluice",
     version,
-    about = "A Kinesis-compatible streaming-data platform"
+    about = "A streaming-data platform that speaks Amazon Kinesis Data Streams and Firehose"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -22,7 +22,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the Kinesis-compatible server.
+    /// Run the server (Kinesis Data Streams and Firehose, on one port).
     Serve(Box<ServeArgs>),
     /// Load a Kinesis endpoint (Sluice, an emulator or AWS) and report
     /// throughput, latency and errors.
@@ -417,7 +417,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .split_once('=')
             .filter(|(arn, url)| arn.starts_with("arn:") && !url.is_empty())
             .ok_or_else(|| {
-                anyhow::anyhow!("firehose_lambda takes FUNCTION_ARN=URL, not {pair:?}")
+                anyhow::anyhow!("--firehose-lambda takes FUNCTION_ARN=URL, not {pair:?}")
             })?;
         firehose_lambdas.insert(arn.to_owned(), url.to_owned());
     }
@@ -451,7 +451,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .split_once('=')
             .filter(|(arn, path)| arn.starts_with("arn:") && !path.is_empty())
             .ok_or_else(|| {
-                anyhow::anyhow!("firehose_secret takes SECRET_ARN=FILE, not {pair:?}")
+                anyhow::anyhow!("--firehose-secret takes SECRET_ARN=FILE, not {pair:?}")
             })?;
         firehose_secrets.insert(arn.to_owned(), PathBuf::from(path));
     }

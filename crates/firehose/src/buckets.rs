@@ -70,29 +70,32 @@ impl RemoteBucket {
         let (bucket, url) = spec
             .split_once('=')
             .filter(|(b, u)| !b.is_empty() && !u.is_empty())
-            .ok_or_else(|| format!("firehose_s3 takes BUCKET=URL, not {:?}", redact(spec)))?;
+            .ok_or_else(|| format!("--firehose-s3 takes BUCKET=URL, not {:?}", redact(spec)))?;
         if bucket != "*" && !is_bucket_name(bucket) {
             return Err(format!(
-                "firehose_s3: {bucket:?} is not a bucket name (3-63 lowercase letters, digits, dots and hyphens) or *"
+                "--firehose-s3: {bucket:?} is not a bucket name (3-63 lowercase letters, digits, dots and hyphens) or *"
             ));
         }
-        let parsed = url::Url::parse(url)
-            .map_err(|e| format!("firehose_s3: {bucket}'s URL does not parse: {e}"))?;
+        let parsed = url::Url::parse(url).map_err(|e| {
+            format!(
+                "--firehose-s3: {bucket}'s URL does not parse: {e} (a secret key with '/', '+' or '@' in it is written percent-encoded: %2F, %2B, %40)"
+            )
+        })?;
         if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
             return Err(format!(
-                "firehose_s3: {bucket}'s URL must be http:// or https:// with a host"
+                "--firehose-s3: {bucket}'s URL must be http:// or https:// with a host"
             ));
         }
         if !matches!(parsed.path(), "" | "/") || parsed.fragment().is_some() {
             return Err(format!(
-                "firehose_s3: {bucket}'s URL names an endpoint, without a path"
+                "--firehose-s3: {bucket}'s URL must name an endpoint without a path"
             ));
         }
         let decode = |s: &str| {
             percent_encoding::percent_decode_str(s)
                 .decode_utf8()
                 .map(|s| s.into_owned())
-                .map_err(|_| format!("firehose_s3: {bucket}'s credentials are not UTF-8"))
+                .map_err(|_| format!("--firehose-s3: {bucket}'s credentials are not UTF-8"))
         };
         let (mut region, mut path_style, mut session_token) = ("us-east-1".to_owned(), true, None);
         for (k, v) in parsed.query_pairs() {
@@ -100,9 +103,14 @@ impl RemoteBucket {
                 "region" if sluice_model::is_region(&v) => region = v.into_owned(),
                 "path_style" if v == "true" || v == "false" => path_style = v == "true",
                 "session_token" if !v.is_empty() => session_token = Some(v.into_owned()),
+                "region" | "path_style" | "session_token" => {
+                    return Err(format!(
+                        "--firehose-s3: {bucket}'s URL has {k}={v:?}; region is a region (us-east-1), path_style true or false, session_token not empty"
+                    ))
+                }
                 _ => {
                     return Err(format!(
-                        "firehose_s3: {bucket}'s URL has {k:?}; it takes region (us-east-1), path_style (true or false) and session_token"
+                        "--firehose-s3: {bucket}'s URL has {k:?}; it takes region (us-east-1), path_style (true or false) and session_token"
                     ))
                 }
             }
@@ -112,14 +120,14 @@ impl RemoteBucket {
                 (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY"))
             else {
                 return Err(format!(
-                    "firehose_s3: {bucket}'s URL has no ACCESS_KEY:SECRET_KEY@ and AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not set"
+                    "--firehose-s3: {bucket}'s URL has no ACCESS_KEY:SECRET_KEY@ and AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not set"
                 ));
             };
             session_token = session_token.or_else(|| env("AWS_SESSION_TOKEN"));
             (key, secret)
         } else {
             let secret = parsed.password().ok_or_else(|| {
-                format!("firehose_s3: {bucket}'s URL has an access key and no secret key")
+                format!("--firehose-s3: {bucket}'s URL has an access key and no secret key")
             })?;
             (decode(parsed.username())?, decode(secret)?)
         };
@@ -223,14 +231,14 @@ impl Remotes {
         for b in buckets {
             if b.bucket == "*" {
                 if remotes.any.replace(b.clone()).is_some() {
-                    return Err("firehose_s3 names * twice".into());
+                    return Err("--firehose-s3 names * twice".into());
                 }
             } else if remotes
                 .named
                 .insert(b.bucket.clone(), Arc::new(b.client(&b.bucket, timeout)?))
                 .is_some()
             {
-                return Err(format!("firehose_s3 names bucket {} twice", b.bucket));
+                return Err(format!("--firehose-s3 names bucket {} twice", b.bucket));
             }
         }
         Ok(remotes)
@@ -269,6 +277,25 @@ pub(crate) fn key_of(key: &str) -> Result<Key, String> {
     Key::parse(key).map_err(|e| format!("object key {key:?} cannot be uploaded: {e}"))
 }
 
+/// An upload's error in a line: the S3 error code and message when the
+/// endpoint answered one (the client's text carries the whole XML body).
+fn said(e: object_store::Error) -> io::Error {
+    let text = e.to_string();
+    let tag = |name: &str| {
+        let open = format!("<{name}>");
+        let start = text.find(&open)? + open.len();
+        let end = text[start..].find(&format!("</{name}>"))? + start;
+        Some(text[start..end].to_owned())
+    };
+    match tag("Code") {
+        Some(code) => io::Error::other(format!(
+            "the S3 endpoint answered {code}: {}",
+            tag("Message").unwrap_or_default()
+        )),
+        None => io::Error::other(text.lines().next().unwrap_or_default().to_owned()),
+    }
+}
+
 /// Uploads the first `size` bytes of `file` to `key`: one PUT, or a
 /// multipart upload (aborted if a part fails).
 pub(crate) async fn upload(
@@ -290,18 +317,18 @@ pub(crate) async fn upload(
         Ok(PutPayload::from(buf))
     };
     if size <= PART_BYTES {
-        client.put(key, read(0)?).await.map_err(io::Error::other)?;
+        client.put(key, read(0)?).await.map_err(said)?;
         return Ok(());
     }
-    let mut upload = client.put_multipart(key).await.map_err(io::Error::other)?;
+    let mut upload = client.put_multipart(key).await.map_err(said)?;
     let mut at = 0;
     let parts = async {
         while at < size {
             let part = read(at)?;
             at += part.content_length() as u64;
-            upload.put_part(part).await.map_err(io::Error::other)?;
+            upload.put_part(part).await.map_err(said)?;
         }
-        upload.complete().await.map_err(io::Error::other)?;
+        upload.complete().await.map_err(said)?;
         Ok::<_, io::Error>(())
     }
     .await;
@@ -374,6 +401,11 @@ mod tests {
         }
         let e = RemoteBucket::parse("logs", no_env).unwrap_err();
         assert!(e.contains("BUCKET=URL"), "{e}");
+        // A secret key with '/' in it, as AWS's have: say how to write it.
+        let e = RemoteBucket::parse("logs=http://k:ab/cd+ef@127.0.0.1:9000", no_env).unwrap_err();
+        assert!(e.contains("%2F"), "{e}");
+        let e = RemoteBucket::parse("logs=http://k:s@h?path_style=maybe", no_env).unwrap_err();
+        assert!(e.contains("path_style=\"maybe\""), "{e}");
     }
 
     #[test]

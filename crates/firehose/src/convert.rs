@@ -130,7 +130,7 @@ impl Parser<'_> {
     fn name(&mut self) -> Result<String, String> {
         let name = self.word();
         if name.is_empty() {
-            return Err("expected a column name".into());
+            return Err("expected a column name (letters, digits and _)".into());
         }
         Ok(name)
     }
@@ -240,18 +240,18 @@ impl Tables {
         let mut tables = HashMap::new();
         for spec in specs {
             let (name, columns) = spec.split_once('=').ok_or_else(|| {
-                format!("firehose_table takes DATABASE.TABLE=COLUMNS, not {spec:?}")
+                format!("--firehose-table takes DATABASE.TABLE=COLUMNS, not {spec:?}")
             })?;
             let (database, table) = name
                 .trim()
                 .split_once('.')
                 .filter(|(d, t)| !d.is_empty() && !t.is_empty() && !t.contains('.'))
-                .ok_or_else(|| format!("firehose_table: {name:?} is not DATABASE.TABLE"))?;
+                .ok_or_else(|| format!("--firehose-table: {name:?} is not DATABASE.TABLE"))?;
             let columns =
-                parse_columns(columns).map_err(|e| format!("firehose_table {name}: {e}"))?;
+                parse_columns(columns).map_err(|e| format!("--firehose-table {name}: {e}"))?;
             let key = format!("{}.{}", database.to_lowercase(), table.to_lowercase());
             if tables.insert(key, Arc::new(columns)).is_some() {
-                return Err(format!("firehose_table names {name} twice"));
+                return Err(format!("--firehose-table names {name} twice"));
             }
         }
         Ok(Self(tables))

@@ -1738,6 +1738,11 @@ async fn run(f: Arc<Firehose>, scope: Scope, name: String, me: Arc<Worker>) {
         let (log, cursor, deadline_ms) = match step {
             Step::Gone => break,
             Step::Delivered => {
+                if failures > 0 {
+                    tracing::info!(
+                        "firehose: delivering {name} succeeded again after {failures} failed attempts"
+                    );
+                }
                 failures = 0;
                 continue;
             }

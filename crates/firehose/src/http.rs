@@ -192,14 +192,16 @@ pub(crate) async fn post(
 /// The `api_key` of the secret in `path` (the form AWS's guide gives for
 /// HTTP endpoint secrets).
 fn api_key(path: &std::path::Path) -> Result<String, String> {
-    let text = std::fs::read(path).map_err(|e| format!("reading the secret failed: {e}"))?;
+    let shown = path.display();
+    let text =
+        std::fs::read(path).map_err(|e| format!("reading the secret file {shown} failed: {e}"))?;
     let secret: serde_json::Value = serde_json::from_slice(&text)
-        .map_err(|_| "the secret is not JSON ({\"api_key\": \"...\"})".to_owned())?;
+        .map_err(|_| format!("the secret file {shown} is not JSON ({{\"api_key\": \"...\"}})"))?;
     secret
         .get("api_key")
         .and_then(|k| k.as_str())
         .map(str::to_owned)
-        .ok_or_else(|| "the secret has no \"api_key\" string".to_owned())
+        .ok_or_else(|| format!("the secret file {shown} has no \"api_key\" string"))
 }
 
 async fn send(

@@ -470,6 +470,17 @@ fn create(
         tracing::warn!("firehose: setting the position of {name} failed: {e}");
     }
     f.spawn(scope, &name);
+    // Accepted as AWS would accept it; say now, not only at the first put,
+    // that Sluice will refuse its records.
+    if let Some(why) = f
+        .registry()
+        .get(scope, &name)
+        .and_then(|s| crate::delivery::plan(s, f).err())
+    {
+        tracing::warn!(
+            "firehose: {name} was created, but Sluice refuses its records until it can deliver them: {why}"
+        );
+    }
     Ok(f::CreateDeliveryStreamOutput {
         delivery_stream_arn: Some(arn),
     })
