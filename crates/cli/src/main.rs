@@ -375,6 +375,23 @@ fn main() -> ExitCode {
     }
 }
 
+/// `ARN=VALUE` settings (Firehose's stand-ins for Lambda functions and
+/// secrets) by ARN; `form` says what a bad one should have been.
+fn arn_map(
+    pairs: &[String],
+    form: &str,
+) -> anyhow::Result<std::collections::HashMap<String, String>> {
+    pairs
+        .iter()
+        .map(|pair| {
+            pair.split_once('=')
+                .filter(|(arn, value)| arn.starts_with("arn:") && !value.is_empty())
+                .map(|(arn, value)| (arn.to_owned(), value.to_owned()))
+                .ok_or_else(|| anyhow::anyhow!("{form}, not {pair:?}"))
+        })
+        .collect()
+}
+
 fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let file: FileConfig = match &args.config {
         Some(path) => {
@@ -401,60 +418,31 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if limits != "aws" && limits != "off" {
         anyhow::bail!("limits takes `aws` or `off`, not {limits:?}");
     }
-    let pairs = if args.credentials.is_empty() {
-        file.credentials
-    } else {
-        args.credentials
-    };
-    let lambdas = if args.firehose_lambda.is_empty() {
-        file.firehose_lambda
-    } else {
-        args.firehose_lambda
-    };
-    let mut firehose_lambdas = std::collections::HashMap::new();
-    for pair in &lambdas {
-        let (arn, url) = pair
-            .split_once('=')
-            .filter(|(arn, url)| arn.starts_with("arn:") && !url.is_empty())
-            .ok_or_else(|| {
-                anyhow::anyhow!("--firehose-lambda takes FUNCTION_ARN=URL, not {pair:?}")
-            })?;
-        firehose_lambdas.insert(arn.to_owned(), url.to_owned());
-    }
-    let buckets = if args.firehose_s3.is_empty() {
-        file.firehose_s3
-    } else {
-        args.firehose_s3
-    };
-    let firehose_s3 = buckets
+    // A list given as flags (or variables) replaces the file's.
+    let listed =
+        |flags: Vec<String>, file: Vec<String>| if flags.is_empty() { file } else { flags };
+    let pairs = listed(args.credentials, file.credentials);
+    let firehose_lambdas = arn_map(
+        &listed(args.firehose_lambda, file.firehose_lambda),
+        "--firehose-lambda takes FUNCTION_ARN=URL",
+    )?;
+    let firehose_s3 = listed(args.firehose_s3, file.firehose_s3)
         .iter()
         .map(|spec| {
             sluice_server::RemoteBucket::parse(spec, |k| std::env::var(k).ok())
                 .map_err(anyhow::Error::msg)
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let tables = if args.firehose_table.is_empty() {
-        file.firehose_table
-    } else {
-        args.firehose_table
-    };
+    let tables = listed(args.firehose_table, file.firehose_table);
     let firehose_tables = sluice_server::Tables::parse(tables.iter().map(String::as_str))
         .map_err(anyhow::Error::msg)?;
-    let secrets = if args.firehose_secret.is_empty() {
-        file.firehose_secret
-    } else {
-        args.firehose_secret
-    };
-    let mut firehose_secrets = std::collections::HashMap::new();
-    for pair in &secrets {
-        let (arn, path) = pair
-            .split_once('=')
-            .filter(|(arn, path)| arn.starts_with("arn:") && !path.is_empty())
-            .ok_or_else(|| {
-                anyhow::anyhow!("--firehose-secret takes SECRET_ARN=FILE, not {pair:?}")
-            })?;
-        firehose_secrets.insert(arn.to_owned(), PathBuf::from(path));
-    }
+    let firehose_secrets = arn_map(
+        &listed(args.firehose_secret, file.firehose_secret),
+        "--firehose-secret takes SECRET_ARN=FILE",
+    )?
+    .into_iter()
+    .map(|(arn, path)| (arn, PathBuf::from(path)))
+    .collect();
     let mut credentials = std::collections::BTreeMap::new();
     for pair in &pairs {
         let bad =

@@ -889,17 +889,7 @@ impl Firehose {
                 taken += r.data.len() as u64;
                 let arrival = r.arrival_timestamp_ms;
                 oldest = Some(oldest.map_or(arrival, |o: u64| o.min(arrival)));
-                // A Kinesis source's KPL aggregated records are their
-                // user records.
-                let parts = match plan.kinesis {
-                    Some(_) => crate::kpl::deaggregate(&r.data),
-                    None => None,
-                };
-                for (part, data) in parts
-                    .unwrap_or_else(|| vec![&r.data[..]])
-                    .into_iter()
-                    .enumerate()
-                {
+                for (part, data) in user_records(plan, r).into_iter().enumerate() {
                     raw.push((arrival, data.to_vec()));
                     match &plan.pipeline {
                         None => records.push(data.to_vec()),
@@ -1236,14 +1226,7 @@ impl Firehose {
                     oldest = Some(oldest.map_or(r.arrival_timestamp_ms, |o: u64| {
                         o.min(r.arrival_timestamp_ms)
                     }));
-                    // A Kinesis source's KPL aggregated records are their
-                    // user records.
-                    let parts = match plan.kinesis {
-                        Some(_) => crate::kpl::deaggregate(&r.data),
-                        None => None,
-                    };
-                    let parts = parts.unwrap_or_else(|| vec![&r.data[..]]);
-                    for (part, data) in parts.into_iter().enumerate() {
+                    for (part, data) in user_records(plan, r).into_iter().enumerate() {
                         match &plan.pipeline {
                             None => batch.write(data, r.arrival_timestamp_ms)?,
                             Some(p) if p.lambda.is_some() => match p.pre(data) {
@@ -1667,6 +1650,15 @@ fn put(writer: &mut ObjectWriter, data: &[u8]) -> Result<Option<String>, String>
     written
         .map(|()| None)
         .map_err(|e| format!("writing an object failed: {e}"))
+}
+
+/// The records `r` holds: a Kinesis source's KPL aggregated record is its
+/// user records; anything else is itself.
+fn user_records<'a>(plan: &Plan, r: &'a sluice_log::Record) -> Vec<&'a [u8]> {
+    plan.kinesis
+        .as_ref()
+        .and_then(|_| crate::kpl::deaggregate(&r.data))
+        .unwrap_or_else(|| vec![&r.data[..]])
 }
 
 /// A record waiting for a Lambda invocation: arrival, data, and where a
