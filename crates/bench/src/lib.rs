@@ -5,7 +5,7 @@
 //! magic and the send time in microseconds) so that consumers can measure
 //! put -> seen latency. Each worker owns one connection.
 
-pub mod client;
+pub use sluice_client::conn as client;
 mod consume;
 pub mod firehose;
 mod report;

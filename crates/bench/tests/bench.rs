@@ -36,6 +36,7 @@ fn target(server: &Server, secret: &str) -> Target {
         region: "us-east-1".into(),
         access_key: "AKIDBENCH".into(),
         secret_key: secret.into(),
+        session_token: None,
     }
 }
 

@@ -705,6 +705,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         region: args.region.clone(),
         access_key: args.access_key.clone(),
         secret_key: args.secret_key.clone(),
+        session_token: None,
     };
     if args.service == "firehose" {
         return bench_firehose(args, target);

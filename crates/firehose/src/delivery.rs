@@ -1657,7 +1657,8 @@ fn put(writer: &mut ObjectWriter, data: &[u8]) -> Result<Option<String>, String>
 fn user_records<'a>(plan: &Plan, r: &'a sluice_log::Record) -> Vec<&'a [u8]> {
     plan.kinesis
         .as_ref()
-        .and_then(|_| crate::kpl::deaggregate(&r.data))
+        .and_then(|_| sluice_client::kpl::deaggregate(&r.data))
+        .map(|users| users.into_iter().map(|u| u.data).collect())
         .unwrap_or_else(|| vec![&r.data[..]])
 }
 

@@ -16,7 +16,7 @@
 //! endpoints (buckets.rs), keeping its position durably
 //! ([`positions`]), through AWS's built-in processors ([`process`]). A
 //! Kinesis stream source is read through the engine instead (source.rs,
-//! kpl.rs). Data format conversion writes Parquet objects ([`convert`]),
+//! sluice_client::kpl). Data format conversion writes Parquet objects ([`convert`]),
 //! typed by tables from Sluice's configuration. What Sluice cannot deliver
 //! yet (an unmapped Lambda or secret, ORC, a table it was not given) is
 //! accepted as configuration, but its records
@@ -38,7 +38,6 @@ pub mod delivery;
 mod describe;
 mod http;
 pub mod keys;
-pub mod kpl;
 mod lambda;
 pub mod objects;
 mod ops;

@@ -8,7 +8,7 @@
 //! records keep their order across resharding. Each look at a shard is a
 //! read counted against its limits as a GetRecords call (with `--limits
 //! aws`), as Firehose is a consumer of the stream. KPL aggregated records
-//! are de-aggregated (kpl.rs). Several delivery streams on one source each
+//! are de-aggregated (sluice_client::kpl). Several delivery streams on one source each
 //! keep their own positions, so each gets every record.
 
 use std::collections::BTreeMap;

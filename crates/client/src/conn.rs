@@ -24,6 +24,8 @@ pub struct Target {
     pub region: String,
     pub access_key: String,
     pub secret_key: String,
+    /// Temporary credentials' token (`x-amz-security-token`).
+    pub session_token: Option<String>,
 }
 
 impl Target {
@@ -120,9 +122,9 @@ impl Client {
         let identity = aws_credential_types::Credentials::new(
             &target.access_key,
             &target.secret_key,
+            target.session_token.clone(),
             None,
-            None,
-            "sluice-bench",
+            "sluice",
         )
         .into();
         Ok(Self {
@@ -287,6 +289,7 @@ mod tests {
             region: "us-east-1".into(),
             access_key: "a".into(),
             secret_key: "s".into(),
+            session_token: None,
         }
     }
 

@@ -1,0 +1,519 @@
+//! The consumer: every shard of a stream, read by polling GetRecords.
+//!
+//! - Lineage: a shard is read only after its parents (parent and adjacent
+//!   parent, when the stream still lists them) have been read to their end,
+//!   so each partition key's records come in order across resharding.
+//!   A shard that ends (its iterator runs out) sends the stream's shards
+//!   to be listed again, and its children start.
+//! - KPL aggregated records are de-aggregated: each user record has the
+//!   Kinesis record's sequence number and its index as sub-sequence number.
+//! - Starting positions: trim horizon, latest (the open shards from the
+//!   tip, shards created later from their start), a timestamp, or a
+//!   sequence number (its shard from there, then that shard's descendants).
+//! - The handler sees each shard's batches in order; after it returns, its
+//!   `checkpoint` is called with where to resume, which
+//!   [`ConsumerConfig::checkpoints`] takes back on the next start.
+//! - Memory is bounded: readers wait while a few batches (each at most one
+//!   GetRecords answer, 10 MiB) are queued for the handler.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_aws::kinesis as k;
+use sluice_aws::types::Timestamp;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::api::{Api, Error, StreamRef};
+use crate::conn::Target;
+
+/// Calls until an answer or an error not worth retrying (backoff with
+/// jitter, from 100 ms to 5 s, at most 20 tries).
+macro_rules! retrying {
+    ($call:expr) => {{
+        let mut attempt = 0u32;
+        loop {
+            match $call.await {
+                Err(e) if e.retryable() && attempt < 20 => {
+                    attempt += 1;
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                other => break other,
+            }
+        }
+    }};
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum StartingPosition {
+    TrimHorizon,
+    Latest,
+    /// Seconds since the epoch.
+    AtTimestamp(f64),
+    AtSequence(String),
+}
+
+/// Where a shard's reading resumes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Checkpoint {
+    /// After this record (all of its user records handled).
+    After(String),
+    /// The shard was read to its end.
+    ShardEnd,
+}
+
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// The stream's name or ARN.
+    pub stream: String,
+    pub start: StartingPosition,
+    /// Where shards resume (from earlier checkpoints); these win over
+    /// `start`.
+    pub checkpoints: HashMap<String, Checkpoint>,
+    /// Keep reading at the tip; otherwise stop once every shard is read up
+    /// to the tip.
+    pub follow: bool,
+    /// The wait between calls that found nothing new.
+    pub idle_poll: Duration,
+    /// GetRecords' Limit.
+    pub limit: i64,
+    /// Split KPL aggregated records into their user records.
+    pub deaggregate: bool,
+}
+
+impl ConsumerConfig {
+    pub fn new(stream: impl Into<String>, start: StartingPosition) -> Self {
+        Self {
+            stream: stream.into(),
+            start,
+            checkpoints: HashMap::new(),
+            follow: false,
+            idle_poll: Duration::from_millis(500),
+            limit: 10_000,
+            deaggregate: true,
+        }
+    }
+}
+
+/// A user record as read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserRecord {
+    pub sequence_number: String,
+    /// Its index in the aggregated record that carried it.
+    pub sub_sequence_number: Option<u32>,
+    pub partition_key: String,
+    pub explicit_hash_key: Option<String>,
+    pub data: Vec<u8>,
+    /// When the stream took the record, seconds since the epoch.
+    pub arrival: Option<f64>,
+}
+
+/// One shard's records from one GetRecords call, in order.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub shard_id: String,
+    pub records: Vec<UserRecord>,
+    pub millis_behind_latest: Option<i64>,
+    /// Where to resume once these records are handled.
+    pub checkpoint: Checkpoint,
+}
+
+/// What the consumer hands records to.
+pub trait Handler: Send {
+    /// One batch; an error stops the consumer.
+    fn records(&mut self, batch: Batch) -> impl Future<Output = anyhow::Result<()>> + Send;
+
+    /// Called after `records` returned for a batch (or a shard that ended
+    /// without records), with where to resume.
+    fn checkpoint(&mut self, _shard_id: &str, _checkpoint: &Checkpoint) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumeError {
+    #[error(transparent)]
+    Api(#[from] Error),
+    #[error("the handler failed: {0:#}")]
+    Handler(anyhow::Error),
+    #[error("no shard has sequence number {0}")]
+    NoSuchSequence(String),
+}
+
+enum Event {
+    Batch(Batch),
+    /// Read up to the tip (not following).
+    CaughtUp,
+    Failed(Error),
+}
+
+/// Reads the stream into `handler` until every shard is read to the tip
+/// (or forever, following), or an error.
+pub async fn consume<H: Handler>(
+    target: Target,
+    config: ConsumerConfig,
+    mut handler: H,
+) -> Result<(), ConsumeError> {
+    let target = Arc::new(target);
+    let stream = StreamRef::new(&config.stream);
+    let mut control = Api::connect(target.clone()).await?;
+    let mut shards = list_shards(&mut control, &stream).await?;
+    let initial: HashSet<String> = shards.keys().cloned().collect();
+    let initially_open: HashSet<String> = shards
+        .values()
+        .filter(|s| s.sequence_number_range.ending_sequence_number.is_none())
+        .map(|s| s.shard_id.clone())
+        .collect();
+    // A sequence number's shard: the one that takes it.
+    let owner = match &config.start {
+        StartingPosition::AtSequence(seq) => {
+            let mut found = None;
+            let mut ids: Vec<&String> = shards.keys().collect();
+            ids.sort();
+            for id in ids {
+                let input = iterator_input(
+                    &stream,
+                    id,
+                    k::ShardIteratorType::AtSequenceNumber,
+                    Some(seq),
+                    None,
+                );
+                match control
+                    .call::<k::GetShardIteratorOutput>("GetShardIterator", &input)
+                    .await
+                {
+                    Ok(_) => {
+                        found = Some(id.clone());
+                        break;
+                    }
+                    Err(e) if e.name() == Some("InvalidArgumentException") => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Some(found.ok_or_else(|| ConsumeError::NoSuchSequence(seq.clone()))?)
+        }
+        _ => None,
+    };
+    let mut done: HashSet<String> = HashSet::new();
+    let mut started: HashSet<String> = HashSet::new();
+    // Shards never read (not the sequence's lineage, or closed before
+    // `latest`): they count as read for their children.
+    let mut skipped: HashSet<String> = HashSet::new();
+    let mut wanted: HashSet<String> = owner.iter().cloned().collect();
+    let (tx, mut rx) = mpsc::channel::<Event>(4);
+    let mut readers = JoinSet::new();
+    let mut active = 0usize;
+    loop {
+        // Start every shard whose parents are read.
+        let mut progress = true;
+        while progress {
+            progress = false;
+            let mut ids: Vec<String> = shards.keys().cloned().collect();
+            ids.sort();
+            for id in ids {
+                if started.contains(&id) || done.contains(&id) || skipped.contains(&id) {
+                    continue;
+                }
+                let shard = &shards[&id];
+                let parents: Vec<&String> =
+                    [&shard.parent_shard_id, &shard.adjacent_parent_shard_id]
+                        .into_iter()
+                        .flatten()
+                        .filter(|p| shards.contains_key(*p))
+                        .collect();
+                if !parents
+                    .iter()
+                    .all(|p| done.contains(*p) || skipped.contains(*p))
+                {
+                    continue;
+                }
+                if owner.is_some() && !wanted.contains(&id) {
+                    if parents.iter().any(|p| wanted.contains(*p)) {
+                        wanted.insert(id.clone());
+                    } else {
+                        skipped.insert(id.clone());
+                        progress = true;
+                        continue;
+                    }
+                }
+                let from = match config.checkpoints.get(&id) {
+                    Some(Checkpoint::ShardEnd) => {
+                        done.insert(id.clone());
+                        progress = true;
+                        continue;
+                    }
+                    Some(Checkpoint::After(seq)) => From::After(seq.clone()),
+                    None => match &config.start {
+                        StartingPosition::TrimHorizon => From::TrimHorizon,
+                        StartingPosition::AtTimestamp(t) => From::Timestamp(*t),
+                        StartingPosition::AtSequence(seq) if Some(&id) == owner.as_ref() => {
+                            From::At(seq.clone())
+                        }
+                        StartingPosition::AtSequence(_) => From::TrimHorizon,
+                        StartingPosition::Latest if initially_open.contains(&id) => From::Latest,
+                        StartingPosition::Latest if initial.contains(&id) => {
+                            skipped.insert(id.clone());
+                            progress = true;
+                            continue;
+                        }
+                        StartingPosition::Latest => From::TrimHorizon,
+                    },
+                };
+                started.insert(id.clone());
+                active += 1;
+                let reader = Reader {
+                    target: target.clone(),
+                    stream: stream.clone(),
+                    shard_id: id.clone(),
+                    from,
+                    follow: config.follow,
+                    idle_poll: config.idle_poll,
+                    limit: config.limit,
+                    deaggregate: config.deaggregate,
+                    tx: tx.clone(),
+                };
+                readers.spawn(reader.run());
+            }
+        }
+        if active == 0 {
+            return Ok(());
+        }
+        let Some(event) = rx.recv().await else {
+            return Ok(());
+        };
+        match event {
+            Event::Batch(batch) => {
+                let shard_id = batch.shard_id.clone();
+                let checkpoint = batch.checkpoint.clone();
+                let ended = checkpoint == Checkpoint::ShardEnd;
+                handler
+                    .records(batch)
+                    .await
+                    .map_err(ConsumeError::Handler)?;
+                handler
+                    .checkpoint(&shard_id, &checkpoint)
+                    .map_err(ConsumeError::Handler)?;
+                if ended {
+                    active -= 1;
+                    done.insert(shard_id);
+                    // Its children are listed now.
+                    shards = list_shards(&mut control, &stream).await?;
+                }
+            }
+            Event::CaughtUp => active -= 1,
+            Event::Failed(e) => return Err(e.into()),
+        }
+    }
+}
+
+async fn list_shards(
+    api: &mut Api,
+    stream: &StreamRef,
+) -> Result<HashMap<String, k::Shard>, Error> {
+    let mut out = HashMap::new();
+    let mut next_token: Option<String> = None;
+    loop {
+        let input = k::ListShardsInput {
+            stream_name: next_token.is_none().then(|| stream.name.clone()).flatten(),
+            stream_arn: next_token.is_none().then(|| stream.arn.clone()).flatten(),
+            next_token: next_token.take(),
+            ..Default::default()
+        };
+        let page: k::ListShardsOutput = retrying!(api.call("ListShards", &input))?;
+        for s in page.shards.unwrap_or_default() {
+            out.insert(s.shard_id.clone(), s);
+        }
+        match page.next_token {
+            Some(t) => next_token = Some(t),
+            None => return Ok(out),
+        }
+    }
+}
+
+fn backoff(attempt: u32) -> Duration {
+    let exp = Duration::from_millis(100).saturating_mul(1 << attempt.min(6));
+    exp.min(Duration::from_secs(5))
+        .mul_f64(0.5 + fastrand::f64() / 2.0)
+}
+
+fn iterator_input(
+    stream: &StreamRef,
+    shard_id: &str,
+    kind: k::ShardIteratorType,
+    seq: Option<&String>,
+    at: Option<f64>,
+) -> k::GetShardIteratorInput {
+    k::GetShardIteratorInput {
+        stream_name: stream.name.clone(),
+        stream_arn: stream.arn.clone(),
+        shard_id: shard_id.to_owned(),
+        shard_iterator_type: kind,
+        starting_sequence_number: seq.cloned(),
+        timestamp: at.map(Timestamp),
+        ..Default::default()
+    }
+}
+
+#[derive(Debug, Clone)]
+enum From {
+    TrimHorizon,
+    Latest,
+    Timestamp(f64),
+    At(String),
+    After(String),
+}
+
+struct Reader {
+    target: Arc<Target>,
+    stream: StreamRef,
+    shard_id: String,
+    from: From,
+    follow: bool,
+    idle_poll: Duration,
+    limit: i64,
+    deaggregate: bool,
+    tx: mpsc::Sender<Event>,
+}
+
+impl Reader {
+    async fn run(mut self) {
+        let tx = self.tx.clone();
+        if let Err(e) = self.read().await {
+            let _ = tx.send(Event::Failed(e)).await;
+        }
+    }
+
+    async fn iterator(&mut self, api: &mut Api) -> Result<Option<String>, Error> {
+        use k::ShardIteratorType as T;
+        let input = match &self.from {
+            From::TrimHorizon => {
+                iterator_input(&self.stream, &self.shard_id, T::TrimHorizon, None, None)
+            }
+            From::Latest => iterator_input(&self.stream, &self.shard_id, T::Latest, None, None),
+            From::Timestamp(t) => {
+                iterator_input(&self.stream, &self.shard_id, T::AtTimestamp, None, Some(*t))
+            }
+            From::At(s) => iterator_input(
+                &self.stream,
+                &self.shard_id,
+                T::AtSequenceNumber,
+                Some(s),
+                None,
+            ),
+            From::After(s) => iterator_input(
+                &self.stream,
+                &self.shard_id,
+                T::AfterSequenceNumber,
+                Some(s),
+                None,
+            ),
+        };
+        let out: k::GetShardIteratorOutput = retrying!(api.call("GetShardIterator", &input))?;
+        Ok(out.shard_iterator)
+    }
+
+    async fn read(&mut self) -> Result<(), Error> {
+        let mut api = retrying!(Api::connect(self.target.clone()))?;
+        let mut iterator = self.iterator(&mut api).await?;
+        let mut throttled = 0u32;
+        loop {
+            let Some(it) = iterator.clone() else {
+                return self.send(Vec::new(), None, Checkpoint::ShardEnd).await;
+            };
+            let input = k::GetRecordsInput {
+                shard_iterator: it,
+                limit: Some(self.limit),
+                stream_arn: self.stream.arn.clone(),
+                ..Default::default()
+            };
+            let out: k::GetRecordsOutput = match api.call("GetRecords", &input).await {
+                Ok(out) => {
+                    throttled = 0;
+                    out
+                }
+                Err(e) if e.name() == Some("ExpiredIteratorException") => {
+                    iterator = self.iterator(&mut api).await?;
+                    continue;
+                }
+                Err(e) if e.retryable() => {
+                    throttled += 1;
+                    tokio::time::sleep(backoff(throttled)).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let behind = out.millis_behind_latest;
+            let got = !out.records.is_empty();
+            let mut users = Vec::new();
+            let mut last = None;
+            for r in out.records {
+                last = Some(r.sequence_number.clone());
+                self.split(r, &mut users);
+            }
+            if let Some(seq) = &last {
+                // An expired iterator resumes after what was read.
+                self.from = From::After(seq.clone());
+            }
+            iterator = out.next_shard_iterator;
+            match (&iterator, last) {
+                (None, _) => return self.send(users, behind, Checkpoint::ShardEnd).await,
+                (Some(_), Some(seq)) => self.send(users, behind, Checkpoint::After(seq)).await?,
+                (Some(_), None) => {}
+            }
+            let at_tip = behind.is_none_or(|b| b == 0);
+            if !got && at_tip {
+                if !self.follow {
+                    let _ = self.tx.send(Event::CaughtUp).await;
+                    return Ok(());
+                }
+                tokio::time::sleep(self.idle_poll).await;
+            }
+        }
+    }
+
+    fn split(&self, r: k::Record, out: &mut Vec<UserRecord>) {
+        let arrival = r.approximate_arrival_timestamp.map(|t| t.0);
+        if self.deaggregate {
+            if let Some(users) = crate::kpl::deaggregate(&r.data.0) {
+                for (i, u) in users.into_iter().enumerate() {
+                    out.push(UserRecord {
+                        sequence_number: r.sequence_number.clone(),
+                        sub_sequence_number: Some(i as u32),
+                        partition_key: u.partition_key.to_owned(),
+                        explicit_hash_key: u.explicit_hash_key.map(str::to_owned),
+                        data: u.data.to_vec(),
+                        arrival,
+                    });
+                }
+                return;
+            }
+        }
+        out.push(UserRecord {
+            sequence_number: r.sequence_number,
+            sub_sequence_number: None,
+            partition_key: r.partition_key,
+            explicit_hash_key: None,
+            data: r.data.0,
+            arrival,
+        });
+    }
+
+    async fn send(
+        &self,
+        records: Vec<UserRecord>,
+        behind: Option<i64>,
+        checkpoint: Checkpoint,
+    ) -> Result<(), Error> {
+        let batch = Batch {
+            shard_id: self.shard_id.clone(),
+            records,
+            millis_behind_latest: behind,
+            checkpoint,
+        };
+        // The consumer gone: nothing more to do.
+        let _ = self.tx.send(Event::Batch(batch)).await;
+        Ok(())
+    }
+}

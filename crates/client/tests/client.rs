@@ -1,0 +1,526 @@
+//! The client crate against Sluice started in-process on port 0.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sluice_aws::kinesis as k;
+use sluice_client::consumer::{self, Batch, Checkpoint, ConsumerConfig, Handler, StartingPosition};
+use sluice_client::producer::{Producer, ProducerConfig, PutError, Record};
+use sluice_client::{kpl, Api, Target};
+use sluice_server::{Config, Server};
+
+async fn start(limits: bool) -> (Server, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().to_path_buf(),
+        enforce_limits: limits,
+        ..Config::default()
+    };
+    // Few records per second per shard, so that a short test is throttled.
+    config.capacity.write_records_per_s = 200;
+    let server = Server::start(config, Arc::new(sluice_model::SystemClock))
+        .await
+        .unwrap();
+    (server, dir)
+}
+
+fn target(server: &Server) -> Target {
+    Target {
+        endpoint: format!("http://{}", server.local_addr()),
+        region: "us-east-1".into(),
+        access_key: "AKIDCLIENT".into(),
+        secret_key: "secret".into(),
+        session_token: None,
+    }
+}
+
+async fn create(server: &Server, stream: &str, shards: i64) -> Api {
+    let mut api = Api::connect(Arc::new(target(server))).await.unwrap();
+    let _: serde_json::Value = api
+        .call(
+            "CreateStream",
+            &k::CreateStreamInput {
+                stream_name: stream.into(),
+                shard_count: Some(shards),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    api
+}
+
+/// Collects what the consumer hands over, and the checkpoints.
+#[derive(Clone, Default)]
+struct Collect {
+    records: Arc<Mutex<Vec<(String, consumer::UserRecord)>>>,
+    checkpoints: Arc<Mutex<HashMap<String, Checkpoint>>>,
+    /// Fail after this many records (a crash of the consuming program).
+    stop_after: Option<usize>,
+}
+
+impl Handler for Collect {
+    async fn records(&mut self, batch: Batch) -> anyhow::Result<()> {
+        let mut records = self.records.lock().unwrap();
+        if self.stop_after.is_some_and(|n| records.len() >= n) {
+            anyhow::bail!("stopped");
+        }
+        for r in batch.records {
+            records.push((batch.shard_id.clone(), r));
+        }
+        Ok(())
+    }
+
+    fn checkpoint(&mut self, shard_id: &str, checkpoint: &Checkpoint) -> anyhow::Result<()> {
+        self.checkpoints
+            .lock()
+            .unwrap()
+            .insert(shard_id.to_owned(), checkpoint.clone());
+        Ok(())
+    }
+}
+
+/// Records by partition key, in the order read.
+fn by_key(records: &[(String, consumer::UserRecord)]) -> BTreeMap<String, Vec<Vec<u8>>> {
+    let mut out: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
+    for (_, r) in records {
+        out.entry(r.partition_key.clone())
+            .or_default()
+            .push(r.data.clone());
+    }
+    out
+}
+
+/// What was sent: key i % keys, data "key/n" with n counting per key.
+fn records(count: usize, keys: usize) -> Vec<Record> {
+    let mut next = vec![0usize; keys];
+    (0..count)
+        .map(|i| {
+            let key = i % keys;
+            let n = next[key];
+            next[key] += 1;
+            Record::new(
+                format!("key-{key}"),
+                format!("key-{key}/{n:06}").into_bytes(),
+            )
+        })
+        .collect()
+}
+
+/// Equal, or a short account of the first key that differs.
+#[track_caller]
+fn assert_same(got: &BTreeMap<String, Vec<Vec<u8>>>, want: &BTreeMap<String, Vec<Vec<u8>>>) {
+    let count = |m: &BTreeMap<String, Vec<Vec<u8>>>| m.values().map(Vec::len).sum::<usize>();
+    assert_eq!(count(got), count(want), "records read and sent");
+    for (key, want) in want {
+        let text = |v: &[Vec<u8>]| {
+            v.iter()
+                .map(|d| String::from_utf8_lossy(d).into_owned())
+                .collect::<Vec<_>>()
+        };
+        let got = got.get(key).map(|v| text(v)).unwrap_or_default();
+        assert_eq!(got, text(want), "key {key}");
+    }
+}
+
+fn expected(sent: &[Record]) -> BTreeMap<String, Vec<Vec<u8>>> {
+    let mut out: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
+    for r in sent {
+        out.entry(r.partition_key.clone())
+            .or_default()
+            .push(r.data.clone());
+    }
+    out
+}
+
+async fn produce(
+    server: &Server,
+    config: ProducerConfig,
+    sent: &[Record],
+) -> Vec<sluice_client::producer::Ack> {
+    let producer = Producer::start(target(server), config).await.unwrap();
+    let mut receipts = Vec::new();
+    for r in sent {
+        receipts.push(producer.send(r.clone()).await.unwrap());
+    }
+    producer.flush().await;
+    let mut acks = Vec::new();
+    for r in receipts {
+        acks.push(r.await.unwrap());
+    }
+    producer.close().await;
+    acks
+}
+
+async fn read_all(server: &Server, stream: &str, deaggregate: bool) -> Collect {
+    let collect = Collect::default();
+    let mut config = ConsumerConfig::new(stream, StartingPosition::TrimHorizon);
+    config.deaggregate = deaggregate;
+    config.idle_poll = Duration::from_millis(10);
+    consumer::consume(target(server), config, collect.clone())
+        .await
+        .unwrap();
+    collect
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_is_produced_is_consumed_in_order_per_key() {
+    let (server, _dir) = start(false).await;
+    create(&server, "plain", 3).await;
+    let sent = records(3000, 40);
+    let mut config = ProducerConfig::new("plain");
+    config.ordered = false;
+    config.linger = Duration::from_millis(5);
+    let acks = produce(&server, config, &sent).await;
+    assert!(acks.iter().all(|a| a.sub_sequence_number.is_none()));
+    let got = read_all(&server, "plain", true).await;
+    let records = got.records.lock().unwrap();
+    assert_eq!(records.len(), sent.len());
+    // Unordered: each key's records all arrive; sorting gives what was sent.
+    let mut keys = by_key(&records);
+    for v in keys.values_mut() {
+        v.sort();
+    }
+    assert_same(&keys, &expected(&sent));
+    // Every shard was read to the tip; nothing is closed, so no ShardEnd.
+    let checkpoints = got.checkpoints.lock().unwrap();
+    assert_eq!(checkpoints.len(), 3);
+    assert!(checkpoints
+        .values()
+        .all(|c| matches!(c, Checkpoint::After(_))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttled_entries_are_retried_without_reordering_a_key() {
+    let (server, _dir) = start(true).await;
+    create(&server, "throttled", 1).await;
+    // 200 records/s for the shard: 1200 records need several seconds of
+    // retries.
+    let sent = records(1200, 8);
+    let mut config = ProducerConfig::new("throttled");
+    config.linger = Duration::from_millis(1);
+    config.base_backoff = Duration::from_millis(20);
+    config.max_backoff = Duration::from_millis(200);
+    config.record_ttl = None;
+    let acks = produce(&server, config, &sent).await;
+    assert!(
+        acks.iter().any(|a| a.attempts > 1),
+        "the shard's limit was never reached"
+    );
+    let got = read_all(&server, "throttled", true).await;
+    let records = got.records.lock().unwrap();
+    assert_same(&by_key(&records), &expected(&sent));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregated_records_land_on_their_shards_and_come_back() {
+    let (server, _dir) = start(false).await;
+    create(&server, "agg", 4).await;
+    let mut sent = records(5000, 100);
+    // Some records name their hash key.
+    for (i, r) in sent.iter_mut().enumerate().filter(|(i, _)| i % 7 == 0) {
+        r.explicit_hash_key = Some((u128::MAX / 5000 * i as u128).to_string());
+    }
+    let mut config = ProducerConfig::new("agg");
+    config.aggregate = true;
+    config.linger = Duration::from_millis(20);
+    let acks = produce(&server, config, &sent).await;
+    assert!(acks
+        .iter()
+        .any(|a| a.sub_sequence_number.is_some_and(|s| s > 0)));
+    // Read as stored: far fewer Kinesis records, each an aggregate whose
+    // user records all hash into the shard it is in.
+    let raw = read_all(&server, "agg", false).await;
+    let raw = raw.records.lock().unwrap().clone();
+    assert!(raw.len() * 10 < sent.len(), "{} stream records", raw.len());
+    let mut api = Api::connect(Arc::new(target(&server))).await.unwrap();
+    let shards: k::ListShardsOutput = api
+        .call(
+            "ListShards",
+            &k::ListShardsInput {
+                stream_name: Some("agg".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let ranges: HashMap<String, (u128, u128)> = shards
+        .shards
+        .unwrap()
+        .into_iter()
+        .map(|s| {
+            let r = s.hash_key_range;
+            (
+                s.shard_id,
+                (
+                    r.starting_hash_key.parse().unwrap(),
+                    r.ending_hash_key.parse().unwrap(),
+                ),
+            )
+        })
+        .collect();
+    let mut users = 0;
+    for (shard, r) in raw.iter() {
+        let (lo, hi) = ranges[shard];
+        let parts = kpl::deaggregate(&r.data)
+            .map(|u| {
+                u.into_iter()
+                    .map(|u| {
+                        (
+                            u.partition_key.to_owned(),
+                            u.explicit_hash_key.map(str::to_owned),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_else(|| vec![(r.partition_key.clone(), None)]);
+        for (pk, ehk) in parts {
+            users += 1;
+            let hash = match ehk {
+                Some(h) => h.parse().unwrap(),
+                None => sluice_client::producer::hash_key(&pk),
+            };
+            assert!(lo <= hash && hash <= hi, "a user record outside its shard");
+        }
+    }
+    assert_eq!(users, sent.len());
+    let got = read_all(&server, "agg", true).await;
+    let records = got.records.lock().unwrap();
+    // Records with their own hash key go to other shards than their
+    // partition key's: in order among themselves, like the rest.
+    let split = |ehk: bool| -> BTreeMap<String, Vec<Vec<u8>>> {
+        let mut out: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
+        for (pk, ehk_of, data) in records
+            .iter()
+            .map(|(_, r)| (&r.partition_key, r.explicit_hash_key.is_some(), &r.data))
+        {
+            if ehk_of == ehk {
+                out.entry(format!("{pk}/{ehk}"))
+                    .or_default()
+                    .push(data.clone());
+            }
+        }
+        out
+    };
+    let sent_split = |ehk: bool| -> BTreeMap<String, Vec<Vec<u8>>> {
+        let mut out: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
+        for r in sent.iter().filter(|r| r.explicit_hash_key.is_some() == ehk) {
+            out.entry(format!("{}/{ehk}", r.partition_key))
+                .or_default()
+                .push(r.data.clone());
+        }
+        out
+    };
+    assert_same(&split(false), &sent_split(false));
+    let mut with = split(true);
+    for v in with.values_mut() {
+        v.sort();
+    }
+    assert_same(&with, &sent_split(true));
+    // Explicit hash keys come back with their records.
+    let with_ehk = records
+        .iter()
+        .filter(|(_, r)| r.explicit_hash_key.is_some())
+        .count();
+    assert_eq!(
+        with_ehk,
+        sent.iter()
+            .filter(|r| r.explicit_hash_key.is_some())
+            .count()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resharding_between_puts_keeps_each_key_in_order() {
+    let (server, _dir) = start(false).await;
+    let mut api = create(&server, "reshard", 2).await;
+    let sent = records(4000, 30);
+    let (first, second) = sent.split_at(2000);
+    let mut config = ProducerConfig::new("reshard");
+    config.aggregate = true;
+    config.linger = Duration::from_millis(5);
+    produce(&server, config.clone(), first).await;
+    let _: serde_json::Value = api
+        .call(
+            "UpdateShardCount",
+            &k::UpdateShardCountInput {
+                stream_name: Some("reshard".into()),
+                target_shard_count: 3,
+                scaling_type: k::ScalingType::UniformScaling,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    produce(&server, config, second).await;
+    let got = read_all(&server, "reshard", true).await;
+    let records = got.records.lock().unwrap().clone();
+    assert_same(&by_key(&records), &expected(&sent));
+    // The closed shards were read to their end, and checkpointed so.
+    let listed: k::ListShardsOutput = api
+        .call(
+            "ListShards",
+            &k::ListShardsInput {
+                stream_name: Some("reshard".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let checkpoints = got.checkpoints.lock().unwrap();
+    let shards = listed.shards.unwrap();
+    assert_eq!(checkpoints.len(), shards.len());
+    for s in shards {
+        let closed = s.sequence_number_range.ending_sequence_number.is_some();
+        assert_eq!(
+            checkpoints[&s.shard_id] == Checkpoint::ShardEnd,
+            closed,
+            "{}",
+            s.shard_id
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_resumes_from_its_checkpoints() {
+    let (server, _dir) = start(false).await;
+    create(&server, "resume", 2).await;
+    let sent = records(3000, 10);
+    let mut config = ProducerConfig::new("resume");
+    config.ordered = false;
+    produce(&server, config, &sent).await;
+    let mut first = Collect {
+        stop_after: Some(1000),
+        ..Collect::default()
+    };
+    let mut config = ConsumerConfig::new("resume", StartingPosition::TrimHorizon);
+    config.limit = 200;
+    config.idle_poll = Duration::from_millis(10);
+    let stopped = consumer::consume(target(&server), config.clone(), first.clone()).await;
+    assert!(matches!(stopped, Err(consumer::ConsumeError::Handler(_))));
+    // Only checkpointed batches count as done: keep exactly those.
+    let checkpoints = first.checkpoints.lock().unwrap().clone();
+    {
+        let mut records = first.records.lock().unwrap();
+        let done: Vec<_> = records
+            .drain(..)
+            .filter(|(shard, r)| match checkpoints.get(shard) {
+                Some(Checkpoint::After(seq)) => seq_le(&r.sequence_number, seq),
+                Some(Checkpoint::ShardEnd) => true,
+                None => false,
+            })
+            .collect();
+        *records = done;
+    }
+    first.stop_after = None;
+    config.checkpoints = checkpoints;
+    consumer::consume(target(&server), config, first.clone())
+        .await
+        .unwrap();
+    let records = first.records.lock().unwrap();
+    let mut keys = by_key(&records);
+    for v in keys.values_mut() {
+        v.sort();
+    }
+    assert_same(&keys, &expected(&sent));
+}
+
+fn seq_le(a: &str, b: &str) -> bool {
+    (a.len(), a) <= (b.len(), b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_fail_the_record_and_are_not_retried() {
+    let (server, _dir) = start(false).await;
+    let producer = Producer::start(target(&server), ProducerConfig::new("missing"))
+        .await
+        .unwrap();
+    let receipt = producer
+        .send(Record::new("k", b"x".to_vec()))
+        .await
+        .unwrap();
+    match receipt.await {
+        Err(PutError::Failed(why)) => assert!(why.contains("ResourceNotFoundException"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        producer
+            .metrics()
+            .retries
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    // Records that can never be put are refused at once.
+    assert!(matches!(
+        producer.send(Record::new("", b"x".to_vec())).await,
+        Err(PutError::Invalid(_))
+    ));
+    assert!(matches!(
+        producer.send(Record::new("k", vec![0; 1 << 20])).await,
+        Err(PutError::Invalid(_))
+    ));
+    producer.close().await;
+    // Aggregation needs the shard map: a missing stream fails at start.
+    let mut config = ProducerConfig::new("missing");
+    config.aggregate = true;
+    let err = Producer::start(target(&server), config).await.unwrap_err();
+    assert_eq!(err.name(), Some("ResourceNotFoundException"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_buffer_holds_senders_back_and_loses_nothing() {
+    let (server, _dir) = start(false).await;
+    create(&server, "small", 1).await;
+    let mut config = ProducerConfig::new("small");
+    config.max_buffered_bytes = 64 << 10;
+    config.max_record_bytes = 32 << 10;
+    config.linger = Duration::from_millis(1);
+    let sent: Vec<Record> = (0..400)
+        .map(|i| Record::new("one-key", vec![(i % 251) as u8; 16 << 10]))
+        .collect();
+    let acks = produce(&server, config, &sent).await;
+    assert_eq!(acks.len(), 400);
+    let got = read_all(&server, "small", true).await;
+    let records = got.records.lock().unwrap();
+    assert_same(&by_key(&records), &expected(&sent));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latest_reads_only_what_comes_after() {
+    let (server, _dir) = start(false).await;
+    create(&server, "latest", 2).await;
+    let mut config = ProducerConfig::new("latest");
+    config.linger = Duration::from_millis(1);
+    let before = records(50, 5);
+    produce(&server, config.clone(), &before).await;
+    let collect = Collect {
+        stop_after: Some(1),
+        ..Collect::default()
+    };
+    let mut cc = ConsumerConfig::new("latest", StartingPosition::Latest);
+    cc.follow = true;
+    cc.idle_poll = Duration::from_millis(10);
+    let reading = tokio::spawn(consumer::consume(target(&server), cc, collect.clone()));
+    // Each shard's LATEST iterator exists once a checkpoint-free poll came
+    // back; put until the follower sees something.
+    let after: Vec<Record> = (0..20)
+        .map(|i| Record::new(format!("late-{i}"), format!("late-{i}").into_bytes()))
+        .collect();
+    let producer = Producer::start(target(&server), config).await.unwrap();
+    while !reading.is_finished() {
+        for r in &after {
+            producer.send(r.clone()).await.unwrap();
+        }
+        producer.flush().await;
+        tokio::task::yield_now().await;
+    }
+    producer.close().await;
+    let _ = reading.await.unwrap();
+    let records = collect.records.lock().unwrap();
+    assert!(!records.is_empty());
+    assert!(records
+        .iter()
+        .all(|(_, r)| r.partition_key.starts_with("late-")));
+}
