@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod ctl;
+mod records;
 use ctl::Ctl;
 
 #[derive(Debug, Parser)]
@@ -27,6 +28,12 @@ enum Command {
     /// Load a Kinesis endpoint (Sluice, an emulator or AWS) and report
     /// throughput, latency and errors.
     Bench(Box<BenchArgs>),
+    /// Put records into a stream (Sluice or AWS): a file or standard input,
+    /// whole or line by line.
+    Put(Box<records::PutArgs>),
+    /// Print a stream's records in order per shard, following resharding and
+    /// de-aggregating KPL records.
+    Tail(Box<records::TailArgs>),
     /// Offline tools that work on a data directory (stop the server first).
     Ctl {
         #[command(subcommand)]
@@ -756,6 +763,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => serve(*args),
         Command::Bench(args) => bench(*args),
+        Command::Put(args) => records::put(*args),
+        Command::Tail(args) => records::tail(*args),
         Command::Ctl { command } => ctl::run(command),
     }
 }

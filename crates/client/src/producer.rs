@@ -187,10 +187,13 @@ impl Producer {
             idle.push(Api::connect(target.clone()).await?);
         }
         let stream = StreamRef::new(&config.stream);
-        let shards = if config.aggregate {
-            shard_map(&mut idle[0], &stream).await?
-        } else {
-            Vec::new()
+        // The shard map, for aggregation; and a stream that is not there
+        // fails here rather than record by record. Without the right to list
+        // shards, aggregates group records by partition key instead.
+        let shards = match shard_map(&mut idle[0], &stream).await {
+            Ok(shards) => shards,
+            Err(e) if e.name() == Some("AccessDeniedException") => Vec::new(),
+            Err(e) => return Err(e),
         };
         let max_buffered = config.max_buffered_bytes.max(config.max_record_bytes);
         let budget = Arc::new(Semaphore::new(max_buffered));

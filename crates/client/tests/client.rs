@@ -434,7 +434,36 @@ fn seq_le(a: &str, b: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_fail_the_record_and_are_not_retried() {
     let (server, _dir) = start(false).await;
-    let producer = Producer::start(target(&server), ProducerConfig::new("missing"))
+    // A stream that is not there fails at start.
+    let err = Producer::start(target(&server), ProducerConfig::new("missing"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.name(), Some("ResourceNotFoundException"));
+    // Records that can never be put are refused at once.
+    create(&server, "there", 1).await;
+    let producer = Producer::start(target(&server), ProducerConfig::new("there"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        producer.send(Record::new("", b"x".to_vec())).await,
+        Err(PutError::Invalid(_))
+    ));
+    assert!(matches!(
+        producer.send(Record::new("k", vec![0; 1 << 20])).await,
+        Err(PutError::Invalid(_))
+    ));
+    // A record the server refuses (a hash key past the stream's range
+    // cannot be, so: the stream deleted under the producer) fails without
+    // retries.
+    let mut api = Api::connect(Arc::new(target(&server))).await.unwrap();
+    let _: serde_json::Value = api
+        .call(
+            "DeleteStream",
+            &k::DeleteStreamInput {
+                stream_name: Some("there".into()),
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
     let receipt = producer
@@ -452,15 +481,6 @@ async fn refusals_fail_the_record_and_are_not_retried() {
             .load(std::sync::atomic::Ordering::Relaxed),
         0
     );
-    // Records that can never be put are refused at once.
-    assert!(matches!(
-        producer.send(Record::new("", b"x".to_vec())).await,
-        Err(PutError::Invalid(_))
-    ));
-    assert!(matches!(
-        producer.send(Record::new("k", vec![0; 1 << 20])).await,
-        Err(PutError::Invalid(_))
-    ));
     producer.close().await;
     // Aggregation needs the shard map: a missing stream fails at start.
     let mut config = ProducerConfig::new("missing");

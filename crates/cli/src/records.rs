@@ -1,0 +1,455 @@
+//! `sluice put` and `sluice tail`: records into and out of a stream on any
+//! Kinesis endpoint, through the client crate.
+
+use std::io::{BufRead, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use sluice_client::consumer::{self, Batch, ConsumerConfig, Handler, StartingPosition};
+use sluice_client::producer::{Producer, ProducerConfig, Record};
+use sluice_client::Target;
+
+/// Where and as whom: shared by put and tail.
+#[derive(Debug, clap::Args)]
+pub struct Endpoint {
+    /// The endpoint [default: AWS_ENDPOINT_URL_KINESIS, AWS_ENDPOINT_URL,
+    /// or http://127.0.0.1:4567].
+    #[arg(long)]
+    endpoint: Option<String>,
+    /// The region [default: AWS_REGION, AWS_DEFAULT_REGION, the profile's, or us-east-1].
+    #[arg(long)]
+    region: Option<String>,
+    /// The profile of ~/.aws/credentials and ~/.aws/config to use
+    /// [default: AWS_PROFILE or default].
+    #[arg(long)]
+    profile: Option<String>,
+}
+
+impl Endpoint {
+    /// The target: flags, then the environment and profile files as the AWS
+    /// CLI reads them. Without any keys, placeholder ones (Sluice without
+    /// configured credentials accepts any).
+    fn target(&self) -> Target {
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let found = sluice_client::credentials::discover_with(|name| {
+            if name == "AWS_PROFILE" {
+                if let Some(p) = &self.profile {
+                    return Some(p.clone());
+                }
+            }
+            env(name)
+        });
+        Target {
+            endpoint: self
+                .endpoint
+                .clone()
+                .or_else(|| env("AWS_ENDPOINT_URL_KINESIS"))
+                .or_else(|| env("AWS_ENDPOINT_URL"))
+                .unwrap_or_else(|| "http://127.0.0.1:4567".into()),
+            region: self
+                .region
+                .clone()
+                .or(found.region)
+                .unwrap_or_else(|| "us-east-1".into()),
+            access_key: found.access_key.unwrap_or_else(|| "sluice".into()),
+            secret_key: found.secret_key.unwrap_or_else(|| "sluice".into()),
+            session_token: found.session_token,
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PutArgs {
+    /// The stream's name or ARN.
+    #[arg(long)]
+    stream: String,
+    /// Read this file [default: standard input].
+    #[arg(long)]
+    file: Option<PathBuf>,
+    /// Each line is a record (without its line ending); otherwise the whole
+    /// input is one record.
+    #[arg(long)]
+    lines: bool,
+    /// Every record's partition key [default: a random one per record].
+    /// One key keeps the records in order, also when retried: without
+    /// --aggregate that is one record per round trip.
+    #[arg(long)]
+    partition_key: Option<String>,
+    /// Every record's explicit hash key (a decimal below 2^128).
+    #[arg(long)]
+    explicit_hash_key: Option<String>,
+    /// Pack records into KPL aggregated records (consumers must de-aggregate:
+    /// the KCL, Lambda, Firehose and `sluice tail` do).
+    #[arg(long)]
+    aggregate: bool,
+    /// Do not keep a partition key's records in order when retried (more
+    /// records per request with one key).
+    #[arg(long)]
+    unordered: bool,
+    /// How long a record waits for others to fill its request, in ms.
+    #[arg(long, default_value_t = 50)]
+    linger_ms: u64,
+    /// Connections, each with one request in flight.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Give up on a record retried this long, in seconds (0: never).
+    #[arg(long, default_value_t = 30)]
+    record_ttl: u64,
+    #[command(flatten)]
+    endpoint: Endpoint,
+}
+
+/// The most input one record (without --lines) or one line may take.
+const LINE_MAX: u64 = 10 << 20;
+
+pub fn put(args: PutArgs) -> anyhow::Result<ExitCode> {
+    let target = args.endpoint.target();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(put_async(args, target))
+}
+
+async fn put_async(args: PutArgs, target: Target) -> anyhow::Result<ExitCode> {
+    let (input, size): (Box<dyn Read + Send>, Option<u64>) = match &args.file {
+        Some(path) => {
+            let file = std::fs::File::open(path)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+            let size = file.metadata().ok().map(|m| m.len());
+            (Box::new(file), size)
+        }
+        None => (Box::new(std::io::stdin()), None),
+    };
+    let mut config = ProducerConfig::new(&args.stream);
+    config.aggregate = args.aggregate;
+    config.ordered = !args.unordered;
+    config.linger = Duration::from_millis(args.linger_ms);
+    config.connections = args.connections.max(1);
+    config.record_ttl = (args.record_ttl > 0).then(|| Duration::from_secs(args.record_ttl));
+    let producer = Producer::start(target.clone(), config)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}: {e}", target.endpoint))?;
+    let metrics = producer.metrics();
+    let bar = progress(size);
+    let started = Instant::now();
+    // Records are read on a blocking thread and handed over in order.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(256);
+    let lines = args.lines;
+    let reader_bar = bar.clone();
+    let reader = tokio::task::spawn_blocking(move || read_records(input, lines, &tx, &reader_bar));
+    let (mut failed, mut first_error) = (0u64, None::<String>);
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+    while let Some(data) = rx.recv().await {
+        let data = data?;
+        let record = Record {
+            partition_key: args
+                .partition_key
+                .clone()
+                .unwrap_or_else(|| format!("{:032x}", fastrand::u128(..))),
+            explicit_hash_key: args.explicit_hash_key.clone(),
+            data,
+        };
+        let receipt = match producer.send(record).await {
+            Ok(r) => r,
+            Err(e) => {
+                failed += 1;
+                first_error.get_or_insert(e.to_string());
+                continue;
+            }
+        };
+        let done = done_tx.clone();
+        tokio::spawn(async move {
+            let _ = done.send(receipt.await);
+        });
+    }
+    reader.await??;
+    drop(done_tx);
+    producer.flush().await;
+    while let Some(result) = done_rx.recv().await {
+        if let Err(e) = result {
+            failed += 1;
+            first_error.get_or_insert(e.to_string());
+        }
+    }
+    producer.close().await;
+    bar.finish_and_clear();
+    let elapsed = started.elapsed().as_secs_f64().max(1e-6);
+    let records = metrics.records.load(Ordering::Relaxed);
+    let bytes = metrics.bytes.load(Ordering::Relaxed);
+    eprintln!(
+        "put {records} records ({bytes} bytes) into {} in {elapsed:.2} s: {:.0} records/s, {:.1} MB/s; \
+         {} requests, {} retries, {failed} failed",
+        args.stream,
+        records as f64 / elapsed,
+        bytes as f64 / elapsed / 1e6,
+        metrics.requests.load(Ordering::Relaxed),
+        metrics.retries.load(Ordering::Relaxed),
+    );
+    if let Some(e) = first_error {
+        eprintln!("error: {failed} records were not put; the first: {e}");
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn progress(size: Option<u64>) -> indicatif::ProgressBar {
+    let bar = match size {
+        // Files of a megabyte or more show a bar (on a terminal only).
+        Some(n) if n >= 1 << 20 => indicatif::ProgressBar::new(n),
+        _ => return indicatif::ProgressBar::hidden(),
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} {elapsed_precise}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+/// Reads the input as records and sends them, in order.
+fn read_records(
+    input: Box<dyn Read + Send>,
+    lines: bool,
+    tx: &tokio::sync::mpsc::Sender<std::io::Result<Vec<u8>>>,
+    bar: &indicatif::ProgressBar,
+) -> anyhow::Result<()> {
+    let mut input = std::io::BufReader::with_capacity(1 << 20, input);
+    if !lines {
+        let mut data = Vec::new();
+        (&mut input).take(LINE_MAX + 1).read_to_end(&mut data)?;
+        if data.len() as u64 > LINE_MAX {
+            anyhow::bail!(
+                "the input is larger than a record may be ({LINE_MAX} bytes); use --lines?"
+            );
+        }
+        bar.inc(data.len() as u64);
+        let _ = tx.blocking_send(Ok(data));
+        return Ok(());
+    }
+    loop {
+        let mut line = Vec::new();
+        let n = (&mut input)
+            .take(LINE_MAX + 1)
+            .read_until(b'\n', &mut line)?;
+        if n == 0 {
+            return Ok(());
+        }
+        if line.len() as u64 > LINE_MAX {
+            anyhow::bail!("a line is longer than a record may be ({LINE_MAX} bytes)");
+        }
+        bar.inc(n as u64);
+        if line.last() == Some(&b'\n') {
+            line.pop();
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+        }
+        if tx.blocking_send(Ok(line)).is_err() {
+            return Ok(());
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// The data, then a newline.
+    Raw,
+    /// One JSON object per record (data as text when it is UTF-8, else base64).
+    Json,
+    /// Shard, sequence number, partition key, then the data in hex.
+    Hex,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TailArgs {
+    /// The stream's name or ARN.
+    #[arg(long)]
+    stream: String,
+    /// trim-horizon, latest, a time (RFC 3339, or seconds since the epoch),
+    /// or a sequence number (its shard from there, then its descendants).
+    #[arg(long, default_value = "trim-horizon")]
+    from: String,
+    /// Keep reading new records (until interrupted); otherwise stop at the tip.
+    #[arg(long)]
+    follow: bool,
+    #[arg(long, value_enum, default_value = "raw")]
+    format: Format,
+    /// Print KPL aggregated records as stored instead of their user records.
+    #[arg(long)]
+    no_deaggregate: bool,
+    /// Stop after this many records.
+    #[arg(long)]
+    max_records: Option<u64>,
+    #[command(flatten)]
+    endpoint: Endpoint,
+}
+
+/// A starting position from its text.
+pub fn starting_position(from: &str) -> anyhow::Result<StartingPosition> {
+    match from {
+        "trim-horizon" | "TRIM_HORIZON" => return Ok(StartingPosition::TrimHorizon),
+        "latest" | "LATEST" => return Ok(StartingPosition::Latest),
+        _ => {}
+    }
+    // Sequence numbers are long decimals (AWS's have 56 digits); seconds
+    // since the epoch are short.
+    if from.len() >= 20 && from.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(StartingPosition::AtSequence(from.to_owned()));
+    }
+    if let Ok(seconds) = from.parse::<f64>() {
+        if seconds.is_finite() && seconds >= 0.0 {
+            return Ok(StartingPosition::AtTimestamp(seconds));
+        }
+    }
+    if let Ok(t) = from.parse::<jiff::Timestamp>() {
+        return Ok(StartingPosition::AtTimestamp(
+            t.as_millisecond() as f64 / 1000.0,
+        ));
+    }
+    anyhow::bail!(
+        "--from takes trim-horizon, latest, a time (2026-12-05T10:00:00Z or seconds since the epoch) \
+         or a sequence number, not {from:?}"
+    )
+}
+
+pub fn tail(args: TailArgs) -> anyhow::Result<ExitCode> {
+    let target = args.endpoint.target();
+    let mut config = ConsumerConfig::new(&args.stream, starting_position(&args.from)?);
+    config.follow = args.follow;
+    config.deaggregate = !args.no_deaggregate;
+    config.idle_poll = Duration::from_millis(250);
+    let printer = Printer {
+        out: std::io::BufWriter::new(std::io::stdout()),
+        format: args.format,
+        left: args.max_records,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match runtime.block_on(consumer::consume(target, config, printer)) {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(consumer::ConsumeError::Handler(e)) if e.is::<Enough>() => Ok(ExitCode::SUCCESS),
+        Err(consumer::ConsumeError::Handler(e)) => Err(e),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// --max-records reached.
+#[derive(Debug)]
+struct Enough;
+
+impl std::fmt::Display for Enough {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("enough records")
+    }
+}
+
+impl std::error::Error for Enough {}
+
+struct Printer {
+    out: std::io::BufWriter<std::io::Stdout>,
+    format: Format,
+    left: Option<u64>,
+}
+
+impl Handler for Printer {
+    async fn records(&mut self, batch: Batch) -> anyhow::Result<()> {
+        for r in &batch.records {
+            if self.left == Some(0) {
+                self.out.flush()?;
+                return Err(Enough.into());
+            }
+            match self.format {
+                Format::Raw => {
+                    self.out.write_all(&r.data)?;
+                    self.out.write_all(b"\n")?;
+                }
+                Format::Json => {
+                    let mut line = serde_json::Map::new();
+                    line.insert("shardId".into(), batch.shard_id.clone().into());
+                    line.insert("sequenceNumber".into(), r.sequence_number.clone().into());
+                    if let Some(sub) = r.sub_sequence_number {
+                        line.insert("subSequenceNumber".into(), sub.into());
+                    }
+                    line.insert("partitionKey".into(), r.partition_key.clone().into());
+                    if let Some(h) = &r.explicit_hash_key {
+                        line.insert("explicitHashKey".into(), h.clone().into());
+                    }
+                    if let Some(t) = r.arrival {
+                        line.insert("approximateArrivalTimestamp".into(), t.into());
+                    }
+                    match std::str::from_utf8(&r.data) {
+                        Ok(text) => line.insert("data".into(), text.into()),
+                        Err(_) => line.insert(
+                            "dataBase64".into(),
+                            base64::engine::general_purpose::STANDARD
+                                .encode(&r.data)
+                                .into(),
+                        ),
+                    };
+                    serde_json::to_writer(&mut self.out, &line)?;
+                    self.out.write_all(b"\n")?;
+                }
+                Format::Hex => {
+                    let sub = r
+                        .sub_sequence_number
+                        .map(|s| format!(":{s}"))
+                        .unwrap_or_default();
+                    write!(
+                        self.out,
+                        "{} {}{sub} {} ",
+                        batch.shard_id, r.sequence_number, r.partition_key
+                    )?;
+                    for b in &r.data {
+                        write!(self.out, "{b:02x}")?;
+                    }
+                    self.out.write_all(b"\n")?;
+                }
+            }
+            if let Some(left) = &mut self.left {
+                *left -= 1;
+            }
+        }
+        self.out.flush()?;
+        if self.left == Some(0) {
+            return Err(Enough.into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn starting_positions() {
+        assert_eq!(
+            starting_position("trim-horizon").unwrap(),
+            StartingPosition::TrimHorizon
+        );
+        assert_eq!(
+            starting_position("latest").unwrap(),
+            StartingPosition::Latest
+        );
+        assert_eq!(
+            starting_position("1764928800").unwrap(),
+            StartingPosition::AtTimestamp(1764928800.0)
+        );
+        assert_eq!(
+            starting_position("2026-12-05T10:00:00Z").unwrap(),
+            StartingPosition::AtTimestamp(1796464800.0)
+        );
+        let seq = "49590338271490256608559692538361571095921575989136588898";
+        assert_eq!(
+            starting_position(seq).unwrap(),
+            StartingPosition::AtSequence(seq.into())
+        );
+        assert!(starting_position("yesterday").is_err());
+        assert!(starting_position("-5").is_err());
+    }
+}
