@@ -8,9 +8,11 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+use sluice_client::api::StreamRef;
 use sluice_client::consumer::{self, Batch, ConsumerConfig, Handler, StartingPosition};
+use sluice_client::large::{LargeProducer, Mode, Store};
 use sluice_client::producer::{Producer, ProducerConfig, Record};
-use sluice_client::Target;
+use sluice_client::{Api, Target};
 
 /// Where and as whom: shared by put and tail.
 #[derive(Debug, clap::Args)]
@@ -98,12 +100,76 @@ pub struct PutArgs {
     /// Give up on a record retried this long, in seconds (0: never).
     #[arg(long, default_value_t = 30)]
     record_ttl: u64,
+    /// Records larger than the stream takes: auto (as is if it fits, else
+    /// zstd if that fits, else a claim check when --large-store is given,
+    /// else chunks), compress, claim-check, chunk, or off (refused).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "compress", "claim-check", "chunk", "off"])]
+    large_records: String,
+    /// --large-records compress: gzip, zstd, lz4 or snappy.
+    #[arg(long, default_value = "zstd")]
+    codec: String,
+    #[command(flatten)]
+    store: StoreArgs,
+    /// The largest record read from the input, in MiB.
+    #[arg(long, default_value_t = 256)]
+    max_record_mib: u64,
     #[command(flatten)]
     endpoint: Endpoint,
 }
 
-/// The most input one record (without --lines) or one line may take.
-const LINE_MAX: u64 = 10 << 20;
+/// Where claim checks' objects are.
+#[derive(Debug, clap::Args)]
+pub struct StoreArgs {
+    /// A directory, or s3://BUCKET[?endpoint=URL&region=REGION] (keys as for
+    /// the stream) [default: ~/.local/share/sluice/large-records].
+    #[arg(long)]
+    large_store: Option<String>,
+}
+
+/// The bucket name claim checks use in a local directory.
+const LOCAL_BUCKET: &str = "sluice-large-records";
+
+impl StoreArgs {
+    fn store(&self, target: &Target) -> anyhow::Result<Store> {
+        let Some(spec) = &self.large_store else {
+            let base = std::env::var_os("XDG_DATA_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+                .ok_or_else(|| {
+                    anyhow::anyhow!("no HOME to keep large records under: give --large-store")
+                })?;
+            return Store::local(&base.join("sluice/large-records"), LOCAL_BUCKET)
+                .map_err(anyhow::Error::msg);
+        };
+        if let Some(rest) = spec.strip_prefix("s3://") {
+            let (bucket, query) = rest.split_once('?').unwrap_or((rest, ""));
+            let bucket = bucket.trim_end_matches('/');
+            let (mut endpoint, mut region) = (None, target.region.clone());
+            for pair in query.split('&').filter(|p| !p.is_empty()) {
+                match pair.split_once('=') {
+                    Some(("endpoint", v)) => endpoint = Some(v.to_owned()),
+                    Some(("region", v)) => region = v.to_owned(),
+                    _ => anyhow::bail!(
+                        "--large-store s3://BUCKET takes endpoint= and region=, not {pair:?}"
+                    ),
+                }
+            }
+            return Store::s3(
+                bucket,
+                endpoint.as_deref(),
+                &region,
+                (
+                    &target.access_key,
+                    &target.secret_key,
+                    target.session_token.as_deref(),
+                ),
+            )
+            .map_err(anyhow::Error::msg);
+        }
+        let dir = spec.strip_prefix("file://").unwrap_or(spec);
+        Store::local(std::path::Path::new(dir), LOCAL_BUCKET).map_err(anyhow::Error::msg)
+    }
+}
 
 pub fn put(args: PutArgs) -> anyhow::Result<ExitCode> {
     let target = args.endpoint.target();
@@ -123,23 +189,55 @@ async fn put_async(args: PutArgs, target: Target) -> anyhow::Result<ExitCode> {
         }
         None => (Box::new(std::io::stdin()), None),
     };
+    let stream = StreamRef::new(&args.stream);
+    let mut api = Api::connect(std::sync::Arc::new(target.clone()))
+        .await
+        .map_err(|e| anyhow::anyhow!("{}: {e}", target.endpoint))?;
+    let limits = api
+        .stream_limits(&stream)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}: {e}", target.endpoint))?;
+    let mode = match args.large_records.as_str() {
+        "off" => Mode::Off,
+        "compress" => Mode::Compress(args.codec.parse().map_err(anyhow::Error::msg)?),
+        "claim-check" => Mode::ClaimCheck,
+        "chunk" => Mode::Chunk,
+        _ => Mode::Auto,
+    };
+    // Claim checks in auto mode only where the user said to keep them.
+    let store = match mode {
+        Mode::ClaimCheck => Some(args.store.store(&target)?),
+        Mode::Auto if args.store.large_store.is_some() => Some(args.store.store(&target)?),
+        _ => None,
+    };
     let mut config = ProducerConfig::new(&args.stream);
     config.aggregate = args.aggregate;
     config.ordered = !args.unordered;
     config.linger = Duration::from_millis(args.linger_ms);
     config.connections = args.connections.max(1);
     config.record_ttl = (args.record_ttl > 0).then(|| Duration::from_secs(args.record_ttl));
+    config.max_record_bytes = limits.max_record_bytes;
     let producer = Producer::start(target.clone(), config)
         .await
         .map_err(|e| anyhow::anyhow!("{}: {e}", target.endpoint))?;
-    let metrics = producer.metrics();
+    let producer = LargeProducer::new(
+        producer,
+        mode,
+        store.clone(),
+        &args.stream,
+        limits.max_record_bytes,
+    );
+    let metrics = producer.producer().metrics();
     let bar = progress(size);
     let started = Instant::now();
     // Records are read on a blocking thread and handed over in order.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(256);
     let lines = args.lines;
     let reader_bar = bar.clone();
-    let reader = tokio::task::spawn_blocking(move || read_records(input, lines, &tx, &reader_bar));
+    let max_input = args.max_record_mib.saturating_mul(1 << 20);
+    let reader = tokio::task::spawn_blocking(move || {
+        read_records(input, lines, max_input, &tx, &reader_bar)
+    });
     let (mut failed, mut first_error) = (0u64, None::<String>);
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
     while let Some(data) = rx.recv().await {
@@ -152,6 +250,7 @@ async fn put_async(args: PutArgs, target: Target) -> anyhow::Result<ExitCode> {
             explicit_hash_key: args.explicit_hash_key.clone(),
             data,
         };
+        let len = record.data.len() as u64;
         let receipt = match producer.send(record).await {
             Ok(r) => r,
             Err(e) => {
@@ -162,29 +261,43 @@ async fn put_async(args: PutArgs, target: Target) -> anyhow::Result<ExitCode> {
         };
         let done = done_tx.clone();
         tokio::spawn(async move {
-            let _ = done.send(receipt.await);
+            let _ = done.send(receipt.wait().await.map(|_| len));
         });
     }
     reader.await??;
     drop(done_tx);
-    producer.flush().await;
+    producer.producer().flush().await;
+    let (mut records, mut bytes) = (0u64, 0u64);
     while let Some(result) = done_rx.recv().await {
+        if let Ok(len) = result {
+            records += 1;
+            bytes += len;
+        }
         if let Err(e) = result {
             failed += 1;
             first_error.get_or_insert(e.to_string());
         }
     }
-    producer.close().await;
+    producer.into_producer().close().await;
     bar.finish_and_clear();
+    // Objects the stream no longer points to (older than its retention).
+    if let Some(store) = &store {
+        let prefix = args.stream.rsplit('/').next().unwrap_or(&args.stream);
+        let before = std::time::SystemTime::now() - limits.retention;
+        match store.sweep(prefix, before).await {
+            Ok(0) => {}
+            Ok(n) => eprintln!("swept {n} claim-check objects older than the stream's retention"),
+            Err(e) => eprintln!("warning: sweeping old claim-check objects: {e}"),
+        }
+    }
     let elapsed = started.elapsed().as_secs_f64().max(1e-6);
-    let records = metrics.records.load(Ordering::Relaxed);
-    let bytes = metrics.bytes.load(Ordering::Relaxed);
     eprintln!(
         "put {records} records ({bytes} bytes) into {} in {elapsed:.2} s: {:.0} records/s, {:.1} MB/s; \
-         {} requests, {} retries, {failed} failed",
+         {} stream records in {} requests, {} retries, {failed} failed",
         args.stream,
         records as f64 / elapsed,
         bytes as f64 / elapsed / 1e6,
+        metrics.entries.load(Ordering::Relaxed),
         metrics.requests.load(Ordering::Relaxed),
         metrics.retries.load(Ordering::Relaxed),
     );
@@ -214,17 +327,16 @@ fn progress(size: Option<u64>) -> indicatif::ProgressBar {
 fn read_records(
     input: Box<dyn Read + Send>,
     lines: bool,
+    max: u64,
     tx: &tokio::sync::mpsc::Sender<std::io::Result<Vec<u8>>>,
     bar: &indicatif::ProgressBar,
 ) -> anyhow::Result<()> {
     let mut input = std::io::BufReader::with_capacity(1 << 20, input);
     if !lines {
         let mut data = Vec::new();
-        (&mut input).take(LINE_MAX + 1).read_to_end(&mut data)?;
-        if data.len() as u64 > LINE_MAX {
-            anyhow::bail!(
-                "the input is larger than a record may be ({LINE_MAX} bytes); use --lines?"
-            );
+        (&mut input).take(max + 1).read_to_end(&mut data)?;
+        if data.len() as u64 > max {
+            anyhow::bail!("the input is more than --max-record-mib ({max} bytes); use --lines?");
         }
         bar.inc(data.len() as u64);
         let _ = tx.blocking_send(Ok(data));
@@ -232,14 +344,12 @@ fn read_records(
     }
     loop {
         let mut line = Vec::new();
-        let n = (&mut input)
-            .take(LINE_MAX + 1)
-            .read_until(b'\n', &mut line)?;
+        let n = (&mut input).take(max + 1).read_until(b'\n', &mut line)?;
         if n == 0 {
             return Ok(());
         }
-        if line.len() as u64 > LINE_MAX {
-            anyhow::bail!("a line is longer than a record may be ({LINE_MAX} bytes)");
+        if line.len() as u64 > max {
+            anyhow::bail!("a line is longer than --max-record-mib ({max} bytes)");
         }
         bar.inc(n as u64);
         if line.last() == Some(&b'\n') {
@@ -284,6 +394,14 @@ pub struct TailArgs {
     /// Stop after this many records.
     #[arg(long)]
     max_records: Option<u64>,
+    /// Print large-record envelopes as stored instead of what they carry.
+    #[arg(long)]
+    no_large_records: bool,
+    #[command(flatten)]
+    store: StoreArgs,
+    /// How long the chunks of a message may take to all arrive, in seconds.
+    #[arg(long, default_value_t = 300)]
+    chunk_timeout: u64,
     #[command(flatten)]
     endpoint: Endpoint,
 }
@@ -322,19 +440,37 @@ pub fn tail(args: TailArgs) -> anyhow::Result<ExitCode> {
     config.follow = args.follow;
     config.deaggregate = !args.no_deaggregate;
     config.idle_poll = Duration::from_millis(250);
+    config.large = if args.no_large_records {
+        None
+    } else {
+        Some(consumer::LargeRead {
+            store: Some(args.store.store(&target)?),
+            chunk_timeout: Duration::from_secs(args.chunk_timeout),
+            ..consumer::LargeRead::default()
+        })
+    };
     let printer = Printer {
         out: std::io::BufWriter::new(std::io::stdout()),
         format: args.format,
         left: args.max_records,
+        problems: Default::default(),
     };
+    let problems = printer.problems.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     match runtime.block_on(consumer::consume(target, config, printer)) {
-        Ok(()) => Ok(ExitCode::SUCCESS),
-        Err(consumer::ConsumeError::Handler(e)) if e.is::<Enough>() => Ok(ExitCode::SUCCESS),
-        Err(consumer::ConsumeError::Handler(e)) => Err(e),
-        Err(e) => Err(e.into()),
+        Ok(()) => {}
+        Err(consumer::ConsumeError::Handler(e)) if e.is::<Enough>() => {}
+        Err(consumer::ConsumeError::Handler(e)) => return Err(e),
+        Err(e) => return Err(e.into()),
+    }
+    match problems.load(Ordering::Relaxed) {
+        0 => Ok(ExitCode::SUCCESS),
+        n => {
+            eprintln!("error: {n} large records could not be made whole");
+            Ok(ExitCode::from(1))
+        }
     }
 }
 
@@ -354,6 +490,8 @@ struct Printer {
     out: std::io::BufWriter<std::io::Stdout>,
     format: Format,
     left: Option<u64>,
+    /// Large records that could not be made whole.
+    problems: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Handler for Printer {
@@ -418,6 +556,13 @@ impl Handler for Printer {
         if self.left == Some(0) {
             return Err(Enough.into());
         }
+        Ok(())
+    }
+
+    /// Said on standard error; the records go on.
+    fn problem(&mut self, problem: sluice_client::large::Problem) -> anyhow::Result<()> {
+        self.problems.fetch_add(1, Ordering::Relaxed);
+        eprintln!("warning: {problem}");
         Ok(())
     }
 }

@@ -148,3 +148,35 @@ impl StreamRef {
         }
     }
 }
+
+/// What a producer needs to know of a stream: its largest record (data and
+/// partition key; 1 MiB unless raised) and its retention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamLimits {
+    pub max_record_bytes: usize,
+    pub retention: std::time::Duration,
+}
+
+impl Api {
+    pub async fn stream_limits(&mut self, stream: &StreamRef) -> Result<StreamLimits, Error> {
+        let out: sluice_aws::kinesis::DescribeStreamSummaryOutput = self
+            .call(
+                "DescribeStreamSummary",
+                &sluice_aws::kinesis::DescribeStreamSummaryInput {
+                    stream_name: stream.name.clone(),
+                    stream_arn: stream.arn.clone(),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        let s = out.stream_description_summary;
+        Ok(StreamLimits {
+            max_record_bytes: s
+                .max_record_size_in_kib
+                .map_or(1 << 20, |k| k.max(1) as usize * 1024),
+            retention: std::time::Duration::from_secs(
+                s.retention_period_hours.max(1) as u64 * 3600,
+            ),
+        })
+    }
+}

@@ -62,6 +62,33 @@ pub enum Checkpoint {
     After(String),
     /// The shard was read to its end.
     ShardEnd,
+    /// At this record, itself included: a chunk of a message not yet whole
+    /// was read there, so a restart must read it again.
+    At(String),
+}
+
+/// Reading records larger than the stream takes ([`crate::large`]).
+#[derive(Debug, Clone)]
+pub struct LargeRead {
+    /// Where claim checks point; without one they are reported unreadable.
+    pub store: Option<crate::large::Store>,
+    /// The largest message made whole (decompressed, fetched, reassembled).
+    pub max_message: usize,
+    /// Memory for messages whose chunks are still coming.
+    pub max_partial_bytes: usize,
+    /// How long the chunks of a message may take to all arrive.
+    pub chunk_timeout: Duration,
+}
+
+impl Default for LargeRead {
+    fn default() -> Self {
+        Self {
+            store: None,
+            max_message: 256 << 20,
+            max_partial_bytes: 512 << 20,
+            chunk_timeout: Duration::from_secs(300),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -81,6 +108,8 @@ pub struct ConsumerConfig {
     pub limit: i64,
     /// Split KPL aggregated records into their user records.
     pub deaggregate: bool,
+    /// Open large-record envelopes; `None` hands them over as they are.
+    pub large: Option<LargeRead>,
 }
 
 impl ConsumerConfig {
@@ -93,6 +122,7 @@ impl ConsumerConfig {
             idle_poll: Duration::from_millis(500),
             limit: 10_000,
             deaggregate: true,
+            large: Some(LargeRead::default()),
         }
     }
 }
@@ -126,9 +156,17 @@ pub trait Handler: Send {
     fn records(&mut self, batch: Batch) -> impl Future<Output = anyhow::Result<()>> + Send;
 
     /// Called after `records` returned for a batch (or a shard that ended
-    /// without records), with where to resume.
+    /// without records), with where to resume; again when a shard's
+    /// checkpoint moves because a message it held a chunk of is done.
     fn checkpoint(&mut self, _shard_id: &str, _checkpoint: &Checkpoint) -> anyhow::Result<()> {
         Ok(())
+    }
+
+    /// A large record that could not be made whole (chunks missing after the
+    /// timeout, a checksum that does not hold, an object that cannot be
+    /// read). By default it stops the consumer.
+    fn problem(&mut self, problem: crate::large::Problem) -> anyhow::Result<()> {
+        Err(anyhow::Error::new(problem))
     }
 }
 
@@ -203,6 +241,7 @@ pub async fn consume<H: Handler>(
     let mut skipped: HashSet<String> = HashSet::new();
     let mut wanted: HashSet<String> = owner.iter().cloned().collect();
     let (tx, mut rx) = mpsc::channel::<Event>(4);
+    let mut large = config.large.clone().map(Large::new);
     let mut readers = JoinSet::new();
     let mut active = 0usize;
     loop {
@@ -245,6 +284,7 @@ pub async fn consume<H: Handler>(
                         continue;
                     }
                     Some(Checkpoint::After(seq)) => From::After(seq.clone()),
+                    Some(Checkpoint::At(seq)) => From::At(seq.clone()),
                     None => match &config.start {
                         StartingPosition::TrimHorizon => From::TrimHorizon,
                         StartingPosition::AtTimestamp(t) => From::Timestamp(*t),
@@ -278,23 +318,57 @@ pub async fn consume<H: Handler>(
             }
         }
         if active == 0 {
+            // Nothing more will come: what is still partial is lost.
+            if let Some(large) = &mut large {
+                let problems = large.reassembler.expire(large.clock.elapsed(), None);
+                large.report(&mut handler, problems)?;
+                large.reissue(&mut handler)?;
+            }
             return Ok(());
         }
-        let Some(event) = rx.recv().await else {
+        let tick = large.as_ref().map_or(Duration::from_secs(3600), |l| {
+            (l.config.chunk_timeout / 4).max(Duration::from_millis(100))
+        });
+        let event = tokio::select! {
+            event = rx.recv() => event,
+            _ = tokio::time::sleep(tick), if large.as_ref().is_some_and(|l| l.reassembler.partial_bytes() > 0) => {
+                if let Some(large) = &mut large {
+                    let timeout = Some(large.config.chunk_timeout);
+                    let problems = large.reassembler.expire(large.clock.elapsed(), timeout);
+                    large.report(&mut handler, problems)?;
+                    large.reissue(&mut handler)?;
+                }
+                continue;
+            }
+        };
+        let Some(event) = event else {
             return Ok(());
         };
         match event {
-            Event::Batch(batch) => {
+            Event::Batch(mut batch) => {
                 let shard_id = batch.shard_id.clone();
                 let checkpoint = batch.checkpoint.clone();
                 let ended = checkpoint == Checkpoint::ShardEnd;
+                if let Some(large) = &mut large {
+                    let mut problems = Vec::new();
+                    batch.records = large
+                        .resolve(&shard_id, std::mem::take(&mut batch.records), &mut problems)
+                        .await;
+                    large.report(&mut handler, problems)?;
+                }
                 handler
                     .records(batch)
                     .await
                     .map_err(ConsumeError::Handler)?;
-                handler
-                    .checkpoint(&shard_id, &checkpoint)
-                    .map_err(ConsumeError::Handler)?;
+                match &mut large {
+                    Some(large) => {
+                        large.natural.insert(shard_id.clone(), checkpoint);
+                        large.reissue(&mut handler)?;
+                    }
+                    None => handler
+                        .checkpoint(&shard_id, &checkpoint)
+                        .map_err(ConsumeError::Handler)?,
+                }
                 if ended {
                     active -= 1;
                     done.insert(shard_id);
@@ -305,6 +379,184 @@ pub async fn consume<H: Handler>(
             Event::CaughtUp => active -= 1,
             Event::Failed(e) => return Err(e.into()),
         }
+    }
+}
+
+/// The consumer's large-record state.
+struct Large {
+    config: LargeRead,
+    reassembler: crate::large::Reassembler,
+    clock: tokio::time::Instant,
+    /// Each shard's checkpoint as read, and as last handed to the handler.
+    natural: HashMap<String, Checkpoint>,
+    issued: HashMap<String, Checkpoint>,
+}
+
+impl Large {
+    fn new(config: LargeRead) -> Self {
+        Self {
+            reassembler: crate::large::Reassembler::new(
+                config.max_partial_bytes,
+                config.max_message,
+            ),
+            config,
+            clock: tokio::time::Instant::now(),
+            natural: HashMap::new(),
+            issued: HashMap::new(),
+        }
+    }
+
+    fn report<H: Handler>(
+        &self,
+        handler: &mut H,
+        problems: Vec<crate::large::Problem>,
+    ) -> Result<(), ConsumeError> {
+        for p in problems {
+            handler.problem(p).map_err(ConsumeError::Handler)?;
+        }
+        Ok(())
+    }
+
+    /// Hands the handler every shard's checkpoint that moved: where it was
+    /// read to, or, while a chunk read there waits for its message, that
+    /// chunk.
+    fn reissue<H: Handler>(&mut self, handler: &mut H) -> Result<(), ConsumeError> {
+        let holds = self.reassembler.holds();
+        let mut shards: Vec<&String> = self.natural.keys().collect();
+        shards.sort();
+        for shard in shards {
+            let effective = match holds.get(shard) {
+                Some(seq) => Checkpoint::At(seq.clone()),
+                None => self.natural[shard].clone(),
+            };
+            if self.issued.get(shard) != Some(&effective) {
+                handler
+                    .checkpoint(shard, &effective)
+                    .map_err(ConsumeError::Handler)?;
+                self.issued.insert(shard.clone(), effective);
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens the envelopes of a batch: compressed records decompressed,
+    /// claim checks fetched, chunks held until their message is whole.
+    async fn resolve(
+        &mut self,
+        shard: &str,
+        records: Vec<UserRecord>,
+        problems: &mut Vec<crate::large::Problem>,
+    ) -> Vec<UserRecord> {
+        use crate::large::{decompress, open, Fed, Header, Problem};
+        let mut out = Vec::with_capacity(records.len());
+        'records: for mut r in records {
+            // A message may be an envelope in an envelope: open a few.
+            for _ in 0..3 {
+                let Some((header, payload)) = open(&r.data) else {
+                    break;
+                };
+                let unreadable = |why: String| Problem::Unreadable {
+                    shard: shard.to_owned(),
+                    sequence: r.sequence_number.clone(),
+                    why,
+                };
+                let max = self.config.max_message;
+                let opened = match &header {
+                    Header::Compressed {
+                        codec,
+                        size,
+                        crc32c,
+                    } => {
+                        if *size > max as u64 {
+                            Err(format!(
+                                "a compressed record of {size} bytes, more than {max}"
+                            ))
+                        } else {
+                            decompress(*codec, payload, *size as usize).and_then(|d| {
+                                if d.len() as u64 == *size && crc32c::crc32c(&d) == *crc32c {
+                                    Ok(d)
+                                } else {
+                                    Err("decompressed, its size or CRC-32C does not hold".into())
+                                }
+                            })
+                        }
+                    }
+                    Header::ClaimCheck {
+                        bucket,
+                        key,
+                        size,
+                        sha256,
+                    } => self.fetch(bucket, key, *size, sha256).await,
+                    Header::Chunk { .. } => {
+                        let now = self.clock.elapsed();
+                        match self.reassembler.feed(
+                            &header,
+                            payload,
+                            shard,
+                            &r.sequence_number,
+                            now,
+                            problems,
+                        ) {
+                            Fed::Complete(message) => Ok(message),
+                            Fed::Held | Fed::Duplicate => continue 'records,
+                            Fed::Bad(why) => Err(why),
+                        }
+                    }
+                };
+                match opened {
+                    Ok(data) => r.data = data,
+                    Err(why) => {
+                        problems.push(unreadable(why));
+                        continue 'records;
+                    }
+                }
+            }
+            out.push(r);
+        }
+        out
+    }
+
+    async fn fetch(
+        &self,
+        bucket: &str,
+        key: &str,
+        size: u64,
+        sha256: &str,
+    ) -> Result<Vec<u8>, String> {
+        let Some(store) = &self.config.store else {
+            return Err(format!(
+                "a claim check for {bucket}/{key}, and no object store to read it from"
+            ));
+        };
+        if store.bucket != bucket {
+            return Err(format!(
+                "a claim check for bucket {bucket}; the object store is bucket {}",
+                store.bucket
+            ));
+        }
+        if size > self.config.max_message as u64 {
+            return Err(format!(
+                "a claim check for {size} bytes, more than {}",
+                self.config.max_message
+            ));
+        }
+        let mut tries = 0;
+        let data = loop {
+            match store.get(key, size as usize).await {
+                Ok(d) => break d,
+                Err(e) if tries >= 3 => return Err(e),
+                Err(_) => {
+                    tries += 1;
+                    tokio::time::sleep(backoff(tries)).await;
+                }
+            }
+        };
+        if data.len() as u64 != size || crate::large::sha256_hex(&data) != sha256 {
+            return Err(format!(
+                "{bucket}/{key}: its size or SHA-256 is not the pointer's"
+            ));
+        }
+        Ok(data)
     }
 }
 

@@ -8,6 +8,8 @@
 //! - [`consumer`]: every shard in lineage order, de-aggregated, from any
 //!   starting position, with checkpoints.
 //! - [`kpl`]: the KPL aggregated record format.
+//! - [`large`]: records larger than the stream takes (compression, claim
+//!   check, chunks) and their reassembly.
 //! - [`credentials`]: keys and region from the environment and the AWS
 //!   profile files.
 
@@ -16,6 +18,7 @@ pub mod conn;
 pub mod consumer;
 pub mod credentials;
 pub mod kpl;
+pub mod large;
 pub mod producer;
 
 pub use api::{Api, Error};

@@ -408,6 +408,7 @@ async fn a_consumer_resumes_from_its_checkpoints() {
             .drain(..)
             .filter(|(shard, r)| match checkpoints.get(shard) {
                 Some(Checkpoint::After(seq)) => seq_le(&r.sequence_number, seq),
+                Some(Checkpoint::At(seq)) => !seq_le(seq, &r.sequence_number),
                 Some(Checkpoint::ShardEnd) => true,
                 None => false,
             })
@@ -543,4 +544,380 @@ async fn latest_reads_only_what_comes_after() {
     assert!(records
         .iter()
         .all(|(_, r)| r.partition_key.starts_with("late-")));
+}
+
+mod large {
+    use super::*;
+    use sluice_client::consumer::LargeRead;
+    use sluice_client::large::{self, Codec, Header, LargeProducer, Mode, Problem, Store};
+
+    /// Collects records, checkpoints and problems.
+    #[derive(Clone, Default)]
+    struct Seen {
+        inner: Collect,
+        problems: Arc<Mutex<Vec<Problem>>>,
+    }
+
+    impl Handler for Seen {
+        async fn records(&mut self, batch: Batch) -> anyhow::Result<()> {
+            self.inner.records(batch).await
+        }
+
+        fn checkpoint(&mut self, shard_id: &str, checkpoint: &Checkpoint) -> anyhow::Result<()> {
+            self.inner.checkpoint(shard_id, checkpoint)
+        }
+
+        fn problem(&mut self, problem: Problem) -> anyhow::Result<()> {
+            self.problems.lock().unwrap().push(problem);
+            Ok(())
+        }
+    }
+
+    fn message(n: usize, seed: u8) -> Vec<u8> {
+        // Half compressible, half not.
+        let mut rng = fastrand::Rng::with_seed(u64::from(seed));
+        (0..n)
+            .map(|i| if i % 2 == 0 { rng.u8(..) } else { seed })
+            .collect()
+    }
+
+    async fn large_producer(
+        server: &Server,
+        stream: &str,
+        mode: Mode,
+        store: Option<Store>,
+    ) -> LargeProducer {
+        let mut config = ProducerConfig::new(stream);
+        config.linger = Duration::from_millis(1);
+        let producer = Producer::start(target(server), config).await.unwrap();
+        LargeProducer::new(producer, mode, store, stream, 1 << 20)
+    }
+
+    async fn read(server: &Server, stream: &str, store: Option<Store>) -> Seen {
+        let seen = Seen::default();
+        let mut config = ConsumerConfig::new(stream, StartingPosition::TrimHorizon);
+        config.idle_poll = Duration::from_millis(10);
+        config.large = Some(LargeRead {
+            store,
+            ..LargeRead::default()
+        });
+        consumer::consume(target(server), config, seen.clone())
+            .await
+            .unwrap();
+        seen
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_mode_carries_records_past_the_stream_limit() {
+        let (server, _dir) = start(false).await;
+        create(&server, "large", 2).await;
+        let objects = tempfile::tempdir().unwrap();
+        let store = Store::local(objects.path(), "bucket").unwrap();
+        let modes = [
+            Mode::Compress(Codec::Gzip),
+            Mode::Compress(Codec::Zstd),
+            Mode::Compress(Codec::Lz4),
+            Mode::Compress(Codec::Snappy),
+            Mode::ClaimCheck,
+            Mode::Chunk,
+            Mode::Auto,
+        ];
+        let mut sent = Vec::new();
+        for (i, mode) in modes.into_iter().enumerate() {
+            let p = large_producer(&server, "large", mode, Some(store.clone())).await;
+            // 1.5 MiB (compresses below 1 MiB) and 3 MiB (does not).
+            for (j, size) in [1_500_000usize, 3_000_000].into_iter().enumerate() {
+                let data = message(size, (i * 2 + j) as u8);
+                let key = format!("{mode:?}-{j}");
+                sent.push((key.clone(), data.clone()));
+                p.send(Record::new(key, data))
+                    .await
+                    .unwrap()
+                    .wait()
+                    .await
+                    .unwrap();
+            }
+            p.into_producer().close().await;
+        }
+        let seen = read(&server, "large", Some(store)).await;
+        assert!(seen.problems.lock().unwrap().is_empty());
+        let got: HashMap<String, Vec<u8>> = seen
+            .inner
+            .records
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, r)| (r.partition_key.clone(), r.data.clone()))
+            .collect();
+        assert_eq!(got.len(), sent.len());
+        for (key, data) in &sent {
+            assert!(got[key] == *data, "{key}");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn chunks_survive_resharding_duplicates_and_interleaving() {
+        let (server, _dir) = start(false).await;
+        let mut api = create(&server, "chunks", 2).await;
+        let mut config = ProducerConfig::new("chunks");
+        config.linger = Duration::from_millis(1);
+        let producer = Producer::start(target(&server), config.clone())
+            .await
+            .unwrap();
+        // Two messages on two keys, chunked by hand, interleaved.
+        let cut = |id: &str, data: &[u8]| -> Vec<Vec<u8>> {
+            let parts: Vec<&[u8]> = data.chunks(100_000).collect();
+            parts
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    large::envelope(
+                        &Header::Chunk {
+                            id: id.into(),
+                            index: i as u32,
+                            count: parts.len() as u32,
+                            size: data.len() as u64,
+                            sha256: large::sha256_hex(data),
+                            crc32c: crc32c::crc32c(p),
+                        },
+                        p,
+                    )
+                })
+                .collect()
+        };
+        let (a, b) = (message(1_000_000, 1), message(700_000, 2));
+        let (ca, cb) = (cut("aa", &a), cut("bb", &b));
+        let mut order: Vec<(&str, &Vec<u8>)> = Vec::new();
+        for i in 0..ca.len().max(cb.len()) {
+            if let Some(c) = ca.get(i) {
+                order.push(("key-a", c));
+            }
+            if let Some(c) = cb.get(i) {
+                order.push(("key-b", c));
+            }
+        }
+        let half = order.len() / 2;
+        for (key, chunk) in &order[..half] {
+            producer
+                .send(Record::new(*key, (*chunk).clone()))
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+        // A duplicate of an early chunk (a retried put).
+        producer
+            .send(Record::new("key-a", ca[0].clone()))
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        let _: serde_json::Value = api
+            .call(
+                "UpdateShardCount",
+                &k::UpdateShardCountInput {
+                    stream_name: Some("chunks".into()),
+                    target_shard_count: 3,
+                    scaling_type: k::ScalingType::UniformScaling,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        for (key, chunk) in &order[half..] {
+            producer
+                .send(Record::new(*key, (*chunk).clone()))
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+        // And a duplicate after the message is whole.
+        producer
+            .send(Record::new("key-b", cb[0].clone()))
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        producer.close().await;
+        let seen = read(&server, "chunks", None).await;
+        assert!(
+            seen.problems.lock().unwrap().is_empty(),
+            "{:?}",
+            seen.problems.lock().unwrap()
+        );
+        let records = seen.inner.records.lock().unwrap();
+        assert_eq!(records.len(), 2, "each message once");
+        for (_, r) in records.iter() {
+            let want = if r.partition_key == "key-a" { &a } else { &b };
+            assert!(r.data == *want, "{}", r.partition_key);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_missing_chunk_is_reported_and_its_shard_is_read_again_from_it() {
+        let (server, _dir) = start(false).await;
+        create(&server, "gap", 1).await;
+        let data = message(300_000, 3);
+        let parts: Vec<&[u8]> = data.chunks(100_000).collect();
+        let producer = Producer::start(target(&server), ProducerConfig::new("gap"))
+            .await
+            .unwrap();
+        let mut seqs = Vec::new();
+        for (i, p) in parts.iter().enumerate() {
+            if i == 1 {
+                continue; // lost
+            }
+            let chunk = large::envelope(
+                &Header::Chunk {
+                    id: "cc".into(),
+                    index: i as u32,
+                    count: 3,
+                    size: data.len() as u64,
+                    sha256: large::sha256_hex(&data),
+                    crc32c: crc32c::crc32c(p),
+                },
+                p,
+            );
+            let ack = producer
+                .send(Record::new("k", chunk))
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+            seqs.push(ack.sequence_number);
+        }
+        // An ordinary record after the gap.
+        producer
+            .send(Record::new("k", b"after".to_vec()))
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        producer.close().await;
+        let seen = read(&server, "gap", None).await;
+        let problems = seen.problems.lock().unwrap().clone();
+        assert!(
+            matches!(&problems[..], [Problem::MissingChunks { have: 2, count: 3, first_sequence, .. }] if *first_sequence == seqs[0]),
+            "{problems:?}"
+        );
+        let records = seen.inner.records.lock().unwrap();
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].1.data, b"after");
+        // While the message waited, the shard's checkpoint stayed at its
+        // first chunk; given up, it moved on past the last record.
+        let checkpoints = seen.inner.checkpoints.lock().unwrap();
+        assert!(matches!(
+            &checkpoints["shardId-000000000000"],
+            Checkpoint::After(_)
+        ));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn claim_checks_clean_up_after_themselves_and_are_verified() {
+        let (server, _dir) = start(false).await;
+        let mut api = create(&server, "claims", 1).await;
+        let objects = tempfile::tempdir().unwrap();
+        let store = Store::local(objects.path(), "bucket").unwrap();
+        let count = |dir: &std::path::Path| walk(dir);
+        let p = large_producer(&server, "claims", Mode::ClaimCheck, Some(store.clone())).await;
+        p.send(Record::new("k", message(2_000_000, 4)))
+            .await
+            .unwrap()
+            .wait()
+            .await
+            .unwrap();
+        assert_eq!(count(objects.path()), 1);
+        // A pointer that is not put: its object is deleted.
+        let _: serde_json::Value = api
+            .call(
+                "DeleteStream",
+                &k::DeleteStreamInput {
+                    stream_name: Some("claims".into()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        let failed = p
+            .send(Record::new("k", message(2_000_000, 5)))
+            .await
+            .unwrap()
+            .wait()
+            .await;
+        assert!(failed.is_err());
+        assert_eq!(count(objects.path()), 1, "the orphan is gone");
+        p.into_producer().close().await;
+        // The sweep removes what is older than the retention.
+        assert_eq!(
+            store
+                .sweep(
+                    "claims",
+                    std::time::SystemTime::now() - Duration::from_secs(60)
+                )
+                .await
+                .unwrap(),
+            0
+        );
+        assert_eq!(
+            store
+                .sweep(
+                    "claims",
+                    std::time::SystemTime::now() + Duration::from_secs(1)
+                )
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(count(objects.path()), 0);
+        // An object changed under its pointer is refused.
+        create(&server, "claims2", 1).await;
+        let p = large_producer(&server, "claims2", Mode::ClaimCheck, Some(store.clone())).await;
+        p.send(Record::new("k", message(10_000, 6)))
+            .await
+            .unwrap()
+            .wait()
+            .await
+            .unwrap();
+        p.into_producer().close().await;
+        let file = find_file(objects.path()).unwrap();
+        let mut bytes = std::fs::read(&file).unwrap();
+        bytes[0] ^= 1;
+        std::fs::write(&file, bytes).unwrap();
+        let seen = read(&server, "claims2", Some(store)).await;
+        let problems = seen.problems.lock().unwrap().clone();
+        assert!(
+            matches!(&problems[..], [Problem::Unreadable { why, .. }] if why.contains("SHA-256")),
+            "{problems:?}"
+        );
+        assert!(seen.inner.records.lock().unwrap().is_empty());
+    }
+
+    fn walk(dir: &std::path::Path) -> usize {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    walk(&p)
+                } else {
+                    1
+                }
+            })
+            .sum()
+    }
+
+    fn find_file(dir: &std::path::Path) -> Option<std::path::PathBuf> {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                if let Some(f) = find_file(&p) {
+                    return Some(f);
+                }
+            } else {
+                return Some(p);
+            }
+        }
+        None
+    }
 }
