@@ -23,6 +23,8 @@ def env(endpoint):
         AWS_ACCESS_KEY_ID="AKIDEXAMPLE",
         AWS_SECRET_ACCESS_KEY="secret",
         AWS_REGION="us-east-1",
+        # tail's default claim-check directory, away from the real home.
+        XDG_DATA_HOME=os.path.join(tempfile.gettempdir(), "sluice-tests-xdg"),
     )
     e.pop("AWS_PROFILE", None)
     return e
