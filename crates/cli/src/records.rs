@@ -231,7 +231,9 @@ async fn put_async(args: PutArgs, target: Target) -> anyhow::Result<ExitCode> {
     let bar = progress(size);
     let started = Instant::now();
     // Records are read on a blocking thread and handed over in order.
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(256);
+    // Batches of lines (at most 1000 or 1 MiB each, or one record), a few
+    // at a time: memory stays bounded whatever the input.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Vec<u8>>>(4);
     let lines = args.lines;
     let reader_bar = bar.clone();
     let max_input = args.max_record_mib.saturating_mul(1 << 20);
@@ -240,29 +242,30 @@ async fn put_async(args: PutArgs, target: Target) -> anyhow::Result<ExitCode> {
     });
     let (mut failed, mut first_error) = (0u64, None::<String>);
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
-    while let Some(data) = rx.recv().await {
-        let data = data?;
-        let record = Record {
-            partition_key: args
-                .partition_key
-                .clone()
-                .unwrap_or_else(|| format!("{:032x}", fastrand::u128(..))),
-            explicit_hash_key: args.explicit_hash_key.clone(),
-            data,
-        };
-        let len = record.data.len() as u64;
-        let receipt = match producer.send(record).await {
-            Ok(r) => r,
-            Err(e) => {
-                failed += 1;
-                first_error.get_or_insert(e.to_string());
-                continue;
-            }
-        };
-        let done = done_tx.clone();
-        tokio::spawn(async move {
-            let _ = done.send(receipt.wait().await.map(|_| len));
-        });
+    while let Some(batch) = rx.recv().await {
+        for data in batch {
+            let record = Record {
+                partition_key: args
+                    .partition_key
+                    .clone()
+                    .unwrap_or_else(|| format!("{:032x}", fastrand::u128(..))),
+                explicit_hash_key: args.explicit_hash_key.clone(),
+                data,
+            };
+            let len = record.data.len() as u64;
+            let receipt = match producer.send(record).await {
+                Ok(r) => r,
+                Err(e) => {
+                    failed += 1;
+                    first_error.get_or_insert(e.to_string());
+                    continue;
+                }
+            };
+            let done = done_tx.clone();
+            tokio::spawn(async move {
+                let _ = done.send(receipt.wait().await.map(|_| len));
+            });
+        }
     }
     reader.await??;
     drop(done_tx);
@@ -328,7 +331,7 @@ fn read_records(
     input: Box<dyn Read + Send>,
     lines: bool,
     max: u64,
-    tx: &tokio::sync::mpsc::Sender<std::io::Result<Vec<u8>>>,
+    tx: &tokio::sync::mpsc::Sender<Vec<Vec<u8>>>,
     bar: &indicatif::ProgressBar,
 ) -> anyhow::Result<()> {
     let mut input = std::io::BufReader::with_capacity(1 << 20, input);
@@ -339,13 +342,17 @@ fn read_records(
             anyhow::bail!("the input is more than --max-record-mib ({max} bytes); use --lines?");
         }
         bar.inc(data.len() as u64);
-        let _ = tx.blocking_send(Ok(data));
+        let _ = tx.blocking_send(vec![data]);
         return Ok(());
     }
+    let (mut batch, mut batch_bytes) = (Vec::new(), 0usize);
     loop {
         let mut line = Vec::new();
         let n = (&mut input).take(max + 1).read_until(b'\n', &mut line)?;
         if n == 0 {
+            if !batch.is_empty() {
+                let _ = tx.blocking_send(batch);
+            }
             return Ok(());
         }
         if line.len() as u64 > max {
@@ -358,8 +365,13 @@ fn read_records(
                 line.pop();
             }
         }
-        if tx.blocking_send(Ok(line)).is_err() {
-            return Ok(());
+        batch_bytes += line.len();
+        batch.push(line);
+        if batch.len() >= 1000 || batch_bytes >= 1 << 20 {
+            if tx.blocking_send(std::mem::take(&mut batch)).is_err() {
+                return Ok(());
+            }
+            batch_bytes = 0;
         }
     }
 }
