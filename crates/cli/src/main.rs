@@ -34,6 +34,9 @@ enum Command {
     /// Print a stream's records in order per shard, following resharding and
     /// de-aggregating KPL records.
     Tail(Box<records::TailArgs>),
+    /// Tail files into Kinesis streams and Firehose delivery streams, as the
+    /// Kinesis Agent does, from its agent.json.
+    Agent(Box<records::AgentArgs>),
     /// Offline tools that work on a data directory (stop the server first).
     Ctl {
         #[command(subcommand)]
@@ -765,6 +768,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(args) => bench(*args),
         Command::Put(args) => records::put(*args),
         Command::Tail(args) => records::tail(*args),
+        Command::Agent(args) => records::agent(*args),
         Command::Ctl { command } => ctl::run(command),
     }
 }

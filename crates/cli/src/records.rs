@@ -610,3 +610,97 @@ mod tests {
         assert!(starting_position("-5").is_err());
     }
 }
+
+#[derive(Debug, clap::Args)]
+pub struct AgentArgs {
+    /// The Kinesis Agent's agent.json.
+    #[arg(long, default_value = "/etc/aws-kinesis/agent.json")]
+    config: PathBuf,
+    /// Where checkpoints are kept [default: agent.json's checkpointFile, or
+    /// ~/.local/share/sluice/agent-checkpoints.json].
+    #[arg(long)]
+    checkpoints: Option<PathBuf>,
+    /// How often progress is said, in seconds (0: never).
+    #[arg(long, default_value_t = 30)]
+    progress_seconds: u64,
+    #[command(flatten)]
+    endpoint: Endpoint,
+}
+
+/// `sluice agent`: runs until interrupted (SIGINT or SIGTERM), then sends
+/// what it read, waits for it to be acknowledged and checkpoints.
+pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read_to_string(&args.config)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", args.config.display()))?;
+    let config = sluice_agent::config::AgentConfig::parse(&text)?;
+    config.flows()?;
+    let mut target = args.endpoint.target();
+    if let (Some(key), Some(secret)) = (&config.aws_access_key_id, &config.aws_secret_access_key) {
+        target.access_key = key.clone();
+        target.secret_key = secret.clone();
+        target.session_token = config.aws_session_token.clone();
+    }
+    let endpoint_given = args.endpoint.endpoint.is_some();
+    let mut kinesis = target.clone();
+    let mut firehose = target;
+    if !endpoint_given {
+        if let Some(e) = &config.kinesis_endpoint {
+            kinesis.endpoint = with_scheme(e);
+        }
+        if let Some(e) = &config.firehose_endpoint {
+            firehose.endpoint = with_scheme(e);
+        }
+    }
+    let checkpoints = match args
+        .checkpoints
+        .or(config.checkpoint_file.as_ref().map(PathBuf::from))
+    {
+        Some(p) => p,
+        None => std::env::var_os("XDG_DATA_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+            .ok_or_else(|| anyhow::anyhow!("no HOME for the checkpoints: give --checkpoints"))?
+            .join("sluice/agent-checkpoints.json"),
+    };
+    let options = sluice_agent::Options {
+        checkpoints,
+        poll: Duration::from_millis(100),
+        kinesis,
+        firehose,
+        progress: (args.progress_seconds > 0).then(|| Duration::from_secs(args.progress_seconds)),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("a SIGTERM handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            eprintln!("sluice agent: stopping: sending what was read, then a checkpoint");
+            let _ = stop_tx.send(true);
+        });
+        eprintln!("sluice agent: running {} flows", config.flows.len());
+        let stats = sluice_agent::run(&config, options, stop).await?;
+        eprintln!("sluice agent: stopped: {}", stats.line());
+        Ok(if stats.failed.load(Ordering::Relaxed) > 0 {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
+        })
+    })
+}
+
+/// agent.json's endpoints may leave out the scheme (`kinesis.us-east-1.amazonaws.com`).
+fn with_scheme(endpoint: &str) -> String {
+    if endpoint.starts_with("http://") || endpoint.starts_with("https://") {
+        endpoint.to_owned()
+    } else {
+        format!("https://{endpoint}")
+    }
+}

@@ -70,6 +70,10 @@ pub struct ProducerConfig {
     /// `max_backoff`, with full jitter.
     pub base_backoff: Duration,
     pub max_backoff: Duration,
+    /// A request's most entries and bytes (at most PutRecords' 500 and
+    /// 5 MiB): a request goes once it is this full, without lingering.
+    pub max_batch_records: usize,
+    pub max_batch_bytes: usize,
 }
 
 impl ProducerConfig {
@@ -85,6 +89,8 @@ impl ProducerConfig {
             max_record_bytes: MAX_RECORD_BYTES,
             base_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
+            max_batch_records: MAX_BATCH_RECORDS,
+            max_batch_bytes: MAX_BATCH_BYTES,
         }
     }
 }
@@ -447,12 +453,24 @@ impl Dispatcher {
 
     fn should_send(&self, now: Instant) -> bool {
         self.flushing()
-            || self.pending_bytes >= MAX_BATCH_BYTES - MAX_RECORD_BYTES
-            || (!self.config.aggregate && self.pending_count >= MAX_BATCH_RECORDS)
+            || self.pending_bytes
+                >= self
+                    .batch_bytes()
+                    .saturating_sub(MAX_RECORD_BYTES)
+                    .max(self.batch_bytes() / 2)
+            || (!self.config.aggregate && self.pending_count >= self.batch_records())
             || self.heads.first_key_value().is_some_and(|(_, key)| {
                 let first = self.queues[key].first_key_value().map(|(_, e)| e);
                 first.is_some_and(|e| e.arrived + self.config.linger <= now || e.attempts > 0)
             })
+    }
+
+    fn batch_records(&self) -> usize {
+        self.config.max_batch_records.clamp(1, MAX_BATCH_RECORDS)
+    }
+
+    fn batch_bytes(&self) -> usize {
+        self.config.max_batch_bytes.clamp(1, MAX_BATCH_BYTES)
     }
 
     fn next_wake(&self, now: Instant) -> Instant {
@@ -532,6 +550,7 @@ impl Dispatcher {
         // (queue key, ids taken, entry index for each)
         let mut taken: Vec<Taken> = Vec::new();
         let agg_limit = self.max_record;
+        let (max_entries, max_bytes) = (self.batch_records(), self.batch_bytes());
         for (_, key) in self.heads.iter() {
             if full {
                 break;
@@ -561,7 +580,7 @@ impl Dispatcher {
                         let pk_len = first_key_len[i];
                         let grown = agg.size_with(&r.partition_key, ehk, &r.data) + pk_len;
                         if (!ordered || key_entry.is_none_or(|k| k == i))
-                            && bytes - sizes[i] + grown <= MAX_BATCH_BYTES
+                            && bytes - sizes[i] + grown <= max_bytes
                             && agg.try_add(&r.partition_key, ehk, &r.data)
                         {
                             bytes = bytes - sizes[i] + grown;
@@ -574,7 +593,9 @@ impl Dispatcher {
                             // Its next records wait for the next request.
                             break;
                         }
-                        if sent.len() == MAX_BATCH_RECORDS || bytes + plain > MAX_BATCH_BYTES {
+                        if sent.len() == max_entries
+                            || (!sent.is_empty() && bytes + plain > max_bytes)
+                        {
                             full = true;
                             break;
                         }
@@ -609,7 +630,8 @@ impl Dispatcher {
                     key_entry = Some(i);
                     mine.push((*id, i));
                 } else {
-                    if sent.len() == MAX_BATCH_RECORDS || bytes + plain > MAX_BATCH_BYTES {
+                    if sent.len() == max_entries || (!sent.is_empty() && bytes + plain > max_bytes)
+                    {
                         full = true;
                         break;
                     }
