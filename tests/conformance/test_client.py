@@ -154,6 +154,16 @@ def test_tail_from_positions_and_max_records(endpoint, kinesis, stream):
     assert future.returncode != 0 and b"InvalidArgumentException" in future.stderr
 
 
+def test_tail_by_enhanced_fan_out(endpoint, kinesis, stream):
+    for i in range(20):
+        kinesis.put_record(StreamName=stream, PartitionKey="e", Data=b"efo %d" % i)
+    out = tail(endpoint, "--stream", stream, "--efo", "tail-reader")
+    assert out.decode().splitlines() == [f"efo {i}" for i in range(20)]
+    arn = kinesis.describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"]["StreamARN"]
+    names = [c["ConsumerName"] for c in kinesis.list_stream_consumers(StreamARN=arn)["Consumers"]]
+    assert names == ["tail-reader"]
+
+
 def test_tail_follow_sees_new_records(endpoint, kinesis, stream):
     proc = subprocess.Popen(
         [BINARY, "tail", "--stream", stream, "--from", "latest", "--follow", "--max-records", "3"],

@@ -414,6 +414,10 @@ pub struct TailArgs {
     /// How long the chunks of a message may take to all arrive, in seconds.
     #[arg(long, default_value_t = 300)]
     chunk_timeout: u64,
+    /// Read by enhanced fan-out (SubscribeToShard) as this consumer,
+    /// registered if it is not; otherwise GetRecords polling.
+    #[arg(long, value_name = "CONSUMER")]
+    efo: Option<String>,
     #[command(flatten)]
     endpoint: Endpoint,
 }
@@ -452,6 +456,7 @@ pub fn tail(args: TailArgs) -> anyhow::Result<ExitCode> {
     config.follow = args.follow;
     config.deaggregate = !args.no_deaggregate;
     config.idle_poll = Duration::from_millis(250);
+    config.efo = args.efo.clone();
     config.large = if args.no_large_records {
         None
     } else {

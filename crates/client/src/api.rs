@@ -107,22 +107,45 @@ impl Api {
                 Error::Transport(format!("{operation}: an answer that does not decode: {e}"))
             });
         }
-        #[derive(serde::Deserialize)]
-        struct Body {
-            #[serde(alias = "Message")]
-            message: Option<String>,
+        Err(service_error(&reply))
+    }
+}
+
+impl Api {
+    /// Calls an event-stream operation (SubscribeToShard): the answer's body
+    /// as it arrives, or the error.
+    pub async fn call_events(
+        &mut self,
+        operation: &str,
+        input: &impl Serialize,
+    ) -> Result<hyper::body::Incoming, Error> {
+        let body = serde_json::to_vec(input)
+            .map_err(|e| Error::Transport(format!("encoding {operation}: {e}")))?;
+        match self.conn.call_streaming(operation, body).await {
+            Ok(Ok(events)) => Ok(events),
+            Ok(Err(reply)) => Err(service_error(&reply)),
+            Err(e) => Err(Error::Transport(format!("{operation}: {e:#}"))),
         }
-        let message = serde_json::from_slice::<Body>(&reply.body)
-            .ok()
-            .and_then(|b| b.message)
-            .unwrap_or_else(|| {
-                String::from_utf8_lossy(&reply.body[..reply.body.len().min(300)]).into_owned()
-            });
-        Err(Error::Service {
-            status: reply.status,
-            name: reply.error_name().unwrap_or_default(),
-            message,
-        })
+    }
+}
+
+/// An error answer as an [`Error`]: its exception name and message.
+fn service_error(reply: &crate::conn::Reply) -> Error {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        #[serde(alias = "Message")]
+        message: Option<String>,
+    }
+    let message = serde_json::from_slice::<Body>(&reply.body)
+        .ok()
+        .and_then(|b| b.message)
+        .unwrap_or_else(|| {
+            String::from_utf8_lossy(&reply.body[..reply.body.len().min(300)]).into_owned()
+        });
+    Error::Service {
+        status: reply.status,
+        name: reply.error_name().unwrap_or_default(),
+        message,
     }
 }
 

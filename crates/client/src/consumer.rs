@@ -110,6 +110,9 @@ pub struct ConsumerConfig {
     pub deaggregate: bool,
     /// Open large-record envelopes; `None` hands them over as they are.
     pub large: Option<LargeRead>,
+    /// Enhanced fan-out: SubscribeToShard as this consumer (registered if
+    /// it is not); `None` polls GetRecords.
+    pub efo: Option<String>,
 }
 
 impl ConsumerConfig {
@@ -123,6 +126,7 @@ impl ConsumerConfig {
             limit: 10_000,
             deaggregate: true,
             large: Some(LargeRead::default()),
+            efo: None,
         }
     }
 }
@@ -234,6 +238,10 @@ pub async fn consume<H: Handler>(
         }
         _ => None,
     };
+    let consumer_arn = match &config.efo {
+        Some(name) => Some(register(&mut control, &stream, name).await?),
+        None => None,
+    };
     let mut done: HashSet<String> = HashSet::new();
     let mut started: HashSet<String> = HashSet::new();
     // Shards never read (not the sequence's lineage, or closed before
@@ -313,6 +321,7 @@ pub async fn consume<H: Handler>(
                     limit: config.limit,
                     deaggregate: config.deaggregate,
                     tx: tx.clone(),
+                    consumer_arn: consumer_arn.clone(),
                 };
                 readers.spawn(reader.run());
             }
@@ -560,6 +569,57 @@ impl Large {
     }
 }
 
+/// The ARN of consumer `name` of the stream, registered if it is not, once
+/// it is ACTIVE.
+async fn register(api: &mut Api, stream: &StreamRef, name: &str) -> Result<String, Error> {
+    let stream_arn = match &stream.arn {
+        Some(arn) => arn.clone(),
+        None => {
+            let out: k::DescribeStreamSummaryOutput = retrying!(api.call(
+                "DescribeStreamSummary",
+                &k::DescribeStreamSummaryInput {
+                    stream_name: stream.name.clone(),
+                    ..Default::default()
+                }
+            ))?;
+            out.stream_description_summary.stream_arn
+        }
+    };
+    let registered: Result<k::RegisterStreamConsumerOutput, Error> = api
+        .call(
+            "RegisterStreamConsumer",
+            &k::RegisterStreamConsumerInput {
+                stream_arn: stream_arn.clone(),
+                consumer_name: name.to_owned(),
+                ..Default::default()
+            },
+        )
+        .await;
+    match registered {
+        Ok(_) => {}
+        Err(e) if e.name() == Some("ResourceInUseException") => {}
+        Err(e) => return Err(e),
+    }
+    for attempt in 0..600u32 {
+        let d: k::DescribeStreamConsumerOutput = retrying!(api.call(
+            "DescribeStreamConsumer",
+            &k::DescribeStreamConsumerInput {
+                stream_arn: Some(stream_arn.clone()),
+                consumer_name: Some(name.to_owned()),
+                ..Default::default()
+            }
+        ))?;
+        let c = d.consumer_description;
+        if c.consumer_status == k::ConsumerStatus::Active {
+            return Ok(c.consumer_arn);
+        }
+        tokio::time::sleep(Duration::from_millis(100).min(backoff(attempt.min(3)))).await;
+    }
+    Err(Error::Transport(format!(
+        "consumer {name} did not become ACTIVE within a minute"
+    )))
+}
+
 async fn list_shards(
     api: &mut Api,
     stream: &StreamRef,
@@ -627,6 +687,7 @@ struct Reader {
     limit: i64,
     deaggregate: bool,
     tx: mpsc::Sender<Event>,
+    consumer_arn: Option<String>,
 }
 
 impl Reader {
@@ -668,6 +729,9 @@ impl Reader {
 
     async fn read(&mut self) -> Result<(), Error> {
         let mut api = retrying!(Api::connect(self.target.clone()))?;
+        if let Some(arn) = self.consumer_arn.clone() {
+            return self.subscribe(&mut api, &arn).await;
+        }
         let mut iterator = self.iterator(&mut api).await?;
         let mut throttled = 0u32;
         loop {
@@ -721,6 +785,124 @@ impl Reader {
                     return Ok(());
                 }
                 tokio::time::sleep(self.idle_poll).await;
+            }
+        }
+    }
+
+    /// Enhanced fan-out: subscriptions (each up to 5 minutes) one after
+    /// another, from where the last one ended.
+    async fn subscribe(&mut self, api: &mut Api, consumer_arn: &str) -> Result<(), Error> {
+        use aws_smithy_eventstream::frame::{DecodedFrame, MessageFrameDecoder};
+        use http_body_util::BodyExt;
+        use k::ShardIteratorType as T;
+        let mut failures = 0u32;
+        loop {
+            let (kind, seq, at) = match &self.from {
+                From::TrimHorizon => (T::TrimHorizon, None, None),
+                From::Latest => (T::Latest, None, None),
+                From::Timestamp(t) => (T::AtTimestamp, None, Some(Timestamp(*t))),
+                From::At(s) => (T::AtSequenceNumber, Some(s.clone()), None),
+                From::After(s) => (T::AfterSequenceNumber, Some(s.clone()), None),
+            };
+            let input = k::SubscribeToShardInput {
+                consumer_arn: consumer_arn.to_owned(),
+                shard_id: self.shard_id.clone(),
+                starting_position: k::StartingPosition {
+                    r#type: kind,
+                    sequence_number: seq,
+                    timestamp: at,
+                },
+                ..Default::default()
+            };
+            let mut events = match api.call_events("SubscribeToShard", &input).await {
+                Ok(events) => events,
+                // Another subscription of this shard is ending, or limits.
+                Err(e)
+                    if (e.retryable() || e.name() == Some("ResourceInUseException"))
+                        && failures < 30 =>
+                {
+                    failures += 1;
+                    tokio::time::sleep(backoff(failures)).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let mut decoder = MessageFrameDecoder::new();
+            let mut buffer = bytes::BytesMut::new();
+            loop {
+                let message = match decoder.decode_frame(&mut buffer) {
+                    Ok(DecodedFrame::Complete(m)) => m,
+                    Ok(DecodedFrame::Incomplete) => match events.frame().await {
+                        Some(Ok(frame)) => {
+                            if let Ok(data) = frame.into_data() {
+                                buffer.extend_from_slice(&data);
+                            }
+                            continue;
+                        }
+                        // The subscription ended (its 5 minutes, or the
+                        // connection): the next one goes on from here.
+                        Some(Err(_)) | None => break,
+                    },
+                    Err(e) => {
+                        return Err(Error::Transport(format!(
+                            "SubscribeToShard: a malformed event: {e}"
+                        )))
+                    }
+                };
+                let header = |name: &str| {
+                    message
+                        .headers()
+                        .iter()
+                        .find(|h| h.name().as_str() == name)
+                        .and_then(|h| h.value().as_string().ok())
+                        .map(|v| v.as_str().to_owned())
+                        .unwrap_or_default()
+                };
+                if header(":message-type") == "exception" {
+                    let e = Error::Service {
+                        status: 400,
+                        name: header(":exception-type"),
+                        message: String::from_utf8_lossy(message.payload()).into_owned(),
+                    };
+                    if e.retryable() && failures < 30 {
+                        failures += 1;
+                        tokio::time::sleep(backoff(failures)).await;
+                        break;
+                    }
+                    return Err(e);
+                }
+                if header(":event-type") != k::SUBSCRIBE_TO_SHARD_EVENT {
+                    continue;
+                }
+                failures = 0;
+                let event: k::views::SubscribeEvent = serde_json::from_slice(message.payload())
+                    .map_err(|e| {
+                        Error::Transport(format!(
+                            "SubscribeToShard: an event that does not decode: {e}"
+                        ))
+                    })?;
+                let behind = event.millis_behind_latest;
+                let got = !event.records.is_empty();
+                let mut users = Vec::new();
+                let mut last = None;
+                for r in event.records {
+                    last = Some(r.sequence_number.clone());
+                    self.split(r, &mut users);
+                }
+                let Some(continuation) = event.continuation_sequence_number else {
+                    return self.send(users, behind, Checkpoint::ShardEnd).await;
+                };
+                self.from = From::After(continuation);
+                if let Some(seq) = last {
+                    self.send(users, behind, Checkpoint::After(seq)).await?;
+                }
+                // At the tip: an empty event (one comes at least every 5 s)
+                // that says so. An event with records and no lag may still
+                // leave records of the same millisecond to come.
+                if !got && behind.is_none_or(|b| b == 0) && !self.follow {
+                    let _ = self.tx.send(Event::CaughtUp).await;
+                    return Ok(());
+                }
             }
         }
     }

@@ -921,3 +921,36 @@ mod large {
         None
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enhanced_fan_out_reads_what_polling_reads_across_resharding() {
+    let (server, _dir) = start(false).await;
+    let mut api = create(&server, "efo", 2).await;
+    let sent = records(2000, 20);
+    let (first, second) = sent.split_at(1000);
+    let mut config = ProducerConfig::new("efo");
+    config.aggregate = true;
+    config.linger = Duration::from_millis(2);
+    produce(&server, config.clone(), first).await;
+    let _: serde_json::Value = api
+        .call(
+            "UpdateShardCount",
+            &k::UpdateShardCountInput {
+                stream_name: Some("efo".into()),
+                target_shard_count: 3,
+                scaling_type: k::ScalingType::UniformScaling,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    produce(&server, config, second).await;
+    let collect = Collect::default();
+    let mut cc = ConsumerConfig::new("efo", StartingPosition::TrimHorizon);
+    cc.efo = Some("efo-reader".into());
+    consumer::consume(target(&server), cc.clone(), collect.clone())
+        .await
+        .unwrap();
+    let records = collect.records.lock().unwrap().clone();
+    assert_same(&by_key(&records), &expected(&sent));
+}

@@ -41,6 +41,20 @@ pub struct RecordsPage {
     pub millis_behind_latest: u64,
 }
 
+/// A SubscribeToShardEvent read leniently: the end of a closed shard has
+/// no ContinuationSequenceNumber (the typed shape requires one).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct SubscribeEvent {
+    #[serde(rename = "Records", default)]
+    pub records: Vec<super::Record>,
+    #[serde(rename = "ContinuationSequenceNumber", default)]
+    pub continuation_sequence_number: Option<String>,
+    #[serde(rename = "MillisBehindLatest", default)]
+    pub millis_behind_latest: Option<i64>,
+    #[serde(rename = "ChildShards", default)]
+    pub child_shards: Option<Vec<super::ChildShard>>,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct RecordData {
     #[serde(rename = "Data")]
