@@ -36,7 +36,10 @@ def until(what, seconds=60):
 
 
 def data(kinesis, stream):
-    return [r["Data"].decode() for r in all_records(kinesis, stream)]
+    """The records' data; the agent sends each line with its newline."""
+    records = [r["Data"].decode() for r in all_records(kinesis, stream)]
+    assert all(r.endswith("\n") for r in records)
+    return [r[:-1] for r in records]
 
 
 def append(path, lines):
@@ -110,8 +113,8 @@ def test_a_firehose_flow_delivers_lines(tmp_path):
             proc.send_signal(signal.SIGTERM)
             proc.communicate(timeout=60)
         # Firehose concatenates records as they are; the agent sends each
-        # line without its newline.
-        assert got == b"".join(f"fh {i}".encode() for i in range(50))
+        # line with its newline, so objects are lines.
+        assert got == b"".join(f"fh {i}\n".encode() for i in range(50))
 
 
 def test_a_bad_agent_json_is_refused_plainly(tmp_path, endpoint):

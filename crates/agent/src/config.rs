@@ -105,6 +105,8 @@ pub struct Flow {
     pub truncated_record_terminator: Vec<u8>,
     /// The largest record (data, and for Kinesis the partition key).
     pub max_record_bytes: usize,
+    /// dataProcessingOptions, in order.
+    pub converters: std::sync::Arc<crate::process::Chain>,
 }
 
 impl Flow {
@@ -205,9 +207,8 @@ impl FlowConfig {
         if terminator.is_empty() || terminator.len() >= max_record_bytes {
             anyhow::bail!("truncatedRecordTerminator is not empty and shorter than a record");
         }
-        if !self.data_processing_options.is_empty() {
-            anyhow::bail!("dataProcessingOptions are not supported yet by sluice agent");
-        }
+        let converters = crate::process::Chain::parse(&self.data_processing_options)
+            .map_err(|e| anyhow::anyhow!("dataProcessingOptions: {e}"))?;
         Ok(Flow {
             file_pattern: self.file_pattern.clone(),
             destination,
@@ -220,6 +221,7 @@ impl FlowConfig {
             skip_header_lines: self.skip_header_lines.unwrap_or(0),
             truncated_record_terminator: terminator,
             max_record_bytes,
+            converters: std::sync::Arc::new(converters),
         })
     }
 }

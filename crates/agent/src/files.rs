@@ -257,17 +257,13 @@ impl Splitter {
     }
 }
 
-/// A record's data as sent: without its line ending, truncated to `max`
-/// bytes ending in `terminator` if longer.
-pub fn record_data(mut data: Vec<u8>, max: usize, terminator: &[u8]) -> Vec<u8> {
-    if data.last() == Some(&b'\n') {
-        data.pop();
-        if data.last() == Some(&b'\r') {
-            data.pop();
-        }
-    }
+/// A record's data as sent, as the agent sends it (line ending and all):
+/// longer than `max`, it is cut to `max` bytes whose last are `terminator`.
+pub fn truncate(mut data: Vec<u8>, max: usize, terminator: &[u8]) -> Vec<u8> {
     if data.len() > max {
-        data.truncate(max - terminator.len());
+        data.truncate(max);
+        let at = max.saturating_sub(terminator.len());
+        data.truncate(at);
         data.extend_from_slice(terminator);
     }
     data
@@ -354,8 +350,8 @@ mod tests {
 
     #[test]
     fn truncation_ends_in_the_terminator() {
-        assert_eq!(record_data(b"abcdef\n".to_vec(), 4, b"\n"), b"abc\n");
-        assert_eq!(record_data(b"abc\r\n".to_vec(), 4, b"\n"), b"abc");
-        assert_eq!(record_data(b"abcdef".to_vec(), 5, b"..."), b"ab...");
+        assert_eq!(truncate(b"abcdef\n".to_vec(), 4, b"\n"), b"abc\n");
+        assert_eq!(truncate(b"abc\r\n".to_vec(), 5, b"\n"), b"abc\r\n");
+        assert_eq!(truncate(b"abcdef".to_vec(), 5, b"..."), b"ab...");
     }
 }

@@ -13,6 +13,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod files;
 mod firehose;
+pub mod process;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -48,6 +49,10 @@ pub struct Options {
 #[derive(Debug, Default)]
 pub struct Stats {
     pub parsed: AtomicU64,
+    /// Dropped by a converter (a log line that does not parse).
+    pub skipped: AtomicU64,
+    /// Sent raw because a converter failed.
+    pub conversion_errors: AtomicU64,
     pub sent: AtomicU64,
     pub failed: AtomicU64,
     pub bytes: AtomicU64,
@@ -56,8 +61,10 @@ pub struct Stats {
 impl Stats {
     pub fn line(&self) -> String {
         format!(
-            "{} records parsed, {} sent ({} bytes), {} failed",
+            "{} records parsed, {} skipped, {} sent raw after a conversion error, {} sent ({} bytes), {} failed",
             self.parsed.load(Ordering::Relaxed),
+            self.skipped.load(Ordering::Relaxed),
+            self.conversion_errors.load(Ordering::Relaxed),
             self.sent.load(Ordering::Relaxed),
             self.bytes.load(Ordering::Relaxed),
             self.failed.load(Ordering::Relaxed),
@@ -117,6 +124,13 @@ pub async fn run(
         p.abort();
     }
     result.map(|()| stats)
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// An acknowledgement: file, generation, byte range, outcome.
@@ -413,7 +427,27 @@ impl FlowRunner {
                     Destination::Kinesis(_) => self.flow.max_record_bytes - 32,
                     Destination::Firehose(_) => self.flow.max_record_bytes,
                 };
-                let data = files::record_data(data, max, &self.flow.truncated_record_terminator);
+                let data = if self.flow.converters.is_empty() {
+                    data
+                } else {
+                    match self.flow.converters.convert(&data, now_ms()) {
+                        process::Outcome::Data(d) => d,
+                        process::Outcome::Raw(why) => {
+                            self.stats.conversion_errors.fetch_add(1, Ordering::Relaxed);
+                            let _ = why;
+                            data
+                        }
+                        process::Outcome::Skip => {
+                            // Dropped, as the agent drops it: nothing to wait for.
+                            self.stats.skipped.fetch_add(1, Ordering::Relaxed);
+                            let t = self.tracked.get_mut(&id).expect("tracked");
+                            t.in_flight -= 1;
+                            t.acks.ack(start, end);
+                            continue;
+                        }
+                    }
+                };
+                let data = files::truncate(data, max, &self.flow.truncated_record_terminator);
                 let key = match self.flow.partition_keys {
                     PartitionKeys::Random => format!("{}", fastrand::f64() * 1_000_000.0),
                     PartitionKeys::Deterministic => Md5::digest(&data)

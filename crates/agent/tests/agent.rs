@@ -76,7 +76,11 @@ async fn stream_records(server: &Server, stream: &str) -> Vec<String> {
         .lock()
         .unwrap()
         .iter()
-        .map(|d| String::from_utf8_lossy(d).into_owned())
+        .map(|d| {
+            // The agent sends lines with their newline.
+            let d = d.strip_suffix(b"\n").unwrap_or(d);
+            String::from_utf8_lossy(d).into_owned()
+        })
         .collect();
     out.sort();
     out
@@ -253,4 +257,39 @@ async fn multi_line_records_and_truncation() {
     assert!(frames.iter().all(|r| r.matches('\n').count() == 2));
     let big = got.iter().find(|r| r.starts_with("[big]")).unwrap();
     assert!(big.ends_with("<cut>") && big.len() <= 1 << 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_processing_options_convert_each_record() {
+    let (server, dir) = start().await;
+    create(&server, "json").await;
+    let log = dir.path().join("access.log");
+    let json = format!(
+        r#"{{"flows":[{{"filePattern":"{}","kinesisStream":"json","initialPosition":"START_OF_FILE",
+            "maxBufferAgeMillis":1000,"dataProcessingOptions":[
+              {{"optionName":"LOGTOJSON","logFormat":"COMMONAPACHELOG"}},
+              {{"optionName":"ADDMETADATA","metadata":{{"host":"web-1"}}}}]}}]}}"#,
+        log.display()
+    );
+    std::fs::write(
+        &log,
+        "10.0.0.1 - frank [10/Oct/2000:13:55:36 -0700] \"GET /a.gif HTTP/1.0\" 200 2326\nnot a log line\n\
+         10.0.0.2 - - [10/Oct/2000:13:55:37 -0700] \"GET /b HTTP/1.1\" 404 -\n",
+    )
+    .unwrap();
+    let agent = run(&server, &json, &dir.path().join("cp.json"));
+    let got = until_count(&server, "json", 2).await;
+    let stats = agent.stop().await;
+    assert_eq!(
+        stats.skipped.load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "the line that is not a log"
+    );
+    assert_eq!(
+        got,
+        [
+            r#"{"metadata":{"host":"web-1"},"data":"{\"host\":\"10.0.0.1\",\"ident\":null,\"authuser\":\"frank\",\"datetime\":\"10/Oct/2000:13:55:36 -0700\",\"request\":\"GET /a.gif HTTP/1.0\",\"response\":\"200\",\"bytes\":\"2326\"}"}"#,
+            r#"{"metadata":{"host":"web-1"},"data":"{\"host\":\"10.0.0.2\",\"ident\":null,\"authuser\":null,\"datetime\":\"10/Oct/2000:13:55:37 -0700\",\"request\":\"GET /b HTTP/1.1\",\"response\":\"404\",\"bytes\":null}"}"#,
+        ]
+    );
 }
