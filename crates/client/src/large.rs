@@ -972,6 +972,33 @@ mod tests {
     }
 
     proptest! {
+        /// Any bytes: an envelope or data, never a panic; every codec gives
+        /// back what it took, and refuses what it did not write.
+        #[test]
+        fn hostile_bytes_and_codec_round_trips(
+            data in proptest::collection::vec(any::<u8>(), 0..5000),
+            prefix in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let mut hostile = MAGIC.to_vec();
+            hostile.extend_from_slice(&prefix);
+            hostile.extend_from_slice(&data);
+            let _ = open(&hostile);
+            let _ = open(&data);
+            for codec in [Codec::Gzip, Codec::Zstd, Codec::Lz4, Codec::Snappy] {
+                let packed = compress(codec, &data);
+                prop_assert_eq!(decompress(codec, &packed, data.len()).unwrap(), data.clone());
+                let _ = decompress(codec, &data, 10_000);
+            }
+            let header = Header::ClaimCheck {
+                bucket: "b".into(),
+                key: String::from_utf8_lossy(&prefix).into_owned(),
+                size: data.len() as u64,
+                sha256: sha256_hex(&data),
+            };
+            let e = envelope(&header, &data);
+            prop_assert_eq!(open(&e), Some((header, &data[..])));
+        }
+
         /// Messages split into chunks, the chunks of all messages
         /// interleaved, duplicated and some lost: every message whose
         /// chunks all arrive comes out whole, once; every other is
