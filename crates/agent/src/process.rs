@@ -122,7 +122,10 @@ impl Converter {
                 let s = text(data);
                 let mut map = serde_json::Map::new();
                 if *timestamp {
-                    map.insert("ts".into(), Value::String(utc_millis(now_ms)));
+                    map.insert(
+                        "ts".into(),
+                        Value::String(sluice_client::time::utc_millis(now_ms)),
+                    );
                 }
                 map.insert("metadata".into(), metadata.clone());
                 map.insert("data".into(), Value::String(strip_newline(&s).to_owned()));
@@ -391,32 +394,6 @@ fn java_split<'a>(re: &Regex, s: &'a str) -> Vec<&'a str> {
         return Vec::new();
     }
     parts
-}
-
-fn utc_millis(ms: u64) -> String {
-    let secs = ms / 1000;
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    let (y, m, d) = civil(days as i64);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        ms % 1000
-    )
-}
-
-fn civil(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 /// JSON as Jackson writes it, then a newline.

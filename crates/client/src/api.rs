@@ -112,6 +112,30 @@ impl Api {
 }
 
 impl Api {
+    /// Every shard of the stream, all pages of ListShards.
+    pub async fn list_shards(
+        &mut self,
+        stream: &StreamRef,
+    ) -> Result<Vec<sluice_aws::kinesis::Shard>, Error> {
+        use sluice_aws::kinesis as k;
+        let mut shards = Vec::new();
+        let mut next_token: Option<String> = None;
+        loop {
+            let input = k::ListShardsInput {
+                stream_name: next_token.is_none().then(|| stream.name.clone()).flatten(),
+                stream_arn: next_token.is_none().then(|| stream.arn.clone()).flatten(),
+                next_token: next_token.take(),
+                ..Default::default()
+            };
+            let page: k::ListShardsOutput = self.call("ListShards", &input).await?;
+            shards.extend(page.shards.unwrap_or_default());
+            match page.next_token {
+                Some(t) => next_token = Some(t),
+                None => return Ok(shards),
+            }
+        }
+    }
+
     /// Calls an event-stream operation (SubscribeToShard): the answer's body
     /// as it arrives, or the error.
     pub async fn call_events(

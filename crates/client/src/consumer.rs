@@ -624,24 +624,11 @@ async fn list_shards(
     api: &mut Api,
     stream: &StreamRef,
 ) -> Result<HashMap<String, k::Shard>, Error> {
-    let mut out = HashMap::new();
-    let mut next_token: Option<String> = None;
-    loop {
-        let input = k::ListShardsInput {
-            stream_name: next_token.is_none().then(|| stream.name.clone()).flatten(),
-            stream_arn: next_token.is_none().then(|| stream.arn.clone()).flatten(),
-            next_token: next_token.take(),
-            ..Default::default()
-        };
-        let page: k::ListShardsOutput = retrying!(api.call("ListShards", &input))?;
-        for s in page.shards.unwrap_or_default() {
-            out.insert(s.shard_id.clone(), s);
-        }
-        match page.next_token {
-            Some(t) => next_token = Some(t),
-            None => return Ok(out),
-        }
-    }
+    let shards = retrying!(api.list_shards(stream))?;
+    Ok(shards
+        .into_iter()
+        .map(|s| (s.shard_id.clone(), s))
+        .collect())
 }
 
 fn backoff(attempt: u32) -> Duration {

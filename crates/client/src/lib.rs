@@ -20,6 +20,7 @@ pub mod credentials;
 pub mod kpl;
 pub mod large;
 pub mod producer;
+pub mod time;
 
 pub use api::{Api, Error};
 pub use conn::Target;

@@ -325,33 +325,20 @@ pub fn hash_key(partition_key: &str) -> u128 {
 
 /// The open shards' hash key ranges, by starting key.
 async fn shard_map(api: &mut Api, stream: &StreamRef) -> Result<Vec<(u128, u128, String)>, Error> {
-    let mut shards = Vec::new();
-    let mut next_token = None;
-    loop {
-        let input = k::ListShardsInput {
-            stream_name: next_token.is_none().then(|| stream.name.clone()).flatten(),
-            stream_arn: next_token.is_none().then(|| stream.arn.clone()).flatten(),
-            next_token: next_token.take(),
-            ..Default::default()
-        };
-        let out: k::ListShardsOutput = api.call("ListShards", &input).await?;
-        for s in out.shards.unwrap_or_default() {
-            if s.sequence_number_range.ending_sequence_number.is_some() {
-                continue;
-            }
-            let (Ok(start), Ok(end)) = (
-                s.hash_key_range.starting_hash_key.parse::<u128>(),
-                s.hash_key_range.ending_hash_key.parse::<u128>(),
-            ) else {
-                continue;
-            };
-            shards.push((start, end, s.shard_id));
-        }
-        match out.next_token {
-            Some(t) => next_token = Some(t),
-            None => break,
-        }
-    }
+    let mut shards: Vec<(u128, u128, String)> = api
+        .list_shards(stream)
+        .await?
+        .into_iter()
+        .filter(|s| s.sequence_number_range.ending_sequence_number.is_none())
+        .filter_map(|s| {
+            let r = &s.hash_key_range;
+            Some((
+                r.starting_hash_key.parse().ok()?,
+                r.ending_hash_key.parse().ok()?,
+                s.shard_id,
+            ))
+        })
+        .collect();
     shards.sort();
     Ok(shards)
 }

@@ -52,6 +52,22 @@ async fn create(server: &Server, stream: &str, shards: i64) -> Api {
     api
 }
 
+/// UpdateShardCount, uniform scaling.
+async fn reshard(api: &mut Api, stream: &str, shards: i64) {
+    let _: serde_json::Value = api
+        .call(
+            "UpdateShardCount",
+            &k::UpdateShardCountInput {
+                stream_name: Some(stream.into()),
+                target_shard_count: shards,
+                scaling_type: k::ScalingType::UniformScaling,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+}
+
 /// Collects what the consumer hands over, and the checkpoints.
 #[derive(Clone, Default)]
 struct Collect {
@@ -342,18 +358,7 @@ async fn resharding_between_puts_keeps_each_key_in_order() {
     config.aggregate = true;
     config.linger = Duration::from_millis(5);
     produce(&server, config.clone(), first).await;
-    let _: serde_json::Value = api
-        .call(
-            "UpdateShardCount",
-            &k::UpdateShardCountInput {
-                stream_name: Some("reshard".into()),
-                target_shard_count: 3,
-                scaling_type: k::ScalingType::UniformScaling,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    reshard(&mut api, "reshard", 3).await;
     produce(&server, config, second).await;
     let got = read_all(&server, "reshard", true).await;
     let records = got.records.lock().unwrap().clone();
@@ -712,18 +717,7 @@ mod large {
             .unwrap()
             .await
             .unwrap();
-        let _: serde_json::Value = api
-            .call(
-                "UpdateShardCount",
-                &k::UpdateShardCountInput {
-                    stream_name: Some("chunks".into()),
-                    target_shard_count: 3,
-                    scaling_type: k::ScalingType::UniformScaling,
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap();
+        reshard(&mut api, "chunks", 3).await;
         for (key, chunk) in &order[half..] {
             producer
                 .send(Record::new(*key, (*chunk).clone()))
@@ -932,18 +926,7 @@ async fn enhanced_fan_out_reads_what_polling_reads_across_resharding() {
     config.aggregate = true;
     config.linger = Duration::from_millis(2);
     produce(&server, config.clone(), first).await;
-    let _: serde_json::Value = api
-        .call(
-            "UpdateShardCount",
-            &k::UpdateShardCountInput {
-                stream_name: Some("efo".into()),
-                target_shard_count: 3,
-                scaling_type: k::ScalingType::UniformScaling,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    reshard(&mut api, "efo", 3).await;
     produce(&server, config, second).await;
     let collect = Collect::default();
     let mut cc = ConsumerConfig::new("efo", StartingPosition::TrimHorizon);

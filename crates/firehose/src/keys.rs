@@ -68,29 +68,16 @@ pub struct Utc {
 }
 
 impl Utc {
-    /// From milliseconds since the epoch (days to a civil date by Howard
-    /// Hinnant's algorithm).
+    /// From milliseconds since the epoch.
     pub fn from_millis(ms: u64) -> Self {
         let days = (ms / 86_400_000) as i64;
         let in_day = ms % 86_400_000;
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z.rem_euclid(146_097);
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-        let year = yoe + era * 400 + i64::from(month <= 2);
-        // 1970-01-01 was a Thursday; March-based doy to January-based.
+        let (year, month, day) = sluice_client::time::civil_date(days);
+        // 1970-01-01 was a Thursday.
         let weekday = (days + 3).rem_euclid(7) as u32;
         let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-        let day_of_year = if mp >= 10 {
-            doy - 306
-        } else {
-            doy + 59 + i64::from(leap)
-        } as u32
-            + 1;
+        const BEFORE_MONTH: [u32; 12] = [0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334];
+        let day_of_year = BEFORE_MONTH[month as usize - 1] + day + u32::from(leap && month > 2);
         Self {
             year,
             month,
