@@ -262,7 +262,7 @@ def test_put_survives_a_server_killed_and_restarted(tmp_path):
         err = writer.stderr.read()
         writer.wait(timeout=240)
         assert writer.returncode == 0, err
-        retries = int(err.decode().split(" retries")[0].rsplit(" ", 1)[1])
+        retries = int(err.decode().split(" entries retried")[0].rsplit(" ", 1)[1])
         assert retries > 0, err
         got = tail(endpoint, "--stream", "killed").decode().splitlines()
         assert set(got) == set(lines), "every line is in"

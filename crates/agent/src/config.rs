@@ -33,7 +33,7 @@ pub struct AgentConfig {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct FlowConfig {
     pub file_pattern: String,
     #[serde(default)]
@@ -69,6 +69,10 @@ pub struct FlowConfig {
     pub retry_max_backoff_millis: Option<u64>,
     #[serde(default)]
     pub publish_queue_capacity: Option<u64>,
+    /// Settings Sluice does not know (newer agents' tuning, such as
+    /// aggregatedRecordSizeBytes): accepted, and named in a warning.
+    #[serde(flatten)]
+    pub other: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Where a flow's records go.
@@ -152,6 +156,16 @@ impl FlowConfig {
         if !self.file_pattern.starts_with('/') {
             anyhow::bail!(
                 "filePattern is an absolute path, not {:?}",
+                self.file_pattern
+            );
+        }
+        let dir = std::path::Path::new(&self.file_pattern)
+            .parent()
+            .and_then(|d| d.to_str())
+            .unwrap_or("");
+        if dir.contains(['*', '?']) {
+            anyhow::bail!(
+                "filePattern {:?}: only the file name may have * or ?, not the directory",
                 self.file_pattern
             );
         }
@@ -297,9 +311,16 @@ mod tests {
             bad(r#"{"filePattern":"/x","kinesisStream":"a","multiLineStartPattern":"("}"#)
                 .contains("multiLineStartPattern")
         );
-        assert!(
-            bad(r#"{"filePattern":"/x","kinesisStream":"a","nonsense":1}"#).contains("nonsense")
-        );
+        assert!(bad(r#"{"filePattern":"/x/*/y.log","kinesisStream":"a"}"#).contains("directory"));
+        // Settings of newer agents are accepted (and warned about).
+        let other = AgentConfig::parse(
+            r#"{"flows":[{"filePattern":"/x","kinesisStream":"a","aggregatedRecordSizeBytes":262144}]}"#,
+        )
+        .unwrap();
+        assert!(other.flows[0]
+            .other
+            .contains_key("aggregatedRecordSizeBytes"));
+        assert!(other.flows().is_ok());
         assert!(AgentConfig::parse(r#"{"flows":[]}"#)
             .unwrap()
             .flows()

@@ -29,7 +29,7 @@ impl Batcher {
     pub async fn start(target: Target, name: String, flow: &Flow) -> anyhow::Result<Self> {
         let mut api = Api::connect_to(Arc::new(target), FIREHOSE)
             .await
-            .map_err(|e| anyhow::anyhow!("deliveryStream {name}: {e}"))?;
+            .map_err(|e| anyhow::Error::new(e).context(format!("deliveryStream {name}")))?;
         // The delivery stream must be there.
         let _: f::DescribeDeliveryStreamOutput = api
             .call(
@@ -40,7 +40,7 @@ impl Batcher {
                 },
             )
             .await
-            .map_err(|e| anyhow::anyhow!("deliveryStream {name}: {e}"))?;
+            .map_err(|e| anyhow::Error::new(e).context(format!("deliveryStream {name}")))?;
         let (tx, rx) = mpsc::channel(1024);
         let limits = (
             flow.max_buffer_records,

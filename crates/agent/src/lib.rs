@@ -51,6 +51,8 @@ pub struct Stats {
     pub parsed: AtomicU64,
     /// Dropped by a converter (a log line that does not parse).
     pub skipped: AtomicU64,
+    /// Cut to the destination's largest record.
+    pub truncated: AtomicU64,
     /// Sent raw because a converter failed.
     pub conversion_errors: AtomicU64,
     pub sent: AtomicU64,
@@ -61,9 +63,10 @@ pub struct Stats {
 impl Stats {
     pub fn line(&self) -> String {
         format!(
-            "{} records parsed, {} skipped, {} sent raw after a conversion error, {} sent ({} bytes), {} failed",
+            "{} records parsed, {} dropped by dataProcessingOptions, {} truncated, {} sent raw after a conversion error, {} sent ({} bytes), {} failed",
             self.parsed.load(Ordering::Relaxed),
             self.skipped.load(Ordering::Relaxed),
+            self.truncated.load(Ordering::Relaxed),
             self.conversion_errors.load(Ordering::Relaxed),
             self.sent.load(Ordering::Relaxed),
             self.bytes.load(Ordering::Relaxed),
@@ -84,7 +87,31 @@ pub async fn run(
     let stats = Arc::new(Stats::default());
     let mut tasks = tokio::task::JoinSet::new();
     for flow in flows {
-        let sender = Sender::start(&flow, &options).await?;
+        // An endpoint not up yet is waited for; a refusal (no such stream)
+        // stops the agent.
+        let mut attempt = 0u32;
+        let sender = loop {
+            match Sender::start(&flow, &options).await {
+                Ok(sender) => break sender,
+                Err(e)
+                    if !*stop.borrow()
+                        && e.chain().any(|c| {
+                            c.downcast_ref::<sluice_client::Error>()
+                                .is_some_and(|e| e.retryable())
+                        }) =>
+                {
+                    eprintln!("sluice agent: {}: {e:#}; trying again", flow.id());
+                    attempt += 1;
+                    tokio::time::sleep(
+                        Duration::from_millis(200)
+                            .saturating_mul(1 << attempt.min(6))
+                            .min(Duration::from_secs(10)),
+                    )
+                    .await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
         let runner = FlowRunner {
             flow,
             sender,
@@ -158,7 +185,9 @@ impl Sender {
                 config.max_backoff = Duration::from_secs(10);
                 let producer = Producer::start(options.kinesis.clone(), config)
                     .await
-                    .map_err(|e| anyhow::anyhow!("kinesisStream {stream}: {e}"))?;
+                    .map_err(|e| {
+                        anyhow::Error::new(e).context(format!("kinesisStream {stream}"))
+                    })?;
                 Self::Kinesis(producer)
             }
             Destination::Firehose(name) => Self::Firehose(
@@ -287,14 +316,19 @@ impl FlowRunner {
                 None => new_files.push((id, path, meta.len())),
             }
         }
-        // Truncated files: the copy (a new file with the same first bytes)
-        // goes on from where reading was.
+        // Truncated files (shorter than what was read, or starting with
+        // other bytes: truncated and written again before this look): the
+        // copy (a new file with the same first bytes) goes on from where
+        // reading was.
         let truncated: Vec<FileId> = self
             .tracked
             .iter_mut()
             .filter_map(|(id, t)| {
                 let len = t.file.metadata().ok()?.len();
-                (len < t.splitter.read_to()).then_some(*id)
+                let shorter = len < t.splitter.read_to();
+                let rewritten =
+                    t.head.0 > 0 && files::head(&mut t.file, t.head.0).is_ok_and(|h| h != t.head);
+                (shorter || rewritten).then_some(*id)
             })
             .collect();
         for id in truncated {
@@ -382,6 +416,19 @@ impl FlowRunner {
 
     async fn read_and_send(&mut self, ack_tx: &mpsc::UnboundedSender<AckMsg>) {
         let mut ids: Vec<FileId> = self.tracked.keys().copied().collect();
+        // The file being written is the newest the pattern matches; the
+        // others are rotated: what they hold is all they will hold.
+        let current = self
+            .tracked
+            .iter()
+            .filter(|(_, t)| !t.gone)
+            // Ties (mtimes are coarse) go to the shorter name: app.log
+            // before app.log.1.
+            .max_by_key(|(_, t)| {
+                let modified = t.file.metadata().and_then(|m| m.modified()).ok();
+                (modified, std::cmp::Reverse(t.path.as_os_str().len()))
+            })
+            .map(|(id, _)| *id);
         // Older files (rotated away) first.
         ids.sort_by_key(|id| {
             let t = &self.tracked[id];
@@ -400,8 +447,8 @@ impl FlowRunner {
                     .and_then(|_| t.file.read(&mut buf))
                     .unwrap_or(0);
                 t.splitter.push(&buf[..n]);
-                // A file rotated away ends at its end; an open one may grow.
-                let eof = n == 0 && t.gone;
+                // A rotated file ends at its end; the current one may grow.
+                let eof = n == 0 && (t.gone || current != Some(id));
                 t.splitter.cut(
                     self.flow.multi_line_start.as_ref(),
                     eof,
@@ -447,6 +494,9 @@ impl FlowRunner {
                         }
                     }
                 };
+                if data.len() > max {
+                    self.stats.truncated.fetch_add(1, Ordering::Relaxed);
+                }
                 let data = files::truncate(data, max, &self.flow.truncated_record_terminator);
                 let key = match self.flow.partition_keys {
                     PartitionKeys::Random => format!("{}", fastrand::f64() * 1_000_000.0),

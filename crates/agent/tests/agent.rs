@@ -293,3 +293,39 @@ async fn data_processing_options_convert_each_record() {
         ]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotated_files_give_their_last_record_and_a_quick_rewrite_is_noticed() {
+    let (server, dir) = start().await;
+    create(&server, "quick").await;
+    let logs = dir.path().join("q");
+    std::fs::create_dir(&logs).unwrap();
+    let app = logs.join("ml.log");
+    let json = format!(
+        r#"{{"flows":[{{"filePattern":"{}/ml.log*","kinesisStream":"quick","initialPosition":"START_OF_FILE",
+            "multiLineStartPattern":"^M ","maxBufferAgeMillis":1000}}]}}"#,
+        logs.display()
+    );
+    append(&app, (1..=100).map(|i| format!("M {i}")));
+    let agent = run(&server, &json, &dir.path().join("cp.json"));
+    until_count(&server, "quick", 99).await;
+    // Renamed, still matched: its last record is whole now.
+    std::fs::rename(&app, logs.join("ml.log.1")).unwrap();
+    append(&app, (101..=120).map(|i| format!("M {i}")));
+    until_count(&server, "quick", 119).await;
+    // Copytruncate, and more written at once than the file held before.
+    std::fs::copy(&app, logs.join("ml.log.2")).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&app)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    append(&app, (121..=180).map(|i| format!("M {i}")));
+    append(&app, ["M end".to_string()]);
+    let got = until_count(&server, "quick", 180).await;
+    agent.stop().await;
+    let mut want: Vec<String> = (1..=180).map(|i| format!("M {i}")).collect();
+    want.sort();
+    assert_eq!(got, want, "each record once");
+}

@@ -97,8 +97,9 @@ pub struct PutArgs {
     /// Connections, each with one request in flight.
     #[arg(long, default_value_t = 4)]
     connections: usize,
-    /// Give up on a record retried this long, in seconds (0: never).
-    #[arg(long, default_value_t = 30)]
+    /// Give up on a record retried this long, in seconds [default: 0,
+    /// never: throttling is waited out, refusals fail at once].
+    #[arg(long, default_value_t = 0)]
     record_ttl: u64,
     /// Records larger than the stream takes: auto (as is if it fits, else
     /// zstd if that fits, else a claim check when --large-store is given,
@@ -296,7 +297,7 @@ async fn put_async(args: PutArgs, target: Target) -> anyhow::Result<ExitCode> {
     let elapsed = started.elapsed().as_secs_f64().max(1e-6);
     eprintln!(
         "put {records} records ({bytes} bytes) into {} in {elapsed:.2} s: {:.0} records/s, {:.1} MB/s; \
-         {} stream records in {} requests, {} retries, {failed} failed",
+         {} entries sent (retries included) in {} requests, {} entries retried, {failed} records failed",
         args.stream,
         records as f64 / elapsed,
         bytes as f64 / elapsed / 1e6,
@@ -690,6 +691,11 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
             eprintln!("sluice agent: stopping: sending what was read, then a checkpoint");
             let _ = stop_tx.send(true);
         });
+        for (i, flow) in config.flows.iter().enumerate() {
+            for key in flow.other.keys() {
+                eprintln!("sluice agent: warning: flows[{i}].{key} is not a setting Sluice knows; ignored");
+            }
+        }
         eprintln!("sluice agent: running {} flows", config.flows.len());
         let stats = sluice_agent::run(&config, options, stop).await?;
         eprintln!("sluice agent: stopped: {}", stats.line());

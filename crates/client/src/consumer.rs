@@ -222,10 +222,10 @@ pub async fn consume<H: Handler>(
                     Some(seq),
                     None,
                 );
-                match control
-                    .call::<k::GetShardIteratorOutput>("GetShardIterator", &input)
-                    .await
-                {
+                // Throttled (five a second per shard on AWS): waited out.
+                match retrying!(
+                    control.call::<k::GetShardIteratorOutput>("GetShardIterator", &input)
+                ) {
                     Ok(_) => {
                         found = Some(id.clone());
                         break;
