@@ -121,6 +121,7 @@ pub async fn run(
             tracked: HashMap::new(),
             redirects: HashMap::new(),
             generation: 0,
+            read_buf: vec![0; READ_CHUNK],
         };
         tasks.spawn(runner.run(stop.clone()));
     }
@@ -251,6 +252,8 @@ struct FlowRunner {
     /// file (a copytruncate's copy).
     redirects: HashMap<(FileId, u64), FileId>,
     generation: u64,
+    /// The buffer files are read into (one, not one per read).
+    read_buf: Vec<u8>,
 }
 
 /// The most read from one file in one poll.
@@ -439,12 +442,12 @@ impl FlowRunner {
             let mut skipped = Vec::new();
             {
                 let t = self.tracked.get_mut(&id).expect("tracked");
-                let mut buf = vec![0; READ_CHUNK];
+                let buf = &mut self.read_buf;
                 let at = t.splitter.read_to();
                 let n = t
                     .file
                     .seek(SeekFrom::Start(at))
-                    .and_then(|_| t.file.read(&mut buf))
+                    .and_then(|_| t.file.read(buf))
                     .unwrap_or(0);
                 t.splitter.push(&buf[..n]);
                 // A rotated file ends at its end; the current one may grow.

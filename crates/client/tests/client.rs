@@ -578,6 +578,16 @@ mod large {
         }
     }
 
+    /// Puts one record and waits until it is in.
+    async fn put_one(producer: &Producer, key: &str, data: &[u8]) {
+        producer
+            .send(Record::new(key, data.to_vec()))
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+
     fn message(n: usize, seed: u8) -> Vec<u8> {
         // Half compressible, half not.
         let mut rng = fastrand::Rng::with_seed(u64::from(seed));
@@ -703,36 +713,16 @@ mod large {
         }
         let half = order.len() / 2;
         for (key, chunk) in &order[..half] {
-            producer
-                .send(Record::new(*key, (*chunk).clone()))
-                .await
-                .unwrap()
-                .await
-                .unwrap();
+            put_one(&producer, key, chunk).await;
         }
         // A duplicate of an early chunk (a retried put).
-        producer
-            .send(Record::new("key-a", ca[0].clone()))
-            .await
-            .unwrap()
-            .await
-            .unwrap();
+        put_one(&producer, "key-a", &ca[0]).await;
         reshard(&mut api, "chunks", 3).await;
         for (key, chunk) in &order[half..] {
-            producer
-                .send(Record::new(*key, (*chunk).clone()))
-                .await
-                .unwrap()
-                .await
-                .unwrap();
+            put_one(&producer, key, chunk).await;
         }
         // And a duplicate after the message is whole.
-        producer
-            .send(Record::new("key-b", cb[0].clone()))
-            .await
-            .unwrap()
-            .await
-            .unwrap();
+        put_one(&producer, "key-b", &cb[0]).await;
         producer.close().await;
         let seen = read(&server, "chunks", None).await;
         assert!(
